@@ -1,0 +1,135 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_http::classify::{ClassifyEos, GrpcEosErrorsAsFailures};
+
+use super::{Outcome, RecordOutcome};
+
+pin_project! {
+    /// A response body that reports the call's outcome when it ends.
+    ///
+    /// Made by [`GrpcErrorsAsFailures`](super::GrpcErrorsAsFailures) when the
+    /// status was not in the response headers. The outcome is recorded:
+    ///
+    /// - when the trailers arrive, from their `grpc-status`;
+    /// - when the body ends without trailers, or reports that it has ended;
+    /// - as a failure when the body yields an error.
+    ///
+    /// If the body is dropped first, the recorder is dropped unrecorded and
+    /// the layer reports the call as cancelled. Once the outcome is known
+    /// the body is a plain pass-through.
+    pub struct ClassifiedBody<B, R, Eos = GrpcEosErrorsAsFailures> {
+        #[pin]
+        inner: B,
+        pending: Option<(Eos, R)>,
+    }
+}
+
+impl<B, R, Eos> ClassifiedBody<B, R, Eos> {
+    /// A body whose outcome was already recorded.
+    pub fn done(inner: B) -> Self {
+        Self {
+            inner,
+            pending: None,
+        }
+    }
+
+    /// Whether the outcome is still to be recorded.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B, R, Eos> ClassifiedBody<B, R, Eos>
+where
+    B: Body,
+    R: RecordOutcome,
+    Eos: ClassifyEos,
+{
+    /// A body whose outcome will be decided by `eos` at its end.
+    pub fn pending(inner: B, eos: Eos, recorder: R) -> Self {
+        let mut body = Self {
+            inner,
+            pending: Some((eos, recorder)),
+        };
+        if body.inner.is_end_stream() {
+            // Nobody will poll an empty body: decide now, without trailers.
+            finish(&mut body.pending, None);
+        }
+        body
+    }
+}
+
+fn finish<R: RecordOutcome, Eos: ClassifyEos>(
+    pending: &mut Option<(Eos, R)>,
+    trailers: Option<&HeaderMap>,
+) {
+    if let Some((eos, recorder)) = pending.take() {
+        recorder.record(match eos.classify_eos(trailers) {
+            Ok(()) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        });
+    }
+}
+
+impl<B, R, Eos> Body for ClassifiedBody<B, R, Eos>
+where
+    B: Body,
+    R: RecordOutcome,
+    Eos: ClassifyEos,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if this.pending.is_some() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        finish(this.pending, Some(trailers));
+                    } else if this.inner.is_end_stream() {
+                        finish(this.pending, None);
+                    }
+                }
+                Some(Err(_)) => {
+                    if let Some((_, recorder)) = this.pending.take() {
+                        recorder.record(Outcome::Failure);
+                    }
+                }
+                None => finish(this.pending, None),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug, R, Eos> fmt::Debug for ClassifiedBody<B, R, Eos> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifiedBody")
+            .field("inner", &self.inner)
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,173 @@
+use http::Response;
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyResponse, GrpcCode, GrpcErrorsAsFailures as TowerGrpc,
+    ServerErrorsAsFailures as TowerServerErrors,
+};
+
+use super::body::ClassifiedBody;
+use super::{Classify, Outcome, RecordOutcome};
+
+/// HTTP responses with a 5xx status, and every `Err`, are failures.
+///
+/// Decided from the status line, so the response is returned unchanged.
+/// Uses [`tower_http::classify::ServerErrorsAsFailures`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerErrorsAsFailures;
+
+impl<B, E> Classify<Response<B>, E> for ServerErrorsAsFailures
+where
+    B: 'static,
+    E: 'static,
+{
+    type Output<R: RecordOutcome> = Response<B>;
+
+    #[inline]
+    fn classify<R: RecordOutcome>(
+        &self,
+        result: Result<Response<B>, E>,
+        recorder: R,
+    ) -> Result<Response<B>, E> {
+        let outcome = match &result {
+            Ok(res) => match TowerServerErrors::new().classify_response(res) {
+                ClassifiedResponse::Ready(Ok(())) => Outcome::Success,
+                ClassifiedResponse::Ready(Err(_)) => Outcome::Failure,
+                // ServerErrorsAsFailures never waits for the end of stream.
+                ClassifiedResponse::RequiresEos(_) => Outcome::Success,
+            },
+            Err(_) => Outcome::Failure,
+        };
+        recorder.record(outcome);
+        result
+    }
+}
+
+/// gRPC responses whose status is a failure code, and every `Err`, are
+/// failures.
+///
+/// The status is read from the response headers when the server put it
+/// there (a "trailers-only" response, which is how servers answer a call
+/// that fails before any message), and otherwise from the trailers at the
+/// end of the body: the body is wrapped in a [`ClassifiedBody`] that records
+/// the outcome when they arrive. A body dropped before its end records
+/// nothing, which the layer reports as cancelled.
+///
+/// By default UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and
+/// RESOURCE_EXHAUSTED are failures: they say the server is unhealthy or
+/// overloaded. Every other code (NOT_FOUND, INVALID_ARGUMENT, ...) is the
+/// caller's business and counts as a success. Built on
+/// [`tower_http::classify::GrpcErrorsAsFailures`].
+///
+/// ```
+/// use palisade_core::classify::{GrpcCode, GrpcErrorsAsFailures};
+///
+/// let strict = GrpcErrorsAsFailures::failing_on(&[GrpcCode::Unavailable]);
+/// assert!(strict.is_failure(GrpcCode::Unavailable));
+/// assert!(!strict.is_failure(GrpcCode::Internal));
+/// assert!(GrpcErrorsAsFailures::new().is_failure(GrpcCode::Internal));
+/// ```
+#[derive(Clone, Debug)]
+pub struct GrpcErrorsAsFailures {
+    failures: u32,
+    tower: TowerGrpc,
+}
+
+const ALL_CODES: [GrpcCode; 17] = [
+    GrpcCode::Ok,
+    GrpcCode::Cancelled,
+    GrpcCode::Unknown,
+    GrpcCode::InvalidArgument,
+    GrpcCode::DeadlineExceeded,
+    GrpcCode::NotFound,
+    GrpcCode::AlreadyExists,
+    GrpcCode::PermissionDenied,
+    GrpcCode::ResourceExhausted,
+    GrpcCode::FailedPrecondition,
+    GrpcCode::Aborted,
+    GrpcCode::OutOfRange,
+    GrpcCode::Unimplemented,
+    GrpcCode::Internal,
+    GrpcCode::Unavailable,
+    GrpcCode::DataLoss,
+    GrpcCode::Unauthenticated,
+];
+
+const DEFAULT_FAILURES: [GrpcCode; 5] = [
+    GrpcCode::Unavailable,
+    GrpcCode::DeadlineExceeded,
+    GrpcCode::Internal,
+    GrpcCode::Unknown,
+    GrpcCode::ResourceExhausted,
+];
+
+fn bit(code: GrpcCode) -> u32 {
+    1 << (code as i32 as u32)
+}
+
+impl GrpcErrorsAsFailures {
+    /// The default failure codes: UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL,
+    /// UNKNOWN and RESOURCE_EXHAUSTED.
+    pub fn new() -> Self {
+        Self::failing_on(&DEFAULT_FAILURES)
+    }
+
+    /// A classifier whose failure codes are exactly `codes`. `OK` is always
+    /// a success.
+    pub fn failing_on(codes: &[GrpcCode]) -> Self {
+        let failures = codes
+            .iter()
+            .filter(|c| **c != GrpcCode::Ok)
+            .fold(0, |acc, c| acc | bit(*c));
+        let tower = ALL_CODES
+            .iter()
+            .filter(|c| failures & bit(**c) == 0)
+            .fold(TowerGrpc::new(), |t, c| t.with_success(*c));
+        Self { failures, tower }
+    }
+
+    /// Whether `code` counts as a failure.
+    pub fn is_failure(&self, code: GrpcCode) -> bool {
+        self.failures & bit(code) != 0
+    }
+}
+
+impl Default for GrpcErrorsAsFailures {
+    /// Same as [`GrpcErrorsAsFailures::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B, E> Classify<Response<B>, E> for GrpcErrorsAsFailures
+where
+    B: http_body::Body + 'static,
+    E: 'static,
+{
+    type Output<R: RecordOutcome> = Response<ClassifiedBody<B, R>>;
+
+    fn classify<R: RecordOutcome>(
+        &self,
+        result: Result<Response<B>, E>,
+        recorder: R,
+    ) -> Result<Self::Output<R>, E> {
+        let res = match result {
+            Ok(res) => res,
+            Err(err) => {
+                recorder.record(Outcome::Failure);
+                return Err(err);
+            }
+        };
+        match self.tower.clone().classify_response(&res) {
+            ClassifiedResponse::Ready(ready) => {
+                recorder.record(if ready.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                });
+                Ok(res.map(ClassifiedBody::done))
+            }
+            ClassifiedResponse::RequiresEos(eos) => {
+                Ok(res.map(|body| ClassifiedBody::pending(body, eos, recorder)))
+            }
+        }
+    }
+}

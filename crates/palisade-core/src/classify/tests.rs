@@ -1,0 +1,306 @@
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+
+use super::*;
+use crate::error::{CircuitOpen, Elapsed, MissingKey, OverloadKind, Overloaded, RateLimited};
+use crate::metrics::{CircuitState, KeyKind};
+use crate::policy::PolicyName;
+
+/// A body that yields the given frames, then ends.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A body that fails after its first frame.
+struct Failing(bool);
+
+impl Body for Failing {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.0 {
+            Poll::Ready(Some(Err(std::io::Error::other("reset"))))
+        } else {
+            self.0 = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+}
+
+/// A recorder that stores what it was told; `None` until recorded.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Option<Outcome>>>);
+
+impl Seen {
+    fn recorder(&self) -> impl RecordOutcome {
+        let slot = self.0.clone();
+        move |o: Outcome| *slot.lock().unwrap() = Some(o)
+    }
+
+    fn get(&self) -> Option<Outcome> {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn trailers(code: &'static str) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", HeaderValue::from_static(code));
+    t
+}
+
+fn grpc_response(frames: Vec<Frame<Bytes>>) -> Response<Frames> {
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Frames(frames.into()))
+        .unwrap()
+}
+
+fn plain<C: Classify<u32, &'static str>>(c: &C, r: Result<u32, &'static str>) -> Outcome {
+    let seen = Seen::default();
+    let _ = c.classify(r, seen.recorder());
+    seen.get().expect("decided at once")
+}
+
+#[test]
+fn errors_as_failures_table() {
+    assert_eq!(plain(&ErrorsAsFailures, Ok(1)), Outcome::Success);
+    assert_eq!(plain(&ErrorsAsFailures, Err("x")), Outcome::Failure);
+}
+
+#[test]
+fn user_predicate_decides() {
+    let c = ClassifyFn::new(|r: Result<&u32, &&'static str>| match r {
+        Ok(0) => Outcome::Ignored,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    });
+    assert_eq!(plain(&c, Ok(0)), Outcome::Ignored);
+    assert_eq!(plain(&c, Ok(7)), Outcome::Success);
+    assert_eq!(plain(&c, Err("e")), Outcome::Failure);
+}
+
+#[test]
+fn http_status_table() {
+    let cases = [
+        (StatusCode::OK, Outcome::Success),
+        (StatusCode::NO_CONTENT, Outcome::Success),
+        (StatusCode::MOVED_PERMANENTLY, Outcome::Success),
+        (StatusCode::NOT_FOUND, Outcome::Success),
+        (StatusCode::TOO_MANY_REQUESTS, Outcome::Success),
+        (StatusCode::INTERNAL_SERVER_ERROR, Outcome::Failure),
+        (StatusCode::BAD_GATEWAY, Outcome::Failure),
+        (StatusCode::SERVICE_UNAVAILABLE, Outcome::Failure),
+        (StatusCode::GATEWAY_TIMEOUT, Outcome::Failure),
+    ];
+    for (status, expected) in cases {
+        let seen = Seen::default();
+        let res = Response::builder().status(status).body(()).unwrap();
+        let out = ServerErrorsAsFailures.classify(Ok::<_, Infallible>(res), seen.recorder());
+        assert_eq!(out.unwrap().status(), status, "response is unchanged");
+        assert_eq!(seen.get(), Some(expected), "{status}");
+    }
+    let seen = Seen::default();
+    let _ = ServerErrorsAsFailures.classify(Err::<Response<()>, _>("io"), seen.recorder());
+    assert_eq!(seen.get(), Some(Outcome::Failure));
+}
+
+#[test]
+fn grpc_status_in_headers_is_decided_at_once() {
+    let cases = [
+        ("0", Outcome::Success),
+        ("5", Outcome::Success),  // NOT_FOUND: the caller's business
+        ("3", Outcome::Success),  // INVALID_ARGUMENT
+        ("14", Outcome::Failure), // UNAVAILABLE
+        ("4", Outcome::Failure),  // DEADLINE_EXCEEDED
+        ("13", Outcome::Failure), // INTERNAL
+        ("2", Outcome::Failure),  // UNKNOWN
+        ("8", Outcome::Failure),  // RESOURCE_EXHAUSTED
+    ];
+    for (code, expected) in cases {
+        let seen = Seen::default();
+        let res = Response::builder()
+            .header("grpc-status", code)
+            .body(Frames(VecDeque::new()))
+            .unwrap();
+        let out = GrpcErrorsAsFailures::new()
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        assert_eq!(seen.get(), Some(expected), "grpc-status {code}");
+        assert!(!out.body().is_pending());
+    }
+}
+
+#[tokio::test]
+async fn grpc_status_only_in_trailers_is_decided_at_end_of_stream() {
+    let cases = [
+        ("0", Outcome::Success),
+        ("5", Outcome::Success),
+        ("14", Outcome::Failure),
+        ("4", Outcome::Failure),
+        ("13", Outcome::Failure),
+    ];
+    for (code, expected) in cases {
+        let seen = Seen::default();
+        let res = grpc_response(vec![
+            Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")),
+            Frame::trailers(trailers(code)),
+        ]);
+        let out = GrpcErrorsAsFailures::new()
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        assert_eq!(seen.get(), None, "not decided before the trailers");
+        let collected = out.into_body().collect().await.unwrap();
+        assert_eq!(
+            collected.trailers().unwrap()["grpc-status"],
+            code,
+            "trailers pass through"
+        );
+        assert_eq!(seen.get(), Some(expected), "trailer grpc-status {code}");
+    }
+}
+
+#[tokio::test]
+async fn grpc_body_without_any_status_is_a_success() {
+    let seen = Seen::default();
+    let res = grpc_response(vec![Frame::data(Bytes::from_static(b"abc"))]);
+    let out = GrpcErrorsAsFailures::new()
+        .classify(Ok::<_, Infallible>(res), seen.recorder())
+        .unwrap();
+    let _ = out.into_body().collect().await.unwrap();
+    assert_eq!(seen.get(), Some(Outcome::Success));
+}
+
+#[test]
+fn grpc_empty_body_is_decided_at_once() {
+    let seen = Seen::default();
+    let res = grpc_response(vec![]);
+    let out = GrpcErrorsAsFailures::new()
+        .classify(Ok::<_, Infallible>(res), seen.recorder())
+        .unwrap();
+    assert!(!out.body().is_pending());
+    assert_eq!(seen.get(), Some(Outcome::Success));
+}
+
+#[tokio::test]
+async fn grpc_body_error_is_a_failure() {
+    let seen = Seen::default();
+    let res = Response::new(Failing(false));
+    let out = GrpcErrorsAsFailures::new()
+        .classify(Ok::<_, Infallible>(res), seen.recorder())
+        .unwrap();
+    assert!(out.into_body().collect().await.is_err());
+    assert_eq!(seen.get(), Some(Outcome::Failure));
+}
+
+#[test]
+fn grpc_body_dropped_early_records_nothing() {
+    let seen = Seen::default();
+    let res = grpc_response(vec![
+        Frame::data(Bytes::from_static(b"abc")),
+        Frame::trailers(trailers("14")),
+    ]);
+    let out = GrpcErrorsAsFailures::new()
+        .classify(Ok::<_, Infallible>(res), seen.recorder())
+        .unwrap();
+    drop(out);
+    assert_eq!(seen.get(), None, "a dropped body is a cancellation");
+}
+
+#[test]
+fn grpc_transport_error_is_a_failure() {
+    let seen = Seen::default();
+    let out =
+        GrpcErrorsAsFailures::new().classify(Err::<Response<Frames>, _>("io"), seen.recorder());
+    assert!(out.is_err());
+    assert_eq!(seen.get(), Some(Outcome::Failure));
+}
+
+#[test]
+fn grpc_failure_codes_are_configurable() {
+    let only_unavailable = GrpcErrorsAsFailures::failing_on(&[GrpcCode::Unavailable, GrpcCode::Ok]);
+    for (code, expected) in [
+        ("14", Outcome::Failure),
+        ("13", Outcome::Success),
+        ("0", Outcome::Success),
+    ] {
+        let seen = Seen::default();
+        let res = Response::builder()
+            .header("grpc-status", code)
+            .body(Frames(VecDeque::new()))
+            .unwrap();
+        let _ = only_unavailable.classify(Ok::<_, Infallible>(res), seen.recorder());
+        assert_eq!(seen.get(), Some(expected), "grpc-status {code}");
+    }
+}
+
+#[test]
+fn local_rejections_are_ignored_and_other_rejections_are_not() {
+    let c = IgnoreLocalRejections::new(ErrorsAsFailures);
+    let p = || PolicyName::new("p");
+    let cases: Vec<(BoxError, Outcome)> = vec![
+        (
+            RateLimited::new(p(), Duration::from_secs(1), KeyKind::Global).into(),
+            Outcome::Ignored,
+        ),
+        (
+            Overloaded::new(p(), 3, OverloadKind::Full).into(),
+            Outcome::Ignored,
+        ),
+        (
+            MissingKey::new(p(), KeyKind::Header).into(),
+            Outcome::Ignored,
+        ),
+        (
+            CircuitOpen::new(p(), None, CircuitState::Open).into(),
+            Outcome::Failure,
+        ),
+        (
+            Elapsed::new(p(), Duration::from_secs(1)).into(),
+            Outcome::Failure,
+        ),
+        ("plain".into(), Outcome::Failure),
+    ];
+    for (err, expected) in cases {
+        let seen = Seen::default();
+        let description = err.to_string();
+        let out = c.classify(Err::<u32, _>(err), seen.recorder());
+        assert!(out.is_err(), "the error is passed on");
+        assert_eq!(seen.get(), Some(expected), "{description}");
+    }
+    let seen = Seen::default();
+    let _ = c.classify(Ok::<u32, BoxError>(1), seen.recorder());
+    assert_eq!(seen.get(), Some(Outcome::Success));
+}
+
+#[test]
+fn unit_recorder_ignores() {
+    let r = ErrorsAsFailures.classify(Ok::<u8, ()>(3), ());
+    assert_eq!(r, Ok(3));
+}

@@ -1,0 +1,294 @@
+//! Panic capture shared by the panic-catch layer and supervised tasks.
+//!
+//! `catch_unwind` hands back only a panic's payload. Its location and a
+//! backtrace are known only to the panic hook, which runs at the panic site
+//! before unwinding starts. This module installs one palisade hook that
+//! chains whatever hook was installed before it:
+//!
+//! - outside a [`CaptureScope`], it calls the previous hook and does
+//!   nothing else, so panics elsewhere in the program look as they always
+//!   did;
+//! - inside a scope, it records the location (and, when asked, a backtrace)
+//!   in a thread-local slot that the catching code reads with
+//!   [`take_captured`], and calls the previous hook only if the scope asks
+//!   for the default print.
+//!
+//! The capture cost is paid only when a panic happens. Entering a scope is a
+//! thread-local write.
+//!
+//! If a program replaces the panic hook after palisade installed its own,
+//! panics are still caught, but without location or backtrace.
+//!
+//! # `panic = "abort"`
+//!
+//! With `panic = "abort"` in the profile, a panic ends the process before
+//! anything can catch it, and no palisade layer can turn it into an error.
+//! [`CAN_CATCH_PANICS`] tells at compile time which setting is in force.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::panic::{catch, payload_message, take_captured, CaptureOptions};
+//!
+//! palisade_core::panic::install_hook();
+//! let caught = catch(CaptureOptions::default(), || -> u32 { panic!("boom") });
+//! let payload = caught.unwrap_err();
+//! assert_eq!(&*payload_message(&*payload), "boom");
+//! let captured = take_captured().expect("the hook saw the panic");
+//! assert!(captured.location.unwrap().file().ends_with(".rs"));
+//! ```
+
+use std::any::Any;
+use std::backtrace::Backtrace;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, PanicHookInfo};
+use std::sync::{Arc, Once};
+
+use crate::error::{PanicLocation, Panicked};
+use crate::policy::PolicyName;
+
+/// Whether panics unwind in this build, so that palisade can catch them.
+///
+/// `false` under `panic = "abort"`: a panic then ends the process.
+pub const CAN_CATCH_PANICS: bool = cfg!(panic = "unwind");
+
+/// What the palisade hook does for a panic raised inside a [`CaptureScope`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// Capture a backtrace (forced, whatever `RUST_BACKTRACE` says).
+    /// Default: `true`.
+    pub backtrace: bool,
+    /// Still call the previously installed hook, which by default prints
+    /// the panic to stderr. Default: `false`, since palisade reports the
+    /// panic through its metrics sink and `tracing` instead.
+    pub print: bool,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        Self {
+            backtrace: true,
+            print: false,
+        }
+    }
+}
+
+/// What the hook recorded for the latest panic in a capture scope on this
+/// thread.
+#[derive(Debug)]
+pub struct Captured {
+    /// Where the panic was raised.
+    pub location: Option<PanicLocation>,
+    /// The backtrace, when [`CaptureOptions::backtrace`] was set.
+    pub backtrace: Option<Backtrace>,
+}
+
+thread_local! {
+    static SCOPE: Cell<Option<CaptureOptions>> = const { Cell::new(None) };
+    static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+static INSTALL: Once = Once::new();
+
+/// Installs the palisade panic hook, chaining the hook installed before it.
+///
+/// Idempotent and cheap after the first call; layers call it when they are
+/// built.
+pub fn install_hook() {
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
+            let scope = SCOPE.try_with(Cell::get).ok().flatten();
+            match scope {
+                Some(options) => {
+                    let captured = Captured {
+                        location: info.location().map(PanicLocation::from_std),
+                        backtrace: options.backtrace.then(Backtrace::force_capture),
+                    };
+                    let _ = CAPTURED.try_with(|slot| {
+                        if let Ok(mut slot) = slot.try_borrow_mut() {
+                            *slot = Some(captured);
+                        }
+                    });
+                    if options.print {
+                        previous(info);
+                    }
+                }
+                None => previous(info),
+            }
+        }));
+    });
+}
+
+/// Marks the current thread as running code whose panics palisade catches.
+///
+/// Restores the previous scope when dropped, so scopes nest. Not `Send`: a
+/// scope belongs to the thread that entered it.
+#[derive(Debug)]
+pub struct CaptureScope {
+    previous: Option<CaptureOptions>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl CaptureScope {
+    /// Enters a scope with `options`.
+    #[inline]
+    pub fn enter(options: CaptureOptions) -> Self {
+        let previous = SCOPE.with(|scope| scope.replace(Some(options)));
+        Self {
+            previous,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for CaptureScope {
+    #[inline]
+    fn drop(&mut self) {
+        let previous = self.previous;
+        let _ = SCOPE.try_with(|scope| scope.set(previous));
+    }
+}
+
+/// Takes what the hook recorded for the latest panic in a capture scope on
+/// this thread, leaving nothing behind.
+pub fn take_captured() -> Option<Captured> {
+    CAPTURED
+        .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut s| s.take()))
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` inside a capture scope and catches a panic it raises.
+///
+/// `f` is treated as unwind safe: palisade drops whatever `f` was working on
+/// after a panic (the inner future), so no broken state is observed again.
+#[inline]
+pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
+    let _scope = CaptureScope::enter(options);
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+}
+
+/// The message of a panic payload: the text of `&str` and `String`
+/// payloads, a description of the payload's type otherwise.
+pub fn payload_message(payload: &(dyn Any + Send)) -> Box<str> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).into()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.as_str().into()
+    } else if let Some(s) = payload.downcast_ref::<Box<str>>() {
+        s.clone()
+    } else if let Some(e) = payload.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
+        format!("panic payload of type Box<dyn Error>: {e}").into()
+    } else {
+        describe_other(payload).into()
+    }
+}
+
+fn describe_other(payload: &(dyn Any + Send)) -> &'static str {
+    macro_rules! known {
+        ($($t:ty),+) => {
+            $(if payload.is::<$t>() { return concat!("panic payload of type ", stringify!($t)); })+
+        };
+    }
+    known!(
+        i8,
+        i16,
+        i32,
+        i64,
+        i128,
+        isize,
+        u8,
+        u16,
+        u32,
+        u64,
+        u128,
+        usize,
+        f32,
+        f64,
+        bool,
+        char,
+        ()
+    );
+    "panic payload of a non-string type"
+}
+
+/// Builds the [`Panicked`] rejection for a caught payload, with the location
+/// and backtrace the hook recorded on this thread, if any.
+pub fn panicked(policy: PolicyName, payload: &(dyn Any + Send)) -> Panicked {
+    let captured = take_captured();
+    let (location, backtrace) = match captured {
+        Some(c) => (c.location, c.backtrace.map(Arc::new)),
+        None => (None, None),
+    };
+    Panicked::new(policy, payload_message(payload))
+        .with_location(location)
+        .with_backtrace(backtrace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_payloads_and_others() {
+        install_hook();
+        let quiet = CaptureOptions {
+            backtrace: false,
+            print: false,
+        };
+        let p = catch(quiet, || panic!("static {}", "str")).unwrap_err();
+        assert_eq!(&*payload_message(&*p), "static str");
+        let p = catch(quiet, || std::panic::panic_any(String::from("owned"))).unwrap_err();
+        assert_eq!(&*payload_message(&*p), "owned");
+        let p = catch(quiet, || std::panic::panic_any(42_u32)).unwrap_err();
+        assert_eq!(&*payload_message(&*p), "panic payload of type u32");
+        #[derive(Debug)]
+        struct Custom;
+        let p = catch(quiet, || std::panic::panic_any(Custom)).unwrap_err();
+        assert_eq!(&*payload_message(&*p), "panic payload of a non-string type");
+    }
+
+    #[test]
+    fn location_and_optional_backtrace_are_captured() {
+        install_hook();
+        let line = line!() + 2;
+        let payload = catch(CaptureOptions::default(), || {
+            panic!("here");
+        })
+        .unwrap_err();
+        let rejection = panicked(PolicyName::new("p"), &*payload);
+        assert_eq!(rejection.message(), "here");
+        let location = rejection.location().expect("location captured");
+        assert!(location.file().ends_with("panic.rs"));
+        assert_eq!(location.line(), line);
+        assert!(rejection.backtrace().is_some());
+        assert!(take_captured().is_none(), "capture is taken once");
+
+        let no_bt = CaptureOptions {
+            backtrace: false,
+            print: false,
+        };
+        let payload = catch(no_bt, || panic!("again")).unwrap_err();
+        let rejection = panicked(PolicyName::new("p"), &*payload);
+        assert!(rejection.location().is_some());
+        assert!(rejection.backtrace().is_none());
+    }
+
+    #[test]
+    fn scopes_nest_and_restore() {
+        let outer = CaptureOptions {
+            backtrace: false,
+            print: true,
+        };
+        let s1 = CaptureScope::enter(outer);
+        {
+            let _s2 = CaptureScope::enter(CaptureOptions::default());
+            assert_eq!(SCOPE.with(Cell::get), Some(CaptureOptions::default()));
+        }
+        assert_eq!(SCOPE.with(Cell::get), Some(outer));
+        drop(s1);
+        assert_eq!(SCOPE.with(Cell::get), None);
+    }
+}
