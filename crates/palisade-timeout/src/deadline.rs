@@ -1,0 +1,360 @@
+//! Where a request's deadline comes from, and where the inner service finds
+//! it.
+//!
+//! Every [`Timeout`](crate::Timeout) applies its layer's default duration.
+//! A [`DeadlineSource`] may ask for a shorter one for a given request; the
+//! smallest of the default and the requested values wins, so a client can
+//! shorten its deadline but never extend the server's.
+//!
+//! - [`NoOverride`] (the default) reads nothing. It works for any request
+//!   type, `u64` as well as `http::Request`.
+//! - [`HttpDeadline`] reads, from an `http::Request`, a [`RequestTimeout`]
+//!   extension (set by an earlier layer or by the caller of a client) and
+//!   the `grpc-timeout` header. It puts the applied [`Deadline`] in the
+//!   request's extensions so the handler can pass the budget on to the
+//!   calls it makes.
+//! - A closure `Fn(&Req) -> Option<Duration>` is a source too.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_timeout::{Deadline, HttpDeadline, RequestTimeout, TimeoutLayer};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::builder().timeout(Duration::from_secs(10)).http().build().unwrap())
+//!     .service(service_fn(|req: http::Request<()>| async move {
+//!         // The handler sees the budget it was given.
+//!         let deadline = req.extensions().get::<Deadline>().copied().unwrap();
+//!         Ok::<_, std::convert::Infallible>(deadline.budget())
+//!     }));
+//!
+//! let mut req = http::Request::new(());
+//! req.headers_mut().insert("grpc-timeout", "2S".parse().unwrap());
+//! req.extensions_mut().insert(RequestTimeout(Duration::from_secs(5)));
+//! let budget = svc.oneshot(req).await.unwrap();
+//! assert_eq!(budget, Duration::from_secs(2));
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use crate::grpc_timeout::{GRPC_TIMEOUT, GrpcTimeout};
+
+/// Reads a per-request deadline and tells the inner service which one
+/// applies.
+///
+/// Implemented by [`NoOverride`], [`HttpDeadline`] and closures
+/// `Fn(&Req) -> Option<Duration>`. Implementations run for every request:
+/// keep them cheap and never panic on what a client sent.
+pub trait DeadlineSource<Req> {
+    /// The timeout `request` asks for, if any, and any malformed input
+    /// found while reading it.
+    fn requested(&self, request: &Req) -> Requested;
+
+    /// Makes the deadline that applies visible to the inner service. The
+    /// default does nothing.
+    #[inline]
+    fn expose(&self, request: &mut Req, deadline: Deadline) {
+        let _ = (request, deadline);
+    }
+}
+
+/// What a [`DeadlineSource`] read from one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requested {
+    timeout: Option<Duration>,
+    malformed: Option<MalformedInput>,
+}
+
+/// An input a [`DeadlineSource`] ignored because it was malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MalformedInput {
+    /// The header name, lower case.
+    pub header: &'static str,
+    /// Why it was refused, for logs.
+    pub reason: &'static str,
+}
+
+impl Requested {
+    /// Nothing requested.
+    pub const fn none() -> Self {
+        Self {
+            timeout: None,
+            malformed: None,
+        }
+    }
+
+    /// Adds a requested timeout. When several are added, the smallest is
+    /// kept.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(match self.timeout {
+            Some(current) => current.min(timeout),
+            None => timeout,
+        });
+        self
+    }
+
+    /// Notes that `header` was malformed and ignored.
+    #[must_use]
+    pub const fn with_malformed(mut self, header: &'static str, reason: &'static str) -> Self {
+        self.malformed = Some(MalformedInput { header, reason });
+        self
+    }
+
+    /// The smallest requested timeout.
+    pub const fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The malformed input that was ignored, if any.
+    pub const fn malformed(&self) -> Option<MalformedInput> {
+        self.malformed
+    }
+}
+
+impl From<Option<Duration>> for Requested {
+    fn from(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            malformed: None,
+        }
+    }
+}
+
+/// A source that reads nothing: every request gets the layer's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoOverride;
+
+impl<Req> DeadlineSource<Req> for NoOverride {
+    #[inline]
+    fn requested(&self, _request: &Req) -> Requested {
+        Requested::none()
+    }
+}
+
+impl<F, Req> DeadlineSource<Req> for F
+where
+    F: Fn(&Req) -> Option<Duration>,
+{
+    #[inline]
+    fn requested(&self, request: &Req) -> Requested {
+        self(request).into()
+    }
+}
+
+/// A per-request timeout set in an `http::Request`'s extensions.
+///
+/// [`HttpDeadline`] reads it; it can shorten the layer's default but never
+/// extend it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestTimeout(pub Duration);
+
+/// The deadline a [`Timeout`](crate::Timeout) applies to a request, as the
+/// inner service sees it in the request's extensions.
+///
+/// It carries the budget, not an instant: the layer reads no clock unless
+/// the call is still running after its first poll (see the crate docs), so
+/// the budget counts from the moment the inner service starts. A handler
+/// that calls further services passes it on, for example as a
+/// `grpc-timeout` header with [`Deadline::grpc_timeout`], or as a
+/// [`RequestTimeout`] for a palisade client stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Deadline {
+    budget: Duration,
+}
+
+impl Deadline {
+    /// A deadline of `budget`.
+    pub const fn new(budget: Duration) -> Self {
+        Self { budget }
+    }
+
+    /// How long the call may take.
+    pub const fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// The budget as a `grpc-timeout` value, rounded down.
+    pub fn grpc_timeout(&self) -> GrpcTimeout {
+        GrpcTimeout::from_duration(self.budget)
+    }
+}
+
+/// The HTTP and gRPC deadline source.
+///
+/// For an `http::Request<B>` it reads, by default:
+///
+/// - a [`RequestTimeout`] extension;
+/// - the `grpc-timeout` header (the first one, if repeated). A malformed
+///   value is ignored, reported as a
+///   [`MalformedHeader`](palisade_core::Event::MalformedHeader) event and a
+///   `tracing` debug event, and the request goes on with the other
+///   deadlines. It never fails the request.
+///
+/// and it inserts the applied [`Deadline`] into the request's extensions.
+/// That insertion is the one heap allocation of the HTTP flavour (the
+/// extension map boxes its values); turn it off with
+/// [`expose_deadline(false)`](Self::expose_deadline) when no handler reads
+/// it.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpDeadline {
+    extension: bool,
+    grpc_timeout: bool,
+    expose: bool,
+}
+
+impl HttpDeadline {
+    /// Reads both sources and exposes the deadline.
+    pub const fn new() -> Self {
+        Self {
+            extension: true,
+            grpc_timeout: true,
+            expose: true,
+        }
+    }
+
+    /// Whether to read the [`RequestTimeout`] extension (default `true`).
+    #[must_use]
+    pub const fn read_extension(mut self, enabled: bool) -> Self {
+        self.extension = enabled;
+        self
+    }
+
+    /// Whether to read the `grpc-timeout` header (default `true`). Turn it
+    /// off when clients outside your control must not shorten deadlines.
+    #[must_use]
+    pub const fn read_grpc_timeout(mut self, enabled: bool) -> Self {
+        self.grpc_timeout = enabled;
+        self
+    }
+
+    /// Whether to insert the applied [`Deadline`] into the request's
+    /// extensions (default `true`).
+    #[must_use]
+    pub const fn expose_deadline(mut self, enabled: bool) -> Self {
+        self.expose = enabled;
+        self
+    }
+}
+
+impl Default for HttpDeadline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B> DeadlineSource<http::Request<B>> for HttpDeadline {
+    fn requested(&self, request: &http::Request<B>) -> Requested {
+        let mut requested = Requested::none();
+        if self.extension {
+            if let Some(RequestTimeout(timeout)) = request.extensions().get::<RequestTimeout>() {
+                requested = requested.with_timeout(*timeout);
+            }
+        }
+        if self.grpc_timeout {
+            if let Some(value) = request.headers().get(GRPC_TIMEOUT) {
+                requested = match GrpcTimeout::parse(value.as_bytes()) {
+                    Ok(parsed) => requested.with_timeout(parsed.duration()),
+                    Err(err) => requested.with_malformed(GRPC_TIMEOUT, err.as_str()),
+                };
+            }
+        }
+        requested
+    }
+
+    fn expose(&self, request: &mut http::Request<B>, deadline: Deadline) {
+        if self.expose {
+            request.extensions_mut().insert(deadline);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(header: Option<&str>, extension: Option<Duration>) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        if let Some(value) = header {
+            req.headers_mut()
+                .insert(GRPC_TIMEOUT, http::HeaderValue::from_str(value).unwrap());
+        }
+        if let Some(timeout) = extension {
+            req.extensions_mut().insert(RequestTimeout(timeout));
+        }
+        req
+    }
+
+    #[test]
+    fn smallest_requested_value_wins() {
+        let source = HttpDeadline::new();
+        let both = source.requested(&request(Some("3S"), Some(Duration::from_secs(5))));
+        assert_eq!(both.timeout(), Some(Duration::from_secs(3)));
+        let both = source.requested(&request(Some("9S"), Some(Duration::from_secs(5))));
+        assert_eq!(both.timeout(), Some(Duration::from_secs(5)));
+        assert_eq!(source.requested(&request(None, None)), Requested::none());
+    }
+
+    #[test]
+    fn sources_can_be_switched_off() {
+        let req = request(Some("3S"), Some(Duration::from_secs(5)));
+        let no_header = HttpDeadline::new().read_grpc_timeout(false);
+        assert_eq!(
+            no_header.requested(&req).timeout(),
+            Some(Duration::from_secs(5))
+        );
+        let no_extension = HttpDeadline::new().read_extension(false);
+        assert_eq!(
+            no_extension.requested(&req).timeout(),
+            Some(Duration::from_secs(3))
+        );
+        let neither = HttpDeadline::new()
+            .read_extension(false)
+            .read_grpc_timeout(false);
+        assert_eq!(neither.requested(&req).timeout(), None);
+    }
+
+    #[test]
+    fn a_malformed_header_keeps_the_extension_and_is_reported() {
+        let req = request(Some("1x"), Some(Duration::from_secs(5)));
+        let requested = HttpDeadline::new().requested(&req);
+        assert_eq!(requested.timeout(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            requested.malformed(),
+            Some(MalformedInput {
+                header: "grpc-timeout",
+                reason: "unknown unit"
+            })
+        );
+    }
+
+    #[test]
+    fn closures_are_sources() {
+        let source = |req: &u64| (*req > 10).then(|| Duration::from_millis(*req));
+        assert_eq!(source.requested(&5), Requested::none());
+        assert_eq!(
+            DeadlineSource::requested(&source, &50).timeout(),
+            Some(Duration::from_millis(50))
+        );
+    }
+
+    #[test]
+    fn deadline_is_exposed_unless_switched_off() {
+        let mut req = request(None, None);
+        HttpDeadline::new().expose(&mut req, Deadline::new(Duration::from_secs(1)));
+        assert_eq!(
+            req.extensions().get::<Deadline>().map(Deadline::budget),
+            Some(Duration::from_secs(1))
+        );
+        let mut req = request(None, None);
+        HttpDeadline::new()
+            .expose_deadline(false)
+            .expose(&mut req, Deadline::new(Duration::from_secs(1)));
+        assert!(req.extensions().get::<Deadline>().is_none());
+    }
+}

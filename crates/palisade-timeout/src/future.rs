@@ -1,0 +1,101 @@
+//! The response future of [`Timeout`](crate::Timeout).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Elapsed, Event};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::layer::Shared;
+
+pin_project! {
+    /// The response future of [`Timeout`](crate::Timeout).
+    ///
+    /// Polls the inner future first. Only when it returns `Pending` for the
+    /// first time is the timer created, so a call that completes on its
+    /// first poll costs no clock read and no timer registration, and its
+    /// deadline counts from that first poll.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        #[pin]
+        sleep: Option<Sleep>,
+        timeout: Duration,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, timeout: Duration, shared: Arc<Shared>) -> Self {
+        Self {
+            inner: Some(inner),
+            sleep: None,
+            timeout,
+            shared,
+        }
+    }
+
+    /// The deadline applied to this call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the timer has been started (the inner future returned
+    /// `Pending` at least once).
+    pub fn is_timer_started(&self) -> bool {
+        self.sleep.is_some()
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("timeout", &self.timeout)
+            .field("timer_started", &self.sleep.is_some())
+            .field("expired", &self.inner.is_none())
+            .finish()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            // Polled again after expiring: answer the same way, never panic.
+            return Poll::Ready(Err(elapsed(this.shared, *this.timeout)));
+        };
+        if let Poll::Ready(result) = inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            ready!(sleep.poll(cx));
+        }
+        // Drop the inner future now: the call is cancelled and whatever it
+        // holds (connections, permits) is released before the caller sees
+        // the error.
+        this.inner.set(None);
+        this.shared.metrics.emit(&Event::TimedOut {
+            policy: this.shared.policy.as_str(),
+            timeout: *this.timeout,
+        });
+        Poll::Ready(Err(elapsed(this.shared, *this.timeout)))
+    }
+}
+
+fn elapsed(shared: &Shared, timeout: Duration) -> BoxError {
+    Elapsed::new(shared.policy.clone(), timeout).into()
+}

@@ -1,0 +1,64 @@
+//! A timeout layer for tower services, with per-request deadlines.
+//!
+//! [`TimeoutLayer`] bounds how long a call may take. Each request gets the
+//! smallest of:
+//!
+//! - the layer's default duration;
+//! - with the HTTP flavour ([`TimeoutLayerBuilder::http`]), a
+//!   [`RequestTimeout`] request extension;
+//! - with the HTTP flavour, the gRPC `grpc-timeout` header (see
+//!   [`grpc_timeout`]). A malformed value is ignored and reported, never
+//!   turned into an error.
+//!
+//! so a client can shorten its deadline but never extend the server's. The
+//! applied [`Deadline`] is put in the request's extensions, where the
+//! handler can read it and pass the budget on to the calls it makes.
+//!
+//! When the deadline passes, the inner future is dropped, which cancels the
+//! call and releases what it holds, and the caller gets an
+//! [`Elapsed`](error::Elapsed) carrying the policy name and the applied
+//! duration. The layer emits [`Event::TimedOut`](palisade_core::Event::TimedOut)
+//! for it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_timeout::TimeoutLayer;
+//! use palisade_timeout::error::Elapsed;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let timeout = TimeoutLayer::builder()
+//!     .name("search")
+//!     .timeout(Duration::from_millis(500))
+//!     .build()
+//!     .expect("valid configuration");
+//!
+//! let svc = ServiceBuilder::new().layer(timeout).service(service_fn(|slow: bool| async move {
+//!     if slow {
+//!         tokio::time::sleep(Duration::from_secs(5)).await;
+//!     }
+//!     Ok::<_, std::convert::Infallible>("done")
+//! }));
+//!
+//! assert_eq!(svc.clone().oneshot(false).await.unwrap(), "done");
+//! let err = svc.oneshot(true).await.unwrap_err();
+//! assert!(err.is::<Elapsed>());
+//! # }
+//! ```
+//!
+#![doc = include_str!("../docs/cost.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod deadline;
+pub mod error;
+pub mod future;
+pub mod grpc_timeout;
+mod layer;
+mod service;
+
+pub use self::deadline::{Deadline, DeadlineSource, HttpDeadline, NoOverride, RequestTimeout};
+pub use self::layer::{TimeoutLayer, TimeoutLayerBuilder};
+pub use self::service::Timeout;

@@ -1,0 +1,87 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Event, LayerKind};
+use tower_service::Service;
+
+use crate::deadline::{Deadline, DeadlineSource, NoOverride};
+use crate::future::ResponseFuture;
+use crate::layer::Shared;
+
+/// Bounds the time a call to the inner service may take.
+///
+/// Made by a [`TimeoutLayer`](crate::TimeoutLayer). Each call gets the
+/// smallest of the layer's default and what the deadline source `O` reads
+/// from the request. When the deadline passes, the inner future is dropped
+/// (which cancels the call) and the response future fails with
+/// [`Elapsed`](crate::error::Elapsed).
+#[derive(Clone, Debug)]
+pub struct Timeout<S, O = NoOverride> {
+    inner: S,
+    shared: Arc<Shared>,
+    source: O,
+}
+
+impl<S, O> Timeout<S, O> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, source: O) -> Self {
+        Self {
+            inner,
+            shared,
+            source,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the timeout and returns the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, O, Req> Service<Req> for Timeout<S, O>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    O: DeadlineSource<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let requested = self.source.requested(&request);
+        if let Some(malformed) = requested.malformed() {
+            self.shared.metrics.emit(&Event::MalformedHeader {
+                policy: self.shared.policy.as_str(),
+                layer: LayerKind::Timeout,
+                header: malformed.header,
+            });
+            tracing::debug!(
+                policy = self.shared.policy.as_str(),
+                header = malformed.header,
+                reason = malformed.reason,
+                "ignored a malformed deadline header"
+            );
+        }
+        let timeout = match requested.timeout() {
+            Some(requested) => requested.min(self.shared.timeout),
+            None => self.shared.timeout,
+        };
+        self.source.expose(&mut request, Deadline::new(timeout));
+        ResponseFuture::new(self.inner.call(request), timeout, self.shared.clone())
+    }
+}

@@ -1,0 +1,407 @@
+//! Behaviour of the timeout layer, driven by tokio's paused clock.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Elapsed, Event, LayerKind, Metrics, MetricsSink};
+use palisade_timeout::{Deadline, HttpDeadline, RequestTimeout, TimeoutLayer};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+#[derive(Debug, Default)]
+struct Recorder {
+    timed_out: Mutex<Vec<(String, Duration)>>,
+    malformed: Mutex<Vec<(String, &'static str)>>,
+}
+
+impl MetricsSink for Recorder {
+    fn record(&self, event: &Event<'_>) {
+        match *event {
+            Event::TimedOut { policy, timeout } => {
+                self.timed_out
+                    .lock()
+                    .unwrap()
+                    .push((policy.to_owned(), timeout));
+            }
+            Event::MalformedHeader {
+                policy,
+                layer,
+                header,
+            } => {
+                assert_eq!(layer, LayerKind::Timeout);
+                self.malformed
+                    .lock()
+                    .unwrap()
+                    .push((policy.to_owned(), header));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn http_layer(default: Duration, recorder: &Arc<Recorder>) -> TimeoutLayer<HttpDeadline> {
+    TimeoutLayer::builder()
+        .name("api")
+        .timeout(default)
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .http()
+        .build()
+        .unwrap()
+}
+
+/// A handler that sleeps for ever and reports the deadline it was given.
+fn never_answers(
+    seen: Arc<Mutex<Option<Deadline>>>,
+) -> impl Service<http::Request<()>, Response = (), Error = Infallible, Future: Send> + Clone {
+    service_fn(move |req: http::Request<()>| {
+        *seen.lock().unwrap() = req.extensions().get::<Deadline>().copied();
+        async {
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    })
+}
+
+fn request(grpc_timeout: Option<&[u8]>, extension: Option<Duration>) -> http::Request<()> {
+    let mut req = http::Request::new(());
+    if let Some(value) = grpc_timeout {
+        req.headers_mut().insert(
+            "grpc-timeout",
+            http::HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    if let Some(timeout) = extension {
+        req.extensions_mut().insert(RequestTimeout(timeout));
+    }
+    req
+}
+
+/// Sends `req` to a handler that never answers and returns the deadline the
+/// handler saw and how much virtual time passed before the layer gave up.
+async fn expiry_of(
+    layer: &TimeoutLayer<HttpDeadline>,
+    req: http::Request<()>,
+) -> (Option<Deadline>, Duration, Elapsed) {
+    let seen = Arc::new(Mutex::new(None));
+    let svc = layer.layer(never_answers(seen.clone()));
+    let start = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    let waited = start.elapsed();
+    let elapsed = err.downcast_ref::<Elapsed>().expect("an Elapsed").clone();
+    let deadline = *seen.lock().unwrap();
+    (deadline, waited, elapsed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_applies_without_overrides() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = http_layer(Duration::from_secs(2), &recorder);
+    let (deadline, waited, elapsed) = expiry_of(&layer, request(None, None)).await;
+    assert_eq!(waited, Duration::from_secs(2));
+    assert_eq!(elapsed.timeout(), Duration::from_secs(2));
+    assert_eq!(elapsed.policy(), "api");
+    assert_eq!(deadline, Some(Deadline::new(Duration::from_secs(2))));
+    assert_eq!(
+        *recorder.timed_out.lock().unwrap(),
+        vec![("api".to_owned(), Duration::from_secs(2))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_extension_wins_and_a_longer_one_is_ignored() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = http_layer(Duration::from_secs(2), &recorder);
+
+    let (deadline, waited, elapsed) =
+        expiry_of(&layer, request(None, Some(Duration::from_millis(300)))).await;
+    assert_eq!(waited, Duration::from_millis(300));
+    assert_eq!(elapsed.timeout(), Duration::from_millis(300));
+    assert_eq!(deadline.unwrap().budget(), Duration::from_millis(300));
+
+    let (_, waited, elapsed) =
+        expiry_of(&layer, request(None, Some(Duration::from_secs(60)))).await;
+    assert_eq!(waited, Duration::from_secs(2));
+    assert_eq!(elapsed.timeout(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_grpc_timeout_wins_and_a_longer_one_is_ignored() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = http_layer(Duration::from_secs(2), &recorder);
+
+    let (deadline, waited, elapsed) = expiry_of(&layer, request(Some(b"150m"), None)).await;
+    assert_eq!(waited, Duration::from_millis(150));
+    assert_eq!(elapsed.timeout(), Duration::from_millis(150));
+    assert_eq!(deadline.unwrap().budget(), Duration::from_millis(150));
+
+    let (_, waited, _) = expiry_of(&layer, request(Some(b"1H"), None)).await;
+    assert_eq!(waited, Duration::from_secs(2));
+    assert!(recorder.malformed.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_smallest_of_default_extension_and_header_wins() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = http_layer(Duration::from_secs(2), &recorder);
+    let cases: [(&[u8], u64, u64); 3] = [
+        // (header, extension ms, expected ms)
+        (b"700m", 900, 700),
+        (b"900m", 700, 700),
+        (b"5S", 3000, 2000),
+    ];
+    for (header, extension, expected) in cases {
+        let req = request(Some(header), Some(Duration::from_millis(extension)));
+        let (deadline, waited, elapsed) = expiry_of(&layer, req).await;
+        let expected = Duration::from_millis(expected);
+        assert_eq!(waited, expected);
+        assert_eq!(elapsed.timeout(), expected);
+        assert_eq!(deadline.unwrap().budget(), expected);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_grpc_timeouts_are_ignored_and_reported() {
+    let garbage: [&[u8]; 10] = [
+        b"",                         // empty
+        b"100",                      // no unit
+        b"10x",                      // unknown unit
+        b"99999999999999999999999S", // overflow
+        b"-5S",                      // negative
+        b"123456789m",               // nine digits
+        b"1.5S",                     // not an integer
+        b"S",                        // no digits
+        b" 1S",                      // leading space
+        b"\xff1S",                   // not ASCII
+    ];
+    for value in garbage {
+        let recorder = Arc::new(Recorder::default());
+        let layer = http_layer(Duration::from_secs(2), &recorder);
+        // A slow handler gets the default deadline, as if no header was sent.
+        let (deadline, waited, _) =
+            expiry_of(&layer, request(Some(value), Some(Duration::from_secs(1)))).await;
+        assert_eq!(waited, Duration::from_secs(1), "value {value:?}");
+        assert_eq!(deadline.unwrap().budget(), Duration::from_secs(1));
+        // A fast handler answers normally.
+        let fast = layer.layer(service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>("ok")
+        }));
+        assert_eq!(
+            fast.oneshot(request(Some(value), None)).await.unwrap(),
+            "ok"
+        );
+        assert_eq!(
+            *recorder.malformed.lock().unwrap(),
+            vec![("api".to_owned(), "grpc-timeout"); 2],
+            "value {value:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_request_type_gets_the_default_or_a_closure_override() {
+    let inner = service_fn(|ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, Infallible>(ms)
+    });
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let svc = layer.layer(inner);
+    assert_eq!(svc.clone().oneshot(99).await.unwrap(), 99);
+    let err = svc.oneshot(101).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Elapsed>().unwrap().timeout(),
+        Duration::from_millis(100)
+    );
+
+    // Odd numbers ask for 10ms.
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(100))
+        .deadline_source(|ms: &u64| (ms % 2 == 1).then_some(Duration::from_millis(10)))
+        .build()
+        .unwrap();
+    let svc = layer.layer(inner);
+    assert_eq!(svc.clone().oneshot(50).await.unwrap(), 50);
+    let start = Instant::now();
+    let err = svc.oneshot(51).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert!(err.is::<Elapsed>());
+}
+
+/// Sets a flag when dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_expiry_the_inner_future_is_dropped_before_the_error_is_returned() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(service_fn(move |_: ()| {
+            let guard = DropFlag(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, Infallible>(())
+            }
+        }));
+    svc.ready().await.unwrap();
+    let mut fut = pin!(svc.call(()));
+    let err = (&mut fut).await.unwrap_err();
+    assert!(err.is::<Elapsed>());
+    // The response future still exists, but the call it wrapped is gone.
+    assert!(dropped.load(Ordering::SeqCst));
+    // Polling again answers the same way instead of panicking.
+    let again = std::future::poll_fn(|cx| fut.as_mut().poll(cx)).await;
+    assert!(again.unwrap_err().is::<Elapsed>());
+}
+
+#[test]
+fn a_call_ready_on_its_first_poll_needs_no_timer_and_no_runtime() {
+    // No tokio runtime here: creating a timer would panic. The call
+    // completes because the timer is never created.
+    let mut svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(service_fn(|x: u64| {
+            std::future::ready(Ok::<_, Infallible>(x + 1))
+        }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let fut = svc.call(41);
+    assert!(!fut.is_timer_started());
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(answer)) => assert_eq!(answer, 42),
+        other => panic!("expected Ready(Ok), got {other:?}"),
+    }
+    assert!(!fut.is_timer_started());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_starts_when_the_call_first_waits() {
+    let mut svc = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok::<_, Infallible>(())
+        }));
+    svc.ready().await.unwrap();
+    let mut fut = pin!(svc.call(()));
+    // Time that passes before the first poll does not count.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(!fut.is_timer_started());
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    assert!(fut.is_timer_started());
+    tokio::time::advance(Duration::from_millis(600)).await;
+    fut.await.unwrap();
+}
+
+#[derive(Debug)]
+struct Boom;
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl std::error::Error for Boom {}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through_and_are_not_timeouts() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = TimeoutLayer::builder()
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Err::<(), _>(Boom)
+    }));
+    let err: BoxError = svc.oneshot(()).await.unwrap_err();
+    assert!(err.is::<Boom>());
+    assert!(recorder.timed_out.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn readiness_errors_pass_through() {
+    struct NeverReady;
+    impl Service<()> for NeverReady {
+        type Response = ();
+        type Error = Boom;
+        type Future = std::future::Ready<Result<(), Boom>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Boom>> {
+            Poll::Ready(Err(Boom))
+        }
+        fn call(&mut self, _: ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+    let svc = TimeoutLayer::builder().build().unwrap().layer(NeverReady);
+    assert!(svc.oneshot(()).await.unwrap_err().is::<Boom>());
+}
+
+#[test]
+fn invalid_configuration_is_a_typed_error() {
+    let err = TimeoutLayer::builder()
+        .name("api")
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "timeout");
+    assert_eq!(
+        err.to_string(),
+        r#"timeout "api": timeout = 0ns, expected x > 0s"#
+    );
+    let err = TimeoutLayer::builder().name("").build().unwrap_err();
+    assert_eq!(err.field(), "name");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_clone_and_route_shares_one_policy() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    #[derive(Debug)]
+    struct Count(Arc<AtomicUsize>);
+    impl MetricsSink for Count {
+        fn record(&self, event: &Event<'_>) {
+            if let Event::TimedOut {
+                policy: "shared", ..
+            } = event
+            {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let layer = TimeoutLayer::builder()
+        .name("shared")
+        .timeout(Duration::from_millis(5))
+        .metrics(Metrics::new(Count(counter.clone())))
+        .build()
+        .unwrap();
+    let slow = service_fn(|_: ()| std::future::pending::<Result<(), Infallible>>());
+    let route_a = layer.layer(slow);
+    let route_b = layer.clone().layer(slow);
+    route_a.clone().oneshot(()).await.unwrap_err();
+    route_a.oneshot(()).await.unwrap_err();
+    route_b.oneshot(()).await.unwrap_err();
+    assert_eq!(counter.load(Ordering::SeqCst), 3);
+}
