@@ -1,0 +1,2 @@
+//! Benches of the circuit breaker.
+fn main() {}

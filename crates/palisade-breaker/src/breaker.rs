@@ -1,0 +1,798 @@
+//! The shared state machine of one breaker.
+//!
+//! # State word
+//!
+//! One atomic word holds `generation << 5 | mode << 2 | machine`. Every
+//! transition increments the generation. A call carries the generation it
+//! was admitted under, and its outcome only counts toward that same state:
+//! a call admitted while closed that finishes after the breaker opened is
+//! not mistaken for a probe, and a probe of an earlier half-open period
+//! cannot close a later one.
+//!
+//! - Closed admission is one load of the state word. Recording is one slot
+//!   swap and one compare-and-swap on the window's aggregate word. Neither
+//!   locks nor allocates.
+//! - Half-open admission takes a probe slot with a compare-and-swap on one
+//!   word (epoch, slots taken, probes done, failures, slow). A probe that
+//!   ends without an outcome gives its slot back.
+//! - Transitions take a mutex, re-check the state word, prepare the new
+//!   state, publish it and emit `StateChanged` while still holding the
+//!   lock, so events of one breaker arrive in the order the states
+//!   changed.
+
+use std::time::{Duration, Instant};
+
+use palisade_core::{
+    CircuitOpen, CircuitState, Clock, Event, LayerKind, Metrics, Outcome, PolicyName,
+    RejectReason, TransitionReason,
+};
+
+use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, lock};
+use crate::window::{CountWindow, Counts, Recorded, TimeWindow, Window, code};
+
+/// The breaker's operating mode, set by an operator through the handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Mode {
+    Normal = 0,
+    ForcedOpen = 1,
+    ForcedClosed = 2,
+    Disabled = 3,
+    MetricsOnly = 4,
+}
+
+/// The automatic state machine (also run in shadow in metrics-only mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Machine {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+impl Machine {
+    pub(crate) fn as_state(self) -> CircuitState {
+        match self {
+            Machine::Closed => CircuitState::Closed,
+            Machine::Open => CircuitState::Open,
+            Machine::HalfOpen => CircuitState::HalfOpen,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Word {
+    pub(crate) generation: u64,
+    pub(crate) mode: Mode,
+    pub(crate) machine: Machine,
+}
+
+impl Word {
+    const fn pack(self) -> u64 {
+        self.generation << 5 | (self.mode as u64) << 2 | self.machine as u64
+    }
+
+    const fn unpack(word: u64) -> Self {
+        let mode = match (word >> 2) & 0b111 {
+            1 => Mode::ForcedOpen,
+            2 => Mode::ForcedClosed,
+            3 => Mode::Disabled,
+            4 => Mode::MetricsOnly,
+            _ => Mode::Normal,
+        };
+        let machine = match word & 0b11 {
+            1 => Machine::Open,
+            2 => Machine::HalfOpen,
+            _ => Machine::Closed,
+        };
+        Self {
+            generation: word >> 5,
+            mode,
+            machine,
+        }
+    }
+
+    pub(crate) fn epoch(self) -> u16 {
+        self.generation as u16
+    }
+
+    /// The state a backend and the handle report.
+    pub(crate) fn reported(self) -> CircuitState {
+        match self.mode {
+            Mode::Normal => self.machine.as_state(),
+            Mode::ForcedOpen => CircuitState::ForcedOpen,
+            Mode::ForcedClosed => CircuitState::ForcedClosed,
+            Mode::Disabled => CircuitState::Disabled,
+            Mode::MetricsOnly => CircuitState::MetricsOnly,
+        }
+    }
+
+    /// Whether the automatic state machine runs (for real or in shadow).
+    fn automatic(self) -> bool {
+        matches!(self.mode, Mode::Normal | Mode::MetricsOnly)
+    }
+}
+
+/// Which window the breaker judges the closed state by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WindowConfig {
+    Count(usize),
+    Time { length: Duration, buckets: usize },
+}
+
+/// Exponential growth of the open wait over consecutive openings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Backoff {
+    pub(crate) multiplier: f64,
+    pub(crate) max_wait: Duration,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) policy: PolicyName,
+    pub(crate) metrics: Metrics,
+    pub(crate) clock: Clock,
+    pub(crate) window: WindowConfig,
+    pub(crate) minimum_calls: u64,
+    pub(crate) failure_rate_threshold: f64,
+    pub(crate) slow_call_duration: Option<Duration>,
+    pub(crate) slow_call_rate_threshold: f64,
+    pub(crate) measure_latency: bool,
+    pub(crate) open_wait: Duration,
+    pub(crate) backoff: Option<Backoff>,
+    pub(crate) jitter: f64,
+    pub(crate) seed: u64,
+    pub(crate) probes: u32,
+    pub(crate) half_open_max_wait: Duration,
+    pub(crate) cancelled_as_failure: bool,
+}
+
+/// What a permit lets its call do with its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PermitKind {
+    /// Recorded in the closed window.
+    Window,
+    /// A half-open probe holding a probe slot.
+    Probe,
+    /// Let through without recording (disabled, or shadow mode while the
+    /// shadow state would reject).
+    Untracked,
+}
+
+/// The admission of one call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Permit {
+    pub(crate) word: Word,
+    pub(crate) kind: PermitKind,
+    pub(crate) start: Option<Instant>,
+}
+
+/// A refusal, before it becomes a [`CircuitOpen`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refusal {
+    pub(crate) state: CircuitState,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+// Half-open word: epoch << 48 | taken << 36 | done << 24 | failures << 12 | slow.
+const H_FIELD: u64 = 0xFFF;
+const H_TAKEN: u32 = 36;
+const H_DONE: u32 = 24;
+const H_FAIL: u32 = 12;
+
+/// The most probes a half-open state may admit.
+pub(crate) const MAX_PROBES: u32 = 1000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Probes {
+    pub(crate) taken: u64,
+    pub(crate) done: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+fn unpack_half(word: u64) -> (u16, Probes) {
+    (
+        (word >> 48) as u16,
+        Probes {
+            taken: word >> H_TAKEN & H_FIELD,
+            done: word >> H_DONE & H_FIELD,
+            failures: word >> H_FAIL & H_FIELD,
+            slow: word & H_FIELD,
+        },
+    )
+}
+
+const fn pack_half(epoch: u16) -> u64 {
+    (epoch as u64) << 48
+}
+
+/// A small seeded generator (SplitMix64) for the open-wait jitter.
+#[derive(Clone, Debug)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        #[allow(clippy::cast_precision_loss)]
+        let unit = (z >> 11) as f64 / (1_u64 << 53) as f64;
+        unit
+    }
+}
+
+/// State that only transitions touch, under the lock.
+#[derive(Debug)]
+struct Transitions {
+    /// Consecutive openings since the last healthy close.
+    openings: u32,
+    rng: SplitMix,
+    /// The last open wait chosen.
+    last_wait: Duration,
+}
+
+/// One breaker: the state word, the window, the probe word and the
+/// transition lock. Shared by every clone of the layer and its services.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    state: CachePadded<AtomicU64>,
+    half: CachePadded<AtomicU64>,
+    window: Window,
+    /// Nanoseconds since `origin` at which the open wait ends.
+    open_until: AtomicU64,
+    /// Nanoseconds since `origin` at which the half-open state began.
+    half_open_since: AtomicU64,
+    transitions: Mutex<Transitions>,
+    origin: Instant,
+    needs_start: bool,
+    needs_end: bool,
+    pub(crate) cfg: Config,
+}
+
+impl Breaker {
+    pub(crate) fn new(cfg: Config) -> Self {
+        let origin = cfg.clock.now();
+        let window = match cfg.window {
+            WindowConfig::Count(size) => Window::Count(CountWindow::new(size, 0)),
+            WindowConfig::Time { length, buckets } => {
+                let bucket = length.as_nanos() / buckets.max(1) as u128;
+                Window::Time(TimeWindow::new(
+                    origin,
+                    u64::try_from(bucket).unwrap_or(u64::MAX),
+                    buckets,
+                    0,
+                ))
+            }
+        };
+        let needs_start = cfg.slow_call_duration.is_some() || cfg.measure_latency;
+        let needs_end = needs_start || window.is_time();
+        Self {
+            state: CachePadded(AtomicU64::new(
+                Word {
+                    generation: 0,
+                    mode: Mode::Normal,
+                    machine: Machine::Closed,
+                }
+                .pack(),
+            )),
+            half: CachePadded(AtomicU64::new(pack_half(u16::MAX))),
+            window,
+            open_until: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
+            transitions: Mutex::new(Transitions {
+                openings: 0,
+                rng: SplitMix(cfg.seed),
+                last_wait: Duration::ZERO,
+            }),
+            origin,
+            needs_start,
+            needs_end,
+            cfg,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn word(&self) -> Word {
+        Word::unpack(self.state.load(Ordering::Acquire))
+    }
+
+    fn since_origin(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    #[inline]
+    fn emit(&self, event: &Event<'_>) {
+        self.cfg.metrics.emit(event);
+    }
+
+    fn emit_rejected(&self, state: CircuitState) {
+        let reason = match state {
+            CircuitState::HalfOpen => RejectReason::HalfOpenFull,
+            _ => RejectReason::CircuitOpen,
+        };
+        self.emit(&Event::Rejected {
+            policy: self.cfg.policy.as_str(),
+            layer: LayerKind::CircuitBreaker,
+            reason,
+        });
+    }
+
+    /// Decides whether a call may go through.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Permit, Refusal> {
+        let raw = self.state.load(Ordering::Acquire);
+        let word = Word::unpack(raw);
+        // Normal mode and closed are both zero: one test on the low bits.
+        if raw & 0b1_1111 == 0 {
+            let start = self.needs_start.then(|| self.cfg.clock.now());
+            self.emit_admitted();
+            return Ok(Permit {
+                word,
+                kind: PermitKind::Window,
+                start,
+            });
+        }
+        self.admit_slow(word)
+    }
+
+    #[inline]
+    fn emit_admitted(&self) {
+        self.emit(&Event::Admitted {
+            policy: self.cfg.policy.as_str(),
+            layer: LayerKind::CircuitBreaker,
+        });
+    }
+
+    #[cold]
+    fn admit_slow(&self, mut word: Word) -> Result<Permit, Refusal> {
+        // Each pass either decides or observes a transition made by this
+        // or another thread; transitions are finite per unit of time.
+        loop {
+            let shadow = word.mode == Mode::MetricsOnly;
+            match (word.mode, word.machine) {
+                (Mode::Disabled, _) => {
+                    return Ok(Permit {
+                        word,
+                        kind: PermitKind::Untracked,
+                        start: None,
+                    });
+                }
+                (Mode::ForcedOpen, _) => {
+                    self.emit_rejected(CircuitState::ForcedOpen);
+                    return Err(Refusal {
+                        state: CircuitState::ForcedOpen,
+                        retry_after: None,
+                    });
+                }
+                (Mode::ForcedClosed, _) | (_, Machine::Closed) => {
+                    let start = self.needs_start.then(|| self.cfg.clock.now());
+                    self.emit_admitted();
+                    return Ok(Permit {
+                        word,
+                        kind: PermitKind::Window,
+                        start,
+                    });
+                }
+                (_, Machine::Open) => {
+                    let now = self.cfg.clock.now();
+                    let until = self.open_until.load(Ordering::Acquire);
+                    let now_nanos = self.since_origin(now);
+                    if now_nanos >= until {
+                        self.transition(
+                            word,
+                            word.mode,
+                            Machine::HalfOpen,
+                            TransitionReason::WaitElapsed,
+                            Some(now),
+                        );
+                        word = self.word();
+                        continue;
+                    }
+                    if shadow {
+                        self.emit_admitted();
+                        return Ok(Permit {
+                            word,
+                            kind: PermitKind::Untracked,
+                            start: None,
+                        });
+                    }
+                    self.emit_rejected(CircuitState::Open);
+                    return Err(Refusal {
+                        state: CircuitState::Open,
+                        retry_after: Some(Duration::from_nanos(until - now_nanos)),
+                    });
+                }
+                (_, Machine::HalfOpen) => {
+                    let now = self.cfg.clock.now();
+                    let since = self.half_open_since.load(Ordering::Acquire);
+                    let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos())
+                        .unwrap_or(u64::MAX);
+                    if self.since_origin(now).saturating_sub(since) >= max {
+                        self.transition(
+                            word,
+                            word.mode,
+                            Machine::Open,
+                            TransitionReason::HalfOpenTimeout,
+                            Some(now),
+                        );
+                        word = self.word();
+                        continue;
+                    }
+                    if self.take_probe(word.epoch()) {
+                        self.emit_admitted();
+                        return Ok(Permit {
+                            word,
+                            kind: PermitKind::Probe,
+                            start: self.needs_start.then_some(now),
+                        });
+                    }
+                    if shadow {
+                        self.emit_admitted();
+                        return Ok(Permit {
+                            word,
+                            kind: PermitKind::Untracked,
+                            start: None,
+                        });
+                    }
+                    self.emit_rejected(CircuitState::HalfOpen);
+                    return Err(Refusal {
+                        state: CircuitState::HalfOpen,
+                        retry_after: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes one probe slot of the half-open period `epoch`, if one is free.
+    pub(crate) fn take_probe(&self, epoch: u16) -> bool {
+        let limit = u64::from(self.cfg.probes);
+        let mut current = self.half.load(Ordering::Acquire);
+        loop {
+            let (e, probes) = unpack_half(current);
+            if e != epoch || probes.taken >= limit {
+                return false;
+            }
+            match self.half.compare_exchange_weak(
+                current,
+                current + (1 << H_TAKEN),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Gives a probe slot back (the probe ended without an outcome).
+    fn give_back_probe(&self, epoch: u16) {
+        let mut current = self.half.load(Ordering::Acquire);
+        loop {
+            let (e, probes) = unpack_half(current);
+            if e != epoch || probes.taken == 0 {
+                return;
+            }
+            match self.half.compare_exchange_weak(
+                current,
+                current - (1 << H_TAKEN),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Counts a probe's outcome; returns the probe counts when it was the
+    /// last probe of its period.
+    fn finish_probe(&self, epoch: u16, failure: bool, slow: bool) -> Option<Probes> {
+        let add = (1 << H_DONE) | u64::from(failure) << H_FAIL | u64::from(slow);
+        let mut current = self.half.load(Ordering::Acquire);
+        loop {
+            let (e, _) = unpack_half(current);
+            if e != epoch {
+                return None;
+            }
+            let next = current + add;
+            match self.half.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let (_, probes) = unpack_half(next);
+                    return (probes.done >= u64::from(self.cfg.probes)).then_some(probes);
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Records the outcome of a call admitted with `permit`.
+    #[inline]
+    pub(crate) fn complete(&self, permit: &Permit, outcome: Outcome) {
+        if permit.word.mode == Mode::Disabled {
+            return;
+        }
+        let end = if self.needs_end {
+            Some(self.cfg.clock.now())
+        } else {
+            None
+        };
+        let latency = match (permit.start, end) {
+            (Some(start), Some(end)) => Some(end.saturating_duration_since(start)),
+            _ => None,
+        };
+        self.emit(&Event::Completed {
+            policy: self.cfg.policy.as_str(),
+            layer: LayerKind::CircuitBreaker,
+            outcome,
+            latency,
+        });
+        let failure = match outcome {
+            Outcome::Success => Some(false),
+            Outcome::Failure => Some(true),
+            Outcome::Cancelled if self.cfg.cancelled_as_failure => Some(true),
+            _ => None,
+        };
+        let slow = match (self.cfg.slow_call_duration, latency) {
+            (Some(limit), Some(latency)) => latency >= limit,
+            _ => false,
+        };
+        match (permit.kind, failure) {
+            (PermitKind::Untracked, _) => {}
+            (PermitKind::Window, None) => {}
+            (PermitKind::Window, Some(failure)) => {
+                self.record_window(permit.word, end, failure, slow);
+            }
+            (PermitKind::Probe, None) => self.give_back_probe(permit.word.epoch()),
+            (PermitKind::Probe, Some(failure)) => {
+                if let Some(probes) = self.finish_probe(permit.word.epoch(), failure, slow) {
+                    self.judge_probes(permit.word, probes);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn record_window(&self, word: Word, end: Option<Instant>, failure: bool, slow: bool) {
+        let Recorded::Counted { counts, changed } =
+            self.window.record(word.epoch(), end, code(failure, slow))
+        else {
+            return;
+        };
+        if changed && self.cfg.metrics.is_enabled() {
+            self.emit_rates(counts);
+        }
+        if word.automatic() && counts.calls >= self.cfg.minimum_calls {
+            if let Some(reason) = self.over_threshold(counts) {
+                self.transition(word, word.mode, Machine::Open, reason, end);
+            }
+        }
+    }
+
+    fn emit_rates(&self, counts: Counts) {
+        self.emit(&Event::BreakerRates {
+            policy: self.cfg.policy.as_str(),
+            failure_rate: counts.failure_rate(),
+            slow_rate: counts.slow_rate(),
+            calls: counts.calls,
+        });
+    }
+
+    fn over_threshold(&self, counts: Counts) -> Option<TransitionReason> {
+        if counts.failure_rate() >= self.cfg.failure_rate_threshold {
+            Some(TransitionReason::FailureRate)
+        } else if self.cfg.slow_call_duration.is_some()
+            && counts.slow_rate() >= self.cfg.slow_call_rate_threshold
+        {
+            Some(TransitionReason::SlowRate)
+        } else {
+            None
+        }
+    }
+
+    fn judge_probes(&self, word: Word, probes: Probes) {
+        let counts = Counts {
+            calls: probes.done,
+            failures: probes.failures,
+            slow: probes.slow,
+        };
+        let (machine, reason) = match self.over_threshold(counts) {
+            Some(reason) => (Machine::Open, reason),
+            None => (Machine::Closed, TransitionReason::ProbesSucceeded),
+        };
+        self.transition(word, word.mode, machine, reason, None);
+    }
+
+    /// Moves from exactly `from` to `(mode, machine)`. Does nothing when
+    /// another thread changed the state first. Returns whether it moved.
+    pub(crate) fn transition(
+        &self,
+        from: Word,
+        mode: Mode,
+        machine: Machine,
+        reason: TransitionReason,
+        now: Option<Instant>,
+    ) -> bool {
+        let mut t = lock(&self.transitions);
+        let current = self.word();
+        if current != from {
+            return false;
+        }
+        let to = Word {
+            generation: from.generation.wrapping_add(1) & (u64::MAX >> 5),
+            mode,
+            machine,
+        };
+        let records = matches!(mode, Mode::ForcedClosed)
+            || (to.automatic() && machine == Machine::Closed);
+        match (to.automatic(), machine) {
+            (true, Machine::Open) => {
+                let now = now.unwrap_or_else(|| self.cfg.clock.now());
+                t.openings = t.openings.saturating_add(1);
+                let wait = self.open_wait(&mut t);
+                t.last_wait = wait;
+                let until = self
+                    .since_origin(now)
+                    .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+                self.open_until.store(until, Ordering::Release);
+            }
+            (true, Machine::HalfOpen) => {
+                let now = now.unwrap_or_else(|| self.cfg.clock.now());
+                self.half_open_since
+                    .store(self.since_origin(now), Ordering::Release);
+                self.half.store(pack_half(to.epoch()), Ordering::Release);
+            }
+            _ => {}
+        }
+        if records {
+            self.window.reset(to.epoch());
+        }
+        if reason == TransitionReason::ProbesSucceeded || reason == TransitionReason::Reset {
+            t.openings = 0;
+        }
+        self.state.store(to.pack(), Ordering::Release);
+        // Shadow transitions (metrics-only mode) change no reported state.
+        let (from_state, to_state) = (from.reported(), to.reported());
+        if from_state != to_state {
+            self.emit(&Event::StateChanged {
+                policy: self.cfg.policy.as_str(),
+                from: from_state,
+                to: to_state,
+                reason,
+            });
+        }
+        if records && self.cfg.metrics.is_enabled() {
+            // The gauge must not keep the rates of a window that is gone.
+            self.emit_rates(Counts::default());
+        }
+        drop(t);
+        true
+    }
+
+    fn open_wait(&self, t: &mut Transitions) -> Duration {
+        let base = self.cfg.open_wait;
+        let grown = match self.cfg.backoff {
+            Some(backoff) => {
+                let exponent = i32::try_from(t.openings.saturating_sub(1)).unwrap_or(i32::MAX);
+                let factor = backoff.multiplier.powi(exponent);
+                let secs = base.as_secs_f64() * factor;
+                if secs.is_finite() && secs < backoff.max_wait.as_secs_f64() {
+                    Duration::from_secs_f64(secs)
+                } else {
+                    backoff.max_wait
+                }
+            }
+            None => base,
+        };
+        if self.cfg.jitter > 0.0 {
+            let cut = grown.as_secs_f64() * self.cfg.jitter * t.rng.next_unit();
+            grown.saturating_sub(Duration::from_secs_f64(cut))
+        } else {
+            grown
+        }
+    }
+
+    /// Moves to an operator-chosen mode (or back to normal and closed).
+    pub(crate) fn set_mode(&self, mode: Mode, reason: TransitionReason) {
+        loop {
+            let from = self.word();
+            let unchanged = from.mode == mode && (mode != Mode::Normal || from.machine == Machine::Closed);
+            if unchanged && reason != TransitionReason::Reset {
+                return;
+            }
+            if self.transition(from, mode, Machine::Closed, reason, None) {
+                return;
+            }
+        }
+    }
+
+    /// Applies the time-based transitions that are due: the open wait
+    /// elapsed (to half-open) and the half-open maximum wait (to open).
+    pub(crate) fn refresh(&self) -> Word {
+        let word = self.word();
+        if !word.automatic() {
+            return word;
+        }
+        let now = self.cfg.clock.now();
+        let now_nanos = self.since_origin(now);
+        match word.machine {
+            Machine::Open if now_nanos >= self.open_until.load(Ordering::Acquire) => {
+                self.transition(
+                    word,
+                    word.mode,
+                    Machine::HalfOpen,
+                    TransitionReason::WaitElapsed,
+                    Some(now),
+                );
+            }
+            Machine::HalfOpen => {
+                let since = self.half_open_since.load(Ordering::Acquire);
+                let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
+                if now_nanos.saturating_sub(since) >= max {
+                    self.transition(
+                        word,
+                        word.mode,
+                        Machine::Open,
+                        TransitionReason::HalfOpenTimeout,
+                        Some(now),
+                    );
+                }
+            }
+            _ => {}
+        }
+        self.word()
+    }
+
+    /// The counts of the closed window.
+    pub(crate) fn window_counts(&self) -> Counts {
+        self.window.counts(|| self.cfg.clock.now())
+    }
+
+    /// The probes of the current half-open period (zero otherwise).
+    pub(crate) fn probes(&self) -> Probes {
+        let word = self.word();
+        let (epoch, probes) = unpack_half(self.half.load(Ordering::Acquire));
+        if word.machine == Machine::HalfOpen && epoch == word.epoch() {
+            probes
+        } else {
+            Probes::default()
+        }
+    }
+
+    /// When the open wait ends, while open.
+    pub(crate) fn open_until(&self) -> Option<Instant> {
+        let word = self.word();
+        (word.machine == Machine::Open && word.automatic())
+            .then(|| self.at(self.open_until.load(Ordering::Acquire)))
+    }
+
+    /// Consecutive openings since the last healthy close, and the last wait.
+    pub(crate) fn openings(&self) -> (u32, Duration) {
+        let t = lock(&self.transitions);
+        (t.openings, t.last_wait)
+    }
+
+    /// Whether a keyed map may evict this breaker: closed, in normal mode,
+    /// with nothing an operator or a probe relies on.
+    pub(crate) fn evictable(&self) -> bool {
+        let word = self.word();
+        word.mode == Mode::Normal && word.machine == Machine::Closed
+    }
+
+    pub(crate) fn refusal_error(&self, refusal: Refusal) -> CircuitOpen {
+        CircuitOpen::new(self.cfg.policy.clone(), refusal.retry_after, refusal.state)
+    }
+}

@@ -1,0 +1,174 @@
+//! The future a [`CircuitBreaker`](crate::CircuitBreaker) returns, and the
+//! recorder that reports each call's outcome to the breaker.
+//!
+//! [`ResponseFuture`] resolves to the inner service's result, classified:
+//! the classifier tells the [`OutcomeRecorder`] whether the call succeeded,
+//! failed or says nothing about the dependency. A recorder dropped without
+//! an outcome (the future dropped before the inner call finished, or a
+//! gRPC response body dropped before its trailers) reports
+//! [`Outcome::Cancelled`], and a half-open probe slot it held is given back.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_breaker::CircuitBreakerLayer;
+//! use tower::{service_fn, Layer, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = CircuitBreakerLayer::builder().minimum_calls(1).count_window(1).build().unwrap();
+//! let mut svc = layer.layer(service_fn(|()| async { Ok::<_, std::io::Error>(1) }));
+//!
+//! // A call dropped before it finished counts as neither success nor failure.
+//! let future = svc.ready().await.unwrap().call(());
+//! drop(future);
+//! assert_eq!(layer.handle().counts().calls, 0);
+//!
+//! assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), 1);
+//! assert_eq!(layer.handle().counts().calls, 1);
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, RecordOutcome};
+use pin_project_lite::pin_project;
+
+use crate::breaker::{Breaker, Permit};
+use crate::sync::Arc;
+
+/// Reports the outcome of one admitted call to its breaker, once.
+///
+/// Handed to the classifier, which calls
+/// [`record`](RecordOutcome::record) when the outcome is known. Dropping it
+/// unrecorded reports the call as cancelled and gives back a probe slot it
+/// held. It appears in the breaker's response type as the `R` of
+/// [`Classify::Output`].
+pub struct OutcomeRecorder {
+    breaker: Arc<Breaker>,
+    permit: Permit,
+    recorded: bool,
+}
+
+impl OutcomeRecorder {
+    pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit) -> Self {
+        Self {
+            breaker,
+            permit,
+            recorded: false,
+        }
+    }
+}
+
+impl RecordOutcome for OutcomeRecorder {
+    #[inline]
+    fn record(mut self, outcome: Outcome) {
+        self.recorded = true;
+        self.breaker.complete(&self.permit, outcome);
+    }
+}
+
+impl Drop for OutcomeRecorder {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.recorded = true;
+            self.breaker.complete(&self.permit, Outcome::Cancelled);
+        }
+    }
+}
+
+impl fmt::Debug for OutcomeRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeRecorder")
+            .field("policy", &self.breaker.cfg.policy)
+            .field("kind", &self.permit.kind)
+            .field("recorded", &self.recorded)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The response future of a [`CircuitBreaker`](crate::CircuitBreaker).
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        state: State<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, C> {
+        Called {
+            #[pin]
+            future: F,
+            recorder: Option<OutcomeRecorder>,
+            classifier: C,
+        },
+        Refused {
+            error: Option<CircuitOpen>,
+        },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn admitted(future: F, recorder: OutcomeRecorder, classifier: C) -> Self {
+        Self {
+            state: State::Called {
+                future,
+                recorder: Some(recorder),
+                classifier,
+            },
+        }
+    }
+
+    pub(crate) fn refused(error: CircuitOpen) -> Self {
+        Self {
+            state: State::Refused { error: Some(error) },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
+{
+    type Output = Result<C::Output<OutcomeRecorder>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Called {
+                future,
+                recorder,
+                classifier,
+            } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                match recorder.take() {
+                    Some(recorder) => Poll::Ready(classifier.classify(result, recorder)),
+                    None => Poll::Ready(Err("circuit breaker future polled after completion".into())),
+                }
+            }
+            StateProj::Refused { error } => Poll::Ready(Err(match error.take() {
+                Some(error) => error.into(),
+                None => "circuit breaker future polled after completion".into(),
+            })),
+        }
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { recorder, .. } if recorder.is_some() => "called",
+            State::Called { .. } => "done",
+            State::Refused { .. } => "refused",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

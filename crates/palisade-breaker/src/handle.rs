@@ -1,0 +1,174 @@
+use std::fmt;
+use std::time::Duration;
+
+use palisade_core::{CircuitState, PolicyName, TransitionReason};
+
+use crate::breaker::{Breaker, Mode};
+use crate::sync::Arc;
+use crate::window::Counts;
+
+/// Controls and inspects one breaker. Cheap to clone; every clone acts on
+/// the same breaker as the layer it came from.
+///
+/// Operator modes ([`force_open`](Self::force_open),
+/// [`force_closed`](Self::force_closed), [`disable`](Self::disable),
+/// [`metrics_only`](Self::metrics_only)) hold until another one is chosen
+/// or [`reset`](Self::reset) returns the breaker to its automatic, closed
+/// state. Each change is reported as
+/// [`Event::StateChanged`](palisade_core::Event::StateChanged) with
+/// [`TransitionReason::Forced`] (or [`TransitionReason::Reset`]).
+///
+/// # Example
+///
+/// ```
+/// use palisade_breaker::CircuitBreakerLayer;
+/// use palisade_core::CircuitState;
+///
+/// let layer = CircuitBreakerLayer::builder().name("payments").build().unwrap();
+/// let handle = layer.handle();
+/// assert_eq!(handle.state(), CircuitState::Closed);
+///
+/// handle.force_open();
+/// assert_eq!(handle.state(), CircuitState::ForcedOpen);
+/// handle.reset();
+/// assert_eq!(handle.state(), CircuitState::Closed);
+/// assert_eq!(handle.counts().calls, 0);
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreakerHandle {
+    breaker: Arc<Breaker>,
+}
+
+/// The half-open probes of the current half-open period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeCounts {
+    /// Probe slots taken and not given back (admitted probes, finished or
+    /// not).
+    pub admitted: u64,
+    /// Probes that finished with an outcome.
+    pub completed: u64,
+    /// Of those, failures.
+    pub failures: u64,
+    /// Of those, slow calls.
+    pub slow: u64,
+}
+
+impl CircuitBreakerHandle {
+    pub(crate) fn new(breaker: Arc<Breaker>) -> Self {
+        Self { breaker }
+    }
+
+    /// The state to show: exactly one of the [`CircuitState`] variants,
+    /// the same one the last `StateChanged` event entered.
+    ///
+    /// This reads the state without moving it; time-based moves happen when
+    /// a call arrives or on [`refresh`](Self::refresh).
+    pub fn state(&self) -> CircuitState {
+        self.breaker.word().reported()
+    }
+
+    /// Applies the time-based transitions that are due (the open wait
+    /// elapsed: to half-open; the half-open maximum wait elapsed: back to
+    /// open) and returns the state. No background task is needed: calls do
+    /// the same when they arrive, and a metrics scrape can call this to keep
+    /// a gauge current while no traffic flows.
+    pub fn refresh(&self) -> CircuitState {
+        self.breaker.refresh().reported()
+    }
+
+    /// In metrics-only mode, the state the breaker would be in (closed, open
+    /// or half-open); `None` in every other mode.
+    pub fn shadow_state(&self) -> Option<CircuitState> {
+        let word = self.breaker.word();
+        (word.mode == Mode::MetricsOnly).then(|| word.machine.as_state())
+    }
+
+    /// Rejects every call until another mode is chosen.
+    pub fn force_open(&self) {
+        self.breaker
+            .set_mode(Mode::ForcedOpen, TransitionReason::Forced);
+    }
+
+    /// Lets every call through until another mode is chosen. Outcomes are
+    /// still recorded and the rates reported, in a fresh window.
+    pub fn force_closed(&self) {
+        self.breaker
+            .set_mode(Mode::ForcedClosed, TransitionReason::Forced);
+    }
+
+    /// Lets every call through and records nothing.
+    pub fn disable(&self) {
+        self.breaker.set_mode(Mode::Disabled, TransitionReason::Forced);
+    }
+
+    /// Shadow mode: the breaker records outcomes, reports rates and runs its
+    /// state machine (see [`shadow_state`](Self::shadow_state)), but never
+    /// rejects a call. Starts from a fresh, closed window.
+    pub fn metrics_only(&self) {
+        self.breaker
+            .set_mode(Mode::MetricsOnly, TransitionReason::Forced);
+    }
+
+    /// Back to automatic operation: closed, with an empty window and the
+    /// open-wait growth started over.
+    pub fn reset(&self) {
+        self.breaker.set_mode(Mode::Normal, TransitionReason::Reset);
+    }
+
+    /// The counts of the closed-state window.
+    pub fn counts(&self) -> Counts {
+        self.breaker.window_counts()
+    }
+
+    /// Failed calls divided by recorded calls in the window (0 when empty).
+    pub fn failure_rate(&self) -> f64 {
+        self.counts().failure_rate()
+    }
+
+    /// Slow calls divided by recorded calls in the window (0 when empty).
+    pub fn slow_rate(&self) -> f64 {
+        self.counts().slow_rate()
+    }
+
+    /// The probes of the current half-open period (all zero otherwise).
+    pub fn probes(&self) -> ProbeCounts {
+        let p = self.breaker.probes();
+        ProbeCounts {
+            admitted: p.taken,
+            completed: p.done,
+            failures: p.failures,
+            slow: p.slow,
+        }
+    }
+
+    /// While open, how long until probes are let through.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let until = self.breaker.open_until()?;
+        Some(until.saturating_duration_since(self.breaker.cfg.clock.now()))
+    }
+
+    /// Openings in a row since the last healthy close, and the open wait
+    /// chosen for the last one.
+    pub fn consecutive_openings(&self) -> (u32, Duration) {
+        self.breaker.openings()
+    }
+
+    /// The breaker's policy name.
+    pub fn policy(&self) -> &PolicyName {
+        &self.breaker.cfg.policy
+    }
+
+    /// Whether two handles control the same breaker.
+    pub fn same_breaker(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.breaker, &other.breaker)
+    }
+}
+
+impl fmt::Debug for CircuitBreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerHandle")
+            .field("policy", &self.breaker.cfg.policy)
+            .field("state", &self.state())
+            .finish()
+    }
+}

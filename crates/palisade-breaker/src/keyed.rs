@@ -1,0 +1,343 @@
+//! One breaker per key (for example per upstream host), with a bounded
+//! number of keys.
+//!
+//! A key extractor `Fn(&Request) -> K` picks the breaker for each call.
+//! Breakers are created on first use, from the layer's configuration, and
+//! kept in a map of at most `max_keys` entries. When the map is full, a new
+//! key takes the place of the least recently used breaker that is closed
+//! and in normal mode. An open, half-open or operator-controlled breaker is
+//! never evicted: if every tracked breaker is in such a state, new keys
+//! share one overflow breaker until a place frees up.
+//!
+//! # Locking
+//!
+//! Finding a key's breaker takes the map's read lock (shared by every
+//! reader: an atomic increment and decrement, no waiting while no key is
+//! being inserted) and a hash of the key. Only inserting a new key takes the
+//! write lock. Admission and recording on the breaker itself stay lock-free.
+//!
+//! Every key's breaker reports under the layer's policy name, so a backend's
+//! state gauge for that name follows the latest transition of any key; read
+//! one key's state with [`KeyedCircuitBreakerHandle::get`].
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_breaker::CircuitBreakerLayer;
+//! use palisade_core::CircuitState;
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = CircuitBreakerLayer::builder()
+//!     .name("upstreams")
+//!     .count_window(2)
+//!     .minimum_calls(2)
+//!     .build_keyed(64, |host: &&'static str| *host)
+//!     .unwrap();
+//! let svc = layer.layer(service_fn(|host: &'static str| async move {
+//!     if host == "down.example" { Err("unreachable") } else { Ok(host) }
+//! }));
+//!
+//! for _ in 0..2 {
+//!     let _ = svc.clone().oneshot("down.example").await;
+//!     svc.clone().oneshot("up.example").await.unwrap();
+//! }
+//! let handle = layer.handle();
+//! assert_eq!(handle.get(&"down.example").unwrap().state(), CircuitState::Open);
+//! assert_eq!(handle.get(&"up.example").unwrap().state(), CircuitState::Closed);
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classify};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::breaker::{Breaker, Config};
+use crate::builder::DefaultClassifier;
+use crate::future::{OutcomeRecorder, ResponseFuture};
+use crate::handle::CircuitBreakerHandle;
+use crate::sync::{Arc, AtomicU64, CachePadded, Ordering, RwLock};
+
+struct Entry {
+    breaker: Arc<Breaker>,
+    last_used: AtomicU64,
+}
+
+struct Breakers<K> {
+    config: Config,
+    max_keys: usize,
+    map: RwLock<HashMap<K, Entry>>,
+    overflow: Arc<Breaker>,
+    uses: CachePadded<AtomicU64>,
+    created: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> Breakers<K> {
+    fn new(config: Config, max_keys: usize) -> Self {
+        Self {
+            overflow: Arc::new(Breaker::new(config.clone())),
+            config,
+            max_keys,
+            map: RwLock::new(HashMap::new()),
+            uses: CachePadded(AtomicU64::new(0)),
+            created: AtomicU64::new(0),
+        }
+    }
+
+    fn breaker_for(&self, key: &K) -> Arc<Breaker> {
+        let tick = self.uses.fetch_add(1, Ordering::Relaxed);
+        {
+            let map = self
+                .map
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(entry) = map.get(key) {
+                entry.last_used.store(tick, Ordering::Relaxed);
+                return entry.breaker.clone();
+            }
+        }
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = map.get(key) {
+            entry.last_used.store(tick, Ordering::Relaxed);
+            return entry.breaker.clone();
+        }
+        if map.len() >= self.max_keys {
+            let victim = map
+                .iter()
+                .filter(|(_, e)| e.breaker.evictable())
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(victim) => {
+                    map.remove(&victim);
+                }
+                None => return self.overflow.clone(),
+            }
+        }
+        let mut config = self.config.clone();
+        // Each key's jitter follows its own sequence.
+        let n = self.created.fetch_add(1, Ordering::Relaxed);
+        config.seed = config
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let breaker = Arc::new(Breaker::new(config));
+        map.insert(
+            key.clone(),
+            Entry {
+                breaker: breaker.clone(),
+                last_used: AtomicU64::new(tick),
+            },
+        );
+        breaker
+    }
+}
+
+/// Applies one circuit breaker per key to a service. Built by
+/// [`CircuitBreakerBuilder::build_keyed`](crate::CircuitBreakerBuilder::build_keyed).
+///
+/// Like [`CircuitBreakerLayer`](crate::CircuitBreakerLayer), the map of
+/// breakers is created when the layer is built and shared by every clone
+/// and every service the layer wraps.
+pub struct KeyedCircuitBreakerLayer<K, F, C = DefaultClassifier> {
+    breakers: Arc<Breakers<K>>,
+    key: F,
+    classifier: C,
+}
+
+impl<K: Hash + Eq + Clone, F, C> KeyedCircuitBreakerLayer<K, F, C> {
+    pub(crate) fn from_parts(config: Config, max_keys: usize, key: F, classifier: C) -> Self {
+        Self {
+            breakers: Arc::new(Breakers::new(config, max_keys)),
+            key,
+            classifier,
+        }
+    }
+}
+
+impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
+    /// A handle to inspect and control the breakers of every key.
+    pub fn handle(&self) -> KeyedCircuitBreakerHandle<K> {
+        KeyedCircuitBreakerHandle {
+            breakers: self.breakers.clone(),
+        }
+    }
+}
+
+impl<K, F: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            breakers: self.breakers.clone(),
+            key: self.key.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<K, F, C> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerLayer")
+            .field("policy", &self.breakers.config.policy)
+            .field("max_keys", &self.breakers.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F: Clone, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<K, F, C> {
+    type Service = KeyedCircuitBreaker<S, K, F, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedCircuitBreaker {
+            inner,
+            breakers: self.breakers.clone(),
+            key: self.key.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// A service guarded by one circuit breaker per key. Made by
+/// [`KeyedCircuitBreakerLayer`].
+pub struct KeyedCircuitBreaker<S, K, F, C> {
+    inner: S,
+    breakers: Arc<Breakers<K>>,
+    key: F,
+    classifier: C,
+}
+
+impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, K, F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            breakers: self.breakers.clone(),
+            key: self.key.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedCircuitBreaker<S, K, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .field("policy", &self.breakers.config.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq + Clone,
+    F: Fn(&Req) -> K,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = C::Output<OutcomeRecorder>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let breaker = self.breakers.breaker_for(&(self.key)(&req));
+        match breaker.admit() {
+            Ok(permit) => {
+                let recorder = OutcomeRecorder::new(breaker, permit);
+                ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
+            }
+            Err(refusal) => ResponseFuture::refused(breaker.refusal_error(refusal)),
+        }
+    }
+}
+
+/// Inspects and controls the breakers of a [`KeyedCircuitBreakerLayer`].
+pub struct KeyedCircuitBreakerHandle<K> {
+    breakers: Arc<Breakers<K>>,
+}
+
+impl<K> Clone for KeyedCircuitBreakerHandle<K> {
+    fn clone(&self) -> Self {
+        Self {
+            breakers: self.breakers.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
+    /// The handle of `key`'s breaker, if it is tracked.
+    pub fn get(&self, key: &K) -> Option<CircuitBreakerHandle> {
+        let map = self
+            .breakers
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key)
+            .map(|e| CircuitBreakerHandle::new(e.breaker.clone()))
+    }
+
+    /// The keys tracked now.
+    pub fn keys(&self) -> Vec<K> {
+        let map = self
+            .breakers
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.keys().cloned().collect()
+    }
+
+    /// How many keys are tracked (at most `max_keys`).
+    pub fn len(&self) -> usize {
+        self.breakers
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no key is tracked yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The breaker shared by new keys while every tracked breaker is open,
+    /// half-open or held by an operator.
+    pub fn overflow(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(self.breakers.overflow.clone())
+    }
+}
+
+impl<K> fmt::Debug for KeyedCircuitBreakerHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerHandle")
+            .field("policy", &self.breakers.config.policy)
+            .finish_non_exhaustive()
+    }
+}

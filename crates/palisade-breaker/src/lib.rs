@@ -1,0 +1,145 @@
+//! A circuit breaker for tower services: exact sliding windows, slow-call
+//! detection, exactly-N half-open probes, manual control and keyed
+//! breakers, lock-free and allocation-free while closed.
+//!
+//! A circuit breaker watches the outcomes of the calls it lets through.
+//! When too many of the recent ones failed, or were too slow, it *opens*:
+//! it fails every call at once with [`CircuitOpen`](error::CircuitOpen)
+//! instead of piling more work on a dependency that is already failing.
+//! After a wait it turns *half-open* and lets a fixed number of probe calls
+//! through; if they fare well it *closes* again, otherwise it re-opens.
+//!
+//! ```text
+//!            failure or slow rate >= threshold
+//!   Closed ─────────────────────────────────────▶ Open ◀──────────┐
+//!     ▲                                            │               │ probes' rates >= threshold,
+//!     │ probes' rates < thresholds                 │ open wait     │ or half-open max wait
+//!     │                                            ▼ elapsed       │
+//!     └──────────────────────────────────────── HalfOpen ─────────┘
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_breaker::CircuitBreakerLayer;
+//! use palisade_breaker::error::CircuitOpen;
+//! use palisade_core::CircuitState;
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = CircuitBreakerLayer::builder()
+//!     .name("inventory")
+//!     .count_window(10)
+//!     .minimum_calls(4)
+//!     .failure_rate_threshold(0.5)
+//!     .open_wait(Duration::from_secs(5))
+//!     .build()
+//!     .unwrap();
+//! let svc = layer.layer(service_fn(|fail: bool| async move {
+//!     if fail { Err("inventory unavailable") } else { Ok("in stock") }
+//! }));
+//!
+//! svc.clone().oneshot(false).await.unwrap();
+//! svc.clone().oneshot(false).await.unwrap();
+//! let _ = svc.clone().oneshot(true).await;
+//! assert_eq!(layer.handle().state(), CircuitState::Closed); // 3 calls < minimum 4
+//! let _ = svc.clone().oneshot(true).await; // 2 failures of 4: rate 0.5
+//! assert_eq!(layer.handle().state(), CircuitState::Open);
+//!
+//! let err = svc.clone().oneshot(false).await.unwrap_err();
+//! let open = err.downcast_ref::<CircuitOpen>().unwrap();
+//! assert_eq!(open.retry_after(), Some(Duration::from_secs(5)));
+//! # }
+//! ```
+//!
+//! # Windows and thresholds
+//!
+//! The closed state is judged over a sliding window:
+//! [`count_window`](CircuitBreakerBuilder::count_window) (the last N calls,
+//! each new outcome pushing the oldest out) or
+//! [`time_window`](CircuitBreakerBuilder::time_window) (the last N seconds,
+//! in buckets). No rate is judged before the window holds
+//! [`minimum_calls`](CircuitBreakerBuilder::minimum_calls). The breaker
+//! opens when the failure rate reaches
+//! [`failure_rate_threshold`](CircuitBreakerBuilder::failure_rate_threshold),
+//! or, with [`slow_call_duration`](CircuitBreakerBuilder::slow_call_duration)
+//! set, when the share of calls at least that slow (successes included)
+//! reaches
+//! [`slow_call_rate_threshold`](CircuitBreakerBuilder::slow_call_rate_threshold).
+//!
+//! Window counts are exact under concurrency: writers never lose an
+//! outcome, and a call admitted before a transition never counts in the
+//! window or the probes of the state that transition started.
+//!
+//! # Open and half-open
+//!
+//! Open, the breaker rejects every call with `retry_after` set to the time
+//! left. The wait ([`open_wait`](CircuitBreakerBuilder::open_wait)) can grow
+//! over consecutive openings
+//! ([`open_wait_backoff`](CircuitBreakerBuilder::open_wait_backoff)), be cut
+//! by a seeded random share ([`jitter`](CircuitBreakerBuilder::jitter)),
+//! and starts over after the probes close the breaker.
+//!
+//! Half-open, exactly [`half_open_probes`](CircuitBreakerBuilder::half_open_probes)
+//! calls are admitted, every other call is rejected (with
+//! [`RejectReason::HalfOpenFull`](palisade_core::RejectReason::HalfOpenFull)),
+//! and the breaker decides once all of them have completed. A probe that is
+//! cancelled, or whose outcome is ignored, gives its slot back to the next
+//! call. If the probes do not complete within
+//! [`half_open_max_wait`](CircuitBreakerBuilder::half_open_max_wait), the
+//! breaker opens again: it can never be stuck half-open.
+//!
+//! # Outcomes
+//!
+//! A [`Classify`](palisade_core::Classify) implementation decides what a
+//! failure is. The default, [`DefaultClassifier`], counts every error as a
+//! failure except palisade's own rate-limit, bulkhead and missing-key
+//! rejections, which only say the caller is saturated. Timeouts and caught
+//! panics from layers below count as failures. HTTP (5xx) and gRPC (status
+//! codes, read from trailers at the end of the body) classifiers come from
+//! [`palisade_core::classify`]. A cancelled call is ignored unless
+//! [`cancelled_as_failure`](CircuitBreakerBuilder::cancelled_as_failure).
+//!
+//! # Control, events and cost
+//!
+//! [`CircuitBreakerHandle`] forces the breaker open or closed, disables it,
+//! switches it to shadow (metrics-only) mode, resets it, and reads its
+//! state, rates and counts. Every transition is reported as
+//! [`Event::StateChanged`](palisade_core::Event::StateChanged), in order;
+//! every refusal as `Rejected`; every admission and completion; and the
+//! window's rates as `BreakerRates` when they change (and as zeros when a
+//! transition empties the window, so no gauge keeps a stale rate).
+//!
+//! While closed, admitting a call is one atomic load and recording it is
+//! one slot swap and one compare-and-swap: no lock, no allocation. The
+//! clock is read only when slow calls, latency or a time window need it,
+//! at most once when the call starts and once when it ends.
+//!
+//! [`KeyedCircuitBreakerLayer`] keeps one breaker per key (per upstream
+//! host, say), bounded in number, never evicting an open breaker.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod breaker;
+mod builder;
+pub mod error;
+pub mod future;
+mod handle;
+pub mod keyed;
+mod layer;
+mod service;
+mod sync;
+mod window;
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests;
+
+pub use self::builder::{CircuitBreakerBuilder, DefaultClassifier};
+pub use self::future::OutcomeRecorder;
+pub use self::handle::{CircuitBreakerHandle, ProbeCounts};
+pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerHandle, KeyedCircuitBreakerLayer};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::service::CircuitBreaker;
+pub use self::window::Counts;

@@ -1,0 +1,104 @@
+use std::fmt;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classify};
+use tower_service::Service;
+
+use crate::breaker::Breaker;
+use crate::future::{OutcomeRecorder, ResponseFuture};
+use crate::handle::CircuitBreakerHandle;
+use crate::sync::Arc;
+
+/// A service guarded by a circuit breaker. Made by
+/// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+///
+/// `poll_ready` is the inner service's readiness only: a breaker never
+/// holds a caller back. The decision is made in `call`: a refused call
+/// returns a ready [`CircuitOpen`](palisade_core::CircuitOpen) error
+/// without calling the inner service.
+///
+/// The response type is the classifier's output: the inner response itself
+/// for classifiers that decide at once, or the response with its body
+/// wrapped for [`GrpcErrorsAsFailures`](palisade_core::classify::GrpcErrorsAsFailures),
+/// which decides when the trailers arrive.
+pub struct CircuitBreaker<S, C> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classifier: C,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// A handle to control and inspect the breaker.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(self.breaker.clone())
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("policy", &self.breaker.cfg.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = C::Output<OutcomeRecorder>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.breaker.admit() {
+            Ok(permit) => {
+                let recorder = OutcomeRecorder::new(self.breaker.clone(), permit);
+                ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
+            }
+            Err(refusal) => ResponseFuture::refused(self.breaker.refusal_error(refusal)),
+        }
+    }
+}

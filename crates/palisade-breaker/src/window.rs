@@ -1,0 +1,506 @@
+//! The sliding windows that count recent outcomes, without locks.
+//!
+//! Both windows belong to one *epoch* of the breaker (the low 16 bits of its
+//! generation, which changes at every transition). A writer carries the
+//! epoch of the state in which its call was admitted, and its write lands
+//! only if the window still belongs to that epoch, checked in the same
+//! compare-and-swap that applies it. A call admitted before a transition can
+//! therefore never pollute the window that the transition started.
+//!
+//! - [`CountWindow`]: the last `size` recorded calls. A ring of outcome
+//!   slots and one packed aggregate word (epoch, calls, failures, slow). A
+//!   writer takes a slot index with one increment, swaps its outcome in and
+//!   adds the difference with the outcome it pushed out to the aggregate.
+//! - [`TimeWindow`]: the calls of the last `buckets` time buckets. Each
+//!   bucket is one packed word (tick tag, calls, failures, slow); a writer
+//!   that finds a bucket from an older tick resets it in the same
+//!   compare-and-swap that counts its own outcome.
+
+use std::time::Instant;
+
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, CachePadded, Ordering};
+
+/// The most calls a count window may hold.
+pub(crate) const MAX_COUNT_WINDOW: usize = 16_384;
+/// The most buckets a time window may have.
+pub(crate) const MAX_BUCKETS: usize = 128;
+/// The most calls one time bucket counts.
+pub(crate) const BUCKET_CAPACITY: u64 = 0xFFFF;
+
+/// Outcome counts of a window (or of the half-open probes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Calls recorded (successes and failures; ignored calls are not
+    /// counted).
+    pub calls: u64,
+    /// Calls that failed.
+    pub failures: u64,
+    /// Calls that took at least the slow-call duration, failed or not.
+    pub slow: u64,
+}
+
+impl Counts {
+    /// `failures / calls`, or 0 for an empty window.
+    pub fn failure_rate(&self) -> f64 {
+        ratio(self.failures, self.calls)
+    }
+
+    /// `slow / calls`, or 0 for an empty window.
+    pub fn slow_rate(&self) -> f64 {
+        ratio(self.slow, self.calls)
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// The write belonged to an older epoch (or a bucket already recycled)
+    /// and was dropped.
+    Stale,
+    /// Counted; the window now holds these counts. `changed` is false when
+    /// the outcome pushed out an identical one.
+    Counted { counts: Counts, changed: bool },
+    /// The time bucket was full; the outcome was not counted.
+    Saturated,
+}
+
+/// One outcome as stored in a slot: bit 0 present, bit 1 failure, bit 2 slow.
+#[inline]
+pub(crate) const fn code(failure: bool, slow: bool) -> u32 {
+    1 | (failure as u32) << 1 | (slow as u32) << 2
+}
+
+const FIELD: u64 = 0xFFFF;
+
+#[inline]
+const fn pack(tag: u16, calls: u64, failures: u64, slow: u64) -> u64 {
+    (tag as u64) << 48 | (calls & FIELD) << 32 | (failures & FIELD) << 16 | (slow & FIELD)
+}
+
+#[inline]
+const fn tag_of(word: u64) -> u16 {
+    (word >> 48) as u16
+}
+
+/// Decodes the three counters. Failures and slow may be transiently
+/// "negative" in a count window (two writers that replaced the same slot
+/// applied their differences out of order), so they are read as signed and
+/// clamped to `0..=calls`; once the writers finish they are exact.
+#[inline]
+fn counts_of(word: u64) -> Counts {
+    let calls = (word >> 32) & FIELD;
+    let signed = |v: u64| -> u64 {
+        let v = i64::from(v as u16 as i16);
+        (v.max(0) as u64).min(calls)
+    };
+    Counts {
+        calls,
+        failures: signed((word >> 16) & FIELD),
+        slow: signed(word & FIELD),
+    }
+}
+
+/// `a` is later than `b` in wrapping 16-bit order.
+#[inline]
+fn later(a: u16, b: u16) -> bool {
+    (a.wrapping_sub(b) as i16) > 0
+}
+
+/// The last `size` recorded calls.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    head: CachePadded<AtomicUsize>,
+    aggregate: CachePadded<AtomicU64>,
+    /// epoch << 8 | code
+    slots: Box<[AtomicU32]>,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: usize, epoch: u16) -> Self {
+        Self {
+            head: CachePadded(AtomicUsize::new(0)),
+            aggregate: CachePadded(AtomicU64::new(pack(epoch, 0, 0, 0))),
+            slots: (0..size.max(1)).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Starts an empty window for `epoch`. Slots of older epochs read as
+    /// empty, so they need no clearing.
+    pub(crate) fn reset(&self, epoch: u16) {
+        self.aggregate
+            .store(pack(epoch, 0, 0, 0), Ordering::Release);
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        counts_of(self.aggregate.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn record(&self, epoch: u16, code: u32) -> Recorded {
+        // Cheap early out for a call admitted before the last transition.
+        if tag_of(self.aggregate.load(Ordering::Acquire)) != epoch {
+            return Recorded::Stale;
+        }
+        let index = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[index];
+        let new = u32::from(epoch) << 16 | code;
+        let mut old = slot.load(Ordering::Acquire);
+        loop {
+            // Never overwrite an outcome of a newer epoch: the aggregate of
+            // that epoch counts it.
+            if later((old >> 16) as u16, epoch) {
+                return Recorded::Stale;
+            }
+            match slot.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(current) => old = current,
+            }
+        }
+        let old_code = if (old >> 16) as u16 == epoch {
+            old & 0xFF
+        } else {
+            0
+        };
+        let bit = |c: u32, b: u32| u64::from(c >> b & 1);
+        let d_calls = 1 - bit(old_code, 0);
+        // Wrapping differences in 16-bit fields: -1 is 0xFFFF.
+        let d_fail = bit(code, 1).wrapping_sub(bit(old_code, 1));
+        let d_slow = bit(code, 2).wrapping_sub(bit(old_code, 2));
+        let changed = d_calls != 0 || d_fail != 0 || d_slow != 0;
+        let mut word = self.aggregate.load(Ordering::Acquire);
+        loop {
+            if tag_of(word) != epoch {
+                // The window was reset after the slot was written: the slot
+                // now reads as empty for the new epoch, so nothing is lost.
+                return Recorded::Stale;
+            }
+            let next = pack(
+                epoch,
+                (word >> 32).wrapping_add(d_calls),
+                (word >> 16).wrapping_add(d_fail),
+                word.wrapping_add(d_slow),
+            );
+            match self.aggregate.compare_exchange_weak(
+                word,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Recorded::Counted {
+                        counts: counts_of(next),
+                        changed,
+                    };
+                }
+                Err(current) => word = current,
+            }
+        }
+    }
+
+    /// Sums the slots of `epoch` directly, for tests of the aggregate.
+    #[cfg(test)]
+    pub(crate) fn recount(&self, epoch: u16) -> Counts {
+        let mut c = Counts::default();
+        for slot in self.slots.iter() {
+            let v = slot.load(Ordering::Acquire);
+            if (v >> 16) as u16 == epoch && v & 1 == 1 {
+                c.calls += 1;
+                c.failures += u64::from(v >> 1 & 1);
+                c.slow += u64::from(v >> 2 & 1);
+            }
+        }
+        c
+    }
+}
+
+/// The calls of the last `buckets` buckets of `bucket_nanos` each.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    origin: Instant,
+    bucket_nanos: u64,
+    /// epoch << 48 | tick offset. A reset moves the offset a whole window
+    /// ahead, so every bucket written before it falls out of the window.
+    base: CachePadded<AtomicU64>,
+    /// The latest tick any writer has reached; buckets between the previous
+    /// head and a new one are cleared by the writer that moves it.
+    head: CachePadded<AtomicU64>,
+    /// tick tag << 48 | calls << 32 | failures << 16 | slow
+    buckets: Box<[AtomicU64]>,
+}
+
+const OFFSET_MASK: u64 = (1 << 48) - 1;
+
+impl TimeWindow {
+    pub(crate) fn new(origin: Instant, bucket_nanos: u64, buckets: usize, epoch: u16) -> Self {
+        Self {
+            origin,
+            bucket_nanos: bucket_nanos.max(1),
+            base: CachePadded(AtomicU64::new(u64::from(epoch) << 48)),
+            head: CachePadded(AtomicU64::new(0)),
+            buckets: (0..buckets.max(1)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    /// Starts an empty window for `epoch`. Called under the transition lock.
+    pub(crate) fn reset(&self, epoch: u16) {
+        let offset = (self.base.load(Ordering::Acquire) & OFFSET_MASK) + 2 * self.len();
+        self.base.store(
+            u64::from(epoch) << 48 | (offset & OFFSET_MASK),
+            Ordering::Release,
+        );
+    }
+
+    fn elapsed_ticks(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX >> 16)
+    }
+
+    /// The tick of `now`, or `None` when the window no longer belongs to
+    /// `epoch`. The base is loaded before the tick is computed so that a
+    /// reader's tick is never older than a write it can see.
+    fn tick(&self, epoch: Option<u16>, now: Instant) -> Option<u64> {
+        let base = self.base.load(Ordering::Acquire);
+        if epoch.is_some_and(|e| (base >> 48) as u16 != e) {
+            return None;
+        }
+        Some((base & OFFSET_MASK).wrapping_add(self.elapsed_ticks(now)))
+    }
+
+    fn index(&self, tick: u64) -> &AtomicU64 {
+        &self.buckets[(tick % self.len()) as usize]
+    }
+
+    /// Moves the head to `tick`, clearing the buckets of the ticks skipped.
+    fn advance(&self, tick: u64) {
+        if self.head.load(Ordering::Acquire) >= tick {
+            return;
+        }
+        let previous = self.head.fetch_max(tick, Ordering::AcqRel);
+        if previous >= tick {
+            return;
+        }
+        let first = (previous + 1).max(tick.saturating_sub(self.len() - 1));
+        for skipped in first..tick {
+            let bucket = self.index(skipped);
+            let mut word = bucket.load(Ordering::Acquire);
+            while later(skipped as u16, tag_of(word)) {
+                match bucket.compare_exchange_weak(
+                    word,
+                    pack(skipped as u16, 0, 0, 0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(current) => word = current,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn record(&self, epoch: u16, now: Instant, code: u32) -> Recorded {
+        let Some(tick) = self.tick(Some(epoch), now) else {
+            return Recorded::Stale;
+        };
+        self.advance(tick);
+        let tag = tick as u16;
+        let bucket = self.index(tick);
+        let failure = u64::from(code >> 1 & 1);
+        let slow = u64::from(code >> 2 & 1);
+        let mut word = bucket.load(Ordering::Acquire);
+        loop {
+            let current = if tag_of(word) == tag {
+                word
+            } else if later(tag, tag_of(word)) {
+                pack(tag, 0, 0, 0)
+            } else {
+                // This bucket already serves a later tick: the outcome is a
+                // whole bucket late.
+                return Recorded::Stale;
+            };
+            if (current >> 32) & FIELD >= BUCKET_CAPACITY {
+                return Recorded::Saturated;
+            }
+            let next = current + (1 << 32) + (failure << 16) + slow;
+            match bucket.compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => word = actual,
+            }
+        }
+        Recorded::Counted {
+            counts: self.sum(tick),
+            changed: true,
+        }
+    }
+
+    /// The counts of the window ending at `now`.
+    pub(crate) fn counts(&self, now: Instant) -> Counts {
+        match self.tick(None, now) {
+            Some(tick) => self.sum(tick),
+            None => Counts::default(),
+        }
+    }
+
+    fn sum(&self, tick: u64) -> Counts {
+        let mut total = Counts::default();
+        if tick >= self.head.load(Ordering::Acquire).saturating_add(self.len()) {
+            return total;
+        }
+        let tag = tick as u16;
+        for bucket in self.buckets.iter() {
+            let word = bucket.load(Ordering::Acquire);
+            let age = tag.wrapping_sub(tag_of(word)) as i16;
+            if age >= 0 && (age as u64) < self.len() {
+                total.calls += (word >> 32) & FIELD;
+                total.failures += (word >> 16) & FIELD;
+                total.slow += word & FIELD;
+            }
+        }
+        total
+    }
+}
+
+/// The window a breaker judges its closed state by.
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    pub(crate) fn reset(&self, epoch: u16) {
+        match self {
+            Window::Count(w) => w.reset(epoch),
+            Window::Time(w) => w.reset(epoch),
+        }
+    }
+
+    /// Records one outcome. `now` is required by a time window.
+    pub(crate) fn record(&self, epoch: u16, now: Option<Instant>, code: u32) -> Recorded {
+        match (self, now) {
+            (Window::Count(w), _) => w.record(epoch, code),
+            (Window::Time(w), Some(now)) => w.record(epoch, now, code),
+            (Window::Time(_), None) => Recorded::Stale,
+        }
+    }
+
+    pub(crate) fn counts(&self, now: impl FnOnce() -> Instant) -> Counts {
+        match self {
+            Window::Count(w) => w.counts(),
+            Window::Time(w) => w.counts(now()),
+        }
+    }
+
+    pub(crate) fn is_time(&self) -> bool {
+        matches!(self, Window::Time(_))
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const OK: u32 = code(false, false);
+    const FAIL: u32 = code(true, false);
+    const SLOW_OK: u32 = code(false, true);
+
+    fn counted(r: Recorded) -> Counts {
+        match r {
+            Recorded::Counted { counts, .. } => counts,
+            other => panic!("not counted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn count_window_slides_one_call_at_a_time() {
+        let w = CountWindow::new(3, 1);
+        assert_eq!(counted(w.record(1, FAIL)).failures, 1);
+        counted(w.record(1, FAIL));
+        let c = counted(w.record(1, OK));
+        assert_eq!((c.calls, c.failures), (3, 2));
+        // Each new outcome pushes the oldest out.
+        let c = counted(w.record(1, OK));
+        assert_eq!((c.calls, c.failures), (3, 1));
+        let c = counted(w.record(1, SLOW_OK));
+        assert_eq!((c.calls, c.failures, c.slow), (3, 0, 1));
+        assert_eq!(
+            w.record(1, OK),
+            Recorded::Counted {
+                counts: Counts {
+                    calls: 3,
+                    failures: 0,
+                    slow: 1
+                },
+                changed: false
+            }
+        );
+        assert_eq!(w.recount(1), w.counts());
+    }
+
+    #[test]
+    fn count_window_reset_empties_and_drops_stale_writers() {
+        let w = CountWindow::new(4, 7);
+        counted(w.record(7, FAIL));
+        counted(w.record(7, FAIL));
+        w.reset(8);
+        assert_eq!(w.counts(), Counts::default());
+        assert_eq!(w.record(7, FAIL), Recorded::Stale);
+        let c = counted(w.record(8, OK));
+        assert_eq!((c.calls, c.failures), (1, 0));
+        // Old-epoch slots count as empty when the ring comes round to them.
+        for _ in 0..3 {
+            counted(w.record(8, OK));
+        }
+        assert_eq!(w.counts().calls, 4);
+        assert_eq!(w.recount(8), w.counts());
+    }
+
+    #[test]
+    fn time_window_expires_buckets_and_resets() {
+        let origin = Instant::now();
+        let at = |s: u64| origin + Duration::from_secs(s);
+        let w = TimeWindow::new(origin, 1_000_000_000, 3, 0);
+        counted(w.record(0, at(0), FAIL));
+        counted(w.record(0, at(1), OK));
+        let c = counted(w.record(0, at(2), OK));
+        assert_eq!((c.calls, c.failures), (3, 1));
+        // At t=3 the bucket of t=0 leaves the window.
+        let c = counted(w.record(0, at(3), OK));
+        assert_eq!((c.calls, c.failures), (3, 0));
+        assert_eq!(w.counts(at(4)).calls, 2);
+        assert_eq!(w.counts(at(6)).calls, 0);
+        // A long idle period: everything is gone, nothing aliases.
+        assert_eq!(w.counts(at(70_000)).calls, 0);
+        let c = counted(w.record(0, at(70_000), FAIL));
+        assert_eq!((c.calls, c.failures), (1, 1));
+        w.reset(1);
+        assert_eq!(w.counts(at(70_000)), Counts::default());
+        assert_eq!(w.record(0, at(70_000), FAIL), Recorded::Stale);
+        assert_eq!(counted(w.record(1, at(70_000), OK)).calls, 1);
+    }
+
+    #[test]
+    fn a_full_bucket_saturates_instead_of_wrapping() {
+        let origin = Instant::now();
+        let w = TimeWindow::new(origin, 1_000_000_000, 2, 0);
+        for _ in 0..BUCKET_CAPACITY {
+            counted(w.record(0, origin, OK));
+        }
+        assert_eq!(w.record(0, origin, FAIL), Recorded::Saturated);
+        assert_eq!(w.counts(origin).calls, BUCKET_CAPACITY);
+        assert_eq!(w.counts(origin).failures, 0);
+    }
+}
