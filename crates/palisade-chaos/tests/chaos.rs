@@ -1,0 +1,290 @@
+//! Behaviour of the chaos layer: determinism, each fault kind, overrides,
+//! virtual-time delays and the cost of a disabled layer.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade_chaos::{ChaosLayer, Fault, FaultOverride, HttpFaults, InjectedFault, PanicPoint};
+use palisade_core::{Event, Metrics, MetricsSink};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Echo = tower::util::ServiceFn<fn(u32) -> std::future::Ready<Result<u32, std::io::Error>>>;
+
+fn echo() -> Echo {
+    service_fn(|x: u32| std::future::ready(Ok(x)))
+}
+
+fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
+    let mut fut = pin!(fut);
+    fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Outcome of one request as a letter: o(k), e(rror), p(anic).
+fn run_one(layer: &ChaosLayer, i: u32) -> char {
+    let mut svc = layer.layer(echo());
+    let result = catch_unwind(AssertUnwindSafe(|| poll_once(svc.call(i))));
+    match result {
+        Err(_) => 'p',
+        Ok(Poll::Ready(Ok(v))) => {
+            assert_eq!(v, i);
+            'o'
+        }
+        Ok(Poll::Ready(Err(e))) => {
+            assert!(e.is::<InjectedFault>(), "{e}");
+            'e'
+        }
+        Ok(Poll::Pending) => unreachable!("no latency configured"),
+    }
+}
+
+fn quiet_panics() {
+    // Injected panics are expected here; keep the test output readable.
+    palisade_core::panic::install_hook();
+}
+
+#[test]
+fn same_seed_same_faults_different_seed_different_faults() {
+    quiet_panics();
+    let make = |seed| {
+        ChaosLayer::builder()
+            .seed(seed)
+            .error_rate(0.2)
+            .panic_rate(0.2)
+            .build()
+            .unwrap()
+    };
+    let run = |layer: &ChaosLayer| -> String {
+        let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
+        (0..200).map(|i| run_one(layer, i)).collect()
+    };
+    let (a, b, c) = (make(11), make(11), make(12));
+    let (ra, rb, rc) = (run(&a), run(&b), run(&c));
+    assert_eq!(ra, rb);
+    assert_ne!(ra, rc);
+    assert!(ra.contains('o') && ra.contains('e') && ra.contains('p'));
+    let stats = a.stats();
+    assert_eq!(stats.errors as usize, ra.matches('e').count());
+    assert_eq!(stats.panics as usize, ra.matches('p').count());
+    assert_eq!(stats.requests, 200);
+}
+
+#[test]
+fn panic_point_call_panics_before_any_future_exists() {
+    quiet_panics();
+    let layer = ChaosLayer::builder()
+        .panic_rate(1.0)
+        .panic_point(PanicPoint::Call)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(echo());
+    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        let _future = svc.call(1);
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(
+        &*palisade_core::panic::payload_message(&*payload),
+        r#"chaos "chaos": injected panic"#
+    );
+}
+
+#[test]
+fn panic_point_poll_panics_on_first_poll() {
+    quiet_panics();
+    let layer = ChaosLayer::builder().panic_rate(1.0).build().unwrap();
+    let mut svc = layer.layer(echo());
+    let fut = svc.call(1);
+    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(fut))).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn delays_follow_virtual_time() {
+    let layer = ChaosLayer::builder()
+        .latency(Duration::from_millis(100), Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(echo());
+    let mut call = pin!(svc.call(5));
+    assert!(poll_once(call.as_mut()).is_pending());
+    tokio::time::advance(Duration::from_millis(99)).await;
+    assert!(
+        poll_once(call.as_mut()).is_pending(),
+        "ready before the delay"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    match poll_once(call.as_mut()) {
+        Poll::Ready(Ok(5)) => {}
+        other => panic!("expected the answer after 100ms, got {other:?}"),
+    }
+    assert_eq!(layer.stats().delayed, 1);
+    assert_eq!(layer.stats().total_delay, Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spikes_add_to_the_delay_of_some_requests() {
+    let layer = ChaosLayer::builder()
+        .seed(3)
+        .latency_spikes(0.5, Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let mut slow = 0;
+    for i in 0..100 {
+        let start = tokio::time::Instant::now();
+        svc.clone().oneshot(i).await.unwrap();
+        match start.elapsed() {
+            d if d == Duration::ZERO => {}
+            d if d == Duration::from_secs(2) => slow += 1,
+            d => panic!("unexpected delay {d:?}"),
+        }
+    }
+    assert_eq!(slow, layer.stats().delayed);
+    assert!((30..70).contains(&slow), "{slow}");
+}
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<String>>);
+
+impl MetricsSink for Recorded {
+    fn record(&self, event: &Event<'_>) {
+        self.0.lock().unwrap().push(format!("{event:?}"));
+    }
+}
+
+fn request(header: Option<&str>) -> http::Request<()> {
+    let mut b = http::Request::builder().uri("/");
+    if let Some(h) = header {
+        b = b.header("x-palisade-chaos", h);
+    }
+    b.body(()).unwrap()
+}
+
+fn http_echo() -> impl Service<
+    http::Request<()>,
+    Response = http::Response<()>,
+    Error = std::io::Error,
+    Future = std::future::Ready<Result<http::Response<()>, std::io::Error>>,
+> + Clone {
+    service_fn(|_req: http::Request<()>| std::future::ready(Ok(http::Response::new(()))))
+}
+
+#[tokio::test]
+async fn overrides_force_faults_even_when_disabled() {
+    let sink = Arc::new(Recorded::default());
+    let layer = ChaosLayer::builder()
+        .enabled(false)
+        .metrics(Metrics::from_arc(sink.clone()))
+        .build()
+        .unwrap();
+    let ext_only = layer.layer(http_echo()).http(HttpFaults::new());
+    let with_header = layer
+        .layer(http_echo())
+        .http(HttpFaults::new().with_header());
+
+    // Disabled, no override: untouched and uncounted.
+    assert!(ext_only.clone().oneshot(request(None)).await.is_ok());
+    assert_eq!(layer.stats().requests, 0);
+
+    // The extension forces an error.
+    let mut req = request(None);
+    req.extensions_mut().insert(FaultOverride(Fault::error()));
+    let err = ext_only.clone().oneshot(req).await.unwrap_err();
+    assert!(err.is::<InjectedFault>());
+
+    // The header is ignored unless enabled.
+    assert!(
+        ext_only
+            .clone()
+            .oneshot(request(Some("error")))
+            .await
+            .is_ok()
+    );
+    let err = with_header
+        .clone()
+        .oneshot(request(Some("error")))
+        .await
+        .unwrap_err();
+    assert!(err.is::<InjectedFault>());
+
+    // A malformed header is reported and ignored.
+    assert!(
+        with_header
+            .clone()
+            .oneshot(request(Some("explode")))
+            .await
+            .is_ok()
+    );
+    let events = sink.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("MalformedHeader"), "{events:?}");
+    assert!(events[0].contains("x-palisade-chaos"), "{events:?}");
+    assert_eq!(layer.stats().errors, 2);
+}
+
+#[tokio::test]
+async fn switching_on_and_off_at_run_time() {
+    let layer = ChaosLayer::builder()
+        .error_rate(1.0)
+        .enabled(false)
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    assert!(svc.clone().oneshot(1).await.is_ok());
+    layer.set_enabled(true);
+    assert!(svc.clone().oneshot(1).await.is_err());
+    layer.set_enabled(false);
+    assert!(svc.clone().oneshot(1).await.is_ok());
+    assert_eq!(layer.stats().requests, 1);
+}
+
+#[test]
+fn a_disabled_or_idle_layer_allocates_nothing() {
+    for layer in [
+        ChaosLayer::disabled(),
+        ChaosLayer::builder().build().unwrap(),
+    ] {
+        let mut svc = layer.layer(echo());
+        let info = allocation_counter::measure(|| {
+            for i in 0..1000 {
+                assert!(matches!(poll_once(svc.call(i)), Poll::Ready(Ok(v)) if v == i));
+            }
+        });
+        assert_eq!(info.count_total, 0, "{layer:?}: {info:?}");
+    }
+    let control = allocation_counter::measure(|| {
+        std::hint::black_box(Box::new(0_u8));
+    });
+    assert_eq!(control.count_total, 1);
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_header_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+        let _ = palisade_chaos::parse_header(&bytes);
+    }
+
+    #[test]
+    fn well_formed_headers_parse(
+        error in proptest::bool::ANY,
+        panic in proptest::bool::ANY,
+        delay_ms in proptest::option::of(0_u64..60_000),
+    ) {
+        let mut items = Vec::new();
+        if error { items.push("error".to_owned()); }
+        if panic { items.push("panic".to_owned()); }
+        if let Some(ms) = delay_ms { items.push(format!("delay={ms}ms")); }
+        if items.is_empty() { items.push("none".to_owned()); }
+        let parsed = palisade_chaos::parse_header(items.join(", ").as_bytes());
+        let expected = Fault {
+            error,
+            panic,
+            delay: Duration::from_millis(delay_ms.unwrap_or(0)),
+        };
+        proptest::prop_assert_eq!(parsed, Some(expected));
+    }
+}
