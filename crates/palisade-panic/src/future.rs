@@ -1,0 +1,114 @@
+//! Response futures of the catch-panic services.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Panicked};
+use pin_project_lite::pin_project;
+
+use crate::shared::Shared;
+
+pub use crate::http::future::HttpResponseFuture;
+
+pin_project! {
+    /// Response future of [`CatchPanic`](crate::CatchPanic).
+    ///
+    /// Polls the inner future inside a capture scope. A panic on any poll
+    /// becomes a [`Panicked`] error and the inner future is dropped at
+    /// once.
+    ///
+    /// # Panics
+    ///
+    /// Polling again after it returned a `Panicked` error panics, as the
+    /// `Future` contract allows.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner {
+            #[pin]
+            future: F,
+            shared: Arc<Shared>,
+        },
+        Panicked {
+            error: Option<Panicked>,
+        },
+        Done,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(future: F, shared: Arc<Shared>) -> Self {
+        Self {
+            kind: Kind::Inner { future, shared },
+        }
+    }
+
+    pub(crate) fn panicked(error: Panicked) -> Self {
+        Self {
+            kind: Kind::Panicked { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
+            KindProj::Inner { future, shared } => match shared.catch(|| future.poll(cx)) {
+                Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(Into::into)),
+                Ok(Poll::Pending) => Poll::Pending,
+                Err(payload) => {
+                    // Build the rejection before dropping the future: a
+                    // destructor that panics too must not overwrite what the
+                    // hook recorded for this panic.
+                    let shared = shared.clone();
+                    let panicked = shared.caught(payload, None);
+                    shared.drop_after_panic(kind, Kind::Done);
+                    Poll::Ready(Err(panicked.into()))
+                }
+            },
+            KindProj::Panicked { error } => match error.take() {
+                Some(panicked) => {
+                    kind.set(Kind::Done);
+                    Poll::Ready(Err(panicked.into()))
+                }
+                None => polled_after_completion(),
+            },
+            KindProj::Done => polled_after_completion(),
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+pub(crate) fn polled_after_completion() -> ! {
+    panic!("catch-panic response future polled after it completed with a caught panic")
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "running",
+            Kind::Panicked { .. } => "panicked",
+            Kind::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

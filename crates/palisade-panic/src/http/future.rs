@@ -1,0 +1,151 @@
+//! The response future of the HTTP flavour.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Response};
+use palisade_core::Panicked;
+use pin_project_lite::pin_project;
+
+use super::layer::HttpShared;
+use super::path::PathPrefix;
+use super::response::{PanicContext, ResponseForPanic};
+use crate::future::polled_after_completion;
+use crate::shared::RequestLabel;
+
+/// What the layer keeps of a request in case it panics: copied without
+/// allocating for standard methods and for any path.
+pub(crate) struct RequestInfo {
+    pub(crate) method: Method,
+    pub(crate) path: PathPrefix,
+    pub(crate) grpc: bool,
+}
+
+impl RequestInfo {
+    pub(crate) fn label(&self) -> RequestLabel<'_> {
+        RequestLabel {
+            method: &self.method,
+            path: &self.path,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`CatchPanicHttp`](super::CatchPanicHttp).
+    ///
+    /// Polls the inner future inside a capture scope; a panic on any poll
+    /// drops the inner future and resolves to the layer's panic response.
+    ///
+    /// # Panics
+    ///
+    /// Polling again after it returned the panic response panics, as the
+    /// `Future` contract allows.
+    pub struct HttpResponseFuture<F, H> {
+        #[pin]
+        kind: Kind<F>,
+        shared: Arc<HttpShared<H>>,
+        request: RequestInfo,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner {
+            #[pin]
+            future: F,
+        },
+        Panicked {
+            panicked: Option<Panicked>,
+        },
+        Done,
+    }
+}
+
+impl<F, H> HttpResponseFuture<F, H> {
+    pub(crate) fn new(future: F, shared: Arc<HttpShared<H>>, request: RequestInfo) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+            shared,
+            request,
+        }
+    }
+
+    pub(crate) fn panicked(
+        panicked: Panicked,
+        shared: Arc<HttpShared<H>>,
+        request: RequestInfo,
+    ) -> Self {
+        Self {
+            kind: Kind::Panicked {
+                panicked: Some(panicked),
+            },
+            shared,
+            request,
+        }
+    }
+}
+
+fn respond<H, B>(shared: &HttpShared<H>, request: &RequestInfo, panicked: &Panicked) -> Response<B>
+where
+    H: ResponseForPanic<B>,
+{
+    shared.hook.response_for_panic(&PanicContext {
+        panicked,
+        method: &request.method,
+        path: request.path.as_str(),
+        grpc: request.grpc,
+        expose_message: shared.expose_message,
+    })
+}
+
+impl<F, H, B, E> Future for HttpResponseFuture<F, H>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    H: ResponseForPanic<B>,
+{
+    type Output = Result<Response<B>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut kind = this.kind;
+        let shared: &HttpShared<H> = this.shared;
+        let request: &RequestInfo = this.request;
+        match kind.as_mut().project() {
+            KindProj::Inner { future } => match shared.core.catch(|| future.poll(cx)) {
+                Ok(ready) => ready,
+                Err(payload) => {
+                    let panicked = shared.core.caught(payload, Some(request.label()));
+                    shared.core.drop_after_panic(kind, Kind::Done);
+                    Poll::Ready(Ok(respond(shared, request, &panicked)))
+                }
+            },
+            KindProj::Panicked { panicked } => match panicked.take() {
+                Some(panicked) => {
+                    kind.set(Kind::Done);
+                    Poll::Ready(Ok(respond(shared, request, &panicked)))
+                }
+                None => polled_after_completion(),
+            },
+            KindProj::Done => polled_after_completion(),
+        }
+    }
+}
+
+impl<F, H> std::fmt::Debug for HttpResponseFuture<F, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "running",
+            Kind::Panicked { .. } => "panicked",
+            Kind::Done => "done",
+        };
+        f.debug_struct("HttpResponseFuture")
+            .field("state", &state)
+            .field("method", &self.request.method)
+            .field("path", &self.request.path)
+            .finish()
+    }
+}

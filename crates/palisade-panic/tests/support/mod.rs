@@ -1,0 +1,148 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use palisade_core::{Event, MetricsSink};
+
+/// One recorded `PanicCaught` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caught {
+    pub policy: String,
+    pub message: String,
+    pub line: Option<u32>,
+}
+
+/// A sink that keeps every `PanicCaught` event.
+#[derive(Debug, Default)]
+pub struct PanicSink(pub Mutex<Vec<Caught>>);
+
+impl PanicSink {
+    pub fn events(&self) -> Vec<Caught> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+impl MetricsSink for PanicSink {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::PanicCaught {
+            policy,
+            message,
+            location,
+        } = event
+        {
+            self.0.lock().unwrap().push(Caught {
+                policy: (*policy).to_owned(),
+                message: (*message).to_owned(),
+                line: location.map(|l| l.line()),
+            });
+        }
+    }
+}
+
+/// A future that is pending until its `panic_at`-th poll, where it panics.
+/// Records whether it was dropped.
+pub struct PanicOnPoll {
+    polls: u32,
+    panic_at: u32,
+    pub dropped: Arc<AtomicBool>,
+}
+
+impl PanicOnPoll {
+    pub fn new(panic_at: u32) -> (Self, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                polls: 0,
+                panic_at,
+                dropped: dropped.clone(),
+            },
+            dropped,
+        )
+    }
+}
+
+impl Future for PanicOnPoll {
+    type Output = Result<u32, std::io::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.polls += 1;
+        if self.polls == self.panic_at {
+            panic!("panic on poll {}", self.polls);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for PanicOnPoll {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Polls once with a no-op waker.
+pub fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(future).poll(&mut cx)
+}
+
+/// One event seen by [`CaptureSubscriber`]: its level and its fields.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub level: tracing::Level,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A minimal `tracing` subscriber that keeps every event's fields.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureSubscriber(pub Arc<Mutex<Vec<Logged>>>);
+
+struct Visitor<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for Visitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl tracing::Subscriber for CaptureSubscriber {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Visitor(&mut fields));
+        self.0.lock().unwrap().push(Logged {
+            level: *event.metadata().level(),
+            fields,
+        });
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
