@@ -1,0 +1,210 @@
+//! Futures of the fallback service and of its sources.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use palisade_core::{BoxError, Event};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::layer::Shared;
+use crate::predicate::Predicate;
+use crate::source::{Cause, Source};
+
+pin_project! {
+    /// Response future of [`Fallback`](crate::Fallback).
+    ///
+    /// Polls the inner call; when the predicate claims its error or its
+    /// response, reports the fallback and polls the source's answer
+    /// instead.
+    pub struct ResponseFuture<Fut, P, F, Req, Res>
+    where
+        F: Source<Req, Res>,
+    {
+        #[pin]
+        state: State<Fut, F::Future>,
+        kept: Option<F::Kept>,
+        shared: Arc<Shared<P, F>>,
+        _types: PhantomData<fn(Req) -> Res>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<Fut, A> {
+        Inner { #[pin] future: Fut },
+        Answer { #[pin] future: A },
+    }
+}
+
+impl<Fut, P, F, Req, Res> ResponseFuture<Fut, P, F, Req, Res>
+where
+    F: Source<Req, Res>,
+{
+    pub(crate) fn new(future: Fut, kept: F::Kept, shared: Arc<Shared<P, F>>) -> Self {
+        Self {
+            state: State::Inner { future },
+            kept: Some(kept),
+            shared,
+            _types: PhantomData,
+        }
+    }
+
+    /// A future that answers from the source at once, for a readiness
+    /// failure.
+    pub(crate) fn answer(cause: Cause<Res>, kept: F::Kept, shared: Arc<Shared<P, F>>) -> Self {
+        let future = answer(&shared, kept, cause);
+        Self {
+            state: State::Answer { future },
+            kept: None,
+            shared,
+            _types: PhantomData,
+        }
+    }
+}
+
+/// Reports the fallback and starts the source's answer.
+fn answer<P, F, Req, Res>(shared: &Shared<P, F>, kept: F::Kept, cause: Cause<Res>) -> F::Future
+where
+    F: Source<Req, Res>,
+{
+    let trigger = cause.trigger();
+    let policy = shared.name.as_str();
+    shared
+        .metrics
+        .emit(&Event::FallbackUsed { policy, trigger });
+    tracing::debug!(policy, trigger = trigger.as_str(), "fallback answered");
+    shared.source.answer(kept, cause)
+}
+
+impl<Fut, E, P, F, Req, Res> Future for ResponseFuture<Fut, P, F, Req, Res>
+where
+    Fut: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    P: Predicate<Res>,
+    F: Source<Req, Res>,
+{
+    type Output = Result<Res, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let cause = match ready!(future.poll(cx)) {
+                        Ok(res) => {
+                            if !this.shared.predicate.check_response(&res) {
+                                return Poll::Ready(Ok(res));
+                            }
+                            Cause::Response(res)
+                        }
+                        Err(err) => {
+                            let err: BoxError = err.into();
+                            match this.shared.predicate.check_error(&*err) {
+                                Some(trigger) => Cause::from_error(trigger, err),
+                                None => return Poll::Ready(Err(err)),
+                            }
+                        }
+                    };
+                    // `kept` is taken once: the state leaves `Inner` below.
+                    let Some(kept) = this.kept.take() else {
+                        return Poll::Ready(Err(cause
+                            .into_error()
+                            .unwrap_or_else(|| "fallback polled after completion".into())));
+                    };
+                    let future = answer(this.shared, kept, cause);
+                    this.state.set(State::Answer { future });
+                }
+                StateProj::Answer { future } => return future.poll(cx),
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of a [`FromAsyncFn`](crate::source::FromAsyncFn)
+    /// source: the closure's future, with its error boxed.
+    pub struct AsyncAnswer<Fut> {
+        #[pin]
+        future: Fut,
+    }
+}
+
+impl<Fut> AsyncAnswer<Fut> {
+    pub(crate) fn new(future: Fut) -> Self {
+        Self { future }
+    }
+}
+
+impl<Fut, Res, E> Future for AsyncAnswer<Fut>
+where
+    Fut: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Res, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().future.poll(cx).map_err(Into::into)
+    }
+}
+
+pin_project! {
+    /// The answer of a [`FromService`](crate::source::FromService) source:
+    /// waits for the fallback service to be ready, then calls it.
+    pub struct ServiceAnswer<T, R>
+    where
+        T: Service<R>,
+    {
+        #[pin]
+        state: ServiceState<T, R, T::Future>,
+    }
+}
+
+pin_project! {
+    #[project = ServiceStateProj]
+    enum ServiceState<T, R, Fut> {
+        Ready { service: T, request: Option<R> },
+        Call { #[pin] future: Fut },
+    }
+}
+
+impl<T: Service<R>, R> ServiceAnswer<T, R> {
+    pub(crate) fn new(service: T, request: R) -> Self {
+        Self {
+            state: ServiceState::Ready {
+                service,
+                request: Some(request),
+            },
+        }
+    }
+}
+
+impl<T, R> Future for ServiceAnswer<T, R>
+where
+    T: Service<R>,
+    T::Error: Into<BoxError>,
+{
+    type Output = Result<T::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                ServiceStateProj::Ready { service, request } => {
+                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                    let Some(request) = request.take() else {
+                        return Poll::Ready(Err("fallback service polled after completion".into()));
+                    };
+                    let future = service.call(request);
+                    this.state.set(ServiceState::Call { future });
+                }
+                ServiceStateProj::Call { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Behaviour of the fallback layer: triggers, sources, pass-through,
+//! events, readiness failures and the cost of the happy path.
+
+use std::error::Error;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade_core::{
+    BoxError, CircuitOpen, CircuitState, Event, FallbackTrigger, KeyKind, LayerKind, Metrics,
+    MetricsSink, PolicyName, RateLimited,
+};
+use palisade_fallback::predicate::{AnyError, Or, Rejections, ServerErrors};
+use palisade_fallback::{Cause, FallbackLayer, source};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// Records every `FallbackUsed` event.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<(String, FallbackTrigger)>>);
+
+impl MetricsSink for Recorder {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::FallbackUsed { policy, trigger } = event {
+            self.0
+                .lock()
+                .unwrap()
+                .push(((*policy).to_owned(), *trigger));
+        }
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(String, FallbackTrigger)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn rate_limited() -> BoxError {
+    RateLimited::new(
+        PolicyName::new("api"),
+        Duration::from_secs(2),
+        KeyKind::Global,
+    )
+    .into()
+}
+
+/// An error that wraps another, as a client library would.
+#[derive(Debug)]
+struct Wrapped(BoxError);
+
+impl fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("call failed")
+    }
+}
+
+impl Error for Wrapped {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// A request type that is deliberately not `Clone`.
+#[derive(Debug)]
+struct NotClone(u32);
+
+/// A service answering `Ok(n)` for even `n` and a given error for odd `n`.
+fn odd_fails<Req>(
+    make_error: fn() -> BoxError,
+    n: fn(&Req) -> u32,
+) -> impl Service<Req, Response = String, Error = BoxError, Future = Ready<Result<String, BoxError>>>
++ Clone {
+    service_fn(move |req: Req| {
+        let n = n(&req);
+        ready(if n % 2 == 0 {
+            Ok(format!("ok {n}"))
+        } else {
+            Err(make_error())
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_rejection_is_answered_and_reported_as_a_rejection() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .name("catalog")
+        .metrics(recorder.clone())
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), "fallback");
+    assert_eq!(
+        recorder.take(),
+        [("catalog".to_owned(), FallbackTrigger::Rejection)]
+    );
+    // The happy path answers the service's response and reports nothing.
+    assert_eq!(svc.oneshot(2).await.unwrap(), "ok 2");
+    assert!(recorder.take().is_empty());
+}
+
+#[tokio::test]
+async fn a_plain_error_is_reported_as_an_error() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::from_fn(|cause: Cause<String>| {
+        assert!(cause.rejection().is_none());
+        format!("{}: {}", cause.trigger().as_str(), cause.error().unwrap())
+    }))
+    .name("catalog")
+    .metrics(recorder.clone())
+    .build()
+    .unwrap();
+    let svc = layer.layer(odd_fails(|| "disk on fire".into(), |n: &u32| *n));
+
+    assert_eq!(svc.oneshot(3).await.unwrap(), "error: disk on fire");
+    assert_eq!(
+        recorder.take(),
+        [("catalog".to_owned(), FallbackTrigger::Error)]
+    );
+}
+
+#[tokio::test]
+async fn a_matching_response_is_replaced_and_reported_as_a_response() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::from_fn(|cause: Cause<String>| {
+        let stale = cause.into_response().expect("the rejected response");
+        format!("{stale} replaced")
+    }))
+    .metrics(recorder.clone())
+    .on_response_if(|res: &String| res.ends_with('4'))
+    .build()
+    .unwrap();
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+
+    assert_eq!(svc.clone().oneshot(4).await.unwrap(), "ok 4 replaced");
+    assert_eq!(svc.clone().oneshot(2).await.unwrap(), "ok 2");
+    assert_eq!(
+        recorder.take(),
+        [("default".to_owned(), FallbackTrigger::Response)]
+    );
+    // A response predicate alone lets errors through.
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert!(err.is::<RateLimited>());
+    assert!(recorder.take().is_empty());
+}
+
+#[tokio::test]
+async fn server_errors_or_rejections_on_http_responses() {
+    let inner = service_fn(|status: u16| async move {
+        if status == 0 {
+            return Err::<http::Response<&'static str>, BoxError>(rate_limited());
+        }
+        if status == 1 {
+            return Err("boom".into());
+        }
+        Ok(http::Response::builder()
+            .status(status)
+            .body("inner")
+            .unwrap())
+    });
+    let layer = FallbackLayer::builder(source::from_fn(
+        |_cause: Cause<http::Response<&'static str>>| http::Response::new("fallback"),
+    ))
+    .when(Or::new(Rejections, ServerErrors))
+    .build()
+    .unwrap();
+    let svc = layer.layer(inner);
+
+    for (status, expected) in [
+        (200, "inner"),
+        (404, "inner"),
+        (503, "fallback"),
+        (0, "fallback"),
+    ] {
+        let res = svc.clone().oneshot(status).await.unwrap();
+        assert_eq!(*res.body(), expected, "status {status}");
+    }
+    // Neither a rejection nor a response: the error passes through.
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert_eq!(err.to_string(), "boom");
+}
+
+#[tokio::test]
+async fn rejections_only_lets_other_errors_through_unchanged() {
+    let layer = FallbackLayer::builder(source::value(String::new()))
+        .on_rejections()
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(
+        || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into(),
+        |n: &u32| *n,
+    ));
+    let err = svc.oneshot(1).await.unwrap_err();
+    let io = err
+        .downcast_ref::<std::io::Error>()
+        .expect("the same error");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+}
+
+#[tokio::test]
+async fn rejections_are_found_through_wrappers() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .metrics(recorder.clone())
+        .on_rejections()
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(
+        || Wrapped(Box::new(Wrapped(rate_limited()))).into(),
+        |n: &u32| *n,
+    ));
+    assert_eq!(svc.oneshot(1).await.unwrap(), "fallback");
+    assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
+}
+
+#[tokio::test]
+async fn error_type_predicate_searches_the_chain_and_passes_others() {
+    let layer = FallbackLayer::builder(source::value("io fallback".to_owned()))
+        .on_error::<std::io::Error>()
+        .build()
+        .unwrap();
+
+    let wrapped_io = layer.layer(odd_fails(
+        || Wrapped(Box::new(std::io::Error::other("eof"))).into(),
+        |n: &u32| *n,
+    ));
+    assert_eq!(wrapped_io.oneshot(1).await.unwrap(), "io fallback");
+
+    let limited = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    let err = limited.oneshot(1).await.unwrap_err();
+    assert!(err.is::<RateLimited>(), "not an io error: passes through");
+}
+
+#[tokio::test]
+async fn error_closure_predicate_decides() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::value("closed".to_owned()))
+        .metrics(recorder.clone())
+        .on_error_if(|err| err.is::<CircuitOpen>())
+        .build()
+        .unwrap();
+    let open = layer.layer(odd_fails(
+        || CircuitOpen::new(PolicyName::new("db"), None, CircuitState::Open).into(),
+        |n: &u32| *n,
+    ));
+    assert_eq!(open.oneshot(1).await.unwrap(), "closed");
+    // A rejection claimed by a closure is still reported as a rejection.
+    assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
+
+    let limited = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    assert!(limited.oneshot(1).await.unwrap_err().is::<RateLimited>());
+}
+
+#[tokio::test]
+async fn or_when_widens_the_predicate() {
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .on_rejections()
+        .or_when(palisade_fallback::predicate::ResponseIf::new(
+            |res: &String| res == "ok 0",
+        ))
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    assert_eq!(svc.clone().oneshot(0).await.unwrap(), "fallback");
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), "fallback");
+    assert_eq!(svc.oneshot(2).await.unwrap(), "ok 2");
+}
+
+#[tokio::test]
+async fn async_source_answers_and_its_error_reaches_the_caller() {
+    let layer = FallbackLayer::builder(source::from_async_fn(|cause: Cause<String>| async move {
+        if cause.rejection().is_some() {
+            Ok(format!("async {}", cause.trigger().as_str()))
+        } else {
+            Err(std::io::Error::other("the cache is down too"))
+        }
+    }))
+    .build()
+    .unwrap();
+
+    let limited = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    assert_eq!(limited.oneshot(1).await.unwrap(), "async rejection");
+
+    let failing = layer.layer(odd_fails(|| "boom".into(), |n: &u32| *n));
+    let err = failing.oneshot(1).await.unwrap_err();
+    assert_eq!(err.to_string(), "the cache is down too");
+    assert!(err.is::<std::io::Error>());
+}
+
+#[tokio::test]
+async fn service_source_gets_a_clone_of_the_request() {
+    let backup_calls = Arc::new(AtomicUsize::new(0));
+    let calls = backup_calls.clone();
+    let backup = service_fn(move |req: u32| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        ready(Ok::<_, std::convert::Infallible>(format!("backup {req}")))
+    });
+    let layer = FallbackLayer::builder(source::service(backup))
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+
+    assert_eq!(svc.clone().oneshot(7).await.unwrap(), "backup 7");
+    assert_eq!(svc.oneshot(8).await.unwrap(), "ok 8");
+    assert_eq!(backup_calls.load(Ordering::SeqCst), 1, "only the failure");
+}
+
+#[tokio::test]
+async fn service_with_keeps_part_of_a_request_that_is_not_clone() {
+    let backup = service_fn(|path: String| async move {
+        Ok::<_, BoxError>(http::Response::new(format!("cached {path}")))
+    });
+    let layer = FallbackLayer::builder(source::service_with(backup, |req: &http::Request<()>| {
+        req.uri().path().to_owned()
+    }))
+    .build()
+    .unwrap();
+    let inner = service_fn(|_req: http::Request<()>| async {
+        Err::<http::Response<String>, BoxError>(rate_limited())
+    });
+    let svc = layer.layer(inner);
+    let req = http::Request::builder().uri("/books/1").body(()).unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.body(), "cached /books/1");
+}
+
+#[tokio::test]
+async fn a_failing_fallback_service_returns_its_error() {
+    let backup =
+        service_fn(|_req: u32| async { Err::<String, _>(std::io::Error::other("backup down")) });
+    let layer = FallbackLayer::builder(source::service(backup))
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert_eq!(err.to_string(), "backup down");
+}
+
+#[tokio::test]
+async fn requests_that_are_not_clone_work_with_every_non_service_source() {
+    fn n(req: &NotClone) -> u32 {
+        req.0
+    }
+    let value = FallbackLayer::builder(source::value("v".to_owned()))
+        .build()
+        .unwrap()
+        .layer(odd_fails(rate_limited, n));
+    assert_eq!(value.oneshot(NotClone(1)).await.unwrap(), "v");
+
+    let sync = FallbackLayer::builder(source::from_fn(|_: Cause<String>| "f".to_owned()))
+        .build()
+        .unwrap()
+        .layer(odd_fails(rate_limited, n));
+    assert_eq!(sync.oneshot(NotClone(1)).await.unwrap(), "f");
+
+    let asynchronous = FallbackLayer::builder(source::from_async_fn(|_: Cause<String>| async {
+        Ok::<_, BoxError>("a".to_owned())
+    }))
+    .build()
+    .unwrap()
+    .layer(odd_fails(rate_limited, n));
+    assert_eq!(asynchronous.oneshot(NotClone(1)).await.unwrap(), "a");
+
+    let keyed = FallbackLayer::builder(source::service_with(
+        service_fn(|n: u32| async move { Ok::<_, BoxError>(format!("s {n}")) }),
+        |req: &NotClone| req.0,
+    ))
+    .build()
+    .unwrap()
+    .layer(odd_fails(rate_limited, n));
+    assert_eq!(keyed.oneshot(NotClone(3)).await.unwrap(), "s 3");
+}
+
+/// Fails `poll_ready` with a rate limit once, then is ready; counts calls.
+#[derive(Clone)]
+struct FailsReadinessOnce {
+    failed: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Service<u32> for FailsReadinessOnce {
+    type Response = String;
+    type Error = BoxError;
+    type Future = Ready<Result<String, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.failed.fetch_add(1, Ordering::SeqCst) == 0 {
+            Poll::Ready(Err(rate_limited()))
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        ready(Ok(format!("inner {req}")))
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_readiness_error_is_answered_without_calling_the_inner_service() {
+    let recorder = Arc::new(Recorder::default());
+    let inner = FailsReadinessOnce {
+        failed: Arc::default(),
+        calls: Arc::default(),
+    };
+    let calls = inner.calls.clone();
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .metrics(recorder.clone())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+
+    assert_eq!(
+        svc.ready().await.unwrap().call(1).await.unwrap(),
+        "fallback"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), "inner 2");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_unclaimed_readiness_error_is_returned() {
+    let inner = FailsReadinessOnce {
+        failed: Arc::default(),
+        calls: Arc::default(),
+    };
+    let layer = FallbackLayer::builder(source::value(String::new()))
+        .on_error::<std::io::Error>()
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    let err = svc.ready().await.map(|_| ()).unwrap_err();
+    assert!(err.is::<RateLimited>());
+}
+
+#[test]
+fn an_invalid_name_is_a_config_error() {
+    let err = FallbackLayer::builder(source::value(()))
+        .name("")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.layer(), LayerKind::Fallback);
+    assert_eq!(err.field(), "name");
+    assert!(
+        FallbackLayer::builder(source::value(()))
+            .name("x".repeat(65))
+            .build()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn debug_names_the_policy_and_into_inner_unwraps() {
+    let builder = FallbackLayer::builder(source::value("fallback".to_owned())).name("catalog");
+    assert!(format!("{builder:?}").contains("catalog"));
+    let layer = builder.build().unwrap();
+    assert!(format!("{layer:?}").contains("catalog"));
+    assert_eq!(layer.name(), "catalog");
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), "fallback");
+    // Without the layer, the rejection comes back.
+    let err = svc.into_inner().oneshot(1).await.unwrap_err();
+    assert!(err.is::<RateLimited>());
+}
+
+/// One scripted outcome of the inner service.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Ok,
+    BadResponse,
+    Rejection,
+    WrappedRejection,
+    OtherError,
+}
+
+fn outcome_strategy() -> impl proptest::strategy::Strategy<Value = Outcome> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Outcome::Ok),
+        Just(Outcome::BadResponse),
+        Just(Outcome::Rejection),
+        Just(Outcome::WrappedRejection),
+        Just(Outcome::OtherError),
+    ]
+}
+
+proptest::proptest! {
+    /// Over any sequence of outcomes, exactly the claimed ones are answered
+    /// by the fallback and reported once each, with the right trigger, and
+    /// everything else comes back as the service gave it.
+    #[test]
+    fn every_claimed_outcome_is_answered_and_reported_once(
+        script in proptest::collection::vec(outcome_strategy(), 0..64),
+    ) {
+        let recorder = Arc::new(Recorder::default());
+        let layer = FallbackLayer::builder(source::from_fn(|cause: Cause<String>| {
+            format!("fallback {}", cause.trigger().as_str())
+        }))
+        .metrics(recorder.clone())
+        .on_rejections()
+        .or_when(palisade_fallback::predicate::ResponseIf::new(|res: &String| res == "bad"))
+        .build()
+        .unwrap();
+        let inner = service_fn(|outcome: Outcome| {
+            ready(match outcome {
+                Outcome::Ok => Ok("good".to_owned()),
+                Outcome::BadResponse => Ok("bad".to_owned()),
+                Outcome::Rejection => Err(rate_limited()),
+                Outcome::WrappedRejection => Err(Wrapped(rate_limited()).into()),
+                Outcome::OtherError => Err::<String, BoxError>("other".into()),
+            })
+        });
+        let mut svc = layer.layer(inner);
+        let mut expected_events = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        for outcome in &script {
+            let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else { panic!("ready") };
+            let Poll::Ready(result) = pin!(svc.call(*outcome)).poll(&mut cx) else {
+                panic!("the inner service answers at once")
+            };
+            match outcome {
+                Outcome::Ok => proptest::prop_assert_eq!(result.unwrap(), "good"),
+                Outcome::BadResponse => {
+                    proptest::prop_assert_eq!(result.unwrap(), "fallback response");
+                    expected_events.push(("default".to_owned(), FallbackTrigger::Response));
+                }
+                Outcome::Rejection | Outcome::WrappedRejection => {
+                    proptest::prop_assert_eq!(result.unwrap(), "fallback rejection");
+                    expected_events.push(("default".to_owned(), FallbackTrigger::Rejection));
+                }
+                Outcome::OtherError => {
+                    proptest::prop_assert_eq!(result.unwrap_err().to_string(), "other");
+                }
+            }
+        }
+        proptest::prop_assert_eq!(recorder.take(), expected_events);
+    }
+}
+
+/// Polls `svc` for one call by hand: the inner service answers at once.
+fn call_once<S: Service<u32, Response = String>>(svc: &mut S, req: u32) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else {
+        return false;
+    };
+    let fut = pin!(svc.call(req));
+    matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
+#[test]
+fn the_happy_path_allocates_nothing() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::from_fn(|_: Cause<String>| String::new()))
+        .metrics(Metrics::from(recorder.clone()))
+        .when(AnyError)
+        .build()
+        .unwrap();
+    // The inner response is built without allocating: an empty `String`.
+    let inner = service_fn(|_n: u32| ready(Ok::<_, BoxError>(String::new())));
+    let mut svc = layer.layer(inner);
+    assert!(call_once(&mut svc, 0));
+
+    let info = allocation_counter::measure(|| {
+        for n in 0..100 {
+            assert!(call_once(&mut svc, n));
+        }
+    });
+    assert_eq!(info.count_total, 0, "happy path allocated: {info:?}");
+    assert!(recorder.take().is_empty());
+
+    // The same harness sees the error path allocate (the boxed error).
+    let failing = service_fn(|_n: u32| ready(Err::<String, BoxError>(rate_limited())));
+    let mut svc = layer.layer(failing);
+    let info = allocation_counter::measure(|| {
+        assert!(call_once(&mut svc, 1));
+    });
+    assert!(info.count_total > 0);
+    assert_eq!(recorder.take().len(), 1);
+}
