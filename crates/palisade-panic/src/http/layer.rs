@@ -196,7 +196,7 @@ impl<H> CatchPanicHttpBuilder<H> {
         self.response_hook(hook)
     }
 
-    /// Answers panics with any [`ResponseForPanic`] implementation.
+    /// Answers panics with any [`ResponseForPanic`](super::ResponseForPanic) implementation.
     #[must_use]
     pub fn response_hook<H2>(self, hook: H2) -> CatchPanicHttpBuilder<H2> {
         CatchPanicHttpBuilder {

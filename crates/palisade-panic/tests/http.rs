@@ -1,0 +1,230 @@
+//! The HTTP flavour: 500 without the message, gRPC INTERNAL, custom
+//! answers, method and path in the log event.
+
+mod support;
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use palisade_core::Metrics;
+use palisade_panic::http::{CatchPanicHttpLayer, PanicContext};
+use support::{CaptureSubscriber, PanicSink, poll_once};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Body = Full<Bytes>;
+
+const SECRET: &str = "connection string postgres://admin:hunter2@db";
+
+async fn handler(request: Request<()>) -> Result<Response<Body>, Infallible> {
+    if request.uri().path().starts_with("/boom") {
+        panic!("{SECRET}");
+    }
+    Ok(Response::new(Body::from("fine")))
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::builder().uri(path).body(()).unwrap()
+}
+
+fn grpc(path: &str) -> Request<()> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("content-type", "application/grpc+proto")
+        .body(())
+        .unwrap()
+}
+
+async fn body_text(response: Response<Body>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_panic_answers_500_without_the_message() {
+    let sink = Arc::new(PanicSink::default());
+    let layer = CatchPanicHttpLayer::builder()
+        .name("api")
+        .metrics(Metrics::from_arc(sink.clone()))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(handler));
+
+    let response = svc.clone().oneshot(get("/boom")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let body = body_text(response).await;
+    assert_eq!(body, "internal server error");
+    assert!(!body.contains("hunter2"));
+
+    let response = svc.oneshot(get("/ok")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "fine");
+
+    let events = sink.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].message, SECRET,
+        "metrics and logs get the message"
+    );
+}
+
+#[tokio::test]
+async fn the_message_is_shown_only_when_exposed() {
+    let svc = CatchPanicHttpLayer::builder()
+        .expose_message(true)
+        .build()
+        .unwrap()
+        .layer(service_fn(handler));
+    let response = svc.oneshot(get("/boom")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        body_text(response).await,
+        format!("internal server error: {SECRET}")
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_call_gets_a_trailers_only_internal_status() {
+    let svc = CatchPanicHttpLayer::new().layer(service_fn(handler));
+    let response = svc.oneshot(grpc("/boom.Svc/Call")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    assert_eq!(response.headers()["grpc-status"], "13");
+    assert!(response.headers().get("grpc-message").is_none());
+    let status = tonic::Status::from_header_map(response.headers()).expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert!(body_text(response).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_exposed_grpc_message_is_percent_encoded_and_read_back_by_tonic() {
+    let svc = CatchPanicHttpLayer::builder()
+        .expose_message(true)
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: Request<()>| async {
+            if true {
+                panic!("100% broken\nsecond line é");
+            }
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }));
+    let response = svc.oneshot(grpc("/x.Svc/Call")).await.unwrap();
+    assert_eq!(
+        response.headers()["grpc-message"],
+        "100%25 broken%0Asecond line %C3%A9"
+    );
+    let status = tonic::Status::from_header_map(response.headers()).unwrap();
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert_eq!(status.message(), "100% broken\nsecond line é");
+}
+
+#[tokio::test]
+async fn a_panic_in_call_is_answered_too() {
+    let svc = CatchPanicHttpLayer::new().layer(service_fn(
+        |_: Request<()>| -> Ready<Result<Response<Body>, Infallible>> { panic!("in call") },
+    ));
+    let response = svc.oneshot(get("/")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn a_closure_shapes_the_answer() {
+    let svc = CatchPanicHttpLayer::builder()
+        .response_for_panic(|ctx: &PanicContext<'_>| {
+            let text = format!(
+                "{} {} failed (grpc: {}, exposed: {})",
+                ctx.method(),
+                ctx.path(),
+                ctx.is_grpc(),
+                ctx.expose_message()
+            );
+            let mut response = Response::new(Body::from(text));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        })
+        .build()
+        .unwrap()
+        .layer(service_fn(handler));
+    let response = svc.oneshot(get("/boom/7?token=abc")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body_text(response).await,
+        "GET /boom/7 failed (grpc: false, exposed: false)"
+    );
+}
+
+#[tokio::test]
+async fn inner_errors_stay_errors() {
+    let svc = CatchPanicHttpLayer::new().layer(service_fn(|_: Request<()>| async {
+        Err::<Response<Body>, _>(std::io::Error::other("upstream down"))
+    }));
+    let err = svc.oneshot(get("/")).await.unwrap_err();
+    assert_eq!(err.to_string(), "upstream down");
+}
+
+#[test]
+fn the_log_event_carries_method_and_path_but_not_the_query() {
+    let subscriber = CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let mut svc = CatchPanicHttpLayer::builder()
+        .name("web")
+        .build()
+        .unwrap()
+        .layer(service_fn(handler));
+    tracing::subscriber::with_default(subscriber, || {
+        let request = Request::builder()
+            .method(Method::DELETE)
+            .uri("/boom/users/9?api_key=xyz")
+            .body(())
+            .unwrap();
+        let mut response = Box::pin(svc.call(request));
+        // The handler is an async fn: it panics on the first poll.
+        match poll_once(&mut response) {
+            Poll::Ready(Ok(response)) => {
+                assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            _ => panic!("expected the panic response"),
+        }
+    });
+    let logged = logged.lock().unwrap();
+    let event = logged
+        .iter()
+        .find(|e| e.fields.contains_key("panic.message"))
+        .expect("a panic event");
+    assert_eq!(event.level, tracing::Level::ERROR);
+    assert_eq!(event.fields["policy"], "web");
+    assert_eq!(event.fields["panic.message"], SECRET);
+    assert_eq!(event.fields["http.method"], "DELETE");
+    assert_eq!(event.fields["http.path"], "/boom/users/9");
+    assert!(event.fields["panic.location"].contains("http.rs:"));
+}
+
+#[test]
+fn the_log_event_cuts_long_paths() {
+    let subscriber = CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let mut svc = CatchPanicHttpLayer::new().layer(service_fn(handler));
+    let path = format!("/boom/{}", "a".repeat(300));
+    tracing::subscriber::with_default(subscriber, || {
+        let mut response = Box::pin(svc.call(get(&path)));
+        assert!(matches!(poll_once(&mut response), Poll::Ready(Ok(_))));
+    });
+    let logged = logged.lock().unwrap();
+    let event = logged
+        .iter()
+        .find(|e| e.fields.contains_key("http.path"))
+        .unwrap();
+    let logged_path = &event.fields["http.path"];
+    assert!(logged_path.ends_with('…'));
+    assert!(path.starts_with(logged_path.trim_end_matches('…')));
+    assert!(logged_path.len() < 100 + '…'.len_utf8());
+}
