@@ -23,8 +23,8 @@
 use std::time::{Duration, Instant};
 
 use palisade_core::{
-    CircuitOpen, CircuitState, Clock, Event, LayerKind, Metrics, Outcome, PolicyName,
-    RejectReason, TransitionReason,
+    CircuitOpen, CircuitState, Clock, Event, LayerKind, Metrics, Outcome, PolicyName, RejectReason,
+    TransitionReason,
 };
 
 use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, lock};
@@ -413,8 +413,8 @@ impl Breaker {
                 (_, Machine::HalfOpen) => {
                     let now = self.cfg.clock.now();
                     let since = self.half_open_since.load(Ordering::Acquire);
-                    let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos())
-                        .unwrap_or(u64::MAX);
+                    let max =
+                        u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
                     if self.since_origin(now).saturating_sub(since) >= max {
                         self.transition(
                             word,
@@ -636,8 +636,8 @@ impl Breaker {
             mode,
             machine,
         };
-        let records = matches!(mode, Mode::ForcedClosed)
-            || (to.automatic() && machine == Machine::Closed);
+        let records =
+            matches!(mode, Mode::ForcedClosed) || (to.automatic() && machine == Machine::Closed);
         match (to.automatic(), machine) {
             (true, Machine::Open) => {
                 let now = now.unwrap_or_else(|| self.cfg.clock.now());
@@ -653,7 +653,7 @@ impl Breaker {
                 let now = now.unwrap_or_else(|| self.cfg.clock.now());
                 self.half_open_since
                     .store(self.since_origin(now), Ordering::Release);
-                self.half.store(pack_half(to.epoch()), Ordering::Release);
+                self.half.swap(pack_half(to.epoch()), Ordering::AcqRel);
             }
             _ => {}
         }
@@ -709,7 +709,8 @@ impl Breaker {
     pub(crate) fn set_mode(&self, mode: Mode, reason: TransitionReason) {
         loop {
             let from = self.word();
-            let unchanged = from.mode == mode && (mode != Mode::Normal || from.machine == Machine::Closed);
+            let unchanged =
+                from.mode == mode && (mode != Mode::Normal || from.machine == Machine::Closed);
             if unchanged && reason != TransitionReason::Reset {
                 return;
             }

@@ -279,12 +279,8 @@ impl<C> CircuitBreakerBuilder<C> {
         key: F,
     ) -> Result<KeyedCircuitBreakerLayer<K, F, C>, ConfigError> {
         let config = self.config()?;
-        Validate::new(LayerKind::CircuitBreaker, &config.policy).in_range(
-            "max_keys",
-            max_keys,
-            1,
-            65_536,
-        )?;
+        Validate::new(LayerKind::CircuitBreaker, &config.policy)
+            .in_range("max_keys", max_keys, 1, 65_536)?;
         Ok(KeyedCircuitBreakerLayer::from_parts(
             config,
             max_keys,
@@ -305,11 +301,7 @@ impl<C> CircuitBreakerBuilder<C> {
                 check.in_range("time_window.buckets", buckets, 1, MAX_BUCKETS)?;
                 let bucket = length / u32::try_from(buckets).unwrap_or(u32::MAX);
                 if bucket < Duration::from_millis(1) {
-                    return Err(check.error(
-                        "time_window.length",
-                        length,
-                        "x / buckets >= 1ms",
-                    ));
+                    return Err(check.error("time_window.length", length, "x / buckets >= 1ms"));
                 }
                 check.at_least("minimum_calls", self.minimum_calls, 1)?;
             }

@@ -149,7 +149,9 @@ where
                 let result = ready!(future.poll(cx)).map_err(Into::into);
                 match recorder.take() {
                     Some(recorder) => Poll::Ready(classifier.classify(result, recorder)),
-                    None => Poll::Ready(Err("circuit breaker future polled after completion".into())),
+                    None => {
+                        Poll::Ready(Err("circuit breaker future polled after completion".into()))
+                    }
                 }
             }
             StateProj::Refused { error } => Poll::Ready(Err(match error.take() {

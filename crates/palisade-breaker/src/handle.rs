@@ -98,7 +98,8 @@ impl CircuitBreakerHandle {
 
     /// Lets every call through and records nothing.
     pub fn disable(&self) {
-        self.breaker.set_mode(Mode::Disabled, TransitionReason::Forced);
+        self.breaker
+            .set_mode(Mode::Disabled, TransitionReason::Forced);
     }
 
     /// Shadow mode: the breaker records outcomes, reports rates and runs its

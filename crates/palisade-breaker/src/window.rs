@@ -134,10 +134,11 @@ impl CountWindow {
     }
 
     /// Starts an empty window for `epoch`. Slots of older epochs read as
-    /// empty, so they need no clearing.
+    /// empty, so they need no clearing. A read-modify-write rather than a
+    /// plain store, so that it is ordered with the writers' compare-and-swaps
+    /// in every model loom checks.
     pub(crate) fn reset(&self, epoch: u16) {
-        self.aggregate
-            .store(pack(epoch, 0, 0, 0), Ordering::Release);
+        self.aggregate.swap(pack(epoch, 0, 0, 0), Ordering::AcqRel);
     }
 
     pub(crate) fn counts(&self) -> Counts {

@@ -1,0 +1,208 @@
+//! Loom models of the lock-free paths: half-open admission, probe
+//! give-back, the deciding probe and concurrent window writers.
+//!
+//! Run with
+//! `RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-breaker --release --lib loom`.
+
+use std::time::Duration;
+
+use loom::thread;
+use palisade_core::{Clock, ManualClock, Metrics, Outcome, PolicyName, TransitionReason};
+
+use crate::breaker::{Breaker, Config, Machine, PermitKind, WindowConfig};
+use crate::sync::Arc;
+use crate::window::{CountWindow, Recorded, code};
+
+fn config(clock: &ManualClock, probes: u32) -> Config {
+    Config {
+        policy: PolicyName::new("loom"),
+        metrics: Metrics::noop(),
+        clock: Clock::manual(clock),
+        window: WindowConfig::Count(4),
+        minimum_calls: 1,
+        failure_rate_threshold: 0.5,
+        slow_call_duration: None,
+        slow_call_rate_threshold: 1.0,
+        measure_latency: false,
+        open_wait: Duration::from_secs(1),
+        backoff: None,
+        jitter: 0.0,
+        seed: 1,
+        probes,
+        half_open_max_wait: Duration::from_secs(60),
+        cancelled_as_failure: false,
+    }
+}
+
+/// A breaker that is open with its wait already elapsed.
+fn open_and_due(probes: u32) -> Arc<Breaker> {
+    let clock = ManualClock::new();
+    let breaker = Breaker::new(config(&clock, probes));
+    let word = breaker.word();
+    assert!(breaker.transition(
+        word,
+        word.mode,
+        Machine::Open,
+        TransitionReason::FailureRate,
+        None
+    ));
+    clock.advance(Duration::from_secs(2));
+    Arc::new(breaker)
+}
+
+/// A breaker that is half-open with no probe admitted yet.
+fn half_open(probes: u32) -> Arc<Breaker> {
+    let breaker = open_and_due(probes);
+    let word = breaker.word();
+    assert!(breaker.transition(
+        word,
+        word.mode,
+        Machine::HalfOpen,
+        TransitionReason::WaitElapsed,
+        None
+    ));
+    breaker
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+#[test]
+fn loom_half_open_admits_exactly_n_probes() {
+    model(|| {
+        let breaker = half_open(2);
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let breaker = breaker.clone();
+                thread::spawn(move || breaker.admit().ok().map(|p| p.kind))
+            })
+            .collect();
+        let admitted: Vec<_> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(admitted.len(), 2);
+        assert!(admitted.iter().all(|k| *k == PermitKind::Probe));
+        assert_eq!(breaker.probes().taken, 2);
+    });
+}
+
+#[test]
+fn loom_racing_out_of_open_makes_one_transition_and_n_probes() {
+    model(|| {
+        let breaker = open_and_due(1);
+        let before = breaker.word().generation;
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let breaker = breaker.clone();
+                thread::spawn(move || breaker.admit().is_ok())
+            })
+            .collect();
+        let admitted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(admitted, 1);
+        let word = breaker.word();
+        assert_eq!(word.machine, Machine::HalfOpen);
+        assert_eq!(word.generation, before + 1, "exactly one transition");
+    });
+}
+
+#[test]
+fn loom_cancelled_probe_gives_its_slot_to_a_racing_call() {
+    model(|| {
+        let breaker = half_open(1);
+        let first = breaker.admit().expect("the only probe slot");
+        let canceller = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&first, Outcome::Cancelled))
+        };
+        let racer = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.admit().ok())
+        };
+        canceller.join().unwrap();
+        let raced = racer.join().unwrap();
+        // Whoever did not get the slot can get it now: it is never lost.
+        let probe = match raced {
+            Some(p) => {
+                assert!(breaker.admit().is_err(), "one slot, one probe");
+                p
+            }
+            None => breaker.admit().expect("slot given back"),
+        };
+        breaker.complete(&probe, Outcome::Success);
+        assert_eq!(breaker.word().machine, Machine::Closed);
+    });
+}
+
+#[test]
+fn loom_the_last_probe_decides_once() {
+    model(|| {
+        let breaker = half_open(2);
+        let before = breaker.word().generation;
+        let a = breaker.admit().unwrap();
+        let b = breaker.admit().unwrap();
+        let ta = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&a, Outcome::Success))
+        };
+        let tb = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&b, Outcome::Success))
+        };
+        ta.join().unwrap();
+        tb.join().unwrap();
+        let word = breaker.word();
+        assert_eq!(word.machine, Machine::Closed);
+        assert_eq!(word.generation, before + 1);
+    });
+}
+
+#[test]
+fn loom_concurrent_window_writers_lose_nothing() {
+    model(|| {
+        // Two slots for three writers: two of them replace the same slot.
+        let window = Arc::new(CountWindow::new(2, 0));
+        let handles: Vec<_> = [code(true, false), code(false, true), code(true, true)]
+            .into_iter()
+            .map(|c| {
+                let window = window.clone();
+                thread::spawn(move || {
+                    assert!(matches!(window.record(0, c), Recorded::Counted { .. }));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(window.counts(), window.recount(0));
+        assert_eq!(window.counts().calls, 2);
+    });
+}
+
+#[test]
+fn loom_a_reset_racing_a_writer_keeps_the_window_consistent() {
+    model(|| {
+        let window = Arc::new(CountWindow::new(2, 0));
+        let writer = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, code(true, false)))
+        };
+        window.reset(1);
+        let mine = window.record(1, code(false, false));
+        let theirs = writer.join().unwrap();
+        assert!(matches!(mine, Recorded::Counted { .. }));
+        let _ = theirs;
+        // Whatever the order, the stale writer never reaches epoch 1.
+        assert_eq!(window.counts(), window.recount(1));
+        assert_eq!(window.counts().failures, 0);
+    });
+}
