@@ -1,0 +1,345 @@
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::Quota;
+use palisade_core::config::Validate;
+use palisade_core::{Clock, ConfigError, LayerKind, Metrics, PolicyName};
+use tower_layer::Layer;
+
+use super::service::{RateLimit, Shared};
+use crate::headers::{HeaderStyle, NoHeaders, RateLimitHeaders};
+use crate::key::{Global, KeyExtractor};
+use crate::limiter::{Limiter, LimiterConfig};
+use crate::table;
+
+/// What the layer does with a request whose bucket is empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Reject it at once with [`RateLimited`](crate::error::RateLimited).
+    /// The default.
+    #[default]
+    Reject,
+    /// Hold it until its bucket admits it, if that happens within
+    /// `max_delay`; reject it at once otherwise. A waiting request holds no
+    /// slot: after its wait it is checked again, and it waits again (within
+    /// the same `max_delay` from its arrival) if another request took the
+    /// capacity first. Waiting uses tokio's timer.
+    Wait {
+        /// The longest a request waits.
+        max_delay: Duration,
+    },
+}
+
+/// What a keyed layer does with a request from which no key can be
+/// extracted. Never an internal error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnMissingKey {
+    /// Charge it to one bucket shared by every request without a key
+    /// ([`KeyKind::Fallback`](palisade_core::KeyKind::Fallback)). The
+    /// default: such requests are still limited, and nothing breaks when a
+    /// server forgets to record peer addresses.
+    #[default]
+    Fallback,
+    /// Reject it with [`MissingKey`](crate::error::MissingKey) (HTTP 400).
+    Reject,
+    /// Let it through without charging any bucket.
+    Allow,
+}
+
+/// The most keys a keyed layer may track: 16 Mi keys, 512 MiB of table.
+const MAX_KEYS_LIMIT: usize = 1 << 24;
+
+/// Configures a [`RateLimitLayer`]. Made by [`RateLimitLayer::builder`].
+///
+/// Defaults: 100 requests per second with a burst of 100, one global
+/// bucket, reject at once, no headers, [`OnMissingKey::Fallback`], at most
+/// 100 000 tracked keys, tokio's clock, no metrics, policy name
+/// `"default"`.
+#[must_use]
+pub struct RateLimitBuilder<K = Global, H = NoHeaders> {
+    requests: u32,
+    period: Duration,
+    burst: Option<u32>,
+    name: PolicyName,
+    metrics: Metrics,
+    clock: Clock,
+    mode: Mode,
+    on_missing_key: OnMissingKey,
+    max_keys: usize,
+    extractor: K,
+    header_style: Option<HeaderStyle>,
+    _headers: std::marker::PhantomData<fn() -> H>,
+}
+
+impl RateLimitBuilder {
+    fn new() -> Self {
+        Self {
+            requests: 100,
+            period: Duration::from_secs(1),
+            burst: None,
+            name: PolicyName::default(),
+            metrics: Metrics::noop(),
+            clock: Clock::tokio(),
+            mode: Mode::Reject,
+            on_missing_key: OnMissingKey::Fallback,
+            max_keys: 100_000,
+            extractor: Global,
+            header_style: None,
+            _headers: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K, H> RateLimitBuilder<K, H> {
+    /// Admits `requests` per `period` on average (one request every
+    /// `period / requests`). Unless [`burst`](Self::burst) says otherwise,
+    /// up to `requests` may come at once.
+    pub fn quota(mut self, requests: u32, period: Duration) -> Self {
+        self.requests = requests;
+        self.period = period;
+        self
+    }
+
+    /// How many requests may come at once after a quiet period: the
+    /// bucket's capacity. Defaults to the quota's `requests`.
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// The policy name carried by events, rejections and headers.
+    pub fn name(mut self, name: impl Into<PolicyName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Where events go.
+    pub fn metrics(mut self, metrics: impl Into<Metrics>) -> Self {
+        self.metrics = metrics.into();
+        self
+    }
+
+    /// The clock the limiter reads (tokio's by default; a
+    /// [`ManualClock`](palisade_core::ManualClock) in tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Reject at once ([`Mode::Reject`], the default) or wait.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Holds a limited request up to `max_delay` before rejecting it
+    /// ([`Mode::Wait`]).
+    pub fn wait_up_to(self, max_delay: Duration) -> Self {
+        self.mode(Mode::Wait { max_delay })
+    }
+
+    /// What to do with a request without a key (keyed layers only).
+    pub fn on_missing_key(mut self, policy: OnMissingKey) -> Self {
+        self.on_missing_key = policy;
+        self
+    }
+
+    /// The most keys tracked at once (1 to 16 777 216, default 100 000).
+    ///
+    /// The key table is allocated when the layer is built: 32 bytes per
+    /// key of capacity. Past the cap, new keys share one overflow bucket.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Limits per key, as `extractor` reads it from each request (see
+    /// [`key`](crate::key)).
+    pub fn keyed_by<K2: KeyExtractor>(self, extractor: K2) -> RateLimitBuilder<K2, H> {
+        RateLimitBuilder {
+            requests: self.requests,
+            period: self.period,
+            burst: self.burst,
+            name: self.name,
+            metrics: self.metrics,
+            clock: self.clock,
+            mode: self.mode,
+            on_missing_key: self.on_missing_key,
+            max_keys: self.max_keys,
+            extractor,
+            header_style: self.header_style,
+            _headers: std::marker::PhantomData,
+        }
+    }
+
+    /// Adds rate-limit headers of `style` to admitted `http::Response`s
+    /// (see [`headers`](crate::headers)).
+    pub fn headers(self, style: HeaderStyle) -> RateLimitBuilder<K, RateLimitHeaders> {
+        RateLimitBuilder {
+            requests: self.requests,
+            period: self.period,
+            burst: self.burst,
+            name: self.name,
+            metrics: self.metrics,
+            clock: self.clock,
+            mode: self.mode,
+            on_missing_key: self.on_missing_key,
+            max_keys: self.max_keys,
+            extractor: self.extractor,
+            header_style: Some(style),
+            _headers: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: KeyExtractor> RateLimitBuilder<K, NoHeaders> {
+    /// Validates the configuration and builds the layer with its limiter.
+    pub fn build(self) -> Result<RateLimitLayer<K, NoHeaders>, ConfigError> {
+        self.build_with(|_, _, _| NoHeaders)
+    }
+}
+
+impl<K: KeyExtractor> RateLimitBuilder<K, RateLimitHeaders> {
+    /// Validates the configuration and builds the layer with its limiter.
+    pub fn build(self) -> Result<RateLimitLayer<K, RateLimitHeaders>, ConfigError> {
+        let style = self.header_style.unwrap_or(HeaderStyle::Draft);
+        self.build_with(|limiter, limit, window| {
+            RateLimitHeaders::new(style, limiter, limit, window)
+        })
+    }
+}
+
+impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
+    fn build_with(
+        self,
+        headers: impl FnOnce(&Limiter, u32, Duration) -> H,
+    ) -> Result<RateLimitLayer<K, H>, ConfigError> {
+        let check = Validate::new(LayerKind::RateLimit, &self.name);
+        check.label("name", self.name.as_str())?;
+        let requests = check.at_least("requests", self.requests, 1)?;
+        let period = check.positive_duration("period", self.period)?;
+        let interval = period / requests;
+        let burst = check.at_least("burst", self.burst.unwrap_or(requests), 1)?;
+        let quota = NonZeroU32::new(burst)
+            .and_then(|burst| Quota::with_period(interval).map(|quota| quota.allow_burst(burst)))
+            .ok_or_else(|| {
+                check.error("period", period, "x >= 1ns per request of the quota")
+            })?;
+        if let Mode::Wait { max_delay } = self.mode {
+            check.positive_duration("max_delay", max_delay)?;
+        }
+        let keyed = self.extractor.kind() != palisade_core::KeyKind::Global;
+        if keyed {
+            check.in_range("max_keys", self.max_keys, 1, MAX_KEYS_LIMIT)?;
+        }
+        self.extractor.validate(&check)?;
+
+        let limiter = Limiter::new(LimiterConfig {
+            quota,
+            max_keys: keyed.then_some(self.max_keys),
+            clock: self.clock,
+            policy: self.name,
+            metrics: self.metrics,
+            kind: self.extractor.kind(),
+        });
+        // An empty bucket fills again in `burst` emission intervals.
+        let window = interval.saturating_mul(burst);
+        let headers = headers(&limiter, burst, window);
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared {
+                limiter,
+                extractor: self.extractor,
+                headers,
+                mode: self.mode,
+                on_missing_key: self.on_missing_key,
+            }),
+        })
+    }
+}
+
+impl<K: fmt::Debug, H> fmt::Debug for RateLimitBuilder<K, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("requests", &self.requests)
+            .field("period", &self.period)
+            .field("burst", &self.burst)
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("on_missing_key", &self.on_missing_key)
+            .field("max_keys", &self.max_keys)
+            .field("extractor", &self.extractor)
+            .field("headers", &self.header_style)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies a rate limit to a service.
+///
+/// The limiter is created when the layer is built: every service the layer
+/// makes, and every clone of them, share it, so one layer applied to many
+/// routes is one policy. Build one layer per route for per-route limits.
+///
+/// See the [crate documentation](crate) for examples.
+pub struct RateLimitLayer<K = Global, H = NoHeaders> {
+    shared: Arc<Shared<K, H>>,
+}
+
+impl RateLimitLayer {
+    /// A builder with production-safe defaults (see [`RateLimitBuilder`]).
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder::new()
+    }
+}
+
+impl<K, H> RateLimitLayer<K, H> {
+    /// The limiter every service of this layer shares.
+    pub fn limiter(&self) -> &Limiter {
+        &self.shared.limiter
+    }
+
+    /// The key extractor.
+    pub fn extractor(&self) -> &K {
+        &self.shared.extractor
+    }
+
+    /// Memory taken by the key table, in bytes (zero for a global limit).
+    pub fn table_bytes(&self) -> usize {
+        if self.shared.limiter.is_keyed() {
+            table::table_bytes(self.shared.limiter.max_keys())
+        } else {
+            0
+        }
+    }
+}
+
+impl<K, H> Clone for RateLimitLayer<K, H> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K: fmt::Debug, H: fmt::Debug> fmt::Debug for RateLimitLayer<K, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limiter", &self.shared.limiter)
+            .field("extractor", &self.shared.extractor)
+            .field("headers", &self.shared.headers)
+            .field("mode", &self.shared.mode)
+            .field("on_missing_key", &self.shared.on_missing_key)
+            .finish()
+    }
+}
+
+impl<S, K, H> Layer<S> for RateLimitLayer<K, H> {
+    type Service = RateLimit<S, K, H>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::from_shared(inner, self.shared.clone())
+    }
+}

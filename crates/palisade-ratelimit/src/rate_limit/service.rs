@@ -1,0 +1,175 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::{BoxError, KeyKind, MissingKey, RateLimited, RejectReason};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::{Mode, OnMissingKey};
+use crate::headers::{NoHeaders, ResponseHeaders};
+use crate::key::{ExtractKey, Global};
+use crate::limiter::{Bucket, Decision, Limiter, Target};
+
+/// State shared by a layer and every service it makes.
+pub(crate) struct Shared<K, H> {
+    pub(crate) limiter: Limiter,
+    pub(crate) extractor: K,
+    pub(crate) headers: H,
+    pub(crate) mode: Mode,
+    pub(crate) on_missing_key: OnMissingKey,
+}
+
+/// What to do with one request.
+pub(crate) enum Verdict<P> {
+    /// Call the service; `Some` carries the headers of the admission.
+    Admit(Option<P>),
+    /// The bucket was empty.
+    Limited { retry_after: Duration, kind: KeyKind },
+    /// No key, and the layer rejects such requests.
+    Missing,
+}
+
+impl<K, H> Shared<K, H> {
+    /// Decides for `request`. Emits nothing: the caller knows whether a
+    /// refusal is final.
+    #[inline]
+    pub(crate) fn decide<Req, Res>(&self, request: &Req) -> Verdict<H::Pending>
+    where
+        K: ExtractKey<Req>,
+        H: ResponseHeaders<Res>,
+    {
+        let target = if self.limiter.is_keyed() {
+            match self.extractor.extract(request) {
+                Some(key) => self.limiter.target_of(&key),
+                None => match self.on_missing_key {
+                    OnMissingKey::Fallback => Target::Bucket(Bucket::Fallback),
+                    OnMissingKey::Reject => return Verdict::Missing,
+                    OnMissingKey::Allow => return Verdict::Admit(None),
+                },
+            }
+        } else {
+            Target::Bucket(Bucket::Global)
+        };
+        match self.limiter.decide(target) {
+            Decision::Admitted(admission) => Verdict::Admit(Some(self.headers.admitted(&admission))),
+            Decision::Rejected { retry_after, kind } => Verdict::Limited { retry_after, kind },
+        }
+    }
+
+    /// The error for a final refusal, after emitting its event.
+    pub(crate) fn reject(&self, retry_after: Duration, kind: KeyKind) -> BoxError {
+        self.limiter.emit_rejected(RejectReason::RateLimited);
+        RateLimited::new(self.limiter.policy().clone(), retry_after, kind).into()
+    }
+
+    /// The error for a request without a key, after emitting its event.
+    pub(crate) fn reject_missing(&self) -> BoxError {
+        self.limiter.emit_rejected(RejectReason::MissingKey);
+        MissingKey::new(self.limiter.policy().clone(), self.limiter.key_kind()).into()
+    }
+}
+
+/// Rate-limits the requests to an inner service. Made by
+/// [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// `poll_ready` only asks the inner service; each request is admitted or
+/// refused when it is called, so a clone per request (as axum makes) is
+/// fine, and a refused request never holds a slot.
+///
+/// The inner service must be `Clone` (as axum, tonic and hyper services
+/// are): in [`Mode::Wait`], a waiting request takes the ready service with
+/// it and calls it after its wait.
+pub struct RateLimit<S, K = Global, H = NoHeaders> {
+    inner: S,
+    shared: Arc<Shared<K, H>>,
+}
+
+impl<S, K, H> RateLimit<S, K, H> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<K, H>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The limiter this service shares with its layer.
+    pub fn limiter(&self) -> &Limiter {
+        &self.shared.limiter
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the wrapper, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, H> Clone for RateLimit<S, K, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, H> fmt::Debug for RateLimit<S, K, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("limiter", &self.shared.limiter)
+            .field("mode", &self.shared.mode)
+            .finish()
+    }
+}
+
+impl<S, K, H, Req> Service<Req> for RateLimit<S, K, H>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    K: ExtractKey<Req>,
+    H: ResponseHeaders<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, K, H>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let shared = &*self.shared;
+        match shared.decide::<Req, S::Response>(&request) {
+            Verdict::Admit(pending) => {
+                shared.limiter.emit_admitted();
+                ResponseFuture::called(self.inner.call(request), pending)
+            }
+            Verdict::Missing => ResponseFuture::rejected(shared.reject_missing()),
+            Verdict::Limited { retry_after, kind } => match shared.mode {
+                Mode::Wait { max_delay } if retry_after <= max_delay => {
+                    // Take the service that was made ready; leave a clone.
+                    let clone = self.inner.clone();
+                    let ready = std::mem::replace(&mut self.inner, clone);
+                    ResponseFuture::waiting(
+                        ready,
+                        request,
+                        self.shared.clone(),
+                        retry_after,
+                        max_delay,
+                    )
+                }
+                _ => ResponseFuture::rejected(shared.reject(retry_after, kind)),
+            },
+        }
+    }
+}

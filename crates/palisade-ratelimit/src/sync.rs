@@ -1,0 +1,45 @@
+//! The atomics the key table uses, from `std`/`portable-atomic` normally
+//! and from loom under `--cfg palisade_loom`, so the model checker sees
+//! every interleaving of the table's compare-and-swap protocol.
+
+#[cfg(not(palisade_loom))]
+pub(crate) use portable_atomic::AtomicU128;
+#[cfg(not(palisade_loom))]
+pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[cfg(palisade_loom)]
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+
+/// Loom has no 128-bit atomic. A mutex around a `u128` is a faithful model
+/// of one: every operation below is a single linearizable step, which is
+/// all the table relies on.
+#[cfg(palisade_loom)]
+#[derive(Debug)]
+pub(crate) struct AtomicU128(loom::sync::Mutex<u128>);
+
+#[cfg(palisade_loom)]
+impl AtomicU128 {
+    pub(crate) fn new(value: u128) -> Self {
+        Self(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn load(&self, _order: Ordering) -> u128 {
+        *self.0.lock().unwrap()
+    }
+
+    pub(crate) fn compare_exchange(
+        &self,
+        current: u128,
+        new: u128,
+        _success: Ordering,
+        _failure: Ordering,
+    ) -> Result<u128, u128> {
+        let mut value = self.0.lock().unwrap();
+        if *value == current {
+            *value = new;
+            Ok(current)
+        } else {
+            Err(*value)
+        }
+    }
+}
