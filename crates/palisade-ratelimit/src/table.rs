@@ -331,8 +331,8 @@ mod tests {
     fn the_cap_holds_and_idle_keys_make_room() {
         let table = KeyTable::new(8);
         let mut overflowed = 0;
-        for hash in 1..=1000 {
-            if update(&table, hash * 0x9E37_79B9_7F4A_7C15, 0).is_none() {
+        for hash in 1..=1000_u64 {
+            if update(&table, hash.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0).is_none() {
                 overflowed += 1;
             }
             assert!(table.len() <= 8);

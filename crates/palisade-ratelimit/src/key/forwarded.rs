@@ -122,7 +122,7 @@ fn is_port(port: &str) -> bool {
         [b'_', rest @ ..] => rest
             .iter()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')),
-        digits => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        digits => digits.iter().all(u8::is_ascii_digit) && port.parse::<u16>().is_ok(),
     }
 }
 
