@@ -1,0 +1,577 @@
+//! palisade's metric families through the [`metrics`] facade.
+//!
+//! [`FacadeSink`] turns each event into counter, gauge and histogram
+//! updates on whichever recorder is current when the event is recorded:
+//! the global one (`metrics::set_global_recorder`, or an exporter's
+//! `install`) or a local one (`metrics::with_local_recorder`). The names are
+//! the [Prometheus families](crate::names), in base units; pair the sink
+//! with `metrics-exporter-prometheus` to serve them.
+//!
+//! Building a metric key allocates its label vector, so the sink builds
+//! each (family, policy, labels) key once, the first time it is needed, and
+//! keeps it per policy in a lock-free map: recording an event then costs a
+//! name lookup and the recorder's own lookup of a pre-hashed key.
+//!
+//! `palisade_breaker_state{policy,state}` is written for every
+//! [`CircuitState`] on each transition, the new state's 1 before the old
+//! state's 0, and transitions of one breaker are written one at a time; a
+//! scrape that races a transition may see both states at 1 for an instant,
+//! never none. A breaker's series appear at its first transition, or at its
+//! first admission, completion or rates report, which makes it `closed`.
+//!
+//! `palisade_request_duration_seconds{policy,layer}` is a histogram per
+//! layer (several layers report completions); how it is exported (summary
+//! or buckets) is the recorder's choice.
+//!
+//! Call [`describe`] once after installing a recorder to give every family
+//! its help text and unit.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::{Event, LayerKind, Metrics, Outcome};
+//! use palisade_metrics::FacadeSink;
+//!
+//! // With no recorder installed the updates go nowhere; install one (for
+//! // example metrics-exporter-prometheus) at start-up.
+//! let metrics = Metrics::new(FacadeSink::new());
+//! metrics.emit(&Event::Completed {
+//!     policy: "checkout",
+//!     layer: LayerKind::CircuitBreaker,
+//!     outcome: Outcome::Success,
+//!     latency: None,
+//! });
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ::metrics::{Key, KeyName, Label, Level, Metadata, SharedString, Unit};
+use palisade_core::{CircuitState, Event, LayerKind, MetricsSink};
+
+use crate::index::{self, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS};
+use crate::name_map::NameMap;
+use crate::names::{self, Kind};
+
+static METADATA: Metadata<'static> = Metadata::new("palisade", Level::INFO, Some(module_path!()));
+
+/// The most policies, task groups and offload queues (each) a sink keeps
+/// keys for.
+const MAX_NAMES: usize = 1024;
+const UNKNOWN: u8 = u8::MAX;
+
+/// Gives every palisade family its help text and unit on the current
+/// recorder. Call it once after installing the recorder.
+pub fn describe() {
+    ::metrics::with_recorder(|recorder| {
+        for family in names::ALL {
+            let name = KeyName::from_const_str(family.name);
+            let help = SharedString::const_str(family.help);
+            match family.kind {
+                Kind::Counter => recorder.describe_counter(name, None, help),
+                Kind::Histogram => recorder.describe_histogram(name, Some(Unit::Seconds), help),
+                _ => recorder.describe_gauge(name, None, help),
+            }
+        }
+    });
+}
+
+/// A [`MetricsSink`] that reports through the `metrics` facade; see the
+/// [module docs](self).
+///
+/// Cloning is cheap and clones share their key cache.
+#[derive(Clone, Default)]
+pub struct FacadeSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policies: NameMap<PolicyKeys>,
+    groups: NameMap<GroupKeys>,
+    queues: NameMap<QueueKeys>,
+    untracked: Key,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            policies: NameMap::new(64, MAX_NAMES),
+            groups: NameMap::new(16, MAX_NAMES),
+            queues: NameMap::new(16, MAX_NAMES),
+            untracked: Key::from_static_name(names::UNTRACKED_EVENTS_TOTAL),
+        }
+    }
+}
+
+type Slot = OnceLock<Key>;
+
+/// The keys of one policy, each built on first use.
+struct PolicyKeys {
+    name: SharedString,
+    admitted: [Slot; LAYERS],
+    rejections: [Slot; LAYERS * REASONS],
+    requests: [Slot; LAYERS * OUTCOMES],
+    durations: [Slot; LAYERS],
+    panics: Slot,
+    timeouts: Slot,
+    fallbacks: [Slot; TRIGGERS],
+    breaker_state: [Slot; STATES],
+    transitions: [Slot; STATES * STATES],
+    failure_rate: Slot,
+    slow_rate: Slot,
+    window_calls: Slot,
+    in_flight: Slot,
+    limit: Slot,
+    keys: Slot,
+    key_cap: Slot,
+    evictions: Slot,
+    overflow: Slot,
+    malformed: NameMap<Key>,
+    /// Index of the breaker state last written, or `UNKNOWN`.
+    state: AtomicU8,
+    /// Serialises the writes of one breaker's state series.
+    state_writes: Mutex<()>,
+}
+
+struct GroupKeys {
+    name: SharedString,
+    live: Slot,
+    started: Slot,
+    ended: [Slot; TASK_ENDS],
+    panics: Slot,
+    restarts: Slot,
+}
+
+struct QueueKeys {
+    name: SharedString,
+    dropped: [Slot; DROP_REASONS],
+    delivered: Slot,
+}
+
+fn shared(name: &str) -> SharedString {
+    SharedString::from_shared(Arc::<str>::from(name))
+}
+
+fn label(key: &'static str, value: &'static str) -> Label {
+    Label::from_static_parts(key, value)
+}
+
+fn owned_label(key: &'static str, value: &SharedString) -> Label {
+    Label::new(SharedString::const_str(key), value.clone())
+}
+
+/// The key in `slot`, built from `name` and `labels` the first time.
+#[inline]
+fn key<'a>(slot: &'a Slot, name: &'static str, labels: impl FnOnce() -> Vec<Label>) -> &'a Key {
+    slot.get_or_init(|| Key::from_parts(name, labels()))
+}
+
+#[inline]
+fn increment(key: &Key, by: u64) {
+    ::metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(by));
+}
+
+#[inline]
+fn gauge_add(key: &Key, delta: f64) {
+    ::metrics::with_recorder(|r| r.register_gauge(key, &METADATA).increment(delta));
+}
+
+#[inline]
+fn gauge_set(key: &Key, value: f64) {
+    ::metrics::with_recorder(|r| r.register_gauge(key, &METADATA).set(value));
+}
+
+impl PolicyKeys {
+    fn new(name: &str) -> Self {
+        Self {
+            name: shared(name),
+            admitted: [const { OnceLock::new() }; LAYERS],
+            rejections: [const { OnceLock::new() }; LAYERS * REASONS],
+            requests: [const { OnceLock::new() }; LAYERS * OUTCOMES],
+            durations: [const { OnceLock::new() }; LAYERS],
+            panics: OnceLock::new(),
+            timeouts: OnceLock::new(),
+            fallbacks: [const { OnceLock::new() }; TRIGGERS],
+            breaker_state: [const { OnceLock::new() }; STATES],
+            transitions: [const { OnceLock::new() }; STATES * STATES],
+            failure_rate: OnceLock::new(),
+            slow_rate: OnceLock::new(),
+            window_calls: OnceLock::new(),
+            in_flight: OnceLock::new(),
+            limit: OnceLock::new(),
+            keys: OnceLock::new(),
+            key_cap: OnceLock::new(),
+            evictions: OnceLock::new(),
+            overflow: OnceLock::new(),
+            malformed: NameMap::new(4, 64),
+            state: AtomicU8::new(UNKNOWN),
+            state_writes: Mutex::new(()),
+        }
+    }
+
+    /// A key labelled with the policy only.
+    fn plain<'a>(&self, slot: &'a Slot, family: &'static str) -> &'a Key {
+        key(slot, family, || vec![owned_label("policy", &self.name)])
+    }
+
+    fn with_layer<'a>(
+        &self,
+        slots: &'a [Slot],
+        family: &'static str,
+        layer: LayerKind,
+    ) -> Option<&'a Key> {
+        let slot = slots.get(index::layer(layer))?;
+        Some(key(slot, family, || {
+            vec![
+                owned_label("policy", &self.name),
+                label("layer", layer.as_str()),
+            ]
+        }))
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A poisoned lock only means a recorder panicked mid-write; the
+        // next write repairs the series.
+        self.state_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes every state series with `to` at 1, the new 1 before the old 0.
+    fn write_state(&self, to: CircuitState) {
+        let guard = self.lock_state();
+        self.write_state_locked(to);
+        drop(guard);
+    }
+
+    /// [`write_state`](Self::write_state), with `state_writes` held.
+    fn write_state_locked(&self, to: CircuitState) {
+        let t = index::state(to);
+        self.state.store(t as u8, Ordering::Release);
+        let series = |i: usize, state: CircuitState| {
+            self.breaker_state.get(i).map(|slot| {
+                key(slot, names::BREAKER_STATE, || {
+                    vec![
+                        owned_label("policy", &self.name),
+                        label("state", state.as_str()),
+                    ]
+                })
+            })
+        };
+        if let Some(k) = series(t, to) {
+            gauge_set(k, 1.0);
+        }
+        for (i, state) in CircuitState::ALL.iter().enumerate() {
+            if i != t {
+                if let Some(k) = series(i, *state) {
+                    gauge_set(k, 0.0);
+                }
+            }
+        }
+    }
+
+    /// A breaker reported activity before any transition: it is closed.
+    #[inline]
+    fn see_breaker(&self) {
+        if self.state.load(Ordering::Acquire) == UNKNOWN {
+            self.see_breaker_slow();
+        }
+    }
+
+    #[cold]
+    fn see_breaker_slow(&self) {
+        let guard = self.lock_state();
+        // A transition may have been written while we waited.
+        if self.state.load(Ordering::Acquire) == UNKNOWN {
+            self.write_state_locked(CircuitState::Closed);
+        }
+        drop(guard);
+    }
+}
+
+impl GroupKeys {
+    fn new(name: &str) -> Self {
+        Self {
+            name: shared(name),
+            live: OnceLock::new(),
+            started: OnceLock::new(),
+            ended: [const { OnceLock::new() }; TASK_ENDS],
+            panics: OnceLock::new(),
+            restarts: OnceLock::new(),
+        }
+    }
+
+    fn plain<'a>(&self, slot: &'a Slot, family: &'static str) -> &'a Key {
+        key(slot, family, || vec![owned_label("group", &self.name)])
+    }
+}
+
+impl QueueKeys {
+    fn new(name: &str) -> Self {
+        Self {
+            name: shared(name),
+            dropped: [const { OnceLock::new() }; DROP_REASONS],
+            delivered: OnceLock::new(),
+        }
+    }
+}
+
+impl FacadeSink {
+    /// A sink that reports to the current `metrics` recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn policy(&self, name: &str) -> Option<&PolicyKeys> {
+        let found = self
+            .inner
+            .policies
+            .get_or_insert_with(name, || PolicyKeys::new(name));
+        if found.is_none() {
+            increment(&self.inner.untracked, 1);
+        }
+        found
+    }
+
+    fn group(&self, name: &str) -> Option<&GroupKeys> {
+        let found = self
+            .inner
+            .groups
+            .get_or_insert_with(name, || GroupKeys::new(name));
+        if found.is_none() {
+            increment(&self.inner.untracked, 1);
+        }
+        found
+    }
+
+    fn queue(&self, name: &str) -> Option<&QueueKeys> {
+        let found = self
+            .inner
+            .queues
+            .get_or_insert_with(name, || QueueKeys::new(name));
+        if found.is_none() {
+            increment(&self.inner.untracked, 1);
+        }
+        found
+    }
+}
+
+impl fmt::Debug for FacadeSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FacadeSink")
+            .field("policies", &self.inner.policies.len())
+            .field("groups", &self.inner.groups.len())
+            .field("queues", &self.inner.queues.len())
+            .finish()
+    }
+}
+
+impl MetricsSink for FacadeSink {
+    fn record(&self, event: &Event<'_>) {
+        match *event {
+            Event::Admitted { policy, layer } => {
+                let Some(p) = self.policy(policy) else { return };
+                if let Some(k) = p.with_layer(&p.admitted, names::ADMITTED_TOTAL, layer) {
+                    increment(k, 1);
+                }
+                if layer == LayerKind::CircuitBreaker {
+                    p.see_breaker();
+                }
+            }
+            Event::Rejected {
+                policy,
+                layer,
+                reason,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                let i = index::layer(layer) * REASONS + index::reason(reason);
+                if let Some(slot) = p.rejections.get(i) {
+                    let k = key(slot, names::REJECTIONS_TOTAL, || {
+                        vec![
+                            owned_label("policy", &p.name),
+                            label("layer", layer.as_str()),
+                            label("reason", reason.as_str()),
+                        ]
+                    });
+                    increment(k, 1);
+                }
+            }
+            Event::Completed {
+                policy,
+                layer,
+                outcome,
+                latency,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                let i = index::layer(layer) * OUTCOMES + index::outcome(outcome);
+                if let Some(slot) = p.requests.get(i) {
+                    let k = key(slot, names::REQUESTS_TOTAL, || {
+                        vec![
+                            owned_label("policy", &p.name),
+                            label("layer", layer.as_str()),
+                            label("outcome", outcome.as_str()),
+                        ]
+                    });
+                    increment(k, 1);
+                }
+                if let Some(latency) = latency {
+                    if let Some(k) =
+                        p.with_layer(&p.durations, names::REQUEST_DURATION_SECONDS, layer)
+                    {
+                        let seconds = latency.as_secs_f64();
+                        ::metrics::with_recorder(|r| {
+                            r.register_histogram(k, &METADATA).record(seconds);
+                        });
+                    }
+                }
+                if layer == LayerKind::CircuitBreaker {
+                    p.see_breaker();
+                }
+            }
+            Event::PanicCaught { policy, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                increment(p.plain(&p.panics, names::PANICS_TOTAL), 1);
+            }
+            Event::TimedOut { policy, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                increment(p.plain(&p.timeouts, names::TIMEOUTS_TOTAL), 1);
+            }
+            Event::StateChanged {
+                policy, from, to, ..
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.write_state(to);
+                let i = index::state(from) * STATES + index::state(to);
+                if let Some(slot) = p.transitions.get(i) {
+                    let k = key(slot, names::BREAKER_TRANSITIONS_TOTAL, || {
+                        vec![
+                            owned_label("policy", &p.name),
+                            label("from", from.as_str()),
+                            label("to", to.as_str()),
+                        ]
+                    });
+                    increment(k, 1);
+                }
+            }
+            Event::BreakerRates {
+                policy,
+                failure_rate,
+                slow_rate,
+                calls,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_breaker();
+                gauge_set(
+                    p.plain(&p.failure_rate, names::BREAKER_FAILURE_RATE),
+                    failure_rate,
+                );
+                gauge_set(p.plain(&p.slow_rate, names::BREAKER_SLOW_RATE), slow_rate);
+                gauge_set(
+                    p.plain(&p.window_calls, names::BREAKER_WINDOW_CALLS),
+                    calls as f64,
+                );
+            }
+            Event::InFlightChanged {
+                policy,
+                change,
+                limit,
+                ..
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                gauge_add(
+                    p.plain(&p.in_flight, names::IN_FLIGHT),
+                    change.delta() as f64,
+                );
+                gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), limit as f64);
+            }
+            Event::LimitChanged { policy, to, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), to as f64);
+            }
+            Event::FallbackUsed { policy, trigger } => {
+                let Some(p) = self.policy(policy) else { return };
+                if let Some(slot) = p.fallbacks.get(index::trigger(trigger)) {
+                    let k = key(slot, names::FALLBACKS_TOTAL, || {
+                        vec![
+                            owned_label("policy", &p.name),
+                            label("trigger", trigger.as_str()),
+                        ]
+                    });
+                    increment(k, 1);
+                }
+            }
+            Event::KeysTracked { policy, keys, cap } => {
+                let Some(p) = self.policy(policy) else { return };
+                gauge_set(p.plain(&p.keys, names::RATELIMIT_KEYS), keys as f64);
+                gauge_set(p.plain(&p.key_cap, names::RATELIMIT_KEY_CAP), cap as f64);
+            }
+            Event::KeysEvicted { policy, count } => {
+                let Some(p) = self.policy(policy) else { return };
+                increment(
+                    p.plain(&p.evictions, names::RATELIMIT_EVICTIONS_TOTAL),
+                    count as u64,
+                );
+            }
+            Event::OverflowUsed { policy } => {
+                let Some(p) = self.policy(policy) else { return };
+                increment(p.plain(&p.overflow, names::RATELIMIT_OVERFLOW_TOTAL), 1);
+            }
+            Event::MalformedHeader { policy, header, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                let k = p.malformed.get_or_insert_with(header, || {
+                    Key::from_parts(
+                        names::MALFORMED_HEADERS_TOTAL,
+                        vec![owned_label("policy", &p.name), label("header", header)],
+                    )
+                });
+                if let Some(k) = k {
+                    increment(k, 1);
+                }
+            }
+            Event::TaskStarted { group, .. } => {
+                let Some(g) = self.group(group) else { return };
+                gauge_add(g.plain(&g.live, names::TASKS_LIVE), 1.0);
+                increment(g.plain(&g.started, names::TASKS_STARTED_TOTAL), 1);
+            }
+            Event::TaskEnded { group, end, .. } => {
+                let Some(g) = self.group(group) else { return };
+                gauge_add(g.plain(&g.live, names::TASKS_LIVE), -1.0);
+                if let Some(slot) = g.ended.get(index::task_end(end)) {
+                    let k = key(slot, names::TASKS_ENDED_TOTAL, || {
+                        vec![owned_label("group", &g.name), label("end", end.as_str())]
+                    });
+                    increment(k, 1);
+                }
+            }
+            Event::TaskPanicked { group, .. } => {
+                let Some(g) = self.group(group) else { return };
+                increment(g.plain(&g.panics, names::TASK_PANICS_TOTAL), 1);
+            }
+            Event::TaskRestarted { group, .. } => {
+                let Some(g) = self.group(group) else { return };
+                increment(g.plain(&g.restarts, names::TASK_RESTARTS_TOTAL), 1);
+            }
+            Event::OffloadDropped { queue, reason } => {
+                let Some(q) = self.queue(queue) else { return };
+                if let Some(slot) = q.dropped.get(index::drop_reason(reason)) {
+                    let k = key(slot, names::OFFLOAD_DROPPED_TOTAL, || {
+                        vec![
+                            owned_label("queue", &q.name),
+                            label("reason", reason.as_str()),
+                        ]
+                    });
+                    increment(k, 1);
+                }
+            }
+            Event::OffloadDelivered { queue, .. } => {
+                let Some(q) = self.queue(queue) else { return };
+                let k = key(&q.delivered, names::OFFLOAD_DELIVERED_TOTAL, || {
+                    vec![owned_label("queue", &q.name)]
+                });
+                increment(k, 1);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,40 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(any(feature = "prometheus", feature = "snapshot"))]
+mod config;
+mod index;
+#[cfg(any(feature = "metrics", feature = "prometheus", feature = "snapshot"))]
+mod name_map;
+pub mod names;
+#[cfg(any(feature = "prometheus", feature = "snapshot"))]
+mod store;
+#[cfg(any(feature = "prometheus", feature = "snapshot"))]
+mod sync;
+#[cfg(any(feature = "prometheus", feature = "snapshot"))]
+mod window;
+
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod facade;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod prometheus;
+#[cfg(feature = "snapshot")]
+#[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
+pub mod snapshot;
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub mod tracing;
+
+#[cfg(feature = "metrics")]
+pub use self::facade::FacadeSink;
+#[cfg(feature = "prometheus")]
+pub use self::prometheus::PrometheusSink;
+#[cfg(feature = "snapshot")]
+pub use self::snapshot::SnapshotSink;
+#[cfg(feature = "tracing")]
+pub use self::tracing::TracingSink;

@@ -1,0 +1,251 @@
+//! A lock-free, append-only map from a name to per-name state.
+//!
+//! Sinks keep state per policy, task group or offload queue. The names come
+//! from the events as borrowed `&str`, are few, and are chosen by the user
+//! when a layer is built, so the map only grows at start-up. Reads run on
+//! the request path: they hash the name, walk a short chain of nodes and
+//! compare strings, with no lock, no write to shared memory and no
+//! allocation. Only the first event of a new name allocates its node.
+//!
+//! Each bucket is a chain of `OnceLock` links. An insertion walks to the end
+//! of its chain and tries to set the last link; when another thread set it
+//! first, the walk goes on (and finds the name if that thread inserted the
+//! same one), so a name is never stored twice. Nodes are never removed, so
+//! a reference to a value lives as long as the map.
+//!
+//! The number of names is capped: a sink fed with names taken from
+//! requests (a mistake that would explode metric cardinality) stops
+//! tracking new names at the cap and counts the events it refused.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+type Link<T> = OnceLock<Box<Node<T>>>;
+
+struct Node<T> {
+    name: Box<str>,
+    value: T,
+    next: Link<T>,
+}
+
+/// A map from names to `T`, read without locks; see the module docs.
+pub(crate) struct NameMap<T> {
+    buckets: Box<[Link<T>]>,
+    len: AtomicUsize,
+    cap: usize,
+    refused: AtomicU64,
+}
+
+impl<T> NameMap<T> {
+    /// A map with `buckets` chains (rounded up to a power of two) that
+    /// tracks at most `cap` names.
+    pub(crate) fn new(buckets: usize, cap: usize) -> Self {
+        let buckets = buckets.max(1).next_power_of_two();
+        Self {
+            buckets: (0..buckets).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            cap,
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket(&self, name: &str) -> &Link<T> {
+        // FNV-1a: a few cycles per byte, and names are short.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in name.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // The mask keeps the index below the power-of-two length.
+        let index = (hash as usize) & (self.buckets.len() - 1);
+        &self.buckets[index]
+    }
+
+    /// The value of `name`, if it is tracked.
+    #[inline]
+    pub(crate) fn get(&self, name: &str) -> Option<&T> {
+        let mut link = self.bucket(name);
+        while let Some(node) = link.get() {
+            if *node.name == *name {
+                return Some(&node.value);
+            }
+            link = &node.next;
+        }
+        None
+    }
+
+    /// The value of `name`, created with `make` the first time the name is
+    /// seen. `None` when the name is new and the map is at its cap; the
+    /// refusal is counted.
+    #[inline]
+    pub(crate) fn get_or_insert_with(&self, name: &str, make: impl FnOnce() -> T) -> Option<&T> {
+        match self.get(name) {
+            Some(value) => Some(value),
+            None => self.insert_slow(name, make),
+        }
+    }
+
+    #[cold]
+    fn insert_slow(&self, name: &str, make: impl FnOnce() -> T) -> Option<&T> {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.cap {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            // Another thread may have inserted it while we looked.
+            let found = self.get(name);
+            if found.is_none() {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            return found;
+        }
+        let mut pending = Some(Box::new(Node {
+            name: name.into(),
+            value: make(),
+            next: OnceLock::new(),
+        }));
+        let mut link = self.bucket(name);
+        loop {
+            match link.get() {
+                Some(node) if *node.name == *name => {
+                    if pending.is_some() {
+                        // Another thread inserted the same name first.
+                        self.len.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    return Some(&node.value);
+                }
+                Some(node) => link = &node.next,
+                None => {
+                    if let Some(node) = pending.take() {
+                        // On failure the link was set by another thread:
+                        // keep our node and look at what they inserted.
+                        if let Err(node) = link.set(node) {
+                            pending = Some(node);
+                        }
+                    }
+                    // `pending` is `None` only after our node was stored in
+                    // this very link, which the next turn finds.
+                }
+            }
+        }
+    }
+
+    /// How many names are tracked.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire).min(self.cap)
+    }
+
+    /// How many lookups of a new name were refused because the map was full.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Every entry, sorted by name.
+    #[cfg_attr(
+        not(any(feature = "prometheus", feature = "snapshot")),
+        allow(dead_code)
+    )]
+    pub(crate) fn entries(&self) -> Vec<(&str, &T)> {
+        let mut out = Vec::with_capacity(self.len());
+        for bucket in &*self.buckets {
+            let mut link = bucket;
+            while let Some(node) = link.get() {
+                out.push((&*node.name, &node.value));
+                link = &node.next;
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+}
+
+impl<T> fmt::Debug for NameMap<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameMap")
+            .field("len", &self.len())
+            .field("cap", &self.cap)
+            .field("refused", &self.refused())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    #[test]
+    fn inserts_once_and_finds_again() {
+        let map = NameMap::new(2, 100);
+        assert!(map.get("a").is_none());
+        let a = map.get_or_insert_with("a", || 1).copied();
+        assert_eq!(a, Some(1));
+        // A second insertion keeps the first value.
+        assert_eq!(map.get_or_insert_with("a", || 2).copied(), Some(1));
+        for i in 0..50 {
+            let name = format!("n{i}");
+            assert_eq!(map.get_or_insert_with(&name, || i).copied(), Some(i));
+        }
+        for i in 0..50 {
+            assert_eq!(map.get(&format!("n{i}")).copied(), Some(i));
+        }
+        assert_eq!(map.len(), 51);
+        let names: Vec<_> = map.entries().iter().map(|(n, _)| n.to_string()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(names.len(), 51);
+    }
+
+    #[test]
+    fn refuses_new_names_at_the_cap_and_counts_them() {
+        let map = NameMap::new(4, 2);
+        assert!(map.get_or_insert_with("a", || ()).is_some());
+        assert!(map.get_or_insert_with("b", || ()).is_some());
+        assert!(map.get_or_insert_with("c", || ()).is_none());
+        assert!(map.get_or_insert_with("d", || ()).is_none());
+        // Known names are still served.
+        assert!(map.get_or_insert_with("a", || ()).is_some());
+        assert_eq!(map.len(), 2);
+        assert_eq!(map.refused(), 2);
+    }
+
+    /// Threads race to insert overlapping names in seeded random orders and
+    /// count into them: every name is stored once and no count is lost.
+    #[test]
+    fn concurrent_inserts_store_each_name_once_and_lose_no_count() {
+        for seed in 0..20_u64 {
+            let map = Arc::new(NameMap::<AtomicU64>::new(4, 1000));
+            let threads = 4;
+            let per_thread = 400;
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let map = Arc::clone(&map);
+                    std::thread::spawn(move || {
+                        let mut rng = fastrand::Rng::with_seed(seed * 31 + t);
+                        for _ in 0..per_thread {
+                            let name = format!("policy-{}", rng.u8(..24));
+                            map.get_or_insert_with(&name, || AtomicU64::new(0))
+                                .expect("under the cap")
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("thread finished");
+            }
+            let entries = map.entries();
+            let mut names: Vec<_> = entries.iter().map(|(n, _)| *n).collect();
+            names.dedup();
+            assert_eq!(
+                names.len(),
+                entries.len(),
+                "seed {seed}: a name stored twice"
+            );
+            assert_eq!(map.len(), entries.len());
+            let total: u64 = entries.iter().map(|(_, c)| c.load(Ordering::Relaxed)).sum();
+            assert_eq!(total, threads * per_thread, "seed {seed}");
+        }
+    }
+}

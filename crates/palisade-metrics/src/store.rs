@@ -1,0 +1,528 @@
+//! Per-policy, per-group and per-queue state kept in atomics.
+//!
+//! [`PrometheusSink`](crate::prometheus::PrometheusSink) and
+//! [`SnapshotSink`](crate::snapshot::SnapshotSink) both record events here
+//! and read the cells when they are scraped or asked for a snapshot. Every
+//! label of an event maps to a fixed index (see [`crate::index`]), so
+//! recording an event is a name lookup in a [`NameMap`] followed by one or
+//! two relaxed atomic operations: no lock and, once a name has been seen,
+//! no allocation.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_core::{CircuitState, Clock, Event, LayerKind};
+
+use crate::index::{self, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS};
+use crate::name_map::NameMap;
+use crate::window::RateWindow;
+
+/// `state` before the breaker of a policy was seen.
+pub(crate) const STATE_UNKNOWN: u8 = u8::MAX;
+/// `last_transition_nanos` before any transition.
+const NEVER: u64 = u64::MAX;
+
+/// `sections` bit: the breaker reported its rates.
+pub(crate) const SEEN_RATES: u32 = 1;
+/// `sections` bit: a bulkhead reported its in-flight count.
+pub(crate) const SEEN_IN_FLIGHT: u32 = 1 << 1;
+/// `sections` bit: the concurrency limit is known.
+pub(crate) const SEEN_LIMIT: u32 = 1 << 2;
+/// `sections` bit: the limit is adaptive (it moved at least once).
+pub(crate) const SEEN_ADAPTIVE: u32 = 1 << 3;
+/// `sections` bit: a keyed rate limiter reported its keys.
+pub(crate) const SEEN_KEYS: u32 = 1 << 4;
+/// `sections` bit: a keyed rate limiter evicted keys or used its overflow.
+pub(crate) const SEEN_KEY_CHURN: u32 = 1 << 5;
+
+/// Recent-window category of each rejection reason is its index; these
+/// follow them.
+pub(crate) const RECENT_PANICS: usize = REASONS;
+/// Recent-window category of timeouts.
+pub(crate) const RECENT_TIMEOUTS: usize = REASONS + 1;
+/// Recent-window category of fallback answers.
+pub(crate) const RECENT_FALLBACKS: usize = REASONS + 2;
+const RECENT_CATEGORIES: usize = REASONS + 3;
+
+/// Default histogram bounds for call durations, in seconds.
+#[cfg(feature = "prometheus")]
+pub(crate) const DEFAULT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How a store is built.
+#[derive(Clone, Debug)]
+pub(crate) struct StoreConfig {
+    /// Histogram bounds; empty keeps no histograms.
+    pub(crate) buckets: Box<[f64]>,
+    /// Clock and length of the recent window; `None` keeps no window.
+    pub(crate) window: Option<(Clock, u32)>,
+    /// Most policies, groups and queues tracked (each).
+    pub(crate) max_names: usize,
+}
+
+/// The time base of the recent window.
+#[derive(Debug)]
+pub(crate) struct Timeline {
+    pub(crate) clock: Clock,
+    pub(crate) start: Instant,
+    pub(crate) seconds: u32,
+}
+
+impl Timeline {
+    /// Time since the store was built.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.start)
+    }
+}
+
+/// Everything a sink tracks.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub(crate) policies: NameMap<PolicyCells>,
+    pub(crate) groups: NameMap<GroupCells>,
+    pub(crate) queues: NameMap<QueueCells>,
+    pub(crate) buckets: Box<[f64]>,
+    pub(crate) timeline: Option<Timeline>,
+}
+
+/// A fixed-bucket histogram of durations.
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    /// One count per bound, then the `+Inf` bucket; not cumulative.
+    pub(crate) counts: Box<[AtomicU64]>,
+    pub(crate) sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: usize) -> Self {
+        Self {
+            counts: (0..=bounds).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, bounds: &[f64], value: Duration) {
+        let seconds = value.as_secs_f64();
+        let bucket = bounds.partition_point(|b| *b < seconds);
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// The state of one policy.
+#[derive(Debug)]
+pub(crate) struct PolicyCells {
+    /// Bit `index::layer(l)` is set once layer `l` reported for the policy.
+    pub(crate) layers: AtomicU32,
+    /// `SEEN_*` bits.
+    pub(crate) sections: AtomicU32,
+    pub(crate) admitted: [AtomicU64; LAYERS],
+    /// Indexed by `layer * OUTCOMES + outcome`.
+    pub(crate) requests: [AtomicU64; LAYERS * OUTCOMES],
+    /// Indexed by `layer * REASONS + reason`.
+    pub(crate) rejections: [AtomicU64; LAYERS * REASONS],
+    pub(crate) durations: [OnceLock<Histogram>; LAYERS],
+    pub(crate) panics: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) fallbacks: [AtomicU64; TRIGGERS],
+    /// Index of the breaker's state, or `STATE_UNKNOWN`.
+    pub(crate) state: AtomicU8,
+    /// Indexed by `from * STATES + to`.
+    pub(crate) transitions: [AtomicU64; STATES * STATES],
+    /// Nanoseconds since the store's start of the last transition.
+    pub(crate) last_transition_nanos: AtomicU64,
+    /// `from << 16 | to << 8 | reason` of the last transition.
+    pub(crate) last_transition: AtomicU32,
+    pub(crate) failure_rate: AtomicU64,
+    pub(crate) slow_rate: AtomicU64,
+    pub(crate) window_calls: AtomicU64,
+    pub(crate) in_flight: AtomicI64,
+    pub(crate) limit: AtomicU64,
+    pub(crate) keys: AtomicU64,
+    pub(crate) key_cap: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) overflow: AtomicU64,
+    /// Malformed headers, by header name.
+    pub(crate) malformed: NameMap<AtomicU64>,
+    pub(crate) recent: Option<RateWindow>,
+}
+
+impl PolicyCells {
+    fn new(window: Option<u32>) -> Self {
+        Self {
+            layers: AtomicU32::new(0),
+            sections: AtomicU32::new(0),
+            admitted: [const { AtomicU64::new(0) }; LAYERS],
+            requests: [const { AtomicU64::new(0) }; LAYERS * OUTCOMES],
+            rejections: [const { AtomicU64::new(0) }; LAYERS * REASONS],
+            durations: [const { OnceLock::new() }; LAYERS],
+            panics: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            fallbacks: [const { AtomicU64::new(0) }; TRIGGERS],
+            state: AtomicU8::new(STATE_UNKNOWN),
+            transitions: [const { AtomicU64::new(0) }; STATES * STATES],
+            last_transition_nanos: AtomicU64::new(NEVER),
+            last_transition: AtomicU32::new(0),
+            failure_rate: AtomicU64::new(0),
+            slow_rate: AtomicU64::new(0),
+            window_calls: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            limit: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            key_cap: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            overflow: AtomicU64::new(0),
+            // Headers palisade reads are few and static.
+            malformed: NameMap::new(4, 64),
+            recent: window.map(|seconds| RateWindow::new(seconds, RECENT_CATEGORIES)),
+        }
+    }
+
+    #[inline]
+    fn see_layer(&self, layer: LayerKind) {
+        let bit = 1 << index::layer(layer);
+        // Read first: after the first event the bit is set and the shared
+        // line is not written again.
+        if self.layers.load(Ordering::Relaxed) & bit == 0 {
+            self.layers.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn see_section(&self, bits: u32) {
+        if self.sections.load(Ordering::Relaxed) & bits != bits {
+            self.sections.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// A breaker reported activity: if no transition was seen yet, it is in
+    /// the state every breaker starts in.
+    #[inline]
+    fn see_breaker(&self) {
+        if self.state.load(Ordering::Relaxed) == STATE_UNKNOWN {
+            let closed = index::state(CircuitState::Closed) as u8;
+            let _ = self.state.compare_exchange(
+                STATE_UNKNOWN,
+                closed,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether `layer` reported for this policy.
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
+    pub(crate) fn has_layer(&self, layer: LayerKind) -> bool {
+        self.layers.load(Ordering::Relaxed) & (1 << index::layer(layer)) != 0
+    }
+
+    /// Whether every bit of `bits` is set in `sections`.
+    pub(crate) fn has_section(&self, bits: u32) -> bool {
+        self.sections.load(Ordering::Relaxed) & bits == bits
+    }
+
+    /// The breaker's state, once known.
+    pub(crate) fn breaker_state(&self) -> Option<CircuitState> {
+        CircuitState::ALL
+            .get(usize::from(self.state.load(Ordering::Acquire)))
+            .copied()
+    }
+
+    /// The last transition (from, to, reason) and when it happened, as
+    /// time since the store's start.
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
+    pub(crate) fn last_transition(
+        &self,
+    ) -> Option<(
+        CircuitState,
+        CircuitState,
+        palisade_core::TransitionReason,
+        Duration,
+    )> {
+        let nanos = self.last_transition_nanos.load(Ordering::Acquire);
+        if nanos == NEVER {
+            return None;
+        }
+        let packed = self.last_transition.load(Ordering::Acquire);
+        let from = CircuitState::ALL.get((packed >> 16) as usize & 0xff)?;
+        let to = CircuitState::ALL.get((packed >> 8) as usize & 0xff)?;
+        let reason = palisade_core::TransitionReason::ALL.get(packed as usize & 0xff)?;
+        Some((*from, *to, *reason, Duration::from_nanos(nanos)))
+    }
+
+    #[inline]
+    fn count_recent(&self, timeline: Option<&Timeline>, category: usize) {
+        if let (Some(recent), Some(timeline)) = (&self.recent, timeline) {
+            recent.record(category, timeline.elapsed().as_secs());
+        }
+    }
+}
+
+/// The state of one task group.
+#[derive(Debug)]
+pub(crate) struct GroupCells {
+    pub(crate) live: AtomicI64,
+    pub(crate) started: AtomicU64,
+    pub(crate) ended: [AtomicU64; TASK_ENDS],
+    pub(crate) panics: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+}
+
+impl GroupCells {
+    fn new() -> Self {
+        Self {
+            live: AtomicI64::new(0),
+            started: AtomicU64::new(0),
+            ended: [const { AtomicU64::new(0) }; TASK_ENDS],
+            panics: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The state of one offload queue.
+#[derive(Debug)]
+pub(crate) struct QueueCells {
+    pub(crate) dropped: [AtomicU64; DROP_REASONS],
+    pub(crate) delivered: AtomicU64,
+}
+
+impl QueueCells {
+    fn new() -> Self {
+        Self {
+            dropped: [const { AtomicU64::new(0) }; DROP_REASONS],
+            delivered: AtomicU64::new(0),
+        }
+    }
+}
+
+#[inline]
+fn bump(cell: Option<&AtomicU64>) {
+    if let Some(cell) = cell {
+        cell.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Store {
+    pub(crate) fn new(config: StoreConfig) -> Self {
+        let timeline = config.window.map(|(clock, seconds)| Timeline {
+            start: clock.now(),
+            clock,
+            seconds,
+        });
+        Self {
+            policies: NameMap::new(64, config.max_names),
+            groups: NameMap::new(16, config.max_names),
+            queues: NameMap::new(16, config.max_names),
+            buckets: config.buckets,
+            timeline,
+        }
+    }
+
+    #[inline]
+    fn policy(&self, name: &str) -> Option<&PolicyCells> {
+        let window = self.timeline.as_ref().map(|t| t.seconds);
+        self.policies
+            .get_or_insert_with(name, || PolicyCells::new(window))
+    }
+
+    /// Events dropped because their name was new and a map was full.
+    pub(crate) fn untracked(&self) -> u64 {
+        self.policies.refused() + self.groups.refused() + self.queues.refused()
+    }
+
+    /// Records one event.
+    pub(crate) fn record(&self, event: &Event<'_>) {
+        match *event {
+            Event::Admitted { policy, layer } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(layer);
+                bump(p.admitted.get(index::layer(layer)));
+                if layer == LayerKind::CircuitBreaker {
+                    p.see_breaker();
+                }
+            }
+            Event::Rejected {
+                policy,
+                layer,
+                reason,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(layer);
+                let r = index::reason(reason);
+                bump(p.rejections.get(index::layer(layer) * REASONS + r));
+                p.count_recent(self.timeline.as_ref(), r);
+            }
+            Event::Completed {
+                policy,
+                layer,
+                outcome,
+                latency,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(layer);
+                let l = index::layer(layer);
+                bump(p.requests.get(l * OUTCOMES + index::outcome(outcome)));
+                if let Some(latency) = latency {
+                    if !self.buckets.is_empty() {
+                        if let Some(h) = p.durations.get(l) {
+                            h.get_or_init(|| Histogram::new(self.buckets.len()))
+                                .observe(&self.buckets, latency);
+                        }
+                    }
+                }
+                if layer == LayerKind::CircuitBreaker {
+                    p.see_breaker();
+                }
+            }
+            Event::PanicCaught { policy, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::PanicCatch);
+                p.panics.fetch_add(1, Ordering::Relaxed);
+                p.count_recent(self.timeline.as_ref(), RECENT_PANICS);
+            }
+            Event::TimedOut { policy, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::Timeout);
+                p.timeouts.fetch_add(1, Ordering::Relaxed);
+                p.count_recent(self.timeline.as_ref(), RECENT_TIMEOUTS);
+            }
+            Event::StateChanged {
+                policy,
+                from,
+                to,
+                reason,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::CircuitBreaker);
+                let (f, t) = (index::state(from), index::state(to));
+                p.state.store(t as u8, Ordering::Release);
+                bump(p.transitions.get(f * STATES + t));
+                if let Some(timeline) = &self.timeline {
+                    let r = index::transition_reason(reason);
+                    let packed = ((f as u32) << 16) | ((t as u32) << 8) | r as u32;
+                    p.last_transition.store(packed, Ordering::Release);
+                    let nanos = u64::try_from(timeline.elapsed().as_nanos()).unwrap_or(NEVER - 1);
+                    p.last_transition_nanos.store(nanos, Ordering::Release);
+                }
+            }
+            Event::BreakerRates {
+                policy,
+                failure_rate,
+                slow_rate,
+                calls,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::CircuitBreaker);
+                p.see_breaker();
+                p.failure_rate
+                    .store(failure_rate.to_bits(), Ordering::Relaxed);
+                p.slow_rate.store(slow_rate.to_bits(), Ordering::Relaxed);
+                p.window_calls.store(calls, Ordering::Relaxed);
+                p.see_section(SEEN_RATES);
+            }
+            Event::InFlightChanged {
+                policy,
+                layer,
+                change,
+                limit,
+                ..
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(layer);
+                p.in_flight.fetch_add(change.delta(), Ordering::Relaxed);
+                let limit = limit as u64;
+                if p.limit.load(Ordering::Relaxed) != limit {
+                    p.limit.store(limit, Ordering::Relaxed);
+                }
+                p.see_section(SEEN_IN_FLIGHT | SEEN_LIMIT);
+            }
+            Event::LimitChanged { policy, to, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::Bulkhead);
+                p.limit.store(to as u64, Ordering::Relaxed);
+                p.see_section(SEEN_LIMIT | SEEN_ADAPTIVE);
+            }
+            Event::FallbackUsed { policy, trigger } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::Fallback);
+                bump(p.fallbacks.get(index::trigger(trigger)));
+                p.count_recent(self.timeline.as_ref(), RECENT_FALLBACKS);
+            }
+            Event::KeysTracked { policy, keys, cap } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::RateLimit);
+                p.keys.store(keys as u64, Ordering::Relaxed);
+                p.key_cap.store(cap as u64, Ordering::Relaxed);
+                p.see_section(SEEN_KEYS);
+            }
+            Event::KeysEvicted { policy, count } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::RateLimit);
+                p.evictions.fetch_add(count as u64, Ordering::Relaxed);
+                p.see_section(SEEN_KEY_CHURN);
+            }
+            Event::OverflowUsed { policy } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::RateLimit);
+                p.overflow.fetch_add(1, Ordering::Relaxed);
+                p.see_section(SEEN_KEY_CHURN);
+            }
+            Event::MalformedHeader {
+                policy,
+                layer,
+                header,
+            } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(layer);
+                bump(p.malformed.get_or_insert_with(header, || AtomicU64::new(0)));
+            }
+            Event::TaskStarted { group, .. } => {
+                let Some(g) = self.groups.get_or_insert_with(group, GroupCells::new) else {
+                    return;
+                };
+                g.live.fetch_add(1, Ordering::Relaxed);
+                g.started.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TaskEnded { group, end, .. } => {
+                let Some(g) = self.groups.get_or_insert_with(group, GroupCells::new) else {
+                    return;
+                };
+                g.live.fetch_sub(1, Ordering::Relaxed);
+                bump(g.ended.get(index::task_end(end)));
+            }
+            Event::TaskPanicked { group, .. } => {
+                let Some(g) = self.groups.get_or_insert_with(group, GroupCells::new) else {
+                    return;
+                };
+                g.panics.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TaskRestarted { group, .. } => {
+                let Some(g) = self.groups.get_or_insert_with(group, GroupCells::new) else {
+                    return;
+                };
+                g.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::OffloadDropped { queue, reason } => {
+                let Some(q) = self.queues.get_or_insert_with(queue, QueueCells::new) else {
+                    return;
+                };
+                bump(q.dropped.get(index::drop_reason(reason)));
+            }
+            Event::OffloadDelivered { queue, .. } => {
+                let Some(q) = self.queues.get_or_insert_with(queue, QueueCells::new) else {
+                    return;
+                };
+                q.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            // A kind of event added to palisade-core later: ignored until
+            // this store learns it.
+            _ => {}
+        }
+    }
+}

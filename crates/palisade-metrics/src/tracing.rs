@@ -1,0 +1,264 @@
+//! palisade's events as structured [`tracing`](::tracing) events.
+//!
+//! [`TracingSink`] writes one event per fact under the target `palisade`,
+//! with the policy (or task group, or queue) and every label of the event as
+//! fields, so a subscriber can filter with `palisade=debug` and a log
+//! search can group by `policy`, `layer` or `reason`. Levels follow what an
+//! operator needs to see:
+//!
+//! | event | level | message |
+//! |---|---|---|
+//! | [`PanicCaught`](Event::PanicCaught), [`TaskPanicked`](Event::TaskPanicked) | error | `panic caught`, `task panicked`, with `panic.message` and `panic.location` |
+//! | [`StateChanged`](Event::StateChanged) | warn | `circuit state changed`, with `from`, `to`, `reason` |
+//! | [`OffloadDropped`](Event::OffloadDropped), [`TaskRestarted`](Event::TaskRestarted) | warn | work lost, a loop restarted |
+//! | [`TaskEnded`](Event::TaskEnded) failed or aborted | warn | |
+//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`FallbackUsed`](Event::FallbackUsed), [`MalformedHeader`](Event::MalformedHeader), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
+//! | admissions, completions, in-flight changes, breaker rates, tracked keys, task starts, deliveries | trace | one per request: leave them off in production |
+//!
+//! The sink formats nothing itself and allocates nothing: with no
+//! subscriber interested, an event costs tracing's cached level check.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::{Event, LayerKind, Metrics, RejectReason};
+//! use palisade_metrics::TracingSink;
+//!
+//! // With a subscriber installed (tracing-subscriber's `fmt()`, for
+//! // example), this writes a debug line with policy, layer and reason.
+//! let metrics = Metrics::new(TracingSink::new());
+//! metrics.emit(&Event::Rejected {
+//!     policy: "search",
+//!     layer: LayerKind::Bulkhead,
+//!     reason: RejectReason::ConcurrencyFull,
+//! });
+//! ```
+
+use ::tracing::{debug, error, trace, warn};
+use palisade_core::{Event, MetricsSink, TaskEnd};
+
+/// The target of every event the sink writes.
+pub const TARGET: &str = "palisade";
+
+/// A [`MetricsSink`] that writes `tracing` events; see the
+/// [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracingSink {
+    _private: (),
+}
+
+impl TracingSink {
+    /// A sink writing under the target [`TARGET`].
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl MetricsSink for TracingSink {
+    fn record(&self, event: &Event<'_>) {
+        match *event {
+            Event::Admitted { policy, layer } => trace!(
+                target: "palisade",
+                policy,
+                layer = layer.as_str(),
+                "request admitted"
+            ),
+            Event::Rejected {
+                policy,
+                layer,
+                reason,
+            } => debug!(
+                target: "palisade",
+                policy,
+                layer = layer.as_str(),
+                reason = reason.as_str(),
+                "request rejected"
+            ),
+            Event::Completed {
+                policy,
+                layer,
+                outcome,
+                latency,
+            } => trace!(
+                target: "palisade",
+                policy,
+                layer = layer.as_str(),
+                outcome = outcome.as_str(),
+                latency_seconds = latency.map(|l| l.as_secs_f64()),
+                "request completed"
+            ),
+            Event::PanicCaught {
+                policy,
+                message,
+                location,
+            } => error!(
+                target: "palisade",
+                policy,
+                layer = "panic_catch",
+                panic.message = message,
+                panic.location = location.map(::tracing::field::display),
+                "panic caught"
+            ),
+            Event::TimedOut { policy, timeout } => debug!(
+                target: "palisade",
+                policy,
+                layer = "timeout",
+                reason = "timed_out",
+                timeout_seconds = timeout.as_secs_f64(),
+                "request timed out"
+            ),
+            Event::StateChanged {
+                policy,
+                from,
+                to,
+                reason,
+            } => warn!(
+                target: "palisade",
+                policy,
+                layer = "circuit_breaker",
+                from = from.as_str(),
+                to = to.as_str(),
+                reason = reason.as_str(),
+                "circuit state changed"
+            ),
+            Event::BreakerRates {
+                policy,
+                failure_rate,
+                slow_rate,
+                calls,
+            } => trace!(
+                target: "palisade",
+                policy,
+                layer = "circuit_breaker",
+                failure_rate,
+                slow_rate,
+                calls,
+                "breaker rates"
+            ),
+            Event::InFlightChanged {
+                policy,
+                layer,
+                change,
+                in_flight,
+                limit,
+            } => trace!(
+                target: "palisade",
+                policy,
+                layer = layer.as_str(),
+                change = change.as_str(),
+                in_flight,
+                limit,
+                "in-flight changed"
+            ),
+            Event::LimitChanged { policy, from, to } => debug!(
+                target: "palisade",
+                policy,
+                layer = "bulkhead",
+                from,
+                to,
+                "concurrency limit changed"
+            ),
+            Event::FallbackUsed { policy, trigger } => debug!(
+                target: "palisade",
+                policy,
+                layer = "fallback",
+                reason = trigger.as_str(),
+                "fallback answered"
+            ),
+            Event::KeysTracked { policy, keys, cap } => trace!(
+                target: "palisade",
+                policy,
+                layer = "rate_limit",
+                keys,
+                cap,
+                "rate-limit keys tracked"
+            ),
+            Event::KeysEvicted { policy, count } => debug!(
+                target: "palisade",
+                policy,
+                layer = "rate_limit",
+                count,
+                "rate-limit keys evicted"
+            ),
+            Event::OverflowUsed { policy } => debug!(
+                target: "palisade",
+                policy,
+                layer = "rate_limit",
+                reason = "key_cap",
+                "new key sent to the overflow bucket"
+            ),
+            Event::MalformedHeader {
+                policy,
+                layer,
+                header,
+            } => debug!(
+                target: "palisade",
+                policy,
+                layer = layer.as_str(),
+                header,
+                "malformed header ignored"
+            ),
+            Event::TaskStarted { group, task } => trace!(
+                target: "palisade",
+                group,
+                task,
+                "task started"
+            ),
+            Event::TaskEnded { group, task, end } => match end {
+                TaskEnd::Failed | TaskEnd::Aborted => warn!(
+                    target: "palisade",
+                    group,
+                    task,
+                    end = end.as_str(),
+                    "task ended"
+                ),
+                _ => debug!(
+                    target: "palisade",
+                    group,
+                    task,
+                    end = end.as_str(),
+                    "task ended"
+                ),
+            },
+            Event::TaskPanicked {
+                group,
+                task,
+                message,
+                location,
+            } => error!(
+                target: "palisade",
+                group,
+                task,
+                panic.message = message,
+                panic.location = location.map(::tracing::field::display),
+                "task panicked"
+            ),
+            Event::TaskRestarted {
+                group,
+                task,
+                attempt,
+                backoff,
+            } => warn!(
+                target: "palisade",
+                group,
+                task,
+                attempt,
+                backoff_seconds = backoff.as_secs_f64(),
+                "task restarted"
+            ),
+            Event::OffloadDropped { queue, reason } => warn!(
+                target: "palisade",
+                queue,
+                reason = reason.as_str(),
+                "offloaded work dropped"
+            ),
+            Event::OffloadDelivered { queue, attempts } => trace!(
+                target: "palisade",
+                queue,
+                attempts,
+                "offloaded work delivered"
+            ),
+            _ => {}
+        }
+    }
+}
