@@ -64,8 +64,18 @@ fn timeout(c: &mut Criterion) {
 
     let pending_once = service_fn(|_: u64| PendingOnce(false));
     bench_service(c, "timeout/pending_once", "bare", pending_once);
-    bench_service(c, "timeout/pending_once", "palisade", palisade.layer(pending_once));
-    bench_service(c, "timeout/pending_once", "tower", tower.layer(pending_once));
+    bench_service(
+        c,
+        "timeout/pending_once",
+        "palisade",
+        palisade.layer(pending_once),
+    );
+    bench_service(
+        c,
+        "timeout/pending_once",
+        "tower",
+        tower.layer(pending_once),
+    );
 }
 
 criterion_group!(benches, timeout);

@@ -1,0 +1,304 @@
+//! The response future of [`Bulkhead`](crate::Bulkhead), and the recorder
+//! that reports a call's outcome to an adaptive limit.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use palisade_core::classify::{Classify, RecordOutcome};
+use palisade_core::{BoxError, Outcome, OverloadKind, Overloaded};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::layer::{Core, Permit};
+use crate::limiter::WaitNode;
+use crate::sync::Arc as NodeArc;
+
+pin_project! {
+    /// The response future of [`Bulkhead`](crate::Bulkhead).
+    ///
+    /// Holds the request's slot while the inner call runs and gives it
+    /// back when the call finishes, fails, panics, or when this future is
+    /// dropped. A request that waits for a slot keeps its place in the
+    /// FIFO queue here; dropping the future leaves the queue.
+    pub struct ResponseFuture<F, S, Req, C> {
+        #[pin]
+        state: State<F, S, Req>,
+        classify: C,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, Req> {
+        Running {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+            recorder: Option<OutcomeRecorder>,
+        },
+        // Boxed: waiting is the slow path, and keeping it out of line keeps
+        // the future small for calls that never wait.
+        Waiting {
+            wait: Pin<Box<Wait<S, Req>>>,
+        },
+        Rejected {
+            error: Option<Overloaded>,
+        },
+        Done,
+    }
+}
+
+pin_project! {
+    struct Wait<S, Req> {
+        service: Option<S>,
+        request: Option<Req>,
+        ticket: Ticket,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
+    pub(crate) fn running(
+        future: F,
+        permit: Permit,
+        recorder: OutcomeRecorder,
+        classify: C,
+    ) -> Self {
+        Self {
+            state: State::Running {
+                future,
+                permit: Some(permit),
+                recorder: Some(recorder),
+            },
+            classify,
+        }
+    }
+
+    pub(crate) fn rejected(error: Overloaded, classify: C) -> Self {
+        Self {
+            state: State::Rejected { error: Some(error) },
+            classify,
+        }
+    }
+
+    pub(crate) fn waiting(
+        service: S,
+        request: Req,
+        node: NodeArc<WaitNode>,
+        core: Arc<Core>,
+        classify: C,
+    ) -> Self {
+        let sleep = tokio::time::sleep(core.max_wait);
+        Self {
+            state: State::Waiting {
+                wait: Box::pin(Wait {
+                    service: Some(service),
+                    request: Some(request),
+                    ticket: Ticket {
+                        node,
+                        core: Some(core),
+                    },
+                    sleep,
+                }),
+            },
+            classify,
+        }
+    }
+}
+
+impl<F, S, Req, C> fmt::Debug for ResponseFuture<F, S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Running { .. } => "running",
+            State::Waiting { .. } => "waiting",
+            State::Rejected { .. } => "rejected",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, S, Req, C, T, E> Future for ResponseFuture<F, S, Req, C>
+where
+    F: Future<Output = Result<T, E>>,
+    S: Service<Req, Future = F>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
+{
+    type Output = Result<C::Output<OutcomeRecorder>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Running {
+                    future,
+                    permit,
+                    recorder,
+                } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    // Free the slot before anything else: the caller may be
+                    // slow to take the response.
+                    drop(permit.take());
+                    let recorder = recorder.take().unwrap_or_else(OutcomeRecorder::none);
+                    this.state.set(State::Done);
+                    return Poll::Ready(this.classify.classify(result, recorder));
+                }
+                StateProj::Waiting { wait } => {
+                    let admitted = {
+                        let wait = wait.as_mut().project();
+                        match wait.ticket.node.poll_granted(cx) {
+                            Poll::Ready(()) => true,
+                            Poll::Pending => {
+                                ready!(wait.sleep.poll(cx));
+                                // Out of time, unless the slot arrived just now.
+                                wait.ticket.leave()
+                            }
+                        }
+                    };
+                    let wait = wait.as_mut().project();
+                    let Some(core) = wait.ticket.take_core() else {
+                        this.state.set(State::Done);
+                        continue;
+                    };
+                    if !admitted {
+                        let error = core.reject(OverloadKind::WaitTimedOut);
+                        this.state.set(State::Rejected { error: Some(error) });
+                        continue;
+                    }
+                    let (Some(mut service), Some(request)) =
+                        (wait.service.take(), wait.request.take())
+                    else {
+                        this.state.set(State::Done);
+                        continue;
+                    };
+                    core.admitted();
+                    let in_flight = core.limiter.in_flight();
+                    let recorder = OutcomeRecorder::start(&core, in_flight);
+                    let future = service.call(request);
+                    this.state.set(State::Running {
+                        future,
+                        permit: Some(Permit::new(core)),
+                        recorder: Some(recorder),
+                    });
+                }
+                StateProj::Rejected { error } => {
+                    let error = error
+                        .take()
+                        .map(BoxError::from)
+                        .unwrap_or_else(|| "bulkhead response polled after completion".into());
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err("bulkhead response polled after completion".into()));
+                }
+            }
+        }
+    }
+}
+
+/// A place in the wait queue. Dropped while still queued, it leaves the
+/// queue; if a slot was handed to it in the meantime, it gives the slot
+/// back.
+struct Ticket {
+    node: NodeArc<WaitNode>,
+    /// `None` once the ticket has been turned into a permit or a rejection.
+    core: Option<Arc<Core>>,
+}
+
+impl Ticket {
+    /// Leaves the queue at the end of the wait. Returns `true` if a slot
+    /// was handed over first: the request is admitted after all.
+    fn leave(&mut self) -> bool {
+        match &self.core {
+            Some(core) => core.limiter.cancel(&self.node),
+            None => false,
+        }
+    }
+
+    /// Hands the core over; the ticket no longer owns a place or a slot.
+    fn take_core(&mut self) -> Option<Arc<Core>> {
+        self.core.take()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            if core.limiter.cancel(&self.node) {
+                core.limiter.release(&core.events());
+            }
+        }
+    }
+}
+
+/// Reports one call's outcome to an adaptive limit.
+///
+/// The bulkhead hands it to its [`Classify`] with the call's result. With
+/// a fixed limit it does nothing. With an adaptive limit it reads the
+/// clock when the outcome is recorded and adds the latency and the outcome
+/// to the current window. Dropped without recording, it counts the call as
+/// cancelled (not sampled), or as a failure if the thread is panicking.
+pub struct OutcomeRecorder {
+    sample: Option<SampleStart>,
+}
+
+struct SampleStart {
+    core: Arc<Core>,
+    start: Instant,
+    in_flight: usize,
+}
+
+impl OutcomeRecorder {
+    pub(crate) fn start(core: &Arc<Core>, in_flight: usize) -> Self {
+        Self {
+            sample: core.sample_start().map(|start| SampleStart {
+                core: core.clone(),
+                start,
+                in_flight,
+            }),
+        }
+    }
+
+    pub(crate) fn none() -> Self {
+        Self { sample: None }
+    }
+}
+
+impl RecordOutcome for OutcomeRecorder {
+    fn record(mut self, outcome: Outcome) {
+        if let Some(sample) = self.sample.take() {
+            sample.core.sample(outcome, sample.start, sample.in_flight);
+        }
+    }
+}
+
+impl Drop for OutcomeRecorder {
+    fn drop(&mut self) {
+        if let Some(sample) = self.sample.take() {
+            let outcome = if std::thread::panicking() {
+                Outcome::Failure
+            } else {
+                Outcome::Cancelled
+            };
+            sample.core.sample(outcome, sample.start, sample.in_flight);
+        }
+    }
+}
+
+impl fmt::Debug for OutcomeRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeRecorder")
+            .field("sampling", &self.sample.is_some())
+            .finish()
+    }
+}

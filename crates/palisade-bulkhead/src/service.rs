@@ -1,0 +1,138 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::classify::{Classify, ErrorsAsFailures};
+use palisade_core::{BoxError, InFlightChange, OverloadKind};
+use tower_service::Service;
+
+use crate::future::{OutcomeRecorder, ResponseFuture};
+use crate::layer::{Core, Permit};
+use crate::limiter::{Admission, Report};
+
+/// Limits how many calls to the inner service run at once.
+///
+/// Made by a [`BulkheadLayer`](crate::BulkheadLayer). Admission happens per
+/// request, in [`call`](Service::call): `poll_ready` only waits for the
+/// inner service. A request that finds a free slot runs at once; otherwise
+/// it waits in the FIFO queue (when waiting is configured) or is rejected
+/// with [`Overloaded`](crate::error::Overloaded). See the crate docs for
+/// how this differs from `tower::limit::ConcurrencyLimit`.
+///
+/// The service must be `Clone`: a request that has to wait takes the
+/// inner service (already ready) with it and leaves a clone in its place,
+/// as axum's router does. Requests that do not wait never clone it.
+#[derive(Clone, Debug)]
+pub struct Bulkhead<S, C = ErrorsAsFailures> {
+    inner: S,
+    core: Arc<Core>,
+    classify: C,
+}
+
+impl<S, C> Bulkhead<S, C> {
+    pub(crate) fn from_parts(inner: S, core: Arc<Core>, classify: C) -> Self {
+        Self {
+            inner,
+            core,
+            classify,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the bulkhead and returns the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Calls in flight now, across every clone.
+    pub fn in_flight(&self) -> usize {
+        self.core.limiter.in_flight()
+    }
+
+    /// The limit in force now.
+    pub fn limit(&self) -> usize {
+        self.core.limiter.limit()
+    }
+}
+
+impl<S, C, Req> Service<Req> for Bulkhead<S, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = C::Output<OutcomeRecorder>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S, Req, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Never waits for a slot here: see the crate docs.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let core = &self.core;
+        if let Some(in_flight) = core.limiter.try_acquire() {
+            core.events()
+                .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
+            return self.run(request, in_flight);
+        }
+        if core.limiter.queue_capacity() == 0 {
+            let error = core.reject(OverloadKind::Full);
+            return ResponseFuture::rejected(error, self.classify.clone());
+        }
+        match core.limiter.acquire_or_enqueue(&core.events()) {
+            Admission::Acquired(in_flight) => {
+                core.events()
+                    .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
+                self.run(request, in_flight)
+            }
+            Admission::Queued(node) => {
+                // The ready inner service goes with the request; a clone
+                // takes its place for the next `poll_ready`.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(
+                    ready,
+                    request,
+                    node,
+                    self.core.clone(),
+                    self.classify.clone(),
+                )
+            }
+            Admission::QueueFull => {
+                let error = core.reject(OverloadKind::QueueFull);
+                ResponseFuture::rejected(error, self.classify.clone())
+            }
+        }
+    }
+}
+
+impl<S, C> Bulkhead<S, C> {
+    /// Runs an admitted request; the slot is already taken and reported.
+    #[inline]
+    fn run<Req>(&mut self, request: Req, in_flight: usize) -> ResponseFuture<S::Future, S, Req, C>
+    where
+        S: Service<Req>,
+        C: Clone,
+    {
+        self.core.admitted();
+        let permit = Permit::new(self.core.clone());
+        let recorder = OutcomeRecorder::start(&self.core, in_flight);
+        ResponseFuture::running(
+            self.inner.call(request),
+            permit,
+            recorder,
+            self.classify.clone(),
+        )
+    }
+}

@@ -1,0 +1,152 @@
+//! The adaptive limit against a simulated backend whose latency rises
+//! steeply past a concurrency knee, driven with tokio's paused clock.
+//!
+//! The backend answers in 10 ms while at most `knee` calls run in it; each
+//! call beyond the knee adds 5 ms for every call (queueing inside the
+//! backend). 64 closed-loop clients keep it saturated; a rejected client
+//! retries after 20 ms. After a first phase with the knee at 32, the
+//! backend degrades (knee 16) and the limit must come back down.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_bulkhead::BulkheadLayer;
+use palisade_bulkhead::adaptive::{AdaptiveLimit, Aimd};
+use palisade_bulkhead::error::Overloaded;
+use palisade_core::{Event, Metrics, MetricsSink};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt, service_fn};
+
+const BASE: Duration = Duration::from_millis(10);
+const CLIENTS: usize = 64;
+
+#[derive(Debug, Default)]
+struct LimitLog {
+    changes: AtomicUsize,
+    rejected_limits: Mutex<Vec<usize>>,
+}
+
+impl MetricsSink for LimitLog {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::LimitChanged { from, to, .. } = event {
+            assert_ne!(from, to);
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Backend {
+    in_flight: AtomicUsize,
+    knee: AtomicUsize,
+}
+
+impl Backend {
+    fn latency(&self, running: usize) -> Duration {
+        let knee = self.knee.load(Ordering::Relaxed);
+        let over = running.saturating_sub(knee) as u32;
+        BASE + BASE * over / 2
+    }
+}
+
+/// Runs the two phases and returns the limits sampled every 50 ms in the
+/// second half of each phase.
+async fn simulate(adaptive: AdaptiveLimit) -> (Vec<usize>, Vec<usize>, Arc<LimitLog>) {
+    let log = Arc::new(LimitLog::default());
+    let layer = BulkheadLayer::builder()
+        .name("sim")
+        .adaptive(adaptive.min_limit(4).max_limit(200).initial_limit(20))
+        .metrics(Metrics::from_arc(log.clone()))
+        .build()
+        .unwrap();
+    let backend = Arc::new(Backend {
+        in_flight: AtomicUsize::new(0),
+        knee: AtomicUsize::new(32),
+    });
+    let inner = {
+        let backend = backend.clone();
+        service_fn(move |_: ()| {
+            let backend = backend.clone();
+            async move {
+                let running = backend.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(backend.latency(running)).await;
+                backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(())
+            }
+        })
+    };
+    let svc = layer.layer(inner);
+
+    let phase = Duration::from_secs(6);
+    let start = Instant::now();
+    let end = start + phase * 2;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let svc = svc.clone();
+        let layer = layer.clone();
+        let log = log.clone();
+        clients.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                match svc.clone().oneshot(()).await {
+                    Ok(()) => {}
+                    Err(err) => {
+                        let overloaded = err.downcast_ref::<Overloaded>().expect("only overloads");
+                        // The rejection carries the limit in force.
+                        assert_eq!(overloaded.limit(), layer.limit());
+                        log.rejected_limits.lock().unwrap().push(overloaded.limit());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let now = start.elapsed();
+        if now >= phase * 2 {
+            break;
+        }
+        if now >= phase && backend.knee.load(Ordering::Relaxed) == 32 {
+            backend.knee.store(16, Ordering::Relaxed);
+        }
+        if now >= phase / 2 && now < phase {
+            first.push(layer.limit());
+        } else if now >= phase + phase / 2 {
+            second.push(layer.limit());
+        }
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(layer.in_flight(), 0);
+    (first, second, log)
+}
+
+fn within(samples: &[usize], low: usize, high: usize) -> bool {
+    let (min, max) = (samples.iter().min(), samples.iter().max());
+    eprintln!("limit sampled between {min:?} and {max:?}, expected {low}..={high}");
+    !samples.is_empty() && samples.iter().all(|l| (low..=high).contains(l))
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradient_settles_at_the_knee_and_comes_down_when_latency_rises() {
+    let (first, second, log) = simulate(AdaptiveLimit::gradient()).await;
+    // Within ±25% of the knee of 32, then of 16.
+    assert!(within(&first, 24, 40), "phase 1 limits {first:?}");
+    assert!(within(&second, 12, 20), "phase 2 limits {second:?}");
+    assert!(log.changes.load(Ordering::Relaxed) > 0);
+    assert!(!log.rejected_limits.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn aimd_with_a_latency_threshold_settles_at_the_knee_and_comes_down() {
+    let aimd = Aimd::new().latency_threshold(BASE * 2);
+    let (first, second, _) = simulate(AdaptiveLimit::new(aimd)).await;
+    assert!(within(&first, 24, 40), "phase 1 limits {first:?}");
+    assert!(within(&second, 12, 20), "phase 2 limits {second:?}");
+}

@@ -1,0 +1,597 @@
+//! Behaviour of the fixed-limit bulkhead: admission, waiting, release,
+//! events, and the in-flight count under random interleavings.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade_bulkhead::BulkheadLayer;
+use palisade_bulkhead::error::{OverloadKind, Overloaded};
+use palisade_core::{BoxError, Event, LayerKind, Metrics, MetricsSink, RejectReason};
+use proptest::prelude::*;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+// ---------------------------------------------------------------------
+// A backend whose calls finish when the test says so.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Command {
+    Complete,
+    Fail,
+    Panic,
+}
+
+#[derive(Default)]
+struct BackendState {
+    commands: HashMap<u64, Command>,
+    running: HashSet<u64>,
+    started: Vec<u64>,
+}
+
+#[derive(Clone, Default)]
+struct Backend(Arc<Mutex<BackendState>>);
+
+impl Backend {
+    fn order(&self, id: u64, command: Command) {
+        self.0.lock().unwrap().commands.insert(id, command);
+    }
+
+    fn running(&self) -> usize {
+        self.0.lock().unwrap().running.len()
+    }
+
+    fn started(&self) -> Vec<u64> {
+        self.0.lock().unwrap().started.clone()
+    }
+}
+
+impl Service<u64> for Backend {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = BackendCall;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, id: u64) -> BackendCall {
+        let mut state = self.0.lock().unwrap();
+        state.running.insert(id);
+        state.started.push(id);
+        BackendCall {
+            id,
+            backend: self.clone(),
+        }
+    }
+}
+
+struct BackendCall {
+    id: u64,
+    backend: Backend,
+}
+
+impl Future for BackendCall {
+    type Output = Result<u64, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let command = self
+            .backend
+            .0
+            .lock()
+            .unwrap()
+            .commands
+            .get(&self.id)
+            .copied();
+        match command {
+            // Only ever polled by hand, after each step: no waker needed.
+            None => {
+                let _ = cx;
+                Poll::Pending
+            }
+            Some(Command::Complete) => Poll::Ready(Ok(self.id)),
+            Some(Command::Fail) => Poll::Ready(Err("backend failed".into())),
+            // `resume_unwind` skips the panic hook: no noise in the output.
+            Some(Command::Panic) => std::panic::resume_unwind(Box::new("backend panicked")),
+        }
+    }
+}
+
+impl Drop for BackendCall {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.backend.0.lock() {
+            state.running.remove(&self.id);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// A sink that checks the in-flight events and counts the rest.
+
+#[derive(Debug, Default)]
+struct Recorder {
+    gauge: AtomicI64,
+    admitted: AtomicUsize,
+    rejected: Mutex<Vec<RejectReason>>,
+    limits_seen: Mutex<HashSet<usize>>,
+}
+
+impl MetricsSink for Recorder {
+    fn record(&self, event: &Event<'_>) {
+        match *event {
+            Event::InFlightChanged {
+                policy,
+                layer,
+                change,
+                in_flight,
+                limit,
+            } => {
+                assert_eq!((policy, layer), ("bh", LayerKind::Bulkhead));
+                let now = self.gauge.fetch_add(change.delta(), Ordering::SeqCst) + change.delta();
+                // Single-threaded tests: the reported count is the running sum.
+                assert_eq!(now, in_flight as i64, "{change:?}");
+                assert!(
+                    in_flight <= limit,
+                    "{in_flight} in flight over limit {limit}"
+                );
+                self.limits_seen.lock().unwrap().insert(limit);
+            }
+            Event::Admitted { policy, .. } => {
+                assert_eq!(policy, "bh");
+                self.admitted.fetch_add(1, Ordering::SeqCst);
+            }
+            Event::Rejected { reason, .. } => self.rejected.lock().unwrap().push(reason),
+            _ => {}
+        }
+    }
+}
+
+fn layer(
+    limit: usize,
+    wait: Duration,
+    queue: Option<usize>,
+    recorder: &Arc<Recorder>,
+) -> BulkheadLayer {
+    let mut builder = BulkheadLayer::builder()
+        .name("bh")
+        .max_concurrent(limit)
+        .max_wait(wait)
+        .metrics(Metrics::from_arc(recorder.clone()));
+    if let Some(queue) = queue {
+        builder = builder.queue(queue);
+    }
+    builder.build().unwrap()
+}
+
+type Call = Pin<Box<dyn Future<Output = Result<u64, BoxError>>>>;
+
+fn start<S>(svc: &mut S, id: u64) -> Call
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+    S::Future: 'static,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        svc.poll_ready(&mut cx).is_ready(),
+        "poll_ready never waits for a slot"
+    );
+    Box::pin(svc.call(id))
+}
+
+fn poll(call: &mut Call) -> Poll<Result<u64, BoxError>> {
+    call.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn overload_kind(result: &Result<u64, BoxError>) -> Option<OverloadKind> {
+    result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<Overloaded>())
+        .map(Overloaded::kind)
+}
+
+// ---------------------------------------------------------------------
+
+#[test]
+fn a_full_bulkhead_rejects_at_once_by_default_and_poll_ready_never_waits() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(2, Duration::ZERO, None, &recorder);
+    let mut svc = layer.layer(backend.clone());
+
+    let mut a = start(&mut svc, 1);
+    let b = start(&mut svc, 2);
+    assert_eq!(layer.in_flight(), 2);
+    // A clone per request, as axum does: still ready, still one limit.
+    let mut c = start(&mut svc.clone(), 3);
+    match poll(&mut c) {
+        Poll::Ready(Err(err)) => {
+            let overloaded = err.downcast_ref::<Overloaded>().expect("Overloaded");
+            assert_eq!(overloaded.kind(), OverloadKind::Full);
+            assert_eq!(overloaded.limit(), 2);
+            assert_eq!(overloaded.policy(), "bh");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(backend.started(), vec![1, 2], "the rejected call never ran");
+
+    backend.order(1, Command::Complete);
+    assert!(matches!(poll(&mut a), Poll::Ready(Ok(1))));
+    assert_eq!(layer.in_flight(), 1);
+    drop(b);
+    assert_eq!(layer.in_flight(), 0);
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+    assert_eq!(recorder.admitted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        *recorder.rejected.lock().unwrap(),
+        vec![RejectReason::ConcurrencyFull]
+    );
+}
+
+#[test]
+fn one_layer_is_one_limit_across_services_and_clones() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = layer(1, Duration::ZERO, None, &recorder);
+    let backend = Backend::default();
+    let mut route_a = layer.layer(backend.clone());
+    let mut route_b = layer.clone().layer(backend.clone());
+    let _a = start(&mut route_a, 1);
+    let mut b = start(&mut route_b, 2);
+    assert_eq!(
+        overload_kind(&ready(poll(&mut b))),
+        Some(OverloadKind::Full)
+    );
+    assert_eq!(route_b.in_flight(), 1);
+}
+
+fn ready<T: std::fmt::Debug>(poll: Poll<T>) -> T {
+    match poll {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("expected Ready"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_fifo_order_and_newcomers_queue_behind_them() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(1, Duration::from_secs(10), Some(8), &recorder);
+    let mut svc = layer.layer(backend.clone());
+
+    let mut calls: Vec<(u64, Call)> = (1..=4).map(|id| (id, start(&mut svc, id))).collect();
+    for (_, call) in &mut calls {
+        assert!(poll(call).is_pending());
+    }
+    assert_eq!(layer.waiting(), 3);
+    assert_eq!(backend.started(), vec![1]);
+
+    // Finish the running call; the slot goes to the oldest waiter, even if
+    // a newcomer arrives before the waiter is polled again.
+    backend.order(1, Command::Complete);
+    assert!(matches!(poll(&mut calls[0].1), Poll::Ready(Ok(1))));
+    let mut newcomer = start(&mut svc, 5);
+    assert!(poll(&mut newcomer).is_pending());
+    for (_, call) in calls.iter_mut().skip(1) {
+        assert!(poll(call).is_pending());
+    }
+    calls.push((5, newcomer));
+
+    for id in 2..=5 {
+        backend.order(id, Command::Complete);
+        for (call_id, call) in calls.iter_mut().filter(|(i, _)| *i >= id) {
+            let p = poll(call);
+            if *call_id == id {
+                assert!(matches!(p, Poll::Ready(Ok(done)) if done == id));
+            } else {
+                assert!(p.is_pending());
+            }
+        }
+    }
+    assert_eq!(backend.started(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(layer.in_flight(), 0);
+    assert_eq!(layer.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_is_rejected_when_its_wait_runs_out_and_not_before() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(1, Duration::from_millis(100), None, &recorder);
+    let mut svc = layer.layer(backend.clone());
+
+    let mut holder = start(&mut svc, 1);
+    assert!(poll(&mut holder).is_pending());
+    let mut waiter = start(&mut svc, 2);
+    assert!(poll(&mut waiter).is_pending());
+
+    tokio::time::advance(Duration::from_millis(99)).await;
+    assert!(poll(&mut waiter).is_pending());
+    assert_eq!(layer.waiting(), 1);
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let result = ready(poll(&mut waiter));
+    assert_eq!(overload_kind(&result), Some(OverloadKind::WaitTimedOut));
+    assert_eq!(layer.waiting(), 0);
+    assert_eq!(
+        *recorder.rejected.lock().unwrap(),
+        vec![RejectReason::WaitTimedOut]
+    );
+
+    // A waiter that gets a slot within its wait runs.
+    let mut lucky = start(&mut svc, 3);
+    assert!(poll(&mut lucky).is_pending());
+    tokio::time::advance(Duration::from_millis(60)).await;
+    backend.order(1, Command::Complete);
+    assert!(matches!(poll(&mut holder), Poll::Ready(Ok(1))));
+    tokio::time::advance(Duration::from_millis(60)).await;
+    assert!(poll(&mut lucky).is_pending(), "running, past its wait");
+    backend.order(3, Command::Complete);
+    assert!(matches!(poll(&mut lucky), Poll::Ready(Ok(3))));
+    assert_eq!(backend.started(), vec![1, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_rejects_at_once() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = layer(1, Duration::from_secs(1), Some(1), &recorder);
+    let mut svc = layer.layer(Backend::default());
+    let _holder = start(&mut svc, 1);
+    let mut waiter = start(&mut svc, 2);
+    assert!(poll(&mut waiter).is_pending());
+    let mut third = start(&mut svc, 3);
+    let result = ready(poll(&mut third));
+    assert_eq!(overload_kind(&result), Some(OverloadKind::QueueFull));
+    let overloaded = result.unwrap_err();
+    assert_eq!(overloaded.downcast_ref::<Overloaded>().unwrap().limit(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permits_are_released_on_error_panic_and_cancellation() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(3, Duration::from_secs(1), None, &recorder);
+    let mut svc = layer.layer(backend.clone());
+
+    let mut failing = start(&mut svc, 1);
+    let mut panicking = start(&mut svc, 2);
+    let cancelled = start(&mut svc, 3);
+    let mut waiting = start(&mut svc, 4);
+    assert!(poll(&mut waiting).is_pending());
+    assert_eq!((layer.in_flight(), layer.waiting()), (3, 1));
+
+    backend.order(1, Command::Fail);
+    assert!(
+        ready(poll(&mut failing))
+            .unwrap_err()
+            .to_string()
+            .contains("backend failed")
+    );
+    // The freed slot went to the waiter.
+    assert_eq!((layer.in_flight(), layer.waiting()), (3, 0));
+
+    backend.order(2, Command::Panic);
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| poll(&mut panicking)));
+    assert!(unwound.is_err());
+    drop(panicking);
+    assert_eq!(layer.in_flight(), 2);
+
+    drop(cancelled);
+    assert_eq!(layer.in_flight(), 1);
+    assert_eq!(
+        backend.running(),
+        0,
+        "the waiter has its slot but has not run yet"
+    );
+    drop(waiting);
+    assert_eq!(layer.in_flight(), 0);
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_panic_inside_a_task_releases_the_permit() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = layer(1, Duration::ZERO, None, &recorder);
+    let svc = layer.layer(service_fn(|_: u64| async {
+        tokio::task::yield_now().await;
+        std::panic::resume_unwind(Box::new("handler panicked"));
+        #[allow(unreachable_code)]
+        Ok::<u64, Infallible>(0)
+    }));
+    let joined = tokio::spawn(svc.clone().oneshot(1)).await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(layer.in_flight(), 0);
+    // The slot is usable again.
+    let again = tokio::spawn(svc.oneshot(2)).await;
+    assert!(again.unwrap_err().is_panic());
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn invalid_configurations_are_typed_errors() {
+    let err = BulkheadLayer::builder()
+        .max_concurrent(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_concurrent");
+    let err = BulkheadLayer::builder().queue(10).build().unwrap_err();
+    assert_eq!(err.field(), "max_wait");
+    let err = BulkheadLayer::builder()
+        .max_wait(Duration::from_millis(1))
+        .queue(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "queue");
+    let err = BulkheadLayer::builder()
+        .max_concurrent(10)
+        .adaptive(palisade_bulkhead::adaptive::AdaptiveLimit::gradient())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_concurrent");
+    let err = BulkheadLayer::builder()
+        .adaptive(
+            palisade_bulkhead::adaptive::AdaptiveLimit::gradient()
+                .min_limit(10)
+                .max_limit(5),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_limit");
+    let err = BulkheadLayer::builder()
+        .adaptive(palisade_bulkhead::adaptive::AdaptiveLimit::new(
+            palisade_bulkhead::adaptive::Gradient::new().smoothing(0.0),
+        ))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "smoothing");
+}
+
+#[test]
+fn the_happy_path_allocates_nothing() {
+    let ready_backend = service_fn(|x: u64| std::future::ready(Ok::<_, Infallible>(x)));
+    let fixed = BulkheadLayer::builder()
+        .max_concurrent(4)
+        .metrics(Metrics::new(Recorder::default()))
+        .name("bh")
+        .build()
+        .unwrap();
+    let adaptive = BulkheadLayer::builder()
+        .adaptive(palisade_bulkhead::adaptive::AdaptiveLimit::gradient())
+        .clock(palisade_core::ManualClock::new().clock())
+        .build()
+        .unwrap();
+    let waiting = BulkheadLayer::builder()
+        .max_concurrent(4)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for layer in [fixed, adaptive, waiting] {
+        let mut svc = layer.layer(ready_backend);
+        let mut cx = Context::from_waker(Waker::noop());
+        // Warm up once, then count.
+        for round in 0..2 {
+            let allocations = allocation_counter::measure(|| {
+                for _ in 0..10 {
+                    assert!(svc.poll_ready(&mut cx).is_ready());
+                    let call = pin!(svc.call(7));
+                    assert!(matches!(call.poll(&mut cx), Poll::Ready(Ok(7))));
+                }
+            });
+            if round == 1 {
+                assert_eq!(allocations.count_total, 0, "{layer:?}");
+            }
+        }
+        assert_eq!(layer.in_flight(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------
+// Random interleavings.
+
+#[derive(Clone, Debug)]
+enum Op {
+    Start,
+    Complete(usize),
+    Fail(usize),
+    Panic(usize),
+    Cancel(usize),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Start),
+        2 => any::<usize>().prop_map(Op::Complete),
+        1 => any::<usize>().prop_map(Op::Fail),
+        1 => any::<usize>().prop_map(Op::Panic),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => (1_u64..40).prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn in_flight_never_exceeds_the_limit_and_ends_at_zero(
+        limit in 1_usize..4,
+        wait_ms in prop_oneof![Just(0_u64), 10_u64..60],
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let recorder = Arc::new(Recorder::default());
+            let backend = Backend::default();
+            let queue = (wait_ms > 0).then_some(2);
+            let layer = layer(limit, Duration::from_millis(wait_ms), queue, &recorder);
+            let svc = layer.layer(backend.clone());
+            let mut live: Vec<(u64, Call)> = Vec::new();
+            let mut next = 0;
+            for op in ops {
+                match op {
+                    Op::Start => {
+                        next += 1;
+                        // A fresh clone per request, as axum does.
+                        live.push((next, start(&mut svc.clone(), next)));
+                    }
+                    Op::Complete(i) | Op::Fail(i) | Op::Panic(i) if !live.is_empty() => {
+                        let id = live[i % live.len()].0;
+                        let command = match op {
+                            Op::Complete(_) => Command::Complete,
+                            Op::Fail(_) => Command::Fail,
+                            _ => Command::Panic,
+                        };
+                        backend.order(id, command);
+                    }
+                    Op::Cancel(i) if !live.is_empty() => {
+                        let index = i % live.len();
+                        drop(live.swap_remove(index));
+                    }
+                    Op::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+                    _ => {}
+                }
+                // Poll everything once; drop what finished or panicked.
+                live.retain_mut(|(_, call)| {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| poll(call))) {
+                        Ok(Poll::Pending) => true,
+                        Ok(Poll::Ready(_)) | Err(_) => false,
+                    }
+                });
+                let in_flight = layer.in_flight();
+                prop_assert!(in_flight <= limit, "{} in flight, limit {}", in_flight, limit);
+                prop_assert!(backend.running() <= in_flight);
+                prop_assert_eq!(recorder.gauge.load(Ordering::SeqCst), in_flight as i64);
+            }
+            drop(live);
+            prop_assert_eq!(layer.in_flight(), 0);
+            prop_assert_eq!(layer.waiting(), 0);
+            prop_assert_eq!(backend.running(), 0);
+            prop_assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn in_flight_events_report_acquire_and_release_exactly_once() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = layer(1, Duration::ZERO, None, &recorder);
+    let backend = Backend::default();
+    let mut svc = layer.layer(backend.clone());
+    let mut call = start(&mut svc, 1);
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 1);
+    backend.order(1, Command::Complete);
+    assert!(poll(&mut call).is_ready());
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+    drop(call);
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+    assert_eq!(*recorder.limits_seen.lock().unwrap(), HashSet::from([1]));
+}
