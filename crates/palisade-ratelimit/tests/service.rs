@@ -1,0 +1,443 @@
+//! The tower service on tokio's paused clock: one policy across clones and
+//! routes, `poll_ready`, waiting, keys from requests, missing keys,
+//! headers and errors.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use palisade_core::{Event, KeyKind, Metrics, MetricsSink, RejectReason};
+use palisade_ratelimit::error::{BoxError, MissingKey, RateLimited};
+use palisade_ratelimit::key::{ClientIp, ForwardedHeader, HeaderKey, PeerIp};
+use palisade_ratelimit::{HeaderStyle, OnMissingKey, RateLimitLayer};
+use tokio::time::Instant;
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn echo() -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<()>, Infallible>> + Send,
+> + Clone {
+    service_fn(|_req: Request<()>| async { Ok(Response::new(())) })
+}
+
+fn from(peer: &str) -> Request<()> {
+    let mut request = Request::new(());
+    let addr: IpAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(SocketAddr::new(addr, 443));
+    request
+}
+
+fn with_xff(peer: &str, xff: &str) -> Request<()> {
+    let mut request = from(peer);
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", xff.parse().unwrap());
+    request
+}
+
+async fn send<S>(svc: &S, request: Request<()>) -> Result<Response<()>, BoxError>
+where
+    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+{
+    svc.clone().oneshot(request).await
+}
+
+fn limited(result: Result<Response<()>, BoxError>) -> RateLimited {
+    result
+        .expect_err("expected a rejection")
+        .downcast::<RateLimited>()
+        .map(|boxed| *boxed)
+        .expect("a RateLimited rejection")
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_layer_is_one_policy_across_clones_and_routes() {
+    let layer = RateLimitLayer::builder()
+        .quota(2, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let route_a = layer.layer(echo());
+    let route_b = layer.clone().layer(echo());
+    send(&route_a, Request::new(())).await.unwrap();
+    send(&route_b.clone(), Request::new(())).await.unwrap();
+    let refused = limited(send(&route_a, Request::new(())).await);
+    assert_eq!(refused.retry_after(), Duration::from_millis(500));
+    limited(send(&route_b, Request::new(())).await);
+    tokio::time::advance(Duration::from_millis(500)).await;
+    send(&route_b, Request::new(())).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_never_waits_for_the_bucket() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
+    let spare = mock.clone();
+    let mut svc = tower_test::mock::Spawn::new(layer.layer(mock));
+
+    handle.allow(2);
+    assert_ready_ok!(svc.poll_ready());
+    let first = svc.call(1);
+    let (request, respond) = handle.next_request().await.unwrap();
+    assert_eq!(request, 1);
+    respond.send_response(10);
+    assert_eq!(first.await.unwrap(), 10);
+
+    // The bucket is empty, yet the service is ready: the request is
+    // refused when called, and the inner service never sees it.
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(2).await.unwrap_err();
+    assert!(err.is::<RateLimited>());
+
+    // Readiness still follows the inner service.
+    handle.allow(0);
+    let mut other = tower_test::mock::Spawn::new(layer.layer(spare));
+    assert_pending!(other.poll_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_mode_holds_a_request_until_its_turn() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let start = Instant::now();
+    send(&svc, Request::new(())).await.unwrap();
+    send(&svc, Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    send(&svc, Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_mode_rejects_at_once_past_the_maximum_delay() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(10))
+        .wait_up_to(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    send(&svc, Request::new(())).await.unwrap();
+    let start = Instant::now();
+    let refused = limited(send(&svc, Request::new(())).await);
+    assert_eq!(refused.retry_after(), Duration::from_secs(10));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_that_lose_the_race_wait_again_within_their_deadline() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    send(&svc, Request::new(())).await.unwrap();
+    let start = Instant::now();
+    // Two waiters for one refill: one is admitted at 1 s; the other would
+    // need until 2 s, past its 1.5 s budget, and is refused at 1 s.
+    let (a, b) = tokio::join!(
+        send(&svc, Request::new(())),
+        send(&svc, Request::new(()))
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1);
+    let refused = limited(if a.is_err() { a } else { b });
+    assert_eq!(refused.retry_after(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_takes_nothing_from_the_bucket() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    send(&svc, Request::new(())).await.unwrap();
+    let waiter = tokio::time::timeout(Duration::from_millis(100), send(&svc, Request::new(())));
+    assert!(waiter.await.is_err(), "the waiter was cancelled");
+    tokio::time::advance(Duration::from_millis(900)).await;
+    // The refill is still there for the next request, with no wait.
+    let start = Instant::now();
+    send(&svc, Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_change_the_key() {
+    let layer = RateLimitLayer::builder()
+        .quota(2, Duration::from_secs(60))
+        .keyed_by(ClientIp::new().trust("10.0.0.0/8".parse().unwrap()))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let peer = "203.0.113.50";
+    send(&svc, with_xff(peer, "1.1.1.1")).await.unwrap();
+    send(&svc, with_xff(peer, "2.2.2.2")).await.unwrap();
+    // A third "client" from the same peer shares the peer's bucket.
+    let refused = limited(send(&svc, with_xff(peer, "3.3.3.3, 10.0.0.1")).await);
+    assert_eq!(refused.key_kind(), KeyKind::ClientIp);
+    limited(send(&svc, from(peer)).await);
+    // Another peer is another key.
+    send(&svc, from("203.0.113.51")).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_ip_layer_trusts_nobody_by_default() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .keyed_by(ClientIp::new())
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    send(&svc, with_xff("127.0.0.1", "1.1.1.1")).await.unwrap();
+    limited(send(&svc, with_xff("127.0.0.1", "2.2.2.2")).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn behind_a_trusted_proxy_the_right_most_untrusted_address_is_the_key() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .keyed_by(
+            ClientIp::new()
+                .trust("10.0.0.0/8".parse().unwrap())
+                .trust("192.168.0.0/16".parse().unwrap()),
+        )
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let proxy = "10.0.0.1";
+    send(&svc, with_xff(proxy, "6.6.6.6, 198.51.100.1, 192.168.1.1"))
+        .await
+        .unwrap();
+    // Whatever the client wrote on the left, 198.51.100.1 is the key.
+    limited(send(&svc, with_xff(proxy, "7.7.7.7, 198.51.100.1, 192.168.9.9")).await);
+    limited(send(&svc, with_xff(proxy, "198.51.100.1")).await);
+    // Other clients behind the same proxy have their own buckets.
+    send(&svc, with_xff(proxy, "198.51.100.2")).await.unwrap();
+    send(&svc, with_xff(proxy, "198.51.100.1, 198.51.100.3"))
+        .await
+        .unwrap();
+    // The proxy's own bucket (no header) is separate too.
+    send(&svc, from(proxy)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn forwarded_header_behind_a_trusted_proxy() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .keyed_by(
+            ClientIp::new()
+                .trust("10.0.0.0/8".parse().unwrap())
+                .header(ForwardedHeader::Forwarded),
+        )
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let request = |forwarded: &str| {
+        let mut request = from("10.1.1.1");
+        request
+            .headers_mut()
+            .insert("forwarded", forwarded.parse().unwrap());
+        request
+    };
+    send(&svc, request("for=\"[2001:db8:aa:bb::1]:4000\";proto=https"))
+        .await
+        .unwrap();
+    // Same /64, through another trusted hop.
+    limited(send(&svc, request("for=\"[2001:db8:aa:bb::2]\", for=10.2.2.2")).await);
+    send(&svc, request("for=\"[2001:db8:aa:cc::1]\"")).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipv6_peers_in_one_slash_64_share_a_bucket() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .keyed_by(PeerIp::new())
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    send(&svc, from("2001:db8:5:6:1::1")).await.unwrap();
+    let refused = limited(send(&svc, from("2001:db8:5:6:ffff::abcd")).await);
+    assert_eq!(refused.key_kind(), KeyKind::PeerIp);
+    send(&svc, from("2001:db8:5:7::1")).await.unwrap();
+    // A /48 prefix groups wider.
+    let wide = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .keyed_by(PeerIp::new().ipv6_prefix(48))
+        .build()
+        .unwrap()
+        .layer(echo());
+    send(&wide, from("2001:db8:5:6::1")).await.unwrap();
+    limited(send(&wide, from("2001:db8:5:ffff::1")).await);
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    admitted: AtomicUsize,
+    rate_limited: AtomicUsize,
+    missing: AtomicUsize,
+}
+
+impl MetricsSink for Counts {
+    fn record(&self, event: &Event<'_>) {
+        match event {
+            Event::Admitted { .. } => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Rejected {
+                reason: RejectReason::RateLimited,
+                ..
+            } => {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Rejected {
+                reason: RejectReason::MissingKey,
+                ..
+            } => {
+                self.missing.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_keys_follow_the_configured_policy() {
+    let build = |policy: OnMissingKey, counts: &Arc<Counts>| {
+        RateLimitLayer::builder()
+            .name("keys")
+            .quota(1, Duration::from_secs(60))
+            .keyed_by(PeerIp::new())
+            .on_missing_key(policy)
+            .metrics(Metrics::from_arc(counts.clone()))
+            .build()
+            .unwrap()
+            .layer(echo())
+    };
+
+    let counts = Arc::new(Counts::default());
+    let reject = build(OnMissingKey::Reject, &counts);
+    let err = send(&reject, Request::new(())).await.unwrap_err();
+    let missing = err.downcast_ref::<MissingKey>().expect("a MissingKey");
+    assert_eq!(missing.key_kind(), KeyKind::PeerIp);
+    assert_eq!(missing.policy(), "keys");
+    assert_eq!(counts.missing.load(Ordering::Relaxed), 1);
+
+    let counts = Arc::new(Counts::default());
+    let fallback = build(OnMissingKey::Fallback, &counts);
+    send(&fallback, Request::new(())).await.unwrap();
+    let refused = limited(send(&fallback, Request::new(())).await);
+    assert_eq!(refused.key_kind(), KeyKind::Fallback);
+    // Keyed requests are unaffected by the shared bucket.
+    send(&fallback, from("192.0.2.1")).await.unwrap();
+    assert_eq!(counts.admitted.load(Ordering::Relaxed), 2);
+    assert_eq!(counts.rate_limited.load(Ordering::Relaxed), 1);
+
+    let counts = Arc::new(Counts::default());
+    let allow = build(OnMissingKey::Allow, &counts);
+    for _ in 0..5 {
+        send(&allow, Request::new(())).await.unwrap();
+    }
+    assert_eq!(counts.admitted.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_can_be_the_key() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(60))
+        .keyed_by(HeaderKey::new(http::header::AUTHORIZATION))
+        .on_missing_key(OnMissingKey::Reject)
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let with_key = |key: &str| {
+        let mut request = Request::new(());
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, key.parse().unwrap());
+        request
+    };
+    send(&svc, with_key("token-a")).await.unwrap();
+    assert_eq!(
+        limited(send(&svc, with_key("token-a")).await).key_kind(),
+        KeyKind::Header
+    );
+    send(&svc, with_key("token-b")).await.unwrap();
+    assert!(
+        send(&svc, with_key(""))
+            .await
+            .unwrap_err()
+            .is::<MissingKey>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn draft_headers_on_admitted_responses() {
+    let layer = RateLimitLayer::builder()
+        .name("api")
+        .quota(100, Duration::from_secs(60))
+        .headers(HeaderStyle::Draft)
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let response = send(&svc, Request::new(())).await.unwrap();
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        "\"api\";q=100;w=60"
+    );
+    // One request spent: 99 left, full again in 0.6 s, rounded up.
+    assert_eq!(response.headers()["ratelimit"], "\"api\";r=99;t=1");
+    for _ in 0..49 {
+        send(&svc, Request::new(())).await.unwrap();
+    }
+    let response = send(&svc, Request::new(())).await.unwrap();
+    assert_eq!(response.headers()["ratelimit"], "\"api\";r=49;t=31");
+}
+
+#[tokio::test(start_paused = true)]
+async fn legacy_headers_on_admitted_responses() {
+    let layer = RateLimitLayer::builder()
+        .quota(10, Duration::from_secs(10))
+        .burst(3)
+        .headers(HeaderStyle::Legacy)
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let response = send(&svc, Request::new(())).await.unwrap();
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("x-ratelimit-limit"), "3");
+    assert_eq!(header("x-ratelimit-remaining"), "2");
+    assert_eq!(header("x-ratelimit-reset"), "1");
+    assert!(response.headers().get("ratelimit").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_and_responses_pass_through() {
+    let layer = RateLimitLayer::builder().build().unwrap();
+    let failing = layer.layer(service_fn(|_req: Request<()>| async {
+        Err::<Response<()>, _>(std::io::Error::other("boom"))
+    }));
+    let err = failing.oneshot(Request::new(())).await.unwrap_err();
+    assert!(err.is::<std::io::Error>());
+
+    let teapot = layer.layer(service_fn(|_req: Request<()>| async {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::IM_A_TEAPOT;
+        Ok::<_, Infallible>(response)
+    }));
+    let response = teapot.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
+    assert!(response.headers().is_empty());
+}
