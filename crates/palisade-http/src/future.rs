@@ -1,0 +1,137 @@
+//! Response futures of the mapping layers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use palisade_core::BoxError;
+use pin_project_lite::pin_project;
+
+use crate::body::MakeErrorBody;
+use crate::mapping::{HttpMapping, log_mapped};
+
+pin_project! {
+    /// Response future of [`ErrorToResponse`](crate::ErrorToResponse).
+    pub struct ResponseFuture<F, H> {
+        #[pin]
+        state: State<F>,
+        mapping: Arc<HttpMapping<H>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        NotReady { error: Option<BoxError> },
+    }
+}
+
+impl<F, H> ResponseFuture<F, H> {
+    pub(crate) fn new(future: F, mapping: Arc<HttpMapping<H>>) -> Self {
+        Self {
+            state: State::Inner { future },
+            mapping,
+        }
+    }
+
+    /// A future answering the mapped response for a readiness error.
+    pub(crate) fn not_ready(error: BoxError, mapping: Arc<HttpMapping<H>>) -> Self {
+        Self {
+            state: State::NotReady { error: Some(error) },
+            mapping,
+        }
+    }
+}
+
+impl<F, E, B, H> Future for ResponseFuture<F, H>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: Into<BoxError>,
+    B: From<Bytes>,
+    H: MakeErrorBody,
+{
+    type Output = Result<http::Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let error = match this.state.project() {
+            StateProj::Inner { future } => match ready!(future.poll(cx)) {
+                Ok(res) => return Poll::Ready(Ok(res)),
+                Err(err) => err.into(),
+            },
+            StateProj::NotReady { error } => match error.take() {
+                Some(error) => error,
+                None => "response future polled after completion".into(),
+            },
+        };
+        Poll::Ready(Ok(respond(this.mapping, error)))
+    }
+}
+
+/// The mapped response for `error`, logged.
+fn respond<B: From<Bytes>, H: MakeErrorBody>(
+    mapping: &HttpMapping<H>,
+    error: BoxError,
+) -> http::Response<B> {
+    let res = mapping.to_response(&*error);
+    log_mapped(&mapping.problem(&*error), &*error, &res.status());
+    res
+}
+
+#[cfg(feature = "tonic")]
+pub use self::grpc::GrpcResponseFuture;
+
+#[cfg(feature = "tonic")]
+mod grpc {
+    use super::*;
+    use crate::grpc::grpc_response;
+
+    pin_project! {
+        /// Response future of [`ErrorToStatus`](crate::grpc::ErrorToStatus).
+        pub struct GrpcResponseFuture<F> {
+            #[pin]
+            state: State<F>,
+        }
+    }
+
+    impl<F> GrpcResponseFuture<F> {
+        pub(crate) fn new(future: F) -> Self {
+            Self {
+                state: State::Inner { future },
+            }
+        }
+
+        pub(crate) fn not_ready(error: BoxError) -> Self {
+            Self {
+                state: State::NotReady { error: Some(error) },
+            }
+        }
+    }
+
+    impl<F, E, B> Future for GrpcResponseFuture<F>
+    where
+        F: Future<Output = Result<http::Response<B>, E>>,
+        E: Into<BoxError>,
+        B: Default,
+    {
+        type Output = Result<http::Response<B>, Infallible>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let error = match self.project().state.project() {
+                StateProj::Inner { future } => match ready!(future.poll(cx)) {
+                    Ok(res) => return Poll::Ready(Ok(res)),
+                    Err(err) => err.into(),
+                },
+                StateProj::NotReady { error } => match error.take() {
+                    Some(error) => error,
+                    None => "response future polled after completion".into(),
+                },
+            };
+            Poll::Ready(Ok(grpc_response(&*error)))
+        }
+    }
+}

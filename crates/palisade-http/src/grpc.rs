@@ -1,0 +1,282 @@
+//! gRPC: errors to [`tonic::Status`], and the gRPC flavour of the layer.
+//!
+//! | cause | code |
+//! |---|---|
+//! | [`RateLimited`](palisade_core::RateLimited) | `RESOURCE_EXHAUSTED` |
+//! | [`Overloaded`](palisade_core::Overloaded), [`CircuitOpen`](palisade_core::CircuitOpen) | `UNAVAILABLE` |
+//! | [`Elapsed`](palisade_core::Elapsed) | `DEADLINE_EXCEEDED` |
+//! | [`Panicked`](palisade_core::Panicked) | `INTERNAL` |
+//! | [`MissingKey`](palisade_core::MissingKey) | `INVALID_ARGUMENT` |
+//! | a [`tonic::Status`] in the chain | that status, as it is |
+//! | anything else | `UNKNOWN` |
+//!
+//! `MissingKey` is `INVALID_ARGUMENT`, like HTTP's 400: the request lacks
+//! what the limiter keys on, and retrying it unchanged fails the same way,
+//! whereas `RESOURCE_EXHAUSTED` would invite a retry. Other errors are
+//! `UNKNOWN`, as tonic itself maps an error it does not recognise;
+//! `INTERNAL` is kept for a caught panic, a broken invariant of the
+//! service. A [`tonic::Status`] found in the chain was chosen by someone as
+//! the answer, so it is kept.
+//!
+//! The message is the [`Problem::detail`](crate::Problem::detail)
+//! sentence: it names the policy and the reason, never the error's text.
+//! When the layer knows how long to wait, the status carries two metadata
+//! entries: `retry-after` (whole seconds, rounded up, at least 1, as HTTP's
+//! header) and `grpc-retry-pushback-ms` (milliseconds), the server
+//! pushback that gRPC clients with a retry policy honour.
+//!
+//! # Server side
+//!
+//! [`ErrorToStatusLayer`] answers an error with a trailers-only gRPC
+//! response (HTTP 200, `content-type: application/grpc`, `grpc-status`
+//! and `grpc-message` in the headers) and makes the service
+//! [`Infallible`]. Put it outermost on `tonic::transport::Server::builder()`
+//! so clients receive the mapped code rather than a reset stream.
+//!
+//! # Client side
+//!
+//! Around a `tonic::transport::Channel`, the same layer makes a rejection of
+//! the client's own stack (an open breaker, a rate limit) reach the
+//! generated client as the mapped [`tonic::Status`]. To map a `BoxError`
+//! yourself, use [`client_grpc_status`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_core::{BoxError, PolicyName, RateLimited, KeyKind};
+//! use palisade_http::grpc::to_grpc_status;
+//!
+//! let err: BoxError =
+//!     RateLimited::new(PolicyName::new("api"), Duration::from_millis(1500), KeyKind::Global).into();
+//! let status = to_grpc_status(&*err);
+//! assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+//! assert_eq!(status.message(), r#"Too many requests for policy "api". Retry after 2 seconds."#);
+//! assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+//! assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "1500");
+//! ```
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::fmt;
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use http::header::CONTENT_TYPE;
+use palisade_core::{BoxError, Rejection};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::future::GrpcResponseFuture;
+use crate::mapping::log_mapped;
+use crate::problem::{Problem, TimeoutStatus};
+
+/// The gRPC code for `err`; see the [module](self) table.
+pub fn to_grpc_code(err: &(dyn Error + 'static)) -> Code {
+    let problem = Problem::new(err, TimeoutStatus::default());
+    match problem.rejection() {
+        Some(rejection) => code_for(rejection),
+        None => find_status(err).map_or(Code::Unknown, Status::code),
+    }
+}
+
+fn code_for(rejection: Rejection<'_>) -> Code {
+    match rejection {
+        Rejection::RateLimited(_) => Code::ResourceExhausted,
+        Rejection::MissingKey(_) => Code::InvalidArgument,
+        Rejection::CircuitOpen(_) | Rejection::Overloaded(_) => Code::Unavailable,
+        Rejection::Elapsed(_) => Code::DeadlineExceeded,
+        Rejection::Panicked(_) => Code::Internal,
+        _ => Code::Unknown,
+    }
+}
+
+fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(status) = e.downcast_ref::<Status>() {
+            return Some(status);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The [`Status`] for `err`, safe to send to a client: the code from the
+/// [module](self) table, the problem's detail as message, retry metadata
+/// when known, never the error's text.
+pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
+    let problem = Problem::new(err, TimeoutStatus::default());
+    match problem.rejection() {
+        Some(rejection) => {
+            let mut status = Status::new(code_for(rejection), problem.detail().to_string());
+            if let Some(delay) = problem.retry_after() {
+                let metadata = status.metadata_mut();
+                metadata.insert(
+                    "retry-after",
+                    MetadataValue::from(crate::retry_after_seconds(delay)),
+                );
+                let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                metadata.insert("grpc-retry-pushback-ms", MetadataValue::from(millis));
+            }
+            status
+        }
+        None => match find_status(err) {
+            Some(status) => status.clone(),
+            None => Status::new(Code::Unknown, problem.detail().to_string()),
+        },
+    }
+}
+
+/// The [`Status`] for an error of a client's stack (around a tonic
+/// `Channel`): a palisade rejection maps as [`to_grpc_status`] does;
+/// anything else goes through [`Status::from_error`], which keeps a status
+/// from the server and maps transport errors, with their text (the caller's
+/// own process is the audience).
+pub fn client_grpc_status(err: BoxError) -> Status {
+    if palisade_core::find_rejection(&*err).is_some() {
+        to_grpc_status(&*err)
+    } else {
+        Status::from_error(err)
+    }
+}
+
+/// A trailers-only gRPC response for `err`, logged.
+pub(crate) fn grpc_response<B: Default>(err: &(dyn Error + 'static)) -> http::Response<B> {
+    let status = to_grpc_status(err);
+    log_mapped(
+        &Problem::new(err, TimeoutStatus::default()),
+        err,
+        &format_args!("{:?}", status.code()),
+    );
+    let mut res = http::Response::new(B::default());
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    if status.add_header(headers).is_err() {
+        // Only a header value tonic refuses gets here: keep the code.
+        headers.insert("grpc-status", HeaderValue::from(i32::from(status.code())));
+    }
+    res
+}
+
+/// Turns the errors of a gRPC service into trailers-only responses
+/// carrying the mapped [`Status`], so the service becomes [`Infallible`].
+///
+/// Works on a tonic server (`Server::builder().layer(..)`) and around a
+/// client `Channel`. The response body type `B` is kept; error responses
+/// use `B::default()`, an empty body (`tonic::body::Body` qualifies).
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::{BoxError, Overloaded, OverloadKind, PolicyName};
+/// use palisade_http::grpc::ErrorToStatusLayer;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let full = service_fn(|_req: http::Request<tonic::body::Body>| async {
+///     Err::<http::Response<tonic::body::Body>, BoxError>(
+///         Overloaded::new(PolicyName::new("db"), 8, OverloadKind::Full).into(),
+///     )
+/// });
+/// let svc = ErrorToStatusLayer::new().layer(full);
+/// let res = svc.oneshot(http::Request::new(tonic::body::Body::empty())).await.unwrap();
+/// assert_eq!(res.status(), 200);
+/// assert_eq!(res.headers()["grpc-status"], "14"); // UNAVAILABLE
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorToStatusLayer {
+    _private: (),
+}
+
+impl ErrorToStatusLayer {
+    /// The layer.
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl<S> Layer<S> for ErrorToStatusLayer {
+    type Service = ErrorToStatus<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ErrorToStatus {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+/// Answers a trailers-only gRPC response when the inner service fails.
+/// Built by [`ErrorToStatusLayer`].
+///
+/// A readiness error of the inner service is kept and answered by the next
+/// call, which then does not reach the inner service.
+pub struct ErrorToStatus<S> {
+    inner: S,
+    not_ready: Option<BoxError>,
+}
+
+impl<S> ErrorToStatus<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for ErrorToStatus<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ErrorToStatus<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorToStatus")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, B> Service<Req> for ErrorToStatus<S>
+where
+    S: Service<Req, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Default,
+{
+    type Response = http::Response<B>;
+    type Error = Infallible;
+    type Future = GrpcResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_none() {
+            if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
+                self.not_ready = Some(err.into());
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.not_ready.take() {
+            None => GrpcResponseFuture::new(self.inner.call(req)),
+            Some(err) => GrpcResponseFuture::not_ready(err),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The HTTP flavour of the layer: errors become responses, `Infallible`
+//! stays `Infallible`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use palisade_core::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{MakeErrorBody, ProblemJson};
+use crate::future::ResponseFuture;
+use crate::mapping::HttpMapping;
+
+/// Turns the errors of an HTTP service into responses, per an
+/// [`HttpMapping`], so the service's error type becomes [`Infallible`].
+///
+/// This is what axum's `Router::layer` and `route_layer` require of a
+/// layer, so a palisade stack topped with this layer needs no
+/// `HandleErrorLayer`.
+///
+/// # The response body type
+///
+/// The inner service's body type `B` is kept: error responses are built
+/// with `B::from(Bytes)`. `axum::body::Body`, `http_body_util::Full<Bytes>`
+/// and `Bytes` qualify. Keeping the type, rather than wrapping bodies in an
+/// either-type, leaves every other layer and axum itself seeing the body
+/// they expect, and costs nothing on the happy path. For a body type
+/// without `From<Bytes>`, map the body first (for example with
+/// `tower_http::map_response_body`) or call [`HttpMapping::to_response`]
+/// yourself.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, body::Body, routing::get};
+/// use palisade_core::{BoxError, PolicyName, RateLimited, KeyKind};
+/// use palisade_http::ErrorToResponseLayer;
+/// use tower::{service_fn, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A route service that can fail, as a palisade stack does.
+/// let limited = service_fn(|_req: http::Request<Body>| async {
+///     Err::<http::Response<Body>, BoxError>(
+///         RateLimited::new(PolicyName::new("api"), Duration::from_millis(300), KeyKind::Global).into(),
+///     )
+/// });
+/// let app = Router::new().route_service(
+///     "/",
+///     ErrorToResponseLayer::new().into_layer_for(limited),
+/// );
+///
+/// let res = app.oneshot(http::Request::new(Body::empty())).await.unwrap();
+/// assert_eq!(res.status(), 429);
+/// assert_eq!(res.headers()["retry-after"], "1");
+/// # }
+/// ```
+pub struct ErrorToResponseLayer<H = ProblemJson> {
+    mapping: Arc<HttpMapping<H>>,
+}
+
+impl ErrorToResponseLayer {
+    /// A layer with the default [`HttpMapping`].
+    pub fn new() -> Self {
+        Self::with_mapping(HttpMapping::new())
+    }
+}
+
+impl Default for ErrorToResponseLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H> ErrorToResponseLayer<H> {
+    /// A layer with the given mapping.
+    pub fn with_mapping(mapping: HttpMapping<H>) -> Self {
+        Self {
+            mapping: Arc::new(mapping),
+        }
+    }
+
+    /// The mapping.
+    pub fn mapping(&self) -> &HttpMapping<H> {
+        &self.mapping
+    }
+
+    /// Wraps `service`: the same as [`Layer::layer`], by value.
+    pub fn into_layer_for<S>(self, service: S) -> ErrorToResponse<S, H> {
+        ErrorToResponse {
+            inner: service,
+            mapping: self.mapping,
+            not_ready: None,
+        }
+    }
+}
+
+impl<H> Clone for ErrorToResponseLayer<H> {
+    fn clone(&self) -> Self {
+        Self {
+            mapping: Arc::clone(&self.mapping),
+        }
+    }
+}
+
+impl<H> fmt::Debug for ErrorToResponseLayer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorToResponseLayer")
+            .field("mapping", &self.mapping)
+            .finish()
+    }
+}
+
+impl<S, H> Layer<S> for ErrorToResponseLayer<H> {
+    type Service = ErrorToResponse<S, H>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.clone().into_layer_for(inner)
+    }
+}
+
+/// Answers the mapped response when the inner service fails. Built by
+/// [`ErrorToResponseLayer`].
+///
+/// A readiness error of the inner service is kept and answered, mapped, by
+/// the next call, which then does not reach the inner service.
+pub struct ErrorToResponse<S, H = ProblemJson> {
+    inner: S,
+    mapping: Arc<HttpMapping<H>>,
+    not_ready: Option<BoxError>,
+}
+
+impl<S, H> ErrorToResponse<S, H> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, H> Clone for ErrorToResponse<S, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            mapping: Arc::clone(&self.mapping),
+            // A clone has not been polled: it never inherits a failure.
+            not_ready: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug, H> fmt::Debug for ErrorToResponse<S, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorToResponse")
+            .field("inner", &self.inner)
+            .field("mapping", &self.mapping)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, H, Req, B> Service<Req> for ErrorToResponse<S, H>
+where
+    S: Service<Req, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    H: MakeErrorBody,
+    B: From<Bytes>,
+{
+    type Response = http::Response<B>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future, H>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_none() {
+            if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
+                self.not_ready = Some(err.into());
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.not_ready.take() {
+            None => ResponseFuture::new(self.inner.call(req), Arc::clone(&self.mapping)),
+            Some(err) => ResponseFuture::not_ready(err, Arc::clone(&self.mapping)),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! gRPC: the status table without a network, then a real tonic server on
+//! 127.0.0.1:0 (a hand-written service, no protoc) and a real tonic client,
+//! with the gRPC layer on the server and around the client's channel.
+
+#![cfg(feature = "tonic")]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use palisade_core::BoxError;
+use palisade_http::grpc::{ErrorToStatusLayer, client_grpc_status, to_grpc_code, to_grpc_status};
+use support::{RejectLayer, SECRET, TABLE, Wrapped, error};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+
+#[test]
+fn status_table_with_detail_and_retry_metadata() {
+    for &(kind, _, retry_after, code, reason) in TABLE {
+        let err = error(kind).unwrap();
+        let status = to_grpc_status(&*err);
+        assert_eq!(i32::from(status.code()), code, "{kind}");
+        assert_eq!(to_grpc_code(&*err), status.code(), "{kind}");
+        assert!(!status.message().contains(SECRET), "{kind} leaked");
+        assert!(!status.message().is_empty(), "{kind}");
+        if reason.is_some() && kind != "panicked" {
+            assert!(
+                status.message().contains("\"api\""),
+                "{kind}: {}",
+                status.message()
+            );
+        }
+        assert_eq!(
+            status
+                .metadata()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
+            retry_after,
+            "{kind}"
+        );
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").is_some(),
+            retry_after.is_some(),
+            "{kind}"
+        );
+    }
+    let status = to_grpc_status(&*error("circuit_open").unwrap());
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "3000"
+    );
+}
+
+#[test]
+fn a_status_in_the_chain_is_kept() {
+    let err: BoxError = Wrapped(Box::new(Status::not_found("no such book"))).into();
+    let status = to_grpc_status(&*err);
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "no such book");
+    assert_eq!(to_grpc_code(&*err), Code::NotFound);
+}
+
+#[test]
+fn client_status_maps_rejections_and_keeps_other_errors() {
+    let status = client_grpc_status(error("wrapped_rate_limited").unwrap());
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(!status.message().contains(SECRET));
+    // Not a rejection: tonic's own mapping, text included for the caller.
+    let status = client_grpc_status(error("other").unwrap());
+    assert_eq!(status.code(), Code::Unknown);
+    assert!(status.message().contains(SECRET));
+    let status = client_grpc_status(Status::unavailable("down").into());
+    assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn the_layer_answers_trailers_only_responses() {
+    let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
+        Err::<http::Response<tonic::body::Body>, _>(error("rate_limited").unwrap())
+    });
+    let res = ErrorToStatusLayer::new()
+        .layer(inner)
+        .oneshot(http::Request::new(tonic::body::Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/grpc");
+    assert_eq!(res.headers()["grpc-status"], "8");
+    assert_eq!(res.headers()["retry-after"], "2");
+    let message = res.headers()["grpc-message"].to_str().unwrap();
+    assert!(message.contains("policy"), "{message}");
+    let status = Status::from_header_map(res.headers()).unwrap();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+}
+
+/// Hand-written protobuf messages: no protoc needed.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Ping {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Pong {
+    #[prost(string, tag = "1")]
+    message: String,
+}
+
+const PING_PATH: &str = "/palisade.test.Echo/Ping";
+
+/// The `palisade.test.Echo` service, written by hand as tonic's generated
+/// code would be.
+#[derive(Clone, Debug, Default)]
+struct EchoServer;
+
+impl tonic::server::NamedService for EchoServer {
+    const NAME: &'static str = "palisade.test.Echo";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            if req.uri().path() != PING_PATH {
+                return Ok(Status::unimplemented("no such method").into_http());
+            }
+            let ping = service_fn(|req: tonic::Request<Ping>| async move {
+                Ok::<_, Status>(tonic::Response::new(Pong {
+                    message: format!("pong {}", req.into_inner().name),
+                }))
+            });
+            let mut grpc =
+                tonic::server::Grpc::new(tonic_prost::ProstCodec::<Pong, Ping>::default());
+            Ok(grpc.unary(ping, req).await)
+        })
+    }
+}
+
+async fn start_server() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        Server::builder()
+            .layer(
+                ServiceBuilder::new()
+                    .layer(ErrorToStatusLayer::new())
+                    .layer(RejectLayer),
+            )
+            .add_service(EchoServer)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+    });
+    (addr, stop, task)
+}
+
+async fn ping<T>(
+    client: &mut tonic::client::Grpc<T>,
+    reject: Option<&str>,
+) -> Result<String, Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError>,
+    T::Error: Into<BoxError>,
+{
+    let mut request = tonic::Request::new(Ping {
+        name: "palisade".to_owned(),
+    });
+    if let Some(kind) = reject {
+        request
+            .metadata_mut()
+            .insert("x-reject", kind.parse().unwrap());
+    }
+    client
+        .ready()
+        .await
+        .map_err(|e| Status::unknown(format!("not ready: {}", e.into())))?;
+    let res = client
+        .unary(
+            request,
+            PathAndQuery::from_static(PING_PATH),
+            tonic_prost::ProstCodec::<Ping, Pong>::default(),
+        )
+        .await?;
+    Ok(res.into_inner().message)
+}
+
+fn check(kind: &str, result: Result<String, Status>) {
+    let (_, _, retry_after, code, _) = *TABLE.iter().find(|row| row.0 == kind).unwrap();
+    let status = result.expect_err(kind);
+    assert_eq!(i32::from(status.code()), code, "{kind}: {status:?}");
+    assert!(!status.message().contains(SECRET), "{kind} leaked");
+    assert_eq!(
+        status
+            .metadata()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        retry_after,
+        "{kind}"
+    );
+}
+
+#[tokio::test]
+async fn a_tonic_server_answers_each_rejection_with_its_code() {
+    let (addr, stop, task) = start_server().await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+
+    assert_eq!(ping(&mut client, None).await.unwrap(), "pong palisade");
+    for &(kind, ..) in TABLE {
+        check(kind, ping(&mut client, Some(kind)).await);
+    }
+    // The connection survived every rejection.
+    assert_eq!(ping(&mut client, None).await.unwrap(), "pong palisade");
+
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn around_a_channel_the_client_sees_its_own_rejections_as_statuses() {
+    let (addr, stop, task) = start_server().await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // The client's own stack rejects (as a breaker or limiter would)
+    // before the request leaves the process.
+    let stack = ServiceBuilder::new()
+        .layer(ErrorToStatusLayer::new())
+        .layer(RejectLayer)
+        .service(channel);
+    let mut client = tonic::client::Grpc::new(stack);
+
+    for &(kind, ..) in TABLE {
+        check(kind, ping(&mut client, Some(kind)).await);
+    }
+    assert_eq!(ping(&mut client, None).await.unwrap(), "pong palisade");
+
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
