@@ -636,8 +636,9 @@ impl Breaker {
             mode,
             machine,
         };
-        let records =
-            matches!(mode, Mode::ForcedClosed) || (to.automatic() && machine == Machine::Closed);
+        // Every state but automatic open and half-open starts a fresh
+        // window; open keeps the window that tripped it, for inspection.
+        let fresh_window = !to.automatic() || machine == Machine::Closed;
         match (to.automatic(), machine) {
             (true, Machine::Open) => {
                 let now = now.unwrap_or_else(|| self.cfg.clock.now());
@@ -657,7 +658,7 @@ impl Breaker {
             }
             _ => {}
         }
-        if records {
+        if fresh_window {
             self.window.reset(to.epoch());
         }
         if reason == TransitionReason::ProbesSucceeded || reason == TransitionReason::Reset {
@@ -674,7 +675,7 @@ impl Breaker {
                 reason,
             });
         }
-        if records && self.cfg.metrics.is_enabled() {
+        if fresh_window && self.cfg.metrics.is_enabled() {
             // The gauge must not keep the rates of a window that is gone.
             self.emit_rates(Counts::default());
         }

@@ -1,0 +1,801 @@
+//! The breaker's state machine, driven with tokio's paused clock: every
+//! transition, every configuration option, and the exact call at which the
+//! breaker opens and closes.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Events, Seen};
+use palisade_breaker::error::CircuitOpen;
+use palisade_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, ProbeCounts};
+use palisade_core::{
+    BoxError, CircuitState, Elapsed, KeyKind, MissingKey, OverloadKind, Overloaded, Panicked,
+    PolicyName, RateLimited, RejectReason, TransitionReason,
+};
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use CircuitState::{Closed, HalfOpen, Open};
+
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    fail: bool,
+    takes: Duration,
+}
+
+const OK: Req = Req {
+    fail: false,
+    takes: Duration::ZERO,
+};
+const FAIL: Req = Req {
+    fail: true,
+    takes: Duration::ZERO,
+};
+
+fn slow(fail: bool, secs: u64) -> Req {
+    Req {
+        fail,
+        takes: Duration::from_secs(secs),
+    }
+}
+
+type Svc = BoxCloneService<Req, (), BoxError>;
+
+struct Rig {
+    svc: Svc,
+    layer: CircuitBreakerLayer,
+    events: Events,
+    inner_calls: Arc<AtomicUsize>,
+}
+
+impl Rig {
+    fn new(configure: impl FnOnce(CircuitBreakerBuilder) -> CircuitBreakerBuilder) -> Self {
+        let events = Events::default();
+        let layer = configure(
+            CircuitBreakerLayer::builder()
+                .name("dep")
+                .metrics(events.metrics()),
+        )
+        .build()
+        .unwrap();
+        let inner_calls = Arc::new(AtomicUsize::new(0));
+        let counter = inner_calls.clone();
+        let inner = service_fn(move |r: Req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if !r.takes.is_zero() {
+                    tokio::time::sleep(r.takes).await;
+                }
+                if r.fail {
+                    Err::<(), BoxError>("dependency failed".into())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        Self {
+            svc: BoxCloneService::new(layer.layer(inner)),
+            layer,
+            events,
+            inner_calls,
+        }
+    }
+
+    async fn hit(&self, req: Req) -> Result<(), BoxError> {
+        self.svc.clone().oneshot(req).await
+    }
+
+    async fn hit_all(&self, reqs: &[Req]) {
+        for r in reqs {
+            let _ = self.hit(*r).await;
+        }
+    }
+
+    fn state(&self) -> CircuitState {
+        self.layer.handle().state()
+    }
+
+    /// Issues a call and returns the future without awaiting it: the
+    /// breaker decides admission in `call`.
+    fn start(&self, req: Req) -> <Svc as Service<Req>>::Future {
+        let mut svc = self.svc.clone();
+        svc.call(req)
+    }
+}
+
+fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
+    let err = result.expect_err("expected a rejection");
+    err.downcast_ref::<CircuitOpen>()
+        .unwrap_or_else(|| panic!("not a CircuitOpen: {err}"))
+        .clone()
+}
+
+async fn advance(secs: u64) {
+    tokio::time::advance(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_at_exactly_the_call_that_reaches_the_failure_rate() {
+    let rig = Rig::new(|b| {
+        b.count_window(10)
+            .minimum_calls(10)
+            .failure_rate_threshold(0.5)
+    });
+    rig.hit_all(&[OK, OK, OK, OK, OK, FAIL, FAIL, FAIL, FAIL])
+        .await;
+    assert_eq!(rig.state(), Closed, "9 calls, under the minimum");
+    assert_eq!(rig.layer.handle().counts().calls, 9);
+    assert!(rig.hit(FAIL).await.is_err());
+    assert_eq!(rig.state(), Open, "10th call: 5 failures of 10 = 0.5");
+    assert_eq!(
+        rig.events.transitions(),
+        vec![(Closed, Open, TransitionReason::FailureRate)]
+    );
+    // 4 failures of 10 stays closed.
+    let rig = Rig::new(|b| {
+        b.count_window(10)
+            .minimum_calls(10)
+            .failure_rate_threshold(0.5)
+    });
+    rig.hit_all(&[OK, OK, OK, OK, OK, OK, FAIL, FAIL, FAIL, FAIL])
+        .await;
+    assert_eq!(rig.state(), Closed);
+    assert_eq!(rig.layer.handle().failure_rate(), 0.4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn minimum_calls_gates_the_rate() {
+    let rig = Rig::new(|b| {
+        b.count_window(10)
+            .minimum_calls(5)
+            .failure_rate_threshold(0.5)
+    });
+    rig.hit_all(&[FAIL, FAIL, FAIL, FAIL]).await;
+    assert_eq!(
+        rig.state(),
+        Closed,
+        "a 100% failure rate over 4 calls is not judged"
+    );
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(rig.state(), Open, "opens on the 5th call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_count_window_slides_one_call_at_a_time() {
+    let rig = Rig::new(|b| {
+        b.count_window(4)
+            .minimum_calls(4)
+            .failure_rate_threshold(0.5)
+    });
+    // F S S S -> 1/4; S pushes the F out -> 0/4; F -> 1/4; F -> 2/4 opens.
+    rig.hit_all(&[FAIL, OK, OK, OK, OK, FAIL]).await;
+    assert_eq!(rig.state(), Closed);
+    let counts = rig.layer.handle().counts();
+    assert_eq!((counts.calls, counts.failures), (4, 1));
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(rig.state(), Open, "opens on the 7th call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_time_window_forgets_old_buckets() {
+    let rig = Rig::new(|b| {
+        b.time_window(Duration::from_secs(10), 10)
+            .minimum_calls(4)
+            .failure_rate_threshold(0.5)
+    });
+    rig.hit_all(&[FAIL, FAIL, FAIL]).await;
+    advance(10).await;
+    assert_eq!(
+        rig.layer.handle().counts().calls,
+        0,
+        "t=0 left the window at t=10"
+    );
+    rig.hit_all(&[OK, OK, OK, FAIL]).await;
+    assert_eq!(rig.state(), Closed, "1 failure of 4 in the window");
+    advance(9).await;
+    // The 4 calls of t=10 are still in the window at t=19.
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(rig.layer.handle().counts().calls, 5);
+    assert_eq!(rig.state(), Closed, "2 of 5");
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(rig.state(), Open, "3 of 6 = 0.5");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_open_the_breaker_even_when_they_succeed() {
+    let rig = Rig::new(|b| {
+        b.count_window(4)
+            .minimum_calls(4)
+            .slow_call_duration(Duration::from_secs(2))
+            .slow_call_rate_threshold(0.5)
+    });
+    rig.hit(slow(false, 2)).await.unwrap();
+    rig.hit(slow(false, 1)).await.unwrap();
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed);
+    assert_eq!(rig.layer.handle().counts().slow, 1, "2s is slow, 1s is not");
+    rig.hit(slow(false, 3)).await.unwrap();
+    assert_eq!(rig.state(), Open, "2 slow of 4");
+    assert_eq!(
+        rig.events.transitions(),
+        vec![(Closed, Open, TransitionReason::SlowRate)]
+    );
+    assert!(rig.events.all().contains(&Seen::Completed(
+        palisade_core::Outcome::Success,
+        Some(Duration::from_secs(3))
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_is_reported_only_when_measured() {
+    let rig = Rig::new(|b| b.count_window(10).minimum_calls(10));
+    rig.hit(slow(false, 1)).await.unwrap();
+    assert!(
+        rig.events
+            .all()
+            .contains(&Seen::Completed(palisade_core::Outcome::Success, None))
+    );
+    let rig = Rig::new(|b| b.count_window(10).minimum_calls(10).measure_latency(true));
+    rig.hit(slow(false, 1)).await.unwrap();
+    assert!(rig.events.all().contains(&Seen::Completed(
+        palisade_core::Outcome::Success,
+        Some(Duration::from_secs(1))
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_rejects_at_once_with_retry_after_and_no_inner_call() {
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(30))
+    });
+    rig.hit_all(&[FAIL, FAIL]).await;
+    assert_eq!(rig.state(), Open);
+    let inner_before = rig.inner_calls.load(Ordering::SeqCst);
+    advance(12).await;
+    let open = open_error(rig.hit(OK).await);
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(18)));
+    assert_eq!(open.state(), Open);
+    assert_eq!(open.policy(), "dep");
+    assert_eq!(open.reason(), RejectReason::CircuitOpen);
+    assert_eq!(rig.inner_calls.load(Ordering::SeqCst), inner_before);
+    assert_eq!(
+        rig.layer.handle().retry_after(),
+        Some(Duration::from_secs(18))
+    );
+    assert_eq!(
+        rig.events
+            .count(|e| *e == Seen::Rejected(RejectReason::CircuitOpen)),
+        1
+    );
+    // One nanosecond before the wait ends it is still open.
+    tokio::time::advance(Duration::from_secs(18) - Duration::from_nanos(1)).await;
+    assert!(rig.hit(OK).await.is_err());
+    assert_eq!(rig.state(), Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_exactly_n_probes_and_closes_on_the_last() {
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(3)
+    });
+    rig.hit_all(&[FAIL, FAIL]).await;
+    advance(5).await;
+    let p1 = rig.start(slow(false, 1));
+    assert_eq!(
+        rig.state(),
+        HalfOpen,
+        "the first call after the wait moves to half-open"
+    );
+    let p2 = rig.start(slow(false, 1));
+    let p3 = rig.start(slow(false, 2));
+    let refused = open_error(rig.hit(OK).await);
+    assert_eq!(refused.state(), HalfOpen);
+    assert_eq!(refused.reason(), RejectReason::HalfOpenFull);
+    assert_eq!(
+        rig.layer.handle().probes(),
+        ProbeCounts {
+            admitted: 3,
+            completed: 0,
+            failures: 0,
+            slow: 0
+        }
+    );
+    let (a, b) = tokio::join!(p1, p2);
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(rig.state(), HalfOpen, "2 of 3 probes done");
+    assert!(rig.hit(OK).await.is_err(), "still no free probe slot");
+    p3.await.unwrap();
+    assert_eq!(rig.state(), Closed, "closes on the 3rd probe");
+    assert_eq!(
+        rig.events.transitions(),
+        vec![
+            (Closed, Open, TransitionReason::FailureRate),
+            (Open, HalfOpen, TransitionReason::WaitElapsed),
+            (HalfOpen, Closed, TransitionReason::ProbesSucceeded),
+        ]
+    );
+    assert_eq!(rig.layer.handle().counts().calls, 0, "a fresh window");
+    assert_eq!(
+        rig.events
+            .count(|e| *e == Seen::Rejected(RejectReason::HalfOpenFull)),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_over_a_threshold_reopen_the_breaker() {
+    // Failure rate: 1 of 2 probes failed = 0.5 reaches the threshold.
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(2)
+    });
+    rig.hit_all(&[FAIL, FAIL]).await;
+    advance(5).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), HalfOpen);
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(rig.state(), Open);
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(HalfOpen, Open, TransitionReason::FailureRate))
+    );
+
+    // Slow rate: the probes succeed but are slow.
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(2)
+            .slow_call_duration(Duration::from_secs(1))
+            .slow_call_rate_threshold(0.5)
+    });
+    rig.hit_all(&[FAIL, FAIL]).await;
+    advance(5).await;
+    rig.hit(OK).await.unwrap();
+    rig.hit(slow(false, 1)).await.unwrap();
+    assert_eq!(rig.state(), Open);
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(HalfOpen, Open, TransitionReason::SlowRate))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_open_wait_grows_over_consecutive_openings_and_resets_after_a_healthy_close() {
+    let rig = Rig::new(|b| {
+        b.count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(5))
+            .open_wait_backoff(2.0, Duration::from_secs(20))
+            .half_open_probes(1)
+    });
+    rig.hit(FAIL).await.unwrap_err();
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let wait = rig.layer.handle().retry_after().unwrap();
+        waits.push(wait.as_secs());
+        tokio::time::advance(wait).await;
+        rig.hit(FAIL).await.unwrap_err(); // the probe fails
+        assert_eq!(rig.state(), Open);
+    }
+    waits.push(rig.layer.handle().retry_after().unwrap().as_secs());
+    assert_eq!(waits, vec![5, 10, 20, 20, 20], "doubles, capped at 20s");
+    assert_eq!(rig.layer.handle().consecutive_openings().0, 5);
+    advance(20).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed);
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(
+        rig.layer.handle().retry_after(),
+        Some(Duration::from_secs(5)),
+        "growth starts over after a healthy close"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_is_seeded_and_never_exceeds_the_wait() {
+    async fn waits(seed: u64) -> Vec<Duration> {
+        let rig = Rig::new(|b| {
+            b.count_window(1)
+                .minimum_calls(1)
+                .open_wait(Duration::from_secs(10))
+                .jitter(0.5)
+                .jitter_seed(seed)
+                .half_open_probes(1)
+        });
+        rig.hit(FAIL).await.unwrap_err();
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            let wait = rig.layer.handle().retry_after().unwrap();
+            out.push(wait);
+            tokio::time::advance(wait).await;
+            rig.hit(FAIL).await.unwrap_err();
+        }
+        out
+    }
+    let a = waits(7).await;
+    assert_eq!(a, waits(7).await, "same seed, same waits");
+    assert_ne!(a, waits(8).await);
+    for w in &a {
+        assert!(
+            *w > Duration::from_secs(5) && *w <= Duration::from_secs(10),
+            "{w:?}"
+        );
+    }
+    let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+    assert!(distinct.len() > 1, "the jitter varies");
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_max_wait_reopens_when_probes_never_complete() {
+    let rig = Rig::new(|b| {
+        b.count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(1)
+            .half_open_max_wait(Duration::from_secs(10))
+    });
+    rig.hit(FAIL).await.unwrap_err();
+    advance(5).await;
+    let stuck = rig.start(slow(false, 3600));
+    assert_eq!(rig.state(), HalfOpen);
+    advance(9).await;
+    assert!(rig.hit(OK).await.is_err(), "probe slot still held");
+    assert_eq!(rig.state(), HalfOpen);
+    advance(1).await;
+    let open = open_error(rig.hit(OK).await);
+    assert_eq!(open.state(), Open, "the max wait re-opened it");
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(HalfOpen, Open, TransitionReason::HalfOpenTimeout))
+    );
+    // The late probe completing does not close the new open period.
+    advance(3600).await;
+    stuck.await.unwrap();
+    assert_eq!(rig.state(), Open);
+    assert!(
+        !rig.events
+            .transitions()
+            .iter()
+            .any(|t| t.2 == TransitionReason::ProbesSucceeded)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_applies_due_transitions_without_traffic() {
+    let rig = Rig::new(|b| {
+        b.count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(5))
+            .half_open_max_wait(Duration::from_secs(10))
+    });
+    rig.hit(FAIL).await.unwrap_err();
+    advance(4).await;
+    assert_eq!(rig.layer.handle().refresh(), Open);
+    advance(1).await;
+    assert_eq!(rig.layer.handle().refresh(), HalfOpen);
+    advance(10).await;
+    assert_eq!(rig.layer.handle().refresh(), Open);
+    assert_eq!(
+        rig.events.transitions(),
+        vec![
+            (Closed, Open, TransitionReason::FailureRate),
+            (Open, HalfOpen, TransitionReason::WaitElapsed),
+            (HalfOpen, Open, TransitionReason::HalfOpenTimeout),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_admitted_before_a_transition_do_not_count_after_it() {
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(1)
+    });
+    // Admitted while closed, completes after the breaker opened and went
+    // half-open: it is not a probe, and it is not in any window.
+    let late = rig.start(slow(false, 6));
+    rig.hit_all(&[FAIL, FAIL]).await;
+    assert_eq!(rig.state(), Open);
+    advance(5).await;
+    let probe = rig.start(slow(false, 2));
+    assert_eq!(rig.state(), HalfOpen);
+    late.await.unwrap();
+    assert_eq!(rig.state(), HalfOpen, "the late success closed nothing");
+    assert_eq!(rig.layer.handle().probes().completed, 0);
+    probe.await.unwrap();
+    assert_eq!(rig.state(), Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_are_ignored_timeouts_and_panics_are_failures() {
+    let events = Events::default();
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(3)
+        .minimum_calls(3)
+        .metrics(events.metrics())
+        .build()
+        .unwrap();
+    let p = PolicyName::new("below");
+    let errors: Vec<BoxError> = vec![
+        RateLimited::new(p.clone(), Duration::from_secs(1), KeyKind::Global).into(),
+        Overloaded::new(p.clone(), 4, OverloadKind::Full).into(),
+        MissingKey::new(p.clone(), KeyKind::Header).into(),
+        Elapsed::new(p.clone(), Duration::from_secs(1)).into(),
+        Panicked::new(p.clone(), "boom").into(),
+    ];
+    let errors = Arc::new(std::sync::Mutex::new(errors));
+    let svc = layer.layer(service_fn(move |()| {
+        let err = errors.lock().unwrap().remove(0);
+        async move { Err::<(), BoxError>(err) }
+    }));
+    for _ in 0..3 {
+        svc.clone().oneshot(()).await.unwrap_err();
+    }
+    assert_eq!(
+        layer.handle().counts().calls,
+        0,
+        "local saturation is ignored"
+    );
+    assert_eq!(
+        events.count(|e| *e == Seen::Completed(palisade_core::Outcome::Ignored, None)),
+        3
+    );
+    svc.clone().oneshot(()).await.unwrap_err();
+    svc.clone().oneshot(()).await.unwrap_err();
+    let counts = layer.handle().counts();
+    assert_eq!(
+        (counts.calls, counts.failures),
+        (2, 2),
+        "Elapsed and Panicked fail"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_calls_are_ignored_unless_configured_as_failures() {
+    for as_failure in [false, true] {
+        let rig = Rig::new(|b| {
+            b.count_window(2)
+                .minimum_calls(2)
+                .cancelled_as_failure(as_failure)
+        });
+        for _ in 0..2 {
+            let future = rig.start(slow(false, 10));
+            // Polled once (the inner call started), then dropped.
+            assert!(common::poll_once(future).is_pending());
+        }
+        let counts = rig.layer.handle().counts();
+        if as_failure {
+            assert_eq!((counts.calls, counts.failures), (2, 2));
+            assert_eq!(rig.state(), Open);
+        } else {
+            assert_eq!(counts.calls, 0);
+            assert_eq!(rig.state(), Closed);
+        }
+        assert_eq!(
+            rig.events
+                .count(|e| matches!(e, Seen::Completed(palisade_core::Outcome::Cancelled, _))),
+            2
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ignored_or_cancelled_probe_gives_its_slot_back() {
+    let rig = Rig::new(|b| {
+        b.count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(1))
+            .half_open_probes(1)
+    });
+    rig.hit(FAIL).await.unwrap_err();
+    advance(1).await;
+    let probe = rig.start(slow(false, 5));
+    assert!(rig.hit(OK).await.is_err());
+    drop(probe);
+    assert_eq!(rig.layer.handle().probes().admitted, 0);
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_modes_reject_pass_record_and_reset() {
+    let rig = Rig::new(|b| b.count_window(2).minimum_calls(2));
+    let handle = rig.layer.handle();
+
+    handle.force_open();
+    let open = open_error(rig.hit(OK).await);
+    assert_eq!(open.state(), CircuitState::ForcedOpen);
+    assert_eq!(open.retry_after(), None);
+    assert_eq!(rig.inner_calls.load(Ordering::SeqCst), 0);
+
+    handle.force_closed();
+    rig.hit_all(&[FAIL, FAIL, FAIL]).await;
+    assert_eq!(handle.state(), CircuitState::ForcedClosed, "never opens");
+    assert_eq!(handle.counts().failures, 2, "still recorded");
+    assert_eq!(handle.failure_rate(), 1.0);
+
+    handle.disable();
+    rig.hit_all(&[FAIL, FAIL, FAIL]).await;
+    assert_eq!(handle.state(), CircuitState::Disabled);
+    assert_eq!(handle.counts().calls, 0, "nothing recorded");
+
+    handle.metrics_only();
+    rig.events.clear();
+    rig.hit_all(&[FAIL, FAIL, FAIL, OK]).await;
+    assert_eq!(handle.state(), CircuitState::MetricsOnly);
+    assert_eq!(handle.shadow_state(), Some(Open), "it would have opened");
+    assert_eq!(rig.events.count(|e| matches!(e, Seen::Rejected(_))), 0);
+    assert_eq!(
+        rig.events.transitions(),
+        vec![],
+        "shadow moves change no reported state"
+    );
+    assert_eq!(rig.inner_calls.load(Ordering::SeqCst), 10);
+
+    handle.reset();
+    assert_eq!(handle.state(), Closed);
+    assert_eq!(handle.shadow_state(), None);
+    assert_eq!(handle.counts().calls, 0);
+    handle.reset();
+    assert_eq!(
+        rig.events.transitions(),
+        vec![(CircuitState::MetricsOnly, Closed, TransitionReason::Reset)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_runs_the_whole_state_machine() {
+    let rig = Rig::new(|b| {
+        b.count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(1)
+    });
+    let handle = rig.layer.handle();
+    handle.metrics_only();
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(handle.shadow_state(), Some(Open));
+    rig.hit(OK).await.unwrap();
+    assert_eq!(
+        handle.shadow_state(),
+        Some(Open),
+        "a call while shadow-open is not a probe"
+    );
+    advance(5).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(
+        handle.shadow_state(),
+        Some(Closed),
+        "the shadow probe closed it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_transition_is_reported_in_order_and_matches_the_handle() {
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(2))
+            .half_open_probes(1)
+    });
+    let handle = rig.layer.handle();
+    let mut gauge = Closed;
+    let mut check = |rig: &Rig| {
+        for (from, to, _) in rig.events.transitions() {
+            assert_eq!(from, gauge, "each transition starts where the last ended");
+            gauge = to;
+        }
+        rig.events.clear();
+        assert_eq!(gauge, rig.state(), "the backend shows the handle's state");
+    };
+    rig.hit_all(&[FAIL, FAIL]).await;
+    check(&rig);
+    advance(2).await;
+    rig.hit(FAIL).await.unwrap_err();
+    check(&rig);
+    handle.force_open();
+    check(&rig);
+    handle.force_closed();
+    check(&rig);
+    handle.disable();
+    check(&rig);
+    handle.metrics_only();
+    check(&rig);
+    handle.reset();
+    check(&rig);
+    rig.hit_all(&[FAIL, FAIL]).await;
+    check(&rig);
+    advance(2).await;
+    rig.hit(OK).await.unwrap();
+    check(&rig);
+    assert_eq!(gauge, Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rates_gauge_follows_the_window_and_is_zeroed_when_it_resets() {
+    let rig = Rig::new(|b| {
+        b.count_window(4)
+            .minimum_calls(4)
+            .open_wait(Duration::from_secs(1))
+            .half_open_probes(1)
+    });
+    rig.hit_all(&[OK, FAIL]).await;
+    assert_eq!(rig.events.last_rates(), Some((0.5, 0.0, 2)));
+    rig.hit_all(&[FAIL, FAIL]).await;
+    assert_eq!(rig.events.last_rates(), Some((0.75, 0.0, 4)));
+    advance(1).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed);
+    assert_eq!(
+        rig.events.last_rates(),
+        Some((0.0, 0.0, 0)),
+        "no stale rate after the window reset"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_layer_is_one_breaker_for_every_service_it_wraps() {
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let a = layer.layer(service_fn(|()| async { Err::<(), BoxError>("a".into()) }));
+    let b = layer
+        .clone()
+        .layer(service_fn(|()| async { Err::<(), BoxError>("b".into()) }));
+    a.oneshot(()).await.unwrap_err();
+    b.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(layer.handle().state(), Open);
+    assert!(b.handle().same_breaker(&layer.handle()));
+    assert!(b.oneshot(()).await.unwrap_err().is::<CircuitOpen>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_is_the_inner_readiness_only() {
+    use std::task::Poll;
+    use tower::Service;
+
+    #[derive(Clone)]
+    struct Gate(bool);
+    impl Service<()> for Gate {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), BoxError>> {
+            if self.0 {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    layer.handle().force_open();
+    let mut open_ready = layer.layer(Gate(true));
+    assert!(matches!(
+        common::poll_once(std::future::poll_fn(|cx| open_ready.poll_ready(cx))),
+        Poll::Ready(Ok(()))
+    ));
+    let mut pending = layer.layer(Gate(false));
+    assert!(common::poll_once(std::future::poll_fn(|cx| pending.poll_ready(cx))).is_pending());
+    layer.handle().reset();
+    assert!(common::poll_once(std::future::poll_fn(|cx| pending.poll_ready(cx))).is_pending());
+}
