@@ -104,11 +104,17 @@ fn histogram_buckets_are_cumulative_and_count_matches() {
     assert_eq!(bucket("1.0"), Some(4.0));
     assert_eq!(bucket("+Inf"), Some(5.0));
     assert_eq!(
-        sample(&text, &format!("palisade_request_duration_seconds_count{{{labels}}}")),
+        sample(
+            &text,
+            &format!("palisade_request_duration_seconds_count{{{labels}}}")
+        ),
         Some(5.0)
     );
     assert_eq!(
-        sample(&text, &format!("palisade_request_duration_seconds_sum{{{labels}}}")),
+        sample(
+            &text,
+            &format!("palisade_request_duration_seconds_sum{{{labels}}}")
+        ),
         Some(5.605)
     );
     assert_eq!(
@@ -197,7 +203,10 @@ fn in_flight_follows_deltas_and_limit_follows_the_last_report() {
         to: 12,
     });
     let text = render(&registry);
-    assert_eq!(sample(&text, r#"palisade_in_flight{policy="db"}"#), Some(1.0));
+    assert_eq!(
+        sample(&text, r#"palisade_in_flight{policy="db"}"#),
+        Some(1.0)
+    );
     assert_eq!(
         sample(&text, r#"palisade_concurrency_limit{policy="db"}"#),
         Some(12.0)
@@ -217,7 +226,10 @@ fn names_past_the_limit_are_counted_not_tracked() {
     }
     let text = render(&registry);
     assert_eq!(
-        sample(&text, r#"palisade_admitted_total{policy="a",layer="rate_limit"}"#),
+        sample(
+            &text,
+            r#"palisade_admitted_total{policy="a",layer="rate_limit"}"#
+        ),
         Some(2.0)
     );
     assert!(!text.contains(r#"policy="c""#));
