@@ -1,0 +1,130 @@
+//! Properties: forwarding headers never panic whatever their bytes, and the
+//! keyed limiter (with eviction) agrees exactly with a reference GCRA.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use palisade_core::{Clock, ManualClock};
+use palisade_ratelimit::RateLimitLayer;
+use palisade_ratelimit::key::{ClientIp, ForwardedHeader, KeyFn};
+use proptest::prelude::*;
+
+/// Bytes that look like forwarding headers, and anything else.
+fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let structural = prop::sample::select(
+        b",;=\"[]:. \t_-abcdefABCDEF0123456789forFORunknown".to_vec(),
+    );
+    prop_oneof![
+        prop::collection::vec(structural, 0..80),
+        prop::collection::vec(any::<u8>(), 0..80),
+        (
+            prop::collection::vec("[0-9a-f:.\\[\\]\"]{0,24}", 0..6),
+            prop::collection::vec(any::<u8>(), 0..8)
+        )
+            .prop_map(|(parts, noise)| {
+                let mut bytes = parts.join(", for=").into_bytes();
+                bytes.extend(noise);
+                bytes
+            }),
+    ]
+}
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
+        Just("10.0.0.1".parse().unwrap()),
+        Just("::ffff:10.0.0.2".parse().unwrap()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn forwarding_headers_never_panic_and_never_move_an_untrusted_peer(
+        lines in prop::collection::vec(header_bytes(), 0..3),
+        peer in ip(),
+        forwarded in any::<bool>(),
+    ) {
+        let header = if forwarded { ForwardedHeader::Forwarded } else { ForwardedHeader::XForwardedFor };
+        let client = ClientIp::new()
+            .trust("10.0.0.0/8".parse().unwrap())
+            .trust("fc00::/7".parse().unwrap())
+            .header(header);
+        let mut headers = HeaderMap::new();
+        for line in &lines {
+            // Bytes a header value cannot hold never reach a server.
+            if let Ok(value) = HeaderValue::from_bytes(line) {
+                headers.append(header.name(), value);
+            }
+        }
+        let addr = client.client_addr(peer, &headers);
+        if !client.is_trusted(peer) {
+            let canonical = match peer {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+                v4 => v4,
+            };
+            prop_assert_eq!(addr, canonical);
+        }
+        let _ = client.key(peer, &headers);
+    }
+}
+
+/// Governor's GCRA, written out for one key.
+#[derive(Debug, Default)]
+struct Reference {
+    tats: HashMap<u8, u64>,
+}
+
+impl Reference {
+    fn check(&mut self, key: u8, now: u64, emission: u64, tolerance: u64) -> Result<(), u64> {
+        let tat = *self.tats.get(&key).unwrap_or(&now);
+        let earliest = tat.saturating_sub(tolerance);
+        if now < earliest {
+            return Err(earliest - now);
+        }
+        self.tats.insert(key, tat.max(now) + emission);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_keyed_limiter_agrees_with_a_reference_gcra(
+        steps in prop::collection::vec((0_u8..8, 0_u64..400), 1..300),
+        burst in 1_u32..5,
+    ) {
+        let manual = ManualClock::new();
+        // Eight keys, a cap of eight: keys go idle, are evicted and come
+        // back, but never need the overflow bucket.
+        let layer = RateLimitLayer::builder()
+            .quota(3, Duration::from_secs(1))
+            .burst(burst)
+            .max_keys(8)
+            .clock(Clock::manual(&manual))
+            .keyed_by(KeyFn::new(|key: &u8| Some(*key)))
+            .build()
+            .unwrap();
+        let limiter = layer.limiter();
+        let emission = 333_333_333;
+        let tolerance = emission * u64::from(burst - 1);
+        let mut reference = Reference::default();
+        let mut now = 0;
+        for (key, advance_ms) in steps {
+            manual.advance(Duration::from_millis(advance_ms));
+            now += advance_ms * 1_000_000;
+            let expected = reference.check(key, now, emission, tolerance);
+            let actual = limiter
+                .check_key(&key)
+                .map(|_| ())
+                .map_err(|refused| u64::try_from(refused.retry_after().as_nanos()).unwrap());
+            prop_assert_eq!(actual, expected);
+            prop_assert!(limiter.tracked_keys() <= 8);
+        }
+    }
+}
