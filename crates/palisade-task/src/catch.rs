@@ -1,0 +1,78 @@
+//! Polls a future inside a panic capture scope.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use palisade_core::panic::{self as capture, CaptureOptions};
+use palisade_core::{Panicked, PolicyName};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// Resolves to the future's output, or to the panic it raised while
+    /// polled. The future is dropped right after a panic.
+    pub(crate) struct CatchUnwind<F> {
+        #[pin]
+        state: State<F>,
+        policy: PolicyName,
+        options: CaptureOptions,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] future: F },
+        Done,
+    }
+}
+
+impl<F> CatchUnwind<F> {
+    pub(crate) fn new(future: F, policy: PolicyName, options: CaptureOptions) -> Self {
+        Self {
+            state: State::Running { future },
+            policy,
+            options,
+        }
+    }
+}
+
+/// Calls `f` inside a capture scope, turning a panic into [`Panicked`].
+pub(crate) fn catch_call<T>(
+    policy: &PolicyName,
+    options: CaptureOptions,
+    f: impl FnOnce() -> T,
+) -> Result<T, Panicked> {
+    capture::catch(options, f).map_err(|payload| {
+        let panicked = capture::panicked(policy.clone(), &*payload);
+        let _ = capture::catch(options, move || drop(payload));
+        let _ = capture::take_captured();
+        panicked
+    })
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Panicked>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut state = this.state;
+        let StateProj::Running { future } = state.as_mut().project() else {
+            // Never polled again after it resolved: the callers are ours.
+            return Poll::Pending;
+        };
+        match catch_call(this.policy, *this.options, || future.poll(cx)) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                state.set(State::Done);
+                Poll::Ready(Ok(output))
+            }
+            Err(panicked) => {
+                // A destructor that panics too must not escape.
+                let _ = capture::catch(*this.options, move || state.set(State::Done));
+                let _ = capture::take_captured();
+                Poll::Ready(Err(panicked))
+            }
+        }
+    }
+}

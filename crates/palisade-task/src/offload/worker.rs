@@ -1,0 +1,153 @@
+//! The workers of an offload queue.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use palisade_core::{BoxError, DropReason, Event};
+use tower_service::Service;
+
+use super::Shared;
+use crate::catch::CatchUnwind;
+
+/// Keeps an item counted as in flight; an item dropped before its fate was
+/// recorded (the worker stopped at the drain deadline) is dropped for
+/// shutdown.
+struct InFlight<'a, Req> {
+    shared: &'a Shared<Req>,
+    recorded: bool,
+}
+
+impl<Req> Drop for InFlight<'_, Req> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.shared.drop_item(DropReason::Shutdown, None);
+        }
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves the queue until it is closed and empty, or until the drain
+/// deadline stops it.
+pub(super) async fn work<S, Req>(
+    shared: Arc<Shared<Req>>,
+    mut service: S,
+    worker: Arc<str>,
+    mut rng: fastrand::Rng,
+) where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    Req: Clone,
+{
+    while let Some(item) = next_item(&shared).await {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut flight = InFlight {
+            shared: &shared,
+            recorded: false,
+        };
+        let outcome = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => return,
+            outcome = deliver(&shared, &mut service, &worker, item, &mut rng) => outcome,
+        };
+        match outcome {
+            Ok(attempts) => {
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.emit(&Event::OffloadDelivered {
+                    queue: shared.name.as_str(),
+                    attempts,
+                });
+            }
+            Err((attempts, error)) => shared.drop_item(
+                DropReason::RetriesExhausted,
+                Some(&format_args!(
+                    "{attempts} attempts failed, last error: {error}"
+                )),
+            ),
+        }
+        flight.recorded = true;
+    }
+}
+
+/// The next item: waits while the queue is open, empties it once it is
+/// closing, gives up when stopped.
+async fn next_item<Req>(shared: &Shared<Req>) -> Option<Req> {
+    let mut receiver = tokio::select! {
+        biased;
+        () = shared.stop.cancelled() => return None,
+        receiver = shared.receiver.lock() => receiver,
+    };
+    loop {
+        if shared.closing.is_cancelled() {
+            return receiver.try_recv().ok();
+        }
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => return None,
+            () = shared.closing.cancelled() => {}
+            item = receiver.recv() => return item,
+        }
+    }
+}
+
+/// Calls the service until it succeeds or the attempts run out, waiting a
+/// backoff step between attempts. A panic in the service is a failed
+/// attempt.
+async fn deliver<S, Req>(
+    shared: &Shared<Req>,
+    service: &mut S,
+    worker: &str,
+    item: Req,
+    rng: &mut fastrand::Rng,
+) -> Result<u32, (u32, BoxError)>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    Req: Clone,
+{
+    let mut attempt = 0_u32;
+    loop {
+        attempt += 1;
+        let request = item.clone();
+        let service = &mut *service;
+        let call = async move {
+            poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            service.call(request).await.map(drop).map_err(Into::into)
+        };
+        let error: BoxError =
+            match CatchUnwind::new(call, shared.name.clone(), shared.capture).await {
+                Ok(Ok(())) => return Ok(attempt),
+                Ok(Err(error)) => error,
+                Err(panicked) => {
+                    shared.metrics.emit(&Event::TaskPanicked {
+                        group: shared.name.as_str(),
+                        task: worker,
+                        message: panicked.message(),
+                        location: panicked.location(),
+                    });
+                    tracing::error!(
+                        queue = shared.name.as_str(),
+                        worker,
+                        panic.message = panicked.message(),
+                        panic.location = panicked.location().map(tracing::field::display),
+                        "offload service panicked"
+                    );
+                    Box::new(panicked)
+                }
+            };
+        if attempt >= shared.max_attempts {
+            return Err((attempt, error));
+        }
+        let wait = shared.backoff.delay(attempt - 1, rng);
+        tracing::debug!(
+            queue = shared.name.as_str(),
+            attempt,
+            wait = ?wait,
+            error = %error,
+            "offload attempt failed; retrying"
+        );
+        tokio::time::sleep(wait).await;
+    }
+}

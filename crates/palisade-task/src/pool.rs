@@ -1,0 +1,445 @@
+//! A fixed number of workers serving a bounded queue of jobs.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_core::Stream;
+use palisade_core::config::Validate;
+use palisade_core::{ConfigError, LayerKind, Metrics, PolicyName};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::catch::CatchUnwind;
+use crate::exit::TaskOutput;
+use crate::group::{GroupInner, ShutdownReport, TaskGroup};
+
+type Job = Pin<Box<dyn Future<Output = JobEnd> + Send>>;
+
+enum JobEnd {
+    Completed,
+    Failed,
+}
+
+/// Runs jobs on a fixed number of worker tasks, from a bounded queue.
+///
+/// At most `workers` jobs run at once, and the pool never spawns a task per
+/// job: jobs wait in a queue of `queue_capacity` until a worker is free.
+/// [`try_submit`](Self::try_submit) refuses a job when the queue is full;
+/// [`submit`](Self::submit) waits for room; [`submit_stream`](Self::submit_stream)
+/// feeds a whole stream with backpressure.
+///
+/// A job that panics or fails is counted and logged, and its worker goes
+/// on with the next job. The workers are tasks of a [`TaskGroup`] named
+/// after the pool, so they are reported like any supervised task.
+///
+/// # Example
+///
+/// ```
+/// use palisade_task::WorkerPool;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = WorkerPool::builder().name("thumbnails").workers(4).build().unwrap();
+/// for i in 0..10_u32 {
+///     pool.submit(async move { Ok::<_, std::io::Error>(i * 2) }).await.unwrap();
+/// }
+/// pool.shutdown(std::time::Duration::from_secs(5)).await;
+/// assert_eq!(pool.stats().completed, 10);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    name: PolicyName,
+    workers: usize,
+    capacity: usize,
+    sender: mpsc::Sender<Job>,
+    shared: Arc<WorkerShared>,
+    group: TaskGroup,
+}
+
+/// What the workers share.
+struct WorkerShared {
+    receiver: Mutex<mpsc::Receiver<Job>>,
+    closed: AtomicBool,
+    submitted: AtomicU64,
+    rejected: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    abandoned: AtomicU64,
+    dropped_at_shutdown: AtomicU64,
+    running: AtomicUsize,
+}
+
+/// Counts of a [`WorkerPool`], read with [`WorkerPool::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Worker tasks.
+    pub workers: usize,
+    /// Jobs accepted into the queue.
+    pub submitted: u64,
+    /// Jobs refused because the queue was full or the pool closed.
+    pub rejected: u64,
+    /// Jobs that completed.
+    pub completed: u64,
+    /// Jobs that returned an error.
+    pub failed: u64,
+    /// Jobs that panicked.
+    pub panicked: u64,
+    /// Jobs stopped half-way when shutdown aborted their worker.
+    pub abandoned: u64,
+    /// Jobs still queued when shutdown ended, dropped unrun.
+    pub dropped_at_shutdown: u64,
+    /// Jobs running now.
+    pub running: usize,
+    /// Jobs waiting in the queue now.
+    pub queued: usize,
+}
+
+/// Why a job was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue was full.
+    Full,
+    /// The pool is shut down.
+    Closed,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SubmitError::Full => "worker pool queue full",
+            SubmitError::Closed => "worker pool shut down",
+        })
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Builds a [`WorkerPool`].
+#[derive(Clone, Debug)]
+pub struct WorkerPoolBuilder {
+    name: PolicyName,
+    metrics: Metrics,
+    workers: usize,
+    capacity: usize,
+}
+
+impl Default for WorkerPoolBuilder {
+    fn default() -> Self {
+        Self {
+            name: PolicyName::new("pool"),
+            metrics: Metrics::noop(),
+            workers: 4,
+            capacity: 128,
+        }
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// The pool's name: the group label of its workers' events. Default:
+    /// `"pool"`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<PolicyName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Where the workers' events go. Default: nowhere.
+    #[must_use]
+    pub fn metrics(mut self, metrics: impl Into<Metrics>) -> Self {
+        self.metrics = metrics.into();
+        self
+    }
+
+    /// How many jobs run at once. Default: 4. `1 <= x <= 4096`.
+    #[must_use]
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// How many jobs may wait. Default: 128. `1 <= x <= 1_048_576`.
+    #[must_use]
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Builds the pool and starts its workers on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a value out of range, or (field `runtime`)
+    /// when called outside a tokio runtime.
+    pub fn build(self) -> Result<WorkerPool, ConfigError> {
+        let check = Validate::new(LayerKind::Task, &self.name);
+        check.label("name", self.name.as_str())?;
+        check.in_range("workers", self.workers, 1, 4096)?;
+        check.in_range("queue_capacity", self.capacity, 1, 1 << 20)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(check.error("runtime", "none", "called inside a tokio runtime"));
+        }
+        let group = TaskGroup::builder()
+            .name(self.name.clone())
+            .metrics(self.metrics)
+            .build()?;
+        let (sender, receiver) = mpsc::channel(self.capacity);
+        let shared = Arc::new(WorkerShared {
+            receiver: Mutex::new(receiver),
+            closed: AtomicBool::new(false),
+            submitted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            dropped_at_shutdown: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+        });
+        for i in 0..self.workers {
+            let worker_name: Arc<str> = format!("{}-worker-{i}", self.name).into();
+            let token = group.token();
+            let inner = group.inner().clone();
+            let shared = shared.clone();
+            let _detached = group.spawn(worker_name.clone(), async move {
+                work(&inner, &shared, &token, &worker_name).await;
+            });
+        }
+        Ok(WorkerPool {
+            inner: Arc::new(PoolInner {
+                name: self.name,
+                workers: self.workers,
+                capacity: self.capacity,
+                sender,
+                shared,
+                group,
+            }),
+        })
+    }
+}
+
+/// Counts a job as running until dropped; a job dropped before it finished
+/// was abandoned.
+struct Running<'a> {
+    shared: &'a WorkerShared,
+    finished: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.shared.running.fetch_sub(1, Ordering::AcqRel);
+        if !self.finished {
+            self.shared.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn work(group: &GroupInner, shared: &WorkerShared, token: &CancellationToken, worker: &str) {
+    loop {
+        let job = {
+            let mut receiver = shared.receiver.lock().await;
+            if token.is_cancelled() {
+                // Draining: run what is queued, then stop.
+                match receiver.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => continue,
+                    job = receiver.recv() => match job {
+                        Some(job) => job,
+                        None => return,
+                    },
+                }
+            }
+        };
+        shared.running.fetch_add(1, Ordering::AcqRel);
+        let mut running = Running {
+            shared,
+            finished: false,
+        };
+        let end = CatchUnwind::new(job, group.name.clone(), group.capture).await;
+        running.finished = true;
+        drop(running);
+        match end {
+            Ok(JobEnd::Completed) => shared.completed.fetch_add(1, Ordering::Relaxed),
+            Ok(JobEnd::Failed) => shared.failed.fetch_add(1, Ordering::Relaxed),
+            Err(panicked) => {
+                group.log_panic(worker, &panicked);
+                shared.panicked.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+impl WorkerPool {
+    /// A builder with the defaults: 4 workers, a queue of 128.
+    pub fn builder() -> WorkerPoolBuilder {
+        WorkerPoolBuilder::default()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &PolicyName {
+        &self.inner.name
+    }
+
+    fn boxed<F>(&self, job: F) -> Job
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        let pool = self.inner.name.clone();
+        Box::pin(async move {
+            match job.await.into_result() {
+                Ok(_) => JobEnd::Completed,
+                Err(error) => {
+                    tracing::warn!(pool = pool.as_str(), error = %error, "pool job failed");
+                    JobEnd::Failed
+                }
+            }
+        })
+    }
+
+    fn refuse(&self, error: SubmitError) -> Result<(), SubmitError> {
+        self.inner.shared.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pool = self.inner.name.as_str(), %error, "job refused");
+        Err(error)
+    }
+
+    /// Queues a job without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] when the queue is full, [`SubmitError::Closed`]
+    /// after shutdown. The job is dropped unrun and counted as rejected.
+    pub fn try_submit<F>(&self, job: F) -> Result<(), SubmitError>
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return self.refuse(SubmitError::Closed);
+        }
+        match self.inner.sender.try_send(self.boxed(job)) {
+            Ok(()) => {
+                self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.refuse(SubmitError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.refuse(SubmitError::Closed),
+        }
+    }
+
+    /// Queues a job, waiting for room in the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] after shutdown; the job is dropped unrun and
+    /// counted as rejected.
+    pub async fn submit<F>(&self, job: F) -> Result<(), SubmitError>
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return self.refuse(SubmitError::Closed);
+        }
+        let job = self.boxed(job);
+        let token = self.inner.group.token();
+        tokio::select! {
+            biased;
+            () = token.cancelled() => self.refuse(SubmitError::Closed),
+            sent = self.inner.sender.send(job) => match sent {
+                Ok(()) => {
+                    self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(_) => self.refuse(SubmitError::Closed),
+            },
+        }
+    }
+
+    /// Queues every job of `jobs`, waiting for room as needed, until the
+    /// stream ends or the pool shuts down. Returns how many were queued.
+    pub async fn submit_stream<S>(&self, jobs: S) -> u64
+    where
+        S: Stream,
+        S::Item: Future + Send + 'static,
+        <S::Item as Future>::Output: TaskOutput,
+    {
+        let mut jobs = pin!(jobs);
+        let mut queued = 0;
+        while let Some(job) = poll_fn(|cx| jobs.as_mut().poll_next(cx)).await {
+            if self.submit(job).await.is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        queued
+    }
+
+    /// The pool's counts now.
+    pub fn stats(&self) -> PoolStats {
+        let s = &self.inner.shared;
+        PoolStats {
+            workers: self.inner.workers,
+            submitted: s.submitted.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            completed: s.completed.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            panicked: s.panicked.load(Ordering::Relaxed),
+            abandoned: s.abandoned.load(Ordering::Relaxed),
+            dropped_at_shutdown: s.dropped_at_shutdown.load(Ordering::Relaxed),
+            running: s.running.load(Ordering::Acquire),
+            queued: self.inner.capacity - self.inner.sender.capacity(),
+        }
+    }
+
+    /// Stops taking jobs, lets the workers run what is queued until
+    /// `deadline` (tokio time), then aborts them; jobs still queued are
+    /// dropped and counted in [`PoolStats::dropped_at_shutdown`].
+    /// Returns the workers' shutdown report.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.inner.shared.closed.store(true, Ordering::Release);
+        let report = self.inner.group.shutdown(deadline).await;
+        let mut receiver = self.inner.shared.receiver.lock().await;
+        receiver.close();
+        let mut dropped = 0;
+        while receiver.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.inner
+                .shared
+                .dropped_at_shutdown
+                .fetch_add(dropped, Ordering::Relaxed);
+            tracing::warn!(
+                pool = self.inner.name.as_str(),
+                dropped,
+                "jobs still queued at the shutdown deadline were dropped"
+            );
+        }
+        report
+    }
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("name", &self.inner.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,225 @@
+//! When and how fast a supervised task is restarted.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use palisade_core::config::Validate;
+use palisade_core::{ConfigError, LayerKind, PolicyName};
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, rng};
+
+/// How a supervised task is restarted after a panic or an error.
+///
+/// - Each restart waits a [`Backoff`] step: exponential, with jitter from a
+///   seedable generator.
+/// - At most `max_restarts` restarts happen within any sliding `window`;
+///   the next failure after that makes the supervisor give up and report
+///   ([`SupervisedExit::gave_up`](crate::SupervisedExit::gave_up)).
+/// - A run that stayed healthy for `reset_after` before failing resets
+///   both: the next wait is the initial one and the window starts empty.
+///
+/// Every duration is measured with tokio's clock, so tests drive it with
+/// paused time.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_task::{Backoff, RestartPolicy};
+///
+/// let policy = RestartPolicy::builder()
+///     .backoff(Backoff::new(Duration::from_millis(100), Duration::from_secs(10)))
+///     .max_restarts(5)
+///     .window(Duration::from_secs(60))
+///     .reset_after(Duration::from_secs(30))
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.max_restarts(), 5);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestartPolicy {
+    backoff: Backoff,
+    max_restarts: u32,
+    window: Duration,
+    reset_after: Duration,
+    seed: Option<u64>,
+}
+
+impl Default for RestartPolicy {
+    /// Backoff from 100 ms to 30 s with jitter 0.5; at most 5 restarts in
+    /// 60 s; reset after 30 s of healthy running.
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::default(),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            reset_after: Duration::from_secs(30),
+            seed: None,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// A builder starting from the defaults.
+    pub fn builder() -> RestartPolicyBuilder {
+        RestartPolicyBuilder {
+            policy: Self::default(),
+        }
+    }
+
+    /// The backoff between restarts.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// Restarts allowed within the window.
+    pub fn max_restarts(&self) -> u32 {
+        self.max_restarts
+    }
+
+    /// The sliding window restarts are counted in.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Healthy running time after which backoff and window reset.
+    pub fn reset_after(&self) -> Duration {
+        self.reset_after
+    }
+
+    pub(crate) fn start(&self) -> RestartState {
+        RestartState {
+            policy: self.clone(),
+            rng: rng(self.seed),
+            step: 0,
+            recent: VecDeque::with_capacity(self.max_restarts.min(64) as usize),
+        }
+    }
+}
+
+/// Builds a [`RestartPolicy`].
+#[derive(Clone, Debug)]
+pub struct RestartPolicyBuilder {
+    policy: RestartPolicy,
+}
+
+impl RestartPolicyBuilder {
+    /// The waits between restarts. Default: [`Backoff::default`].
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.policy.backoff = backoff;
+        self
+    }
+
+    /// Restarts allowed within the window. Default: 5. `x >= 1`.
+    #[must_use]
+    pub fn max_restarts(mut self, max: u32) -> Self {
+        self.policy.max_restarts = max;
+        self
+    }
+
+    /// The sliding window restarts are counted in. Default: 60 s. `x > 0`.
+    #[must_use]
+    pub fn window(mut self, window: Duration) -> Self {
+        self.policy.window = window;
+        self
+    }
+
+    /// A run healthy for this long before it fails resets the backoff and
+    /// the window. Default: 30 s. `x > 0`.
+    #[must_use]
+    pub fn reset_after(mut self, healthy: Duration) -> Self {
+        self.policy.reset_after = healthy;
+        self
+    }
+
+    /// Seeds the jitter, for reproducible waits. Default: a random seed.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.policy.seed = Some(seed);
+        self
+    }
+
+    /// Builds the policy.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field out of range.
+    pub fn build(self) -> Result<RestartPolicy, ConfigError> {
+        let name = PolicyName::new("restart");
+        let check = Validate::new(LayerKind::Task, &name);
+        let p = &self.policy;
+        p.backoff.validate(&check)?;
+        check.at_least("max_restarts", p.max_restarts, 1)?;
+        check.positive_duration("window", p.window)?;
+        check.positive_duration("reset_after", p.reset_after)?;
+        Ok(self.policy)
+    }
+}
+
+/// The restart bookkeeping of one supervised task.
+pub(crate) struct RestartState {
+    policy: RestartPolicy,
+    rng: fastrand::Rng,
+    step: u32,
+    recent: VecDeque<Instant>,
+}
+
+impl RestartState {
+    /// Decides on a failure at `now` of a run started at `run_started`:
+    /// the restart number within the window and the wait before it, or
+    /// `None` to give up.
+    pub(crate) fn next_restart(
+        &mut self,
+        run_started: Instant,
+        now: Instant,
+    ) -> Option<(u32, Duration)> {
+        if now.saturating_duration_since(run_started) >= self.policy.reset_after {
+            self.step = 0;
+            self.recent.clear();
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.policy.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.policy.max_restarts as usize {
+            return None;
+        }
+        let wait = self.policy.backoff.delay(self.step, &mut self.rng);
+        self.step = self.step.saturating_add(1);
+        self.recent.push_back(now);
+        Some((self.recent.len() as u32, wait))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_checks_every_field() {
+        assert!(RestartPolicy::builder().build().is_ok());
+        let err = RestartPolicy::builder()
+            .max_restarts(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "max_restarts");
+        let err = RestartPolicy::builder()
+            .window(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "window");
+        let err = RestartPolicy::builder()
+            .reset_after(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "reset_after");
+        let err = RestartPolicy::builder()
+            .backoff(Backoff::default().jitter(2.0))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "jitter");
+    }
+}

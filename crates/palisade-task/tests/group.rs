@@ -1,0 +1,256 @@
+//! `spawn` and task groups: how tasks end, the live gauge, graceful
+//! shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use palisade_core::{Metrics, TaskEnd};
+use palisade_task::{TaskExit, TaskGroup, spawn};
+use support::{Recorder, Seen};
+use tokio::time::Instant;
+
+fn group(name: &str) -> (TaskGroup, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let group = TaskGroup::builder()
+        .name(name)
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .build()
+        .unwrap();
+    (group, recorder)
+}
+
+#[tokio::test]
+async fn the_handle_says_how_each_task_ended() {
+    let (group, recorder) = group("ends");
+
+    let completed = group.spawn("completed", async { Ok::<_, std::io::Error>(7) });
+    let failed = group.spawn("failed", async { Err::<u8, _>("disk full") });
+    let line = line!() + 3;
+    let panicked = group.spawn("panicked", async {
+        if true {
+            panic!("index out of bounds");
+        }
+    });
+    let unit = group.spawn("unit", async {});
+
+    assert!(matches!(completed.await, TaskExit::Completed(7)));
+    assert!(matches!(failed.await, TaskExit::Failed("disk full")));
+    match panicked.await {
+        TaskExit::Panicked(p) => {
+            assert_eq!(p.message(), "index out of bounds");
+            assert_eq!(p.policy().as_str(), "ends");
+            let location = p.location().unwrap();
+            assert!(location.file().ends_with("group.rs"));
+            assert_eq!(location.line(), line);
+            assert!(p.backtrace().is_some());
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert!(matches!(unit.await, TaskExit::Completed(())));
+
+    group.idle().await;
+    let events = recorder.events();
+    for task in ["completed", "failed", "panicked", "unit"] {
+        assert_eq!(recorder.count(|e| *e == Seen::Started(task.into())), 1);
+        assert_eq!(
+            recorder.count(|e| matches!(e, Seen::Ended(t, _) if t == task)),
+            1,
+            "{events:?}"
+        );
+    }
+    assert!(events.contains(&Seen::Ended("failed".into(), TaskEnd::Failed)));
+    assert!(events.contains(&Seen::Ended("panicked".into(), TaskEnd::Panicked)));
+    assert!(events.contains(&Seen::Panicked(
+        "panicked".into(),
+        "index out of bounds".into()
+    )));
+    // The panic event comes before the end event.
+    let panic_at = events.iter().position(|e| matches!(e, Seen::Panicked(..)));
+    let end_at = events
+        .iter()
+        .position(|e| *e == Seen::Ended("panicked".into(), TaskEnd::Panicked));
+    assert!(panic_at < end_at);
+}
+
+#[tokio::test]
+async fn free_spawn_catches_panics_too() {
+    let handle = spawn("alone", async {
+        if true {
+            std::panic::panic_any(13_u64);
+        }
+    });
+    assert_eq!(handle.name(), "alone");
+    match handle.await {
+        TaskExit::Panicked(p) => {
+            assert_eq!(p.message(), "panic payload of type u64");
+            assert_eq!(p.policy().as_str(), palisade_task::SPAWN_GROUP);
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_waits_and_aborts_the_task_that_ignores_cancellation() {
+    let (group, recorder) = group("shutdown");
+    let token = group.token();
+    let cleaned_up = Arc::new(AtomicBool::new(false));
+    let flag = cleaned_up.clone();
+    let polite = group.spawn("polite", async move {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => {
+                    // Some cleanup that takes time, well within the deadline.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    flag.store(true, Ordering::SeqCst);
+                    return Ok::<_, std::io::Error>("flushed");
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+    // Never looks at the token.
+    let stubborn = group.spawn("stubborn", async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let quick = group.spawn("already-done", async {});
+    assert!(quick.await.is_completed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(group.live(), 2);
+
+    let started = Instant::now();
+    let report = group.shutdown(Duration::from_secs(3)).await;
+
+    assert_eq!(report.group.as_str(), "shutdown");
+    assert!(report.deadline_passed);
+    assert!(!report.is_clean());
+    assert_eq!(report.waited, Duration::from_secs(3));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(report.aborted().collect::<Vec<_>>(), ["stubborn"]);
+    assert_eq!(
+        report.with_end(TaskEnd::Cancelled).collect::<Vec<_>>(),
+        ["polite"]
+    );
+    assert_eq!(report.tasks.len(), 2, "only the tasks running at shutdown");
+    assert!(report.to_string().contains("stubborn aborted"));
+
+    assert!(cleaned_up.load(Ordering::SeqCst));
+    assert!(matches!(polite.await, TaskExit::Cancelled(Some("flushed"))));
+    assert!(matches!(stubborn.await, TaskExit::Aborted));
+    assert_eq!(group.live(), 0);
+    assert!(
+        recorder
+            .events()
+            .contains(&Seen::Ended("stubborn".into(), TaskEnd::Aborted))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_shutdown_returns_as_soon_as_every_task_ended() {
+    let (group, _) = group("clean");
+    for i in 0..5_u64 {
+        let token = group.token();
+        group.spawn(format!("worker-{i}"), async move {
+            token.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(100 * i)).await;
+        });
+    }
+    let report = group.shutdown(Duration::from_secs(10)).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.waited, Duration::from_millis(400));
+    assert_eq!(report.with_end(TaskEnd::Cancelled).count(), 5);
+    assert_eq!(group.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_live_gauge_follows_tasks_and_returns_to_zero() {
+    let (group, recorder) = group("gauge");
+    assert_eq!(group.live(), 0);
+    for i in 1..=10_u64 {
+        group.spawn(format!("t{i}"), async move {
+            tokio::time::sleep(Duration::from_secs(i)).await;
+            if i % 3 == 0 {
+                panic!("task {i} failed");
+            }
+        });
+    }
+    assert_eq!(group.live(), 10);
+    for expected in (0..10).rev() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Let the task that just finished run its end.
+        tokio::task::yield_now().await;
+        assert_eq!(group.live(), expected);
+    }
+    group.idle().await;
+    assert_eq!(group.live(), 0);
+    let started = recorder.count(|e| matches!(e, Seen::Started(_)));
+    let ended = recorder.count(|e| matches!(e, Seen::Ended(..)));
+    assert_eq!((started, ended), (10, 10));
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Panicked(..))), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aborted_task_ends_once_and_releases_the_gauge() {
+    let (group, recorder) = group("abort");
+    let handle = group.spawn("sleeper", async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(group.live(), 1);
+    handle.abort();
+    assert!(matches!(handle.await, TaskExit::Aborted));
+    assert_eq!(group.live(), 0);
+    assert_eq!(
+        recorder.events(),
+        [
+            Seen::Started("sleeper".into()),
+            Seen::Ended("sleeper".into(), TaskEnd::Aborted)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_shut_down_group_starts_nothing() {
+    let (group, recorder) = group("closed");
+    let report = group.shutdown(Duration::from_secs(1)).await;
+    assert!(report.tasks.is_empty());
+    assert!(group.is_closed());
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let handle = group.spawn("late", async move { flag.store(true, Ordering::SeqCst) });
+    assert!(matches!(handle.await, TaskExit::Aborted));
+    assert!(!ran.load(Ordering::SeqCst));
+    assert!(recorder.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_parent_token_cancels_the_group() {
+    let app = palisade_task::CancellationToken::new();
+    let group = TaskGroup::builder()
+        .name("child")
+        .parent(&app)
+        .build()
+        .unwrap();
+    let token = group.token();
+    let handle = group.spawn("waiter", async move { token.cancelled().await });
+    app.cancel();
+    assert!(matches!(handle.await, TaskExit::Cancelled(Some(()))));
+}
+
+#[test]
+fn builders_refuse_bad_names() {
+    let err = TaskGroup::new("").unwrap_err();
+    assert_eq!(err.field(), "name");
+    assert_eq!(err.layer(), palisade_core::LayerKind::Task);
+}
+
+#[test]
+fn spawn_outside_a_runtime_does_not_panic() {
+    let (group, _) = group("no-runtime");
+    let handle = group.spawn("x", async {});
+    assert!(handle.is_finished());
+    let exit = futures_util::FutureExt::now_or_never(handle).unwrap();
+    assert!(matches!(exit, TaskExit::Aborted));
+}
