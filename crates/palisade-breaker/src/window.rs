@@ -494,6 +494,39 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_keep_the_aggregate_equal_to_the_slots() {
+        use std::sync::{Arc, Barrier};
+        // A ring much smaller than the number of writers in flight, so
+        // writers keep replacing each other's slots.
+        for seed in 0..10_u64 {
+            let window = Arc::new(CountWindow::new(16, 3));
+            let barrier = Arc::new(Barrier::new(8));
+            let threads: Vec<_> = (0..8_u64)
+                .map(|t| {
+                    let window = window.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut x = seed << 32 | t;
+                        for _ in 0..5_000 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let c = code(x & 1 == 1, x & 2 == 2);
+                            assert!(matches!(window.record(3, c), Recorded::Counted { .. }));
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(window.counts(), window.recount(3), "seed {seed}");
+            assert_eq!(window.counts().calls, 16);
+        }
+    }
+
+    #[test]
     fn a_full_bucket_saturates_instead_of_wrapping() {
         let origin = Instant::now();
         let w = TimeWindow::new(origin, 1_000_000_000, 2, 0);

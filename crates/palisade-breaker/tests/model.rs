@@ -47,8 +47,15 @@ enum Op {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum MState {
     Closed,
-    Open { until: u64 },
-    HalfOpen { since: u64, done: u64, failures: u64, slow: u64 },
+    Open {
+        until: u64,
+    },
+    HalfOpen {
+        since: u64,
+        done: u64,
+        failures: u64,
+        slow: u64,
+    },
 }
 
 struct Model {
@@ -94,8 +101,7 @@ impl Model {
 
     fn over(&self, calls: u64, failures: u64, slow: u64) -> bool {
         let rate = |x: u64| x as f64 / calls as f64;
-        rate(failures) >= self.cfg.threshold
-            || self.cfg.slow.is_some_and(|(_, t)| rate(slow) >= t)
+        rate(failures) >= self.cfg.threshold || self.cfg.slow.is_some_and(|(_, t)| rate(slow) >= t)
     }
 
     fn open(&mut self) {
@@ -210,7 +216,8 @@ impl Model {
                 }
             }
             WindowKind::Time { bucket_ms, .. } => {
-                self.timed.push((self.now / (bucket_ms * MS), failure, slow));
+                self.timed
+                    .push((self.now / (bucket_ms * MS), failure, slow));
             }
         }
         let (calls, failures, slows) = self.counts();
@@ -246,7 +253,10 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         window,
         1u64..6,
         prop_oneof![Just(0.25), Just(0.5), Just(0.75), Just(1.0)],
-        proptest::option::of((prop_oneof![Just(50u64), Just(200)], prop_oneof![Just(0.5), Just(1.0)])),
+        proptest::option::of((
+            prop_oneof![Just(50u64), Just(200)],
+            prop_oneof![Just(0.5), Just(1.0)],
+        )),
         prop_oneof![Just(100u64), Just(1000)],
         any::<bool>(),
         1u32..4,
