@@ -1,15 +1,13 @@
 //! Permit accounting: the in-flight count, the limit, and the FIFO queue of
 //! waiters.
 //!
-//! Taking a free slot is one compare-and-swap on `in_flight`; nothing else
-//! is touched. Only a request that has to wait takes the queue's lock.
-//!
-//! The lost-wakeup race between a waiter that queues itself and a holder
-//! that releases at the same moment is closed the way a Dekker lock is:
-//! the waiter publishes itself (`queued`) and then tries the count again;
-//! the releaser decrements the count and then looks at `queued`. Both are
-//! sequentially consistent, so at least one of them sees the other and the
-//! free slot reaches the waiter.
+//! The in-flight count and the number of queued waiters share one atomic
+//! word, so every decision that involves both ("take a slot only if nobody
+//! is queued", "free the slot only if nobody is waiting for it") is one
+//! compare-and-swap. Taking a free slot touches nothing else: no lock.
+//! The queue itself is behind a mutex that only requests that wait, and
+//! releases that find a waiter, ever take; the queued count only changes
+//! under that mutex, so it always equals the queue's length there.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,26 +15,39 @@ use std::task::{Context, Poll, Waker};
 
 use palisade_core::InFlightChange;
 
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 
 /// Observes every change of the in-flight count, with the count right
-/// after it. Called while the change is being made, so the sum of the
-/// reported deltas is exact at all times.
+/// after it and the limit in force.
 pub(crate) trait Report {
     fn change(&self, change: InFlightChange, in_flight: usize, limit: usize);
 }
 
-impl<F: Fn(InFlightChange, usize, usize)> Report for F {
-    fn change(&self, change: InFlightChange, in_flight: usize, limit: usize) {
-        self(change, in_flight, limit);
+/// One packed state word: in-flight count (low half) and queued waiters
+/// (high half).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct State(u64);
+
+const HALF: u32 = 32;
+const LOW: u64 = (1 << HALF) - 1;
+
+impl State {
+    fn in_flight(self) -> usize {
+        (self.0 & LOW) as usize
+    }
+
+    fn queued(self) -> usize {
+        (self.0 >> HALF) as usize
+    }
+
+    fn with(in_flight: usize, queued: usize) -> Self {
+        Self(((queued as u64) << HALF) | (in_flight as u64 & LOW))
     }
 }
 
 pub(crate) struct Limiter {
-    in_flight: AtomicUsize,
+    state: AtomicU64,
     limit: AtomicUsize,
-    /// The queue's length, readable without its lock.
-    queued: AtomicUsize,
     waiters: Mutex<VecDeque<Arc<WaitNode>>>,
     queue_capacity: usize,
 }
@@ -58,26 +69,38 @@ pub(crate) enum Admission {
 }
 
 impl Limiter {
+    /// `limit` and `queue_capacity` must fit in 32 bits (the builder caps
+    /// them far below).
     pub(crate) fn new(limit: usize, queue_capacity: usize) -> Self {
         Self {
-            in_flight: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             limit: AtomicUsize::new(limit),
-            queued: AtomicUsize::new(0),
             waiters: Mutex::new(VecDeque::with_capacity(queue_capacity.min(1024))),
             queue_capacity,
         }
     }
 
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+    fn load(&self) -> State {
+        State(self.state.load(Ordering::Acquire))
     }
 
-    pub(crate) fn limit(&self) -> usize {
-        self.limit.load(Ordering::SeqCst)
+    fn swap_state(&self, current: State, new: State) -> Result<(), State> {
+        self.state
+            .compare_exchange_weak(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(State)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.load().in_flight()
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::SeqCst)
+        self.load().queued()
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
     }
 
     pub(crate) fn queue_capacity(&self) -> usize {
@@ -88,27 +111,15 @@ impl Limiter {
     /// (they come first). Returns the count right after taking it.
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<usize> {
-        if self.queued.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
-        self.take_slot()
-    }
-
-    #[inline]
-    fn take_slot(&self) -> Option<usize> {
-        let limit = self.limit.load(Ordering::SeqCst);
-        let mut current = self.in_flight.load(Ordering::SeqCst);
+        let limit = self.limit();
+        let mut current = self.load();
         loop {
-            if current >= limit {
+            if current.queued() > 0 || current.in_flight() >= limit {
                 return None;
             }
-            match self.in_flight.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return Some(current + 1),
+            let next = State::with(current.in_flight() + 1, 0);
+            match self.swap_state(current, next) {
+                Ok(()) => return Some(next.in_flight()),
                 Err(actual) => current = actual,
             }
         }
@@ -118,58 +129,86 @@ impl Limiter {
     /// otherwise joins the queue if it has room.
     pub(crate) fn acquire_or_enqueue(&self, report: &impl Report) -> Admission {
         let mut waiters = lock(&self.waiters);
-        if waiters.is_empty() {
-            if let Some(in_flight) = self.take_slot() {
-                return Admission::Acquired(in_flight);
+        // Serve anyone a raised limit left waiting before judging.
+        self.grant_free_slots(&mut waiters, report);
+        let limit = self.limit();
+        let mut current = self.load();
+        loop {
+            let (in_flight, queued) = (current.in_flight(), current.queued());
+            let next = if queued == 0 && in_flight < limit {
+                State::with(in_flight + 1, 0)
+            } else if queued >= self.queue_capacity {
+                return Admission::QueueFull;
+            } else {
+                State::with(in_flight, queued + 1)
+            };
+            match self.swap_state(current, next) {
+                Ok(()) if next.queued() == 0 => return Admission::Acquired(next.in_flight()),
+                Ok(()) => break,
+                Err(actual) => current = actual,
             }
-        }
-        if waiters.len() >= self.queue_capacity {
-            return Admission::QueueFull;
         }
         let node = Arc::new(WaitNode {
             granted: AtomicBool::new(false),
             waker: Mutex::new(None),
         });
         waiters.push_back(node.clone());
-        self.queued.store(waiters.len(), Ordering::SeqCst);
-        // A holder may have released between our look at the count and our
-        // publishing ourselves: hand out what is free now.
-        self.grant_free_slots(&mut waiters, report);
         Admission::Queued(node)
     }
 
     /// Gives back one slot: hands it to the oldest waiter when there is one
     /// and the limit still allows it, otherwise frees it.
     pub(crate) fn release(&self, report: &impl Report) {
-        if self.queued.load(Ordering::SeqCst) > 0 {
-            let mut waiters = lock(&self.waiters);
-            let in_flight = self.in_flight.load(Ordering::SeqCst);
-            let limit = self.limit.load(Ordering::SeqCst);
-            // An adaptive limit may have dropped below the count: then the
-            // slot is freed, not passed on.
-            if in_flight <= limit {
-                if let Some(node) = waiters.pop_front() {
-                    self.queued.store(waiters.len(), Ordering::SeqCst);
-                    report.change(InFlightChange::Released, in_flight - 1, limit);
-                    report.change(InFlightChange::Acquired, in_flight, limit);
-                    node.grant();
+        let mut current = self.load();
+        loop {
+            if current.queued() > 0 {
+                return self.release_to_waiter(report);
+            }
+            let next = State::with(current.in_flight().saturating_sub(1), 0);
+            match self.swap_state(current, next) {
+                Ok(()) => {
+                    report.change(InFlightChange::Released, next.in_flight(), self.limit());
                     return;
                 }
+                Err(actual) => current = actual,
             }
         }
-        let in_flight = self.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        report.change(InFlightChange::Released, in_flight, self.limit());
-        if self.queued.load(Ordering::SeqCst) > 0 {
-            // A waiter queued itself while we were freeing the slot.
-            let mut waiters = lock(&self.waiters);
-            self.grant_free_slots(&mut waiters, report);
+    }
+
+    fn release_to_waiter(&self, report: &impl Report) {
+        let mut waiters = lock(&self.waiters);
+        let limit = self.limit();
+        let mut current = self.load();
+        loop {
+            let (in_flight, queued) = (current.in_flight(), current.queued());
+            // An adaptive limit may have dropped below the count: then the
+            // slot is freed, not passed on.
+            let hand_off = queued > 0 && in_flight <= limit;
+            let next = if hand_off {
+                State::with(in_flight, queued - 1)
+            } else {
+                State::with(in_flight.saturating_sub(1), queued)
+            };
+            match self.swap_state(current, next) {
+                Ok(()) => {
+                    if let Some(node) = hand_off.then(|| waiters.pop_front()).flatten() {
+                        report.change(InFlightChange::Released, in_flight - 1, limit);
+                        report.change(InFlightChange::Acquired, in_flight, limit);
+                        node.grant();
+                    } else {
+                        report.change(InFlightChange::Released, next.in_flight(), limit);
+                    }
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
         }
     }
 
     /// Changes the limit; a higher limit admits waiters at once.
     pub(crate) fn set_limit(&self, limit: usize, report: &impl Report) {
-        self.limit.store(limit, Ordering::SeqCst);
-        if self.queued.load(Ordering::SeqCst) > 0 {
+        self.limit.store(limit, Ordering::Release);
+        if self.queued() > 0 {
             let mut waiters = lock(&self.waiters);
             self.grant_free_slots(&mut waiters, report);
         }
@@ -180,25 +219,37 @@ impl Limiter {
     /// release it.
     pub(crate) fn cancel(&self, node: &Arc<WaitNode>) -> bool {
         let mut waiters = lock(&self.waiters);
-        if let Some(position) = waiters.iter().position(|n| Arc::ptr_eq(n, node)) {
-            waiters.remove(position);
-            self.queued.store(waiters.len(), Ordering::SeqCst);
-            false
-        } else {
+        let Some(position) = waiters.iter().position(|n| Arc::ptr_eq(n, node)) else {
             // Only granting takes a node out of the queue, under this lock.
-            node.granted.load(Ordering::SeqCst)
+            return node.is_granted();
+        };
+        waiters.remove(position);
+        let mut current = self.load();
+        loop {
+            let next = State::with(current.in_flight(), current.queued().saturating_sub(1));
+            match self.swap_state(current, next) {
+                Ok(()) => return false,
+                Err(actual) => current = actual,
+            }
         }
     }
 
+    /// Moves waiters from the queue into free slots, oldest first. Called
+    /// with the queue locked.
     fn grant_free_slots(&self, waiters: &mut VecDeque<Arc<WaitNode>>, report: &impl Report) {
-        while !waiters.is_empty() {
-            let Some(in_flight) = self.take_slot() else {
-                break;
-            };
-            if let Some(node) = waiters.pop_front() {
-                self.queued.store(waiters.len(), Ordering::SeqCst);
-                report.change(InFlightChange::Acquired, in_flight, self.limit());
-                node.grant();
+        let limit = self.limit();
+        let mut current = self.load();
+        while current.queued() > 0 && current.in_flight() < limit {
+            let next = State::with(current.in_flight() + 1, current.queued() - 1);
+            match self.swap_state(current, next) {
+                Ok(()) => {
+                    if let Some(node) = waiters.pop_front() {
+                        report.change(InFlightChange::Acquired, next.in_flight(), limit);
+                        node.grant();
+                    }
+                    current = next;
+                }
+                Err(actual) => current = actual,
             }
         }
     }
@@ -206,10 +257,11 @@ impl Limiter {
 
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.load();
         f.debug_struct("Limiter")
-            .field("in_flight", &self.in_flight())
+            .field("in_flight", &state.in_flight())
+            .field("queued", &state.queued())
             .field("limit", &self.limit())
-            .field("queued", &self.queued())
             .field("queue_capacity", &self.queue_capacity)
             .finish()
     }
@@ -217,7 +269,7 @@ impl fmt::Debug for Limiter {
 
 impl WaitNode {
     fn grant(&self) {
-        self.granted.store(true, Ordering::SeqCst);
+        self.granted.store(true, Ordering::Release);
         let waker = lock(&self.waker).take();
         if let Some(waker) = waker {
             waker.wake();
@@ -225,7 +277,7 @@ impl WaitNode {
     }
 
     pub(crate) fn is_granted(&self) -> bool {
-        self.granted.load(Ordering::SeqCst)
+        self.granted.load(Ordering::Acquire)
     }
 
     /// Ready once a slot was handed to this node.
@@ -240,8 +292,8 @@ impl WaitNode {
                 slot => *slot = Some(cx.waker().clone()),
             }
         }
-        // The granter sets the flag before taking the waker: if it took
-        // the old one, the flag is visible now.
+        // The granter sets the flag before taking the waker under the same
+        // mutex: if it took an older waker, the flag is visible now.
         if self.is_granted() {
             Poll::Ready(())
         } else {
@@ -353,28 +405,84 @@ mod tests {
 mod loom_tests {
     use std::future::poll_fn;
 
-    use loom::sync::atomic::AtomicUsize as LoomUsize;
+    use loom::sync::atomic::AtomicIsize;
 
     use super::*;
 
-    /// Checks the reported deltas against the real count and the limit.
-    struct Checked {
-        gauge: LoomUsize,
-        limit: usize,
+    /// The model's view: who holds a slot, and the sum of reported deltas.
+    struct Model {
+        limiter: Limiter,
+        holders: AtomicUsize,
+        gauge: AtomicIsize,
+        max_limit: usize,
     }
 
-    impl Report for Checked {
-        fn change(&self, change: InFlightChange, in_flight: usize, _limit: usize) {
-            match change {
-                InFlightChange::Acquired => {
-                    let now = self.gauge.fetch_add(1, Ordering::SeqCst) + 1;
-                    assert!(now <= self.limit, "more than the limit in flight");
+    impl Report for Model {
+        fn change(&self, change: InFlightChange, _in_flight: usize, _limit: usize) {
+            self.gauge
+                .fetch_add(change.delta() as isize, Ordering::SeqCst);
+        }
+    }
+
+    impl Model {
+        fn new(limit: usize, queue: usize, max_limit: usize) -> Arc<Self> {
+            Arc::new(Self {
+                limiter: Limiter::new(limit, queue),
+                holders: AtomicUsize::new(0),
+                gauge: AtomicIsize::new(0),
+                max_limit,
+            })
+        }
+
+        /// Called once a slot is ours, by whatever path.
+        fn hold(&self) {
+            let now = self.holders.fetch_add(1, Ordering::SeqCst) + 1;
+            assert!(
+                now <= self.max_limit,
+                "{now} holders, limit {}",
+                self.max_limit
+            );
+        }
+
+        fn fast(&self) -> bool {
+            match self.limiter.try_acquire() {
+                Some(in_flight) => {
+                    self.change(InFlightChange::Acquired, in_flight, 0);
+                    self.hold();
+                    true
                 }
-                InFlightChange::Released => {
-                    self.gauge.fetch_sub(1, Ordering::SeqCst);
-                }
+                None => false,
             }
-            assert!(in_flight <= self.limit);
+        }
+
+        /// Takes a slot (fast path, else queue and wait), or gives up when
+        /// the queue is full.
+        fn acquire(&self) -> bool {
+            if self.fast() {
+                return true;
+            }
+            match self.limiter.acquire_or_enqueue(self) {
+                Admission::Acquired(in_flight) => {
+                    self.change(InFlightChange::Acquired, in_flight, 0);
+                }
+                Admission::Queued(node) => {
+                    loom::future::block_on(poll_fn(|cx| node.poll_granted(cx)));
+                }
+                Admission::QueueFull => return false,
+            }
+            self.hold();
+            true
+        }
+
+        fn release(&self) {
+            self.holders.fetch_sub(1, Ordering::SeqCst);
+            self.limiter.release(self);
+        }
+
+        fn assert_empty(&self) {
+            assert_eq!(self.limiter.in_flight(), 0);
+            assert_eq!(self.limiter.queued(), 0);
+            assert_eq!(self.gauge.load(Ordering::SeqCst), 0);
         }
     }
 
@@ -386,42 +494,16 @@ mod loom_tests {
         builder.check(f);
     }
 
-    /// Takes a slot (fast path, else queue and wait) and gives it back.
-    fn acquire_and_release(limiter: &Limiter, report: &Checked) {
-        match limiter.try_acquire() {
-            Some(_) => report.change(InFlightChange::Acquired, 0, 0),
-            None => match limiter.acquire_or_enqueue(report) {
-                Admission::Acquired(_) => report.change(InFlightChange::Acquired, 0, 0),
-                Admission::Queued(node) => {
-                    loom::future::block_on(poll_fn(|cx| node.poll_granted(cx)));
-                }
-                Admission::QueueFull => return,
-            },
-        }
-        limiter.release(report);
-    }
-
-    fn shared(limit: usize, queue: usize) -> Arc<(Limiter, Checked)> {
-        Arc::new((
-            Limiter::new(limit, queue),
-            Checked {
-                gauge: LoomUsize::new(0),
-                limit,
-            },
-        ))
-    }
-
     #[test]
     fn loom_fast_path_never_exceeds_the_limit() {
         model(|| {
-            let state = shared(1, 0);
+            let state = Model::new(1, 0, 1);
             let threads: Vec<_> = (0..2)
                 .map(|_| {
                     let state = state.clone();
                     loom::thread::spawn(move || {
-                        if state.0.try_acquire().is_some() {
-                            state.1.change(InFlightChange::Acquired, 0, 0);
-                            state.0.release(&state.1);
+                        if state.fast() {
+                            state.release();
                         }
                     })
                 })
@@ -429,8 +511,7 @@ mod loom_tests {
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!(state.0.in_flight(), 0);
-            assert_eq!(state.1.gauge.load(Ordering::SeqCst), 0);
+            state.assert_empty();
         });
     }
 
@@ -439,14 +520,16 @@ mod loom_tests {
         // Two requests, one slot, room to wait: both must finish (a lost
         // wakeup would leave the waiter blocked, which loom reports).
         model(|| {
-            let state = shared(1, 1);
+            let state = Model::new(1, 1, 1);
             let other = state.clone();
-            let t = loom::thread::spawn(move || acquire_and_release(&other.0, &other.1));
-            acquire_and_release(&state.0, &state.1);
+            let t = loom::thread::spawn(move || {
+                assert!(other.acquire());
+                other.release();
+            });
+            assert!(state.acquire());
+            state.release();
             t.join().unwrap();
-            assert_eq!(state.0.in_flight(), 0);
-            assert_eq!(state.0.queued(), 0);
-            assert_eq!(state.1.gauge.load(Ordering::SeqCst), 0);
+            state.assert_empty();
         });
     }
 
@@ -455,51 +538,35 @@ mod loom_tests {
         // A holder releases while the waiter gives up: whichever wins, the
         // slot ends up free.
         model(|| {
-            let state = shared(1, 1);
-            assert!(state.0.try_acquire().is_some());
-            state.1.change(InFlightChange::Acquired, 0, 0);
-            let Admission::Queued(node) = state.0.acquire_or_enqueue(&state.1) else {
+            let state = Model::new(1, 1, 1);
+            assert!(state.fast());
+            let Admission::Queued(node) = state.limiter.acquire_or_enqueue(&*state) else {
                 panic!("expected to queue")
             };
             let holder = state.clone();
-            let t = loom::thread::spawn(move || holder.0.release(&holder.1));
-            if state.0.cancel(&node) {
-                state.0.release(&state.1);
+            let t = loom::thread::spawn(move || holder.release());
+            if state.limiter.cancel(&node) {
+                state.hold();
+                state.release();
             }
             t.join().unwrap();
-            assert_eq!(state.0.in_flight(), 0);
-            assert_eq!(state.0.queued(), 0);
-            assert_eq!(state.1.gauge.load(Ordering::SeqCst), 0);
+            state.assert_empty();
         });
     }
 
     #[test]
     fn loom_a_raised_limit_admits_a_waiter() {
         model(|| {
-            let state = Arc::new((
-                Limiter::new(1, 1),
-                Checked {
-                    gauge: LoomUsize::new(0),
-                    limit: 2,
-                },
-            ));
-            assert!(state.0.try_acquire().is_some());
-            state.1.change(InFlightChange::Acquired, 0, 0);
+            let state = Model::new(1, 1, 2);
+            assert!(state.fast());
             let raiser = state.clone();
-            let t = loom::thread::spawn(move || raiser.0.set_limit(2, &raiser.1));
-            match state.0.acquire_or_enqueue(&state.1) {
-                Admission::Acquired(_) => state.1.change(InFlightChange::Acquired, 0, 0),
-                Admission::Queued(node) => {
-                    loom::future::block_on(poll_fn(|cx| node.poll_granted(cx)));
-                }
-                Admission::QueueFull => panic!("the queue has room"),
-            }
+            let t = loom::thread::spawn(move || raiser.limiter.set_limit(2, &*raiser));
+            assert!(state.acquire());
             t.join().unwrap();
-            assert_eq!(state.0.in_flight(), 2);
-            state.0.release(&state.1);
-            state.0.release(&state.1);
-            assert_eq!(state.0.in_flight(), 0);
-            assert_eq!(state.1.gauge.load(Ordering::SeqCst), 0);
+            assert_eq!(state.limiter.in_flight(), 2);
+            state.release();
+            state.release();
+            state.assert_empty();
         });
     }
 }

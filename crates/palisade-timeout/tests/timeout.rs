@@ -405,3 +405,104 @@ async fn every_clone_and_route_shares_one_policy() {
     route_b.oneshot(()).await.unwrap_err();
     assert_eq!(counter.load(Ordering::SeqCst), 3);
 }
+
+/// Returns `Pending` once (waking itself), then `Ready`.
+struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = Result<u64, Infallible>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.0 {
+            Poll::Ready(Ok(1))
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_ready_call_allocates_nothing() {
+    let mut svc = TimeoutLayer::builder()
+        .metrics(Metrics::new(Recorder::default()))
+        .build()
+        .unwrap()
+        .layer(service_fn(|x: u64| {
+            std::future::ready(Ok::<_, Infallible>(x))
+        }));
+    let mut cx = Context::from_waker(Waker::noop());
+    for round in 0..2 {
+        let allocations = allocation_counter::measure(|| {
+            for _ in 0..10 {
+                assert!(svc.poll_ready(&mut cx).is_ready());
+                let call = pin!(svc.call(3));
+                assert!(matches!(call.poll(&mut cx), Poll::Ready(Ok(3))));
+            }
+        });
+        if round == 1 {
+            assert_eq!(allocations.count_total, 0);
+        }
+    }
+}
+
+#[test]
+fn a_call_that_waits_allocates_no_more_than_the_bare_service() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let bare = service_fn(|_: u64| PendingOnce(false));
+    let timed = TimeoutLayer::builder().build().unwrap().layer(bare);
+    let mut counts = Vec::new();
+    for round in 0..2 {
+        let bare_count = allocation_counter::measure(|| {
+            rt.block_on(async {
+                let mut svc = bare;
+                svc.ready().await.unwrap();
+                svc.call(1).await.unwrap();
+            });
+        });
+        let timed_count = allocation_counter::measure(|| {
+            rt.block_on(async {
+                let mut svc = timed.clone();
+                svc.ready().await.unwrap();
+                svc.call(1).await.unwrap();
+            });
+        });
+        if round == 1 {
+            counts.push((bare_count.count_total, timed_count.count_total));
+        }
+    }
+    let (bare, timed) = counts[0];
+    assert_eq!(timed, bare, "the timer allocates nothing");
+}
+
+#[test]
+fn the_http_flavour_allocates_only_to_expose_the_deadline() {
+    let handler = service_fn(|_: http::Request<()>| std::future::ready(Ok::<_, Infallible>(())));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut measure = |source: HttpDeadline| {
+        let mut svc = TimeoutLayer::builder()
+            .deadline_source(source)
+            .build()
+            .unwrap()
+            .layer(handler);
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let req = request(Some(b"5S"), Some(Duration::from_secs(1)));
+            let allocations = allocation_counter::measure(|| {
+                assert!(svc.poll_ready(&mut cx).is_ready());
+                let call = pin!(svc.call(req));
+                assert!(call.poll(&mut cx).is_ready());
+            });
+            counts.push(allocations.count_total);
+        }
+        counts[1]
+    };
+    assert_eq!(measure(HttpDeadline::new().expose_deadline(false)), 0);
+    // One box for the Deadline in a map that already exists (the request
+    // carries a RequestTimeout).
+    assert_eq!(measure(HttpDeadline::new()), 1);
+}

@@ -22,7 +22,7 @@
 //!   failures or, when configured, on latency over a threshold.
 //!
 //! Outcomes that are neither success nor failure
-//! ([`Outcome::Ignored`](palisade_core::Outcome::Ignored), and cancelled
+//! ([`Outcome::Ignored`], and cancelled
 //! calls) are not sampled. A call that panics counts as a failure.
 //!
 //! # Example
