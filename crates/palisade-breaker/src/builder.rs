@@ -273,11 +273,15 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Checks every setting and builds a keyed layer: one breaker per key
     /// returned by `key` (for example per upstream host), at most
     /// `max_keys` of them (1 to 65 536).
-    pub fn build_keyed<K: std::hash::Hash + Eq + Clone, F>(
+    pub fn build_keyed<Req, K, F>(
         self,
         max_keys: usize,
         key: F,
-    ) -> Result<KeyedCircuitBreakerLayer<K, F, C>, ConfigError> {
+    ) -> Result<KeyedCircuitBreakerLayer<K, F, C>, ConfigError>
+    where
+        K: std::hash::Hash + Eq + Clone,
+        F: Fn(&Req) -> K,
+    {
         let config = self.config()?;
         Validate::new(LayerKind::CircuitBreaker, &config.policy)
             .in_range("max_keys", max_keys, 1, 65_536)?;

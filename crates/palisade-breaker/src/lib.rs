@@ -27,7 +27,7 @@
 //! use palisade_core::CircuitState;
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let layer = CircuitBreakerLayer::builder()
 //!     .name("inventory")

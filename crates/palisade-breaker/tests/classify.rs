@@ -1,0 +1,175 @@
+//! Outcome classification through the breaker: HTTP status codes, gRPC
+//! status in headers or trailers (recorded at the end of the body), bodies
+//! dropped early, and a user predicate.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use palisade_breaker::CircuitBreakerLayer;
+use palisade_core::classify::{ClassifyFn, GrpcErrorsAsFailures, ServerErrorsAsFailures};
+use palisade_core::{BoxError, CircuitState, Outcome};
+use tower::{Layer, ServiceExt, service_fn};
+
+/// A body of fixed frames.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn grpc(status: &'static str) -> Response<Frames> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static(status));
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"message")),
+            Frame::trailers(trailers),
+        ])))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn server_errors_count_client_errors_do_not() {
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(ServerErrorsAsFailures)
+        .count_window(4)
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|status: u16| async move {
+        Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap())
+    }));
+    for status in [200, 404, 503] {
+        let res = svc.clone().oneshot(status).await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "the response passes through");
+    }
+    let counts = layer.handle().counts();
+    assert_eq!((counts.calls, counts.failures), (3, 1));
+    svc.clone().oneshot(500).await.unwrap();
+    assert_eq!(layer.handle().state(), CircuitState::Open, "2 of 4 are 5xx");
+}
+
+#[tokio::test]
+async fn grpc_status_is_recorded_when_the_trailers_arrive() {
+    let events = common::Events::default();
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(GrpcErrorsAsFailures::new())
+        .metrics(events.metrics())
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|status: &'static str| async move {
+        Ok::<_, BoxError>(grpc(status))
+    }));
+
+    let res = svc.clone().oneshot("14").await.unwrap(); // UNAVAILABLE
+    assert_eq!(
+        layer.handle().counts().calls,
+        0,
+        "nothing known before the trailers"
+    );
+    let collected = res.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
+    assert_eq!(layer.handle().counts().failures, 1);
+
+    // A body dropped before its trailers is a cancelled call: ignored.
+    let res = svc.clone().oneshot("0").await.unwrap();
+    drop(res);
+    assert_eq!(layer.handle().counts().calls, 1);
+    assert_eq!(
+        events.count(|e| matches!(e, common::Seen::Completed(Outcome::Cancelled, _))),
+        1
+    );
+
+    let res = svc.clone().oneshot("5").await.unwrap(); // NOT_FOUND: not a failure
+    res.into_body().collect().await.unwrap();
+    let counts = layer.handle().counts();
+    assert_eq!((counts.calls, counts.failures), (2, 1));
+    assert_eq!(layer.handle().state(), CircuitState::Open, "1 of 2 = 0.5");
+}
+
+#[tokio::test]
+async fn a_dropped_grpc_probe_body_gives_its_slot_back() {
+    let clock = palisade_core::ManualClock::new();
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(GrpcErrorsAsFailures::new())
+        .clock(clock.clock())
+        .count_window(1)
+        .minimum_calls(1)
+        .open_wait(std::time::Duration::from_secs(1))
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|status: &'static str| async move {
+        Ok::<_, BoxError>(grpc(status))
+    }));
+    svc.clone()
+        .oneshot("13")
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(layer.handle().state(), CircuitState::Open);
+    clock.advance(std::time::Duration::from_secs(1));
+    let probe = svc.clone().oneshot("0").await.unwrap();
+    assert_eq!(layer.handle().probes().admitted, 1);
+    assert!(
+        svc.clone().oneshot("0").await.is_err(),
+        "the slot is held by the body"
+    );
+    drop(probe);
+    assert_eq!(layer.handle().probes().admitted, 0);
+    let probe = svc.clone().oneshot("0").await.unwrap();
+    probe.into_body().collect().await.unwrap();
+    assert_eq!(layer.handle().state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn a_user_predicate_decides() {
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(ClassifyFn::new(|res: Result<&u32, &BoxError>| match res {
+            Ok(n) if *n >= 100 => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Ignored,
+        }))
+        .count_window(10)
+        .minimum_calls(10)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|n: u32| async move {
+        if n == 0 {
+            Err::<u32, BoxError>("zero".into())
+        } else {
+            Ok(n)
+        }
+    }));
+    for n in [1, 150, 0] {
+        let _ = svc.clone().oneshot(n).await;
+    }
+    let counts = layer.handle().counts();
+    assert_eq!((counts.calls, counts.failures), (2, 1));
+}
