@@ -206,12 +206,14 @@ impl Limiter {
     }
 
     /// Changes the limit; a higher limit admits waiters at once.
+    ///
+    /// Takes the queue's lock (limits change once per window at most): a
+    /// request queuing itself reads the limit under that lock, so it either
+    /// sees the new limit or is in the queue by the time it is served.
     pub(crate) fn set_limit(&self, limit: usize, report: &impl Report) {
+        let mut waiters = lock(&self.waiters);
         self.limit.store(limit, Ordering::Release);
-        if self.queued() > 0 {
-            let mut waiters = lock(&self.waiters);
-            self.grant_free_slots(&mut waiters, report);
-        }
+        self.grant_free_slots(&mut waiters, report);
     }
 
     /// Leaves the queue. Returns `true` when the node had been granted a
@@ -529,6 +531,30 @@ mod loom_tests {
             assert!(state.acquire());
             state.release();
             t.join().unwrap();
+            state.assert_empty();
+        });
+    }
+
+    #[test]
+    fn loom_three_requests_one_slot_two_waiters() {
+        // Every request gets through, one at a time, whatever the order of
+        // the hand-offs.
+        model(|| {
+            let state = Model::new(1, 2, 1);
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let state = state.clone();
+                    loom::thread::spawn(move || {
+                        assert!(state.acquire());
+                        state.release();
+                    })
+                })
+                .collect();
+            assert!(state.acquire());
+            state.release();
+            for t in threads {
+                t.join().unwrap();
+            }
             state.assert_empty();
         });
     }

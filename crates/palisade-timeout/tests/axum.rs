@@ -70,7 +70,7 @@ async fn deadlines_from_headers_apply_and_garbage_never_fails_a_request() {
                     format!("{:?}", deadline.budget())
                 }),
             )
-            .route("/hang", get(|| std::future::pending::<&'static str>()))
+            .route("/hang", get(std::future::pending::<&'static str>))
             .layer(
                 ServiceBuilder::new()
                     .layer(HandleErrorLayer::new(timeout_to_504))
