@@ -36,6 +36,16 @@
 //!   [`grpc::ErrorToStatusLayer`], which answers trailers-only gRPC
 //!   responses, for tonic servers and around tonic channels.
 //!
+//! # Where the layers go
+//!
+//! Outermost, above the fallback layer: the fallback answers what it is
+//! configured to handle, and whatever error is left becomes a response
+//! here.
+//!
+//! ```text
+//! ErrorToResponseLayer -> fallback -> rate limit -> breaker -> timeout -> bulkhead -> panic catch -> service
+//! ```
+//!
 //! # Features
 //!
 //! - `axum`: [`Rejected`], an error type for axum handlers that answers the

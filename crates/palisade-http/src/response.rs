@@ -40,7 +40,7 @@ use crate::mapping::HttpMapping;
 /// use axum::{Router, body::Body, routing::get};
 /// use palisade_core::{BoxError, PolicyName, RateLimited, KeyKind};
 /// use palisade_http::ErrorToResponseLayer;
-/// use tower::{service_fn, ServiceExt};
+/// use tower::{service_fn, Layer, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -52,7 +52,7 @@ use crate::mapping::HttpMapping;
 /// });
 /// let app = Router::new().route_service(
 ///     "/",
-///     ErrorToResponseLayer::new().into_layer_for(limited),
+///     ErrorToResponseLayer::new().layer(limited),
 /// );
 ///
 /// let res = app.oneshot(http::Request::new(Body::empty())).await.unwrap();
@@ -89,15 +89,6 @@ impl<H> ErrorToResponseLayer<H> {
     pub fn mapping(&self) -> &HttpMapping<H> {
         &self.mapping
     }
-
-    /// Wraps `service`: the same as [`Layer::layer`], by value.
-    pub fn into_layer_for<S>(self, service: S) -> ErrorToResponse<S, H> {
-        ErrorToResponse {
-            inner: service,
-            mapping: self.mapping,
-            not_ready: None,
-        }
-    }
 }
 
 impl<H> Clone for ErrorToResponseLayer<H> {
@@ -120,7 +111,11 @@ impl<S, H> Layer<S> for ErrorToResponseLayer<H> {
     type Service = ErrorToResponse<S, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.clone().into_layer_for(inner)
+        ErrorToResponse {
+            inner,
+            mapping: Arc::clone(&self.mapping),
+            not_ready: None,
+        }
     }
 }
 
