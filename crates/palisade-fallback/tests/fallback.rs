@@ -585,3 +585,45 @@ fn the_happy_path_allocates_nothing() {
     assert!(info.count_total > 0);
     assert_eq!(recorder.take().len(), 1);
 }
+
+/// Not ready until `open` is set.
+#[derive(Clone, Default)]
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Service<u32> for Gate {
+    type Response = String;
+    type Error = BoxError;
+    type Future = Ready<Result<String, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.open.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        ready(Ok(format!("inner {req}")))
+    }
+}
+
+#[test]
+fn readiness_is_the_inner_services() {
+    let gate = Gate::default();
+    let open = gate.open.clone();
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(gate);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    open.store(true, Ordering::SeqCst);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let Poll::Ready(Ok(res)) = pin!(svc.call(5)).poll(&mut cx) else {
+        panic!("answers at once")
+    };
+    assert_eq!(res, "inner 5");
+}
