@@ -97,7 +97,7 @@ impl Backoff {
         if self.jitter == 0.0 {
             return base;
         }
-        base.mul_f64(1.0 - self.jitter * rng.f64())
+        base.mul_f64(self.jitter.mul_add(-rng.f64(), 1.0))
     }
 
     pub(crate) fn validate(&self, check: &Validate<'_>) -> Result<(), ConfigError> {

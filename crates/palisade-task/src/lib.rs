@@ -6,7 +6,7 @@
 //!   palisade's metrics trait; its handle says how the task ended
 //!   ([`TaskExit`]: completed, failed, panicked, cancelled or aborted).
 //! - [`TaskGroup`] names a set of tasks, holds the
-//!   [`CancellationToken`](tokio_util::sync::CancellationToken) they watch,
+//!   [`CancellationToken`] they watch,
 //!   keeps a live-task gauge and shuts down gracefully: cancel, wait up to
 //!   a deadline, abort what is left, and report by name.
 //! - [`TaskGroup::spawn_supervised`] restarts a long-running loop after a
@@ -54,10 +54,9 @@
 //! let poller = group.spawn_supervised("poller", policy, |token| async move {
 //!     loop {
 //!         tokio::select! {
-//!             _ = token.cancelled() => return Ok(()),
+//!             _ = token.cancelled() => return Ok::<(), std::io::Error>(()),
 //!             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-//!                 // poll something; an error here restarts the loop
-//!                 Ok::<(), std::io::Error>(())?;
+//!                 // poll something; an error returned here restarts the loop
 //!             }
 //!         }
 //!     }

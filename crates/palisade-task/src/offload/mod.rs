@@ -15,9 +15,9 @@
 //!   drain deadline passes ([`DropReason::Shutdown`]),
 //! - it is pushed after shutdown began ([`DropReason::Closed`]).
 //!
-//! Every drop is an [`Event::OffloadDropped`](palisade_core::Event::OffloadDropped)
+//! Every drop is an [`Event::OffloadDropped`]
 //! with its reason and is counted in [`OffloadStats`]; every delivery is an
-//! [`Event::OffloadDelivered`](palisade_core::Event::OffloadDelivered). Once
+//! [`Event::OffloadDelivered`]. Once
 //! the queue is shut down, `pushed == delivered + dropped_total()` exactly.
 //!
 //! Dropping every handle without calling `shutdown` lets the workers
@@ -356,8 +356,9 @@ impl<S> OffloadBuilder<S> {
     }
 }
 
-impl<Req> Offload<Req> {
-    /// A builder for a queue delivering to `service`.
+impl Offload<()> {
+    /// A builder for a queue delivering to `service`. The item type is
+    /// chosen by [`OffloadBuilder::build`], from the service's request type.
     pub fn builder<S>(service: S) -> OffloadBuilder<S> {
         OffloadBuilder {
             service,
@@ -372,7 +373,9 @@ impl<Req> Offload<Req> {
             drain_deadline: Duration::from_secs(5),
         }
     }
+}
 
+impl<Req> Offload<Req> {
     /// The queue's name.
     pub fn name(&self) -> &PolicyName {
         &self.inner.shared.name

@@ -1,0 +1,365 @@
+//! Offload: pushes never block, every drop is counted by reason, and the
+//! counts add up exactly.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_core::{DropReason, Metrics};
+use palisade_task::offload::{Offload, OffloadStats, Pushed};
+use palisade_task::{Backoff, TaskGroup};
+use proptest::prelude::*;
+use support::{Recorder, Seen};
+use tokio::time::Instant;
+
+type Call = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A dependency that takes `latency` per call and fails a seeded
+/// `failure_rate` share of the calls; records what it accepted.
+#[derive(Clone)]
+struct Flaky {
+    rng: Arc<Mutex<fastrand::Rng>>,
+    failure_rate: f64,
+    latency: Duration,
+    accepted: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Flaky {
+    fn new(seed: u64, failure_rate: f64, latency: Duration) -> Self {
+        Self {
+            rng: Arc::new(Mutex::new(fastrand::Rng::with_seed(seed))),
+            failure_rate,
+            latency,
+            accepted: Arc::default(),
+        }
+    }
+}
+
+impl tower::Service<u32> for Flaky {
+    type Response = ();
+    type Error = String;
+    type Future = Call;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), String>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, item: u32) -> Call {
+        let fail = self.rng.lock().unwrap().f64() < self.failure_rate;
+        let latency = self.latency;
+        let accepted = self.accepted.clone();
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            if fail {
+                Err(format!("item {item} refused"))
+            } else {
+                accepted.lock().unwrap().push(item);
+                Ok(())
+            }
+        })
+    }
+}
+
+fn assert_adds_up(stats: &OffloadStats, recorder: &Recorder) {
+    assert_eq!(stats.queued, 0);
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(
+        stats.dropped_total(),
+        stats.pushed - stats.delivered,
+        "drops by reason add up to pushed minus delivered: {stats:?}"
+    );
+    let events = recorder.events();
+    for reason in DropReason::ALL {
+        let seen = events
+            .iter()
+            .filter(|e| **e == Seen::Dropped(*reason))
+            .count() as u64;
+        assert_eq!(seen, stats.dropped(*reason), "{reason:?} events");
+    }
+    let delivered = events
+        .iter()
+        .filter(|e| matches!(e, Seen::Delivered(_)))
+        .count() as u64;
+    assert_eq!(delivered, stats.delivered);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drops_by_reason_add_up_under_a_dependency_failing_half_the_time() {
+    let recorder = Arc::new(Recorder::default());
+    let service = Flaky::new(2024, 0.5, Duration::from_millis(20));
+    let offload: Offload<u32> = Offload::builder(service.clone())
+        .name("audit")
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .queue_capacity(16)
+        .workers(2)
+        .max_attempts(3)
+        .backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        ))
+        .seed(9)
+        .drain_deadline(Duration::from_millis(300))
+        .build()
+        .unwrap();
+
+    // Bursts faster than the dependency can take.
+    let mut item = 0;
+    for _ in 0..40 {
+        for _ in 0..10 {
+            let started = Instant::now();
+            offload.push(item);
+            assert_eq!(started.elapsed(), Duration::ZERO, "push never waits");
+            item += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let stats = offload.shutdown().await;
+    for late in 0..5 {
+        assert_eq!(
+            offload.push(10_000 + late),
+            Pushed::Dropped(DropReason::Closed)
+        );
+    }
+    let stats_after = offload.stats();
+
+    assert_eq!(stats.pushed, 400);
+    assert_eq!(stats_after.pushed, 405);
+    assert_adds_up(&stats_after, &recorder);
+    for reason in [
+        DropReason::QueueFull,
+        DropReason::RetriesExhausted,
+        DropReason::Shutdown,
+        DropReason::Closed,
+    ] {
+        assert!(
+            stats_after.dropped(reason) > 0,
+            "no {reason:?} drop: {stats_after:?}"
+        );
+    }
+    assert!(stats_after.delivered > 0);
+    assert_eq!(
+        service.accepted.lock().unwrap().len() as u64,
+        stats_after.delivered,
+        "every delivery reached the dependency once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_follow_the_backoff() {
+    let recorder = Arc::new(Recorder::default());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = calls.clone();
+    let origin = Instant::now();
+    let service = tower::service_fn(move |_: u32| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(Instant::now() - origin);
+            Err::<(), _>("down")
+        }
+    });
+    let offload = Offload::builder(service)
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .max_attempts(4)
+        .backoff(Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(0.0))
+        .build()
+        .unwrap();
+    assert_eq!(offload.push(1_u32), Pushed::Queued);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ms = Duration::from_millis;
+    assert_eq!(*calls.lock().unwrap(), [ms(0), ms(100), ms(300), ms(700)]);
+    let stats = offload.stats();
+    assert_eq!(stats.dropped_retries_exhausted, 1);
+    assert_eq!(
+        recorder.events(),
+        [Seen::Dropped(DropReason::RetriesExhausted)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_dependency_never_blocks_the_caller() {
+    let service = tower::service_fn(|_: u32| std::future::pending::<Result<(), String>>());
+    let offload = Offload::builder(service)
+        .queue_capacity(4)
+        .drain_deadline(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for i in 0..10 {
+        outcomes.push(offload.push(i));
+        tokio::task::yield_now().await;
+    }
+    // One in flight, four queued, five refused.
+    let queued = outcomes.iter().filter(|o| **o == Pushed::Queued).count();
+    assert_eq!(queued, 5);
+    let started = Instant::now();
+    let stats = offload.shutdown().await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "bounded by the drain deadline"
+    );
+    assert_eq!(stats.dropped_queue_full, 5);
+    assert_eq!(stats.dropped_shutdown, 5);
+    assert_eq!(stats.delivered, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_dependency_is_a_failed_attempt() {
+    let recorder = Arc::new(Recorder::default());
+    let service = tower::service_fn(|i: u32| async move {
+        if i % 2 == 0 {
+            panic!("serializer bug on {i}");
+        }
+        Ok::<_, String>(())
+    });
+    let offload = Offload::builder(service)
+        .name("reports")
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .max_attempts(2)
+        .backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ))
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        offload.push(i);
+    }
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.delivered, 2);
+    assert_eq!(stats.dropped_retries_exhausted, 2);
+    assert_eq!(
+        recorder.count(|e| matches!(e, Seen::Panicked(_, m) if m.starts_with("serializer bug"))),
+        4,
+        "two attempts for each of the two bad items"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_delivers_what_is_queued() {
+    let service = Flaky::new(1, 0.0, Duration::from_millis(5));
+    let offload = Offload::builder(service.clone())
+        .queue_capacity(100)
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        offload.push(i);
+    }
+    drop(offload);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(service.accepted.lock().unwrap().len(), 50);
+}
+
+#[test]
+fn the_builder_checks_its_values() {
+    let service = tower::service_fn(|_: u32| async { Ok::<_, String>(()) });
+    let err = Offload::builder(service)
+        .max_attempts(0)
+        .build::<u32>()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_attempts");
+    assert_eq!(err.layer(), palisade_core::LayerKind::Offload);
+    let err = Offload::builder(service)
+        .queue_capacity(0)
+        .build::<u32>()
+        .unwrap_err();
+    assert_eq!(err.field(), "queue_capacity");
+    let err = Offload::builder(service)
+        .drain_deadline(Duration::ZERO)
+        .build::<u32>()
+        .unwrap_err();
+    assert_eq!(err.field(), "drain_deadline");
+    let err = Offload::builder(service).build::<u32>().unwrap_err();
+    assert_eq!(err.field(), "runtime");
+}
+
+/// Seeded stress on a multi-threaded runtime: eight producers push
+/// concurrently while four workers deliver; the counts stay exact.
+#[test]
+fn concurrent_pushes_on_many_threads_add_up_exactly() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let recorder = Arc::new(Recorder::default());
+        let offload = Offload::builder(Flaky::new(5, 0.5, Duration::from_micros(50)))
+            .metrics(Metrics::from_arc(recorder.clone()))
+            .queue_capacity(32)
+            .workers(4)
+            .max_attempts(2)
+            .backoff(Backoff::new(
+                Duration::from_micros(10),
+                Duration::from_micros(100),
+            ))
+            .seed(3)
+            .drain_deadline(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let group = TaskGroup::new("producers").unwrap();
+        for p in 0..8_u32 {
+            let offload = offload.clone();
+            group.spawn(format!("producer-{p}"), async move {
+                for i in 0..500 {
+                    offload.push(p * 1_000 + i);
+                    if i % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+        }
+        group.idle().await;
+        let stats = offload.shutdown().await;
+        assert_eq!(stats.pushed, 4_000);
+        assert_adds_up(&stats, &recorder);
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_counts_add_up_for_any_configuration(
+        seed: u64,
+        failure_rate in 0.0_f64..=1.0,
+        capacity in 1_usize..32,
+        workers in 1_usize..4,
+        attempts in 1_u32..4,
+        items in 0_u32..200,
+        drain_ms in 1_u64..500,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let (stats, recorder) = runtime.block_on(async {
+            let recorder = Arc::new(Recorder::default());
+            let offload = Offload::builder(Flaky::new(seed, failure_rate, Duration::from_millis(3)))
+                .metrics(Metrics::from_arc(recorder.clone()))
+                .queue_capacity(capacity)
+                .workers(workers)
+                .max_attempts(attempts)
+                .seed(seed)
+                .drain_deadline(Duration::from_millis(drain_ms))
+                .build()
+                .unwrap();
+            for i in 0..items {
+                offload.push(i);
+                if i % 7 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            (offload.shutdown().await, recorder)
+        });
+        prop_assert_eq!(stats.pushed, u64::from(items));
+        assert_adds_up(&stats, &recorder);
+    }
+}

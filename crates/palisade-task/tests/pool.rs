@@ -1,0 +1,185 @@
+//! The worker pool never runs more than N jobs at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_task::{SubmitError, WorkerPool};
+
+/// Tracks how many jobs run at once, and the most ever seen.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    max: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Concurrency {
+    async fn job(self: Arc<Self>, work: Duration) -> Result<(), std::io::Error> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(work).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_than_n_jobs_at_once_from_a_queue() {
+    let pool = WorkerPool::builder()
+        .name("bounded")
+        .workers(3)
+        .queue_capacity(8)
+        .build()
+        .unwrap();
+    let seen = Arc::new(Concurrency::default());
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..60 {
+        let work = Duration::from_millis(rng.u64(1..=50));
+        pool.submit(seen.clone().job(work)).await.unwrap();
+        assert!(pool.stats().running <= 3);
+    }
+    let report = pool.shutdown(Duration::from_secs(60)).await;
+    assert!(report.is_clean(), "{report}");
+    let stats = pool.stats();
+    assert_eq!(stats.submitted, 60);
+    assert_eq!(stats.completed, 60);
+    assert_eq!(seen.done.load(Ordering::SeqCst), 60);
+    assert_eq!(
+        seen.max.load(Ordering::SeqCst),
+        3,
+        "the pool was used in full"
+    );
+    assert_eq!(stats.running, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_jobs_is_fed_with_backpressure() {
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let seen = Arc::new(Concurrency::default());
+    let jobs = futures_util::stream::iter(
+        (0..20).map(|i| seen.clone().job(Duration::from_millis(10 * (i % 4 + 1)))),
+    );
+    assert_eq!(pool.submit_stream(jobs).await, 20);
+    pool.shutdown(Duration::from_secs(60)).await;
+    assert_eq!(seen.done.load(Ordering::SeqCst), 20);
+    assert_eq!(seen.max.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.stats().rejected, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_and_panicking_jobs_are_counted_and_workers_go_on() {
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    for i in 0..9_u32 {
+        pool.submit(async move {
+            match i % 3 {
+                0 => panic!("job {i} panicked"),
+                1 => Err(format!("job {i} failed")),
+                _ => Ok(i),
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let report = pool.shutdown(Duration::from_secs(1)).await;
+    assert!(report.is_clean());
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.failed, stats.panicked), (3, 3, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_and_shutdown_accounts_for_every_job() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let seen = Arc::new(Concurrency::default());
+    // One running (after the worker picks it up), two queued, the rest refused.
+    pool.try_submit(seen.clone().job(Duration::from_secs(10)))
+        .unwrap();
+    tokio::task::yield_now().await;
+    pool.try_submit(seen.clone().job(Duration::from_secs(10)))
+        .unwrap();
+    pool.try_submit(seen.clone().job(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        pool.try_submit(seen.clone().job(Duration::from_secs(10))),
+        Err(SubmitError::Full)
+    );
+    assert_eq!(pool.stats().queued, 2);
+
+    // The deadline leaves time for one job only: one completes, one is
+    // abandoned half-way, one is never run.
+    let report = pool.shutdown(Duration::from_secs(15)).await;
+    assert_eq!(report.aborted().count(), 1);
+    let stats = pool.stats();
+    assert_eq!(stats.submitted, 3);
+    assert_eq!(stats.rejected, 1);
+    assert_eq!(stats.completed, 1);
+    assert_eq!(stats.abandoned, 1);
+    assert_eq!(stats.dropped_at_shutdown, 1);
+    assert_eq!(
+        stats.completed + stats.abandoned + stats.dropped_at_shutdown,
+        stats.submitted
+    );
+    assert_eq!(
+        pool.try_submit(async {}),
+        Err(SubmitError::Closed),
+        "closed after shutdown"
+    );
+    assert!(pool.submit(async {}).await.is_err());
+}
+
+#[test]
+fn the_builder_checks_its_values() {
+    let err = WorkerPool::builder().workers(0).build().unwrap_err();
+    assert_eq!(err.field(), "workers");
+    let err = WorkerPool::builder().queue_capacity(0).build().unwrap_err();
+    assert_eq!(err.field(), "queue_capacity");
+    let err = WorkerPool::builder().build().unwrap_err();
+    assert_eq!(err.field(), "runtime", "no runtime on this thread");
+}
+
+/// Seeded stress on a multi-threaded runtime: 4 workers, 8 producers.
+#[test]
+fn stress_on_many_threads_keeps_the_bound() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let pool = WorkerPool::builder()
+            .workers(4)
+            .queue_capacity(16)
+            .build()
+            .unwrap();
+        let seen = Arc::new(Concurrency::default());
+        let mut producers = Vec::new();
+        for p in 0..8_u64 {
+            let pool = pool.clone();
+            let seen = seen.clone();
+            producers.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(p);
+                for _ in 0..50 {
+                    let work = Duration::from_micros(rng.u64(0..200));
+                    pool.submit(seen.clone().job(work)).await.unwrap();
+                }
+            }));
+        }
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        let report = pool.shutdown(Duration::from_secs(30)).await;
+        assert!(report.is_clean());
+        assert_eq!(seen.done.load(Ordering::SeqCst), 400);
+        assert!(seen.max.load(Ordering::SeqCst) <= 4);
+        assert_eq!(pool.stats().completed, 400);
+    });
+}

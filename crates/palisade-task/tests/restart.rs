@@ -1,0 +1,331 @@
+//! Restart policies, on virtual time: backoff timings, give-up after the
+//! limit, reset after healthy running, cancellation during backoff.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_core::{Metrics, TaskEnd};
+use palisade_task::{Backoff, RestartPolicy, TaskExit, TaskGroup};
+use support::{Recorder, Seen};
+use tokio::time::Instant;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn group() -> (TaskGroup, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let group = TaskGroup::builder()
+        .name("loops")
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .build()
+        .unwrap();
+    (group, recorder)
+}
+
+/// Offsets from `origin` of every run's start.
+fn offsets(starts: &Mutex<Vec<Instant>>, origin: Instant) -> Vec<Duration> {
+    starts.lock().unwrap().iter().map(|t| *t - origin).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_back_off_exponentially_then_give_up() {
+    let (group, recorder) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(100), ms(1_000)).jitter(0.0))
+        .max_restarts(4)
+        .window(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let origin = Instant::now();
+    let handle = group.spawn_supervised("fails-fast", policy, move |_token| {
+        log.lock().unwrap().push(Instant::now());
+        async { Err::<(), _>("dependency refused") }
+    });
+
+    let exit = handle.await;
+    assert!(exit.gave_up);
+    assert_eq!(exit.restarts, 4);
+    assert!(matches!(exit.exit, TaskExit::Failed("dependency refused")));
+    // 100, 200, 400, 800 ms apart.
+    assert_eq!(
+        offsets(&starts, origin),
+        [ms(0), ms(100), ms(300), ms(700), ms(1_500)]
+    );
+
+    let restarts: Vec<_> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Seen::Restarted(_, attempt, backoff) => Some((attempt, backoff)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        restarts,
+        [(1, ms(100)), (2, ms(200)), (3, ms(400)), (4, ms(800))]
+    );
+    assert_eq!(
+        recorder.count(|e| *e == Seen::Ended("fails-fast".into(), TaskEnd::Failed)),
+        1,
+        "one end for the whole supervised life"
+    );
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Started(_))), 1);
+    assert_eq!(group.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backoff_is_capped() {
+    let (group, _) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(100), ms(250)).multiplier(3.0).jitter(0.0))
+        .max_restarts(4)
+        .build()
+        .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let origin = Instant::now();
+    let exit = group
+        .spawn_supervised("capped", policy, move |_| {
+            log.lock().unwrap().push(Instant::now());
+            async { Err::<(), _>("no") }
+        })
+        .await;
+    assert!(exit.gave_up);
+    // 100, then 300 capped to 250, then 250, 250.
+    assert_eq!(
+        offsets(&starts, origin),
+        [ms(0), ms(100), ms(350), ms(600), ms(850)]
+    );
+}
+
+async fn jittered_starts(seed: u64) -> Vec<Duration> {
+    let (group, _) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(1_000), Duration::from_secs(60)).jitter(0.5))
+        .max_restarts(6)
+        .seed(seed)
+        .build()
+        .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let origin = Instant::now();
+    let exit = group
+        .spawn_supervised("jittered", policy, move |_| {
+            log.lock().unwrap().push(Instant::now());
+            async { Err::<(), _>("no") }
+        })
+        .await;
+    assert!(exit.gave_up);
+    offsets(&starts, origin)
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_is_bounded_and_reproducible_with_a_seed() {
+    let first = jittered_starts(42).await;
+    let again = jittered_starts(42).await;
+    let other = jittered_starts(43).await;
+    assert_eq!(first, again, "same seed, same waits");
+    assert_ne!(first, other, "another seed, other waits");
+    for (i, pair) in first.windows(2).enumerate() {
+        let wait = pair[1] - pair[0];
+        let base = ms(1_000 * (1 << i));
+        assert!(
+            wait <= base && wait >= base / 2,
+            "wait {i} = {wait:?}, base {base:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_running_resets_the_backoff_and_the_window() {
+    let (group, recorder) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(100), Duration::from_secs(10)).jitter(0.0))
+        .max_restarts(2)
+        .window(Duration::from_secs(3600))
+        .reset_after(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // Runs 1-2 fail at once, run 3 is healthy for 10 s then fails, runs 4-5
+    // fail at once, run 6 fails at once and exceeds the limit.
+    let runs = Arc::new(Mutex::new(0_u32));
+    let counter = runs.clone();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let origin = Instant::now();
+    let exit = group
+        .spawn_supervised("flaky", policy, move |_| {
+            log.lock().unwrap().push(Instant::now());
+            let run = {
+                let mut runs = counter.lock().unwrap();
+                *runs += 1;
+                *runs
+            };
+            async move {
+                if run == 3 {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+                Err::<(), _>(format!("run {run} failed"))
+            }
+        })
+        .await;
+
+    assert!(exit.gave_up);
+    assert_eq!(exit.restarts, 4);
+    assert!(matches!(&exit.exit, TaskExit::Failed(e) if e == "run 5 failed"));
+    assert_eq!(
+        offsets(&starts, origin),
+        [
+            ms(0),
+            ms(100),
+            ms(300),
+            // healthy 10 s, then the backoff starts over at 100 ms
+            ms(10_400),
+            ms(10_600),
+        ]
+    );
+    let attempts: Vec<u32> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Seen::Restarted(_, attempt, _) => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [1, 2, 1, 2],
+        "the window was emptied by the reset"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_older_than_the_window_do_not_count() {
+    let (group, _) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(Duration::from_secs(20), Duration::from_secs(20)).jitter(0.0))
+        .max_restarts(2)
+        .window(Duration::from_secs(30))
+        .reset_after(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let runs = Arc::new(Mutex::new(0_u32));
+    let counter = runs.clone();
+    let exit = group
+        .spawn_supervised("slow-failures", policy, move |_| {
+            let run = {
+                let mut runs = counter.lock().unwrap();
+                *runs += 1;
+                *runs
+            };
+            async move {
+                if run < 6 {
+                    Err(format!("run {run}"))
+                } else {
+                    Ok("recovered")
+                }
+            }
+        })
+        .await;
+    // Failures 20 s apart: never more than 2 restarts within 30 s.
+    assert!(!exit.gave_up);
+    assert_eq!(exit.restarts, 5);
+    assert!(matches!(exit.exit, TaskExit::Completed("recovered")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn panics_are_restarted_and_reported() {
+    let (group, recorder) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(10), ms(10)).jitter(0.0))
+        .max_restarts(3)
+        .build()
+        .unwrap();
+    let runs = Arc::new(Mutex::new(0_u32));
+    let counter = runs.clone();
+    let exit = group
+        .spawn_supervised("panicky", policy, move |_| {
+            let run = {
+                let mut runs = counter.lock().unwrap();
+                *runs += 1;
+                *runs
+            };
+            if run == 2 {
+                panic!("the factory itself panicked");
+            }
+            async move {
+                if run < 4 {
+                    panic!("run {run} panicked");
+                }
+                Ok::<_, std::io::Error>(run)
+            }
+        })
+        .await;
+    assert!(!exit.gave_up);
+    assert_eq!(exit.restarts, 3);
+    assert!(matches!(exit.exit, TaskExit::Completed(4)));
+    let panics: Vec<String> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Seen::Panicked(_, message) => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        panics,
+        [
+            "run 1 panicked",
+            "the factory itself panicked",
+            "run 3 panicked"
+        ]
+    );
+    assert!(
+        recorder
+            .events()
+            .contains(&Seen::Ended("panicky".into(), TaskEnd::Completed))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_during_a_backoff_stops_the_supervisor() {
+    let (group, recorder) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(Duration::from_secs(60), Duration::from_secs(60)).jitter(0.0))
+        .build()
+        .unwrap();
+    let handle = group.spawn_supervised("waiting", policy, |_| async { Err::<(), _>("boom") });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = group.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean());
+    assert_eq!(report.waited, Duration::ZERO);
+    let exit = handle.await;
+    assert!(matches!(exit.exit, TaskExit::Cancelled(None)));
+    assert_eq!(exit.restarts, 0);
+    assert!(!exit.gave_up);
+    assert!(
+        recorder
+            .events()
+            .contains(&Seen::Ended("waiting".into(), TaskEnd::Cancelled))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_honours_its_token_is_not_restarted_at_shutdown() {
+    let (group, _) = group();
+    let handle = group.spawn_supervised("poller", RestartPolicy::default(), |token| async move {
+        token.cancelled().await;
+        Err::<(), _>("interrupted")
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = group.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean());
+    let exit = handle.await;
+    assert_eq!(exit.restarts, 0);
+    assert!(matches!(exit.exit, TaskExit::Failed("interrupted")));
+}
