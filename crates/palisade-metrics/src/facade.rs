@@ -8,9 +8,11 @@
 //! with `metrics-exporter-prometheus` to serve them.
 //!
 //! Building a metric key allocates its label vector, so the sink builds
-//! each (family, policy, labels) key once, the first time it is needed, and
-//! keeps it per policy in a lock-free map: recording an event then costs a
-//! name lookup and the recorder's own lookup of a pre-hashed key.
+//! each (family, policy, labels) key once, the first time it is needed,
+//! with its labels behind an `Arc`, and keeps it per policy in a lock-free
+//! map: recording an event then costs a name lookup and the recorder's own
+//! lookup of a pre-hashed key, and allocates nothing in the sink (nor in
+//! `metrics-exporter-prometheus`, which clones the key's `Arc`s).
 //!
 //! `palisade_breaker_state{policy,state}` is written for every
 //! [`CircuitState`] on each transition, the new state's 1 before the old
@@ -161,10 +163,16 @@ fn owned_label(key: &'static str, value: &SharedString) -> Label {
     Label::new(SharedString::const_str(key), value.clone())
 }
 
+/// A key whose labels are shared, so that recorders that keep a copy of it
+/// (most call `Key::to_retained`) clone an `Arc` instead of allocating.
+fn retained(name: &'static str, labels: Vec<Label>) -> Key {
+    Key::from_parts(name, labels).to_retained()
+}
+
 /// The key in `slot`, built from `name` and `labels` the first time.
 #[inline]
 fn key<'a>(slot: &'a Slot, name: &'static str, labels: impl FnOnce() -> Vec<Label>) -> &'a Key {
-    slot.get_or_init(|| Key::from_parts(name, labels()))
+    slot.get_or_init(|| retained(name, labels()))
 }
 
 #[inline]
@@ -520,7 +528,7 @@ impl MetricsSink for FacadeSink {
             Event::MalformedHeader { policy, header, .. } => {
                 let Some(p) = self.policy(policy) else { return };
                 let k = p.malformed.get_or_insert_with(header, || {
-                    Key::from_parts(
+                    retained(
                         names::MALFORMED_HEADERS_TOTAL,
                         vec![owned_label("policy", &p.name), label("header", header)],
                     )

@@ -1,6 +1,8 @@
 //! A live status page and its JSON, as an axum [`Router`] to mount.
 //!
-//! [`router`] serves, relative to where it is mounted:
+//! [`router`] serves, relative to where it is mounted (nested at
+//! `/palisade`, the page is `/palisade`, without a trailing slash, and the
+//! JSON `/palisade/snapshot.json`):
 //!
 //! - `GET /`: a self-contained HTML page (inline style and script, no CDN,
 //!   works offline) that lists every policy worst first: breaker state in

@@ -549,26 +549,18 @@ fn assess(
             format!("{:.1} rejections/s, mostly {top}", rejections.per_second),
         );
     }
-    if panics.recent > 0 {
-        worse(
-            Health::Degraded,
-            format!("{} panics in the last {window} s", panics.recent),
-        );
-    }
-    if timeouts.recent > 0 {
-        worse(
-            Health::Degraded,
-            format!("{} timeouts in the last {window} s", timeouts.recent),
-        );
-    }
-    if fallbacks.recent > 0 {
-        worse(
-            Health::Degraded,
-            format!(
-                "{} fallback answers in the last {window} s",
-                fallbacks.recent
-            ),
-        );
+    for (count, one, many) in [
+        (panics.recent, "panic", "panics"),
+        (timeouts.recent, "timeout", "timeouts"),
+        (fallbacks.recent, "fallback answer", "fallback answers"),
+    ] {
+        if count > 0 {
+            let noun = if count == 1 { one } else { many };
+            worse(
+                Health::Degraded,
+                format!("{count} {noun} in the last {window} s"),
+            );
+        }
     }
     (health, concerns)
 }
