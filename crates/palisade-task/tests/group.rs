@@ -254,3 +254,68 @@ fn spawn_outside_a_runtime_does_not_panic() {
     let exit = futures_util::FutureExt::now_or_never(handle).unwrap();
     assert!(matches!(exit, TaskExit::Aborted));
 }
+
+/// Seeded stress on a multi-threaded runtime: tasks spawned from eight
+/// threads complete, fail, panic or are aborted; every start has exactly
+/// one end and the gauge returns to zero.
+#[test]
+fn spawning_and_aborting_from_many_threads_keeps_counts_exact() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (group, recorder) = group("stress");
+    runtime.block_on(async {
+        let mut spawners = Vec::new();
+        for s in 0..8_u64 {
+            let group = group.clone();
+            spawners.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(s);
+                let mut panics = 0;
+                for i in 0..200 {
+                    let kind = rng.u8(0..4);
+                    panics += u32::from(kind == 2);
+                    let handle = group.spawn(format!("t{s}-{i}"), async move {
+                        match kind {
+                            0 => Ok(()),
+                            1 => Err("failed"),
+                            2 => panic!("panicked"),
+                            _ => {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                Ok(())
+                            }
+                        }
+                    });
+                    if kind == 3 {
+                        handle.abort();
+                    }
+                    if i % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                panics
+            }));
+        }
+        let mut panics = 0;
+        for spawner in spawners {
+            panics += spawner.await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(30), group.idle())
+            .await
+            .expect("every task ends");
+        assert_eq!(group.live(), 0);
+        assert_eq!(recorder.count(|e| matches!(e, Seen::Started(_))), 1_600);
+        assert_eq!(recorder.count(|e| matches!(e, Seen::Ended(..))), 1_600);
+        assert_eq!(
+            recorder.count(|e| matches!(e, Seen::Panicked(..))),
+            panics as usize
+        );
+        assert_eq!(
+            recorder.count(|e| matches!(e, Seen::Ended(_, TaskEnd::Panicked))),
+            panics as usize
+        );
+        let report = group.shutdown(Duration::from_secs(1)).await;
+        assert!(report.tasks.is_empty(), "{report}");
+    });
+}

@@ -297,7 +297,7 @@ impl TaskGroup {
         TaskGroupBuilder::default()
     }
 
-    fn from_builder(builder: TaskGroupBuilder) -> Self {
+    pub(crate) fn from_builder(builder: TaskGroupBuilder) -> Self {
         capture::install_hook();
         let token = builder
             .parent
