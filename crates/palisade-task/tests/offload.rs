@@ -256,6 +256,24 @@ async fn dropping_every_handle_delivers_what_is_queued() {
     assert_eq!(service.accepted.lock().unwrap().len(), 50);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_second_shutdown_waits_for_the_first_and_steals_nothing() {
+    let service = Flaky::new(1, 0.0, Duration::from_millis(10));
+    let offload = Offload::builder(service.clone())
+        .queue_capacity(64)
+        .drain_deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..40 {
+        offload.push(i);
+    }
+    let other = offload.clone();
+    let (first, second) = tokio::join!(offload.shutdown(), other.shutdown());
+    assert_eq!(first, second);
+    assert_eq!(first.delivered, 40, "everything fits in the drain deadline");
+    assert_eq!(first.dropped_total(), 0);
+}
+
 #[test]
 fn the_builder_checks_its_values() {
     let service = tower::service_fn(|_: u32| async { Ok::<_, String>(()) });

@@ -54,8 +54,8 @@
 mod worker;
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use palisade_core::config::Validate;
@@ -134,7 +134,9 @@ struct Inner<Req> {
     sender: mpsc::Sender<Req>,
     shared: Arc<Shared<Req>>,
     capacity: usize,
-    workers: StdMutex<Vec<JoinHandle<()>>>,
+    /// Held for the whole of a shutdown, so a second call waits for the
+    /// first instead of draining the queue under its workers.
+    workers: Mutex<Vec<JoinHandle<()>>>,
     drain_deadline: Duration,
 }
 
@@ -349,7 +351,7 @@ impl<S> OffloadBuilder<S> {
                 sender,
                 shared,
                 capacity: self.capacity,
-                workers: StdMutex::new(workers),
+                workers: Mutex::new(workers),
                 drain_deadline: self.drain_deadline,
             }),
         })
@@ -423,18 +425,13 @@ impl<Req> Offload<Req> {
     /// until the drain deadline (tokio time), then stops them and drops
     /// what is left as [`DropReason::Shutdown`]. Returns the final counts.
     ///
-    /// Calling it again (from any clone) returns the counts at once.
+    /// Calling it again (from any clone) waits for the first call to finish
+    /// and returns the counts.
     pub async fn shutdown(&self) -> OffloadStats {
         let shared = &self.inner.shared;
         shared.closed.store(true, Ordering::Release);
         shared.closing.cancel();
-        let mut workers = std::mem::take(
-            &mut *self
-                .inner
-                .workers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut workers = self.inner.workers.lock().await;
         let drained = tokio::time::timeout(self.inner.drain_deadline, async {
             while let Some(worker) = workers.last_mut() {
                 let _ = worker.await;
@@ -450,10 +447,10 @@ impl<Req> Offload<Req> {
                 "offload drain deadline passed; dropping what is left"
             );
             shared.stop.cancel();
-            for worker in &workers {
+            for worker in workers.iter() {
                 worker.abort();
             }
-            for worker in workers {
+            for worker in workers.drain(..) {
                 let _ = worker.await;
             }
         }
@@ -463,6 +460,7 @@ impl<Req> Offload<Req> {
             shared.drop_item(DropReason::Shutdown, None);
         }
         drop(receiver);
+        drop(workers);
         self.stats()
     }
 }
