@@ -1,4 +1,32 @@
 //! Response futures of the catch-panic services.
+//!
+//! [`ResponseFuture`] belongs to the tower flavour and resolves to
+//! `Result<Response, BoxError>`; [`HttpResponseFuture`] belongs to the HTTP
+//! flavour and resolves to the inner service's result, with a panic turned
+//! into a response. Both are plain `pin-project` structs: the layer does
+//! not box or allocate per call.
+//!
+//! # Example
+//!
+//! Naming the future, as a service that wraps the layer's service does:
+//!
+//! ```
+//! use std::future::Ready;
+//! use palisade_panic::future::ResponseFuture;
+//! use palisade_panic::CatchPanicLayer;
+//! use tower::{Layer, Service, service_fn};
+//!
+//! fn double(x: u32) -> Ready<Result<u32, std::io::Error>> {
+//!     std::future::ready(Ok(x * 2))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut svc = CatchPanicLayer::new().layer(service_fn(double));
+//! let future: ResponseFuture<Ready<Result<u32, std::io::Error>>> = svc.call(21);
+//! assert_eq!(future.await.unwrap(), 42);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
