@@ -208,3 +208,37 @@ where
         }
     }
 }
+
+impl<Fut, P, F, Req, Res> std::fmt::Debug for ResponseFuture<Fut, P, F, Req, Res>
+where
+    F: Source<Req, Res>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Inner { .. } => "inner",
+            State::Answer { .. } => "answer",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("policy", &self.shared.name)
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Fut> std::fmt::Debug for AsyncAnswer<Fut> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncAnswer").finish_non_exhaustive()
+    }
+}
+
+impl<T: Service<R>, R> std::fmt::Debug for ServiceAnswer<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            ServiceState::Ready { .. } => "waiting for readiness",
+            ServiceState::Call { .. } => "called",
+        };
+        f.debug_struct("ServiceAnswer")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

@@ -72,6 +72,14 @@ where
     }
 }
 
+impl<F, H> std::fmt::Debug for ResponseFuture<F, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("mapping", &self.mapping)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The mapped response for `error`, logged.
 fn respond<B: From<Bytes>, H: MakeErrorBody>(
     mapping: &HttpMapping<H>,
@@ -109,6 +117,12 @@ mod grpc {
             Self {
                 state: State::NotReady { error: Some(error) },
             }
+        }
+    }
+
+    impl<F> std::fmt::Debug for GrpcResponseFuture<F> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("GrpcResponseFuture").finish_non_exhaustive()
         }
     }
 
