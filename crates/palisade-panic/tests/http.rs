@@ -228,3 +228,26 @@ fn the_log_event_cuts_long_paths() {
     assert!(path.starts_with(logged_path.trim_end_matches('…')));
     assert!(logged_path.len() < 100 + '…'.len_utf8());
 }
+
+#[tokio::test]
+async fn a_tonic_body_gets_internal_through_the_grpc_hook() {
+    use palisade_panic::http::GrpcResponseForPanic;
+    type TonicBody = tonic::body::Body;
+    let svc = CatchPanicHttpLayer::builder()
+        .expose_message(true)
+        .response_hook(GrpcResponseForPanic)
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: Request<TonicBody>| async {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<_, Infallible>(Response::new(TonicBody::default()))
+        }));
+    let response: Response<TonicBody> =
+        svc.oneshot(Request::new(TonicBody::empty())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let status = tonic::Status::from_header_map(response.headers()).unwrap();
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert_eq!(status.message(), "handler bug");
+}

@@ -19,7 +19,9 @@
 //! its `Infallible`, and the response body type is unchanged: the default
 //! answer only needs `ResBody: From<Bytes>`, which axum's `Body` is.
 //! A [`ResponseForPanic`] hook (any closure taking a [`PanicContext`])
-//! shapes the answer differently.
+//! shapes the answer differently; [`GrpcResponseForPanic`] answers every
+//! panic with gRPC `INTERNAL` and suits tonic servers, whose body type only
+//! has an empty value.
 //!
 //! On the happy path the layer allocates nothing: it keeps the request's
 //! method (a copy for standard methods) and the first 96 bytes of its path
@@ -49,5 +51,7 @@ mod service;
 
 pub use self::future::HttpResponseFuture;
 pub use self::layer::{CatchPanicHttpBuilder, CatchPanicHttpLayer};
-pub use self::response::{DefaultResponseForPanic, PanicContext, ResponseForPanic};
+pub use self::response::{
+    DefaultResponseForPanic, GrpcResponseForPanic, PanicContext, ResponseForPanic,
+};
 pub use self::service::CatchPanicHttp;

@@ -130,8 +130,36 @@ fn http_internal<B: From<Bytes>>(panic: &PanicContext<'_>) -> Response<B> {
     response
 }
 
+/// Answers every panic with gRPC status `INTERNAL`, whatever the request's
+/// `content-type`: for gRPC-only servers such as tonic's, whose body type
+/// has no `From<Bytes>` but has an empty value (`Default`), which is all a
+/// trailers-only answer needs.
+///
+/// ```
+/// use palisade_panic::http::{CatchPanicHttpLayer, GrpcResponseForPanic};
+///
+/// let layer = CatchPanicHttpLayer::builder()
+///     .name("grpc-api")
+///     .response_hook(GrpcResponseForPanic)
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcResponseForPanic;
+
+impl<B: Default> ResponseForPanic<B> for GrpcResponseForPanic {
+    fn response_for_panic(&self, panic: &PanicContext<'_>) -> Response<B> {
+        grpc_internal_with(B::default(), panic)
+    }
+}
+
 fn grpc_internal<B: From<Bytes>>(panic: &PanicContext<'_>) -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::new()));
+    grpc_internal_with(B::from(Bytes::new()), panic)
+}
+
+fn grpc_internal_with<B>(body: B, panic: &PanicContext<'_>) -> Response<B> {
+    let mut response = Response::new(body);
     let headers: &mut HeaderMap = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     // 13 is INTERNAL in the gRPC status code table.
