@@ -5,10 +5,10 @@
 #[cfg(not(palisade_loom))]
 pub(crate) use portable_atomic::AtomicU128;
 #[cfg(not(palisade_loom))]
-pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 #[cfg(palisade_loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// Loom has no 128-bit atomic. A mutex around a `u128` is a faithful model
 /// of one: every operation below is a single linearizable step, which is

@@ -22,7 +22,8 @@
 //!   the caller uses the shared overflow bucket.
 //!
 //! Memory is allocated once, when the table is built: `2 × cap` slots of
-//! 16 bytes, so 32 bytes per key of capacity, and it never grows.
+//! 16 bytes plus a 4-byte tag each, so 40 bytes per key of capacity, and
+//! it never grows.
 //!
 //! Trade-offs, documented for users in `docs/memory.md`: two keys with the
 //! same 64-bit hash share a bucket (the hash is seeded per limiter, so a
@@ -35,9 +36,9 @@
 //! Both races need a new key to arrive on two threads within nanoseconds
 //! and cost at most one request's worth of accuracy.
 
-use crate::sync::{AtomicU128, AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, AtomicU128, AtomicUsize, Ordering};
 
-/// Slots per set. Eight 16-byte slots are one 128-byte, two-cache-line set.
+/// Slots per set: eight 16-byte slots and their 4-byte tags, 160 bytes.
 #[cfg(not(palisade_loom))]
 pub(crate) const WAYS: usize = 8;
 #[cfg(palisade_loom)]
@@ -59,9 +60,22 @@ fn set_count(cap: usize) -> usize {
     (cap.saturating_mul(SLOTS_PER_KEY)).div_ceil(WAYS).max(1)
 }
 
-#[cfg_attr(not(palisade_loom), repr(align(128)))]
+/// One set: the slots, and a 32-bit tag per slot (the high half of the
+/// hash of the key last claimed there). Tags are hints that spare a lookup
+/// the 128-bit loads of a full scan: a matching tag is checked against its
+/// slot, and a lookup whose tags match nothing scans the slots themselves,
+/// which stay the only authority.
+#[cfg_attr(not(palisade_loom), repr(align(32)))]
 #[derive(Debug)]
-struct Set([AtomicU128; WAYS]);
+struct Set {
+    tags: [AtomicU32; WAYS],
+    slots: [AtomicU128; WAYS],
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    ((hash >> 32) as u32).max(1)
+}
 
 #[inline]
 fn pack(hash: u64, tat: u64) -> u128 {
@@ -87,6 +101,29 @@ pub(crate) struct Effects {
     pub(crate) evicted: usize,
 }
 
+/// Applies `f` to `slot`, which held `word` for `hash`, until a CAS
+/// lands. `None` when the key left the slot meanwhile (evicted).
+#[inline]
+fn update_slot<T, E>(
+    slot: &AtomicU128,
+    mut word: u128,
+    hash: u64,
+    f: &impl Fn(u64) -> Result<(T, u64), E>,
+) -> Option<Result<T, E>> {
+    loop {
+        let (value, next) = match f(tat_of(word)) {
+            Ok(ok) => ok,
+            Err(e) => return Some(Err(e)),
+        };
+        debug_assert_ne!(next, 0, "an arrival time is never zero");
+        match slot.compare_exchange(word, pack(hash, next), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(Ok(value)),
+            Err(actual) if hash_of(actual) != hash => return None,
+            Err(actual) => word = actual,
+        }
+    }
+}
+
 /// The table. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct KeyTable {
@@ -100,7 +137,10 @@ impl KeyTable {
     /// A table for at most `cap` keys (`cap >= 1`).
     pub(crate) fn new(cap: usize) -> Self {
         let sets = (0..set_count(cap))
-            .map(|_| Set(std::array::from_fn(|_| AtomicU128::new(0))))
+            .map(|_| Set {
+                tags: std::array::from_fn(|_| AtomicU32::new(0)),
+                slots: std::array::from_fn(|_| AtomicU128::new(0)),
+            })
             .collect();
         Self {
             sets,
@@ -146,40 +186,43 @@ impl KeyTable {
         effects: &mut Effects,
     ) -> Option<Result<T, E>> {
         let hash = hash.max(1);
+        let tag = tag_of(hash);
         let set = self.set_for(hash);
+        // Fast path: the slots whose tag matches.
+        for (slot_tag, slot) in set.tags.iter().zip(&set.slots) {
+            if slot_tag.load(Ordering::Relaxed) == tag {
+                let word = slot.load(Ordering::Acquire);
+                if hash_of(word) == hash {
+                    if let Some(result) = update_slot(slot, word, hash, &f) {
+                        return Some(result);
+                    }
+                    break;
+                }
+            }
+        }
         let mut swept_for_room = false;
         'retry: loop {
             let mut empty = None;
             let mut idle = None;
-            for slot in &set.0 {
-                let mut word = slot.load(Ordering::Acquire);
+            for (slot_tag, slot) in set.tags.iter().zip(&set.slots) {
+                let word = slot.load(Ordering::Acquire);
                 let slot_hash = hash_of(word);
                 if slot_hash == hash {
-                    loop {
-                        let (value, next) = match f(tat_of(word)) {
-                            Ok(ok) => ok,
-                            Err(e) => return Some(Err(e)),
-                        };
-                        debug_assert_ne!(next, 0, "an arrival time is never zero");
-                        match slot.compare_exchange(
-                            word,
-                            pack(hash, next),
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        ) {
-                            Ok(_) => return Some(Ok(value)),
-                            // The key was evicted meanwhile: start over.
-                            Err(actual) if hash_of(actual) != hash => continue 'retry,
-                            Err(actual) => word = actual,
-                        }
+                    // Repair a stale tag so the next lookup is fast.
+                    if slot_tag.load(Ordering::Relaxed) != tag {
+                        slot_tag.store(tag, Ordering::Relaxed);
+                    }
+                    match update_slot(slot, word, hash, &f) {
+                        Some(result) => return Some(result),
+                        None => continue 'retry,
                     }
                 }
                 if slot_hash == 0 {
                     if empty.is_none() {
-                        empty = Some(slot);
+                        empty = Some((slot_tag, slot));
                     }
                 } else if tat_of(word) <= now && idle.is_none() {
-                    idle = Some((slot, word));
+                    idle = Some((slot_tag, slot, word));
                 }
             }
 
@@ -189,7 +232,7 @@ impl KeyTable {
                 Err(e) => return Some(Err(e)),
             };
             let claimed = pack(hash, next);
-            if let Some((slot, word)) = idle {
+            if let Some((slot_tag, slot, word)) = idle {
                 // Taking over an idle key's slot keeps the count unchanged.
                 if slot
                     .compare_exchange(word, claimed, Ordering::AcqRel, Ordering::Acquire)
@@ -197,12 +240,13 @@ impl KeyTable {
                 {
                     continue 'retry;
                 }
+                slot_tag.store(tag, Ordering::Relaxed);
                 effects.inserted = true;
                 effects.evicted += 1;
                 effects.evicted += self.sweep(now, 1);
                 return Some(Ok(value));
             }
-            let slot = empty?;
+            let (slot_tag, slot) = empty?;
             if !self.reserve() {
                 if !swept_for_room {
                     swept_for_room = true;
@@ -221,6 +265,7 @@ impl KeyTable {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 continue 'retry;
             }
+            slot_tag.store(tag, Ordering::Relaxed);
             effects.inserted = true;
             effects.evicted += self.sweep(now, 1);
             return Some(Ok(value));
@@ -244,7 +289,7 @@ impl KeyTable {
         let mut evicted = 0;
         for step in 0..count.min(sets) {
             let set = &self.sets[start.wrapping_add(step) % sets];
-            for slot in &set.0 {
+            for slot in &set.slots {
                 let word = slot.load(Ordering::Acquire);
                 if hash_of(word) != 0
                     && tat_of(word) <= now
@@ -265,7 +310,7 @@ impl KeyTable {
     pub(crate) fn occupied(&self) -> usize {
         self.sets
             .iter()
-            .flat_map(|set| set.0.iter())
+            .flat_map(|set| set.slots.iter())
             .filter(|slot| hash_of(slot.load(Ordering::Acquire)) != 0)
             .count()
     }
@@ -275,7 +320,7 @@ impl KeyTable {
     pub(crate) fn get(&self, hash: u64) -> Option<u64> {
         let hash = hash.max(1);
         self.set_for(hash)
-            .0
+            .slots
             .iter()
             .map(|slot| slot.load(Ordering::Acquire))
             .find(|word| hash_of(*word) == hash)
@@ -374,9 +419,9 @@ mod tests {
 
     #[test]
     fn memory_is_two_slots_per_key() {
-        assert_eq!(std::mem::size_of::<Set>(), 128);
-        assert_eq!(table_bytes(100_000), 100_000 * 32);
-        assert_eq!(table_bytes(1), 128);
+        assert_eq!(std::mem::size_of::<Set>(), 160);
+        assert_eq!(table_bytes(100_000), 100_000 * 40);
+        assert_eq!(table_bytes(1), 160);
     }
 }
 

@@ -261,7 +261,7 @@ fn a_million_distinct_keys_stay_under_the_cap() {
             .iter()
             .all(|&(keys, c)| keys <= cap && c == cap)
     );
-    assert_eq!(layer.table_bytes(), cap * 32);
+    assert_eq!(layer.table_bytes(), cap * 40);
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub enum OnMissingKey {
     Allow,
 }
 
-/// The most keys a keyed layer may track: 16 Mi keys, 512 MiB of table.
+/// The most keys a keyed layer may track: 16 Mi keys, 640 MiB of table.
 const MAX_KEYS_LIMIT: usize = 1 << 24;
 
 /// Configures a [`RateLimitLayer`]. Made by [`RateLimitLayer::builder`].
@@ -150,7 +150,7 @@ impl<K, H> RateLimitBuilder<K, H> {
 
     /// The most keys tracked at once (1 to 16 777 216, default 100 000).
     ///
-    /// The key table is allocated when the layer is built: 32 bytes per
+    /// The key table is allocated when the layer is built: 40 bytes per
     /// key of capacity. Past the cap, new keys share one overflow bucket.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
