@@ -183,10 +183,13 @@ where
                     core.admitted();
                     let in_flight = core.limiter.in_flight();
                     let recorder = OutcomeRecorder::start(&core, in_flight);
+                    // The slot is owned by the permit before the inner
+                    // service runs, so a panic in `call` still frees it.
+                    let permit = Permit::new(core);
                     let future = service.call(request);
                     this.state.set(State::Running {
                         future,
-                        permit: Some(Permit::new(core)),
+                        permit: Some(permit),
                         recorder: Some(recorder),
                     });
                 }
@@ -259,6 +262,7 @@ struct SampleStart {
 }
 
 impl OutcomeRecorder {
+    #[inline]
     pub(crate) fn start(core: &Arc<Core>, in_flight: usize) -> Self {
         Self {
             sample: core.sample_start().map(|start| SampleStart {
@@ -269,12 +273,14 @@ impl OutcomeRecorder {
         }
     }
 
+    #[inline]
     pub(crate) fn none() -> Self {
         Self { sample: None }
     }
 }
 
 impl RecordOutcome for OutcomeRecorder {
+    #[inline]
     fn record(mut self, outcome: Outcome) {
         if let Some(sample) = self.sample.take() {
             sample.core.sample(outcome, sample.start, sample.in_flight);
@@ -283,6 +289,7 @@ impl RecordOutcome for OutcomeRecorder {
 }
 
 impl Drop for OutcomeRecorder {
+    #[inline]
     fn drop(&mut self) {
         if let Some(sample) = self.sample.take() {
             let outcome = if std::thread::panicking() {

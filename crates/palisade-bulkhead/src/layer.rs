@@ -115,12 +115,14 @@ pub(crate) struct Permit {
 
 impl Permit {
     /// Wraps a slot that was just taken and reported.
+    #[inline]
     pub(crate) fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.core.limiter.release(&self.core.events());
     }

@@ -32,14 +32,17 @@ const HALF: u32 = 32;
 const LOW: u64 = (1 << HALF) - 1;
 
 impl State {
+    #[inline]
     fn in_flight(self) -> usize {
         (self.0 & LOW) as usize
     }
 
+    #[inline]
     fn queued(self) -> usize {
         (self.0 >> HALF) as usize
     }
 
+    #[inline]
     fn with(in_flight: usize, queued: usize) -> Self {
         Self(((queued as u64) << HALF) | (in_flight as u64 & LOW))
     }
@@ -80,10 +83,12 @@ impl Limiter {
         }
     }
 
+    #[inline]
     fn load(&self) -> State {
         State(self.state.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn swap_state(&self, current: State, new: State) -> Result<(), State> {
         self.state
             .compare_exchange_weak(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
@@ -91,6 +96,7 @@ impl Limiter {
             .map_err(State)
     }
 
+    #[inline]
     pub(crate) fn in_flight(&self) -> usize {
         self.load().in_flight()
     }
@@ -99,10 +105,12 @@ impl Limiter {
         self.load().queued()
     }
 
+    #[inline]
     pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(crate) fn queue_capacity(&self) -> usize {
         self.queue_capacity
     }
@@ -158,6 +166,7 @@ impl Limiter {
 
     /// Gives back one slot: hands it to the oldest waiter when there is one
     /// and the limit still allows it, otherwise frees it.
+    #[inline]
     pub(crate) fn release(&self, report: &impl Report) {
         let mut current = self.load();
         loop {

@@ -20,6 +20,9 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 // ---------------------------------------------------------------------
 // A backend whose calls finish when the test says so.
 
+/// Requests from this id on make the backend panic in `call` itself.
+const PANICS_IN_CALL: u64 = 1000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Command {
     Complete,
@@ -61,6 +64,9 @@ impl Service<u64> for Backend {
     }
 
     fn call(&mut self, id: u64) -> BackendCall {
+        if id >= PANICS_IN_CALL {
+            std::panic::resume_unwind(Box::new("backend panicked in call"));
+        }
         let mut state = self.0.lock().unwrap();
         state.running.insert(id);
         state.started.push(id);
@@ -388,6 +394,32 @@ async fn permits_are_released_on_error_panic_and_cancellation() {
         "the waiter has its slot but has not run yet"
     );
     drop(waiting);
+    assert_eq!(layer.in_flight(), 0);
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_inner_call_itself_releases_the_slot() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(1, Duration::from_secs(1), None, &recorder);
+    let mut svc = layer.layer(backend.clone());
+
+    // Admitted at once.
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| start(&mut svc, PANICS_IN_CALL)));
+    assert!(unwound.is_err());
+    assert_eq!(layer.in_flight(), 0);
+
+    // Admitted after waiting: the inner call happens inside the poll.
+    let mut holder = start(&mut svc, 1);
+    let mut waiter = start(&mut svc, PANICS_IN_CALL + 1);
+    assert!(poll(&mut waiter).is_pending());
+    backend.order(1, Command::Complete);
+    assert!(poll(&mut holder).is_ready());
+    assert_eq!(layer.in_flight(), 1, "handed to the waiter");
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| poll(&mut waiter)));
+    assert!(unwound.is_err());
+    drop(waiter);
     assert_eq!(layer.in_flight(), 0);
     assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
 }

@@ -290,9 +290,15 @@ impl AdaptiveState {
         // Measurements first, the count last: whoever sees the count full
         // sees this call's measurements too.
         self.latency_sum.fetch_add(nanos, Ordering::Relaxed);
-        self.min_latency.fetch_min(nanos, Ordering::Relaxed);
-        self.max_in_flight
-            .fetch_max(in_flight_at_start, Ordering::Relaxed);
+        // A plain load first: most calls change neither extreme, and a
+        // load is cheaper than a read-modify-write.
+        if nanos < self.min_latency.load(Ordering::Relaxed) {
+            self.min_latency.fetch_min(nanos, Ordering::Relaxed);
+        }
+        if in_flight_at_start > self.max_in_flight.load(Ordering::Relaxed) {
+            self.max_in_flight
+                .fetch_max(in_flight_at_start, Ordering::Relaxed);
+        }
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
