@@ -38,7 +38,9 @@ use crate::restart::RestartPolicy;
 ///   deadline, aborts whatever is left and reports by name how every task
 ///   ended.
 ///
-/// Cloning a group clones a handle to the same group.
+/// Cloning a group clones a handle to the same group. Dropping every handle
+/// neither cancels nor aborts the tasks: they run on, detached, until they
+/// end or the runtime shuts down (which reports them as aborted).
 ///
 /// # Example
 ///
