@@ -24,7 +24,8 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> + Clone
+fn bare()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> + Clone
 {
     service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
 }

@@ -169,7 +169,7 @@ impl StateStore for Store {
             (Target::Key(_), None) => update_cell(&inner.global, step),
             (Target::Key(hash), Some(table)) => {
                 let mut effects = Effects::default();
-                let result = table.update(hash, now, &step, &mut effects);
+                let result = table.update(hash, now, step, &mut effects);
                 inner.report(effects);
                 match result {
                     Some(result) => result,
@@ -223,7 +223,10 @@ impl Admission {
 #[derive(Debug)]
 pub(crate) enum Decision {
     Admitted(Admission),
-    Rejected { retry_after: Duration, kind: KeyKind },
+    Rejected {
+        retry_after: Duration,
+        kind: KeyKind,
+    },
 }
 
 /// How a [`Limiter`] is configured; validated by the layer's builder.

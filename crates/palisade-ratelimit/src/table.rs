@@ -453,9 +453,7 @@ mod loom_tests {
             let handles: Vec<_> = (0..2)
                 .map(|_| {
                     let table = table.clone();
-                    thread::spawn(move || {
-                        table.update(42, 0, admit(0), &mut Effects::default())
-                    })
+                    thread::spawn(move || table.update(42, 0, admit(0), &mut Effects::default()))
                 })
                 .collect();
             for handle in handles {
@@ -476,9 +474,7 @@ mod loom_tests {
                 .into_iter()
                 .map(|hash| {
                     let table = table.clone();
-                    thread::spawn(move || {
-                        table.update(hash, 0, admit(0), &mut Effects::default())
-                    })
+                    thread::spawn(move || table.update(hash, 0, admit(0), &mut Effects::default()))
                 })
                 .collect();
             let stored = handles

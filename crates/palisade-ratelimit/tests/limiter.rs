@@ -1,9 +1,9 @@
 //! The limiter on a manual clock: burst, refill, exact `retry_after`,
 //! keys, the cap, eviction and events. No runtime, no sleeping.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::{Clock, Event, KeyKind, ManualClock, Metrics, MetricsSink, RejectReason};
@@ -76,7 +76,9 @@ fn keyed(
         .max_keys(max_keys)
         .clock(Clock::manual(manual))
         .metrics(Metrics::from_arc(recorder.clone()))
-        .keyed_by(KeyFn::new((|key: &u64| Some(*key)) as fn(&u64) -> Option<u64>))
+        .keyed_by(KeyFn::new(
+            (|key: &u64| Some(*key)) as fn(&u64) -> Option<u64>,
+        ))
         .build()
         .unwrap()
 }
@@ -144,7 +146,10 @@ fn reset_counts_until_the_bucket_is_full_again() {
     let layer = global(10, Duration::from_secs(60), 10, &manual);
     let limiter = layer.limiter();
     let first = limiter.check().unwrap();
-    assert_eq!((first.remaining(), first.reset()), (9, Duration::from_secs(6)));
+    assert_eq!(
+        (first.remaining(), first.reset()),
+        (9, Duration::from_secs(6))
+    );
     let second = limiter.check().unwrap();
     assert_eq!(
         (second.remaining(), second.reset()),
@@ -152,7 +157,10 @@ fn reset_counts_until_the_bucket_is_full_again() {
     );
     manual.advance(Duration::from_secs(9));
     let third = limiter.check().unwrap();
-    assert_eq!((third.remaining(), third.reset()), (8, Duration::from_secs(9)));
+    assert_eq!(
+        (third.remaining(), third.reset()),
+        (8, Duration::from_secs(9))
+    );
 }
 
 #[test]
@@ -278,7 +286,11 @@ fn ipv6_peers_share_a_bucket_per_prefix() {
     let key = |s: &str| peer.key(s.parse().unwrap());
     assert!(limiter.check_key(&key("2001:db8:1:2::1")).is_ok());
     // Same /64, another host: same bucket.
-    assert!(limiter.check_key(&key("2001:db8:1:2:ffff:ffff:ffff:fffe")).is_err());
+    assert!(
+        limiter
+            .check_key(&key("2001:db8:1:2:ffff:ffff:ffff:fffe"))
+            .is_err()
+    );
     // Next /64: its own bucket.
     assert!(limiter.check_key(&key("2001:db8:1:3::1")).is_ok());
 }

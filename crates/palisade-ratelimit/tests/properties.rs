@@ -13,9 +13,8 @@ use proptest::prelude::*;
 
 /// Bytes that look like forwarding headers, and anything else.
 fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let structural = prop::sample::select(
-        b",;=\"[]:. \t_-abcdefABCDEF0123456789forFORunknown".to_vec(),
-    );
+    let structural =
+        prop::sample::select(b",;=\"[]:. \t_-abcdefABCDEF0123456789forFORunknown".to_vec());
     prop_oneof![
         prop::collection::vec(structural, 0..80),
         prop::collection::vec(any::<u8>(), 0..80),
@@ -65,7 +64,7 @@ proptest! {
         if !client.is_trusted(peer) {
             let canonical = match peer {
                 IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-                v4 => v4,
+                v4 @ IpAddr::V4(_) => v4,
             };
             prop_assert_eq!(addr, canonical);
         }

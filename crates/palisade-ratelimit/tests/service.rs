@@ -146,10 +146,7 @@ async fn waiters_that_lose_the_race_wait_again_within_their_deadline() {
     let start = Instant::now();
     // Two waiters for one refill: one is admitted at 1 s; the other would
     // need until 2 s, past its 1.5 s budget, and is refused at 1 s.
-    let (a, b) = tokio::join!(
-        send(&svc, Request::new(())),
-        send(&svc, Request::new(()))
-    );
+    let (a, b) = tokio::join!(send(&svc, Request::new(())), send(&svc, Request::new(())));
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1);
     let refused = limited(if a.is_err() { a } else { b });
@@ -252,12 +249,17 @@ async fn forwarded_header_behind_a_trusted_proxy() {
             .insert("forwarded", forwarded.parse().unwrap());
         request
     };
-    send(&svc, request("for=\"[2001:db8:aa:bb::1]:4000\";proto=https"))
-        .await
-        .unwrap();
+    send(
+        &svc,
+        request("for=\"[2001:db8:aa:bb::1]:4000\";proto=https"),
+    )
+    .await
+    .unwrap();
     // Same /64, through another trusted hop.
     limited(send(&svc, request("for=\"[2001:db8:aa:bb::2]\", for=10.2.2.2")).await);
-    send(&svc, request("for=\"[2001:db8:aa:cc::1]\"")).await.unwrap();
+    send(&svc, request("for=\"[2001:db8:aa:cc::1]\""))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -393,10 +395,7 @@ async fn draft_headers_on_admitted_responses() {
         .unwrap();
     let svc = layer.layer(echo());
     let response = send(&svc, Request::new(())).await.unwrap();
-    assert_eq!(
-        response.headers()["ratelimit-policy"],
-        "\"api\";q=100;w=60"
-    );
+    assert_eq!(response.headers()["ratelimit-policy"], "\"api\";q=100;w=60");
     // One request spent: 99 left, full again in 0.6 s, rounded up.
     assert_eq!(response.headers()["ratelimit"], "\"api\";r=99;t=1");
     for _ in 0..49 {

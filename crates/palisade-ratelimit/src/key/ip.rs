@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.to_string(), "2001:db8:1:2::/64");
-        assert_eq!(IpKey::new(ip("192.0.2.77"), 24, 64).to_string(), "192.0.2.0/24");
+        assert_eq!(
+            IpKey::new(ip("192.0.2.77"), 24, 64).to_string(),
+            "192.0.2.0/24"
+        );
         assert_eq!(IpKey::new(ip("192.0.2.77"), 0, 0).addr(), ip("0.0.0.0"));
         assert_eq!(IpKey::new(ip("::1"), 32, 0).addr(), ip("::"));
         assert_eq!(IpKey::new(ip("::1"), 32, 200).prefix(), 128);
@@ -355,7 +358,10 @@ mod tests {
             .trust("2001:db8:ffff::/48".parse().unwrap());
         let peer = ip("10.0.0.1");
         assert_eq!(
-            client.client_addr(peer, &xff("6.6.6.6, 203.0.113.5, 2001:db8:ffff::2, 10.9.9.9")),
+            client.client_addr(
+                peer,
+                &xff("6.6.6.6, 203.0.113.5, 2001:db8:ffff::2, 10.9.9.9")
+            ),
             ip("203.0.113.5")
         );
         // Every hop trusted: the left-most one.
@@ -416,11 +422,9 @@ mod tests {
     #[test]
     fn peer_comes_from_axum_connect_info() {
         let mut request = http::Request::new(());
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(
-                "192.0.2.6:80".parse::<SocketAddr>().unwrap(),
-            ));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            "192.0.2.6:80".parse::<SocketAddr>().unwrap(),
+        ));
         assert_eq!(peer_ip(&request), Some(ip("192.0.2.6")));
     }
 }

@@ -226,9 +226,7 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         let burst = check.at_least("burst", self.burst.unwrap_or(requests), 1)?;
         let quota = NonZeroU32::new(burst)
             .and_then(|burst| Quota::with_period(interval).map(|quota| quota.allow_burst(burst)))
-            .ok_or_else(|| {
-                check.error("period", period, "x >= 1ns per request of the quota")
-            })?;
+            .ok_or_else(|| check.error("period", period, "x >= 1ns per request of the quota"))?;
         if let Mode::Wait { max_delay } = self.mode {
             check.positive_duration("max_delay", max_delay)?;
         }

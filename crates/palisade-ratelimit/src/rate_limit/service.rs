@@ -26,7 +26,10 @@ pub(crate) enum Verdict<P> {
     /// Call the service; `Some` carries the headers of the admission.
     Admit(Option<P>),
     /// The bucket was empty.
-    Limited { retry_after: Duration, kind: KeyKind },
+    Limited {
+        retry_after: Duration,
+        kind: KeyKind,
+    },
     /// No key, and the layer rejects such requests.
     Missing,
 }
@@ -53,7 +56,9 @@ impl<K, H> Shared<K, H> {
             Target::Bucket(Bucket::Global)
         };
         match self.limiter.decide(target) {
-            Decision::Admitted(admission) => Verdict::Admit(Some(self.headers.admitted(&admission))),
+            Decision::Admitted(admission) => {
+                Verdict::Admit(Some(self.headers.admitted(&admission)))
+            }
             Decision::Rejected { retry_after, kind } => Verdict::Limited { retry_after, kind },
         }
     }
