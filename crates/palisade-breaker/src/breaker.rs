@@ -250,7 +250,29 @@ pub(crate) struct Breaker {
     origin: Instant,
     needs_start: bool,
     needs_end: bool,
+    /// For a full count window of `full_calls` calls: the fewest failures
+    /// (and slow calls) whose rate reaches the threshold, so the steady
+    /// state compares integers instead of dividing.
+    full_calls: u64,
+    trip_failures: u64,
+    trip_slow: u64,
     pub(crate) cfg: Config,
+}
+
+/// The fewest `part` out of `whole` with `part / whole >= threshold`, as the
+/// division computes it.
+fn fewest_reaching(whole: u64, threshold: f64) -> u64 {
+    (0..=whole)
+        .find(|part| {
+            Counts {
+                calls: whole,
+                failures: *part,
+                slow: 0,
+            }
+            .failure_rate()
+                >= threshold
+        })
+        .unwrap_or(u64::MAX)
 }
 
 impl Breaker {
@@ -267,6 +289,18 @@ impl Breaker {
                     0,
                 ))
             }
+        };
+        let full_calls = match cfg.window {
+            WindowConfig::Count(size) => size as u64,
+            WindowConfig::Time { .. } => u64::MAX,
+        };
+        let (trip_failures, trip_slow) = if full_calls == u64::MAX {
+            (u64::MAX, u64::MAX)
+        } else {
+            (
+                fewest_reaching(full_calls, cfg.failure_rate_threshold),
+                fewest_reaching(full_calls, cfg.slow_call_rate_threshold),
+            )
         };
         let needs_start = cfg.slow_call_duration.is_some() || cfg.measure_latency;
         let needs_end = needs_start || window.is_time();
@@ -291,6 +325,9 @@ impl Breaker {
             origin,
             needs_start,
             needs_end,
+            full_calls,
+            trip_failures,
+            trip_slow,
             cfg,
         }
     }
@@ -591,7 +628,17 @@ impl Breaker {
         });
     }
 
+    #[inline]
     fn over_threshold(&self, counts: Counts) -> Option<TransitionReason> {
+        if counts.calls == self.full_calls {
+            return if counts.failures >= self.trip_failures {
+                Some(TransitionReason::FailureRate)
+            } else if self.cfg.slow_call_duration.is_some() && counts.slow >= self.trip_slow {
+                Some(TransitionReason::SlowRate)
+            } else {
+                None
+            };
+        }
         if counts.failure_rate() >= self.cfg.failure_rate_threshold {
             Some(TransitionReason::FailureRate)
         } else if self.cfg.slow_call_duration.is_some()

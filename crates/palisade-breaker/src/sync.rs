@@ -3,12 +3,12 @@
 //! explore every interleaving of the lock-free paths.
 
 #[cfg(not(palisade_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(palisade_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 #[cfg(palisade_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(palisade_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard, RwLock};
 

@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, CachePadded, Ordering};
 
 /// The most calls a count window may hold.
 pub(crate) const MAX_COUNT_WINDOW: usize = 16_384;
@@ -118,7 +118,9 @@ fn later(a: u16, b: u16) -> bool {
 /// The last `size` recorded calls.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    head: CachePadded<AtomicUsize>,
+    head: CachePadded<AtomicU32>,
+    /// `u64::MAX / size + 1`, for a division-free `head % size`.
+    modulus: u64,
     aggregate: CachePadded<AtomicU64>,
     /// epoch << 8 | code
     slots: Box<[AtomicU32]>,
@@ -126,11 +128,22 @@ pub(crate) struct CountWindow {
 
 impl CountWindow {
     pub(crate) fn new(size: usize, epoch: u16) -> Self {
+        let size = size.clamp(1, MAX_COUNT_WINDOW);
         Self {
-            head: CachePadded(AtomicUsize::new(0)),
+            head: CachePadded(AtomicU32::new(0)),
+            modulus: (u64::MAX / size as u64).wrapping_add(1),
             aggregate: CachePadded(AtomicU64::new(pack(epoch, 0, 0, 0))),
-            slots: (0..size.max(1)).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+
+    /// `head % size` without a division (Lemire's fastmod). When the 32-bit
+    /// head wraps, one ring position is reused early once every 2^32 calls,
+    /// which only changes which old outcome is pushed out at that moment.
+    #[inline]
+    fn index(&self, head: u32) -> usize {
+        let low = self.modulus.wrapping_mul(u64::from(head));
+        ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// Starts an empty window for `epoch`. Slots of older epochs read as
@@ -150,8 +163,8 @@ impl CountWindow {
         if tag_of(self.aggregate.load(Ordering::Acquire)) != epoch {
             return Recorded::Stale;
         }
-        let index = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let slot = &self.slots[index];
+        let head = self.head.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.slots[self.index(head)];
         let new = u32::from(epoch) << 16 | code;
         let mut old = slot.load(Ordering::Acquire);
         loop {
@@ -422,6 +435,16 @@ mod tests {
         match r {
             Recorded::Counted { counts, .. } => counts,
             other => panic!("not counted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ring_index_is_head_modulo_size() {
+        for size in [1, 2, 3, 7, 10, 100, 1000, 16_384] {
+            let w = CountWindow::new(size, 0);
+            for head in (0..5_000).chain([u32::MAX - 3, u32::MAX - 1, u32::MAX]) {
+                assert_eq!(w.index(head), head as usize % size, "{head} % {size}");
+            }
         }
     }
 
