@@ -105,6 +105,13 @@ impl CircuitBreakerHandle {
     /// Shadow mode: the breaker records outcomes, reports rates and runs its
     /// state machine (see [`shadow_state`](Self::shadow_state)), but never
     /// rejects a call. Starts from a fresh, closed window.
+    ///
+    /// The reported state stays [`CircuitState::MetricsOnly`], so shadow
+    /// transitions are not sent as `StateChanged` events (a backend would
+    /// otherwise show two states at once); read them with
+    /// [`shadow_state`](Self::shadow_state). While the shadow state is open,
+    /// calls pass without being recorded, as the real breaker would not have
+    /// seen them; while it is half-open, the probes are recorded.
     pub fn metrics_only(&self) {
         self.breaker
             .set_mode(Mode::MetricsOnly, TransitionReason::Forced);

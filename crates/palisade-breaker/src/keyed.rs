@@ -5,7 +5,8 @@
 //! Breakers are created on first use, from the layer's configuration, and
 //! kept in a map of at most `max_keys` entries. When the map is full, a new
 //! key takes the place of the least recently used breaker that is closed
-//! and in normal mode. An open, half-open or operator-controlled breaker is
+//! and in normal mode (recency is tracked between insertions: a breaker used
+//! since the last new key counts as just used). An open, half-open or operator-controlled breaker is
 //! never evicted: if every tracked breaker is in such a state, new keys
 //! share one overflow breaker until a place frees up.
 //!
@@ -14,7 +15,9 @@
 //! Finding a key's breaker takes the map's read lock (shared by every
 //! reader: an atomic increment and decrement, no waiting while no key is
 //! being inserted) and a hash of the key. Only inserting a new key takes the
-//! write lock. Admission and recording on the breaker itself stay lock-free.
+//! write lock, and scans the map for a victim when it is full (so keep
+//! `max_keys` to the number of dependencies, not of clients). Admission and
+//! recording on the breaker itself stay lock-free.
 //!
 //! Every key's breaker reports under the layer's policy name, so a backend's
 //! state gauge for that name follows the latest transition of any key; read
@@ -69,6 +72,15 @@ struct Entry {
     last_used: AtomicU64,
 }
 
+impl Entry {
+    #[inline]
+    fn touch(&self, tick: u64) {
+        if self.last_used.load(Ordering::Relaxed) < tick {
+            self.last_used.store(tick, Ordering::Relaxed);
+        }
+    }
+}
+
 struct Breakers<K> {
     config: Config,
     max_keys: usize,
@@ -91,14 +103,17 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
     }
 
     fn breaker_for(&self, key: &K) -> Arc<Breaker> {
-        let tick = self.uses.fetch_add(1, Ordering::Relaxed);
+        // Recency is counted in insertions, not calls: a lookup writes
+        // nothing shared unless its key was not yet marked as used since the
+        // last insertion, so hot keys cost no contended write.
+        let tick = self.uses.load(Ordering::Relaxed);
         {
             let map = self
                 .map
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(entry) = map.get(key) {
-                entry.last_used.store(tick, Ordering::Relaxed);
+                entry.touch(tick);
                 return entry.breaker.clone();
             }
         }
@@ -106,8 +121,9 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tick = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(entry) = map.get(key) {
-            entry.last_used.store(tick, Ordering::Relaxed);
+            entry.touch(tick);
             return entry.breaker.clone();
         }
         if map.len() >= self.max_keys {
