@@ -490,6 +490,21 @@ pub enum Event<'a> {
         backoff: Duration,
     },
 
+    /// A supervised loop reached its restart limit within the window and
+    /// will not be restarted again. Fires before the matching
+    /// [`Event::TaskEnded`].
+    ///
+    /// Backend: increment `palisade_task_gave_up_total{group}`; log at error
+    /// level, since the work that loop did has stopped.
+    TaskGaveUp {
+        /// The task group.
+        group: &'a str,
+        /// The task's name.
+        task: &'a str,
+        /// Restarts made before giving up.
+        restarts: u32,
+    },
+
     /// A piece of offloaded work was dropped without being delivered.
     ///
     /// Backend: increment `palisade_offload_dropped_total{queue,reason}`.
@@ -534,6 +549,7 @@ impl Event<'_> {
             Event::TaskEnded { .. } => "palisade.task.ended",
             Event::TaskPanicked { .. } => "palisade.task.panicked",
             Event::TaskRestarted { .. } => "palisade.task.restarted",
+            Event::TaskGaveUp { .. } => "palisade.task.gave_up",
             Event::OffloadDropped { .. } => "palisade.offload.dropped",
             Event::OffloadDelivered { .. } => "palisade.offload.delivered",
         }
@@ -792,7 +808,7 @@ mod tests {
 
     /// One event of every kind. The exhaustive match in `index` fails to
     /// compile when a kind is added without being listed here.
-    fn every_event(location: &PanicLocation) -> [Event<'_>; 20] {
+    fn every_event(location: &PanicLocation) -> [Event<'_>; 21] {
         let policy = "p";
         [
             Event::Admitted {
@@ -880,6 +896,11 @@ mod tests {
                 attempt: 1,
                 backoff: Duration::from_millis(100),
             },
+            Event::TaskGaveUp {
+                group: "g",
+                task: "t",
+                restarts: 5,
+            },
             Event::OffloadDropped {
                 queue: "audit",
                 reason: DropReason::QueueFull,
@@ -913,6 +934,7 @@ mod tests {
             Event::TaskRestarted { .. } => 17,
             Event::OffloadDropped { .. } => 18,
             Event::OffloadDelivered { .. } => 19,
+            Event::TaskGaveUp { .. } => 20,
         }
     }
 
@@ -931,7 +953,7 @@ mod tests {
     fn the_list_covers_every_kind_once_with_distinct_names() {
         let location = PanicLocation::new("src/lib.rs", 1, 1);
         let events = every_event(&location);
-        let mut seen = [false; 20];
+        let mut seen = [false; 21];
         for e in &events {
             assert!(!seen[index(e)], "{} listed twice", e.name());
             seen[index(e)] = true;

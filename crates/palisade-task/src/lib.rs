@@ -31,6 +31,7 @@
 //! | [`TaskEnded`](palisade_core::Event::TaskEnded) | exactly once per started task, with its [`TaskEnd`](palisade_core::TaskEnd) |
 //! | [`TaskPanicked`](palisade_core::Event::TaskPanicked) | a task (or a pool job) panicked |
 //! | [`TaskRestarted`](palisade_core::Event::TaskRestarted) | a supervised task is restarted |
+//! | [`TaskGaveUp`](palisade_core::Event::TaskGaveUp) | a supervised task reached its restart limit and is not restarted |
 //! | [`OffloadDelivered`](palisade_core::Event::OffloadDelivered) | offloaded work reached its service |
 //! | [`OffloadDropped`](palisade_core::Event::OffloadDropped) | offloaded work was dropped, with its [`DropReason`](palisade_core::DropReason) |
 //!

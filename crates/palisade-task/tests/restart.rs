@@ -69,6 +69,16 @@ async fn restarts_back_off_exponentially_then_give_up() {
         restarts,
         [(1, ms(100)), (2, ms(200)), (3, ms(400)), (4, ms(800))]
     );
+    let events = recorder.events();
+    let gave_up = events
+        .iter()
+        .position(|e| *e == Seen::GaveUp("fails-fast".into(), 4))
+        .expect("giving up is reported");
+    let ended = events
+        .iter()
+        .position(|e| *e == Seen::Ended("fails-fast".into(), TaskEnd::Failed))
+        .expect("the end is reported");
+    assert!(gave_up < ended, "give-up comes before the end: {events:?}");
     assert_eq!(
         recorder.count(|e| *e == Seen::Ended("fails-fast".into(), TaskEnd::Failed)),
         1,

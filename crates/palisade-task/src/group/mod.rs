@@ -602,6 +602,11 @@ where
                 window = ?policy.window(),
                 "supervised task keeps failing; giving up"
             );
+            group.metrics.emit(&Event::TaskGaveUp {
+                group: group.name.as_str(),
+                task,
+                restarts,
+            });
             return SupervisedExit {
                 exit,
                 restarts,

@@ -15,6 +15,7 @@ pub enum Seen {
     Ended(String, TaskEnd),
     Panicked(String, String),
     Restarted(String, u32, Duration),
+    GaveUp(String, u32),
     Dropped(DropReason),
     Delivered(u32),
 }
@@ -47,6 +48,7 @@ impl MetricsSink for Recorder {
                 backoff,
                 ..
             } => Seen::Restarted(task.to_owned(), attempt, backoff),
+            Event::TaskGaveUp { task, restarts, .. } => Seen::GaveUp(task.to_owned(), restarts),
             Event::OffloadDropped { reason, .. } => Seen::Dropped(reason),
             Event::OffloadDelivered { attempts, .. } => Seen::Delivered(attempts),
             _ => return,
