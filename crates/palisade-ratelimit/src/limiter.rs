@@ -249,24 +249,31 @@ pub(crate) struct LimiterConfig {
 /// WebSocket, a job in a queue). Every check emits
 /// [`Event::Admitted`] or [`Event::Rejected`].
 ///
+/// Keys given to [`check_key`](Limiter::check_key) are hashed as they are:
+/// to share buckets with the requests a layer keys, pass the value its
+/// extractor returns (an [`IpKey`](crate::key::IpKey), a header's bytes).
+///
 /// # Example
 ///
 /// ```
 /// use std::time::Duration;
 /// use palisade_ratelimit::RateLimitLayer;
+/// use palisade_ratelimit::key::KeyFn;
+///
+/// struct Job { tenant: u64 }
 ///
 /// let layer = RateLimitLayer::builder()
 ///     .quota(2, Duration::from_secs(1))
-///     .keyed_by(palisade_ratelimit::key::KeyFn::new(|id: &u32| Some(*id)))
+///     .keyed_by(KeyFn::new(|job: &Job| Some(job.tenant)))
 ///     .build()
 ///     .unwrap();
 /// let limiter = layer.limiter();
-/// assert!(limiter.check_key(&"alice").is_ok());
-/// assert!(limiter.check_key(&"alice").is_ok());
-/// let refused = limiter.check_key(&"alice").unwrap_err();
+/// assert!(limiter.check_key(&7_u64).is_ok());
+/// assert!(limiter.check_key(&7_u64).is_ok());
+/// let refused = limiter.check_key(&7_u64).unwrap_err();
 /// assert!(refused.retry_after() <= Duration::from_millis(500));
-/// // Another key has its own bucket.
-/// assert!(limiter.check_key(&"bob").is_ok());
+/// // Another tenant has its own bucket.
+/// assert!(limiter.check_key(&8_u64).is_ok());
 /// assert_eq!(limiter.tracked_keys(), 2);
 /// ```
 pub struct Limiter {
