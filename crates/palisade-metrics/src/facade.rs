@@ -46,7 +46,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ::metrics::{Key, KeyName, Label, Level, Metadata, SharedString, Unit};
@@ -130,6 +130,9 @@ struct PolicyKeys {
     evictions: Slot,
     overflow: Slot,
     malformed: NameMap<Key>,
+    /// The concurrency limit last written, to skip rewriting it on every
+    /// in-flight change.
+    last_limit: AtomicU64,
     /// Index of the breaker state last written, or `UNKNOWN`.
     state: AtomicU8,
     /// Serialises the writes of one breaker's state series.
@@ -213,6 +216,7 @@ impl PolicyKeys {
             evictions: OnceLock::new(),
             overflow: OnceLock::new(),
             malformed: NameMap::new(4, 64),
+            last_limit: AtomicU64::new(u64::MAX),
             state: AtomicU8::new(UNKNOWN),
             state_writes: Mutex::new(()),
         }
@@ -491,10 +495,13 @@ impl MetricsSink for FacadeSink {
                     p.plain(&p.in_flight, names::IN_FLIGHT),
                     change.delta() as f64,
                 );
-                gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), limit as f64);
+                if p.last_limit.swap(limit as u64, Ordering::Relaxed) != limit as u64 {
+                    gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), limit as f64);
+                }
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
+                p.last_limit.store(to as u64, Ordering::Relaxed);
                 gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), to as f64);
             }
             Event::FallbackUsed { policy, trigger } => {

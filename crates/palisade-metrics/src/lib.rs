@@ -9,9 +9,14 @@ mod name_map;
 pub mod names;
 #[cfg(any(feature = "prometheus", feature = "snapshot"))]
 mod store;
-#[cfg(any(feature = "prometheus", feature = "snapshot"))]
+// The rate window is also compiled for its loom model alone.
+#[cfg(any(feature = "prometheus", feature = "snapshot", palisade_loom))]
 mod sync;
-#[cfg(any(feature = "prometheus", feature = "snapshot"))]
+#[cfg(any(feature = "prometheus", feature = "snapshot", palisade_loom))]
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "snapshot")),
+    allow(dead_code)
+)]
 mod window;
 
 #[cfg(feature = "dashboard")]

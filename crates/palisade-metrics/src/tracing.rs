@@ -1,4 +1,4 @@
-//! palisade's events as structured [`tracing`](::tracing) events.
+//! palisade's events as structured [`tracing`] events.
 //!
 //! [`TracingSink`] writes one event per fact under the target `palisade`,
 //! with the policy (or task group, or queue) and every label of the event as

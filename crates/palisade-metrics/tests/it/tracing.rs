@@ -74,8 +74,7 @@ fn capture(events: &[Event<'_>]) -> Vec<Captured> {
             sink.record(e);
         }
     });
-    let out = capture.0.lock().unwrap().clone();
-    out
+    capture.0.lock().unwrap().clone()
 }
 
 #[test]
