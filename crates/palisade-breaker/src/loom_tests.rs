@@ -206,3 +206,54 @@ fn loom_a_reset_racing_a_writer_keeps_the_window_consistent() {
         assert_eq!(window.counts().failures, 0);
     });
 }
+
+#[test]
+fn loom_racing_failures_trip_the_breaker_once() {
+    model(|| {
+        let clock = ManualClock::new();
+        let mut cfg = config(&clock, 1);
+        cfg.window = WindowConfig::Count(2);
+        let breaker = Arc::new(Breaker::new(cfg));
+        let before = breaker.word().generation;
+        let a = breaker.admit().unwrap();
+        let b = breaker.admit().unwrap();
+        let ta = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&a, Outcome::Failure))
+        };
+        let tb = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&b, Outcome::Failure))
+        };
+        ta.join().unwrap();
+        tb.join().unwrap();
+        let word = breaker.word();
+        assert_eq!(word.machine, Machine::Open);
+        assert_eq!(word.generation, before + 1, "one transition, not two");
+        assert_eq!(breaker.openings().0, 1);
+    });
+}
+
+#[test]
+fn loom_a_late_writer_never_lands_in_a_recycled_bucket() {
+    use std::time::Instant;
+
+    use crate::window::TimeWindow;
+
+    model(|| {
+        let origin = Instant::now();
+        // One bucket of one second: tick 1 recycles the bucket of tick 0.
+        let window = Arc::new(TimeWindow::new(origin, 1_000_000_000, 1, 0));
+        let late = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, origin, code(true, false)))
+        };
+        let now = origin + Duration::from_secs(1);
+        let mine = window.record(0, now, code(false, false));
+        let theirs = late.join().unwrap();
+        assert!(matches!(mine, Recorded::Counted { .. }));
+        let counts = window.counts(now);
+        // Whatever the order, tick 1's bucket holds tick 1's outcome only.
+        assert_eq!((counts.calls, counts.failures), (1, 0), "{theirs:?}");
+    });
+}
