@@ -799,3 +799,49 @@ async fn poll_ready_is_the_inner_readiness_only() {
     layer.handle().reset();
     assert!(common::poll_once(std::future::poll_fn(|cx| pending.poll_ready(cx))).is_pending());
 }
+
+#[test]
+fn a_panicking_probe_gives_its_slot_back() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    let clock = palisade_core::ManualClock::new();
+    let layer = CircuitBreakerLayer::builder()
+        .clock(clock.clock())
+        .count_window(1)
+        .minimum_calls(1)
+        .open_wait(Duration::from_secs(1))
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    // 0: fails; 1: panics in `call`; 2: panics when polled; 3: succeeds.
+    let mut svc = layer.layer(service_fn(|n: u8| {
+        assert_ne!(n, 1, "panic in call");
+        async move {
+            match n {
+                0 => Err::<(), BoxError>("down".into()),
+                2 => panic!("panic in poll"),
+                _ => Ok(()),
+            }
+        }
+    }));
+    assert!(common::now(svc.call(0)).is_err());
+    clock.advance(Duration::from_secs(1));
+    let handle = layer.handle();
+    assert_eq!(handle.refresh(), HalfOpen);
+
+    assert!(catch_unwind(AssertUnwindSafe(|| svc.call(1))).is_err());
+    assert_eq!(
+        handle.probes().admitted,
+        0,
+        "slot back after a panic in call"
+    );
+    let future = svc.call(2);
+    assert!(catch_unwind(AssertUnwindSafe(|| common::poll_once(future))).is_err());
+    assert_eq!(
+        handle.probes().admitted,
+        0,
+        "slot back after a panic in poll"
+    );
+    assert!(common::now(svc.call(3)).is_ok());
+    assert_eq!(handle.state(), Closed);
+}
