@@ -9,9 +9,9 @@
 //! not mistaken for a probe, and a probe of an earlier half-open period
 //! cannot close a later one.
 //!
-//! - Closed admission is one load of the state word. Recording is one slot
-//!   swap and one compare-and-swap on the window's aggregate word. Neither
-//!   locks nor allocates.
+//! - Closed admission is one load of the state word. Recording is one
+//!   increment of the ring head, one compare-and-swap of the slot and one of
+//!   the window's aggregate word. Neither locks nor allocates.
 //! - Half-open admission takes a probe slot with a compare-and-swap on one
 //!   word (epoch, slots taken, probes done, failures, slow). A probe that
 //!   ends without an outcome gives its slot back.

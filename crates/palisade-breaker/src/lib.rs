@@ -112,10 +112,11 @@
 //! window's rates as `BreakerRates` when they change (and as zeros when a
 //! transition empties the window, so no gauge keeps a stale rate).
 //!
-//! While closed, admitting a call is one atomic load and recording it is
-//! one slot swap and one compare-and-swap: no lock, no allocation. The
-//! clock is read only when slow calls, latency or a time window need it,
-//! at most once when the call starts and once when it ends.
+//! While closed, admitting a call is one atomic load, and recording it (in
+//! a count window) is one increment to pick a slot, one compare-and-swap of
+//! the slot and one of the window's aggregate word: no lock, no allocation.
+//! The clock is read only when slow calls, latency or a time window need
+//! it, at most once when the call starts and once when it ends.
 //!
 //! [`KeyedCircuitBreakerLayer`] keeps one breaker per key (per upstream
 //! host, say), bounded in number, never evicting an open breaker.
