@@ -49,6 +49,17 @@ where
 
 const PLENTY: u32 = 1_000_000_000;
 
+/// A per-key quota that never refuses in a bench run, yet keeps every key
+/// busy (its bucket never full again), so keys stay tracked instead of
+/// being evicted and inserted again: 100 per second, a burst of 10^8.
+fn steady<K, H>(
+    builder: palisade_ratelimit::RateLimitBuilder<K, H>,
+) -> palisade_ratelimit::RateLimitBuilder<K, H> {
+    builder
+        .quota(100, Duration::from_secs(1))
+        .burst(100_000_000)
+}
+
 fn admit(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("admit");
@@ -76,8 +87,7 @@ fn admit(c: &mut Criterion) {
     });
     group.bench_function("keyed/palisade", |b| {
         b.iter_custom(|iters| {
-            let layer = RateLimitLayer::builder()
-                .quota(PLENTY, Duration::from_secs(1))
+            let layer = steady(RateLimitLayer::builder())
                 .keyed_by(KeyFn::new(|n: &u64| Some(*n)))
                 .build()
                 .unwrap();
@@ -142,8 +152,7 @@ fn store(c: &mut Criterion) {
     group.bench_function("palisade_table", |b| {
         // A cap of twice the keys: the table is as warm in cache as a map
         // holding the same keys.
-        let layer = RateLimitLayer::builder()
-            .quota(PLENTY, Duration::from_secs(1))
+        let layer = steady(RateLimitLayer::builder())
             .max_keys(20_000)
             .keyed_by(KeyFn::new(|n: &u64| Some(*n)))
             .build()
@@ -159,7 +168,9 @@ fn store(c: &mut Criterion) {
         });
     });
     group.bench_function("governor_dashmap", |b| {
-        let quota = governor::Quota::per_second(NonZeroU32::new(PLENTY).unwrap());
+        let quota = governor::Quota::with_period(Duration::from_millis(10))
+            .unwrap()
+            .allow_burst(NonZeroU32::new(100_000_000).unwrap());
         let limiter = governor::RateLimiter::dashmap(quota);
         for n in 0..keys {
             limiter.check_key(&n).unwrap();
