@@ -612,10 +612,11 @@ impl Breaker {
         if changed && self.cfg.metrics.is_enabled() {
             self.emit_rates(counts);
         }
-        if word.automatic() && counts.calls >= self.cfg.minimum_calls {
-            if let Some(reason) = self.over_threshold(counts) {
-                self.transition(word, word.mode, Machine::Open, reason, end);
-            }
+        if word.automatic()
+            && counts.calls >= self.cfg.minimum_calls
+            && let Some(reason) = self.over_threshold(counts)
+        {
+            self.transition(word, word.mode, Machine::Open, reason, end);
         }
     }
 
