@@ -623,6 +623,8 @@ label_enum! {
         Stack => ("stack", "stack"),
         /// The HTTP and gRPC error mapping.
         Http => ("http", "http mapping"),
+        /// A metrics sink (an adapter, a snapshot).
+        Metrics => ("metrics", "metrics sink"),
     }
 }
 

@@ -12,11 +12,10 @@ pub(crate) const MAX_MAX_NAMES: usize = 1 << 20;
 #[cfg(feature = "prometheus")]
 pub(crate) const MAX_BUCKETS: usize = 64;
 
-/// Validation for the builder of the sink called `sink`. Sinks are not
-/// layers; their errors are reported under the stack's kind with the sink's
-/// name in place of a policy.
+/// Validation for the builder of the sink called `sink`: errors name the
+/// sink in place of a policy.
 pub(crate) fn checker(sink: &'static str) -> (LayerKind, PolicyName) {
-    (LayerKind::Stack, PolicyName::new(sink))
+    (LayerKind::Metrics, PolicyName::new(sink))
 }
 
 pub(crate) fn max_names(check: &Validate<'_>, value: usize) -> Result<usize, ConfigError> {
