@@ -236,10 +236,10 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(core) = self.core.take() {
-            if core.limiter.cancel(&self.node) {
-                core.limiter.release(&core.events());
-            }
+        if let Some(core) = self.core.take()
+            && core.limiter.cancel(&self.node)
+        {
+            core.limiter.release(&core.events());
         }
     }
 }

@@ -74,10 +74,10 @@ impl Shared {
         if let Some((min, max)) = self.latency {
             delay += min + (max - min).mul_f64(draws.unit());
         }
-        if let Some((probability, spike)) = self.spikes {
-            if draws.unit() < probability {
-                delay += spike;
-            }
+        if let Some((probability, spike)) = self.spikes
+            && draws.unit() < probability
+        {
+            delay += spike;
         }
         Fault {
             error,
@@ -283,10 +283,10 @@ impl ChaosBuilder {
                 ),
             ));
         }
-        if let Some((min, max)) = self.latency {
-            if min > max {
-                return Err(check.error("latency", (min, max), "min <= max"));
-            }
+        if let Some((min, max)) = self.latency
+            && min > max
+        {
+            return Err(check.error("latency", (min, max), "min <= max"));
         }
         if let Some((probability, _)) = self.spikes {
             check.in_range("latency_spikes", probability, 0.0, 1.0)?;

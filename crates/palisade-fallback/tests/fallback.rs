@@ -76,7 +76,7 @@ fn odd_fails<Req>(
 + Clone {
     service_fn(move |req: Req| {
         let n = n(&req);
-        ready(if n % 2 == 0 {
+        ready(if n.is_multiple_of(2) {
             Ok(format!("ok {n}"))
         } else {
             Err(make_error())

@@ -179,10 +179,10 @@ where
     type Future = ResponseFuture<S::Future, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_none() {
-            if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
-                self.not_ready = Some(err.into());
-            }
+        if self.not_ready.is_none()
+            && let Err(err) = std::task::ready!(self.inner.poll_ready(cx))
+        {
+            self.not_ready = Some(err.into());
         }
         Poll::Ready(Ok(()))
     }

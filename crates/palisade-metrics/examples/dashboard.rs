@@ -56,7 +56,7 @@ fn breaker_step(metrics: &Metrics, tick: u64, state: &mut CircuitState, rng: &mu
         CircuitState::Closed if failing && phase > 230 => {
             Some((CircuitState::Open, TransitionReason::FailureRate))
         }
-        CircuitState::Open if phase % 50 == 0 => {
+        CircuitState::Open if phase.is_multiple_of(50) => {
             Some((CircuitState::HalfOpen, TransitionReason::WaitElapsed))
         }
         CircuitState::HalfOpen if failing => {
@@ -166,7 +166,7 @@ async fn main() {
                 reason: RejectReason::RateLimited,
             });
         }
-        if tick % 10 == 0 {
+        if tick.is_multiple_of(10) {
             metrics.emit(&Event::KeysTracked {
                 policy: "search",
                 keys: 400 + rng.usize(0..200),
@@ -207,7 +207,7 @@ async fn main() {
                 reason: RejectReason::ConcurrencyFull,
             });
         }
-        if tick % 50 == 0 {
+        if tick.is_multiple_of(50) {
             let to = (limit + rng.usize(0..5)).saturating_sub(2).clamp(8, 32);
             metrics.emit(&Event::LimitChanged {
                 policy: "inventory",
@@ -237,7 +237,7 @@ async fn main() {
         });
 
         // background work.
-        if tick % 25 == 0 {
+        if tick.is_multiple_of(25) {
             metrics.emit(&Event::OffloadDelivered {
                 queue: "audit",
                 attempts: 1,

@@ -275,10 +275,10 @@ impl PolicyKeys {
             gauge_set(k, 1.0);
         }
         for (i, state) in CircuitState::ALL.iter().enumerate() {
-            if i != t {
-                if let Some(k) = series(i, *state) {
-                    gauge_set(k, 0.0);
-                }
+            if i != t
+                && let Some(k) = series(i, *state)
+            {
+                gauge_set(k, 0.0);
             }
         }
     }
@@ -427,15 +427,14 @@ impl MetricsSink for FacadeSink {
                     });
                     increment(k, 1);
                 }
-                if let Some(latency) = latency {
-                    if let Some(k) =
+                if let Some(latency) = latency
+                    && let Some(k) =
                         p.with_layer(&p.durations, names::REQUEST_DURATION_SECONDS, layer)
-                    {
-                        let seconds = latency.as_secs_f64();
-                        ::metrics::with_recorder(|r| {
-                            r.register_histogram(k, &METADATA).record(seconds);
-                        });
-                    }
+                {
+                    let seconds = latency.as_secs_f64();
+                    ::metrics::with_recorder(|r| {
+                        r.register_histogram(k, &METADATA).record(seconds);
+                    });
                 }
                 if layer == LayerKind::CircuitBreaker {
                     p.see_breaker();

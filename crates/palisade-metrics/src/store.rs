@@ -368,13 +368,12 @@ impl Store {
                 p.see_layer(layer);
                 let l = index::layer(layer);
                 bump(p.requests.get(l * OUTCOMES + index::outcome(outcome)));
-                if let Some(latency) = latency {
-                    if !self.buckets.is_empty() {
-                        if let Some(h) = p.durations.get(l) {
-                            h.get_or_init(|| Histogram::new(self.buckets.len()))
-                                .observe(&self.buckets, latency);
-                        }
-                    }
+                if let Some(latency) = latency
+                    && !self.buckets.is_empty()
+                    && let Some(h) = p.durations.get(l)
+                {
+                    h.get_or_init(|| Histogram::new(self.buckets.len()))
+                        .observe(&self.buckets, latency);
                 }
                 if layer == LayerKind::CircuitBreaker {
                     p.see_breaker();

@@ -54,7 +54,7 @@ fn ten_thousand_panics_leave_no_task_and_no_memory_behind() {
         .unwrap();
     // Thirds: panic in call, on the first poll, on a later poll.
     let svc = layer.layer(service_fn(|id: u32| {
-        if id % 3 == 0 {
+        if id.is_multiple_of(3) {
             panic!("call {id}");
         }
         let first_poll = id % 3 == 1;

@@ -213,7 +213,7 @@ async fn a_hung_dependency_never_blocks_the_caller() {
 async fn a_panicking_dependency_is_a_failed_attempt() {
     let recorder = Arc::new(Recorder::default());
     let service = tower::service_fn(|i: u32| async move {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             panic!("serializer bug on {i}");
         }
         Ok::<_, String>(())

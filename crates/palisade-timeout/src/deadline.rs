@@ -251,18 +251,18 @@ impl Default for HttpDeadline {
 impl<B> DeadlineSource<http::Request<B>> for HttpDeadline {
     fn requested(&self, request: &http::Request<B>) -> Requested {
         let mut requested = Requested::none();
-        if self.extension {
-            if let Some(RequestTimeout(timeout)) = request.extensions().get::<RequestTimeout>() {
-                requested = requested.with_timeout(*timeout);
-            }
+        if self.extension
+            && let Some(RequestTimeout(timeout)) = request.extensions().get::<RequestTimeout>()
+        {
+            requested = requested.with_timeout(*timeout);
         }
-        if self.grpc_timeout {
-            if let Some(value) = request.headers().get(GRPC_TIMEOUT) {
-                requested = match GrpcTimeout::parse(value.as_bytes()) {
-                    Ok(parsed) => requested.with_timeout(parsed.duration()),
-                    Err(err) => requested.with_malformed(GRPC_TIMEOUT, err.as_str()),
-                };
-            }
+        if self.grpc_timeout
+            && let Some(value) = request.headers().get(GRPC_TIMEOUT)
+        {
+            requested = match GrpcTimeout::parse(value.as_bytes()) {
+                Ok(parsed) => requested.with_timeout(parsed.duration()),
+                Err(err) => requested.with_malformed(GRPC_TIMEOUT, err.as_str()),
+            };
         }
         requested
     }

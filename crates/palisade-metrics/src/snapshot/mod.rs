@@ -528,15 +528,16 @@ fn assess(
             _ => {}
         }
     }
-    if let Some(b) = bulkhead {
-        if let Some(limit) = b.limit {
-            if limit > 0 && b.in_flight >= 0 && b.in_flight as u64 >= limit {
-                worse(
-                    Health::Degraded,
-                    format!("bulkhead full ({}/{limit} in flight)", b.in_flight),
-                );
-            }
-        }
+    if let Some(b) = bulkhead
+        && let Some(limit) = b.limit
+        && limit > 0
+        && b.in_flight >= 0
+        && b.in_flight as u64 >= limit
+    {
+        worse(
+            Health::Degraded,
+            format!("bulkhead full ({}/{limit} in flight)", b.in_flight),
+        );
     }
     if rejections.recent > 0 {
         let top = rejections
