@@ -49,6 +49,22 @@ impl<B, R, Eos> ClassifiedBody<B, R, Eos> {
     }
 }
 
+impl<B: Default, R, Eos> Default for ClassifiedBody<B, R, Eos> {
+    /// An empty body with nothing left to record, so that layers above (an
+    /// error-mapping layer answering a trailers-only gRPC response, say) can
+    /// make one.
+    fn default() -> Self {
+        Self::done(B::default())
+    }
+}
+
+impl<B: From<bytes::Bytes>, R, Eos> From<bytes::Bytes> for ClassifiedBody<B, R, Eos> {
+    /// A body of `bytes` with nothing left to record.
+    fn from(bytes: bytes::Bytes) -> Self {
+        Self::done(B::from(bytes))
+    }
+}
+
 impl<B, R, Eos> ClassifiedBody<B, R, Eos>
 where
     B: Body,
