@@ -2,3 +2,5 @@
 //!
 //! This package is not published. It owns `examples/`, `tests/` and
 //! `benches/` at the root of the workspace.
+
+pub mod grpc;
