@@ -713,13 +713,21 @@ impl Breaker {
             t.openings = 0;
         }
         self.state.store(to.pack(), Ordering::Release);
-        // Shadow transitions (metrics-only mode) change no reported state.
+        // Shadow transitions (metrics-only mode) change no reported state;
+        // they are reported as what enforcing would have done.
         let (from_state, to_state) = (from.reported(), to.reported());
         if from_state != to_state {
             self.emit(&Event::StateChanged {
                 policy: self.cfg.policy.as_str(),
                 from: from_state,
                 to: to_state,
+                reason,
+            });
+        } else if from.mode == Mode::MetricsOnly && from.machine != to.machine {
+            self.emit(&Event::ShadowStateChanged {
+                policy: self.cfg.policy.as_str(),
+                from: from.machine.as_state(),
+                to: to.machine.as_state(),
                 reason,
             });
         }

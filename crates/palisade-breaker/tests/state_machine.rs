@@ -682,6 +682,26 @@ async fn shadow_mode_runs_the_whole_state_machine() {
         Some(Closed),
         "the shadow probe closed it"
     );
+    let shadow: Vec<_> = rig
+        .events
+        .all()
+        .into_iter()
+        .filter(|e| matches!(e, Seen::Shadow(..)))
+        .collect();
+    assert_eq!(
+        shadow,
+        vec![
+            Seen::Shadow(Closed, Open, TransitionReason::FailureRate),
+            Seen::Shadow(Open, HalfOpen, TransitionReason::WaitElapsed),
+            Seen::Shadow(HalfOpen, Closed, TransitionReason::ProbesSucceeded),
+        ],
+        "every shadow move is reported as what enforcing would have done"
+    );
+    assert_eq!(
+        rig.events.transitions(),
+        vec![(Closed, CircuitState::MetricsOnly, TransitionReason::Forced)],
+        "the reported state stayed metrics-only"
+    );
 }
 
 #[tokio::test(start_paused = true)]

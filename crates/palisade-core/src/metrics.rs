@@ -328,6 +328,26 @@ pub enum Event<'a> {
         reason: TransitionReason,
     },
 
+    /// A circuit breaker in metrics-only (shadow) mode moved its shadow
+    /// state: the state it would be in if it were enforcing. It still lets
+    /// every call through, and its reported state stays
+    /// [`CircuitState::MetricsOnly`].
+    ///
+    /// Backend: increment
+    /// `palisade_breaker_shadow_transitions_total{policy,to}`; do not touch
+    /// `palisade_breaker_state`. A log backend writes it at info level: it
+    /// says what enforcing would have done.
+    ShadowStateChanged {
+        /// Policy name of the breaker.
+        policy: &'a str,
+        /// The shadow state left.
+        from: CircuitState,
+        /// The shadow state entered.
+        to: CircuitState,
+        /// What caused the transition.
+        reason: TransitionReason,
+    },
+
     /// A circuit breaker's failure and slow-call rates, in `0.0..=1.0`,
     /// reported after its window changes.
     ///
@@ -537,6 +557,7 @@ impl Event<'_> {
             Event::PanicCaught { .. } => "palisade.panic.caught",
             Event::TimedOut { .. } => "palisade.timeout.elapsed",
             Event::StateChanged { .. } => "palisade.breaker.state_changed",
+            Event::ShadowStateChanged { .. } => "palisade.breaker.shadow_state_changed",
             Event::BreakerRates { .. } => "palisade.breaker.rates",
             Event::InFlightChanged { .. } => "palisade.in_flight.changed",
             Event::LimitChanged { .. } => "palisade.limit.changed",
@@ -810,7 +831,7 @@ mod tests {
 
     /// One event of every kind. The exhaustive match in `index` fails to
     /// compile when a kind is added without being listed here.
-    fn every_event(location: &PanicLocation) -> [Event<'_>; 21] {
+    fn every_event(location: &PanicLocation) -> [Event<'_>; 22] {
         let policy = "p";
         [
             Event::Admitted {
@@ -838,6 +859,12 @@ mod tests {
                 timeout: Duration::from_secs(1),
             },
             Event::StateChanged {
+                policy,
+                from: CircuitState::Closed,
+                to: CircuitState::Open,
+                reason: TransitionReason::FailureRate,
+            },
+            Event::ShadowStateChanged {
                 policy,
                 from: CircuitState::Closed,
                 to: CircuitState::Open,
@@ -937,6 +964,7 @@ mod tests {
             Event::OffloadDropped { .. } => 18,
             Event::OffloadDelivered { .. } => 19,
             Event::TaskGaveUp { .. } => 20,
+            Event::ShadowStateChanged { .. } => 21,
         }
     }
 
@@ -955,7 +983,7 @@ mod tests {
     fn the_list_covers_every_kind_once_with_distinct_names() {
         let location = PanicLocation::new("src/lib.rs", 1, 1);
         let events = every_event(&location);
-        let mut seen = [false; 21];
+        let mut seen = [false; 22];
         for e in &events {
             assert!(!seen[index(e)], "{} listed twice", e.name());
             seen[index(e)] = true;

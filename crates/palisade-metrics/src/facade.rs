@@ -120,6 +120,7 @@ struct PolicyKeys {
     fallbacks: [Slot; TRIGGERS],
     breaker_state: [Slot; STATES],
     transitions: [Slot; STATES * STATES],
+    shadow_transitions: [Slot; STATES],
     failure_rate: Slot,
     slow_rate: Slot,
     window_calls: Slot,
@@ -146,6 +147,7 @@ struct GroupKeys {
     ended: [Slot; TASK_ENDS],
     panics: Slot,
     restarts: Slot,
+    gave_up: Slot,
 }
 
 struct QueueKeys {
@@ -206,6 +208,7 @@ impl PolicyKeys {
             fallbacks: [const { OnceLock::new() }; TRIGGERS],
             breaker_state: [const { OnceLock::new() }; STATES],
             transitions: [const { OnceLock::new() }; STATES * STATES],
+            shadow_transitions: [const { OnceLock::new() }; STATES],
             failure_rate: OnceLock::new(),
             slow_rate: OnceLock::new(),
             window_calls: OnceLock::new(),
@@ -311,6 +314,7 @@ impl GroupKeys {
             ended: [const { OnceLock::new() }; TASK_ENDS],
             panics: OnceLock::new(),
             restarts: OnceLock::new(),
+            gave_up: OnceLock::new(),
         }
     }
 
@@ -465,6 +469,15 @@ impl MetricsSink for FacadeSink {
                     increment(k, 1);
                 }
             }
+            Event::ShadowStateChanged { policy, to, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                if let Some(slot) = p.shadow_transitions.get(index::state(to)) {
+                    let k = key(slot, names::BREAKER_SHADOW_TRANSITIONS_TOTAL, || {
+                        vec![owned_label("policy", &p.name), label("to", to.as_str())]
+                    });
+                    increment(k, 1);
+                }
+            }
             Event::BreakerRates {
                 policy,
                 failure_rate,
@@ -565,6 +578,10 @@ impl MetricsSink for FacadeSink {
             Event::TaskRestarted { group, .. } => {
                 let Some(g) = self.group(group) else { return };
                 increment(g.plain(&g.restarts, names::TASK_RESTARTS_TOTAL), 1);
+            }
+            Event::TaskGaveUp { group, .. } => {
+                let Some(g) = self.group(group) else { return };
+                increment(g.plain(&g.gave_up, names::TASK_GAVE_UP_TOTAL), 1);
             }
             Event::OffloadDropped { queue, reason } => {
                 let Some(q) = self.queue(queue) else { return };

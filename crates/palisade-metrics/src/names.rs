@@ -90,6 +90,10 @@ families! {
     /// Breaker transitions.
     BREAKER_TRANSITIONS_TOTAL = "palisade_breaker_transitions_total", Counter, ["policy", "from", "to"],
         "Circuit breaker state transitions.";
+    /// Transitions of a breaker in metrics-only (shadow) mode: what
+    /// enforcing would have done.
+    BREAKER_SHADOW_TRANSITIONS_TOTAL = "palisade_breaker_shadow_transitions_total", Counter, ["policy", "to"],
+        "Shadow-mode circuit breaker transitions, by the state enforcing would have entered.";
     /// Failed calls over recorded calls in the breaker's window.
     BREAKER_FAILURE_RATE = "palisade_breaker_failure_rate", Gauge, ["policy"],
         "Circuit breaker failure rate over its window, 0 to 1.";
@@ -135,6 +139,9 @@ families! {
     /// Supervised loops restarted.
     TASK_RESTARTS_TOTAL = "palisade_task_restarts_total", Counter, ["group"],
         "Supervised loops restarted after a panic or an error.";
+    /// Supervised loops that reached their restart limit and stopped.
+    TASK_GAVE_UP_TOTAL = "palisade_task_gave_up_total", Counter, ["group"],
+        "Supervised loops that reached their restart limit and were not restarted again.";
     /// Offloaded work dropped without being delivered.
     OFFLOAD_DROPPED_TOTAL = "palisade_offload_dropped_total", Counter, ["queue", "reason"],
         "Offloaded work dropped without being delivered.";

@@ -376,6 +376,16 @@ impl Collector for PrometheusCollector {
                         }
                     }
                 }
+                names::BREAKER_SHADOW_TRANSITIONS_TOTAL => {
+                    for (policy, p) in &policies {
+                        for (t, to) in CircuitState::ALL.iter().enumerate() {
+                            let v = p.shadow_transitions.get(t).map_or(0, load);
+                            if v > 0 {
+                                counter(&mut m, &[("policy", *policy), ("to", to.as_str())], v)?;
+                            }
+                        }
+                    }
+                }
                 names::BREAKER_FAILURE_RATE
                 | names::BREAKER_SLOW_RATE
                 | names::BREAKER_WINDOW_CALLS => {
@@ -474,6 +484,14 @@ impl Collector for PrometheusCollector {
                 names::TASK_RESTARTS_TOTAL => {
                     for (group, g) in &groups {
                         let v = load(&g.restarts);
+                        if v > 0 {
+                            counter(&mut m, &[("group", *group)], v)?;
+                        }
+                    }
+                }
+                names::TASK_GAVE_UP_TOTAL => {
+                    for (group, g) in &groups {
+                        let v = load(&g.gave_up);
                         if v > 0 {
                             counter(&mut m, &[("group", *group)], v)?;
                         }

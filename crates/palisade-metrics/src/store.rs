@@ -134,6 +134,8 @@ pub(crate) struct PolicyCells {
     pub(crate) state: AtomicU8,
     /// Indexed by `from * STATES + to`.
     pub(crate) transitions: [AtomicU64; STATES * STATES],
+    /// Shadow-mode transitions, indexed by the state entered.
+    pub(crate) shadow_transitions: [AtomicU64; STATES],
     /// Nanoseconds since the store's start of the last transition.
     pub(crate) last_transition_nanos: AtomicU64,
     /// `from << 16 | to << 8 | reason` of the last transition.
@@ -166,6 +168,7 @@ impl PolicyCells {
             fallbacks: [const { AtomicU64::new(0) }; TRIGGERS],
             state: AtomicU8::new(STATE_UNKNOWN),
             transitions: [const { AtomicU64::new(0) }; STATES * STATES],
+            shadow_transitions: [const { AtomicU64::new(0) }; STATES],
             last_transition_nanos: AtomicU64::new(NEVER),
             last_transition: AtomicU32::new(0),
             failure_rate: AtomicU64::new(0),
@@ -271,6 +274,7 @@ pub(crate) struct GroupCells {
     pub(crate) ended: [AtomicU64; TASK_ENDS],
     pub(crate) panics: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    pub(crate) gave_up: AtomicU64,
 }
 
 impl GroupCells {
@@ -281,6 +285,7 @@ impl GroupCells {
             ended: [const { AtomicU64::new(0) }; TASK_ENDS],
             panics: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            gave_up: AtomicU64::new(0),
         }
     }
 }
@@ -410,6 +415,11 @@ impl Store {
                     p.last_transition_nanos.store(nanos, Ordering::Release);
                 }
             }
+            Event::ShadowStateChanged { policy, to, .. } => {
+                let Some(p) = self.policy(policy) else { return };
+                p.see_layer(LayerKind::CircuitBreaker);
+                bump(p.shadow_transitions.get(index::state(to)));
+            }
             Event::BreakerRates {
                 policy,
                 failure_rate,
@@ -506,6 +516,12 @@ impl Store {
                     return;
                 };
                 g.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TaskGaveUp { group, .. } => {
+                let Some(g) = self.groups.get_or_insert_with(group, GroupCells::new) else {
+                    return;
+                };
+                g.gave_up.fetch_add(1, Ordering::Relaxed);
             }
             Event::OffloadDropped { queue, reason } => {
                 let Some(q) = self.queues.get_or_insert_with(queue, QueueCells::new) else {

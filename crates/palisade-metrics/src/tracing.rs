@@ -10,7 +10,9 @@
 //! |---|---|---|
 //! | [`PanicCaught`](Event::PanicCaught), [`TaskPanicked`](Event::TaskPanicked) | error | `panic caught`, `task panicked`, with `panic.message` and `panic.location` |
 //! | [`StateChanged`](Event::StateChanged) | warn | `circuit state changed`, with `from`, `to`, `reason` |
+//! | [`ShadowStateChanged`](Event::ShadowStateChanged) | info | `shadow circuit state changed; ...`, with `from`, `to`, `reason` |
 //! | [`OffloadDropped`](Event::OffloadDropped), [`TaskRestarted`](Event::TaskRestarted) | warn | work lost, a loop restarted |
+//! | [`TaskGaveUp`](Event::TaskGaveUp) | error | a loop stopped restarting |
 //! | [`TaskEnded`](Event::TaskEnded) failed or aborted | warn | |
 //! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`FallbackUsed`](Event::FallbackUsed), [`MalformedHeader`](Event::MalformedHeader), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
 //! | admissions, completions, in-flight changes, breaker rates, tracked keys, task starts, deliveries | trace | one per request: leave them off in production |
@@ -34,7 +36,7 @@
 //! });
 //! ```
 
-use ::tracing::{debug, error, trace, warn};
+use ::tracing::{debug, error, info, trace, warn};
 use palisade_core::{Event, MetricsSink, TaskEnd};
 
 /// The target of every event the sink writes.
@@ -120,6 +122,20 @@ impl MetricsSink for TracingSink {
                 to = to.as_str(),
                 reason = reason.as_str(),
                 "circuit state changed"
+            ),
+            Event::ShadowStateChanged {
+                policy,
+                from,
+                to,
+                reason,
+            } => info!(
+                target: "palisade",
+                policy,
+                layer = "circuit_breaker",
+                from = from.as_str(),
+                to = to.as_str(),
+                reason = reason.as_str(),
+                "shadow circuit state changed; enforcing would have done this"
             ),
             Event::BreakerRates {
                 policy,
@@ -245,6 +261,17 @@ impl MetricsSink for TracingSink {
                 attempt,
                 backoff_seconds = backoff.as_secs_f64(),
                 "task restarted"
+            ),
+            Event::TaskGaveUp {
+                group,
+                task,
+                restarts,
+            } => error!(
+                target: "palisade",
+                group,
+                task,
+                restarts,
+                "task gave up after its restart limit"
             ),
             Event::OffloadDropped { queue, reason } => warn!(
                 target: "palisade",

@@ -18,6 +18,7 @@ pub enum Seen {
     Rejected(RejectReason),
     Completed(Outcome, Option<Duration>),
     Changed(CircuitState, CircuitState, TransitionReason),
+    Shadow(CircuitState, CircuitState, TransitionReason),
     Rates { failure: f64, slow: f64, calls: u64 },
 }
 
@@ -36,6 +37,9 @@ impl MetricsSink for Events {
             Event::StateChanged {
                 from, to, reason, ..
             } => Seen::Changed(from, to, reason),
+            Event::ShadowStateChanged {
+                from, to, reason, ..
+            } => Seen::Shadow(from, to, reason),
             Event::BreakerRates {
                 failure_rate,
                 slow_rate,

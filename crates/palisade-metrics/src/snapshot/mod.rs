@@ -167,6 +167,7 @@ impl SnapshotSink {
                 started: load(&g.started),
                 panics: load(&g.panics),
                 restarts: load(&g.restarts),
+                gave_up: load(&g.gave_up),
                 ended: TaskEnd::ALL
                     .iter()
                     .zip(&g.ended)

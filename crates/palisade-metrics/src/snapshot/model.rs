@@ -279,6 +279,8 @@ pub struct TaskGroupSnapshot {
     pub panics: u64,
     /// Loops restarted.
     pub restarts: u64,
+    /// Supervised loops that reached their restart limit.
+    pub gave_up: u64,
     /// Tasks ended, by how (only the ways seen).
     pub ended: Vec<EndCount>,
 }

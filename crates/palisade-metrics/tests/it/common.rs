@@ -41,6 +41,12 @@ pub fn every_event(location: &PanicLocation) -> Vec<Event<'_>> {
             to: CircuitState::Open,
             reason: TransitionReason::FailureRate,
         },
+        Event::ShadowStateChanged {
+            policy,
+            from: CircuitState::Closed,
+            to: CircuitState::Open,
+            reason: TransitionReason::FailureRate,
+        },
         Event::BreakerRates {
             policy,
             failure_rate: 0.5,
@@ -96,6 +102,11 @@ pub fn every_event(location: &PanicLocation) -> Vec<Event<'_>> {
             attempt: 1,
             backoff: Duration::from_millis(100),
         },
+        Event::TaskGaveUp {
+            group: "g",
+            task: "t",
+            restarts: 5,
+        },
         Event::OffloadDropped {
             queue: "q",
             reason: DropReason::QueueFull,
@@ -111,6 +122,16 @@ pub fn every_event(location: &PanicLocation) -> Vec<Event<'_>> {
 /// recorded alone: `(event name, sample, value)`.
 pub fn expected_samples() -> Vec<(&'static str, &'static str, f64)> {
     vec![
+        (
+            "palisade.breaker.shadow_state_changed",
+            r#"palisade_breaker_shadow_transitions_total{policy="p",to="open"}"#,
+            1.0,
+        ),
+        (
+            "palisade.task.gave_up",
+            r#"palisade_task_gave_up_total{group="g"}"#,
+            1.0,
+        ),
         (
             "palisade.request.admitted",
             r#"palisade_admitted_total{policy="p",layer="rate_limit"}"#,

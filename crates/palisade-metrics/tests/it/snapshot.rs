@@ -288,7 +288,7 @@ fn sequence_of_events_reads_back_as_json() {
 
     assert_eq!(
         json["task_groups"],
-        json!([{"name": "workers", "live": 2, "started": 3, "panics": 1, "restarts": 1,
+        json!([{"name": "workers", "live": 2, "started": 3, "panics": 1, "restarts": 1, "gave_up": 0,
                 "ended": [{"end": "panicked", "total": 1}]}])
     );
     assert_eq!(
