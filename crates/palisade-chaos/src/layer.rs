@@ -77,7 +77,7 @@ impl Shared {
         if let Some((probability, spike)) = self.spikes
             && draws.unit() < probability
         {
-            delay += spike;
+            delay = delay.saturating_add(spike);
         }
         Fault {
             error,
