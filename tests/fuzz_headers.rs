@@ -45,7 +45,11 @@ use tower::{Layer, ServiceExt, service_fn};
 
 /// `cases` cases, unless `PROPTEST_CASES` says otherwise.
 fn config(cases: u32) -> Config {
-    let mut config = Config::default();
+    let mut config = Config {
+        // Failures are kept as corpus files or tests, not in regression files.
+        failure_persistence: None,
+        ..Config::default()
+    };
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = cases;
     }
