@@ -1,0 +1,93 @@
+//! The full palisade stack (fallback, rate limit, circuit breaker,
+//! timeout, bulkhead, panic-catch) against a peer stack of the best
+//! available parts (tower-resilience's fallback, rate limiter, breaker and
+//! bulkhead; tower-http's timeout and catch-panic, or tower's timeout for
+//! non-HTTP requests), with `u64` and with `http::Request` requests; then
+//! the same stacks shared by N tasks on a multi-thread runtime.
+//!
+//! Sequential benches: every iteration is `ready().await` +
+//! `call().await` on a current-thread runtime; the stacks are built
+//! before timing starts and configured so that nothing rejects.
+//!
+//! Contention benches: one stack, cloned into N tasks (N = 1, 2, 8, 64)
+//! on a runtime with 2 worker threads, and with 1 for the scaling ratio.
+//! An iteration is one request; criterion reports requests per second.
+//!
+//! Run: `cargo bench -p palisade-workspace --bench stacks -- --warm-up-time 1 --measurement-time 2`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+mod support;
+use support::{Echo, Expect, drive, http_request, u64_request};
+
+fn stack_u64(c: &mut Criterion) {
+    let rt = support::current_thread();
+    let palisade = support::palisade_stack_u64();
+    support::assert_unrejected_u64(&rt, &palisade);
+    let peer = support::peer_stack_u64();
+    support::assert_unrejected_u64(&rt, &peer);
+
+    let mut group = c.benchmark_group("stack_u64");
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| drive(&rt, &Echo, iters, u64_request, Expect::Ok));
+    });
+    group.bench_function("palisade", |b| {
+        b.iter_custom(|iters| drive(&rt, &palisade, iters, u64_request, Expect::Ok));
+    });
+    group.bench_function("peer", |b| {
+        b.iter_custom(|iters| drive(&rt, &peer, iters, u64_request, Expect::Ok));
+    });
+    group.finish();
+}
+
+fn stack_http(c: &mut Criterion) {
+    let rt = support::current_thread();
+    let palisade = support::palisade_stack_http();
+    support::assert_unrejected_http(&rt, &palisade);
+    let unexposed = support::palisade_stack_http_unexposed();
+    support::assert_unrejected_http(&rt, &unexposed);
+    let peer = support::peer_stack_http();
+    support::assert_unrejected_http(&rt, &peer);
+
+    let mut group = c.benchmark_group("stack_http");
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| drive(&rt, &Echo, iters, http_request, Expect::Ok));
+    });
+    group.bench_function("palisade", |b| {
+        b.iter_custom(|iters| drive(&rt, &palisade, iters, http_request, Expect::Ok));
+    });
+    group.bench_function("palisade_unexposed", |b| {
+        b.iter_custom(|iters| drive(&rt, &unexposed, iters, http_request, Expect::Ok));
+    });
+    group.bench_function("peer", |b| {
+        b.iter_custom(|iters| drive(&rt, &peer, iters, http_request, Expect::Ok));
+    });
+    group.finish();
+}
+
+const TASKS: [usize; 4] = [1, 2, 8, 64];
+
+fn contention(c: &mut Criterion) {
+    for workers in [2, 1] {
+        let rt = support::multi_thread(workers);
+        let palisade = support::palisade_stack_u64();
+        let peer = support::peer_stack_u64();
+        let mut group = c.benchmark_group(format!("contention_w{workers}"));
+        group.throughput(Throughput::Elements(1));
+        for tasks in TASKS {
+            group.bench_with_input(BenchmarkId::new("bare", tasks), &tasks, |b, &tasks| {
+                b.iter_custom(|iters| support::contend(&rt, &Echo, tasks, iters, u64_request));
+            });
+            group.bench_with_input(BenchmarkId::new("palisade", tasks), &tasks, |b, &tasks| {
+                b.iter_custom(|iters| support::contend(&rt, &palisade, tasks, iters, u64_request));
+            });
+            group.bench_with_input(BenchmarkId::new("peer", tasks), &tasks, |b, &tasks| {
+                b.iter_custom(|iters| support::contend(&rt, &peer, tasks, iters, u64_request));
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, stack_u64, stack_http, contention);
+criterion_main!(benches);
