@@ -1,0 +1,190 @@
+//! Zero heap allocations per request on the happy path: every palisade
+//! layer alone, and the full stack, for `u64` and for `http::Request`.
+//!
+//! Allocations are counted with `allocation_counter`, which counts the
+//! current thread only; every call here is polled by hand on this thread
+//! (the services answer at once). Each service is warmed up first, so a
+//! one-off allocation (a lazily built table, a thread-local) is not
+//! counted as a per-request one.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use allocation_counter::AllocationInfo;
+use palisade::ratelimit::RateLimitLayer;
+use palisade::ratelimit::key::KeyFn;
+use tower::{Layer, Service};
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{Echo, call_now, http_request, u64_request};
+
+const WARM_UP: u64 = 100;
+const CALLS: u64 = 200;
+
+/// What `CALLS` happy-path calls through `svc` allocate, after `WARM_UP`
+/// calls that are not counted.
+fn measure<S, R>(mut svc: S, request: fn(u64) -> R) -> AllocationInfo
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    for n in 0..WARM_UP {
+        call_now(&mut svc, request(n)).expect("happy path");
+    }
+    allocation_counter::measure(|| {
+        for n in WARM_UP..WARM_UP + CALLS {
+            black_box(call_now(&mut svc, request(n)).expect("happy path"));
+        }
+    })
+}
+
+/// Asserts that `svc` allocates nothing per request.
+fn assert_allocation_free<S, R>(what: &str, svc: S, request: fn(u64) -> R)
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let info = measure(svc, request);
+    assert_eq!(
+        info.count_total, 0,
+        "{what}: {} allocations ({} bytes) in {CALLS} requests",
+        info.count_total, info.bytes_total
+    );
+}
+
+#[test]
+fn the_counter_sees_allocations_made_while_serving() {
+    // The measurement itself can fail: a service that boxes its answer
+    // is caught.
+    let boxing = tower::service_fn(|n: u64| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(Box::new(n)))
+    });
+    let info = measure(boxing, u64_request);
+    assert_eq!(info.count_total, CALLS);
+}
+
+#[test]
+fn timeout_allocates_nothing() {
+    assert_allocation_free(
+        "timeout",
+        support::palisade_timeout().layer(Echo),
+        u64_request,
+    );
+}
+
+#[test]
+fn timeout_http_flavour_allocates_nothing_unless_it_exposes_the_deadline() {
+    let layer = palisade::timeout::TimeoutLayer::builder()
+        .timeout(support::TIMEOUT)
+        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
+        .build()
+        .expect("valid");
+    assert_allocation_free("timeout (http)", layer.layer(Echo), http_request);
+}
+
+#[test]
+fn bulkhead_allocates_nothing() {
+    assert_allocation_free(
+        "bulkhead",
+        support::palisade_bulkhead(support::SLOTS).layer(Echo),
+        u64_request,
+    );
+}
+
+#[test]
+fn global_rate_limit_allocates_nothing() {
+    assert_allocation_free(
+        "rate limit",
+        support::palisade_rate_limit().layer(Echo),
+        u64_request,
+    );
+}
+
+#[test]
+fn keyed_rate_limit_allocates_nothing_for_known_or_new_keys() {
+    let layer = RateLimitLayer::builder()
+        .quota(support::PLENTY, Duration::from_secs(1))
+        .keyed_by(KeyFn::new(|n: &u64| Some(*n % 64)))
+        .build()
+        .expect("valid");
+    // 64 keys, all known after the warm-up.
+    assert_allocation_free("keyed rate limit", layer.layer(Echo), u64_request);
+
+    // Every request a new key: inserting into the table allocates nothing
+    // either.
+    let layer = RateLimitLayer::builder()
+        .quota(support::PLENTY, Duration::from_secs(1))
+        .keyed_by(KeyFn::new(|n: &u64| Some(*n)))
+        .build()
+        .expect("valid");
+    assert_allocation_free("keyed rate limit, new keys", layer.layer(Echo), u64_request);
+}
+
+#[test]
+fn circuit_breaker_allocates_nothing() {
+    assert_allocation_free(
+        "breaker",
+        support::palisade_breaker().layer(Echo),
+        u64_request,
+    );
+}
+
+#[test]
+fn fallback_allocates_nothing() {
+    assert_allocation_free(
+        "fallback",
+        support::palisade_fallback().layer(Echo),
+        u64_request,
+    );
+}
+
+#[test]
+fn catch_panic_allocates_nothing() {
+    assert_allocation_free(
+        "catch panic",
+        support::palisade_catch_panic().layer(Echo),
+        http_request,
+    );
+    let http = palisade::panic::http::CatchPanicHttpLayer::builder()
+        .build()
+        .expect("valid");
+    assert_allocation_free("catch panic (http)", http.layer(Echo), http_request);
+}
+
+#[test]
+fn full_stack_allocates_nothing() {
+    assert_allocation_free("stack (u64)", support::palisade_stack_u64(), u64_request);
+}
+
+#[test]
+fn full_http_stack_allocates_nothing_without_the_deadline_extension() {
+    assert_allocation_free(
+        "stack (http, deadline not exposed)",
+        support::palisade_stack_http_unexposed(),
+        http_request,
+    );
+}
+
+#[test]
+fn full_http_stack_allocates_only_the_exposed_deadline() {
+    // With the timeout's HTTP defaults the applied deadline is inserted into
+    // the request's extensions: exactly what that one insertion costs, and
+    // nothing more.
+    let insertion = allocation_counter::measure(|| {
+        for n in 0..CALLS {
+            let mut request = http_request(n);
+            request
+                .extensions_mut()
+                .insert(palisade::timeout::Deadline::new(support::TIMEOUT));
+            black_box(request);
+        }
+    });
+    assert!(insertion.count_total > 0);
+    let info = measure(support::palisade_stack_http(), http_request);
+    assert_eq!(
+        (info.count_total, info.bytes_total),
+        (insertion.count_total, insertion.bytes_total),
+        "the HTTP stack allocates more than the deadline extension"
+    );
+}
