@@ -1,0 +1,99 @@
+//! The server of the end-to-end load run: a one-route axum app, bare or
+//! behind palisade's full stack, for a load generator (`wrk`, `oha`) on
+//! the loopback interface.
+//!
+//! ```text
+//! cargo run --release --example bench_axum -- bare     [--workers N] [--port P]
+//! cargo run --release --example bench_axum -- palisade [--workers N] [--port P]
+//! ```
+//!
+//! It prints `listening on http://ADDR` once it accepts connections and
+//! serves `GET /` until Ctrl-C (SIGINT). The full stack is configured as
+//! an HTTP server would be (5xx count as breaker failures, per-request
+//! deadlines, panics become 500s, rejections become responses), with a
+//! rate and concurrency limit no load run reaches, so the run measures
+//! what the stack costs, not what it refuses.
+//! `scripts/bench_report.py` runs it for `BENCHMARKS.md`.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Response, StatusCode};
+use axum::routing::get;
+use palisade::breaker::CircuitBreakerLayer;
+use palisade::bulkhead::BulkheadLayer;
+use palisade::core::classify::ServerErrorsAsFailures;
+use palisade::fallback::{Cause, FallbackLayer, source};
+use palisade::panic::http::CatchPanicHttpLayer;
+use palisade::ratelimit::RateLimitLayer;
+use palisade::timeout::TimeoutLayer;
+use palisade::{BoxError, Stack};
+use tokio::net::TcpListener;
+
+async fn hello() -> &'static str {
+    "hello, world"
+}
+
+fn app(protected: bool) -> Result<Router, BoxError> {
+    let router = Router::new().route("/", get(hello));
+    if !protected {
+        return Ok(router);
+    }
+    let policy = Stack::new("bench")
+        .fallback(FallbackLayer::builder(source::from_fn(
+            |_: Cause<Response<Body>>| {
+                let mut response = Response::new(Body::from("degraded"));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+            },
+        )))
+        .rate_limit(RateLimitLayer::builder().quota(1_000_000_000, Duration::from_secs(1)))
+        .circuit_breaker(CircuitBreakerLayer::builder().classifier(ServerErrorsAsFailures))
+        .timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(30))
+                .http(),
+        )
+        .concurrency_limit(BulkheadLayer::builder().max_concurrent(4096))
+        .catch_panic(CatchPanicHttpLayer::builder())
+        .http_errors()
+        .build()?;
+    Ok(router.layer(policy))
+}
+
+/// The value following `flag` on the command line.
+fn option(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let protected = match args.first().map(String::as_str) {
+        Some("bare") => false,
+        Some("palisade") => true,
+        _ => return Err("usage: bench_axum bare|palisade [--workers N] [--port P]".into()),
+    };
+    let workers: usize = option(&args, "--workers").map_or(Ok(1), |w| w.parse())?;
+    let port: u16 = option(&args, "--port").map_or(Ok(0), |p| p.parse())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app(protected)?)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}
