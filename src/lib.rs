@@ -3,4 +3,5 @@
 //! This package is not published. It owns `examples/`, `tests/` and
 //! `benches/` at the root of the workspace.
 
+pub mod demo;
 pub mod grpc;
