@@ -189,6 +189,35 @@ fn loom_concurrent_window_writers_lose_nothing() {
 }
 
 #[test]
+fn loom_writers_of_an_outcome_already_in_place_race_changes_and_resets() {
+    model(|| {
+        // One slot, already holding a success: a second success changes
+        // nothing and writes nothing, while a failure and a reset race it.
+        let window = Arc::new(CountWindow::new(1, 0));
+        assert!(matches!(
+            window.record(0, code(false, false)),
+            Recorded::Counted { .. }
+        ));
+        let same = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, code(false, false)))
+        };
+        let failure = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, code(true, false)))
+        };
+        window.reset(1);
+        if let Recorded::Counted { counts, .. } = same.join().unwrap() {
+            assert_eq!(counts.calls, 1);
+        }
+        let _ = failure.join().unwrap();
+        // Nothing recorded for epoch 0 reaches epoch 1.
+        assert_eq!(window.counts(), window.recount(1));
+        assert_eq!(window.counts().calls, 0);
+    });
+}
+
+#[test]
 fn loom_a_reset_racing_a_writer_keeps_the_window_consistent() {
     model(|| {
         let window = Arc::new(CountWindow::new(2, 0));

@@ -173,6 +173,12 @@ impl CountWindow {
             if later((old >> 16) as u16, epoch) {
                 return Recorded::Stale;
             }
+            // The slot already holds this outcome (the steady state of a
+            // healthy service): writing it again would change nothing but
+            // would take the cache line from every other core.
+            if old == new {
+                break;
+            }
             match slot.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(current) => old = current,
@@ -190,6 +196,17 @@ impl CountWindow {
         let d_slow = bit(code, 2).wrapping_sub(bit(old_code, 2));
         let changed = d_calls != 0 || d_fail != 0 || d_slow != 0;
         let mut word = self.aggregate.load(Ordering::Acquire);
+        if !changed {
+            // Nothing to add: read the counts, leave the word (and its
+            // cache line) alone.
+            if tag_of(word) != epoch {
+                return Recorded::Stale;
+            }
+            return Recorded::Counted {
+                counts: counts_of(word),
+                changed: false,
+            };
+        }
         loop {
             if tag_of(word) != epoch {
                 // The window was reset after the slot was written: the slot
