@@ -208,9 +208,9 @@ struct RateLimitPlan {
 }
 
 /// Valid limits. The emission interval (`period / requests`) is at most
-/// 1000 s and a full bucket (`interval * burst`) stays under 2^62 ns: see
-/// `rate_limit_with_an_interval_past_584_years_builds` for what lies
-/// beyond.
+/// 1000 s and a full bucket (`interval * burst`) stays under 2^62 ns, well
+/// inside the `u64` nanoseconds GCRA needs (see
+/// `rate_limit_with_a_bucket_past_584_years_is_refused`).
 fn rate_limit_plan() -> impl Strategy<Value = RateLimitPlan> {
     let key = prop_oneof![
         Just(Key::Global),
@@ -248,7 +248,7 @@ fn rate_limit_plan() -> impl Strategy<Value = RateLimitPlan> {
         })
 }
 
-static RATE_LIMIT_CORRUPTIONS: [Corruption<RateLimitPlan>; 9] = [
+static RATE_LIMIT_CORRUPTIONS: [Corruption<RateLimitPlan>; 10] = [
     Corruption {
         field: "name",
         apply: |p, b| p.name = bad_name(b),
@@ -272,6 +272,14 @@ static RATE_LIMIT_CORRUPTIONS: [Corruption<RateLimitPlan>; 9] = [
     Corruption {
         field: "burst",
         apply: |p, _| p.burst = Some(0),
+    },
+    Corruption {
+        field: "burst",
+        // A full bucket longer than u64 nanoseconds.
+        apply: |p, _| {
+            p.period = Duration::from_secs(10).saturating_mul(p.requests);
+            p.burst = Some(u32::MAX);
+        },
     },
     Corruption {
         field: "max_delay",
@@ -1779,28 +1787,26 @@ fn http_mapping_of_every_rejection() {
 // ---------------------------------------------------------------------------
 // Known defects, reduced to their smallest form
 
-/// `RateLimitBuilder::build` accepts an emission interval (`period /
-/// requests`) longer than `u64::MAX` nanoseconds (about 584 years), which
-/// governor cannot represent: building panics inside governor
-/// ("Duration is longer than 584 years").
+/// An emission interval (`period / requests`) longer than `u64::MAX`
+/// nanoseconds (about 584 years) cannot be represented by GCRA: `build`
+/// refuses it, naming `period`.
 #[test]
-#[ignore = "known defect in palisade-ratelimit: build panics past 584 years per request"]
-fn rate_limit_with_an_interval_past_584_years_builds() {
+fn rate_limit_with_an_interval_past_584_years_is_refused() {
     let built = catch_unwind(|| {
         RateLimitLayer::builder()
             .quota(1, Duration::from_secs(u64::MAX))
             .build()
             .map(drop)
     });
-    assert!(built.is_ok(), "build panicked");
+    let err = built.expect("build never panics").unwrap_err();
+    assert_eq!(err.field(), "period", "{err}");
 }
 
-/// `RateLimitBuilder::build` accepts a bucket (`interval * (burst - 1)`)
-/// longer than `u64::MAX` nanoseconds: governor's tolerance overflows (a
-/// panic in debug builds, a wrapped, wrong tolerance in release builds).
+/// A full bucket (`interval * burst`) longer than `u64::MAX` nanoseconds
+/// would overflow the limiter's tolerance: `build` refuses it, naming
+/// `burst`.
 #[test]
-#[ignore = "known defect in palisade-ratelimit: build overflows governor's tolerance"]
-fn rate_limit_with_a_bucket_past_584_years_builds() {
+fn rate_limit_with_a_bucket_past_584_years_is_refused() {
     let built = catch_unwind(|| {
         RateLimitLayer::builder()
             .quota(1, Duration::from_secs(10))
@@ -1808,7 +1814,8 @@ fn rate_limit_with_a_bucket_past_584_years_builds() {
             .build()
             .map(drop)
     });
-    assert!(built.is_ok(), "build panicked");
+    let err = built.expect("build never panics").unwrap_err();
+    assert_eq!(err.field(), "burst", "{err}");
 }
 
 /// A chaos layer whose latency and spike add up past `Duration::MAX` must

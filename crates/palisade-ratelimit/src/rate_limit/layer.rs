@@ -224,6 +224,26 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         let period = check.positive_duration("period", self.period)?;
         let interval = period / requests;
         let burst = check.at_least("burst", self.burst.unwrap_or(requests), 1)?;
+        // GCRA keeps times as u64 nanoseconds: the emission interval and a
+        // full bucket (`interval * burst`) must both fit, or the limiter
+        // would overflow.
+        if interval.as_nanos() > u128::from(u64::MAX) {
+            return Err(check.error(
+                "period",
+                period,
+                format!("period / requests <= {:?}", Duration::from_nanos(u64::MAX)),
+            ));
+        }
+        if interval.as_nanos() * u128::from(burst) > u128::from(u64::MAX) {
+            return Err(check.error(
+                "burst",
+                burst,
+                format!(
+                    "burst * (period / requests) <= {:?}",
+                    Duration::from_nanos(u64::MAX)
+                ),
+            ));
+        }
         let quota = NonZeroU32::new(burst)
             .and_then(|burst| Quota::with_period(interval).map(|quota| quota.allow_burst(burst)))
             .ok_or_else(|| check.error("period", period, "x >= 1ns per request of the quota"))?;
