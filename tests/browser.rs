@@ -143,13 +143,20 @@ impl Drop for Scratch {
     }
 }
 
-/// Kills every process left in the browser's process group.
+/// Kills every process left in the browser's process group: with procps'
+/// `kill`, or else with the `kill` builtin of `sh`.
 fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let group = format!("-{pgid}");
+    let quiet = |command: &mut Command| {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    if quiet(Command::new("kill").args(["-KILL", "--", &group])).is_err() {
+        let _ = quiet(Command::new("sh").args(["-c", r#"kill -9 "$1""#, "sh", &group]));
+    }
 }
 
 /// Runs the browser once with a fresh profile, in its own process group,
@@ -183,9 +190,20 @@ fn run_browser(
     let status = exited.recv_timeout(BROWSER_TIMEOUT);
     // Whether it finished or not, nothing it started outlives it.
     kill_group(pgid);
-    let _ = waiter.join();
+    let status = match status {
+        Ok(status) => {
+            let _ = waiter.join();
+            Ok(status)
+        }
+        Err(_) => {
+            // Give the kill a moment to land; a waiter still blocked after
+            // that is left behind rather than hanging the test.
+            let _ = exited.recv_timeout(Duration::from_secs(5));
+            Err(())
+        }
+    };
     match status {
-        Err(_) => Err(format!(
+        Err(()) => Err(format!(
             "chromium ({run}) did not finish within {BROWSER_TIMEOUT:?} and was killed; \
              its stderr ends with:\n{}",
             tail(&stderr_path)
