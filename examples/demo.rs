@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("error: {err}\n\n{}", args::USAGE);
+            eprintln!("error: {err}\n(run with --help for every option)");
             return ExitCode::from(2);
         }
     };
