@@ -225,6 +225,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsErro
             _ => return Err(error(format!("unknown flag {flag} (see --help)"))),
         }
     }
+    if parsed.load.is_some() && parsed.rate == Some(0) {
+        return Err(error("--rate: a load needs at least 1 request per second"));
+    }
     let orders = &parsed.config.orders;
     if orders.error_rate + orders.panic_rate > 1.0 {
         return Err(error(
@@ -286,7 +289,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &["--rate", "0", "--load", "5"],
+                "--rate: a load needs at least 1 request per second",
+            ),
             (
                 &["--error-rate", "1.5"],
                 "--error-rate: 1.5 is not between 0 and 1",
