@@ -44,6 +44,10 @@ use std::time::Duration;
 
 use crate::grpc_timeout::{GRPC_TIMEOUT, GrpcTimeout};
 
+/// The `grpc-timeout` header's name, built once: a lookup by `&str` would
+/// parse and validate the name on every request.
+static GRPC_TIMEOUT_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_TIMEOUT);
+
 /// Reads a per-request deadline and tells the inner service which one
 /// applies.
 ///
@@ -257,7 +261,7 @@ impl<B> DeadlineSource<http::Request<B>> for HttpDeadline {
             requested = requested.with_timeout(*timeout);
         }
         if self.grpc_timeout
-            && let Some(value) = request.headers().get(GRPC_TIMEOUT)
+            && let Some(value) = request.headers().get(&GRPC_TIMEOUT_NAME)
         {
             requested = match GrpcTimeout::parse(value.as_bytes()) {
                 Ok(parsed) => requested.with_timeout(parsed.duration()),
