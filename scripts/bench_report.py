@@ -434,7 +434,7 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
     if e2e and "ratio" in e2e:
         report.target(
             "End to end: full stack ≥ 0.95× bare axum requests/s",
-            f"median of {e2e['rounds']} paired rounds: {fmt_ratio(e2e['ratio'])} "
+            f"median of {e2e['rounds']} paired rounds: {e2e['ratio']:.3f}× "
             f"(medians {e2e['palisade']:,.0f} vs {e2e['bare']:,.0f} req/s)",
             e2e["ratio"] >= 0.95,
             "In a real axum server the stack costs about 4,000 instructions per request (moves of its "
