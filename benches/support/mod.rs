@@ -253,6 +253,9 @@ where
     elapsed
 }
 
+/// How many requests a contention task sends between two yields.
+pub(crate) const YIELD_EVERY: u64 = 32;
+
 /// Times `iters` requests in total through `tasks` clones of `svc`, each
 /// driven by its own task on `rt` (a multi-thread runtime), all started
 /// together. Spawning happens before timing starts.
@@ -281,6 +284,13 @@ where
                     let ready = svc.ready().await.expect("ready");
                     let result = ready.call(black_box(request(n))).await;
                     assert!(result.is_ok(), "a happy-path request failed");
+                    // The services answer at once, so a task would never
+                    // give its worker back: yield now and then, as a task
+                    // waiting on I/O would, so that the tasks interleave
+                    // and the runtime can balance them across workers.
+                    if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                        tokio::task::yield_now().await;
+                    }
                 }
             })
         })
