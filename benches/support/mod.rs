@@ -254,7 +254,7 @@ where
 }
 
 /// How many requests a contention task sends between two yields.
-pub(crate) const YIELD_EVERY: u64 = 32;
+pub(crate) const YIELD_EVERY: u64 = 256;
 
 /// Times `iters` requests in total through `tasks` clones of `svc`, each
 /// driven by its own task on `rt` (a multi-thread runtime), all started
