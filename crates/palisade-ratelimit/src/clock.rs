@@ -1,13 +1,16 @@
-//! The clock governor reads, backed by `palisade_core::Clock`.
+//! Reading palisade's clock as nanoseconds since a limiter's origin.
 //!
-//! Governor's GCRA reads the clock once per check. The adapter below does
-//! that one read through palisade's [`Clock`](palisade_core::Clock), so
-//! `tokio::time::pause` and [`ManualClock`](palisade_core::ManualClock)
-//! drive the limiter, and it remembers the reading in a thread-local. The
-//! state store, which governor calls synchronously on the same thread
-//! right after, takes the reading from there: the limiter turns governor's
-//! answer into a `retry_after`, an eviction decision and header values
-//! without a second clock read.
+//! Every check reads the clock once, through palisade's
+//! [`Clock`](palisade_core::Clock), so `tokio::time::pause` and
+//! [`ManualClock`](palisade_core::ManualClock) drive the limiter.
+//!
+//! The shared bucket reads it with [`nanos_since`] and keeps the reading
+//! for its `retry_after` and header values. Per-key buckets are checked by
+//! governor, which reads its clock through [`GovernorClock`]; the adapter
+//! remembers the reading in a thread-local, and the state store, which
+//! governor calls synchronously on the same thread right after, takes it
+//! from there: the limiter turns governor's answer into a `retry_after`,
+//! an eviction decision and header values without a second clock read.
 
 use std::cell::Cell;
 use std::time::Instant;
@@ -18,8 +21,16 @@ thread_local! {
     static LAST_READING: Cell<u64> = const { Cell::new(0) };
 }
 
+/// The time on `clock`, in nanoseconds since `origin` (zero before it;
+/// saturates after about 584 years).
+#[inline]
+pub(crate) fn nanos_since(clock: &palisade_core::Clock, origin: Instant) -> u64 {
+    let elapsed = clock.now().saturating_duration_since(origin);
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Governor's clock: nanoseconds since `base`, read through palisade's
-/// clock. Built once, with the limiter.
+/// clock. Built once, with a keyed limiter.
 #[derive(Clone, Debug)]
 pub(crate) struct GovernorClock {
     clock: palisade_core::Clock,
@@ -31,6 +42,11 @@ impl GovernorClock {
         let base = clock.now();
         Self { clock, base }
     }
+
+    /// The instant this clock counts from.
+    pub(crate) fn base(&self) -> Instant {
+        self.base
+    }
 }
 
 impl governor::clock::Clock for GovernorClock {
@@ -38,9 +54,7 @@ impl governor::clock::Clock for GovernorClock {
 
     #[inline]
     fn now(&self) -> Nanos {
-        let elapsed = self.clock.now().saturating_duration_since(self.base);
-        // Saturates after about 584 years of uptime.
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = nanos_since(&self.clock, self.base);
         LAST_READING.set(nanos);
         Nanos::new(nanos)
     }

@@ -1,54 +1,141 @@
-//! The limiter: governor's GCRA over palisade's own state store.
+//! The limiter: GCRA on one shared bucket, checked directly, and
+//! governor's GCRA over palisade's own state store for per-key buckets.
 //!
-//! Governor decides; the store (below) decides where the state lives. One
-//! governor `RateLimiter` serves every bucket of a policy: the global
-//! bucket, the shared buckets for requests without a key and for keys past
-//! the cap, and the per-key slots of the lock-free [`KeyTable`].
+//! The quota is governor's [`Quota`]; the emission interval and the
+//! tolerance are derived from it once, when the limiter is built, exactly
+//! as governor derives them.
 //!
-//! The store writes what it saw into the [`Probe`] that governor hands it
-//! as the "key": the instant of the check, the arrival time it stored or
-//! refused, and whether the overflow bucket was used. The limiter turns
-//! that into an exact `retry_after` or the values of the rate-limit
-//! headers, with no second clock read.
+//! The shared bucket (the one bucket of a global limiter, or the bucket
+//! that a keyed limiter shares between requests without a key) is one
+//! atomic word holding its theoretical arrival time. A check reads the
+//! clock once, loads the word and stores the next arrival time with one
+//! compare-and-swap; `retry_after` and the header values come from the
+//! same reading. The property tests compare it, decision by decision, with
+//! governor's own `RateLimiter` on governor's fake clock.
+//!
+//! Per-key buckets go through governor: one governor `RateLimiter` serves
+//! the per-key slots of the lock-free [`KeyTable`] and the shared bucket
+//! for keys past the cap. The store (below) decides where the state lives.
+//! It writes what it saw into the [`Probe`] that governor hands it as the
+//! "key": the instant of the check, the arrival time it stored or refused,
+//! and whether the overflow bucket was used. The limiter turns that into
+//! an exact `retry_after` or the values of the rate-limit headers, with no
+//! second clock read.
 
 use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+use std::time::{Duration, Instant};
 
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
-use palisade_core::{Event, KeyKind, LayerKind, Metrics, PolicyName, RateLimited, RejectReason};
+use palisade_core::{
+    Clock, Event, KeyKind, LayerKind, Metrics, PolicyName, RateLimited, RejectReason,
+};
 
 use crate::clock::{self, GovernorClock};
+use crate::sync::{AtomicU64, Ordering};
 use crate::table::{Effects, KeyTable};
 
-/// Which shared bucket a request is charged to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Bucket {
-    /// The one bucket of a global limiter.
-    Global,
-    /// Requests without a key, when configured to share a bucket.
-    Fallback,
-    /// New keys while the table is at its cap (or their set is full).
-    Overflow,
-}
-
+/// Which bucket a request is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
-    Bucket(Bucket),
+    /// The shared bucket: the one bucket of a global limiter, or the
+    /// bucket of the requests without a key of a keyed one.
+    Shared,
+    /// The bucket of the key with this hash (keyed limiters only).
     Key(u64),
 }
 
-/// Governor's "key": where to charge the request, and what the store saw.
+/// GCRA's parameters, in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Gcra {
+    /// The emission interval: the time one request is worth.
+    emission: u64,
+    /// How far ahead of now the arrival time may run: the burst, less one
+    /// request, in time.
+    tolerance: u64,
+}
+
+impl Gcra {
+    /// The parameters governor derives from `quota`: an emission interval
+    /// of at least 1 ns, and a tolerance of `burst - 1` intervals.
+    pub(crate) fn new(quota: &Quota) -> Self {
+        let emission = u64::try_from(quota.replenish_interval().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let tolerance = emission.saturating_mul(u64::from(quota.burst_size().get() - 1));
+        Self {
+            emission,
+            tolerance,
+        }
+    }
+
+    /// One GCRA decision at `now` for a bucket whose arrival time is `tat`
+    /// (`0`: a full bucket). `Ok` holds the arrival time to store (never
+    /// `0`), `Err` the earliest instant a request is admitted (after
+    /// `now`).
+    #[inline]
+    pub(crate) fn step(self, now: u64, tat: u64) -> Result<u64, u64> {
+        let tat = if tat == 0 { now } else { tat };
+        let earliest = tat.saturating_sub(self.tolerance);
+        if now < earliest {
+            Err(earliest)
+        } else {
+            Ok(tat.max(now).saturating_add(self.emission))
+        }
+    }
+}
+
+/// One bucket shared by many requests: its theoretical arrival time in
+/// nanoseconds since the limiter's origin, `0` for a full bucket.
+#[derive(Debug)]
+pub(crate) struct SharedBucket {
+    tat: AtomicU64,
+}
+
+impl SharedBucket {
+    pub(crate) fn new() -> Self {
+        Self {
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    /// Charges one request at `now`: `Ok` with the new arrival time, or
+    /// `Err` with the earliest instant of an admission, leaving the
+    /// bucket as it was. One load and, unless another check lands in
+    /// between, one compare-and-swap.
+    #[inline]
+    pub(crate) fn check(&self, gcra: Gcra, now: u64) -> Result<u64, u64> {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let next = gcra.step(now, tat)?;
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(next),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// The stored arrival time (tests).
+    #[cfg(all(test, palisade_loom))]
+    fn tat(&self) -> u64 {
+        self.tat.load(Ordering::Acquire)
+    }
+}
+
+/// Governor's "key": the key's hash, and what the store saw.
 #[derive(Clone, Debug)]
 pub(crate) struct Probe {
-    target: Target,
+    hash: u64,
     /// The instant of the check, nanoseconds since the limiter started.
     now: Cell<u64>,
     /// After an admission, the new arrival time; after a refusal, the
@@ -58,9 +145,9 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    fn new(target: Target) -> Self {
+    fn new(hash: u64) -> Self {
         Self {
-            target,
+            hash,
             now: Cell::new(0),
             tat: Cell::new(0),
             overflowed: Cell::new(false),
@@ -70,7 +157,7 @@ impl Probe {
 
 impl PartialEq for Probe {
     fn eq(&self, other: &Self) -> bool {
-        self.target == other.target
+        self.hash == other.hash
     }
 }
 
@@ -78,31 +165,22 @@ impl Eq for Probe {}
 
 impl Hash for Probe {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.target.hash(state);
+        self.hash.hash(state);
     }
 }
 
 #[derive(Debug)]
 struct StoreInner {
-    global: AtomicU64,
-    fallback: AtomicU64,
-    overflow: AtomicU64,
-    table: Option<KeyTable>,
+    /// The bucket shared by keys that find no slot.
+    overflow: StdAtomicU64,
+    table: KeyTable,
     /// Governor's start instant on the clock's scale, set once at build.
-    start: AtomicU64,
+    start: StdAtomicU64,
     policy: PolicyName,
     metrics: Metrics,
 }
 
 impl StoreInner {
-    fn cell(&self, bucket: Bucket) -> &AtomicU64 {
-        match bucket {
-            Bucket::Global => &self.global,
-            Bucket::Fallback => &self.fallback,
-            Bucket::Overflow => &self.overflow,
-        }
-    }
-
     fn report(&self, effects: Effects) {
         if !self.metrics.is_enabled() || (!effects.inserted && effects.evicted == 0) {
             return;
@@ -114,28 +192,26 @@ impl StoreInner {
                 count: effects.evicted,
             });
         }
-        if let Some(table) = &self.table {
-            let keys = table.len();
-            // A gauge needs no event per insertion: every eviction, every
-            // 64th key and reaching the cap are enough to follow it.
-            if effects.evicted > 0 || keys % 64 == 0 || keys == table.cap() {
-                self.metrics.emit(&Event::KeysTracked {
-                    policy,
-                    keys,
-                    cap: table.cap(),
-                });
-            }
+        let keys = self.table.len();
+        // A gauge needs no event per insertion: every eviction, every
+        // 64th key and reaching the cap are enough to follow it.
+        if effects.evicted > 0 || keys.is_multiple_of(64) || keys == self.table.cap() {
+            self.metrics.emit(&Event::KeysTracked {
+                policy,
+                keys,
+                cap: self.table.cap(),
+            });
         }
     }
 }
 
-/// The compare-and-swap loop of one shared bucket (the same loop as
+/// The compare-and-swap loop of the overflow bucket (the same loop as
 /// governor's in-memory state; `0` is a full bucket).
-fn update_cell<T, E>(cell: &AtomicU64, f: impl Fn(u64) -> Result<(T, u64), E>) -> Result<T, E> {
-    let mut current = cell.load(Ordering::Acquire);
+fn update_cell<T, E>(cell: &StdAtomicU64, f: impl Fn(u64) -> Result<(T, u64), E>) -> Result<T, E> {
+    let mut current = cell.load(StdOrdering::Acquire);
     loop {
         let (value, next) = f(current)?;
-        match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+        match cell.compare_exchange_weak(current, next, StdOrdering::AcqRel, StdOrdering::Acquire) {
             Ok(_) => return Ok(value),
             Err(actual) => current = actual,
         }
@@ -154,7 +230,7 @@ impl StateStore for Store {
     {
         let inner = &*self.0;
         // Governor read the clock just before calling the store.
-        let now = clock::last_reading().saturating_sub(inner.start.load(Ordering::Relaxed));
+        let now = clock::last_reading().saturating_sub(inner.start.load(StdOrdering::Relaxed));
         probe.now.set(now);
         let step = |tat: u64| {
             let result = f(NonZeroU64::new(tat).map(|tat| Nanos::new(tat.get())));
@@ -164,26 +240,27 @@ impl StateStore for Store {
             }
             result.map(|(value, next)| (value, next.as_u64()))
         };
-        match (probe.target, &inner.table) {
-            (Target::Bucket(bucket), _) => update_cell(inner.cell(bucket), step),
-            (Target::Key(_), None) => update_cell(&inner.global, step),
-            (Target::Key(hash), Some(table)) => {
-                let mut effects = Effects::default();
-                let result = table.update(hash, now, step, &mut effects);
-                inner.report(effects);
-                match result {
-                    Some(result) => result,
-                    None => {
-                        probe.overflowed.set(true);
-                        inner.metrics.emit(&Event::OverflowUsed {
-                            policy: inner.policy.as_str(),
-                        });
-                        update_cell(inner.cell(Bucket::Overflow), step)
-                    }
-                }
+        let mut effects = Effects::default();
+        let result = inner.table.update(probe.hash, now, step, &mut effects);
+        inner.report(effects);
+        match result {
+            Some(result) => result,
+            None => {
+                probe.overflowed.set(true);
+                inner.metrics.emit(&Event::OverflowUsed {
+                    policy: inner.policy.as_str(),
+                });
+                update_cell(&inner.overflow, step)
             }
         }
     }
+}
+
+/// The per-key state of a keyed limiter.
+struct Keyed {
+    governor: RateLimiter<Probe, Store, GovernorClock, NoOpMiddleware<Nanos>>,
+    store: Arc<StoreInner>,
+    hasher: RandomState,
 }
 
 /// What an admission leaves in the bucket, for rate-limit headers.
@@ -234,14 +311,14 @@ pub(crate) enum Decision {
 pub(crate) struct LimiterConfig {
     pub(crate) quota: Quota,
     pub(crate) max_keys: Option<usize>,
-    pub(crate) clock: palisade_core::Clock,
+    pub(crate) clock: Clock,
     pub(crate) policy: PolicyName,
     pub(crate) metrics: Metrics,
     pub(crate) kind: KeyKind,
 }
 
-/// One rate-limit policy: governor's GCRA over a global bucket or over a
-/// bounded, lock-free table of per-key buckets.
+/// One rate-limit policy: GCRA on a global bucket, or on a bounded,
+/// lock-free table of per-key buckets.
 ///
 /// A [`RateLimitLayer`](crate::RateLimitLayer) owns one, shared by every
 /// service it makes; [`RateLimitLayer::limiter`](crate::RateLimitLayer::limiter)
@@ -277,11 +354,16 @@ pub(crate) struct LimiterConfig {
 /// assert_eq!(limiter.tracked_keys(), 2);
 /// ```
 pub struct Limiter {
-    governor: RateLimiter<Probe, Store, GovernorClock, NoOpMiddleware<Nanos>>,
-    store: Arc<StoreInner>,
-    hasher: RandomState,
-    emission: u64,
-    tolerance: u64,
+    /// The global bucket, or the bucket of requests without a key.
+    bucket: SharedBucket,
+    gcra: Gcra,
+    clock: Clock,
+    /// The instant the shared bucket's times count from.
+    origin: Instant,
+    /// What the shared bucket is: [`KeyKind::Global`] or
+    /// [`KeyKind::Fallback`].
+    shared_kind: KeyKind,
+    keyed: Option<Keyed>,
     policy: PolicyName,
     metrics: Metrics,
     kind: KeyKind,
@@ -289,32 +371,46 @@ pub struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(config: LimiterConfig) -> Self {
-        let emission = u64::try_from(config.quota.replenish_interval().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let tolerance = emission.saturating_mul(u64::from(config.quota.burst_size().get() - 1));
-        let store = Arc::new(StoreInner {
-            global: AtomicU64::new(0),
-            fallback: AtomicU64::new(0),
-            overflow: AtomicU64::new(0),
-            table: config.max_keys.map(KeyTable::new),
-            start: AtomicU64::new(0),
-            policy: config.policy.clone(),
-            metrics: config.metrics.clone(),
-        });
-        let governor = RateLimiter::new(
-            config.quota,
-            Store(store.clone()),
-            GovernorClock::new(config.clock),
-        );
-        // `RateLimiter::new` read the clock once for its start instant.
-        store.start.store(clock::last_reading(), Ordering::Relaxed);
+        let gcra = Gcra::new(&config.quota);
+        let (keyed, origin) = match config.max_keys {
+            Some(max_keys) => {
+                let store = Arc::new(StoreInner {
+                    overflow: StdAtomicU64::new(0),
+                    table: KeyTable::new(max_keys),
+                    start: StdAtomicU64::new(0),
+                    policy: config.policy.clone(),
+                    metrics: config.metrics.clone(),
+                });
+                let governor_clock = GovernorClock::new(config.clock.clone());
+                let base = governor_clock.base();
+                let governor = RateLimiter::new(config.quota, Store(store.clone()), governor_clock);
+                // `RateLimiter::new` read the clock once for its start
+                // instant; the shared bucket counts from the same instant.
+                let start = clock::last_reading();
+                store.start.store(start, StdOrdering::Relaxed);
+                let origin = base
+                    .checked_add(Duration::from_nanos(start))
+                    .unwrap_or(base);
+                let keyed = Keyed {
+                    governor,
+                    store,
+                    hasher: RandomState::new(),
+                };
+                (Some(keyed), origin)
+            }
+            None => (None, config.clock.now()),
+        };
         Self {
-            governor,
-            store,
-            hasher: RandomState::new(),
-            emission,
-            tolerance,
+            bucket: SharedBucket::new(),
+            gcra,
+            clock: config.clock,
+            origin,
+            shared_kind: if keyed.is_some() {
+                KeyKind::Fallback
+            } else {
+                KeyKind::Global
+            },
+            keyed,
             policy: config.policy,
             metrics: config.metrics,
             kind: config.kind,
@@ -323,7 +419,7 @@ impl Limiter {
 
     /// Whether requests are limited per key.
     pub fn is_keyed(&self) -> bool {
-        self.store.table.is_some()
+        self.keyed.is_some()
     }
 
     /// What this limiter keys requests by ([`KeyKind::Global`] for one
@@ -339,12 +435,16 @@ impl Limiter {
 
     /// Keys tracked now (zero for a global limiter).
     pub fn tracked_keys(&self) -> usize {
-        self.store.table.as_ref().map_or(0, KeyTable::len)
+        self.keyed
+            .as_ref()
+            .map_or(0, |keyed| keyed.store.table.len())
     }
 
     /// The most keys tracked at once (zero for a global limiter).
     pub fn max_keys(&self) -> usize {
-        self.store.table.as_ref().map_or(0, KeyTable::cap)
+        self.keyed
+            .as_ref()
+            .map_or(0, |keyed| keyed.store.table.cap())
     }
 
     /// Charges one request to `key`'s bucket. A global limiter ignores the
@@ -361,51 +461,69 @@ impl Limiter {
     /// limiter, or the bucket that a keyed limiter shares between requests
     /// without a key.
     pub fn check(&self) -> Result<Admission, RateLimited> {
-        let target = if self.is_keyed() {
-            Target::Bucket(Bucket::Fallback)
-        } else {
-            Target::Bucket(Bucket::Global)
-        };
-        let decision = self.decide(target);
+        let decision = self.decide(Target::Shared);
         self.report(decision)
     }
 
     #[inline]
     pub(crate) fn target_of<Q: Hash + ?Sized>(&self, key: &Q) -> Target {
-        if self.is_keyed() {
-            Target::Key(self.hasher.hash_one(key))
-        } else {
-            Target::Bucket(Bucket::Global)
+        match &self.keyed {
+            Some(keyed) => Target::Key(keyed.hasher.hash_one(key)),
+            None => Target::Shared,
         }
     }
 
     /// Runs GCRA for `target` without emitting anything.
     #[inline]
     pub(crate) fn decide(&self, target: Target) -> Decision {
-        let probe = Probe::new(target);
-        let admitted = self.governor.check_key(&probe).is_ok();
+        match (target, &self.keyed) {
+            (Target::Key(hash), Some(keyed)) => self.decide_key(keyed, hash),
+            _ => self.decide_shared(),
+        }
+    }
+
+    /// The shared bucket: one clock read, one load, one compare-and-swap.
+    #[inline]
+    fn decide_shared(&self) -> Decision {
+        let now = clock::nanos_since(&self.clock, self.origin);
+        match self.bucket.check(self.gcra, now) {
+            Ok(tat) => Decision::Admitted(self.admission(now, tat)),
+            Err(earliest) => Decision::Rejected {
+                retry_after: Duration::from_nanos(earliest.saturating_sub(now)),
+                kind: self.shared_kind,
+            },
+        }
+    }
+
+    /// A key's bucket, through governor and the key table.
+    fn decide_key(&self, keyed: &Keyed, hash: u64) -> Decision {
+        let probe = Probe::new(hash);
+        let admitted = keyed.governor.check_key(&probe).is_ok();
         let (now, tat) = (probe.now.get(), probe.tat.get());
         if admitted {
-            Decision::Admitted(Admission {
-                now,
-                tat,
-                emission: self.emission,
-                tolerance: self.tolerance,
-            })
+            Decision::Admitted(self.admission(now, tat))
         } else {
-            let kind = match target {
-                _ if probe.overflowed.get() => KeyKind::Overflow,
-                Target::Key(_) => self.kind,
-                Target::Bucket(Bucket::Global) => KeyKind::Global,
-                Target::Bucket(Bucket::Fallback) => KeyKind::Fallback,
-                Target::Bucket(Bucket::Overflow) => KeyKind::Overflow,
+            let kind = if probe.overflowed.get() {
+                KeyKind::Overflow
+            } else {
+                self.kind
             };
             // Governor refused because `now < tat - tolerance`.
-            let earliest = tat.saturating_sub(self.tolerance);
+            let earliest = tat.saturating_sub(self.gcra.tolerance);
             Decision::Rejected {
                 retry_after: Duration::from_nanos(earliest.saturating_sub(now)),
                 kind,
             }
+        }
+    }
+
+    #[inline]
+    fn admission(&self, now: u64, tat: u64) -> Admission {
+        Admission {
+            now,
+            tat,
+            emission: self.gcra.emission,
+            tolerance: self.gcra.tolerance,
         }
     }
 
@@ -446,10 +564,79 @@ impl fmt::Debug for Limiter {
         f.debug_struct("Limiter")
             .field("policy", &self.policy)
             .field("key_kind", &self.kind)
-            .field("emission", &Duration::from_nanos(self.emission))
-            .field("limit", &(self.tolerance / self.emission + 1))
+            .field("emission", &Duration::from_nanos(self.gcra.emission))
+            .field("limit", &(self.gcra.tolerance / self.gcra.emission + 1))
             .field("tracked_keys", &self.tracked_keys())
             .field("max_keys", &self.max_keys())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gcra_step_admits_a_burst_then_refuses_until_the_exact_instant() {
+        // One request per 10 ns, in bursts of three.
+        let gcra = Gcra {
+            emission: 10,
+            tolerance: 20,
+        };
+        let bucket = SharedBucket::new();
+        assert_eq!(bucket.check(gcra, 100), Ok(110));
+        assert_eq!(bucket.check(gcra, 100), Ok(120));
+        assert_eq!(bucket.check(gcra, 100), Ok(130));
+        assert_eq!(bucket.check(gcra, 100), Err(110));
+        assert_eq!(bucket.check(gcra, 109), Err(110));
+        assert_eq!(bucket.check(gcra, 110), Ok(140));
+        // A bucket idle long enough is full again, and no fuller.
+        assert_eq!(bucket.check(gcra, 1_000), Ok(1_010));
+        assert_eq!(bucket.check(gcra, 1_000), Ok(1_020));
+        assert_eq!(bucket.check(gcra, 1_000), Ok(1_030));
+        assert_eq!(bucket.check(gcra, 1_000), Err(1_010));
+    }
+
+    #[test]
+    fn a_gcra_step_at_time_zero_stores_a_nonzero_arrival_time() {
+        let gcra = Gcra {
+            emission: 1,
+            tolerance: 0,
+        };
+        assert_eq!(gcra.step(0, 0), Ok(1));
+        assert_eq!(gcra.step(0, 1), Err(1));
+        assert_eq!(gcra.step(u64::MAX, 0), Ok(u64::MAX));
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn loom_concurrent_checks_admit_exactly_the_burst() {
+        loom::model(|| {
+            // A burst of two at one per 10 time units, time standing still.
+            let gcra = Gcra {
+                emission: 10,
+                tolerance: 10,
+            };
+            let bucket = Arc::new(SharedBucket::new());
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let bucket = bucket.clone();
+                    thread::spawn(move || bucket.check(gcra, 5))
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let mut admitted: Vec<u64> = results.iter().filter_map(|r| r.ok()).collect();
+            admitted.sort_unstable();
+            // Every admission stored its own arrival time: none was lost.
+            assert_eq!(admitted, [15, 25]);
+            assert!(results.contains(&Err(15)));
+            assert_eq!(bucket.tat(), 25);
+        });
     }
 }

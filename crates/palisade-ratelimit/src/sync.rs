@@ -1,14 +1,15 @@
-//! The atomics the key table uses, from `std`/`portable-atomic` normally
-//! and from loom under `--cfg palisade_loom`, so the model checker sees
-//! every interleaving of the table's compare-and-swap protocol.
+//! The atomics of the shared bucket and the key table, from
+//! `std`/`portable-atomic` normally and from loom under
+//! `--cfg palisade_loom`, so the model checker sees every interleaving of
+//! their compare-and-swap protocols.
 
 #[cfg(not(palisade_loom))]
 pub(crate) use portable_atomic::AtomicU128;
 #[cfg(not(palisade_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(palisade_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Loom has no 128-bit atomic. A mutex around a `u128` is a faithful model
 /// of one: every operation below is a single linearizable step, which is

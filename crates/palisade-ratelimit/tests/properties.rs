@@ -127,3 +127,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_global_limiter_agrees_with_governor_decision_by_decision(
+        advances_us in prop::collection::vec(0_u64..600_000, 1..300),
+        per_period in 1_u32..20,
+        period_ms in 1_u64..3_000,
+        burst in 1_u32..6,
+    ) {
+        use governor::clock::{Clock as _, FakeRelativeClock};
+        use governor::{Quota, RateLimiter};
+        use std::num::NonZeroU32;
+
+        let period = Duration::from_millis(period_ms);
+        let manual = ManualClock::new();
+        let layer = RateLimitLayer::builder()
+            .quota(per_period, period)
+            .burst(burst)
+            .clock(Clock::manual(&manual))
+            .build()
+            .unwrap();
+        let limiter = layer.limiter();
+
+        // The same quota as governor builds it: one request per
+        // `period / per_period`, in bursts of `burst`.
+        let quota = Quota::with_period(period / per_period)
+            .unwrap()
+            .allow_burst(NonZeroU32::new(burst).unwrap());
+        let fake = FakeRelativeClock::default();
+        let governor = RateLimiter::direct_with_clock(quota, fake.clone());
+
+        for advance in advances_us {
+            let step = Duration::from_micros(advance);
+            manual.advance(step);
+            fake.advance(step);
+            let expected = governor
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(fake.now()));
+            let actual = limiter.check().map(|_| ()).map_err(|refused| refused.retry_after());
+            prop_assert_eq!(actual, expected.map(|_| ()));
+        }
+    }
+}

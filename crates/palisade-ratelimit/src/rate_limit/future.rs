@@ -30,12 +30,13 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_core::BoxError;
+use palisade_core::{BoxError, MissingKey, RateLimited};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -57,23 +58,37 @@ pin_project! {
 }
 
 pin_project! {
+    // Every variant but `Called` holds at most one pointer, so the state
+    // usually fits in the inner future's own niche: an admitted call's
+    // future is then no larger than the inner one.
     #[project = StateProj]
+    #[project_replace = StateOwned]
     enum State<S, Req, K, H>
     where
         S: Service<Req>,
         H: ResponseHeaders<S::Response>,
     {
+        // Admitted: the inner call, and the headers of the admission.
         Called {
             #[pin]
             future: S::Future,
-            pending: Option<H::Pending>,
+            pending: H::Pending,
+        },
+        // Let through without a key (`OnMissingKey::Allow`): no headers.
+        Allowed {
+            #[pin]
+            future: S::Future,
         },
         Waiting {
             waiting: Pin<Box<Waiting<S, Req, K, H>>>,
         },
-        Rejected {
-            error: Option<BoxError>,
+        Limited {
+            error: Box<RateLimited>,
         },
+        Missing {
+            error: Box<MissingKey>,
+        },
+        Done,
     }
 }
 
@@ -93,15 +108,28 @@ where
     S: Service<Req>,
     H: ResponseHeaders<S::Response>,
 {
-    pub(crate) fn called(future: S::Future, pending: Option<H::Pending>) -> Self {
+    #[inline]
+    pub(crate) fn called(future: S::Future, pending: H::Pending) -> Self {
         Self {
             state: State::Called { future, pending },
         }
     }
 
-    pub(crate) fn rejected(error: BoxError) -> Self {
+    pub(crate) fn allowed(future: S::Future) -> Self {
         Self {
-            state: State::Rejected { error: Some(error) },
+            state: State::Allowed { future },
+        }
+    }
+
+    pub(crate) fn limited(error: Box<RateLimited>) -> Self {
+        Self {
+            state: State::Limited { error },
+        }
+    }
+
+    pub(crate) fn missing(error: Box<MissingKey>) -> Self {
+        Self {
+            state: State::Missing { error },
         }
     }
 
@@ -127,6 +155,8 @@ where
     }
 }
 
+const POLLED_AFTER_COMPLETION: &str = "rate-limit response polled after completion";
+
 impl<S, Req, K, H> Future for ResponseFuture<S, Req, K, H>
 where
     S: Service<Req>,
@@ -136,57 +166,99 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
-            let next = match state.as_mut().project() {
-                StateProj::Called { future, pending } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if let Some(pending) = pending.take() {
+            // Admitted calls inline; waits and refusals out of line.
+            match state.as_mut().project() {
+                StateProj::Called { future, .. } => {
+                    let result = ready!(future.poll(cx));
+                    let finished = state.project_replace(State::Done);
+                    let mut response = result.map_err(Into::into)?;
+                    if let StateOwned::Called { pending, .. } = finished {
                         H::apply(pending, &mut response);
                     }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Rejected { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .unwrap_or_else(|| "rate-limit response polled after completion".into())));
+                StateProj::Allowed { future } => {
+                    let result = ready!(future.poll(cx));
+                    state.set(State::Done);
+                    return Poll::Ready(result.map_err(Into::into));
                 }
-                StateProj::Waiting { waiting } => {
-                    let mut waiting = waiting.as_mut().project();
-                    ready!(waiting.sleep.as_mut().poll(cx));
-                    let Some(request) = waiting.request.take() else {
-                        return Poll::Ready(Err(
-                            "rate-limit response polled after completion".into()
-                        ));
-                    };
-                    let shared = &**waiting.shared;
-                    match shared.decide::<Req, S::Response>(&request) {
-                        Verdict::Admit(pending) => {
-                            shared.limiter.emit_admitted();
-                            State::Called {
-                                future: waiting.service.call(request),
-                                pending,
-                            }
-                        }
-                        Verdict::Limited { retry_after, kind } => {
-                            let now = Instant::now();
-                            if now + retry_after <= *waiting.deadline {
-                                *waiting.request = Some(request);
-                                waiting.sleep.reset(now + retry_after);
-                                continue;
-                            }
-                            State::Rejected {
-                                error: Some(shared.reject(retry_after, kind)),
-                            }
-                        }
-                        Verdict::Missing => State::Rejected {
-                            error: Some(shared.reject_missing()),
-                        },
-                    }
-                }
+                _ => {}
+            }
+            if let ControlFlow::Break(output) = advance(state.as_mut(), cx) {
+                return output;
+            }
+        }
+    }
+}
+
+/// Moves a request that is neither called nor allowed on: a waiting one
+/// to its admission (`Continue`: poll the call) or its rejection, a
+/// refused one to its error.
+#[inline(never)]
+fn advance<S, Req, K, H>(
+    mut state: Pin<&mut State<S, Req, K, H>>,
+    cx: &mut Context<'_>,
+) -> ControlFlow<Poll<Result<S::Response, BoxError>>>
+where
+    S: Service<Req>,
+    K: ExtractKey<Req>,
+    H: ResponseHeaders<S::Response>,
+{
+    loop {
+        let StateProj::Waiting { waiting } = state.as_mut().project() else {
+            let error: BoxError = match state.project_replace(State::Done) {
+                StateOwned::Limited { error } => error,
+                StateOwned::Missing { error } => error,
+                _ => POLLED_AFTER_COMPLETION.into(),
             };
-            state.set(next);
+            return ControlFlow::Break(Poll::Ready(Err(error)));
+        };
+        let mut waiting = waiting.as_mut().project();
+        if waiting.sleep.as_mut().poll(cx).is_pending() {
+            return ControlFlow::Break(Poll::Pending);
+        }
+        let Some(request) = waiting.request.take() else {
+            state.set(State::Done);
+            continue;
+        };
+        let shared = &**waiting.shared;
+        let next = match shared.decide::<Req, S::Response>(&request) {
+            Verdict::Admit(pending) => {
+                shared.limiter.emit_admitted();
+                State::Called {
+                    future: waiting.service.call(request),
+                    pending,
+                }
+            }
+            Verdict::Allow => {
+                shared.limiter.emit_admitted();
+                State::Allowed {
+                    future: waiting.service.call(request),
+                }
+            }
+            Verdict::Limited { retry_after, kind } => {
+                let now = Instant::now();
+                if now + retry_after <= *waiting.deadline {
+                    *waiting.request = Some(request);
+                    waiting.sleep.reset(now + retry_after);
+                    continue;
+                }
+                State::Limited {
+                    error: shared.reject(retry_after, kind),
+                }
+            }
+            Verdict::Missing => State::Missing {
+                error: shared.reject_missing(),
+            },
+        };
+        let admitted = matches!(next, State::Called { .. } | State::Allowed { .. });
+        state.set(next);
+        if admitted {
+            return ControlFlow::Continue(());
         }
     }
 }
@@ -198,9 +270,10 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Called { .. } => "called",
+            State::Called { .. } | State::Allowed { .. } => "called",
             State::Waiting { .. } => "waiting",
-            State::Rejected { .. } => "rejected",
+            State::Limited { .. } | State::Missing { .. } => "rejected",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

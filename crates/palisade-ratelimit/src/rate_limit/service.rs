@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::layer::{Mode, OnMissingKey};
 use crate::headers::{NoHeaders, ResponseHeaders};
 use crate::key::{ExtractKey, Global};
-use crate::limiter::{Bucket, Decision, Limiter, Target};
+use crate::limiter::{Decision, Limiter, Target};
 
 /// State shared by a layer and every service it makes.
 pub(crate) struct Shared<K, H> {
@@ -23,8 +23,11 @@ pub(crate) struct Shared<K, H> {
 
 /// What to do with one request.
 pub(crate) enum Verdict<P> {
-    /// Call the service; `Some` carries the headers of the admission.
-    Admit(Option<P>),
+    /// Call the service, then add the admission's headers.
+    Admit(P),
+    /// Call the service without charging a bucket (no key, and the layer
+    /// lets such requests through): no headers.
+    Allow,
     /// The bucket was empty.
     Limited {
         retry_after: Duration,
@@ -47,32 +50,37 @@ impl<K, H> Shared<K, H> {
             match self.extractor.extract(request) {
                 Some(key) => self.limiter.target_of(&key),
                 None => match self.on_missing_key {
-                    OnMissingKey::Fallback => Target::Bucket(Bucket::Fallback),
+                    OnMissingKey::Fallback => Target::Shared,
                     OnMissingKey::Reject => return Verdict::Missing,
-                    OnMissingKey::Allow => return Verdict::Admit(None),
+                    OnMissingKey::Allow => return Verdict::Allow,
                 },
             }
         } else {
-            Target::Bucket(Bucket::Global)
+            Target::Shared
         };
         match self.limiter.decide(target) {
-            Decision::Admitted(admission) => {
-                Verdict::Admit(Some(self.headers.admitted(&admission)))
-            }
+            Decision::Admitted(admission) => Verdict::Admit(self.headers.admitted(&admission)),
             Decision::Rejected { retry_after, kind } => Verdict::Limited { retry_after, kind },
         }
     }
 
     /// The error for a final refusal, after emitting its event.
-    pub(crate) fn reject(&self, retry_after: Duration, kind: KeyKind) -> BoxError {
+    pub(crate) fn reject(&self, retry_after: Duration, kind: KeyKind) -> Box<RateLimited> {
         self.limiter.emit_rejected(RejectReason::RateLimited);
-        RateLimited::new(self.limiter.policy().clone(), retry_after, kind).into()
+        Box::new(RateLimited::new(
+            self.limiter.policy().clone(),
+            retry_after,
+            kind,
+        ))
     }
 
     /// The error for a request without a key, after emitting its event.
-    pub(crate) fn reject_missing(&self) -> BoxError {
+    pub(crate) fn reject_missing(&self) -> Box<MissingKey> {
         self.limiter.emit_rejected(RejectReason::MissingKey);
-        MissingKey::new(self.limiter.policy().clone(), self.limiter.key_kind()).into()
+        Box::new(MissingKey::new(
+            self.limiter.policy().clone(),
+            self.limiter.key_kind(),
+        ))
     }
 }
 
@@ -159,7 +167,11 @@ where
                 shared.limiter.emit_admitted();
                 ResponseFuture::called(self.inner.call(request), pending)
             }
-            Verdict::Missing => ResponseFuture::rejected(shared.reject_missing()),
+            Verdict::Allow => {
+                shared.limiter.emit_admitted();
+                ResponseFuture::allowed(self.inner.call(request))
+            }
+            Verdict::Missing => ResponseFuture::missing(shared.reject_missing()),
             Verdict::Limited { retry_after, kind } => match shared.mode {
                 Mode::Wait { max_delay } if retry_after <= max_delay => {
                     // Take the service that was made ready; leave a clone.
@@ -173,7 +185,7 @@ where
                         max_delay,
                     )
                 }
-                _ => ResponseFuture::rejected(shared.reject(retry_after, kind)),
+                _ => ResponseFuture::limited(shared.reject(retry_after, kind)),
             },
         }
     }
