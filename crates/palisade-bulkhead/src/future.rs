@@ -38,8 +38,9 @@ pin_project! {
         Running {
             #[pin]
             future: F,
-            permit: Option<Permit>,
-            recorder: Option<OutcomeRecorder>,
+            // Dropped in place when the call ends: the slot is freed
+            // before the response is classified.
+            permit: Permit,
         },
         // Boxed: waiting is the slow path, and keeping it out of line keeps
         // the future small for calls that never wait.
@@ -64,18 +65,10 @@ pin_project! {
 }
 
 impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
-    pub(crate) fn running(
-        future: F,
-        permit: Permit,
-        recorder: OutcomeRecorder,
-        classify: C,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn running(future: F, permit: Permit, classify: C) -> Self {
         Self {
-            state: State::Running {
-                future,
-                permit: Some(permit),
-                recorder: Some(recorder),
-            },
+            state: State::Running { future, permit },
             classify,
         }
     }
@@ -139,18 +132,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Running {
-                    future,
-                    permit,
-                    recorder,
-                } => {
+                StateProj::Running { future, permit } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
-                    // Free the slot before anything else: the caller may be
-                    // slow to take the response.
-                    drop(permit.take());
-                    let recorder = recorder.take().unwrap_or_else(OutcomeRecorder::none);
+                    let output = this.classify.classify(result, permit.recorder());
+                    // Free the slot now, not when the caller drops this
+                    // future: it may be slow to take the response.
                     this.state.set(State::Done);
-                    return Poll::Ready(this.classify.classify(result, recorder));
+                    return Poll::Ready(output);
                 }
                 StateProj::Waiting { wait } => {
                     let admitted = {
@@ -182,16 +170,11 @@ where
                     };
                     core.admitted();
                     let in_flight = core.limiter.in_flight();
-                    let recorder = OutcomeRecorder::start(&core, in_flight);
                     // The slot is owned by the permit before the inner
                     // service runs, so a panic in `call` still frees it.
-                    let permit = Permit::new(core);
+                    let permit = Permit::new(core, in_flight);
                     let future = service.call(request);
-                    this.state.set(State::Running {
-                        future,
-                        permit: Some(permit),
-                        recorder: Some(recorder),
-                    });
+                    this.state.set(State::Running { future, permit });
                 }
                 StateProj::Rejected { error } => {
                     let error = error
@@ -263,41 +246,60 @@ struct SampleStart {
 
 impl OutcomeRecorder {
     #[inline]
-    pub(crate) fn start(core: &Arc<Core>, in_flight: usize) -> Self {
+    pub(crate) fn sampled(core: Arc<Core>, start: Instant, in_flight: usize) -> Self {
         Self {
-            sample: core.sample_start().map(|start| SampleStart {
-                core: core.clone(),
+            sample: Some(SampleStart {
+                core,
                 start,
                 in_flight,
             }),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn none() -> Self {
         Self { sample: None }
     }
 }
 
 impl RecordOutcome for OutcomeRecorder {
-    #[inline]
+    #[inline(always)]
     fn record(mut self, outcome: Outcome) {
+        // Fixed limits sample nothing: keep their path to one test.
+        if self.sample.is_some() {
+            self.finish(outcome);
+        }
+    }
+}
+
+impl OutcomeRecorder {
+    /// Feeds the sample, if still held, to the adaptive limit.
+    #[inline(never)]
+    fn finish(&mut self, outcome: Outcome) {
         if let Some(sample) = self.sample.take() {
             sample.core.sample(outcome, sample.start, sample.in_flight);
         }
+    }
+
+    /// Dropped without an outcome: the call was cancelled, or failed if
+    /// the thread is panicking.
+    #[cold]
+    #[inline(never)]
+    fn unrecorded(&mut self) {
+        let outcome = if std::thread::panicking() {
+            Outcome::Failure
+        } else {
+            Outcome::Cancelled
+        };
+        self.finish(outcome);
     }
 }
 
 impl Drop for OutcomeRecorder {
     #[inline]
     fn drop(&mut self) {
-        if let Some(sample) = self.sample.take() {
-            let outcome = if std::thread::panicking() {
-                Outcome::Failure
-            } else {
-                Outcome::Cancelled
-            };
-            sample.core.sample(outcome, sample.start, sample.in_flight);
+        if self.sample.is_some() {
+            self.unrecorded();
         }
     }
 }

@@ -10,6 +10,7 @@ use palisade_core::{
 use tower_layer::Layer;
 
 use crate::adaptive::{AdaptiveLimit, AdaptiveState};
+use crate::future::OutcomeRecorder;
 use crate::limiter::{Limiter, Report};
 use crate::service::Bulkhead;
 
@@ -108,16 +109,40 @@ impl Report for Events<'_> {
 
 /// One taken slot. Dropping it gives the slot back (to the oldest waiter
 /// if there is one), whatever the way the call ended.
+///
+/// With an adaptive limit it also holds the call's latency sample until
+/// the outcome is handed to an [`OutcomeRecorder`]; dropped before that,
+/// it records the call as cancelled (or failed, if the thread is
+/// panicking). A fixed limit samples nothing, and the recorder it hands
+/// out does nothing.
 #[derive(Debug)]
 pub(crate) struct Permit {
     core: Arc<Core>,
+    /// When the call started and the count then (adaptive limits only).
+    sample: Option<(Instant, usize)>,
 }
 
 impl Permit {
-    /// Wraps a slot that was just taken and reported.
+    /// Wraps a slot that was just taken and reported; `in_flight` is the
+    /// count right after taking it.
     #[inline]
-    pub(crate) fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub(crate) fn new(core: Arc<Core>, in_flight: usize) -> Self {
+        let sample = core.sample_start().map(|start| (start, in_flight));
+        Self { core, sample }
+    }
+
+    /// The recorder of this call's outcome. The permit keeps the slot.
+    #[inline(always)]
+    pub(crate) fn recorder(&mut self) -> OutcomeRecorder {
+        if self.sample.is_none() {
+            return OutcomeRecorder::none();
+        }
+        match self.sample.take() {
+            Some((start, in_flight)) => {
+                OutcomeRecorder::sampled(self.core.clone(), start, in_flight)
+            }
+            None => OutcomeRecorder::none(),
+        }
     }
 }
 
@@ -125,6 +150,24 @@ impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
         self.core.limiter.release(&self.core.events());
+        if self.sample.is_some() {
+            self.unrecorded();
+        }
+    }
+}
+
+impl Permit {
+    /// The call ended without an outcome: its future was dropped.
+    #[cold]
+    fn unrecorded(&mut self) {
+        if let Some((start, in_flight)) = self.sample.take() {
+            let outcome = if std::thread::panicking() {
+                palisade_core::Outcome::Failure
+            } else {
+                palisade_core::Outcome::Cancelled
+            };
+            self.core.sample(outcome, start, in_flight);
+        }
     }
 }
 

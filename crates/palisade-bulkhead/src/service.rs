@@ -126,13 +126,7 @@ impl<S, C> Bulkhead<S, C> {
         C: Clone,
     {
         self.core.admitted();
-        let permit = Permit::new(self.core.clone());
-        let recorder = OutcomeRecorder::start(&self.core, in_flight);
-        ResponseFuture::running(
-            self.inner.call(request),
-            permit,
-            recorder,
-            self.classify.clone(),
-        )
+        let permit = Permit::new(self.core.clone(), in_flight);
+        ResponseFuture::running(self.inner.call(request), permit, self.classify.clone())
     }
 }

@@ -119,7 +119,9 @@ pub struct ErrorsAsFailures;
 impl<T, E> Classify<T, E> for ErrorsAsFailures {
     type Output<R: RecordOutcome> = T;
 
-    #[inline]
+    // Always inlined: called out of line, the result is moved through
+    // memory in pieces and read back whole, which stalls the load.
+    #[inline(always)]
     fn classify<R: RecordOutcome>(&self, result: Result<T, E>, recorder: R) -> Result<T, E> {
         recorder.record(if result.is_ok() {
             Outcome::Success
