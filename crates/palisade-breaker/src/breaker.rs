@@ -161,11 +161,26 @@ pub(crate) enum PermitKind {
 }
 
 /// The admission of one call.
+///
+/// Whole words only: the permit travels by value through the response
+/// future, and a value made of small fields is copied in wide loads that
+/// stall on the narrow stores that wrote it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Permit {
-    pub(crate) word: Word,
+    /// The state word at admission, packed.
+    raw: u64,
+    /// When the call started, in nanoseconds since the breaker's origin
+    /// plus one; `0` when the breaker needs no start.
+    start: u64,
     pub(crate) kind: PermitKind,
-    pub(crate) start: Option<Instant>,
+}
+
+impl Permit {
+    /// The state word at admission.
+    #[inline]
+    pub(crate) fn word(&self) -> Word {
+        Word::unpack(self.raw)
+    }
 }
 
 /// A refusal, before it becomes a [`CircuitOpen`].
@@ -346,6 +361,21 @@ impl Breaker {
     }
 
     #[inline]
+    fn permit(&self, word: Word, kind: PermitKind, start: Option<Instant>) -> Permit {
+        Permit {
+            raw: word.pack(),
+            start: start.map_or(0, |start| self.since_origin(start).saturating_add(1)),
+            kind,
+        }
+    }
+
+    /// When the call admitted with `permit` started, if it was timed.
+    #[inline]
+    fn start_of(&self, permit: &Permit) -> Option<Instant> {
+        permit.start.checked_sub(1).map(|nanos| self.at(nanos))
+    }
+
+    #[inline]
     fn emit(&self, event: &Event<'_>) {
         self.cfg.metrics.emit(event);
     }
@@ -371,11 +401,7 @@ impl Breaker {
         if raw & 0b1_1111 == 0 {
             let start = self.needs_start.then(|| self.cfg.clock.now());
             self.emit_admitted();
-            return Ok(Permit {
-                word,
-                kind: PermitKind::Window,
-                start,
-            });
+            return Ok(self.permit(word, PermitKind::Window, start));
         }
         self.admit_slow(word)
     }
@@ -396,11 +422,7 @@ impl Breaker {
             let shadow = word.mode == Mode::MetricsOnly;
             match (word.mode, word.machine) {
                 (Mode::Disabled, _) => {
-                    return Ok(Permit {
-                        word,
-                        kind: PermitKind::Untracked,
-                        start: None,
-                    });
+                    return Ok(self.permit(word, PermitKind::Untracked, None));
                 }
                 (Mode::ForcedOpen, _) => {
                     self.emit_rejected(CircuitState::ForcedOpen);
@@ -412,11 +434,7 @@ impl Breaker {
                 (Mode::ForcedClosed, _) | (_, Machine::Closed) => {
                     let start = self.needs_start.then(|| self.cfg.clock.now());
                     self.emit_admitted();
-                    return Ok(Permit {
-                        word,
-                        kind: PermitKind::Window,
-                        start,
-                    });
+                    return Ok(self.permit(word, PermitKind::Window, start));
                 }
                 (_, Machine::Open) => {
                     let now = self.cfg.clock.now();
@@ -435,11 +453,7 @@ impl Breaker {
                     }
                     if shadow {
                         self.emit_admitted();
-                        return Ok(Permit {
-                            word,
-                            kind: PermitKind::Untracked,
-                            start: None,
-                        });
+                        return Ok(self.permit(word, PermitKind::Untracked, None));
                     }
                     self.emit_rejected(CircuitState::Open);
                     return Err(Refusal {
@@ -465,19 +479,12 @@ impl Breaker {
                     }
                     if self.take_probe(word.epoch()) {
                         self.emit_admitted();
-                        return Ok(Permit {
-                            word,
-                            kind: PermitKind::Probe,
-                            start: self.needs_start.then_some(now),
-                        });
+                        let start = self.needs_start.then_some(now);
+                        return Ok(self.permit(word, PermitKind::Probe, start));
                     }
                     if shadow {
                         self.emit_admitted();
-                        return Ok(Permit {
-                            word,
-                            kind: PermitKind::Untracked,
-                            start: None,
-                        });
+                        return Ok(self.permit(word, PermitKind::Untracked, None));
                     }
                     self.emit_rejected(CircuitState::HalfOpen);
                     return Err(Refusal {
@@ -559,7 +566,8 @@ impl Breaker {
     /// Records the outcome of a call admitted with `permit`.
     #[inline]
     pub(crate) fn complete(&self, permit: &Permit, outcome: Outcome) {
-        if permit.word.mode == Mode::Disabled {
+        let word = permit.word();
+        if word.mode == Mode::Disabled {
             return;
         }
         let end = if self.needs_end {
@@ -567,7 +575,7 @@ impl Breaker {
         } else {
             None
         };
-        let latency = match (permit.start, end) {
+        let latency = match (self.start_of(permit), end) {
             (Some(start), Some(end)) => Some(end.saturating_duration_since(start)),
             _ => None,
         };
@@ -591,12 +599,12 @@ impl Breaker {
             (PermitKind::Untracked, _) => {}
             (PermitKind::Window, None) => {}
             (PermitKind::Window, Some(failure)) => {
-                self.record_window(permit.word, end, failure, slow);
+                self.record_window(word, end, failure, slow);
             }
-            (PermitKind::Probe, None) => self.give_back_probe(permit.word.epoch()),
+            (PermitKind::Probe, None) => self.give_back_probe(word.epoch()),
             (PermitKind::Probe, Some(failure)) => {
-                if let Some(probes) = self.finish_probe(permit.word.epoch(), failure, slow) {
-                    self.judge_probes(permit.word, probes);
+                if let Some(probes) = self.finish_probe(word.epoch(), failure, slow) {
+                    self.judge_probes(word, probes);
                 }
             }
         }

@@ -65,8 +65,11 @@ pin_project! {
             future: F,
             shared: Arc<Shared>,
         },
+        // Boxed: a panic in `call` is rare, and the box becomes the
+        // returned error as it is, while an inline `Panicked` would make
+        // every call's future larger.
         Panicked {
-            error: Option<Panicked>,
+            error: Option<Box<Panicked>>,
         },
         Done,
     }
@@ -81,7 +84,9 @@ impl<F> ResponseFuture<F> {
 
     pub(crate) fn panicked(error: Panicked) -> Self {
         Self {
-            kind: Kind::Panicked { error: Some(error) },
+            kind: Kind::Panicked {
+                error: Some(Box::new(error)),
+            },
         }
     }
 }
@@ -113,7 +118,9 @@ where
             KindProj::Panicked { error } => match error.take() {
                 Some(panicked) => {
                     kind.set(Kind::Done);
-                    Poll::Ready(Err(panicked.into()))
+                    // The box itself becomes the error: no second box.
+                    let error: BoxError = panicked;
+                    Poll::Ready(Err(error))
                 }
                 None => polled_after_completion(),
             },

@@ -57,8 +57,10 @@ pin_project! {
             #[pin]
             future: F,
         },
+        // Boxed: a panic in `call` is rare; inline, the error would make
+        // every call's future larger.
         Panicked {
-            panicked: Option<Panicked>,
+            panicked: Option<Box<Panicked>>,
         },
         Done,
     }
@@ -80,7 +82,7 @@ impl<F, H> HttpResponseFuture<F, H> {
     ) -> Self {
         Self {
             kind: Kind::Panicked {
-                panicked: Some(panicked),
+                panicked: Some(Box::new(panicked)),
             },
             shared,
             request,
