@@ -57,10 +57,8 @@ pin_project! {
             #[pin]
             future: F,
         },
-        // Boxed: a panic in `call` is rare; inline, the error would make
-        // every call's future larger.
         Panicked {
-            panicked: Option<Box<Panicked>>,
+            panicked: Option<Panicked>,
         },
         Done,
     }
@@ -82,7 +80,7 @@ impl<F, H> HttpResponseFuture<F, H> {
     ) -> Self {
         Self {
             kind: Kind::Panicked {
-                panicked: Some(Box::new(panicked)),
+                panicked: Some(panicked),
             },
             shared,
             request,
