@@ -21,8 +21,9 @@
 //! keeps one on every call, before the inner service sees the original, and
 //! also a clone of the fallback service (a future cannot borrow the layer).
 //! By default ([`service`]) it clones the whole request, which requires
-//! `Req: Clone`; `http::Request` is not `Clone`, so for HTTP use
-//! [`service_with`] and keep only what the fallback needs (the URI, a
+//! `Req: Clone`; `http::Request` is `Clone` only when its body is, and a
+//! server's request body (axum's `Body`, hyper's `Incoming`) is not, so
+//! for HTTP use [`service_with`] and keep only what the fallback needs (the URI, a
 //! header, a cache key). Both are paid on every call, failed or not: pick a
 //! fallback service that is cheap to clone (a `service_fn`, or a
 //! `tower::buffer::Buffer` handle) and keep little.
@@ -165,7 +166,8 @@ pub struct Value<T> {
 
 /// A source that answers a clone of `value`.
 ///
-/// `http::Response` is not `Clone`: for HTTP build the response in
+/// `http::Response` is `Clone` only when its body is (`Full<Bytes>` is,
+/// axum's `Body` is not): for other bodies build the response in
 /// [`from_fn`] instead.
 pub fn value<T: Clone>(value: T) -> Value<T> {
     Value { value }
