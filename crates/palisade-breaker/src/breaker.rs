@@ -149,7 +149,10 @@ pub(crate) struct Config {
 }
 
 /// What a permit lets its call do with its outcome.
+///
+/// A whole word, like the rest of the permit (see [`Permit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
 pub(crate) enum PermitKind {
     /// Recorded in the closed window.
     Window,
@@ -158,6 +161,8 @@ pub(crate) enum PermitKind {
     /// Let through without recording (disabled, or shadow mode while the
     /// shadow state would reject).
     Untracked,
+    /// The outcome was recorded already: nothing is left to do.
+    Recorded,
 }
 
 /// The admission of one call.
@@ -596,7 +601,7 @@ impl Breaker {
             _ => false,
         };
         match (permit.kind, failure) {
-            (PermitKind::Untracked, _) => {}
+            (PermitKind::Untracked | PermitKind::Recorded, _) => {}
             (PermitKind::Window, None) => {}
             (PermitKind::Window, Some(failure)) => {
                 self.record_window(word, end, failure, slow);

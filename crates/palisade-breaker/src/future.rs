@@ -37,7 +37,7 @@ use std::task::{Context, Poll, ready};
 use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, RecordOutcome};
 use pin_project_lite::pin_project;
 
-use crate::breaker::{Breaker, Permit};
+use crate::breaker::{Breaker, Permit, PermitKind};
 use crate::sync::Arc;
 
 /// Reports the outcome of one admitted call to its breaker, once.
@@ -49,33 +49,37 @@ use crate::sync::Arc;
 /// [`Classify::Output`].
 pub struct OutcomeRecorder {
     breaker: Arc<Breaker>,
+    /// Its kind becomes [`PermitKind::Recorded`] once the outcome is in.
     permit: Permit,
-    recorded: bool,
 }
 
 impl OutcomeRecorder {
     pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit) -> Self {
-        Self {
-            breaker,
-            permit,
-            recorded: false,
-        }
+        Self { breaker, permit }
+    }
+
+    /// The permit, once: later calls get a permit with nothing to record.
+    #[inline]
+    fn take_permit(&mut self) -> Permit {
+        let permit = self.permit;
+        self.permit.kind = PermitKind::Recorded;
+        permit
     }
 }
 
 impl RecordOutcome for OutcomeRecorder {
     #[inline]
     fn record(mut self, outcome: Outcome) {
-        self.recorded = true;
-        self.breaker.complete(&self.permit, outcome);
+        let permit = self.take_permit();
+        self.breaker.complete(&permit, outcome);
     }
 }
 
 impl Drop for OutcomeRecorder {
     fn drop(&mut self) {
-        if !self.recorded {
-            self.recorded = true;
-            self.breaker.complete(&self.permit, Outcome::Cancelled);
+        if self.permit.kind != PermitKind::Recorded {
+            let permit = self.take_permit();
+            self.breaker.complete(&permit, Outcome::Cancelled);
         }
     }
 }
@@ -85,7 +89,7 @@ impl fmt::Debug for OutcomeRecorder {
         f.debug_struct("OutcomeRecorder")
             .field("policy", &self.breaker.cfg.policy)
             .field("kind", &self.permit.kind)
-            .field("recorded", &self.recorded)
+            .field("recorded", &(self.permit.kind == PermitKind::Recorded))
             .finish()
     }
 }
