@@ -107,6 +107,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let kept = self.shared.source.keep(&req);
         match self.not_ready.take() {

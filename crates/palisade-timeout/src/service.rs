@@ -62,6 +62,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Req) -> Self::Future {
         let requested = self.source.requested(&request);
         if let Some(malformed) = requested.malformed() {

@@ -160,6 +160,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &*self.shared;
         match shared.decide::<Req, S::Response>(&request) {
