@@ -143,6 +143,7 @@ where
 {
     type Output = Result<C::Output<OutcomeRecorder>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Called {

@@ -128,6 +128,7 @@ where
 {
     type Output = Result<C::Output<OutcomeRecorder>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
