@@ -56,6 +56,7 @@ where
 {
     type Output = Result<http::Response<B>, Infallible>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let error = match this.state.project() {
@@ -134,6 +135,7 @@ mod grpc {
     {
         type Output = Result<http::Response<B>, Infallible>;
 
+        #[inline]
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let error = match self.project().state.project() {
                 StateProj::Inner { future } => match ready!(future.poll(cx)) {

@@ -273,6 +273,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.not_ready.take() {
             None => GrpcResponseFuture::new(self.inner.call(req)),

@@ -187,6 +187,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.not_ready.take() {
             None => ResponseFuture::new(self.inner.call(req), Arc::clone(&self.mapping)),
