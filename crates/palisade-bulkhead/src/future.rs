@@ -39,7 +39,7 @@ pin_project! {
             #[pin]
             future: F,
             // Dropped in place when the call ends: the slot is freed
-            // before the response is classified.
+            // once the response is classified, before it is returned.
             permit: Permit,
         },
         // Boxed: waiting is the slow path, and keeping it out of line keeps
