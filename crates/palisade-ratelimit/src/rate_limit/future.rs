@@ -58,9 +58,9 @@ pin_project! {
 }
 
 pin_project! {
-    // Every variant but `Called` holds at most one pointer, so the state
-    // usually fits in the inner future's own niche: an admitted call's
-    // future is then no larger than the inner one.
+    // Every variant but `Called` and `Allowed` holds at most one pointer,
+    // and an admission without headers carries nothing: the state adds
+    // one word to the inner future (24 bytes around a 16-byte one).
     #[project = StateProj]
     #[project_replace = StateOwned]
     enum State<S, Req, K, H>
