@@ -86,6 +86,7 @@ fn facade_sink_records_without_allocating() {
 #[cfg(feature = "tracing")]
 #[test]
 fn tracing_sink_without_interested_subscriber_allocates_nothing() {
+    let _serial = crate::common::tracing_serial();
     let location = PanicLocation::new("src/lib.rs", 1, 1);
     let events = every_event(&location);
     let sink = palisade_metrics::TracingSink::new();

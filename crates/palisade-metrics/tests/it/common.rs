@@ -379,3 +379,17 @@ pub fn assert_one_state(text: &str, policy: &str, expected: CircuitState) {
         "{series:?}"
     );
 }
+
+/// Serializes the tests that send events through `TracingSink`.
+///
+/// `tracing` caches process-wide whether an event site is wanted. A test
+/// sending events with no subscriber at the same time as another starts
+/// capturing could leave an event site marked as unwanted while that
+/// other test captures; one such test at a time rules that out.
+#[cfg(feature = "tracing")]
+pub(crate) fn tracing_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -67,6 +67,7 @@ impl Subscriber for Capture {
 }
 
 fn capture(events: &[Event<'_>]) -> Vec<Captured> {
+    let _serial = crate::common::tracing_serial();
     let capture = Capture::default();
     let sink = TracingSink::new();
     tracing::subscriber::with_default(capture.clone(), || {

@@ -1,0 +1,141 @@
+//! The `tracing` events of caught panics, in both flavours.
+//!
+//! These tests sit in a binary of their own and run one at a time: each
+//! installs a capturing subscriber for its thread, and `tracing` caches
+//! whether an event site is wanted, process-wide. A test running at the
+//! same time without a subscriber could leave the panic's event site
+//! marked as unwanted just as another test starts capturing.
+
+mod support;
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use palisade_panic::CatchPanicLayer;
+use palisade_panic::error::{BoxError, Panicked};
+use palisade_panic::http::CatchPanicHttpLayer;
+use support::{CaptureSubscriber, poll_once};
+use tower::{Layer, Service, service_fn};
+
+type Body = Full<Bytes>;
+
+const SECRET: &str = "connection string postgres://admin:hunter2@db";
+
+/// One capturing test at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn handler(request: Request<()>) -> Result<Response<Body>, Infallible> {
+    if request.uri().path().starts_with("/boom") {
+        panic!("{SECRET}");
+    }
+    Ok(Response::new(Body::from("fine")))
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::builder().uri(path).body(()).unwrap()
+}
+
+fn panicked(err: &BoxError) -> &Panicked {
+    err.downcast_ref::<Panicked>().expect("a Panicked error")
+}
+
+#[test]
+fn every_caught_panic_is_a_tracing_error_event_with_policy_message_and_location() {
+    let _serial = serial();
+    let subscriber = CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let svc = CatchPanicLayer::builder().name("logged").build().unwrap();
+    let mut svc = svc.layer(service_fn(|_: ()| -> Ready<Result<(), std::io::Error>> {
+        panic!("loud")
+    }));
+    let err = tracing::subscriber::with_default(subscriber, || {
+        let mut response = svc.call(());
+        match poll_once(&mut response) {
+            Poll::Ready(Err(err)) => err,
+            _ => panic!("expected a caught panic"),
+        }
+    });
+    let location = panicked(&err).location().unwrap().to_string();
+    assert!(location.contains("tracing.rs:"), "{location}");
+
+    let logged = logged.lock().unwrap();
+    let event = logged
+        .iter()
+        .find(|e| e.fields.get("panic.message").map(String::as_str) == Some("loud"))
+        .unwrap_or_else(|| panic!("no event with the panic message in {logged:?}"));
+    assert_eq!(event.level, tracing::Level::ERROR);
+    assert_eq!(event.fields["message"], "panic caught in service");
+    assert_eq!(event.fields["policy"], "logged");
+    assert_eq!(event.fields["panic.location"], location);
+    assert!(event.fields["panic.backtrace"].contains("tracing.rs"));
+}
+
+#[test]
+fn the_log_event_carries_method_and_path_but_not_the_query() {
+    let _serial = serial();
+    let subscriber = CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let mut svc = CatchPanicHttpLayer::builder()
+        .name("web")
+        .build()
+        .unwrap()
+        .layer(service_fn(handler));
+    tracing::subscriber::with_default(subscriber, || {
+        let request = Request::builder()
+            .method(Method::DELETE)
+            .uri("/boom/users/9?api_key=xyz")
+            .body(())
+            .unwrap();
+        let mut response = Box::pin(svc.call(request));
+        // The handler is an async fn: it panics on the first poll.
+        match poll_once(&mut response) {
+            Poll::Ready(Ok(response)) => {
+                assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            _ => panic!("expected the panic response"),
+        }
+    });
+    let logged = logged.lock().unwrap();
+    let event = logged
+        .iter()
+        .find(|e| e.fields.contains_key("panic.message"))
+        .expect("a panic event");
+    assert_eq!(event.level, tracing::Level::ERROR);
+    assert_eq!(event.fields["policy"], "web");
+    assert_eq!(event.fields["panic.message"], SECRET);
+    assert_eq!(event.fields["http.method"], "DELETE");
+    assert_eq!(event.fields["http.path"], "/boom/users/9");
+    assert!(event.fields["panic.location"].contains("tracing.rs:"));
+}
+
+#[test]
+fn the_log_event_cuts_long_paths() {
+    let _serial = serial();
+    let subscriber = CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let mut svc = CatchPanicHttpLayer::new().layer(service_fn(handler));
+    let path = format!("/boom/{}", "a".repeat(300));
+    tracing::subscriber::with_default(subscriber, || {
+        let mut response = Box::pin(svc.call(get(&path)));
+        assert!(matches!(poll_once(&mut response), Poll::Ready(Ok(_))));
+    });
+    let logged = logged.lock().unwrap();
+    let event = logged
+        .iter()
+        .find(|e| e.fields.contains_key("http.path"))
+        .unwrap();
+    let logged_path = &event.fields["http.path"];
+    assert!(logged_path.ends_with('…'));
+    assert!(path.starts_with(logged_path.trim_end_matches('…')));
+    assert!(logged_path.len() < 100 + '…'.len_utf8());
+}

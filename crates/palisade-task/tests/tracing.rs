@@ -1,0 +1,81 @@
+//! The `tracing` event of a task's panic.
+//!
+//! This test sits in a binary of its own: `tracing` caches process-wide
+//! whether an event site is wanted, and a test panicking a task at the
+//! same time without a subscriber could leave the panic's event site
+//! marked as unwanted just as this one starts capturing.
+
+mod support;
+
+use std::sync::Arc;
+
+use palisade_core::Metrics;
+use palisade_task::TaskGroup;
+use support::Recorder;
+
+fn group(name: &str) -> (TaskGroup, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let group = TaskGroup::builder()
+        .name(name)
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .build()
+        .unwrap();
+    (group, recorder)
+}
+
+#[test]
+fn a_task_panic_is_logged_with_location_and_backtrace() {
+    let subscriber = support::CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (group, _) = group("logged");
+    let quiet = TaskGroup::builder()
+        .name("no-backtrace")
+        .backtrace(false)
+        .build()
+        .unwrap();
+    let (with_trace, without_trace) = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let a = group.spawn("ingest", async {
+                if true {
+                    panic!("bad record");
+                }
+            });
+            let b = quiet.spawn("ingest", async {
+                if true {
+                    panic!("bad record");
+                }
+            });
+            (a.await, b.await)
+        })
+    });
+    let location = with_trace
+        .panicked()
+        .unwrap()
+        .location()
+        .unwrap()
+        .to_string();
+    assert!(without_trace.panicked().unwrap().backtrace().is_none());
+
+    let logged = logged.lock().unwrap();
+    let events: Vec<_> = logged
+        .iter()
+        .filter(|e| e.fields.get("panic.message").map(String::as_str) == Some("bad record"))
+        .collect();
+    assert_eq!(events.len(), 2, "{logged:?}");
+    let event = events
+        .iter()
+        .find(|e| e.fields["group"] == "logged")
+        .unwrap();
+    assert_eq!(event.level, tracing::Level::ERROR);
+    assert_eq!(event.fields["task"], "ingest");
+    assert_eq!(event.fields["panic.location"], location);
+    assert!(event.fields["panic.backtrace"].contains("tracing.rs"));
+    let quiet_event = events
+        .iter()
+        .find(|e| e.fields["group"] == "no-backtrace")
+        .unwrap();
+    assert!(!quiet_event.fields.contains_key("panic.backtrace"));
+}
