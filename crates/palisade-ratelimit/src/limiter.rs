@@ -83,12 +83,19 @@ impl Gcra {
     #[inline]
     pub(crate) fn step(self, now: u64, tat: u64) -> Result<u64, u64> {
         let tat = if tat == 0 { now } else { tat };
-        let earliest = tat.saturating_sub(self.tolerance);
+        let earliest = self.earliest(tat);
         if now < earliest {
             Err(earliest)
         } else {
             Ok(tat.max(now).saturating_add(self.emission))
         }
+    }
+
+    /// The earliest instant a bucket whose arrival time is `tat` admits a
+    /// request.
+    #[inline]
+    fn earliest(self, tat: u64) -> u64 {
+        tat.saturating_sub(self.tolerance)
     }
 }
 
@@ -112,14 +119,22 @@ impl SharedBucket {
     /// between, one compare-and-swap.
     #[inline]
     pub(crate) fn check(&self, gcra: Gcra, now: u64) -> Result<u64, u64> {
+        self.update(|tat| gcra.step(now, tat).map(|next| (next, next)))
+    }
+
+    /// Replaces the arrival time with what `f` makes of it, or leaves it
+    /// when `f` refuses: the compare-and-swap loop of governor's in-memory
+    /// state (`0` is a full bucket).
+    #[inline]
+    fn update<T, E>(&self, f: impl Fn(u64) -> Result<(T, u64), E>) -> Result<T, E> {
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
-            let next = gcra.step(now, tat)?;
+            let (value, next) = f(tat)?;
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(next),
+                Ok(_) => return Ok(value),
                 Err(actual) => tat = actual,
             }
         }
@@ -172,7 +187,7 @@ impl Hash for Probe {
 #[derive(Debug)]
 struct StoreInner {
     /// The bucket shared by keys that find no slot.
-    overflow: StdAtomicU64,
+    overflow: SharedBucket,
     table: KeyTable,
     /// Governor's start instant on the clock's scale, set once at build.
     start: StdAtomicU64,
@@ -201,19 +216,6 @@ impl StoreInner {
                 keys,
                 cap: self.table.cap(),
             });
-        }
-    }
-}
-
-/// The compare-and-swap loop of the overflow bucket (the same loop as
-/// governor's in-memory state; `0` is a full bucket).
-fn update_cell<T, E>(cell: &StdAtomicU64, f: impl Fn(u64) -> Result<(T, u64), E>) -> Result<T, E> {
-    let mut current = cell.load(StdOrdering::Acquire);
-    loop {
-        let (value, next) = f(current)?;
-        match cell.compare_exchange_weak(current, next, StdOrdering::AcqRel, StdOrdering::Acquire) {
-            Ok(_) => return Ok(value),
-            Err(actual) => current = actual,
         }
     }
 }
@@ -250,7 +252,7 @@ impl StateStore for Store {
                 inner.metrics.emit(&Event::OverflowUsed {
                     policy: inner.policy.as_str(),
                 });
-                update_cell(&inner.overflow, step)
+                inner.overflow.update(step)
             }
         }
     }
@@ -360,9 +362,6 @@ pub struct Limiter {
     clock: Clock,
     /// The instant the shared bucket's times count from.
     origin: Instant,
-    /// What the shared bucket is: [`KeyKind::Global`] or
-    /// [`KeyKind::Fallback`].
-    shared_kind: KeyKind,
     keyed: Option<Keyed>,
     policy: PolicyName,
     metrics: Metrics,
@@ -375,7 +374,7 @@ impl Limiter {
         let (keyed, origin) = match config.max_keys {
             Some(max_keys) => {
                 let store = Arc::new(StoreInner {
-                    overflow: StdAtomicU64::new(0),
+                    overflow: SharedBucket::new(),
                     table: KeyTable::new(max_keys),
                     start: StdAtomicU64::new(0),
                     policy: config.policy.clone(),
@@ -405,11 +404,6 @@ impl Limiter {
             gcra,
             clock: config.clock,
             origin,
-            shared_kind: if keyed.is_some() {
-                KeyKind::Fallback
-            } else {
-                KeyKind::Global
-            },
             keyed,
             policy: config.policy,
             metrics: config.metrics,
@@ -488,10 +482,16 @@ impl Limiter {
         let now = clock::nanos_since(&self.clock, self.origin);
         match self.bucket.check(self.gcra, now) {
             Ok(tat) => Decision::Admitted(self.admission(now, tat)),
-            Err(earliest) => Decision::Rejected {
-                retry_after: Duration::from_nanos(earliest.saturating_sub(now)),
-                kind: self.shared_kind,
-            },
+            Err(earliest) => {
+                // The bucket of a global limiter, or of the requests
+                // without a key of a keyed one.
+                let kind = if self.is_keyed() {
+                    KeyKind::Fallback
+                } else {
+                    KeyKind::Global
+                };
+                Self::refusal(now, earliest, kind)
+            }
         }
     }
 
@@ -509,11 +509,16 @@ impl Limiter {
                 self.kind
             };
             // Governor refused because `now < tat - tolerance`.
-            let earliest = tat.saturating_sub(self.gcra.tolerance);
-            Decision::Rejected {
-                retry_after: Duration::from_nanos(earliest.saturating_sub(now)),
-                kind,
-            }
+            Self::refusal(now, self.gcra.earliest(tat), kind)
+        }
+    }
+
+    /// A refusal at `now` of a bucket that admits again at `earliest`.
+    #[inline]
+    fn refusal(now: u64, earliest: u64, kind: KeyKind) -> Decision {
+        Decision::Rejected {
+            retry_after: Duration::from_nanos(earliest.saturating_sub(now)),
+            kind,
         }
     }
 
