@@ -134,15 +134,16 @@ impl Permit {
     /// The recorder of this call's outcome. The permit keeps the slot.
     #[inline(always)]
     pub(crate) fn recorder(&mut self) -> OutcomeRecorder {
+        // Looked at before it is taken: a fixed limit's permit is then
+        // left untouched.
         if self.sample.is_none() {
             return OutcomeRecorder::none();
         }
-        match self.sample.take() {
-            Some((start, in_flight)) => {
+        self.sample
+            .take()
+            .map_or_else(OutcomeRecorder::none, |(start, in_flight)| {
                 OutcomeRecorder::sampled(self.core.clone(), start, in_flight)
-            }
-            None => OutcomeRecorder::none(),
-        }
+            })
     }
 }
 
@@ -151,22 +152,9 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.core.limiter.release(&self.core.events());
         if self.sample.is_some() {
-            self.unrecorded();
-        }
-    }
-}
-
-impl Permit {
-    /// The call ended without an outcome: its future was dropped.
-    #[cold]
-    fn unrecorded(&mut self) {
-        if let Some((start, in_flight)) = self.sample.take() {
-            let outcome = if std::thread::panicking() {
-                palisade_core::Outcome::Failure
-            } else {
-                palisade_core::Outcome::Cancelled
-            };
-            self.core.sample(outcome, start, in_flight);
+            // The call ended without an outcome: an unused recorder counts
+            // it as cancelled, or failed if the thread is panicking.
+            drop(self.recorder());
         }
     }
 }
