@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use palisade_core::{LayerKind, Metrics, RejectReason, find_rejection};
 use palisade_panic::error::{BoxError, Panicked};
 use palisade_panic::{CatchPanic, CatchPanicLayer};
-use support::{PanicOnPoll, PanicSink, poll_once};
+use support::{PanicOnPoll, PanicSink, panicked, poll_once};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn layer(name: &str, sink: &Arc<PanicSink>) -> CatchPanicLayer {
@@ -20,11 +20,6 @@ fn layer(name: &str, sink: &Arc<PanicSink>) -> CatchPanicLayer {
         .metrics(Metrics::from_arc(sink.clone()))
         .build()
         .unwrap()
-}
-
-fn panicked(err: &BoxError) -> &Panicked {
-    err.downcast_ref::<Panicked>()
-        .unwrap_or_else(|| panic!("expected Panicked, got {err:?}"))
 }
 
 #[tokio::test]

@@ -17,9 +17,8 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade_panic::CatchPanicLayer;
-use palisade_panic::error::{BoxError, Panicked};
 use palisade_panic::http::CatchPanicHttpLayer;
-use support::{CaptureSubscriber, poll_once};
+use support::{CaptureSubscriber, panicked, poll_once};
 use tower::{Layer, Service, service_fn};
 
 type Body = Full<Bytes>;
@@ -43,10 +42,6 @@ async fn handler(request: Request<()>) -> Result<Response<Body>, Infallible> {
 
 fn get(path: &str) -> Request<()> {
     Request::builder().uri(path).body(()).unwrap()
-}
-
-fn panicked(err: &BoxError) -> &Panicked {
-    err.downcast_ref::<Panicked>().expect("a Panicked error")
 }
 
 #[test]

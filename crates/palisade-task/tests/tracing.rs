@@ -7,21 +7,7 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use palisade_core::Metrics;
 use palisade_task::TaskGroup;
-use support::Recorder;
-
-fn group(name: &str) -> (TaskGroup, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
-    let group = TaskGroup::builder()
-        .name(name)
-        .metrics(Metrics::from_arc(recorder.clone()))
-        .build()
-        .unwrap();
-    (group, recorder)
-}
 
 #[test]
 fn a_task_panic_is_logged_with_location_and_backtrace() {
@@ -30,7 +16,7 @@ fn a_task_panic_is_logged_with_location_and_backtrace() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (group, _) = group("logged");
+    let group = TaskGroup::builder().name("logged").build().unwrap();
     let quiet = TaskGroup::builder()
         .name("no-backtrace")
         .backtrace(false)

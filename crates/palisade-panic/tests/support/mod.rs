@@ -146,3 +146,9 @@ impl tracing::Subscriber for CaptureSubscriber {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// The `Panicked` rejection inside a caught panic's error.
+pub fn panicked(err: &palisade_panic::error::BoxError) -> &palisade_panic::error::Panicked {
+    err.downcast_ref::<palisade_panic::error::Panicked>()
+        .unwrap_or_else(|| panic!("expected Panicked, got {err:?}"))
+}
