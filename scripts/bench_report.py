@@ -11,7 +11,7 @@ It runs, in order:
    full stacks against their peers, the rejection path, contention), in
    three rounds with short settings (0.5 s warm-up, 1.5 s measurement, 40
    samples per bench); every bench is reported at the median of its three
-   round medians, and every target says in how many rounds it was met;
+   round medians, and every target is judged by most rounds;
 2. the `footprint` bench (keyed limiter memory, allocations per request);
 3. the allocation test `tests/alloc.rs`;
 4. the end-to-end run: the `bench_axum` example served bare and behind the
@@ -23,8 +23,8 @@ ratios and every target marked met or missed. A full run takes about ten
 to twelve minutes on two cores, plus the first build.
 
 Options: `--quick` (shorter criterion settings), `--rounds N` (criterion
-rounds, default 3), `--skip-bench` (reuse the last criterion results, as
-one round), `--skip-e2e`, `--e2e-seconds N`, `--output PATH`.
+rounds, default 3), `--skip-bench` (reuse the last run's criterion
+rounds), `--skip-e2e`, `--e2e-seconds N`, `--output PATH`.
 The cargo target directory is `$CARGO_TARGET_DIR`, or `target/`.
 """
 
@@ -92,7 +92,19 @@ def run_criterion(quick: bool, rounds: int) -> list[dict[str, dict]]:
         run(["cargo", "bench", "-p", PACKAGE, "--bench", "layers", "--bench", "stacks", "--"]
             + criterion_args(quick))
         results.append(read_criterion())
+    rounds_file().write_text(json.dumps(results))
     return results
+
+
+def rounds_file() -> Path:
+    return target_dir() / "bench_report_rounds.json"
+
+
+def last_rounds() -> list[dict[str, dict]]:
+    """The rounds of the last run, or criterion's last results as one round."""
+    if rounds_file().is_file():
+        return json.loads(rounds_file().read_text())
+    return [read_criterion()]
 
 
 def combine(rounds: list[dict[str, dict]]) -> dict[str, dict]:
@@ -543,8 +555,9 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
     w(f"| run time | {info['elapsed']} |")
     w("")
     w("Criterion runs every bench in several rounds, one after the other; a bench's figure is the "
-      "median of its rounds' medians (each round's median is listed too), and *rounds met* says in "
-      "how many rounds, each evaluated on its own, a target was met. *Overhead* is a variant's "
+      "median of its rounds' medians (each round's median is listed too). Every target is also "
+      "evaluated on each round alone: *rounds met* says in how many rounds it was met, with each "
+      "round's ratio, and the verdict is that of most rounds. *Overhead* is a variant's "
       "median minus the bare service's median in the same group: what the layer adds to one "
       "request. The machine is shared, so small differences (a few ns) are within noise; the load "
       "average above says how busy it was.")
@@ -711,22 +724,30 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
 NOT_FROM_CRITERION = ("Zero allocations", "Keyed limiter", "End to end")
 
 
-def rounds_met(rounds, footprint, alloc, e2e, count: int) -> list[str]:
-    """For each target, "k of n": in how many criterion rounds it was met."""
+def judge_by_rounds(report: Report, rounds, footprint, alloc, e2e) -> None:
+    """Evaluates every criterion target on each round alone.
+
+    A target's verdict is the verdict of most rounds, so that one noisy
+    round cannot flip it; the figures shown stay the medians over rounds,
+    and `rounds_met` lists each round's ratio.
+    """
     per_round = []
     for medians in rounds:
         single = Report(medians)
         evaluate(single, footprint, alloc, e2e)
         per_round.append(single.targets)
-    cells = []
-    for index in range(count):
-        name = per_round[0][index][0]
+    report.rounds_met = []
+    for index, (name, measured, met, why) in enumerate(report.targets):
         if name.startswith(NOT_FROM_CRITERION):
-            cells.append("")
+            report.rounds_met.append("")
             continue
-        met = sum(1 for targets in per_round if targets[index][2] is True)
-        cells.append(f"{met} of {len(per_round)}")
-    return cells
+        verdicts = [targets[index][2] for targets in per_round]
+        count = sum(1 for v in verdicts if v is True)
+        ratios = [re.search(r"= (\S+)$", targets[index][1]) for targets in per_round]
+        shown = ", ".join(m.group(1) for m in ratios if m)
+        report.rounds_met.append(f"{count} of {len(per_round)} ({shown})")
+        if None not in verdicts:
+            report.targets[index] = (name, measured, count * 2 > len(per_round), why)
 
 
 def load_average() -> str:
@@ -751,7 +772,7 @@ def main() -> int:
     # machine with the compiler.
     run(["cargo", "bench", "-p", PACKAGE, "--bench", "layers", "--bench", "stacks",
          "--bench", "footprint", "--no-run"])
-    rounds = [read_criterion()] if args.skip_bench else run_criterion(args.quick, args.rounds)
+    rounds = last_rounds() if args.skip_bench else run_criterion(args.quick, args.rounds)
     medians = combine(rounds)
     footprint = run_footprint()
     alloc = run_alloc_test()
@@ -762,9 +783,9 @@ def main() -> int:
 
     report = Report(medians)
     evaluate(report, footprint, alloc, e2e)
-    report.rounds_met = rounds_met(rounds, footprint, alloc, e2e, len(report.targets))
+    judge_by_rounds(report, rounds, footprint, alloc, e2e)
     settings = " ".join(criterion_args(args.quick)) + (
-        " (results reused, one round)" if args.skip_bench else f", {args.rounds} rounds"
+        f" (results reused, {len(rounds)} rounds)" if args.skip_bench else f", {args.rounds} rounds"
     )
     write_markdown(Path(args.output), info, report, footprint, alloc, e2e, settings)
     missed = sum(1 for t in report.targets if t[2] is False)
