@@ -208,7 +208,7 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def run_e2e(seconds: int, rounds: int = 7, connections: int = 32) -> dict:
+def run_e2e(seconds: int, rounds: int = 11, connections: int = 32) -> dict:
     tool = load_tool()
     if tool is None:
         return {"skipped": "neither wrk nor oha is installed (apt-get install wrk, or cargo install oha)"}
@@ -216,9 +216,10 @@ def run_e2e(seconds: int, rounds: int = 7, connections: int = 32) -> dict:
     binary = target_dir() / "release" / "examples" / "bench_axum"
     runs: dict[str, list[float]] = {"bare": [], "palisade": []}
     # Alternate the two servers so that a change in background load hits
-    # both alike; one warm-up second before each measured run.
-    for _ in range(rounds):
-        for mode in ("bare", "palisade"):
+    # both alike, and which of them goes first, so that a steady drift
+    # favours neither; one warm-up second before each measured run.
+    for number in range(rounds):
+        for mode in ("bare", "palisade") if number % 2 == 0 else ("palisade", "bare"):
             server, url = start_server(binary, mode)
             try:
                 load_once(tool, url, 1, connections)
@@ -695,7 +696,8 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
         w(f"`examples/bench_axum.rs` (one `GET /` route answering a static string; tokio with one "
           f"worker thread, pinned to CPU 0) on 127.0.0.1, loaded by `{e2e['tool']}` (pinned to CPU 1) "
           f"with one thread and {e2e['connections']} connections for {e2e['seconds']} s, after a 1 s warm-up; "
-          f"{e2e['rounds']} rounds alternating the two servers, median reported. "
+          f"{e2e['rounds']} rounds, each running the two servers back to back, the first of them "
+          "alternating from round to round; median reported. "
           "The full stack is the HTTP stack above.")
         w("")
         w("| server | runs (req/s) | median req/s |")
@@ -761,7 +763,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="criterion rounds (default 3)")
     parser.add_argument("--skip-bench", action="store_true", help="reuse the last criterion results")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end load run")
-    parser.add_argument("--e2e-seconds", type=int, default=5)
+    parser.add_argument("--e2e-seconds", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
 
