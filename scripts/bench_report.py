@@ -20,7 +20,7 @@ It runs, in order:
 then reads criterion's medians (`<target>/criterion/**/new/estimates.json`)
 and writes BENCHMARKS.md with the machine, the date, the medians, the
 ratios and every target marked met or missed. A full run takes about ten
-to twelve minutes on two cores, plus the first build.
+minutes on two cores, plus the first build.
 
 Options: `--quick` (shorter criterion settings), `--rounds N` (criterion
 rounds, default 3), `--skip-bench` (reuse the last run's criterion
@@ -761,11 +761,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter criterion settings")
     parser.add_argument("--rounds", type=int, default=3, help="criterion rounds (default 3)")
-    parser.add_argument("--skip-bench", action="store_true", help="reuse the last criterion results")
+    parser.add_argument("--skip-bench", action="store_true", help="reuse the last run's criterion rounds")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end load run")
     parser.add_argument("--e2e-seconds", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     started = time.monotonic()
     info = machine()
