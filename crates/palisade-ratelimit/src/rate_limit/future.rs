@@ -223,22 +223,21 @@ where
         }
         let Some(request) = waiting.request.take() else {
             state.set(State::Done);
-            continue;
+            return ControlFlow::Break(Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())));
         };
         let shared = &**waiting.shared;
-        let next = match shared.decide::<Req, S::Response>(&request) {
+        let error: BoxError = match shared.decide::<Req, S::Response>(&request) {
             Verdict::Admit(pending) => {
                 shared.limiter.emit_admitted();
-                State::Called {
-                    future: waiting.service.call(request),
-                    pending,
-                }
+                let future = waiting.service.call(request);
+                state.set(State::Called { future, pending });
+                return ControlFlow::Continue(());
             }
             Verdict::Allow => {
                 shared.limiter.emit_admitted();
-                State::Allowed {
-                    future: waiting.service.call(request),
-                }
+                let future = waiting.service.call(request);
+                state.set(State::Allowed { future });
+                return ControlFlow::Continue(());
             }
             Verdict::Limited { retry_after, kind } => {
                 let now = Instant::now();
@@ -247,19 +246,12 @@ where
                     waiting.sleep.reset(now + retry_after);
                     continue;
                 }
-                State::Limited {
-                    error: shared.reject(retry_after, kind),
-                }
+                shared.reject(retry_after, kind)
             }
-            Verdict::Missing => State::Missing {
-                error: shared.reject_missing(),
-            },
+            Verdict::Missing => shared.reject_missing(),
         };
-        let admitted = matches!(next, State::Called { .. } | State::Allowed { .. });
-        state.set(next);
-        if admitted {
-            return ControlFlow::Continue(());
-        }
+        state.set(State::Done);
+        return ControlFlow::Break(Poll::Ready(Err(error)));
     }
 }
 
