@@ -134,16 +134,13 @@ impl Permit {
     /// The recorder of this call's outcome. The permit keeps the slot.
     #[inline(always)]
     pub(crate) fn recorder(&mut self) -> OutcomeRecorder {
-        // Looked at before it is taken: a fixed limit's permit is then
-        // left untouched.
-        if self.sample.is_none() {
+        // Read before it is cleared: a fixed limit's permit is then left
+        // untouched.
+        let Some((start, in_flight)) = self.sample else {
             return OutcomeRecorder::none();
-        }
-        self.sample
-            .take()
-            .map_or_else(OutcomeRecorder::none, |(start, in_flight)| {
-                OutcomeRecorder::sampled(self.core.clone(), start, in_flight)
-            })
+        };
+        self.sample = None;
+        OutcomeRecorder::sampled(self.core.clone(), start, in_flight)
     }
 }
 
