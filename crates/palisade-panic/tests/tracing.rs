@@ -10,7 +10,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::future::Ready;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -18,19 +18,25 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade_panic::CatchPanicLayer;
 use palisade_panic::http::CatchPanicHttpLayer;
-use support::{CaptureSubscriber, panicked, poll_once};
+use support::{CaptureSubscriber, Logged, panicked, poll_once};
 use tower::{Layer, Service, service_fn};
 
 type Body = Full<Bytes>;
 
 const SECRET: &str = "connection string postgres://admin:hunter2@db";
 
-/// One capturing test at a time.
-fn serial() -> MutexGuard<'static, ()> {
+/// Runs `f` under a capturing subscriber, one capturing test at a time:
+/// what `f` returned, and the events logged meanwhile.
+fn capture<T>(f: impl FnOnce() -> T) -> (T, Vec<Logged>) {
     static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
+    let _serial = SERIAL
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let subscriber = CaptureSubscriber::default();
+    let logged = subscriber.0.clone();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let logged = logged.lock().unwrap().clone();
+    (value, logged)
 }
 
 async fn handler(request: Request<()>) -> Result<Response<Body>, Infallible> {
@@ -46,14 +52,11 @@ fn get(path: &str) -> Request<()> {
 
 #[test]
 fn every_caught_panic_is_a_tracing_error_event_with_policy_message_and_location() {
-    let _serial = serial();
-    let subscriber = CaptureSubscriber::default();
-    let logged = subscriber.0.clone();
     let svc = CatchPanicLayer::builder().name("logged").build().unwrap();
     let mut svc = svc.layer(service_fn(|_: ()| -> Ready<Result<(), std::io::Error>> {
         panic!("loud")
     }));
-    let err = tracing::subscriber::with_default(subscriber, || {
+    let (err, logged) = capture(|| {
         let mut response = svc.call(());
         match poll_once(&mut response) {
             Poll::Ready(Err(err)) => err,
@@ -63,7 +66,6 @@ fn every_caught_panic_is_a_tracing_error_event_with_policy_message_and_location(
     let location = panicked(&err).location().unwrap().to_string();
     assert!(location.contains("tracing.rs:"), "{location}");
 
-    let logged = logged.lock().unwrap();
     let event = logged
         .iter()
         .find(|e| e.fields.get("panic.message").map(String::as_str) == Some("loud"))
@@ -77,15 +79,12 @@ fn every_caught_panic_is_a_tracing_error_event_with_policy_message_and_location(
 
 #[test]
 fn the_log_event_carries_method_and_path_but_not_the_query() {
-    let _serial = serial();
-    let subscriber = CaptureSubscriber::default();
-    let logged = subscriber.0.clone();
     let mut svc = CatchPanicHttpLayer::builder()
         .name("web")
         .build()
         .unwrap()
         .layer(service_fn(handler));
-    tracing::subscriber::with_default(subscriber, || {
+    let ((), logged) = capture(|| {
         let request = Request::builder()
             .method(Method::DELETE)
             .uri("/boom/users/9?api_key=xyz")
@@ -100,7 +99,6 @@ fn the_log_event_carries_method_and_path_but_not_the_query() {
             _ => panic!("expected the panic response"),
         }
     });
-    let logged = logged.lock().unwrap();
     let event = logged
         .iter()
         .find(|e| e.fields.contains_key("panic.message"))
@@ -115,16 +113,12 @@ fn the_log_event_carries_method_and_path_but_not_the_query() {
 
 #[test]
 fn the_log_event_cuts_long_paths() {
-    let _serial = serial();
-    let subscriber = CaptureSubscriber::default();
-    let logged = subscriber.0.clone();
     let mut svc = CatchPanicHttpLayer::new().layer(service_fn(handler));
     let path = format!("/boom/{}", "a".repeat(300));
-    tracing::subscriber::with_default(subscriber, || {
+    let ((), logged) = capture(|| {
         let mut response = Box::pin(svc.call(get(&path)));
         assert!(matches!(poll_once(&mut response), Poll::Ready(Ok(_))));
     });
-    let logged = logged.lock().unwrap();
     let event = logged
         .iter()
         .find(|e| e.fields.contains_key("http.path"))
