@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,13 +277,24 @@ def machine() -> dict:
 # report
 
 
+@dataclass
+class Target:
+    name: str
+    measured: str
+    met: bool | None
+    why: str = ""
+    # Targets judged on criterion's figures: the ratio compared with the
+    # bound, and in how many rounds the target was met (see
+    # `judge_by_rounds`).
+    ratio: float | None = None
+    from_criterion: bool = False
+    rounds: str = ""
+
+
 class Report:
     def __init__(self, medians: dict[str, dict]):
         self.medians = medians
-        self.targets: list[tuple[str, str, bool | None, str]] = []
-        # Per target: in how many criterion rounds it was met ("" when the
-        # target does not come from criterion).
-        self.rounds_met: list[str] = []
+        self.targets: list[Target] = []
 
     def ns(self, bench: str) -> float | None:
         entry = self.medians.get(bench)
@@ -295,7 +307,12 @@ class Report:
         return value - base
 
     def target(self, name: str, measured: str, met: bool | None, why: str = "") -> None:
-        self.targets.append((name, measured, met, why))
+        self.targets.append(Target(name, measured, met, why))
+
+    def ratio_target(self, name: str, measured: str, r: float | None, met: bool | None,
+                     why: str = "") -> None:
+        """A target judged on criterion's figures, by the ratio `r`."""
+        self.targets.append(Target(name, measured, met, why, ratio=r, from_criterion=True))
 
 
 def fmt_ns(value: float | None) -> str:
@@ -368,17 +385,19 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
         pal = report.overhead(f"stack_{kind}", "palisade")
         peer = report.overhead(f"stack_{kind}", "peer")
         r = ratio(pal, peer)
-        report.target(
+        report.ratio_target(
             f"Full stack ({kind}): overhead ≤ 0.15× the peer stack's",
             f"{fmt_ns(pal)} vs {fmt_ns(peer)} = {fmt_ratio(r)}",
+            r,
             None if r is None else r <= 0.15,
             MISSED_BECAUSE["stack"],
         )
         tower = report.overhead(tower_group, tower_variant)
         r = ratio(pal, tower)
-        report.target(
+        report.ratio_target(
             f"Full stack ({kind}): overhead ≤ 3× {tower_label} alone",
             f"{fmt_ns(pal)} vs {fmt_ns(tower)} = {fmt_ratio(r)}",
+            r,
             None if r is None else r <= 3.0,
             MISSED_BECAUSE["stack"],
         )
@@ -403,9 +422,10 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
         r = ratio(pal, other)
         bound_text = "≤" if bound == 1.0 else f"≤ {bound}×"
         met = None if pal is None or other is None else pal <= bound * other
-        report.target(
+        report.ratio_target(
             f"{label}: overhead {bound_text} {counterpart_label}'s",
             f"{fmt_ns(pal)} vs {fmt_ns(other)} = {fmt_ratio(r)}",
+            r,
             met,
             MISSED_BECAUSE.get(key, ""),
         )
@@ -414,16 +434,18 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
     w1 = n("contention_w1/palisade/64")
     peer = n("contention_w2/peer/64")
     r = ratio(w1, w2)  # time per request: 1 worker / 2 workers = throughput ratio
-    report.target(
+    report.ratio_target(
         "Scaling: 64 tasks, 2 workers ≥ 1.7× 1 worker (palisade stack)",
         f"{rps(w2)} vs {rps(w1)} = {fmt_ratio(r)}",
+        r,
         None if r is None else r >= 1.7,
         MISSED_BECAUSE["scaling"],
     )
     r = ratio(peer, w2)
-    report.target(
+    report.ratio_target(
         "Scaling: 64 tasks, 2 workers, palisade ≥ 10× the peer stack",
         f"{rps(w2)} vs {rps(peer)} = {fmt_ratio(r)}",
+        r,
         None if r is None else r >= 10.0,
         "The same shared writes cap palisade's throughput with two workers, while the peer stack's "
         "cost is mostly per-request allocation and locking. " + MISSED_BECAUSE["scaling"],
@@ -432,9 +454,10 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
     for layer, label in (("ratelimit", "rate-limited"), ("breaker", "breaker open"), ("bulkhead", "bulkhead full")):
         rej, adm = n(f"reject_{layer}/palisade_reject"), n(f"reject_{layer}/palisade_admit")
         r = ratio(rej, adm)
-        report.target(
+        report.ratio_target(
             f"Rejection ≤ 2× admission: {label}",
             f"{fmt_ns(rej)} vs {fmt_ns(adm)} = {fmt_ratio(r)}",
+            r,
             None if r is None else r <= 2.0,
         )
     # Allocations.
@@ -567,10 +590,10 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
     w("")
     w("| target | measured | verdict | rounds met |")
     w("|---|---|---|---:|")
-    for (name, measured, met, _), rounds_met in zip(report.targets, report.rounds_met):
-        w(f"| {name} | {measured} | {verdict(met)} | {rounds_met} |")
+    for t in report.targets:
+        w(f"| {t.name} | {t.measured} | {verdict(t.met)} | {t.rounds} |")
     w("")
-    missed = [(name, why) for name, _, met, why in report.targets if met is False]
+    missed = [(t.name, t.why) for t in report.targets if t.met is False]
     if missed:
         w("### Why the missed targets are missed")
         w("")
@@ -722,34 +745,27 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
     path.write_text("\n".join(out) + "\n")
 
 
-# Targets measured outside criterion: the same in every round.
-NOT_FROM_CRITERION = ("Zero allocations", "Keyed limiter", "End to end")
-
-
 def judge_by_rounds(report: Report, rounds, footprint, alloc, e2e) -> None:
     """Evaluates every criterion target on each round alone.
 
     A target's verdict is the verdict of most rounds, so that one noisy
     round cannot flip it; the figures shown stay the medians over rounds,
-    and `rounds_met` lists each round's ratio.
+    and `rounds` lists each round's ratio.
     """
     per_round = []
     for medians in rounds:
         single = Report(medians)
         evaluate(single, footprint, alloc, e2e)
         per_round.append(single.targets)
-    report.rounds_met = []
-    for index, (name, measured, met, why) in enumerate(report.targets):
-        if name.startswith(NOT_FROM_CRITERION):
-            report.rounds_met.append("")
+    for index, target in enumerate(report.targets):
+        if not target.from_criterion:
             continue
-        verdicts = [targets[index][2] for targets in per_round]
-        count = sum(1 for v in verdicts if v is True)
-        ratios = [re.search(r"= (\S+)$", targets[index][1]) for targets in per_round]
-        shown = ", ".join(m.group(1) for m in ratios if m)
-        report.rounds_met.append(f"{count} of {len(per_round)} ({shown})")
-        if None not in verdicts:
-            report.targets[index] = (name, measured, count * 2 > len(per_round), why)
+        judged = [targets[index] for targets in per_round]
+        count = sum(1 for t in judged if t.met is True)
+        shown = ", ".join(fmt_ratio(t.ratio) for t in judged)
+        target.rounds = f"{count} of {len(judged)} ({shown})"
+        if all(t.met is not None for t in judged):
+            target.met = count * 2 > len(judged)
 
 
 def load_average() -> str:
@@ -792,10 +808,10 @@ def main() -> int:
         f" (results reused, {len(rounds)} rounds)" if args.skip_bench else f", {args.rounds} rounds"
     )
     write_markdown(Path(args.output), info, report, footprint, alloc, e2e, settings)
-    missed = sum(1 for t in report.targets if t[2] is False)
+    missed = sum(1 for t in report.targets if t.met is False)
     log(f"wrote {args.output}: {len(report.targets)} targets, {missed} missed")
-    for name, measured, met, _ in report.targets:
-        log(f"  {verdict(met).strip('*'):>12}  {name}: {measured}")
+    for t in report.targets:
+        log(f"  {verdict(t.met).strip('*'):>12}  {t.name}: {t.measured}")
     return 0
 
 
