@@ -286,3 +286,32 @@ fn loom_a_late_writer_never_lands_in_a_recycled_bucket() {
         assert_eq!((counts.calls, counts.failures), (1, 0), "{theirs:?}");
     });
 }
+
+#[test]
+fn loom_writers_after_a_long_quiet_spell_count_only_their_own_outcomes() {
+    use std::time::Instant;
+
+    use crate::window::TimeWindow;
+
+    model(|| {
+        let origin = Instant::now();
+        // Two buckets of one second. Tick 65,536 has the bucket and the
+        // 16-bit tag of tick 0, whose failure must not come back.
+        let window = Arc::new(TimeWindow::new(origin, 1_000_000_000, 2, 0));
+        assert!(matches!(
+            window.record(0, origin, code(true, false)),
+            Recorded::Counted { .. }
+        ));
+        let now = origin + Duration::from_secs(65_536);
+        let other = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, now, code(false, false)))
+        };
+        let mine = window.record(0, now, code(false, false));
+        let theirs = other.join().unwrap();
+        assert!(matches!(mine, Recorded::Counted { .. }), "{mine:?}");
+        assert!(matches!(theirs, Recorded::Counted { .. }), "{theirs:?}");
+        let counts = window.counts(now);
+        assert_eq!((counts.calls, counts.failures), (2, 0));
+    });
+}

@@ -122,7 +122,7 @@ pub(crate) struct CountWindow {
     /// `u64::MAX / size + 1`, for a division-free `head % size`.
     modulus: u64,
     aggregate: CachePadded<AtomicU64>,
-    /// epoch << 8 | code
+    /// epoch << 16 | code (see [`code`])
     slots: Box<[AtomicU32]>,
 }
 
@@ -260,8 +260,9 @@ pub(crate) struct TimeWindow {
     /// epoch << 48 | tick offset. A reset moves the offset a whole window
     /// ahead, so every bucket written before it falls out of the window.
     base: CachePadded<AtomicU64>,
-    /// The latest tick any writer has reached; buckets between the previous
-    /// head and a new one are cleared by the writer that moves it.
+    /// The latest tick whose bucket, and those of the ticks before it, has
+    /// been cleared: a writer of a later tick clears the buckets up to its
+    /// tick, then moves the head, and counts only after that.
     head: CachePadded<AtomicU64>,
     /// tick tag << 48 | calls << 32 | failures << 16 | slow
     buckets: Box<[AtomicU64]>,
@@ -313,31 +314,34 @@ impl TimeWindow {
         &self.buckets[(tick % self.len()) as usize]
     }
 
-    /// Moves the head to `tick`, clearing the buckets of the ticks skipped.
+    /// Clears the buckets of the ticks after the head up to `tick`, then
+    /// moves the head to `tick`. A writer counts only once the head has
+    /// reached its tick, so while a bucket is being cleared nobody counts
+    /// in it: clearing needs no tag comparison, which 16-bit tags could not
+    /// make across a long quiet spell. Writers that reach a new tick
+    /// together all clear (the same words); the first to move the head
+    /// stops the others.
     fn advance(&self, tick: u64) {
-        if self.head.load(Ordering::Acquire) >= tick {
+        let head = self.head.load(Ordering::Acquire);
+        if head >= tick {
             return;
         }
-        let previous = self.head.fetch_max(tick, Ordering::AcqRel);
-        if previous >= tick {
-            return;
-        }
-        let first = (previous + 1).max(tick.saturating_sub(self.len() - 1));
-        for skipped in first..tick {
-            let bucket = self.index(skipped);
+        let first = (head + 1).max(tick.saturating_sub(self.len() - 1));
+        for cleared in first..=tick {
+            let bucket = self.index(cleared);
+            let empty = pack(cleared as u16, 0, 0, 0);
             let mut word = bucket.load(Ordering::Acquire);
-            while later(skipped as u16, tag_of(word)) {
-                match bucket.compare_exchange_weak(
-                    word,
-                    pack(skipped as u16, 0, 0, 0),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+            // The head is loaded after the word: once it has reached
+            // `cleared`, the word may hold that tick's counts.
+            while word != empty && self.head.load(Ordering::Acquire) < cleared {
+                match bucket.compare_exchange_weak(word, empty, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => break,
                     Err(current) => word = current,
                 }
             }
         }
+        self.head.fetch_max(tick, Ordering::AcqRel);
     }
 
     pub(crate) fn record(&self, epoch: u16, now: Instant, code: u32) -> Recorded {
@@ -351,14 +355,17 @@ impl TimeWindow {
         let slow = u64::from(code >> 2 & 1);
         let mut word = bucket.load(Ordering::Acquire);
         loop {
+            // Loaded after the word, so a write for a later tick is seen
+            // with the head it moved: while the head is less than a window
+            // past `tick`, the bucket holds `tick` or an older tick.
+            if self.head.load(Ordering::Acquire) >= tick.saturating_add(self.len()) {
+                // The window has moved past this outcome.
+                return Recorded::Stale;
+            }
             let current = if tag_of(word) == tag {
                 word
-            } else if later(tag, tag_of(word)) {
-                pack(tag, 0, 0, 0)
             } else {
-                // This bucket already serves a later tick: the outcome is a
-                // whole bucket late.
-                return Recorded::Stale;
+                pack(tag, 0, 0, 0)
             };
             if (current >> 32) & FIELD >= BUCKET_CAPACITY {
                 return Recorded::Saturated;
@@ -531,6 +538,84 @@ mod tests {
         assert_eq!(w.counts(at(70_000)), Counts::default());
         assert_eq!(w.record(0, at(70_000), FAIL), Recorded::Stale);
         assert_eq!(counted(w.record(1, at(70_000), OK)).calls, 1);
+    }
+
+    #[test]
+    fn time_window_counts_again_after_any_quiet_spell() {
+        // Gaps around the points where a 16-bit tick tag wraps or changes
+        // sign: after every one of them, the first outcome counts and
+        // nothing from before the gap comes back.
+        let origin = Instant::now();
+        let at = |s: u64| origin + Duration::from_secs(s);
+        for buckets in [1_u64, 2, 3, 10, 128] {
+            for gap in [
+                32_767, 32_768, 32_769, 40_000, 65_535, 65_536, 65_537, 65_538, 131_072,
+            ]
+            .into_iter()
+            .chain((0..buckets).map(|k| 65_536 - k))
+            {
+                let w = TimeWindow::new(origin, 1_000_000_000, buckets as usize, 0);
+                for s in 0..buckets {
+                    counted(w.record(0, at(s), FAIL));
+                }
+                let last = buckets - 1;
+                let then = last + gap;
+                let c = counted(w.record(0, at(then), OK));
+                assert_eq!(
+                    (c.calls, c.failures),
+                    (1, 0),
+                    "{buckets} buckets, {gap} s after the last write"
+                );
+                assert_eq!(w.counts(at(then)).calls, 1);
+                // The next ticks keep counting as usual.
+                let c = counted(w.record(0, at(then + 1), FAIL));
+                let expected = if buckets > 1 { (2, 1) } else { (1, 1) };
+                assert_eq!(
+                    (c.calls, c.failures),
+                    expected,
+                    "{buckets} buckets, gap {gap}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A time window fed outcomes at increasing instants, with gaps of
+        /// any length, always holds exactly the outcomes of its last
+        /// `buckets` ticks.
+        #[test]
+        fn time_window_matches_a_list_of_outcomes(
+            buckets in 1_usize..=12,
+            steps in proptest::collection::vec((0_u64..3, 0_u64..200_000, proptest::bool::ANY), 1..60),
+        ) {
+            let origin = Instant::now();
+            let w = TimeWindow::new(origin, 1_000, buckets, 0);
+            let len = buckets as u64;
+            let mut tick = 0_u64;
+            let mut history: Vec<(u64, bool)> = Vec::new();
+            for (kind, gap, failure) in steps {
+                // Mostly small steps, sometimes a long quiet spell.
+                tick += match kind {
+                    0 => 0,
+                    1 => gap % 3,
+                    _ => gap,
+                };
+                let now = origin + Duration::from_micros(tick);
+                let code = if failure { FAIL } else { OK };
+                let c = counted(w.record(0, now, code));
+                history.push((tick, failure));
+                let window: Vec<_> = history
+                    .iter()
+                    .filter(|(t, _)| t + len > tick)
+                    .collect();
+                let expected = (
+                    window.len() as u64,
+                    window.iter().filter(|(_, f)| *f).count() as u64,
+                );
+                proptest::prop_assert_eq!((c.calls, c.failures), expected, "at tick {}", tick);
+                proptest::prop_assert_eq!(w.counts(now), c);
+            }
+        }
     }
 
     #[test]

@@ -205,6 +205,36 @@ async fn the_time_window_forgets_old_buckets() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_time_window_still_trips_after_long_quiet_spells() {
+    // 100 ms buckets: the quiet spells below span 2^15 and 2^16 buckets
+    // and more, where a narrow bucket tag would wrap.
+    for quiet in [3_277, 3_600, 6_554, 86_400] {
+        let rig = Rig::new(|b| {
+            b.time_window(Duration::from_secs(1), 10)
+                .minimum_calls(4)
+                .failure_rate_threshold(0.5)
+        });
+        rig.hit_all(&[OK, OK, FAIL]).await;
+        advance(quiet).await;
+        assert_eq!(rig.layer.handle().counts().calls, 0, "after {quiet} s");
+        rig.hit_all(&[OK, FAIL, FAIL]).await;
+        let counts = rig.layer.handle().counts();
+        assert_eq!(
+            (counts.calls, counts.failures),
+            (3, 2),
+            "only the calls after {quiet} s of quiet count"
+        );
+        assert_eq!(rig.state(), Closed, "3 calls, under the minimum");
+        rig.hit(FAIL).await.unwrap_err();
+        assert_eq!(
+            rig.state(),
+            Open,
+            "3 failures of 4 after {quiet} s of quiet"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn slow_calls_open_the_breaker_even_when_they_succeed() {
     let rig = Rig::new(|b| {
         b.count_window(4)
