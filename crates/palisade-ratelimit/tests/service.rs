@@ -135,6 +135,33 @@ async fn waiting_mode_rejects_at_once_past_the_maximum_delay() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiting_without_a_practical_limit_waits_as_long_as_it_takes() {
+    // A maximum delay past what the clock can represent is a wait with no
+    // deadline, not an overflow.
+    for max_delay in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let layer = RateLimitLayer::builder()
+            .quota(1, Duration::from_secs(3600))
+            .wait_up_to(max_delay)
+            .build()
+            .unwrap();
+        let svc = layer.layer(echo());
+        send(&svc, Request::new(())).await.unwrap();
+        let start = Instant::now();
+        send(&svc, Request::new(())).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(3600), "{max_delay:?}");
+        // Losing a race re-arms the wait the same way.
+        let (a, b) = tokio::join!(send(&svc, Request::new(())), send(&svc, Request::new(())));
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(3 * 3600),
+            "{max_delay:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn waiters_that_lose_the_race_wait_again_within_their_deadline() {
     let layer = RateLimitLayer::builder()
         .quota(1, Duration::from_secs(1))

@@ -99,7 +99,9 @@ pin_project! {
         service: S,
         request: Option<Req>,
         shared: Arc<Shared<K, H>>,
-        deadline: Instant,
+        // `None` when `max_delay` reaches past what the clock can
+        // represent: the request then waits as long as it takes.
+        deadline: Option<Instant>,
     }
 }
 
@@ -144,11 +146,12 @@ where
         Self {
             state: State::Waiting {
                 waiting: Box::pin(Waiting {
-                    sleep: tokio::time::sleep_until(now + retry_after),
+                    // `sleep` saturates a wait the clock cannot represent.
+                    sleep: tokio::time::sleep(retry_after),
                     service,
                     request: Some(request),
                     shared,
-                    deadline: now + max_delay,
+                    deadline: now.checked_add(max_delay),
                 }),
             },
         }
@@ -240,10 +243,11 @@ where
                 return ControlFlow::Continue(());
             }
             Verdict::Limited { retry_after, kind } => {
-                let now = Instant::now();
-                if now + retry_after <= *waiting.deadline {
+                let wake = Instant::now().checked_add(retry_after);
+                if let Some(wake) = wake.filter(|wake| waiting.deadline.is_none_or(|d| *wake <= d))
+                {
                     *waiting.request = Some(request);
-                    waiting.sleep.reset(now + retry_after);
+                    waiting.sleep.reset(wake);
                     continue;
                 }
                 shared.reject(retry_after, kind)
