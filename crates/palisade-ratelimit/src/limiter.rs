@@ -285,9 +285,10 @@ impl Admission {
 
     /// Requests that would be admitted right now, after this one.
     pub fn remaining(&self) -> u32 {
-        let room = (self.now + self.tolerance + self.emission)
-            .saturating_sub(self.tat)
-            .min(self.tolerance + self.emission);
+        // `capacity - (tat - now)`, and `capacity` when the bucket is
+        // full (`tat <= now`), without a sum that could overflow.
+        let capacity = self.tolerance.saturating_add(self.emission);
+        let room = capacity.saturating_sub(self.tat.saturating_sub(self.now));
         u32::try_from(room / self.emission).unwrap_or(u32::MAX)
     }
 
@@ -580,6 +581,29 @@ impl fmt::Debug for Limiter {
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remaining_counts_whole_requests_and_never_overflows() {
+        let at = |now, tat, emission, tolerance| Admission {
+            now,
+            tat,
+            emission,
+            tolerance,
+        };
+        // Ten per bucket, one request per 10 ns.
+        assert_eq!(at(100, 100, 10, 90).remaining(), 10);
+        assert_eq!(at(100, 110, 10, 90).remaining(), 9);
+        assert_eq!(at(100, 195, 10, 90).remaining(), 0);
+        assert_eq!(at(100, 200, 10, 90).remaining(), 0);
+        // A bucket full for longer than its capacity is still just full.
+        assert_eq!(at(u64::MAX, 5, 10, 90).remaining(), 10);
+        // The largest quotas and instants: sums that would wrap saturate.
+        assert_eq!(
+            at(u64::MAX - 1, u64::MAX, u64::MAX / 2, u64::MAX / 2 + 2).remaining(),
+            2
+        );
+        assert_eq!(at(u64::MAX, u64::MAX, u64::MAX, u64::MAX).limit(), 2);
+    }
 
     #[test]
     fn a_gcra_step_admits_a_burst_then_refuses_until_the_exact_instant() {
