@@ -145,7 +145,7 @@ impl LimitAlgorithm for Gradient {
         }
         let current = limit as f64;
         // Follow the limit in force if it was clamped or set elsewhere.
-        if (self.estimate - current).abs() >= 1.0 {
+        if !self.estimate.is_finite() || (self.estimate - current).abs() >= 1.0 {
             self.estimate = current;
         }
         if sample.failure_rate() >= self.failure_threshold {
@@ -154,7 +154,10 @@ impl LimitAlgorithm for Gradient {
             return (self.estimate.floor() as usize).min(limit.saturating_sub(1));
         }
 
-        let short = sample.mean_latency.as_nanos() as f64;
+        // At least a nanosecond: a window of calls that took no measurable
+        // time (a paused or manual clock) must not make a zero baseline,
+        // whose ratios are not numbers.
+        let short = (sample.mean_latency.as_nanos() as f64).max(1.0);
         if self.baseline <= 0.0 {
             self.baseline = short;
         }
@@ -244,6 +247,22 @@ mod tests {
         assert!((16..=20).contains(&limit), "limit {limit}");
         run(&mut gradient, &mut limit, 300, 64, 10);
         assert!((64..=80).contains(&limit), "limit {limit}");
+    }
+
+    #[test]
+    fn windows_of_instant_calls_keep_the_limit_and_its_estimate_finite() {
+        let mut gradient = Gradient::new();
+        let mut limit = 20;
+        // Calls that take no measurable time, as under a paused clock.
+        run(&mut gradient, &mut limit, 50, 1000, 0);
+        assert!(gradient.estimate.is_finite() && gradient.baseline > 0.0);
+        assert!(
+            limit >= 20,
+            "instant calls never lowered the limit: {limit}"
+        );
+        // Then real latency with a knee at 32: the limit finds it.
+        run(&mut gradient, &mut limit, 300, 32, 5);
+        assert!((32..=40).contains(&limit), "limit {limit}");
     }
 
     #[test]
