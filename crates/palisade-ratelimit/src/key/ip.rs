@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use palisade_core::config::Validate;
 use palisade_core::{ConfigError, KeyKind};
 
@@ -79,6 +79,19 @@ fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         IpAddr::V4(_) => addr,
+    }
+}
+
+/// `net` as the requests' addresses are compared with it: a network of
+/// IPv4-mapped IPv6 addresses becomes the IPv4 network it maps.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, IpNet::V4),
+        _ => net,
     }
 }
 
@@ -186,7 +199,12 @@ impl<B> ExtractKey<http::Request<B>> for PeerIp {
 /// address. A malformed, `unknown` or obfuscated entry ends the walk and the
 /// key is the last trusted hop read (the peer itself when the first entry
 /// is unusable), never an address the client wrote. When every hop is
-/// trusted, the left-most one is the key.
+/// trusted, the left-most one is the key; the walk reads at most 32 hops,
+/// and after 32 trusted ones the 32nd from the right is the key.
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are IPv4 addresses here,
+/// in requests and in trusted networks alike: trusting
+/// `::ffff:10.0.0.0/104` trusts `10.0.0.0/8`.
 #[derive(Clone, Debug)]
 pub struct ClientIp {
     trusted: Arc<[IpNet]>,
@@ -216,7 +234,7 @@ impl ClientIp {
     #[must_use]
     pub fn trust_all(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
         let mut all = self.trusted.to_vec();
-        all.extend(networks.into_iter().map(|net| net.trunc()));
+        all.extend(networks.into_iter().map(|net| canonical_net(net.trunc())));
         self.trusted = all.into();
         self
     }
@@ -341,6 +359,19 @@ mod tests {
         );
         let client = ClientIp::new().trust("10.0.0.0/8".parse().unwrap());
         assert!(client.is_trusted(ip("::ffff:10.1.1.1")));
+        // A trusted network written in its mapped form is the same network.
+        let client = ClientIp::new().trust("::ffff:10.0.0.0/104".parse().unwrap());
+        assert!(client.is_trusted(ip("10.1.1.1")));
+        assert!(client.is_trusted(ip("::ffff:10.1.1.1")));
+        assert!(!client.is_trusted(ip("11.0.0.1")));
+        let peer = ip("10.0.0.1");
+        assert_eq!(
+            client.client_addr(peer, &xff("203.0.113.5, 10.9.9.9")),
+            ip("203.0.113.5")
+        );
+        // Shorter prefixes reach past the mapped range: left as IPv6.
+        let client = ClientIp::new().trust("::/64".parse().unwrap());
+        assert!(!client.is_trusted(ip("10.1.1.1")));
     }
 
     #[test]
@@ -368,6 +399,12 @@ mod tests {
         assert_eq!(
             client.client_addr(peer, &xff("10.1.1.1, 10.2.2.2")),
             ip("10.1.1.1")
+        );
+        // At most 32 hops are read: past them, the 32nd from the right.
+        let chain: Vec<String> = (1..=40).map(|n| format!("10.0.0.{n}")).collect();
+        assert_eq!(
+            client.client_addr(peer, &xff(&chain.join(", "))),
+            ip("10.0.0.9")
         );
         // No header: the peer.
         assert_eq!(client.client_addr(peer, &HeaderMap::new()), peer);
