@@ -164,9 +164,12 @@ pub struct RequestTimeout(pub Duration);
 /// It carries the budget, not an instant: the layer reads no clock unless
 /// the call is still running after its first poll (see the crate docs), so
 /// the budget counts from the moment the inner service starts. A handler
-/// that calls further services passes it on, for example as a
-/// `grpc-timeout` header with [`Deadline::grpc_timeout`], or as a
-/// [`RequestTimeout`] for a palisade client stack.
+/// that calls further services passes on what is left of it, with
+/// [`Deadline::remaining_after`] and the time it has spent so far, for
+/// example as a `grpc-timeout` header with [`Deadline::grpc_timeout`], or
+/// as a [`RequestTimeout`] for a palisade client stack. Passing the whole
+/// budget on would let the downstream call run past the moment the caller
+/// gives up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Deadline {
     budget: Duration,
@@ -181,6 +184,25 @@ impl Deadline {
     /// How long the call may take.
     pub const fn budget(&self) -> Duration {
         self.budget
+    }
+
+    /// What is left of the budget once `spent` has passed, zero at the
+    /// least.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_timeout::Deadline;
+    ///
+    /// let deadline = Deadline::new(Duration::from_secs(2));
+    /// // 500 ms into the handler, a downstream call gets the other 1.5 s.
+    /// let left = deadline.remaining_after(Duration::from_millis(500));
+    /// assert_eq!(left.budget(), Duration::from_millis(1500));
+    /// assert_eq!(left.grpc_timeout().to_string(), "1500000u");
+    /// assert_eq!(deadline.remaining_after(Duration::from_secs(3)).budget(), Duration::ZERO);
+    /// ```
+    #[must_use]
+    pub const fn remaining_after(&self, spent: Duration) -> Self {
+        Self::new(self.budget.saturating_sub(spent))
     }
 
     /// The budget as a `grpc-timeout` value, rounded down.
