@@ -80,12 +80,27 @@ impl Backoff {
         self.max
     }
 
-    /// The `attempt`-th wait (from 0) before jitter.
+    /// The `attempt`-th wait (from 0) before jitter, between zero and
+    /// [`max`](Backoff::max).
+    ///
+    /// Settings are validated when the owner is built; until then, a
+    /// multiplier out of range still gives a wait in that range instead of
+    /// panicking.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_task::Backoff;
+    ///
+    /// let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).multiplier(2.0);
+    /// assert_eq!(backoff.base(0), Duration::from_millis(100));
+    /// assert_eq!(backoff.base(2), Duration::from_millis(400));
+    /// assert_eq!(backoff.base(10), Duration::from_secs(1));
+    /// ```
     pub fn base(&self, attempt: u32) -> Duration {
         let factor = self.multiplier.powi(attempt.min(1024) as i32);
         let secs = self.initial.as_secs_f64() * factor;
         if secs.is_finite() && secs < self.max.as_secs_f64() {
-            Duration::from_secs_f64(secs)
+            Duration::from_secs_f64(secs.max(0.0))
         } else {
             self.max
         }
@@ -119,6 +134,17 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_multiplier_out_of_range_gives_a_wait_in_range() {
+        let backoff =
+            |m| Backoff::new(Duration::from_secs(1), Duration::from_secs(10)).multiplier(m);
+        assert_eq!(backoff(-2.0).base(1), Duration::ZERO);
+        assert_eq!(backoff(-2.0).base(2), Duration::from_secs(4));
+        assert_eq!(backoff(f64::NAN).base(1), Duration::from_secs(10));
+        assert_eq!(backoff(f64::INFINITY).base(1), Duration::from_secs(10));
+        assert_eq!(backoff(f64::NEG_INFINITY).base(1), Duration::from_secs(10));
+    }
 
     proptest! {
         #[test]
