@@ -12,10 +12,17 @@
 //! Contention benches: one stack, cloned into N tasks (N = 1, 2, 8, 64)
 //! on a runtime with 2 worker threads, and with 1 for the scaling ratio.
 //! An iteration is one request; criterion reports requests per second.
+//! Each palisade layer alone (and tower's `ConcurrencyLimit`, for
+//! comparison with the bulkhead) is measured the same way at 64 tasks,
+//! which shows which layer keeps a second worker from adding throughput.
 //!
 //! Run: `cargo bench -p palisade-workspace --bench stacks -- --warm-up-time 1 --measurement-time 2`
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
+use tower::{Layer, Service};
 
 mod support;
 use support::{Echo, Expect, drive, http_request, u64_request};
@@ -89,5 +96,66 @@ fn contention(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, stack_u64, stack_http, contention);
+/// How many tasks share each layer in `contention_layers`.
+const LAYER_TASKS: usize = 64;
+
+fn contention_layers(c: &mut Criterion) {
+    for workers in [2, 1] {
+        let rt = support::multi_thread(workers);
+        let mut group = c.benchmark_group(format!("contention_layers_w{workers}"));
+        group.throughput(Throughput::Elements(1));
+        contended(&mut group, &rt, "bare", Echo);
+        contended(
+            &mut group,
+            &rt,
+            "timeout",
+            support::palisade_timeout().layer(Echo),
+        );
+        contended(
+            &mut group,
+            &rt,
+            "fallback",
+            support::palisade_fallback().layer(Echo),
+        );
+        let catch_panic = support::palisade_catch_panic().layer(Echo);
+        contended(&mut group, &rt, "catch_panic", catch_panic);
+        let rate_limit = support::palisade_rate_limit().layer(Echo);
+        contended(&mut group, &rt, "ratelimit", rate_limit);
+        contended(
+            &mut group,
+            &rt,
+            "breaker",
+            support::palisade_breaker().layer(Echo),
+        );
+        let bulkhead = support::palisade_bulkhead(support::SLOTS).layer(Echo);
+        contended(&mut group, &rt, "bulkhead", bulkhead);
+        let tower_limit = tower::limit::ConcurrencyLimitLayer::new(support::SLOTS).layer(Echo);
+        contended(&mut group, &rt, "tower_concurrency_limit", tower_limit);
+        group.finish();
+    }
+}
+
+/// Benches `svc` shared by [`LAYER_TASKS`] tasks on `rt`.
+fn contended<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: S,
+) where
+    S: Service<u64> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug + Send,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| support::contend(rt, &svc, LAYER_TASKS, iters, u64_request));
+    });
+}
+
+criterion_group!(
+    benches,
+    stack_u64,
+    stack_http,
+    contention,
+    contention_layers
+);
 criterion_main!(benches);

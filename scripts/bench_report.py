@@ -511,6 +511,17 @@ def rps(ns_per_request: float | None) -> str:
     return f"{1e9 / ns_per_request / 1e6:.2f} M req/s"
 
 
+CONTENDED_LAYERS = (
+    ("bare", "bare service"),
+    ("timeout", "palisade timeout"),
+    ("fallback", "palisade fallback"),
+    ("catch_panic", "palisade catch-panic"),
+    ("ratelimit", "palisade rate limit"),
+    ("breaker", "palisade circuit breaker"),
+    ("bulkhead", "palisade bulkhead"),
+    ("tower_concurrency_limit", "tower `ConcurrencyLimit`"),
+)
+
 LAYER_GROUPS = (
     ("layer_timeout", "Timeout (`u64`)"),
     ("layer_timeout_http", "Timeout, HTTP flavours (`http::Request<()>`)"),
@@ -643,6 +654,19 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
           f"| {rps(get('palisade', 1))} | {rps(get('peer', 1))} "
           f"| {fmt_ratio(ratio(get('palisade', 1), get('palisade', 2)))} "
           f"| {fmt_ratio(ratio(get('peer', 2), get('palisade', 2)))} |")
+    w("")
+    w("### Each layer alone, 64 tasks")
+    w("")
+    w("Which layer keeps a second worker from adding throughput: each palisade layer around the "
+      "same service, shared by 64 tasks (tower's `ConcurrencyLimit` for comparison with the "
+      "bulkhead). Figures are time per request over all tasks: lower is faster.")
+    w("")
+    w("| service | 1 worker | 2 workers | 2 ÷ 1 worker (throughput) |")
+    w("|---|---:|---:|---:|")
+    for name, label in CONTENDED_LAYERS:
+        one = report.ns(f"contention_layers_w1/{name}")
+        two = report.ns(f"contention_layers_w2/{name}")
+        w(f"| {label} | {fmt_ns(one)} | {fmt_ns(two)} | {fmt_ratio(ratio(one, two))} |")
     w("")
 
     w("## The rejection path")
