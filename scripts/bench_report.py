@@ -19,7 +19,7 @@ It runs, in order:
 
 then reads criterion's medians (`<target>/criterion/**/new/estimates.json`)
 and writes BENCHMARKS.md with the machine, the date, the medians, the
-ratios and every target marked met or missed. A full run takes about ten
+ratios and every target marked met or missed. A full run takes about 13
 minutes on two cores, plus the first build.
 
 Options: `--quick` (shorter criterion settings), `--rounds N` (criterion
