@@ -104,32 +104,20 @@ fn contention_layers(c: &mut Criterion) {
         let rt = support::multi_thread(workers);
         let mut group = c.benchmark_group(format!("contention_layers_w{workers}"));
         group.throughput(Throughput::Elements(1));
-        contended(&mut group, &rt, "bare", Echo);
-        contended(
-            &mut group,
-            &rt,
-            "timeout",
-            support::palisade_timeout().layer(Echo),
-        );
-        contended(
-            &mut group,
-            &rt,
-            "fallback",
-            support::palisade_fallback().layer(Echo),
-        );
+        let timeout = support::palisade_timeout().layer(Echo);
+        let fallback = support::palisade_fallback().layer(Echo);
         let catch_panic = support::palisade_catch_panic().layer(Echo);
-        contended(&mut group, &rt, "catch_panic", catch_panic);
         let rate_limit = support::palisade_rate_limit().layer(Echo);
-        contended(&mut group, &rt, "ratelimit", rate_limit);
-        contended(
-            &mut group,
-            &rt,
-            "breaker",
-            support::palisade_breaker().layer(Echo),
-        );
+        let breaker = support::palisade_breaker().layer(Echo);
         let bulkhead = support::palisade_bulkhead(support::SLOTS).layer(Echo);
-        contended(&mut group, &rt, "bulkhead", bulkhead);
         let tower_limit = tower::limit::ConcurrencyLimitLayer::new(support::SLOTS).layer(Echo);
+        contended(&mut group, &rt, "bare", Echo);
+        contended(&mut group, &rt, "timeout", timeout);
+        contended(&mut group, &rt, "fallback", fallback);
+        contended(&mut group, &rt, "catch_panic", catch_panic);
+        contended(&mut group, &rt, "ratelimit", rate_limit);
+        contended(&mut group, &rt, "breaker", breaker);
+        contended(&mut group, &rt, "bulkhead", bulkhead);
         contended(&mut group, &rt, "tower_concurrency_limit", tower_limit);
         group.finish();
     }
