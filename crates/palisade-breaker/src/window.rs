@@ -619,6 +619,86 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_across_long_gaps_leave_exactly_the_window() {
+        use std::sync::atomic::AtomicU64 as Clock;
+        use std::sync::{Arc, Barrier};
+        // Four writers share a tick clock that moves in small steps and now
+        // and then jumps by a gap wider than the 16-bit tags. Each writer
+        // reads the clock, sometimes a few ticks late, and records. When
+        // all are done, the window must hold exactly the outcomes counted
+        // at ticks inside it: none lost, none from an older lap; and
+        // outcomes on time must not be dropped, however long the gaps.
+        for seed in 0..20_u64 {
+            let len = 1 + seed % 5;
+            let origin = Instant::now();
+            let window = Arc::new(TimeWindow::new(origin, 1_000, len as usize, 0));
+            let clock = Arc::new(Clock::new(0));
+            let barrier = Arc::new(Barrier::new(4));
+            let threads: Vec<_> = (0..4_u64)
+                .map(|t| {
+                    let (window, clock, barrier) = (window.clone(), clock.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut x = (seed << 8 | t) | 1;
+                        let mut counted = Vec::new();
+                        let mut stale = 0_u32;
+                        for _ in 0..2_000 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let step = match x % 100 {
+                                0 => 70_000 + x % 70_000,
+                                1..=30 => 1,
+                                _ => 0,
+                            };
+                            let now = clock.fetch_add(step, Ordering::AcqRel) + step;
+                            let tick = now.saturating_sub((x >> 8) % 3);
+                            let at = origin + Duration::from_micros(tick);
+                            let failure = x >> 16 & 1 == 1;
+                            let code = if failure { FAIL } else { OK };
+                            match window.record(0, at, code) {
+                                Recorded::Counted { .. } => counted.push((tick, failure)),
+                                Recorded::Stale => stale += 1,
+                                Recorded::Saturated => unreachable!("2,000 calls a writer"),
+                            }
+                        }
+                        (counted, stale)
+                    })
+                })
+                .collect();
+            let mut stale = 0_u32;
+            let mut counted: Vec<(u64, bool)> = Vec::new();
+            for thread in threads {
+                let (mine, late) = thread.join().unwrap();
+                counted.extend(mine);
+                stale += late;
+            }
+            // Writers at most two ticks late fit a window of three or more
+            // buckets: only the few that read the clock just before a jump
+            // may find their outcome a window behind.
+            if len >= 3 {
+                assert!(
+                    stale <= 80,
+                    "seed {seed}: {stale} of 8,000 outcomes dropped"
+                );
+            }
+            let end = clock.load(Ordering::Acquire);
+            let inside: Vec<_> = counted.iter().filter(|(t, _)| t + len > end).collect();
+            let expected = Counts {
+                calls: inside.len() as u64,
+                failures: inside.iter().filter(|(_, f)| *f).count() as u64,
+                slow: 0,
+            };
+            let at_end = origin + Duration::from_micros(end);
+            assert_eq!(
+                window.counts(at_end),
+                expected,
+                "seed {seed}, {len} buckets"
+            );
+        }
+    }
+
+    #[test]
     fn concurrent_writers_keep_the_aggregate_equal_to_the_slots() {
         use std::sync::{Arc, Barrier};
         // A ring much smaller than the number of writers in flight, so
