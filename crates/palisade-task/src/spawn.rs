@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use palisade_core::{Event, Metrics, MetricsSink};
+use palisade_core::Metrics;
 
 use crate::exit::TaskOutput;
 use crate::group::TaskGroup;
@@ -15,32 +15,31 @@ pub const SPAWN_GROUP: &str = "spawn";
 static SPAWN_METRICS: OnceLock<Metrics> = OnceLock::new();
 static SPAWN: OnceLock<TaskGroup> = OnceLock::new();
 
-/// Forwards to the metrics set with [`set_spawn_metrics`], whenever that
-/// happens.
-#[derive(Debug)]
-struct LateSink;
-
-impl MetricsSink for LateSink {
-    fn record(&self, event: &Event<'_>) {
-        if let Some(metrics) = SPAWN_METRICS.get() {
-            metrics.emit(event);
-        }
-    }
-}
-
 fn spawn_group() -> &'static TaskGroup {
     SPAWN.get_or_init(|| {
+        // The first `spawn` fixes the sink for good (no-op if none was
+        // set), so that the sink sees every task's start and end or
+        // neither.
+        let metrics = SPAWN_METRICS.get_or_init(Metrics::noop).clone();
         // A constant, valid name: nothing to validate.
-        TaskGroup::from_builder(
-            TaskGroup::builder()
-                .name(SPAWN_GROUP)
-                .metrics(Metrics::from_arc(Arc::new(LateSink))),
-        )
+        TaskGroup::from_builder(TaskGroup::builder().name(SPAWN_GROUP).metrics(metrics))
     })
 }
 
-/// Sets where the events of tasks started with [`spawn`] go. Returns
-/// `false` (and changes nothing) if it was already set.
+/// Sets where the events of tasks started with [`spawn`] go.
+///
+/// Call it before the first [`spawn`]. It returns `false`, and changes
+/// nothing, if it was already set or if [`spawn`] has already run: a sink
+/// set while tasks are running would see tasks end that it never saw
+/// start, and a live-task gauge would go negative.
+///
+/// ```
+/// use palisade_core::Metrics;
+/// use palisade_task::set_spawn_metrics;
+///
+/// assert!(set_spawn_metrics(Metrics::noop()));
+/// assert!(!set_spawn_metrics(Metrics::noop()), "already set");
+/// ```
 pub fn set_spawn_metrics(metrics: Metrics) -> bool {
     SPAWN_METRICS.set(metrics).is_ok()
 }
@@ -49,9 +48,10 @@ pub fn set_spawn_metrics(metrics: Metrics) -> bool {
 /// wide group named `"spawn"`.
 ///
 /// Its panics are caught with message, location and backtrace, logged with
-/// `tracing` and counted ([`Event::TaskPanicked`]); awaiting the handle says
-/// how it ended. For cancellation, a live gauge and a graceful shutdown, use
-/// a [`TaskGroup`].
+/// `tracing` and counted
+/// ([`Event::TaskPanicked`](palisade_core::Event::TaskPanicked)); awaiting
+/// the handle says how it ended. For cancellation, a live gauge and a
+/// graceful shutdown, use a [`TaskGroup`].
 ///
 /// ```
 /// use palisade_task::{spawn, TaskExit};
