@@ -496,7 +496,9 @@ pub enum Event<'a> {
         location: Option<&'a PanicLocation>,
     },
 
-    /// A supervised loop is restarted after a panic or an error.
+    /// A supervised loop is restarted after a panic or an error: fires
+    /// when it starts again, once its backoff has passed (a loop cancelled
+    /// during the backoff is not restarted and fires none).
     ///
     /// Backend: increment `palisade_task_restarts_total{group}`.
     TaskRestarted {

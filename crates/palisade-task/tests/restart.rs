@@ -323,6 +323,13 @@ async fn cancellation_during_a_backoff_stops_the_supervisor() {
             .events()
             .contains(&Seen::Ended("waiting".into(), TaskEnd::Cancelled))
     );
+    // The restart it was waiting for never happened: none is reported.
+    assert_eq!(
+        recorder.count(|e| matches!(e, Seen::Restarted(..))),
+        0,
+        "{:?}",
+        recorder.events()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -613,12 +613,6 @@ where
                 gave_up: true,
             };
         };
-        group.metrics.emit(&Event::TaskRestarted {
-            group: group.name.as_str(),
-            task,
-            attempt,
-            backoff,
-        });
         tracing::warn!(
             group = group.name.as_str(),
             task,
@@ -633,6 +627,14 @@ where
             }
             () = tokio::time::sleep(backoff) => {}
         }
+        // Reported once the restart happens: a loop cancelled during its
+        // backoff is not restarted, and is not counted as restarted.
+        group.metrics.emit(&Event::TaskRestarted {
+            group: group.name.as_str(),
+            task,
+            attempt,
+            backoff,
+        });
         restarts += 1;
     }
 }
