@@ -91,6 +91,9 @@ pub(crate) struct GroupInner {
 #[derive(Default)]
 struct Registry {
     closed: bool,
+    /// Set when a shutdown starts aborting: a task registered before it
+    /// but whose abort handle arrives after is aborted on arrival.
+    aborting: bool,
     next_id: u64,
     tasks: HashMap<u64, Entry>,
 }
@@ -458,8 +461,17 @@ impl TaskGroup {
         // The registry lock is not held here: spawning onto a runtime that
         // is shutting down drops the future (and so the guard) at once.
         let join = runtime.spawn(body(guard));
-        if let Some(entry) = inner.lock().tasks.get_mut(&id) {
-            entry.abort = Some(join.abort_handle());
+        {
+            let mut registry = inner.lock();
+            let aborting = registry.aborting;
+            if let Some(entry) = registry.tasks.get_mut(&id) {
+                entry.abort = Some(join.abort_handle());
+                if aborting {
+                    // The shutdown's deadline passed while this task was
+                    // being started: it is aborted like the others.
+                    join.abort();
+                }
+            }
         }
         Join::new(inner.name.clone(), name, Some(join))
     }
@@ -493,12 +505,15 @@ impl TaskGroup {
         let ended_in_time = tokio::time::timeout(deadline, self.idle()).await.is_ok();
         let waited = started.elapsed();
         if !ended_in_time {
-            let left: Vec<(Arc<str>, Option<AbortHandle>)> = inner
-                .lock()
-                .tasks
-                .values()
-                .map(|e| (e.name.clone(), e.abort.clone()))
-                .collect();
+            let left: Vec<(Arc<str>, Option<AbortHandle>)> = {
+                let mut registry = inner.lock();
+                registry.aborting = true;
+                registry
+                    .tasks
+                    .values()
+                    .map(|e| (e.name.clone(), e.abort.clone()))
+                    .collect()
+            };
             for (name, abort) in &left {
                 tracing::warn!(
                     group = inner.name.as_str(),
