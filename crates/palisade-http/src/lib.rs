@@ -21,7 +21,9 @@
 //! details ([`ProblemJson`]) naming the policy and the reason, and can be
 //! replaced ([`HttpMapping::body`]). Neither form ever carries the error's
 //! own text or a panic message: those are logged (`tracing`, error level
-//! for errors that are not rejections), not sent.
+//! for errors that are not rejections), not sent. The one exception is a
+//! `tonic::Status` found in the error chain, which the gRPC mapping (the
+//! `tonic` feature) passes on as it is, message included.
 //!
 //! # Two forms
 //!

@@ -107,7 +107,10 @@ impl<T, E> TaskExit<T, E> {
 pub struct SupervisedExit<T, E> {
     /// How the last run ended.
     pub exit: TaskExit<T, E>,
-    /// How many times the task was restarted in all.
+    /// How many times the task was restarted in all. An aborted supervisor
+    /// (one whose loop ignored cancellation past the shutdown deadline)
+    /// cannot report its count, and reads 0 with [`TaskExit::Aborted`];
+    /// the `TaskRestarted` events still counted every restart.
     pub restarts: u32,
     /// Whether the supervisor gave up: the last run failed or panicked and
     /// the restart limit within the window was reached.

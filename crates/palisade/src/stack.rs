@@ -20,9 +20,11 @@
 //!
 //! Every layer is optional: a layer that is not configured is
 //! [`Identity`], which costs nothing. The stack gives every layer the same
-//! [`PolicyName`], [`Metrics`] sink and [`Clock`], so one policy reads as
-//! one line on a dashboard, with its events told apart by their `layer`
-//! label.
+//! [`PolicyName`] and [`Metrics`] sink, and every layer that reads a clock
+//! (the rate limiter, the breaker, the adaptive bulkhead) the same
+//! [`Clock`], so one policy reads as one line on a dashboard, with its
+//! events told apart by their `layer` label. The timeout waits on tokio's
+//! timer, which `tokio::time::pause` drives.
 //!
 //! One built [`StackLayer`] is one policy: its limiter, breaker and
 //! bulkhead are created when it is built and shared by every service it
@@ -179,7 +181,10 @@ impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
         self
     }
 
-    /// Has every time rule read `clock` (tokio's clock by default).
+    /// Has the layers that read a clock (the rate limiter, the breaker and
+    /// the adaptive bulkhead) read `clock` (tokio's clock by default). The
+    /// timeout sleeps on tokio's timer whatever the clock: drive it with
+    /// `tokio::time::pause`.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.shared.clock = clock;
         self
