@@ -1,8 +1,8 @@
 //! palisade's metric families through the [`metrics`] facade.
 //!
 //! [`FacadeSink`] turns each event into counter, gauge and histogram
-//! updates on whichever recorder is current when the event is recorded:
-//! the global one (`metrics::set_global_recorder`, or an exporter's
+//! updates on whichever recorder is current when the event is recorded
+//! (with the exception of two absolute gauges, below): the global one (`metrics::set_global_recorder`, or an exporter's
 //! `install`) or a local one (`metrics::with_local_recorder`). The names are
 //! the [Prometheus families](crate::names), in base units; pair the sink
 //! with `metrics-exporter-prometheus` to serve them.
@@ -20,6 +20,14 @@
 //! scrape that races a transition may see both states at 1 for an instant,
 //! never none. A breaker's series appear at its first transition, or at its
 //! first admission, completion or rates report, which makes it `closed`.
+//!
+//! Those two absolute gauges, `palisade_breaker_state` and
+//! `palisade_concurrency_limit`, are written when their value changes (or
+//! first appears), not on every event, so that the hot path stays one
+//! update per event: install the recorder before the layers serve
+//! requests. A recorder installed later, or a local recorder made current
+//! for a while, gets them at their next change; counters, the in-flight
+//! gauge and histograms go to whichever recorder is current at each event.
 //!
 //! `palisade_request_duration_seconds{policy,layer}` is a histogram per
 //! layer (several layers report completions); how it is exported (summary
