@@ -6,6 +6,10 @@
 //!   and with slow-call detection (two clock reads per call).
 //! - `open`: a call refused by an open breaker (no inner call; the cost
 //!   is the decision, the clock read for `retry_after` and the error box).
+//! - `keyed`: a keyed breaker whose map is full, called with a key it
+//!   tracks, and with a new key every call (each evicts a closed breaker),
+//!   for maps of 64, 4,096 and 65,536 keys: the search for a victim is
+//!   bounded, so a new key's cost barely grows with the map.
 //!
 //! Every iteration is `ready().await` plus `call().await` on a
 //! current-thread runtime; services are built outside the timed loop.
@@ -138,5 +142,39 @@ fn open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, closed, open);
+fn keyed(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let rt = runtime();
+    let mut group = c.benchmark_group("keyed");
+    for max_keys in [64, 4_096, 65_536] {
+        // Keys come from a counter, so every call brings a key never seen.
+        let next = Arc::new(AtomicU64::new(0));
+        let fresh = next.clone();
+        let layer = CircuitBreakerLayer::builder()
+            .build_keyed(max_keys, move |_: &u64| {
+                fresh.fetch_add(1, Ordering::Relaxed)
+            })
+            .unwrap();
+        let svc = layer.layer(bare());
+        for _ in 0..max_keys {
+            rt.block_on(svc.clone().oneshot(0)).unwrap();
+        }
+        assert_eq!(layer.handle().len(), max_keys);
+        bench_service(&mut group, &rt, &format!("new_key_{max_keys}"), svc);
+        let known = CircuitBreakerLayer::builder()
+            .build_keyed(max_keys, |_: &u64| 0_u64)
+            .unwrap();
+        bench_service(
+            &mut group,
+            &rt,
+            &format!("known_key_{max_keys}"),
+            known.layer(bare()),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, closed, open, keyed);
 criterion_main!(benches);

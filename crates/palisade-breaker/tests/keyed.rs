@@ -104,3 +104,72 @@ async fn an_open_breaker_is_never_evicted() {
     assert!(hit(&svc, 1, false).await.unwrap_err().is::<CircuitOpen>());
     assert!(hit(&svc, 7, false).await.unwrap_err().is::<CircuitOpen>());
 }
+
+#[tokio::test]
+async fn a_large_full_map_makes_room_past_a_run_of_open_breakers() {
+    // 300 keys; the first 150 tracked open, the rest closed. New keys
+    // must each find a closed breaker to replace, even when the search
+    // starts in the run of open ones, and never evict an open one.
+    let clock = ManualClock::new();
+    let layer = layer(300, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    for host in 0..300 {
+        hit(&svc, host, host < 150).await.ok();
+    }
+    assert_eq!(handle.len(), 300);
+    for host in 1_000..1_400 {
+        hit(&svc, host, false).await.unwrap();
+        assert!(handle.get(&host).is_some(), "{host} was tracked");
+        assert_eq!(handle.len(), 300);
+    }
+    for host in 0..150 {
+        let breaker = handle.get(&host).expect("an open breaker is never evicted");
+        assert_eq!(breaker.state(), CircuitState::Open);
+    }
+    assert_eq!(handle.overflow().state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn new_keys_past_a_map_of_open_breakers_share_the_overflow_breaker() {
+    // 2,000 keys, every one open: more than one search examines. New keys
+    // fall back to the overflow breaker, and nothing tracked is evicted.
+    let clock = ManualClock::new();
+    let layer = layer(2_000, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    for host in 0..2_000 {
+        hit(&svc, host, true).await.unwrap_err();
+    }
+    for host in 10_000..10_100 {
+        hit(&svc, host, false).await.unwrap();
+        assert!(handle.get(&host).is_none());
+    }
+    assert_eq!(handle.len(), 2_000);
+    // Once one breaker may be evicted again, a new key finds it: the
+    // searches go round the whole map.
+    clock.advance(Duration::from_secs(10));
+    for _ in 0..100 {
+        if handle.get(&1_234).unwrap().state() == CircuitState::Closed {
+            break;
+        }
+        hit(&svc, 1_234, false).await.unwrap();
+    }
+    assert_eq!(handle.get(&1_234).unwrap().state(), CircuitState::Closed);
+    // Each search examines up to 1,024 of the 2,000 slots from where the
+    // last one stopped, so the second at the latest reaches it.
+    let mut taker = None;
+    for host in 20_000..20_002 {
+        hit(&svc, host, false).await.unwrap();
+        if handle.get(&host).is_some() {
+            taker = Some(host);
+            break;
+        }
+    }
+    let taker = taker.expect("a new key took the freed place within two searches");
+    assert!(
+        handle.get(&1_234).is_none(),
+        "the closed breaker made room for {taker}"
+    );
+    assert_eq!(handle.len(), 2_000);
+}
