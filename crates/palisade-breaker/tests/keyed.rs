@@ -34,6 +34,18 @@ where
     svc.clone().oneshot(Req { host, fail }).await
 }
 
+/// Sends one call for each host of `hosts`, failing (so opening its
+/// breaker) where `open` says so.
+async fn track<S>(svc: &S, hosts: std::ops::Range<u32>, open: impl Fn(u32) -> bool)
+where
+    S: tower::Service<Req, Response = (), Error = BoxError> + Clone,
+{
+    for host in hosts {
+        let result = hit(svc, host, open(host)).await;
+        assert_eq!(result.is_err(), open(host), "host {host}");
+    }
+}
+
 fn inner() -> impl tower::Service<Req, Response = (), Error = BoxError, Future = impl Send> + Clone
 {
     service_fn(|r: Req| async move {
@@ -114,9 +126,7 @@ async fn a_large_full_map_makes_room_past_a_run_of_open_breakers() {
     let layer = layer(300, &clock);
     let svc = layer.layer(inner());
     let handle = layer.handle();
-    for host in 0..300 {
-        hit(&svc, host, host < 150).await.ok();
-    }
+    track(&svc, 0..300, |host| host < 150).await;
     assert_eq!(handle.len(), 300);
     for host in 1_000..1_400 {
         hit(&svc, host, false).await.unwrap();
@@ -138,9 +148,7 @@ async fn new_keys_past_a_map_of_open_breakers_share_the_overflow_breaker() {
     let layer = layer(2_000, &clock);
     let svc = layer.layer(inner());
     let handle = layer.handle();
-    for host in 0..2_000 {
-        hit(&svc, host, true).await.unwrap_err();
-    }
+    track(&svc, 0..2_000, |_| true).await;
     for host in 10_000..10_100 {
         hit(&svc, host, false).await.unwrap();
         assert!(handle.get(&host).is_none());
