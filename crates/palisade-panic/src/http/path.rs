@@ -15,6 +15,7 @@ pub(crate) struct PathPrefix {
 }
 
 impl PathPrefix {
+    #[inline]
     pub(crate) fn new(path: &str) -> Self {
         let mut end = path.len().min(PATH_CAPACITY);
         while !path.is_char_boundary(end) {
