@@ -4,11 +4,12 @@
 //! A key extractor `Fn(&Request) -> K` picks the breaker for each call.
 //! Breakers are created on first use, from the layer's configuration, and
 //! kept in a map of at most `max_keys` entries. When the map is full, a new
-//! key takes the place of the least recently used breaker that is closed
-//! and in normal mode (recency is tracked between insertions: a breaker used
-//! since the last new key counts as just used). An open, half-open or
-//! operator-controlled breaker is never evicted: if no tracked breaker can
-//! be evicted, new keys share one overflow breaker until a place frees up.
+//! key takes the place of a breaker that is closed and in normal mode, the
+//! least recently used of those the search below examines (recency is
+//! tracked between insertions: a breaker used since the last new key counts
+//! as just used). An open, half-open or operator-controlled breaker is never
+//! evicted: when the search finds none that may be, the new key shares one
+//! overflow breaker.
 //!
 //! The search for that breaker is bounded: it examines the next 16 tracked
 //! breakers from where the previous search stopped (all of them while at

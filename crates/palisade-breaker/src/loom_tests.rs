@@ -315,3 +315,33 @@ fn loom_writers_after_a_long_quiet_spell_count_only_their_own_outcomes() {
         assert_eq!((counts.calls, counts.failures), (2, 0));
     });
 }
+
+#[test]
+fn loom_a_writer_a_whole_tag_lap_late_never_lands_in_the_new_window() {
+    use std::time::Instant;
+
+    use crate::window::TimeWindow;
+
+    model(|| {
+        let origin = Instant::now();
+        // One bucket of one second: tick 65,536 has the bucket and the
+        // 16-bit tag of tick 0, which already counts a failure. A writer
+        // that read its clock at tick 0 records only now, while another
+        // clears the bucket for tick 65,536.
+        let window = Arc::new(TimeWindow::new(origin, 1_000_000_000, 1, 0));
+        assert!(matches!(
+            window.record(0, origin, code(true, false)),
+            Recorded::Counted { .. }
+        ));
+        let late = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, origin, code(true, false)))
+        };
+        let now = origin + Duration::from_secs(65_536);
+        let mine = window.record(0, now, code(false, false));
+        let theirs = late.join().unwrap();
+        assert!(matches!(mine, Recorded::Counted { .. }), "{mine:?}");
+        let counts = window.counts(now);
+        assert_eq!((counts.calls, counts.failures), (1, 0), "{theirs:?}");
+    });
+}
