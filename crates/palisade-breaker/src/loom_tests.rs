@@ -11,7 +11,7 @@ use palisade_core::{Clock, ManualClock, Metrics, Outcome, PolicyName, Transition
 
 use crate::breaker::{Breaker, Config, Machine, PermitKind, WindowConfig};
 use crate::sync::Arc;
-use crate::window::{CountWindow, Recorded, code};
+use crate::window::{CountWindow, Counts, Recorded, code};
 
 fn config(clock: &ManualClock, probes: u32) -> Config {
     Config {
@@ -287,61 +287,51 @@ fn loom_a_late_writer_never_lands_in_a_recycled_bucket() {
     });
 }
 
-#[test]
-fn loom_writers_after_a_long_quiet_spell_count_only_their_own_outcomes() {
+/// Under the model: a window of `buckets` one-second buckets with a
+/// failure counted at tick 0; another thread records `their_code` at
+/// `their_secs` while this one records a success at tick 65,536, which has
+/// the bucket and the 16-bit tag of tick 0. Gives the other thread's
+/// result and the counts at tick 65,536.
+fn race_a_tag_lap_later(buckets: usize, their_secs: u64, their_code: u32) -> (Recorded, Counts) {
     use std::time::Instant;
 
     use crate::window::TimeWindow;
 
+    let origin = Instant::now();
+    let window = Arc::new(TimeWindow::new(origin, 1_000_000_000, buckets, 0));
+    assert!(matches!(
+        window.record(0, origin, code(true, false)),
+        Recorded::Counted { .. }
+    ));
+    let other = {
+        let window = window.clone();
+        let at = origin + Duration::from_secs(their_secs);
+        thread::spawn(move || window.record(0, at, their_code))
+    };
+    let now = origin + Duration::from_secs(65_536);
+    let mine = window.record(0, now, code(false, false));
+    let theirs = other.join().unwrap();
+    assert!(matches!(mine, Recorded::Counted { .. }), "{mine:?}");
+    (theirs, window.counts(now))
+}
+
+#[test]
+fn loom_writers_after_a_long_quiet_spell_count_only_their_own_outcomes() {
     model(|| {
-        let origin = Instant::now();
-        // Two buckets of one second. Tick 65,536 has the bucket and the
-        // 16-bit tag of tick 0, whose failure must not come back.
-        let window = Arc::new(TimeWindow::new(origin, 1_000_000_000, 2, 0));
-        assert!(matches!(
-            window.record(0, origin, code(true, false)),
-            Recorded::Counted { .. }
-        ));
-        let now = origin + Duration::from_secs(65_536);
-        let other = {
-            let window = window.clone();
-            thread::spawn(move || window.record(0, now, code(false, false)))
-        };
-        let mine = window.record(0, now, code(false, false));
-        let theirs = other.join().unwrap();
-        assert!(matches!(mine, Recorded::Counted { .. }), "{mine:?}");
+        // Two writers of tick 65,536: the failure of tick 0 must not come
+        // back.
+        let (theirs, counts) = race_a_tag_lap_later(2, 65_536, code(false, false));
         assert!(matches!(theirs, Recorded::Counted { .. }), "{theirs:?}");
-        let counts = window.counts(now);
         assert_eq!((counts.calls, counts.failures), (2, 0));
     });
 }
 
 #[test]
 fn loom_a_writer_a_whole_tag_lap_late_never_lands_in_the_new_window() {
-    use std::time::Instant;
-
-    use crate::window::TimeWindow;
-
     model(|| {
-        let origin = Instant::now();
-        // One bucket of one second: tick 65,536 has the bucket and the
-        // 16-bit tag of tick 0, which already counts a failure. A writer
-        // that read its clock at tick 0 records only now, while another
-        // clears the bucket for tick 65,536.
-        let window = Arc::new(TimeWindow::new(origin, 1_000_000_000, 1, 0));
-        assert!(matches!(
-            window.record(0, origin, code(true, false)),
-            Recorded::Counted { .. }
-        ));
-        let late = {
-            let window = window.clone();
-            thread::spawn(move || window.record(0, origin, code(true, false)))
-        };
-        let now = origin + Duration::from_secs(65_536);
-        let mine = window.record(0, now, code(false, false));
-        let theirs = late.join().unwrap();
-        assert!(matches!(mine, Recorded::Counted { .. }), "{mine:?}");
-        let counts = window.counts(now);
+        // One bucket. A writer that read its clock at tick 0 records only
+        // now, while the other clears the bucket for tick 65,536.
+        let (theirs, counts) = race_a_tag_lap_later(1, 0, code(true, false));
         assert_eq!((counts.calls, counts.failures), (1, 0), "{theirs:?}");
     });
 }
