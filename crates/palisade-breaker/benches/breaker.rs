@@ -150,8 +150,7 @@ fn keyed(c: &mut Criterion) {
     let mut group = c.benchmark_group("keyed");
     for max_keys in [64, 4_096, 65_536] {
         // Keys come from a counter, so every call brings a key never seen.
-        let next = Arc::new(AtomicU64::new(0));
-        let fresh = next.clone();
+        let fresh = Arc::new(AtomicU64::new(0));
         let layer = CircuitBreakerLayer::builder()
             .build_keyed(max_keys, move |_: &u64| {
                 fresh.fetch_add(1, Ordering::Relaxed)

@@ -79,7 +79,9 @@ use crate::breaker::{Breaker, Config};
 use crate::builder::DefaultClassifier;
 use crate::future::{OutcomeRecorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
-use crate::sync::{Arc, AtomicU64, CachePadded, Ordering, RwLock};
+use crate::sync::{
+    Arc, AtomicU64, CachePadded, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 struct Entry {
     breaker: Arc<Breaker>,
@@ -106,13 +108,13 @@ impl<K: Hash + Eq + Clone> Table<K> {
     /// Removes the least recently used evictable breaker among the next
     /// [`VICTIM_SEARCH`] slots from the hand (all of them in a smaller
     /// map), looking further, up to [`VICTIM_SEARCH_MAX`], only while it
-    /// has found none. `None` if it found none it may evict. The hand
+    /// has found none. `false` if it found none it may evict. The hand
     /// moves past what was examined, so successive searches go round the
     /// whole map.
-    fn evict_one(&mut self) -> Option<()> {
+    fn evict_one(&mut self) -> bool {
         let len = self.slots.len();
         if len == 0 {
-            return None;
+            return false;
         }
         let start = self.hand % len;
         let mut best: Option<(u64, usize)> = None;
@@ -130,10 +132,12 @@ impl<K: Hash + Eq + Clone> Table<K> {
             examined += 1;
         }
         self.hand = (start + examined) % len;
-        let (_, victim) = best?;
+        let Some((_, victim)) = best else {
+            return false;
+        };
         let key = self.slots.swap_remove(victim);
         self.map.remove(&key);
-        Some(())
+        true
     }
 }
 
@@ -171,31 +175,38 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
         }
     }
 
+    /// The table, for reading. Poisoning is ignored: the worst a panicking
+    /// insertion leaves is a key in `slots` without an entry, which the
+    /// search for a victim skips.
+    fn read(&self) -> RwLockReadGuard<'_, Table<K>> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The table, for inserting and evicting.
+    fn write(&self) -> RwLockWriteGuard<'_, Table<K>> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn breaker_for(&self, key: &K) -> Arc<Breaker> {
         // Recency is counted in insertions, not calls: a lookup writes
         // nothing shared unless its key was not yet marked as used since the
         // last insertion, so hot keys cost no contended write.
         let tick = self.uses.load(Ordering::Relaxed);
-        {
-            let table = self
-                .table
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(entry) = table.map.get(key) {
-                entry.touch(tick);
-                return entry.breaker.clone();
-            }
+        if let Some(entry) = self.read().map.get(key) {
+            entry.touch(tick);
+            return entry.breaker.clone();
         }
-        let mut table = self
-            .table
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut table = self.write();
         let tick = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(entry) = table.map.get(key) {
             entry.touch(tick);
             return entry.breaker.clone();
         }
-        if table.map.len() >= self.max_keys && table.evict_one().is_none() {
+        if table.map.len() >= self.max_keys && !table.evict_one() {
             return self.overflow.clone();
         }
         let mut config = self.config.clone();
@@ -370,12 +381,8 @@ impl<K> Clone for KeyedCircuitBreakerHandle<K> {
 impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
     /// The handle of `key`'s breaker, if it is tracked.
     pub fn get(&self, key: &K) -> Option<CircuitBreakerHandle> {
-        let table = self
-            .breakers
-            .table
+        self.breakers
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        table
             .map
             .get(key)
             .map(|e| CircuitBreakerHandle::new(e.breaker.clone()))
@@ -383,22 +390,12 @@ impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
 
     /// The keys tracked now.
     pub fn keys(&self) -> Vec<K> {
-        let table = self
-            .breakers
-            .table
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        table.map.keys().cloned().collect()
+        self.breakers.read().map.keys().cloned().collect()
     }
 
     /// How many keys are tracked (at most `max_keys`).
     pub fn len(&self) -> usize {
-        self.breakers
-            .table
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map
-            .len()
+        self.breakers.read().map.len()
     }
 
     /// Whether no key is tracked yet.
