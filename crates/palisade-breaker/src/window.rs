@@ -363,6 +363,7 @@ impl TimeWindow {
         let bucket = self.index(tick);
         let failure = u64::from(code >> 1 & 1);
         let slow = u64::from(code >> 2 & 1);
+        let past = tick.saturating_add(self.len());
         let mut word = bucket.load(Ordering::Acquire);
         loop {
             // Loaded after the word, so a write for a later tick, or the
@@ -370,7 +371,7 @@ impl TimeWindow {
             // announced: while no writer has gone a window past `tick`, the
             // bucket holds `tick` or an older tick, and a matching tag is
             // `tick` itself, never an older tick that aliases it.
-            if self.clearing.load(Ordering::Acquire) >= tick.saturating_add(self.len()) {
+            if self.clearing.load(Ordering::Acquire) >= past {
                 // The window has moved past this outcome.
                 return Recorded::Stale;
             }
@@ -471,6 +472,25 @@ mod tests {
         match r {
             Recorded::Counted { counts, .. } => counts,
             other => panic!("not counted: {other:?}"),
+        }
+    }
+
+    /// The next value of a xorshift sequence.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// The counts a window of `len` ticks ending at `end` holds of the
+    /// outcomes `(tick, failure)` in `history`.
+    fn counts_within(history: &[(u64, bool)], end: u64, len: u64) -> Counts {
+        let inside = history.iter().filter(|(t, _)| t + len > end);
+        Counts {
+            calls: inside.clone().count() as u64,
+            failures: inside.filter(|(_, f)| *f).count() as u64,
+            slow: 0,
         }
     }
 
@@ -616,15 +636,13 @@ mod tests {
                 let code = if failure { FAIL } else { OK };
                 let c = counted(w.record(0, now, code));
                 history.push((tick, failure));
-                let window: Vec<_> = history
-                    .iter()
-                    .filter(|(t, _)| t + len > tick)
-                    .collect();
-                let expected = (
-                    window.len() as u64,
-                    window.iter().filter(|(_, f)| *f).count() as u64,
+                let expected = counts_within(&history, tick, len);
+                proptest::prop_assert_eq!(
+                    (c.calls, c.failures),
+                    (expected.calls, expected.failures),
+                    "at tick {}",
+                    tick
                 );
-                proptest::prop_assert_eq!((c.calls, c.failures), expected, "at tick {}", tick);
                 proptest::prop_assert_eq!(w.counts(now), c);
             }
         }
@@ -655,9 +673,7 @@ mod tests {
                         let mut counted = Vec::new();
                         let mut stale = 0_u32;
                         for _ in 0..2_000 {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
+                            xorshift(&mut x);
                             let step = match x % 100 {
                                 0 => 70_000 + x % 70_000,
                                 1..=30 => 1,
@@ -697,16 +713,10 @@ mod tests {
                 );
             }
             let end = clock.load(Ordering::Acquire);
-            let inside: Vec<_> = counted.iter().filter(|(t, _)| t + len > end).collect();
-            let expected = Counts {
-                calls: inside.len() as u64,
-                failures: inside.iter().filter(|(_, f)| *f).count() as u64,
-                slow: 0,
-            };
             let at_end = origin + Duration::from_micros(end);
             assert_eq!(
                 window.counts(at_end),
-                expected,
+                counts_within(&counted, end, len),
                 "seed {seed}, {len} buckets"
             );
         }
@@ -728,9 +738,7 @@ mod tests {
                         barrier.wait();
                         let mut x = seed << 32 | t;
                         for _ in 0..5_000 {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
+                            xorshift(&mut x);
                             let c = code(x & 1 == 1, x & 2 == 2);
                             assert!(matches!(window.record(3, c), Recorded::Counted { .. }));
                         }
