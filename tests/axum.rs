@@ -22,7 +22,8 @@ use palisade::ratelimit::RateLimitLayer;
 use palisade::timeout::TimeoutLayer;
 use palisade::{Metrics, Stack};
 use palisade_metrics::snapshot::SnapshotSink;
-use support::{HttpClient, serve};
+use support::{HttpClient, serve, serve_service};
+use tower::Layer;
 
 fn quota(requests: u32) -> palisade::ratelimit::RateLimitBuilder {
     // A long period: nothing refills while a test runs.
@@ -253,6 +254,44 @@ async fn one_policy_on_the_router_shares_one_limiter_across_routes() {
     assert_eq!(client.get("/b").await.status, StatusCode::OK);
     assert_eq!(client.get("/a").await.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(client.get("/b").await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_policy_around_the_router_meets_every_request_before_routing() {
+    let policy = Stack::new("edge")
+        .rate_limit(quota(3))
+        .timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(30))
+                .http(),
+        )
+        .http_errors()
+        .build()
+        .unwrap();
+    let router = Router::new().route(
+        "/",
+        get(
+            |deadline: Option<axum::Extension<palisade::timeout::Deadline>>| async move {
+                // The timeout ran before routing, and its deadline reached the
+                // handler.
+                deadline.map_or(0, |d| d.0.budget().as_secs()).to_string()
+            },
+        ),
+    );
+    let server = serve_service(policy.layer(router)).await;
+    let client = HttpClient::new(&server);
+
+    let answer = client.get("/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "30");
+    // A path no route matches still meets the policy: it is answered by
+    // the router, and it counts against the shared limit.
+    assert_eq!(client.get("/missing").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(client.get("/").await.status, StatusCode::OK);
+    let refused = client.get("/missing").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json()["policy"], "edge");
+    assert!(refused.retry_after().is_some(), "{refused:?}");
 }
 
 #[tokio::test]

@@ -3,11 +3,13 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
+use axum::response::Response;
+use axum::{Router, ServiceExt};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -16,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::Service;
 
 /// No test waits longer than this for one answer.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -36,19 +39,27 @@ impl Drop for TestServer {
 
 /// Serves `app` on 127.0.0.1:0, with the peer address in `ConnectInfo`.
 pub async fn serve(app: Router) -> TestServer {
+    serve_service(app).await
+}
+
+/// Serves any HTTP service (a router inside a palisade stack, for
+/// example) on 127.0.0.1:0, with the peer address in `ConnectInfo`.
+pub async fn serve_service<S>(app: S) -> TestServer
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let app = ServiceExt::<Request<Body>>::into_make_service_with_connect_info::<SocketAddr>(app);
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
     });
     TestServer {
         addr,

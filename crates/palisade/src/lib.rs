@@ -51,6 +51,40 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Around the router, or on its routes
+//!
+//! `Router::layer` runs the stack after routing, on each of the router's
+//! routes. To put one policy in front of the whole server, paths no route
+//! matches included, wrap the router and serve the result:
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! use axum::extract::Request;
+//! use axum::{routing::get, Router, ServiceExt};
+//! use palisade::ratelimit::RateLimitLayer;
+//! use palisade::{BoxError, Stack};
+//! use tower::Layer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let policy = Stack::new("api")
+//!     .rate_limit(RateLimitLayer::builder().quota(200, Duration::from_secs(1)))
+//!     .http_errors()
+//!     .build()?;
+//! let router = Router::new().route("/", get(|| async { "hello" }));
+//!
+//! let app = policy.layer(router);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Wrapping is also the cheaper of the two: for every request to a route
+//! it has layered, axum clones the layered service into a box and boxes
+//! its response future, which holds the whole stack's future. The
+//! end-to-end run in the repository's `BENCHMARKS.md` measures both.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
