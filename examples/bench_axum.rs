@@ -3,9 +3,16 @@
 //! the loopback interface.
 //!
 //! ```text
-//! cargo run --release --example bench_axum -- bare     [--workers N] [--port P]
-//! cargo run --release --example bench_axum -- palisade [--workers N] [--port P]
+//! cargo run --release --example bench_axum -- bare           [--workers N] [--port P]
+//! cargo run --release --example bench_axum -- palisade       [--workers N] [--port P]
+//! cargo run --release --example bench_axum -- palisade-route-layer [--workers N] [--port P]
 //! ```
+//!
+//! `palisade` puts the stack around the whole router, as a server-wide
+//! policy is best applied: every request meets it once, before routing.
+//! `palisade-route-layer` applies the same stack with `Router::layer`, which
+//! axum runs per matched route and pays for with a boxed clone of the
+//! layered route service and a boxed response future on every request.
 //!
 //! It prints `listening on http://ADDR` once it accepts connections and
 //! serves `GET /` until Ctrl-C (SIGINT). The full stack is configured as
@@ -19,10 +26,11 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{Response, StatusCode};
 use axum::routing::get;
+use axum::{Router, ServiceExt};
 use palisade::breaker::CircuitBreakerLayer;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::core::classify::ServerErrorsAsFailures;
@@ -32,36 +40,35 @@ use palisade::ratelimit::RateLimitLayer;
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, Stack};
 use tokio::net::TcpListener;
+use tower::Layer;
 
 async fn hello() -> &'static str {
     "hello, world"
 }
 
-fn app(protected: bool) -> Result<Router, BoxError> {
-    let router = Router::new().route("/", get(hello));
-    if !protected {
-        return Ok(router);
-    }
-    let policy = Stack::new("bench")
-        .fallback(FallbackLayer::builder(source::from_fn(
-            |_: Cause<Response<Body>>| {
-                let mut response = Response::new(Body::from("degraded"));
-                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                response
-            },
-        )))
-        .rate_limit(RateLimitLayer::builder().quota(1_000_000_000, Duration::from_secs(1)))
-        .circuit_breaker(CircuitBreakerLayer::builder().classifier(ServerErrorsAsFailures))
-        .timeout(
-            TimeoutLayer::builder()
-                .timeout(Duration::from_secs(30))
-                .http(),
-        )
-        .concurrency_limit(BulkheadLayer::builder().max_concurrent(4096))
-        .catch_panic(CatchPanicHttpLayer::builder())
-        .http_errors()
-        .build()?;
-    Ok(router.layer(policy))
+/// Builds the full stack, configured as an HTTP server would configure it.
+macro_rules! policy {
+    () => {
+        Stack::new("bench")
+            .fallback(FallbackLayer::builder(source::from_fn(
+                |_: Cause<Response<Body>>| {
+                    let mut response = Response::new(Body::from("degraded"));
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    response
+                },
+            )))
+            .rate_limit(RateLimitLayer::builder().quota(1_000_000_000, Duration::from_secs(1)))
+            .circuit_breaker(CircuitBreakerLayer::builder().classifier(ServerErrorsAsFailures))
+            .timeout(
+                TimeoutLayer::builder()
+                    .timeout(Duration::from_secs(30))
+                    .http(),
+            )
+            .concurrency_limit(BulkheadLayer::builder().max_concurrent(4096))
+            .catch_panic(CatchPanicHttpLayer::builder())
+            .http_errors()
+            .build()
+    };
 }
 
 /// The value following `flag` on the command line.
@@ -74,11 +81,16 @@ fn option(args: &[String], flag: &str) -> Option<String> {
 
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let protected = match args.first().map(String::as_str) {
-        Some("bare") => false,
-        Some("palisade") => true,
-        _ => return Err("usage: bench_axum bare|palisade [--workers N] [--port P]".into()),
-    };
+    let mode = args
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if !["bare", "palisade", "palisade-route-layer"].contains(&mode.as_str()) {
+        return Err(
+            "usage: bench_axum bare|palisade|palisade-route-layer [--workers N] [--port P]".into(),
+        );
+    }
     let workers: usize = option(&args, "--workers").map_or(Ok(1), |w| w.parse())?;
     let port: u16 = option(&args, "--port").map_or(Ok(0), |p| p.parse())?;
 
@@ -89,11 +101,30 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         println!("listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, app(protected)?)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-        Ok(())
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let app = Router::new().route("/", get(hello));
+        match mode.as_str() {
+            "bare" => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await?
+            }
+            "palisade-route-layer" => {
+                let app = app.layer(policy!()?);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await?;
+            }
+            _ => {
+                let app = policy!()?.layer(app);
+                let app = ServiceExt::<Request>::into_make_service(app);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await?;
+            }
+        }
+        Ok::<_, BoxError>(())
     })
 }

@@ -215,12 +215,18 @@ def run_e2e(seconds: int, rounds: int = 11, connections: int = 32) -> dict:
         return {"skipped": "neither wrk nor oha is installed (apt-get install wrk, or cargo install oha)"}
     run(["cargo", "build", "--release", "-p", PACKAGE, "--example", "bench_axum"])
     binary = target_dir() / "release" / "examples" / "bench_axum"
-    runs: dict[str, list[float]] = {"bare": [], "palisade": []}
-    # Alternate the two servers so that a change in background load hits
-    # both alike, and which of them goes first, so that a steady drift
-    # favours neither; one warm-up second before each measured run.
+    modes = ("bare", "palisade", "palisade-route-layer")
+    runs: dict[str, list[float]] = {mode: [] for mode in modes}
+    # Each round runs the servers back to back, in an order that turns
+    # from round to round, so that a change in background load hits all
+    # alike and a steady drift favours none; one warm-up second before
+    # each measured run.
     for number in range(rounds):
-        for mode in ("bare", "palisade") if number % 2 == 0 else ("palisade", "bare"):
+        shift = number % len(modes)
+        order = modes[shift:] + modes[:shift]
+        if number % 2:
+            order = order[::-1]
+        for mode in order:
             server, url = start_server(binary, mode)
             try:
                 load_once(tool, url, 1, connections)
@@ -228,22 +234,26 @@ def run_e2e(seconds: int, rounds: int = 11, connections: int = 32) -> dict:
             finally:
                 stop_server(server)
             log(f"e2e {mode}: {runs[mode][-1]:.0f} req/s")
-    bare = statistics.median(runs["bare"])
-    palisade = statistics.median(runs["palisade"])
-    # Each round runs the two servers back to back: the ratio within a
-    # round is not moved by a slow drift of the machine's load.
-    paired = [p / b for b, p in zip(runs["bare"], runs["palisade"])]
+    medians = {mode: statistics.median(runs[mode]) for mode in modes}
+    # The ratio within a round is not moved by a slow drift of the
+    # machine's load.
+    paired = {
+        mode: [p / b for b, p in zip(runs["bare"], runs[mode])] for mode in modes[1:]
+    }
     return {
         "tool": tool,
         "seconds": seconds,
         "rounds": rounds,
         "connections": connections,
         "runs": runs,
-        "bare": bare,
-        "palisade": palisade,
-        "paired": paired,
-        "ratio": statistics.median(paired),
-        "ratio_of_medians": palisade / bare,
+        "bare": medians["bare"],
+        "palisade": medians["palisade"],
+        "route_layer": medians["palisade-route-layer"],
+        "paired": paired["palisade"],
+        "paired_route_layer": paired["palisade-route-layer"],
+        "ratio": statistics.median(paired["palisade"]),
+        "ratio_route_layer": statistics.median(paired["palisade-route-layer"]),
+        "ratio_of_medians": medians["palisade"] / medians["bare"],
     }
 
 
@@ -496,10 +506,11 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
         report.target(
             "End to end: full stack ≥ 0.95× bare axum requests/s",
             f"median of {e2e['rounds']} paired rounds: {e2e['ratio']:.3f}× "
-            f"(medians {e2e['palisade']:,.0f} vs {e2e['bare']:,.0f} req/s)",
+            f"(medians {e2e['palisade']:,.0f} vs {e2e['bare']:,.0f} req/s); "
+            f"with `Router::layer` instead: {e2e.get('ratio_route_layer', float('nan')):.3f}×",
             e2e["ratio"] >= 0.95,
             "In a real axum server the stack adds its own work, the moves of its large futures and "
-            "the `Deadline` extension's three allocations to a one-core hello-world request "
+            "the `Deadline` extension's allocations to a one-core hello-world request "
             f"({1 - e2e['ratio']:.1%} fewer requests/s in this run); see *End to end* in the notes "
             "below.",
         )
@@ -746,21 +757,41 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
         w(f"`examples/bench_axum.rs` (one `GET /` route answering a static string; tokio with one "
           f"worker thread, pinned to CPU 0) on 127.0.0.1, loaded by `{e2e['tool']}` (pinned to CPU 1) "
           f"with one thread and {e2e['connections']} connections for {e2e['seconds']} s, after a 1 s warm-up; "
-          f"{e2e['rounds']} rounds, each running the two servers back to back, the first of them "
-          "alternating from round to round; median reported. "
-          "The full stack is the HTTP stack above.")
+          f"{e2e['rounds']} rounds, each running the three servers back to back, in an order that "
+          "turns from round to round; median reported. "
+          "The full stack is the HTTP stack above. It goes around the whole router "
+          "(`stack.layer(router)`, served with `axum::ServiceExt::into_make_service`), the way "
+          "palisade's documentation recommends for a server-wide policy: every request meets it "
+          "once, before routing. The third server applies the same stack with `Router::layer`, "
+          "which wraps each route in another of axum's boxed route services: per request, axum "
+          "then also clones the layered service into a box and boxes its response future, with "
+          "the stack's whole future inside.")
         w("")
         w("| server | runs (req/s) | median req/s |")
         w("|---|---|---:|")
-        for mode in ("bare", "palisade"):
+        names = {
+            "bare": "bare axum",
+            "palisade": "axum inside the palisade full stack",
+            "palisade-route-layer": "axum + the full stack through `Router::layer`",
+        }
+        medians = {"bare": e2e["bare"], "palisade": e2e["palisade"],
+                   "palisade-route-layer": e2e.get("route_layer")}
+        for mode, name in names.items():
+            if mode not in e2e["runs"]:
+                continue
             runs = ", ".join(f"{x:,.0f}" for x in e2e["runs"][mode])
-            w(f"| {'bare axum' if mode == 'bare' else 'axum + palisade full stack'} | {runs} | {e2e[mode]:,.0f} |")
+            w(f"| {name} | {runs} | {medians[mode]:,.0f} |")
         w("")
         paired = ", ".join(f"{x:.3f}" for x in e2e["paired"])
-        w(f"Ratio per round (full stack ÷ bare, the two runs of a round back to back): {paired}. "
-          f"Median: **{e2e['ratio']:.3f}** (ratio of the medians: {e2e['ratio_of_medians']:.3f}). "
-          "The verdict uses the median of the per-round ratios, which a drift in the machine's "
-          "load moves least.")
+        w(f"Ratio per round (full stack around the router ÷ bare, runs of a round back to back): "
+          f"{paired}. Median: **{e2e['ratio']:.3f}** (ratio of the medians: "
+          f"{e2e['ratio_of_medians']:.3f}). The verdict uses the median of the per-round ratios, "
+          "which a drift in the machine's load moves least.")
+        if "paired_route_layer" in e2e:
+            paired = ", ".join(f"{x:.3f}" for x in e2e["paired_route_layer"])
+            w("")
+            w(f"Through `Router::layer`, per round: {paired}. Median: "
+              f"**{e2e['ratio_route_layer']:.3f}**.")
     else:
         w((e2e or {}).get("skipped", "Not run."))
     w("")
