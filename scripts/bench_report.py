@@ -14,8 +14,9 @@ It runs, in order:
    round medians, and every target is judged by most rounds;
 2. the `footprint` bench (keyed limiter memory, allocations per request);
 3. the allocation test `tests/alloc.rs`;
-4. the end-to-end run: the `bench_axum` example served bare and behind the
-   full stack, loaded by `wrk` (or `oha`) on the loopback interface;
+4. the end-to-end run: the `bench_axum` example served bare, inside the
+   full stack and with the stack through `Router::layer`, loaded by `wrk`
+   (or `oha`) on the loopback interface;
 
 then reads criterion's medians (`<target>/criterion/**/new/estimates.json`)
 and writes BENCHMARKS.md with the machine, the date, the medians, the
@@ -209,7 +210,16 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def run_e2e(seconds: int, rounds: int = 11, connections: int = 32) -> dict:
+def cpu_seconds(process: subprocess.Popen) -> float | None:
+    """User plus system CPU time `process` has used so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_e2e(seconds: int, rounds: int = 21, connections: int = 32) -> dict:
     tool = load_tool()
     if tool is None:
         return {"skipped": "neither wrk nor oha is installed (apt-get install wrk, or cargo install oha)"}
@@ -217,30 +227,41 @@ def run_e2e(seconds: int, rounds: int = 11, connections: int = 32) -> dict:
     binary = target_dir() / "release" / "examples" / "bench_axum"
     modes = ("bare", "palisade", "palisade-route-layer")
     runs: dict[str, list[float]] = {mode: [] for mode in modes}
-    # Each round runs the servers back to back, in an order that turns
-    # from round to round, so that a change in background load hits all
-    # alike and a steady drift favours none; one warm-up second before
-    # each measured run.
-    for number in range(rounds):
-        shift = number % len(modes)
-        order = modes[shift:] + modes[:shift]
-        if number % 2:
-            order = order[::-1]
-        for mode in order:
-            server, url = start_server(binary, mode)
-            try:
-                load_once(tool, url, 1, connections)
-                runs[mode].append(load_once(tool, url, seconds, connections))
-            finally:
-                stop_server(server)
-            log(f"e2e {mode}: {runs[mode][-1]:.0f} req/s")
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        # The servers run side by side, all pinned to the same core; only
+        # the one under load uses it. Each is warmed up once.
+        for mode in modes:
+            servers[mode] = start_server(binary, mode)
+            load_once(tool, servers[mode][1], 1, connections)
+        # Each round loads the servers back to back, in an order that
+        # turns from round to round, so that a change in background load
+        # hits all alike and a steady drift favours none.
+        for number in range(rounds):
+            shift = number % len(modes)
+            order = modes[shift:] + modes[:shift]
+            if number % 2:
+                order = order[::-1]
+            for mode in order:
+                server, url = servers[mode]
+                before = cpu_seconds(server)
+                rate = load_once(tool, url, seconds, connections)
+                after = cpu_seconds(server)
+                runs[mode].append(rate)
+                if before is not None and after is not None and rate > 0:
+                    cpu[mode].append((after - before) / (rate * seconds) * 1e6)
+                log(f"e2e {mode}: {rate:.0f} req/s")
+    finally:
+        for server, _ in servers.values():
+            stop_server(server)
     medians = {mode: statistics.median(runs[mode]) for mode in modes}
     # The ratio within a round is not moved by a slow drift of the
     # machine's load.
     paired = {
         mode: [p / b for b, p in zip(runs["bare"], runs[mode])] for mode in modes[1:]
     }
-    return {
+    result = {
         "tool": tool,
         "seconds": seconds,
         "rounds": rounds,
@@ -255,6 +276,14 @@ def run_e2e(seconds: int, rounds: int = 11, connections: int = 32) -> dict:
         "ratio_route_layer": statistics.median(paired["palisade-route-layer"]),
         "ratio_of_medians": medians["palisade"] / medians["bare"],
     }
+    if all(len(cpu[mode]) == rounds for mode in modes):
+        # Server CPU time per request, paired within each round.
+        result["cpu_us"] = {mode: statistics.median(cpu[mode]) for mode in modes}
+        result["cpu_added_us"] = {
+            mode: statistics.median(c - b for b, c in zip(cpu["bare"], cpu[mode]))
+            for mode in modes[1:]
+        }
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -757,8 +786,8 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
         w(f"`examples/bench_axum.rs` (one `GET /` route answering a static string; tokio with one "
           f"worker thread, pinned to CPU 0) on 127.0.0.1, loaded by `{e2e['tool']}` (pinned to CPU 1) "
           f"with one thread and {e2e['connections']} connections for {e2e['seconds']} s, after a 1 s warm-up; "
-          f"{e2e['rounds']} rounds, each running the three servers back to back, in an order that "
-          "turns from round to round; median reported. "
+          f"the three servers run side by side and are warmed up once; {e2e['rounds']} rounds, each "
+          "loading them back to back, in an order that turns from round to round; median reported. "
           "The full stack is the HTTP stack above. It goes around the whole router "
           "(`stack.layer(router)`, served with `axum::ServiceExt::into_make_service`), the way "
           "palisade's documentation recommends for a server-wide policy: every request meets it "
@@ -792,6 +821,14 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
             w("")
             w(f"Through `Router::layer`, per round: {paired}. Median: "
               f"**{e2e['ratio_route_layer']:.3f}**.")
+        if "cpu_us" in e2e:
+            cpu, added = e2e["cpu_us"], e2e["cpu_added_us"]
+            w("")
+            w("The same cost as CPU time: the server's user plus system time per request, read "
+              "from `/proc` around each run (the load keeps the server's one core busy): "
+              f"bare {cpu['bare']:.2f} µs, with the stack around the router {cpu['palisade']:.2f} µs "
+              f"(median added within a round: {added['palisade']:+.2f} µs), through `Router::layer` "
+              f"{cpu['palisade-route-layer']:.2f} µs ({added['palisade-route-layer']:+.2f} µs).")
     else:
         w((e2e or {}).get("skipped", "Not run."))
     w("")
@@ -837,7 +874,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="criterion rounds (default 3)")
     parser.add_argument("--skip-bench", action="store_true", help="reuse the last run's criterion rounds")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end load run")
-    parser.add_argument("--e2e-seconds", type=int, default=3)
+    parser.add_argument("--e2e-seconds", type=int, default=2)
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
     if args.rounds < 1:
