@@ -46,6 +46,13 @@ async fn hello() -> &'static str {
     "hello, world"
 }
 
+/// Where the server puts the stack, if anywhere.
+enum Mode {
+    Bare,
+    AroundRouter,
+    RouteLayer,
+}
+
 /// Builds the full stack, configured as an HTTP server would configure it.
 macro_rules! policy {
     () => {
@@ -81,16 +88,17 @@ fn option(args: &[String], flag: &str) -> Option<String> {
 
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mode = args
-        .first()
-        .map(String::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if !["bare", "palisade", "palisade-route-layer"].contains(&mode.as_str()) {
-        return Err(
-            "usage: bench_axum bare|palisade|palisade-route-layer [--workers N] [--port P]".into(),
-        );
-    }
+    let mode = match args.first().map(String::as_str) {
+        Some("bare") => Mode::Bare,
+        Some("palisade") => Mode::AroundRouter,
+        Some("palisade-route-layer") => Mode::RouteLayer,
+        _ => {
+            return Err(
+                "usage: bench_axum bare|palisade|palisade-route-layer [--workers N] [--port P]"
+                    .into(),
+            );
+        }
+    };
     let workers: usize = option(&args, "--workers").map_or(Ok(1), |w| w.parse())?;
     let port: u16 = option(&args, "--port").map_or(Ok(0), |p| p.parse())?;
 
@@ -105,19 +113,19 @@ fn main() -> Result<(), BoxError> {
             let _ = tokio::signal::ctrl_c().await;
         };
         let app = Router::new().route("/", get(hello));
-        match mode.as_str() {
-            "bare" => {
+        match mode {
+            Mode::Bare => {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await?
             }
-            "palisade-route-layer" => {
+            Mode::RouteLayer => {
                 let app = app.layer(policy!()?);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await?;
             }
-            _ => {
+            Mode::AroundRouter => {
                 let app = policy!()?.layer(app);
                 let app = ServiceExt::<Request>::into_make_service(app);
                 axum::serve(listener, app)
