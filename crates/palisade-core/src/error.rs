@@ -50,16 +50,56 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// A request ran past its deadline; the timeout layer dropped (cancelled)
 /// the inner call.
+///
+/// The deadline is either the policy's own (or one the server set for the
+/// request), or one the remote caller chose shorter than the policy's, for
+/// example with a `grpc-timeout` header:
+/// [`is_caller_deadline`](Self::is_caller_deadline) tells which. Only the
+/// first says the dependency was too slow; the default classifiers of the
+/// circuit breaker and the adaptive bulkhead ignore the second, so that a
+/// client cannot open a circuit every client shares by asking for
+/// deadlines nothing can meet.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::{Elapsed, PolicyName};
+///
+/// let own = Elapsed::new(PolicyName::new("api"), Duration::from_secs(2));
+/// assert!(!own.is_caller_deadline());
+/// let asked = Elapsed::caller_deadline(PolicyName::new("api"), Duration::from_millis(5));
+/// assert!(asked.is_caller_deadline());
+/// assert_eq!(
+///     asked.to_string(),
+///     r#"timeout "api": request timed out after 5ms (the caller's deadline)"#
+/// );
+/// ```
 #[derive(Clone, Debug)]
 pub struct Elapsed {
     policy: PolicyName,
     timeout: Duration,
+    caller: bool,
 }
 
 impl Elapsed {
-    /// A timeout rejection for `policy` after `timeout`.
+    /// A timeout rejection for `policy` after `timeout`, a deadline the
+    /// service chose (the policy's own, or one the server set for the
+    /// request).
     pub fn new(policy: PolicyName, timeout: Duration) -> Self {
-        Self { policy, timeout }
+        Self {
+            policy,
+            timeout,
+            caller: false,
+        }
+    }
+
+    /// A timeout rejection for `policy` after `timeout`, a deadline the
+    /// remote caller chose, shorter than the policy's own.
+    pub fn caller_deadline(policy: PolicyName, timeout: Duration) -> Self {
+        Self {
+            policy,
+            timeout,
+            caller: true,
+        }
     }
 
     /// The policy of the timeout layer.
@@ -71,6 +111,12 @@ impl Elapsed {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// Whether the applied deadline was the remote caller's, shorter than
+    /// the policy's own.
+    pub fn is_caller_deadline(&self) -> bool {
+        self.caller
+    }
 }
 
 impl fmt::Display for Elapsed {
@@ -80,7 +126,11 @@ impl fmt::Display for Elapsed {
             "timeout {:?}: request timed out after {:?}",
             self.policy.as_str(),
             self.timeout
-        )
+        )?;
+        if self.caller {
+            f.write_str(" (the caller's deadline)")?;
+        }
+        Ok(())
     }
 }
 
@@ -512,9 +562,20 @@ impl<'a> Rejection<'a> {
         }
     }
 
+    /// Whether this rejection says something about the caller's side
+    /// only, not about the dependency: local saturation (see
+    /// [`is_local_saturation`](Self::is_local_saturation)), or the expiry
+    /// of a deadline the caller chose ([`Elapsed::is_caller_deadline`]).
+    /// Circuit breakers ignore these by default.
+    pub fn is_caller_side(&self) -> bool {
+        match self {
+            Rejection::Elapsed(e) => e.is_caller_deadline(),
+            other => other.is_local_saturation(),
+        }
+    }
+
     /// Whether this is local saturation (a rate limit, a full bulkhead, a
     /// missing key) rather than evidence that the dependency is failing.
-    /// Circuit breakers ignore these by default.
     pub fn is_local_saturation(&self) -> bool {
         matches!(
             self,
@@ -681,6 +742,21 @@ mod tests {
         assert!(!Rejection::CircuitOpen(&co).is_local_saturation());
         assert!(!Rejection::Elapsed(&el).is_local_saturation());
         assert!(!Rejection::Panicked(&pa).is_local_saturation());
+    }
+
+    #[test]
+    fn caller_side_adds_the_expiry_of_a_callers_deadline() {
+        let own = Elapsed::new(policy(), Duration::from_secs(1));
+        let asked = Elapsed::caller_deadline(policy(), Duration::from_millis(1));
+        assert!(!Rejection::Elapsed(&own).is_caller_side());
+        assert!(Rejection::Elapsed(&asked).is_caller_side());
+        assert!(!Rejection::Elapsed(&asked).is_local_saturation());
+        let rl = RateLimited::new(policy(), Duration::ZERO, KeyKind::Global);
+        let co = CircuitOpen::new(policy(), None, CircuitState::Open);
+        let pa = Panicked::new(policy(), "x");
+        assert!(Rejection::RateLimited(&rl).is_caller_side());
+        assert!(!Rejection::CircuitOpen(&co).is_caller_side());
+        assert!(!Rejection::Panicked(&pa).is_caller_side());
     }
 
     #[test]

@@ -54,6 +54,12 @@ static GRPC_TIMEOUT_NAME: http::HeaderName = http::HeaderName::from_static(GRPC_
 /// Implemented by [`NoOverride`], [`HttpDeadline`] and closures
 /// `Fn(&Req) -> Option<Duration>`. Implementations run for every request:
 /// keep them cheap and never panic on what a client sent.
+///
+/// A closure's deadline counts as the service's own. A source that reads
+/// what the remote caller asked for marks it with
+/// [`Requested::with_caller_timeout`], as [`HttpDeadline`] does for
+/// `grpc-timeout`, so that its expiry is not taken for a failing
+/// dependency.
 pub trait DeadlineSource<Req> {
     /// The timeout `request` asks for, if any, and any malformed input
     /// found while reading it.
@@ -71,6 +77,7 @@ pub trait DeadlineSource<Req> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Requested {
     timeout: Option<Duration>,
+    caller: bool,
     malformed: Option<MalformedInput>,
 }
 
@@ -88,18 +95,41 @@ impl Requested {
     pub const fn none() -> Self {
         Self {
             timeout: None,
+            caller: false,
             malformed: None,
         }
     }
 
-    /// Adds a requested timeout. When several are added, the smallest is
-    /// kept.
+    /// Adds a timeout the service itself asks for (set by the server's own
+    /// code, as a [`RequestTimeout`] is). When several are added, the
+    /// smallest is kept.
     #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(match self.timeout {
-            Some(current) => current.min(timeout),
-            None => timeout,
-        });
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.add(timeout, false)
+    }
+
+    /// Adds a timeout the remote caller asks for, such as a `grpc-timeout`
+    /// header. When several are added, the smallest is kept; on a tie, the
+    /// service's own wins.
+    ///
+    /// A call that outlives a caller's deadline shorter than the policy's
+    /// fails with an [`Elapsed`](palisade_core::Elapsed) whose
+    /// [`is_caller_deadline`](palisade_core::Elapsed::is_caller_deadline)
+    /// is true, which circuit breakers ignore by default: the client was
+    /// in a hurry, the dependency did not fail.
+    #[must_use]
+    pub fn with_caller_timeout(self, timeout: Duration) -> Self {
+        self.add(timeout, true)
+    }
+
+    fn add(mut self, timeout: Duration, caller: bool) -> Self {
+        match self.timeout {
+            Some(current) if current < timeout || (current == timeout && !self.caller) => {}
+            _ => {
+                self.timeout = Some(timeout);
+                self.caller = caller;
+            }
+        }
         self
     }
 
@@ -115,6 +145,11 @@ impl Requested {
         self.timeout
     }
 
+    /// Whether the smallest requested timeout is the remote caller's.
+    pub const fn is_from_caller(&self) -> bool {
+        self.caller
+    }
+
     /// The malformed input that was ignored, if any.
     pub const fn malformed(&self) -> Option<MalformedInput> {
         self.malformed
@@ -125,6 +160,7 @@ impl From<Option<Duration>> for Requested {
     fn from(timeout: Option<Duration>) -> Self {
         Self {
             timeout,
+            caller: false,
             malformed: None,
         }
     }
@@ -256,6 +292,13 @@ impl HttpDeadline {
 
     /// Whether to read the `grpc-timeout` header (default `true`). Turn it
     /// off when clients outside your control must not shorten deadlines.
+    ///
+    /// A deadline read from the header is the caller's: when it is shorter
+    /// than the policy's and the call outlives it, the
+    /// [`Elapsed`](palisade_core::Elapsed) says so, and circuit breakers
+    /// ignore it by default, so a client that asks for deadlines nothing
+    /// can meet gets its own 504s (or `DEADLINE_EXCEEDED`) without opening
+    /// the circuit for everyone.
     #[must_use]
     pub const fn read_grpc_timeout(mut self, enabled: bool) -> Self {
         self.grpc_timeout = enabled;
@@ -289,7 +332,7 @@ impl<B> DeadlineSource<http::Request<B>> for HttpDeadline {
             && let Some(value) = request.headers().get(&GRPC_TIMEOUT_NAME)
         {
             requested = match GrpcTimeout::parse(value.as_bytes()) {
-                Ok(parsed) => requested.with_timeout(parsed.duration()),
+                Ok(parsed) => requested.with_caller_timeout(parsed.duration()),
                 Err(err) => requested.with_malformed(GRPC_TIMEOUT, err.as_str()),
             };
         }
@@ -360,6 +403,34 @@ mod tests {
                 reason: "unknown unit"
             })
         );
+    }
+
+    #[test]
+    fn the_smallest_timeout_keeps_its_origin_and_a_tie_is_the_services() {
+        let caller_first = Requested::none()
+            .with_caller_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_millis(500));
+        assert_eq!(caller_first.timeout(), Some(Duration::from_millis(300)));
+        assert!(caller_first.is_from_caller());
+        let service_smaller = Requested::none()
+            .with_timeout(Duration::from_millis(200))
+            .with_caller_timeout(Duration::from_millis(300));
+        assert!(!service_smaller.is_from_caller());
+        for tie in [
+            Requested::none()
+                .with_caller_timeout(Duration::from_millis(300))
+                .with_timeout(Duration::from_millis(300)),
+            Requested::none()
+                .with_timeout(Duration::from_millis(300))
+                .with_caller_timeout(Duration::from_millis(300)),
+        ] {
+            assert_eq!(tie.timeout(), Some(Duration::from_millis(300)));
+            assert!(!tie.is_from_caller());
+        }
+        let header = HttpDeadline::new().requested(&request(Some("100m"), None));
+        assert!(header.is_from_caller());
+        let extension = HttpDeadline::new().requested(&request(None, Some(Duration::from_secs(1))));
+        assert!(!extension.is_from_caller());
     }
 
     #[test]

@@ -26,16 +26,19 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         timeout: Duration,
+        // Whether `timeout` is the remote caller's deadline.
+        caller: bool,
         shared: Arc<Shared>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(inner: F, timeout: Duration, caller: bool, shared: Arc<Shared>) -> Self {
         Self {
             inner: Some(inner),
             sleep: None,
             timeout,
+            caller,
             shared,
         }
     }
@@ -43,6 +46,12 @@ impl<F> ResponseFuture<F> {
     /// The deadline applied to this call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether the deadline is the remote caller's, shorter than the
+    /// policy's own.
+    pub fn is_caller_deadline(&self) -> bool {
+        self.caller
     }
 
     /// Whether the timer has been started (the inner future returned
@@ -56,6 +65,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("timeout", &self.timeout)
+            .field("caller_deadline", &self.caller)
             .field("timer_started", &self.sleep.is_some())
             .field("expired", &self.inner.is_none())
             .finish()
@@ -74,7 +84,7 @@ where
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             // Polled again after expiring: answer the same way, never panic.
-            return Poll::Ready(Err(elapsed(this.shared, *this.timeout)));
+            return Poll::Ready(Err(elapsed(this.shared, *this.timeout, *this.caller)));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
@@ -93,10 +103,15 @@ where
             policy: this.shared.policy.as_str(),
             timeout: *this.timeout,
         });
-        Poll::Ready(Err(elapsed(this.shared, *this.timeout)))
+        Poll::Ready(Err(elapsed(this.shared, *this.timeout, *this.caller)))
     }
 }
 
-fn elapsed(shared: &Shared, timeout: Duration) -> BoxError {
-    Elapsed::new(shared.policy.clone(), timeout).into()
+fn elapsed(shared: &Shared, timeout: Duration, caller: bool) -> BoxError {
+    let policy = shared.policy.clone();
+    if caller {
+        Elapsed::caller_deadline(policy, timeout).into()
+    } else {
+        Elapsed::new(policy, timeout).into()
+    }
 }

@@ -78,11 +78,16 @@ where
                 "ignored a malformed deadline header"
             );
         }
-        let timeout = match requested.timeout() {
-            Some(requested) => requested.min(self.shared.timeout),
-            None => self.shared.timeout,
+        let (timeout, caller) = match requested.timeout() {
+            Some(asked) if asked < self.shared.timeout => (asked, requested.is_from_caller()),
+            _ => (self.shared.timeout, false),
         };
         self.source.expose(&mut request, Deadline::new(timeout));
-        ResponseFuture::new(self.inner.call(request), timeout, self.shared.clone())
+        ResponseFuture::new(
+            self.inner.call(request),
+            timeout,
+            caller,
+            self.shared.clone(),
+        )
     }
 }

@@ -105,6 +105,7 @@ async fn the_default_applies_without_overrides() {
     assert_eq!(waited, Duration::from_secs(2));
     assert_eq!(elapsed.timeout(), Duration::from_secs(2));
     assert_eq!(elapsed.policy(), "api");
+    assert!(!elapsed.is_caller_deadline());
     assert_eq!(deadline, Some(Deadline::new(Duration::from_secs(2))));
     assert_eq!(
         *recorder.timed_out.lock().unwrap(),
@@ -122,6 +123,9 @@ async fn a_shorter_extension_wins_and_a_longer_one_is_ignored() {
     assert_eq!(waited, Duration::from_millis(300));
     assert_eq!(elapsed.timeout(), Duration::from_millis(300));
     assert_eq!(deadline.unwrap().budget(), Duration::from_millis(300));
+    // The extension is set by the server's own code: its deadline is the
+    // service's, not the caller's.
+    assert!(!elapsed.is_caller_deadline());
 
     let (_, waited, elapsed) =
         expiry_of(&layer, request(None, Some(Duration::from_secs(60)))).await;
@@ -138,9 +142,19 @@ async fn a_shorter_grpc_timeout_wins_and_a_longer_one_is_ignored() {
     assert_eq!(waited, Duration::from_millis(150));
     assert_eq!(elapsed.timeout(), Duration::from_millis(150));
     assert_eq!(deadline.unwrap().budget(), Duration::from_millis(150));
+    assert!(elapsed.is_caller_deadline(), "the header is the client's");
 
-    let (_, waited, _) = expiry_of(&layer, request(Some(b"1H"), None)).await;
+    let (_, waited, elapsed) = expiry_of(&layer, request(Some(b"1H"), None)).await;
     assert_eq!(waited, Duration::from_secs(2));
+    assert!(
+        !elapsed.is_caller_deadline(),
+        "the policy's deadline applied"
+    );
+
+    // Asking for exactly the policy's deadline leaves it the policy's.
+    let (_, waited, elapsed) = expiry_of(&layer, request(Some(b"2S"), None)).await;
+    assert_eq!(waited, Duration::from_secs(2));
+    assert!(!elapsed.is_caller_deadline());
     assert!(recorder.malformed.lock().unwrap().is_empty());
 }
 
@@ -148,19 +162,26 @@ async fn a_shorter_grpc_timeout_wins_and_a_longer_one_is_ignored() {
 async fn the_smallest_of_default_extension_and_header_wins() {
     let recorder = Arc::new(Recorder::default());
     let layer = http_layer(Duration::from_secs(2), &recorder);
-    let cases: [(&[u8], u64, u64); 3] = [
-        // (header, extension ms, expected ms)
-        (b"700m", 900, 700),
-        (b"900m", 700, 700),
-        (b"5S", 3000, 2000),
+    let cases: [(&[u8], u64, u64, bool); 4] = [
+        // (header, extension ms, expected ms, whether the caller's applied)
+        (b"700m", 900, 700, true),
+        (b"900m", 700, 700, false),
+        // A tie between the client and the server is the server's.
+        (b"700m", 700, 700, false),
+        (b"5S", 3000, 2000, false),
     ];
-    for (header, extension, expected) in cases {
+    for (header, extension, expected, caller) in cases {
         let req = request(Some(header), Some(Duration::from_millis(extension)));
         let (deadline, waited, elapsed) = expiry_of(&layer, req).await;
         let expected = Duration::from_millis(expected);
         assert_eq!(waited, expected);
         assert_eq!(elapsed.timeout(), expected);
         assert_eq!(deadline.unwrap().budget(), expected);
+        assert_eq!(
+            elapsed.is_caller_deadline(),
+            caller,
+            "{header:?} vs {extension} ms"
+        );
     }
 }
 

@@ -10,7 +10,7 @@
 //! | [`ServerErrorsAsFailures`] | `Ok` with status < 500 | `Ok` with 5xx, any `Err` | — |
 //! | [`GrpcErrorsAsFailures`] | `grpc-status` OK or a non-failure code | UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED (configurable), any `Err` | — |
 //! | [`ClassifyFn`] | whatever the closure says | | |
-//! | [`IgnoreLocalRejections`] | as the inner classifier | as the inner classifier | palisade's rate-limit, bulkhead and missing-key rejections |
+//! | [`IgnoreLocalRejections`] | as the inner classifier | as the inner classifier | palisade's rate-limit, bulkhead and missing-key rejections, and timeouts on a deadline the caller chose |
 //!
 //! The HTTP classifiers reuse [`tower_http::classify`]. gRPC puts its status
 //! in the response headers only when the call fails before any message
@@ -168,13 +168,21 @@ where
     }
 }
 
-/// Wraps a classifier so that palisade's own local-saturation rejections
-/// ([`RateLimited`](crate::RateLimited), [`Overloaded`](crate::Overloaded),
-/// [`MissingKey`](crate::MissingKey)) count as neither success nor failure.
+/// Wraps a classifier so that palisade's rejections that speak of the
+/// caller's side only count as neither success nor failure: the
+/// local-saturation rejections ([`RateLimited`](crate::RateLimited),
+/// [`Overloaded`](crate::Overloaded), [`MissingKey`](crate::MissingKey))
+/// and an [`Elapsed`](crate::Elapsed) on a deadline the remote caller chose
+/// ([`Elapsed::is_caller_deadline`](crate::Elapsed::is_caller_deadline)).
 ///
 /// A rate limiter or a full bulkhead below a circuit breaker says the
-/// *caller* is busy, not that the dependency is failing, so breakers use
-/// this by default.
+/// *caller* is busy, not that the dependency is failing; a call that
+/// outlives a `grpc-timeout` the client sent says the client was in a
+/// hurry. Counting either as a failure would let one client's traffic open
+/// a circuit every client shares, so breakers use this by default. A
+/// timeout on the policy's own deadline is passed to the inner
+/// classifier: with a server-side deadline shorter than what clients ask
+/// for, a dependency that hangs still opens the circuit.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IgnoreLocalRejections<C> {
     inner: C,
@@ -192,10 +200,12 @@ impl<C> IgnoreLocalRejections<C> {
     }
 }
 
-/// Whether `err` is, or wraps, a palisade rejection that only says the
-/// caller's side is saturated (rate limit, full bulkhead, missing key).
+/// Whether `err` is, or wraps, a palisade rejection that speaks of the
+/// caller's side only: a rate limit, a full bulkhead, a missing key, or a
+/// timeout on a deadline the caller chose (see
+/// [`Rejection::is_caller_side`](crate::error::Rejection::is_caller_side)).
 pub fn is_local_rejection(err: &BoxError) -> bool {
-    find_rejection(&**err).is_some_and(|r| r.is_local_saturation())
+    find_rejection(&**err).is_some_and(|r| r.is_caller_side())
 }
 
 impl<C, T> Classify<T, BoxError> for IgnoreLocalRejections<C>

@@ -285,6 +285,10 @@ fn local_rejections_are_ignored_and_other_rejections_are_not() {
             Elapsed::new(p(), Duration::from_secs(1)).into(),
             Outcome::Failure,
         ),
+        (
+            Elapsed::caller_deadline(p(), Duration::from_millis(1)).into(),
+            Outcome::Ignored,
+        ),
         ("plain".into(), Outcome::Failure),
     ];
     for (err, expected) in cases {
