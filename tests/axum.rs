@@ -153,6 +153,63 @@ async fn a_slow_handler_answers_504() {
 }
 
 #[tokio::test]
+async fn a_clients_short_grpc_timeout_answers_504_without_opening_the_circuit() {
+    let policy = Stack::new("search")
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .classifier(ServerErrorsAsFailures)
+                .count_window(4)
+                .minimum_calls(4)
+                .failure_rate_threshold(0.5)
+                .open_wait(Duration::from_secs(600)),
+        )
+        .timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_millis(150))
+                .http(),
+        )
+        .http_errors()
+        .build()
+        .unwrap();
+    let breaker = policy.circuit_breaker().handle();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                "late"
+            }),
+        )
+        .route("/fast", get(|| async { "fast" }))
+        .layer(policy);
+    let server = serve(app).await;
+    let client = HttpClient::new(&server);
+
+    // One client asks for deadlines nothing can meet: its own requests
+    // time out, and the circuit every client shares stays closed.
+    for _ in 0..8 {
+        let answer = client
+            .send_with("GET", "/slow", &[("grpc-timeout", "5m")])
+            .await;
+        assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(client.get("/fast").await.status, StatusCode::OK);
+
+    // The policy's own deadline passing is the dependency's failure: with
+    // the one success above, three make the window of four fail at 75%.
+    for _ in 0..3 {
+        assert_eq!(
+            client.get("/slow").await.status,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let answer = client.get("/fast").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
 async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
     let snapshot = SnapshotSink::new();
     let policy = Stack::new("api")

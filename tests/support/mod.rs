@@ -106,11 +106,18 @@ impl HttpClient {
     }
 
     pub async fn send(&self, method: &str, path: &str) -> Answer {
-        let request = Request::builder()
+        self.send_with(method, path, &[]).await
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn send_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
-            .body(Body::empty())
-            .unwrap();
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Body::empty()).unwrap();
         let response = tokio::time::timeout(ANSWER_WITHIN, self.client.request(request))
             .await
             .expect("the server answers in time")

@@ -16,9 +16,13 @@ use crate::window::{MAX_BUCKETS, MAX_COUNT_WINDOW};
 /// failure, except palisade's own local-saturation rejections
 /// ([`RateLimited`](palisade_core::RateLimited),
 /// [`Overloaded`](palisade_core::Overloaded),
-/// [`MissingKey`](palisade_core::MissingKey)), which are ignored.
-/// [`Elapsed`](palisade_core::Elapsed) and
-/// [`Panicked`](palisade_core::Panicked) from layers below are failures.
+/// [`MissingKey`](palisade_core::MissingKey)) and the expiry of a deadline
+/// the remote caller chose
+/// ([`Elapsed::is_caller_deadline`](palisade_core::Elapsed::is_caller_deadline),
+/// for example from a `grpc-timeout` header), which are ignored.
+/// [`Elapsed`](palisade_core::Elapsed) on the timeout policy's own deadline
+/// and [`Panicked`](palisade_core::Panicked) from layers below are
+/// failures.
 pub type DefaultClassifier = IgnoreLocalRejections<ErrorsAsFailures>;
 
 /// Configures a [`CircuitBreakerLayer`] (or a
@@ -234,11 +238,41 @@ impl<C> CircuitBreakerBuilder<C> {
     /// [`Classify`](palisade_core::Classify) implementation such as
     /// [`ServerErrorsAsFailures`](palisade_core::classify::ServerErrorsAsFailures),
     /// [`GrpcErrorsAsFailures`](palisade_core::classify::GrpcErrorsAsFailures)
-    /// or [`ClassifyFn`](palisade_core::classify::ClassifyFn). Wrap it in
-    /// [`IgnoreLocalRejections`] to keep ignoring palisade's local
-    /// rejections.
+    /// or [`ClassifyFn`](palisade_core::classify::ClassifyFn).
+    ///
+    /// The classifier is wrapped in [`IgnoreLocalRejections`]: the
+    /// rejections of palisade's layers below the breaker that speak of the
+    /// caller's side only (a rate limit, a full bulkhead, a missing key, a
+    /// timeout on a deadline the client chose) are ignored before it is
+    /// asked, so that neither a busy caller nor one client's `grpc-timeout`
+    /// can open the circuit. Use
+    /// [`unfiltered_classifier`](Self::unfiltered_classifier) to hand them
+    /// to the classifier too.
+    ///
+    /// ```
+    /// use palisade_breaker::CircuitBreakerLayer;
+    /// use palisade_core::classify::ServerErrorsAsFailures;
+    ///
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .classifier(ServerErrorsAsFailures)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
     #[must_use]
-    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
+    pub fn classifier<C2>(
+        self,
+        classifier: C2,
+    ) -> CircuitBreakerBuilder<IgnoreLocalRejections<C2>> {
+        self.unfiltered_classifier(IgnoreLocalRejections::new(classifier))
+    }
+
+    /// Decides what counts as a failure with `classifier` as given: unlike
+    /// [`classifier`](Self::classifier), it also sees palisade's rate-limit,
+    /// bulkhead and missing-key rejections and timeouts on a client's
+    /// deadline, and by default counts them as failures.
+    #[must_use]
+    pub fn unfiltered_classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
             policy: self.policy,
             metrics: self.metrics,

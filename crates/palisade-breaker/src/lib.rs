@@ -96,10 +96,14 @@
 //! A [`Classify`](palisade_core::Classify) implementation decides what a
 //! failure is. The default, [`DefaultClassifier`], counts every error as a
 //! failure except palisade's own rate-limit, bulkhead and missing-key
-//! rejections, which only say the caller is saturated. Timeouts and caught
-//! panics from layers below count as failures. HTTP (5xx) and gRPC (status
-//! codes, read from trailers at the end of the body) classifiers come from
-//! [`palisade_core::classify`]. A cancelled call is ignored unless
+//! rejections, which only say the caller is saturated, and timeouts on a
+//! deadline the client chose (a `grpc-timeout` shorter than the policy's),
+//! which only say the client was in a hurry. Timeouts on the policy's own
+//! deadline and caught panics from layers below count as failures. HTTP
+//! (5xx) and gRPC (status codes, read from trailers at the end of the body)
+//! classifiers come from [`palisade_core::classify`]; a classifier given
+//! with [`classifier`](CircuitBreakerBuilder::classifier) ignores the same
+//! caller-side rejections. A cancelled call is ignored unless
 //! [`cancelled_as_failure`](CircuitBreakerBuilder::cancelled_as_failure).
 //!
 //! # Control, events and cost
