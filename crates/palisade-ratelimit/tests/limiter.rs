@@ -296,6 +296,50 @@ fn ipv6_peers_share_a_bucket_per_prefix() {
 }
 
 #[test]
+fn the_longest_buckets_allowed_never_overflow_a_keyed_or_global_limiter() {
+    let recorder = Arc::new(Recorder::default());
+    // A full bucket of exactly the longest refill time allowed.
+    let longest = Duration::from_nanos(u64::MAX / 2);
+    for (requests, burst) in [(1_u32, 1_u32), (4, 4), (1_000, 1_000), (1, 3)] {
+        let period = longest * requests / burst / requests * requests;
+        let manual = ManualClock::new();
+        let keyed = RateLimitLayer::builder()
+            .name("test")
+            .quota(requests, period)
+            .burst(burst)
+            .clock(Clock::manual(&manual))
+            .metrics(Metrics::from_arc(recorder.clone()))
+            .keyed_by(KeyFn::new(
+                (|key: &u64| Some(*key)) as fn(&u64) -> Option<u64>,
+            ))
+            .build()
+            .unwrap_or_else(|err| panic!("{requests}/{burst}: {err}"));
+        let global = global(requests, period, burst, &manual);
+        let (keyed, global) = (keyed.limiter(), global.limiter());
+        let both = |n: u32| {
+            let mut admitted = [0_u32; 2];
+            for _ in 0..n {
+                admitted[0] += u32::from(keyed.check_key(&7).is_ok());
+                admitted[1] += u32::from(global.check().is_ok());
+            }
+            admitted
+        };
+        // Within nanoseconds: the burst, and nothing more.
+        manual.advance(Duration::from_nanos(5));
+        let first = both(burst + 2);
+        assert_eq!(first, [burst, burst], "{requests}/{burst}");
+        // A century later, then close to the end of the range the clock
+        // has left: never a panic, and both buckets agree.
+        for years in [100, 150] {
+            manual.advance(Duration::from_secs(years * 365 * 24 * 3600));
+            let [keyed, global] = both(burst + 2);
+            assert_eq!(keyed, global, "{requests}/{burst} after {years} more years");
+            assert!(keyed <= burst);
+        }
+    }
+}
+
+#[test]
 fn invalid_settings_are_typed_errors() {
     let cases: Vec<(&str, palisade_core::ConfigError)> = vec![
         (
@@ -322,6 +366,21 @@ fn invalid_settings_are_typed_errors() {
         (
             "burst",
             RateLimitLayer::builder().burst(0).build().unwrap_err(),
+        ),
+        (
+            "period",
+            RateLimitLayer::builder()
+                .quota(1, Duration::from_nanos(u64::MAX))
+                .build()
+                .unwrap_err(),
+        ),
+        (
+            "burst",
+            RateLimitLayer::builder()
+                .quota(2, Duration::from_nanos(u64::MAX / 2 + 2))
+                .burst(2)
+                .build()
+                .unwrap_err(),
         ),
         (
             "max_delay",

@@ -98,6 +98,11 @@ impl<K, H> RateLimitBuilder<K, H> {
     /// Admits `requests` per `period` on average (one request every
     /// `period / requests`). Unless [`burst`](Self::burst) says otherwise,
     /// up to `requests` may come at once.
+    ///
+    /// `period / requests` must be at least 1 ns, and a full bucket
+    /// (`burst * period / requests`) may take at most about 292 years
+    /// (`u64::MAX / 2` nanoseconds) to refill; [`build`](Self::build)
+    /// names the field otherwise.
     pub fn quota(mut self, requests: u32, period: Duration) -> Self {
         self.requests = requests;
         self.period = period;
@@ -213,6 +218,10 @@ impl<K: KeyExtractor> RateLimitBuilder<K, RateLimitHeaders> {
     }
 }
 
+/// The longest a full bucket (`burst * period / requests`) may take to
+/// refill, in nanoseconds: half of `u64`'s range, about 292 years.
+const MAX_BUCKET_NANOS: u64 = u64::MAX / 2;
+
 impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
     fn build_with(
         self,
@@ -224,24 +233,20 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         let period = check.positive_duration("period", self.period)?;
         let interval = period / requests;
         let burst = check.at_least("burst", self.burst.unwrap_or(requests), 1)?;
-        // GCRA keeps times as u64 nanoseconds: the emission interval and a
-        // full bucket (`interval * burst`) must both fit, or the limiter
-        // would overflow.
-        if interval.as_nanos() > u128::from(u64::MAX) {
-            return Err(check.error(
-                "period",
-                period,
-                format!("period / requests <= {:?}", Duration::from_nanos(u64::MAX)),
-            ));
+        // GCRA keeps times as u64 nanoseconds since the limiter started,
+        // and a key's arrival time is that instant plus up to a full bucket
+        // (`interval * burst`). Bounding the bucket by half the range
+        // leaves the other half (about 292 years) for the clock, so no sum
+        // can overflow, in palisade's bucket or in governor's.
+        let most = Duration::from_nanos(MAX_BUCKET_NANOS);
+        if interval.as_nanos() > u128::from(MAX_BUCKET_NANOS) {
+            return Err(check.error("period", period, format!("period / requests <= {most:?}")));
         }
-        if interval.as_nanos() * u128::from(burst) > u128::from(u64::MAX) {
+        if interval.as_nanos() * u128::from(burst) > u128::from(MAX_BUCKET_NANOS) {
             return Err(check.error(
                 "burst",
                 burst,
-                format!(
-                    "burst * (period / requests) <= {:?}",
-                    Duration::from_nanos(u64::MAX)
-                ),
+                format!("burst * (period / requests) <= {most:?}"),
             ));
         }
         let quota = NonZeroU32::new(burst)
