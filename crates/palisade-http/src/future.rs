@@ -97,26 +97,29 @@ pub use self::grpc::GrpcResponseFuture;
 #[cfg(feature = "tonic")]
 mod grpc {
     use super::*;
-    use crate::grpc::grpc_response;
+    use crate::grpc::{Flavour, grpc_response};
 
     pin_project! {
         /// Response future of [`ErrorToStatus`](crate::grpc::ErrorToStatus).
         pub struct GrpcResponseFuture<F> {
             #[pin]
             state: State<F>,
+            flavour: Flavour,
         }
     }
 
     impl<F> GrpcResponseFuture<F> {
-        pub(crate) fn new(future: F) -> Self {
+        pub(crate) fn new(future: F, flavour: Flavour) -> Self {
             Self {
                 state: State::Inner { future },
+                flavour,
             }
         }
 
-        pub(crate) fn not_ready(error: BoxError) -> Self {
+        pub(crate) fn not_ready(error: BoxError, flavour: Flavour) -> Self {
             Self {
                 state: State::NotReady { error: Some(error) },
+                flavour,
             }
         }
     }
@@ -137,7 +140,8 @@ mod grpc {
 
         #[inline]
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let error = match self.project().state.project() {
+            let this = self.project();
+            let error = match this.state.project() {
                 StateProj::Inner { future } => match ready!(future.poll(cx)) {
                     Ok(res) => return Poll::Ready(Ok(res)),
                     Err(err) => err.into(),
@@ -147,7 +151,7 @@ mod grpc {
                     None => "response future polled after completion".into(),
                 },
             };
-            Poll::Ready(Ok(grpc_response(&*error)))
+            Poll::Ready(Ok(grpc_response(error, *this.flavour)))
         }
     }
 }

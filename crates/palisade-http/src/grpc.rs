@@ -22,8 +22,9 @@
 //! sentence: it names the policy and the reason, never the error's text.
 //! When the layer knows how long to wait, the status carries two metadata
 //! entries: `retry-after` (whole seconds, rounded up, at least 1, as HTTP's
-//! header) and `grpc-retry-pushback-ms` (milliseconds), the server
-//! pushback that gRPC clients with a retry policy honour.
+//! header) and `grpc-retry-pushback-ms` (milliseconds, rounded up, at
+//! least 1), the server pushback that gRPC clients with a retry policy
+//! honour.
 //!
 //! # Server side
 //!
@@ -35,10 +36,14 @@
 //!
 //! # Client side
 //!
-//! Around a `tonic::transport::Channel`, the same layer makes a rejection of
-//! the client's own stack (an open breaker, a rate limit) reach the
-//! generated client as the mapped [`tonic::Status`]. To map a `BoxError`
-//! yourself, use [`client_grpc_status`].
+//! Around a `tonic::transport::Channel`, [`ErrorToStatusLayer::client`]
+//! makes a rejection of the client's own stack (an open breaker, a rate
+//! limit) reach the generated client as the mapped [`tonic::Status`], and
+//! any other error as tonic would map it without the layer
+//! ([`client_grpc_status`]): a connection refused stays `UNAVAILABLE`, with
+//! its text, where the server flavour would answer `UNKNOWN` and hide the
+//! text from a remote client. To map a `BoxError` yourself, use
+//! [`client_grpc_status`].
 //!
 //! # Example
 //!
@@ -118,8 +123,10 @@ pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
                     "retry-after",
                     MetadataValue::from(crate::retry_after_seconds(delay)),
                 );
-                let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                metadata.insert("grpc-retry-pushback-ms", MetadataValue::from(millis));
+                metadata.insert(
+                    "grpc-retry-pushback-ms",
+                    MetadataValue::from(pushback_millis(delay)),
+                );
             }
             status
         }
@@ -128,6 +135,15 @@ pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
             None => Status::new(Code::Unknown, problem.detail().to_string()),
         },
     }
+}
+
+/// A wait as `grpc-retry-pushback-ms`: milliseconds rounded up and at
+/// least 1, so a client that honours it never retries before the wait is
+/// over (a value of 0 would ask for an immediate retry).
+fn pushback_millis(delay: std::time::Duration) -> u64 {
+    u64::try_from(delay.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// The [`Status`] for an error of a client's stack (around a tonic
@@ -143,14 +159,32 @@ pub fn client_grpc_status(err: BoxError) -> Status {
     }
 }
 
+/// Whom an [`ErrorToStatus`] answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// A remote client: [`to_grpc_status`], never the error's text.
+    #[default]
+    Server,
+    /// The process's own client code: [`client_grpc_status`].
+    Client,
+}
+
 /// A trailers-only gRPC response for `err`, logged.
-pub(crate) fn grpc_response<B: Default>(err: &(dyn Error + 'static)) -> http::Response<B> {
-    let status = to_grpc_status(err);
-    log_mapped(
-        &Problem::new(err, TimeoutStatus::default()),
-        err,
-        &format_args!("{:?}", status.code()),
-    );
+pub(crate) fn grpc_response<B: Default>(err: BoxError, flavour: Flavour) -> http::Response<B> {
+    let status = if flavour == Flavour::Server || palisade_core::find_rejection(&*err).is_some() {
+        let status = to_grpc_status(&*err);
+        log_mapped(
+            &Problem::new(&*err, TimeoutStatus::default()),
+            &*err,
+            &format_args!("{:?}", status.code()),
+        );
+        status
+    } else {
+        // The caller gets the error's text in the status: a debug line is
+        // enough here.
+        tracing::debug!(error = %err, "client error passed on as a gRPC status");
+        Status::from_error(err)
+    };
     let mut res = http::Response::new(B::default());
     let headers = res.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -164,8 +198,9 @@ pub(crate) fn grpc_response<B: Default>(err: &(dyn Error + 'static)) -> http::Re
 /// Turns the errors of a gRPC service into trailers-only responses
 /// carrying the mapped [`Status`], so the service becomes [`Infallible`].
 ///
-/// Works on a tonic server (`Server::builder().layer(..)`) and around a
-/// client `Channel`. The response body type `B` is kept; error responses
+/// Works on a tonic server (`Server::builder().layer(..)`, with
+/// [`new`](Self::new)) and around a client `Channel` (with
+/// [`client`](Self::client)). The response body type `B` is kept; error responses
 /// use `B::default()`, an empty body (`tonic::body::Body` qualifies).
 ///
 /// ```
@@ -189,13 +224,46 @@ pub(crate) fn grpc_response<B: Default>(err: &(dyn Error + 'static)) -> http::Re
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorToStatusLayer {
-    _private: (),
+    flavour: Flavour,
 }
 
 impl ErrorToStatusLayer {
-    /// The layer.
+    /// The layer for a server: every error becomes the [module](self)
+    /// table's status, whose message never carries the error's text.
     pub const fn new() -> Self {
-        Self { _private: () }
+        Self {
+            flavour: Flavour::Server,
+        }
+    }
+
+    /// The layer for a client stack around a `tonic` `Channel`: a
+    /// palisade rejection becomes the table's status, and any other error
+    /// the status tonic would give it ([`client_grpc_status`]), so a
+    /// transport failure stays `UNAVAILABLE` with its text and a retry
+    /// policy keyed on codes still sees it.
+    ///
+    /// ```
+    /// use palisade_core::BoxError;
+    /// use palisade_http::grpc::ErrorToStatusLayer;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let channel = service_fn(|_req: http::Request<tonic::body::Body>| async {
+    ///     Err::<http::Response<tonic::body::Body>, BoxError>(
+    ///         tonic::Status::unavailable("connection refused").into(),
+    ///     )
+    /// });
+    /// let svc = ErrorToStatusLayer::client().layer(channel);
+    /// let res = svc.oneshot(http::Request::new(tonic::body::Body::empty())).await.unwrap();
+    /// assert_eq!(res.headers()["grpc-status"], "14"); // UNAVAILABLE
+    /// assert_eq!(res.headers()["grpc-message"], "connection%20refused");
+    /// # }
+    /// ```
+    pub const fn client() -> Self {
+        Self {
+            flavour: Flavour::Client,
+        }
     }
 }
 
@@ -205,6 +273,7 @@ impl<S> Layer<S> for ErrorToStatusLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ErrorToStatus {
             inner,
+            flavour: self.flavour,
             not_ready: None,
         }
     }
@@ -217,6 +286,7 @@ impl<S> Layer<S> for ErrorToStatusLayer {
 /// call, which then does not reach the inner service.
 pub struct ErrorToStatus<S> {
     inner: S,
+    flavour: Flavour,
     not_ready: Option<BoxError>,
 }
 
@@ -241,6 +311,7 @@ impl<S: Clone> Clone for ErrorToStatus<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            flavour: self.flavour,
             not_ready: None,
         }
     }
@@ -250,6 +321,7 @@ impl<S: fmt::Debug> fmt::Debug for ErrorToStatus<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorToStatus")
             .field("inner", &self.inner)
+            .field("flavour", &self.flavour)
             .finish_non_exhaustive()
     }
 }
@@ -276,8 +348,8 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.not_ready.take() {
-            None => GrpcResponseFuture::new(self.inner.call(req)),
-            Some(err) => GrpcResponseFuture::not_ready(err),
+            None => GrpcResponseFuture::new(self.inner.call(req), self.flavour),
+            Some(err) => GrpcResponseFuture::not_ready(err, self.flavour),
         }
     }
 }

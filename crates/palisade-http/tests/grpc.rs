@@ -56,6 +56,28 @@ fn status_table_with_detail_and_retry_metadata() {
 }
 
 #[test]
+fn the_pushback_is_rounded_up_and_never_zero() {
+    use palisade_core::{KeyKind, PolicyName, RateLimited};
+    use std::time::Duration;
+    for (wait, millis) in [
+        (Duration::ZERO, "1"),
+        (Duration::from_nanos(1), "1"),
+        (Duration::from_micros(9_600), "10"),
+        (Duration::from_millis(1_500), "1500"),
+        (Duration::from_nanos(1_500_000_001), "1501"),
+        (Duration::MAX, "18446744073709551615"),
+    ] {
+        let err: BoxError = RateLimited::new(PolicyName::new("api"), wait, KeyKind::Global).into();
+        let status = to_grpc_status(&*err);
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            millis,
+            "{wait:?}"
+        );
+    }
+}
+
+#[test]
 fn a_status_in_the_chain_is_kept() {
     let err: BoxError = Wrapped(Box::new(Status::not_found("no such book"))).into();
     let status = to_grpc_status(&*err);
@@ -75,6 +97,77 @@ fn client_status_maps_rejections_and_keeps_other_errors() {
     assert!(status.message().contains(SECRET));
     let status = client_grpc_status(Status::unavailable("down").into());
     assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn the_client_flavour_keeps_tonics_mapping_of_other_errors() {
+    let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
+        Err::<http::Response<tonic::body::Body>, BoxError>(error("other").unwrap())
+    });
+    let answer = |layer: ErrorToStatusLayer| {
+        let svc = layer.layer(inner);
+        async move {
+            let res = svc
+                .oneshot(http::Request::new(tonic::body::Body::empty()))
+                .await
+                .unwrap();
+            Status::from_header_map(res.headers()).unwrap()
+        }
+    };
+    let server = answer(ErrorToStatusLayer::new()).await;
+    assert_eq!(server.code(), Code::Unknown);
+    assert!(
+        !server.message().contains(SECRET),
+        "hidden from a remote client"
+    );
+    let client = answer(ErrorToStatusLayer::client()).await;
+    assert_eq!(client.code(), Code::Unknown);
+    assert!(client.message().contains(SECRET), "{}", client.message());
+
+    // A rejection maps the same way in both flavours.
+    let limited = service_fn(|_req: http::Request<tonic::body::Body>| async {
+        Err::<http::Response<tonic::body::Body>, BoxError>(error("rate_limited").unwrap())
+    });
+    let res = ErrorToStatusLayer::client()
+        .layer(limited)
+        .oneshot(http::Request::new(tonic::body::Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "8");
+    assert_eq!(res.headers()["retry-after"], "2");
+}
+
+#[tokio::test]
+async fn around_a_channel_to_a_closed_port_the_client_flavour_answers_unavailable() {
+    // A port that was just free: nothing listens on it.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let path = PathAndQuery::from_static("/test.Pinger/Ping");
+    for (layer, expected) in [
+        (ErrorToStatusLayer::client(), Code::Unavailable),
+        (ErrorToStatusLayer::new(), Code::Unknown),
+    ] {
+        let svc = ServiceBuilder::new().layer(layer).service(channel.clone());
+        let mut grpc = tonic::client::Grpc::new(svc);
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<Ping, Pong, _>(
+                tonic::Request::new(Ping {
+                    name: "x".to_owned(),
+                }),
+                path.clone(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), expected, "{status:?}");
+    }
 }
 
 #[tokio::test]
