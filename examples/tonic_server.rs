@@ -84,7 +84,7 @@ async fn run_client(addr: SocketAddr) -> Result<(), BoxError> {
     let client_policy = Stack::new("inventory-client")
         .circuit_breaker(CircuitBreakerLayer::builder().classifier(GrpcErrorsAsFailures::new()))
         .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(1)))
-        .grpc_errors()
+        .grpc_client_errors()
         .build()?;
     let mut client =
         InventoryClient::new(ServiceBuilder::new().layer(client_policy).service(channel));

@@ -152,7 +152,7 @@ async fn a_stack_around_a_tonic_channel_fails_fast_with_unavailable() {
                 .open_wait(Duration::from_secs(600)),
         )
         .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(5)))
-        .grpc_errors()
+        .grpc_client_errors()
         .build()
         .unwrap();
     let breaker = policy.circuit_breaker().handle();

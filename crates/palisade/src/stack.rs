@@ -7,13 +7,14 @@
 //! |---|---|---|
 //! | 1 | fallback | it must see every rejection and failure below it to turn them into a degraded answer |
 //! | 2 | rate limit | the cheapest rejection comes first, before any work is queued or counted |
-//! | 3 | circuit breaker | it fails fast while the service is failing, and it counts the timeouts and panics of the layers below as failures; rate-limit rejections above it never reach it |
+//! | 3 | circuit breaker | it fails fast while the service is failing, and it counts the panics of the layers below, and their timeouts on the policy's own deadline, as failures; rate-limit rejections above it never reach it, and a full bulkhead below it or a client's short `grpc-timeout` are not failures |
 //! | 4 | timeout | it bounds the total time of a call, time spent waiting at the bulkhead included |
 //! | 5 | concurrency limit | it bounds the work in flight inside the service |
 //! | 6 | panic-catch | innermost, so that a panic becomes an ordinary failure that every layer above counts and releases its permits for |
 //!
-//! For HTTP and gRPC servers, an error-mapping envelope goes around all six
-//! ([`Stack::http_errors`], [`Stack::grpc_errors`]), so that whatever the
+//! For HTTP and gRPC servers (and gRPC clients), an error-mapping envelope
+//! goes around all six ([`Stack::http_errors`], [`Stack::grpc_errors`],
+//! [`Stack::grpc_client_errors`]), so that whatever the
 //! fallback did not answer becomes a 429/503/504/500 response (or the
 //! matching gRPC status) and the service stays `Infallible`, as axum
 //! requires.
@@ -414,9 +415,21 @@ impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
 impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
     /// Wraps the stack in palisade's gRPC error mapping: rejections and
     /// errors become trailers-only responses carrying the matching
-    /// `grpc-status`, for a tonic server.
+    /// `grpc-status`, for a tonic server. The message never carries an
+    /// error's text.
     pub fn grpc_errors(self) -> Stack<F, R, B, T, C, P, palisade_http::grpc::ErrorToStatusLayer> {
         self.map_errors(palisade_http::grpc::ErrorToStatusLayer::new())
+    }
+
+    /// Wraps a client stack (around a tonic `Channel`) in palisade's gRPC
+    /// error mapping for clients: the stack's rejections reach the
+    /// generated client as the matching `Status`, and any other error as
+    /// tonic maps it (a refused connection stays `UNAVAILABLE`, with its
+    /// text); see [`ErrorToStatusLayer::client`](palisade_http::grpc::ErrorToStatusLayer::client).
+    pub fn grpc_client_errors(
+        self,
+    ) -> Stack<F, R, B, T, C, P, palisade_http::grpc::ErrorToStatusLayer> {
+        self.map_errors(palisade_http::grpc::ErrorToStatusLayer::client())
     }
 }
 
