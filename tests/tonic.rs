@@ -8,7 +8,8 @@ use palisade::breaker::CircuitBreakerLayer;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::core::classify::GrpcErrorsAsFailures;
 use palisade::panic::CatchPanicLayer;
-use palisade::ratelimit::RateLimitLayer;
+use palisade::ratelimit::key::PeerIp;
+use palisade::ratelimit::{OnMissingKey, RateLimitLayer};
 use palisade::timeout::TimeoutLayer;
 use palisade::{Stack, StackLayer};
 use palisade_workspace::grpc::{InventoryClient, InventoryServer, LookupReply, LookupRequest};
@@ -111,6 +112,27 @@ async fn rate_limited_is_resource_exhausted() {
     let status = call(&mut running.client, "c").await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.metadata().get("retry-after").is_some(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_limit_keyed_by_peer_finds_the_peer_of_a_tonic_connection() {
+    // Rejecting requests without a key: had the limiter not found the
+    // peer's address, every call would fail with INVALID_ARGUMENT.
+    let policy = Stack::new("inventory")
+        .rate_limit(
+            RateLimitLayer::builder()
+                .quota(2, Duration::from_secs(3600))
+                .on_missing_key(OnMissingKey::Reject)
+                .keyed_by(PeerIp::new()),
+        )
+        .grpc_errors()
+        .build()
+        .unwrap();
+    let mut running = start(policy).await;
+    assert_eq!(call(&mut running.client, "a").await.unwrap(), 7);
+    assert_eq!(call(&mut running.client, "b").await.unwrap(), 7);
+    let status = call(&mut running.client, "c").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
 
 #[tokio::test]

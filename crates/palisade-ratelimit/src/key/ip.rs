@@ -96,8 +96,14 @@ fn canonical_net(net: IpNet) -> IpNet {
 }
 
 /// The peer's address from a request's extensions: axum's
-/// `ConnectInfo<SocketAddr>` (with the `axum` feature), else a
-/// [`SocketAddr`], else an [`IpAddr`] that the server inserted.
+/// `ConnectInfo<SocketAddr>` (with the `axum` feature), a tonic server's
+/// `TcpConnectInfo` (with the `tonic` feature), else a [`SocketAddr`],
+/// else an [`IpAddr`] that the server inserted.
+///
+/// A tonic server with TLS inserts `TlsConnectInfo<TcpConnectInfo>`
+/// instead, which this does not read: key such a server with a
+/// [`KeyFn`](crate::key::KeyFn) that reads it, or insert the address as a
+/// [`SocketAddr`] extension in a layer of your own.
 pub fn peer_ip<B>(request: &http::Request<B>) -> Option<IpAddr> {
     peer_from_extensions(request.extensions())
 }
@@ -106,6 +112,13 @@ fn peer_from_extensions(extensions: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip());
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+    {
+        return Some(addr.ip());
     }
     extensions
         .get::<SocketAddr>()

@@ -14,8 +14,9 @@
 //!
 //! The peer address comes from the request's extensions: a
 //! [`SocketAddr`](std::net::SocketAddr) or [`IpAddr`](std::net::IpAddr)
-//! the server put there, or, with the `axum` feature, axum's
-//! `ConnectInfo<SocketAddr>`.
+//! the server put there, with the `axum` feature axum's
+//! `ConnectInfo<SocketAddr>`, and with the `tonic` feature a tonic
+//! server's `TcpConnectInfo` (see [`peer_ip`](crate::key::peer_ip)).
 //!
 //! When no key can be extracted (no peer address, no such header, the
 //! closure returns `None`), the layer applies its
