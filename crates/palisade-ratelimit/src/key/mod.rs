@@ -16,7 +16,7 @@
 //! [`SocketAddr`](std::net::SocketAddr) or [`IpAddr`](std::net::IpAddr)
 //! the server put there, with the `axum` feature axum's
 //! `ConnectInfo<SocketAddr>`, and with the `tonic` feature a tonic
-//! server's `TcpConnectInfo` (see [`peer_ip`](crate::key::peer_ip)).
+//! server's `TcpConnectInfo` (see [`peer_ip`]).
 //!
 //! When no key can be extracted (no peer address, no such header, the
 //! closure returns `None`), the layer applies its
