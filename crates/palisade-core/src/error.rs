@@ -602,6 +602,30 @@ impl fmt::Display for Rejection<'_> {
     }
 }
 
+/// The value of a `Retry-After` header (or `retry-after` gRPC metadata)
+/// for a wait of `wait`: whole seconds, rounded up, and at least 1, so a
+/// client that honours it never retries before the wait is over, nor at
+/// once. Saturates at `u64::MAX`.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::error::retry_after_seconds;
+///
+/// assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+/// assert_eq!(retry_after_seconds(Duration::from_millis(1000)), 1);
+/// assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
+/// assert_eq!(retry_after_seconds(Duration::MAX), u64::MAX);
+/// ```
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    let whole = wait.as_secs();
+    let rounded = if wait.subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    };
+    rounded.max(1)
+}
+
 /// Finds the first palisade rejection in `err` or anywhere in its
 /// `source()` chain.
 ///

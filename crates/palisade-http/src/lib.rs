@@ -93,5 +93,6 @@ mod response;
 pub use self::axum::Rejected;
 pub use self::body::{ErrorBody, MakeErrorBody, PROBLEM_JSON, ProblemJson};
 pub use self::mapping::{HttpMapping, to_response, to_status_code};
-pub use self::problem::{Detail, Problem, TimeoutStatus, retry_after_seconds};
+pub use self::problem::{Detail, Problem, TimeoutStatus};
 pub use self::response::{ErrorToResponse, ErrorToResponseLayer};
+pub use palisade_core::error::retry_after_seconds;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
+use palisade_core::error::retry_after_seconds;
 use palisade_core::{LayerKind, RejectReason, Rejection, find_rejection};
 
 /// The status answered for a timeout ([`Elapsed`](palisade_core::Elapsed)).
@@ -135,28 +136,6 @@ fn status_for(rejection: Rejection<'_>, timeout: TimeoutStatus) -> StatusCode {
         Rejection::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
-}
-
-/// A retry delay in whole seconds for `Retry-After`: rounded up, so a
-/// client that waits that long finds the layer ready, and at least 1, since
-/// `Retry-After: 0` invites an immediate retry storm.
-///
-/// ```
-/// use std::time::Duration;
-/// use palisade_http::retry_after_seconds;
-///
-/// assert_eq!(retry_after_seconds(Duration::ZERO), 1);
-/// assert_eq!(retry_after_seconds(Duration::from_millis(1000)), 1);
-/// assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
-/// ```
-pub fn retry_after_seconds(delay: Duration) -> u64 {
-    let whole = delay.as_secs();
-    let rounded = if delay.subsec_nanos() > 0 {
-        whole.saturating_add(1)
-    } else {
-        whole
-    };
-    rounded.max(1)
 }
 
 /// The client-facing sentence of a [`Problem`]; see

@@ -18,7 +18,7 @@
 //! exactly the configured quota ("100 per 60 s").
 //!
 //! Rejections are answered by the HTTP mapping (`palisade-http`): status
-//! 429 with `Retry-After` from [`retry_after_seconds`].
+//! 429 with `Retry-After` from [`retry_after_seconds`](crate::retry_after_seconds).
 //!
 //! # Example
 //!
@@ -38,12 +38,6 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::limiter::{Admission, Limiter};
-
-/// The value of a `Retry-After` header for a wait of `wait`: whole
-/// seconds, rounded up, at least 1 (so a client never retries at once).
-pub fn retry_after_seconds(wait: Duration) -> u64 {
-    ceil_seconds(wait).max(1)
-}
 
 fn ceil_seconds(duration: Duration) -> u64 {
     let whole = duration.as_secs();
@@ -259,6 +253,7 @@ impl fmt::Write for ValueBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry_after_seconds;
 
     #[test]
     fn retry_after_rounds_up_to_at_least_one_second() {

@@ -80,8 +80,9 @@ mod rate_limit;
 mod sync;
 mod table;
 
-pub use self::headers::{HeaderStyle, RateLimitHeaders, retry_after_seconds};
+pub use self::headers::{HeaderStyle, RateLimitHeaders};
 pub use self::limiter::{Admission, Limiter};
 pub use self::rate_limit::{
     Mode, OnMissingKey, RateLimit, RateLimitBuilder, RateLimitLayer, error, future,
 };
+pub use palisade_core::error::retry_after_seconds;
