@@ -98,21 +98,24 @@ impl Backoff {
     /// ```
     pub fn base(&self, attempt: u32) -> Duration {
         let factor = self.multiplier.powi(attempt.min(1024) as i32);
-        let secs = self.initial.as_secs_f64() * factor;
-        if secs.is_finite() && secs < self.max.as_secs_f64() {
-            Duration::from_secs_f64(secs.max(0.0))
+        let scaled = scale(self.initial, factor, self.max);
+        if factor >= 1.0 {
+            // f64 seconds drop the nanoseconds of very long waits: growth
+            // must not make a wait shorter than the first.
+            scaled.max(self.initial.min(self.max))
         } else {
-            self.max
+            scaled
         }
     }
 
-    /// The `attempt`-th wait with jitter drawn from `rng`.
+    /// The `attempt`-th wait with jitter drawn from `rng`, between zero and
+    /// [`base`](Backoff::base).
     pub(crate) fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
         let base = self.base(attempt);
         if self.jitter == 0.0 {
             return base;
         }
-        base.mul_f64(self.jitter.mul_add(-rng.f64(), 1.0))
+        scale(base, self.jitter.mul_add(-rng.f64(), 1.0), base)
     }
 
     pub(crate) fn validate(&self, check: &Validate<'_>) -> Result<(), ConfigError> {
@@ -122,6 +125,20 @@ impl Backoff {
         check.in_range("jitter", self.jitter, 0.0, 1.0)?;
         Ok(())
     }
+}
+
+/// `duration * factor` within `0..=cap`; `cap` when the product is not
+/// finite or too large for a `Duration`.
+///
+/// Computed in `f64` and converted without panicking: near
+/// [`Duration::MAX`] the seconds round up to 2^64, which
+/// [`Duration::mul_f64`] and `from_secs_f64` reject with a panic.
+fn scale(duration: Duration, factor: f64, cap: Duration) -> Duration {
+    let secs = duration.as_secs_f64() * factor;
+    if !secs.is_finite() {
+        return cap;
+    }
+    Duration::try_from_secs_f64(secs.max(0.0)).map_or(cap, |scaled| scaled.min(cap))
 }
 
 /// A generator seeded as asked, or from the thread's generator.
@@ -146,26 +163,74 @@ mod tests {
         assert_eq!(backoff(f64::NEG_INFINITY).base(1), Duration::from_secs(10));
     }
 
+    #[test]
+    fn waits_near_the_largest_duration_do_not_panic() {
+        // The seconds of these maxima round up to 2^64 as f64.
+        for max in [Duration::MAX, Duration::MAX - Duration::from_secs(1000)] {
+            for jitter in [0.0, 1e-300, f64::MIN_POSITIVE, 1e-16, 0.5, 1.0] {
+                let backoff = Backoff::new(max, max).jitter(jitter);
+                let mut rng = fastrand::Rng::with_seed(7);
+                assert_eq!(backoff.base(0), max);
+                assert_eq!(backoff.base(u32::MAX), max);
+                for attempt in 0..8 {
+                    assert!(backoff.delay(attempt, &mut rng) <= max);
+                }
+            }
+        }
+        let backoff = Backoff::new(Duration::MAX, Duration::MAX).jitter(1e-300);
+        assert_eq!(
+            backoff.delay(0, &mut fastrand::Rng::with_seed(1)),
+            Duration::MAX
+        );
+    }
+
+    /// Durations from a nanosecond up to `Duration::MAX`, with the
+    /// neighbourhood of the largest ones well represented.
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (1_u64..100_000).prop_map(Duration::from_millis),
+            (0_u64..=u64::MAX, 0_u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            (0_u64..1_000_000, 0_u32..1_000_000_000)
+                .prop_map(|(s, n)| Duration::MAX - Duration::new(s, n)),
+            Just(Duration::MAX),
+            Just(Duration::from_nanos(1)),
+        ]
+    }
+
+    fn any_jitter() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            0.0_f64..=1.0,
+            Just(0.0),
+            Just(1.0),
+            Just(1e-300),
+            Just(f64::MIN_POSITIVE),
+            Just(f64::EPSILON),
+        ]
+    }
+
     proptest! {
         #[test]
         fn delays_stay_between_the_jittered_floor_and_the_cap(
-            initial_ms in 1_u64..1_000,
-            extra_ms in 0_u64..100_000,
-            multiplier in 1.0_f64..4.0,
-            jitter in 0.0_f64..=1.0,
+            a in any_duration(),
+            b in any_duration(),
+            multiplier in 1.0_f64..=16.0,
+            jitter in any_jitter(),
             seed: u64,
-            attempt in 0_u32..64,
+            attempt in prop_oneof![0_u32..64, Just(u32::MAX - 1)],
         ) {
-            let initial = Duration::from_millis(initial_ms);
-            let max = initial + Duration::from_millis(extra_ms);
+            let (initial, max) = (a.min(b).max(Duration::from_nanos(1)), a.max(b));
             let backoff = Backoff::new(initial, max).multiplier(multiplier).jitter(jitter);
+            let name = palisade_core::PolicyName::new("p");
+            prop_assert!(backoff.validate(&Validate::new(palisade_core::LayerKind::Task, &name)).is_ok());
             let mut rng = fastrand::Rng::with_seed(seed);
             let base = backoff.base(attempt);
             prop_assert!(base >= initial.min(max) && base <= max);
             prop_assert!(backoff.base(attempt + 1) >= base);
             let delay = backoff.delay(attempt, &mut rng);
             prop_assert!(delay <= base);
-            prop_assert!(delay >= base.mul_f64(1.0 - jitter) - Duration::from_nanos(1));
+            // The floor, with room for the rounding of f64 seconds.
+            let floor = base.as_secs_f64() * (1.0 - jitter);
+            prop_assert!(delay.as_secs_f64() >= floor * (1.0 - 1e-12) - 1e-9);
         }
     }
 

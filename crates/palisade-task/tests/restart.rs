@@ -346,3 +346,22 @@ async fn a_loop_that_honours_its_token_is_not_restarted_at_shutdown() {
     assert_eq!(exit.restarts, 0);
     assert!(matches!(exit.exit, TaskExit::Failed("interrupted")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_backoff_as_long_as_a_duration_can_be_waits_instead_of_panicking() {
+    let (group, recorder) = group();
+    // Valid, and the seconds of `Duration::MAX` round up to 2^64 as f64.
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(Duration::MAX, Duration::MAX).jitter(1e-300))
+        .seed(1)
+        .build()
+        .unwrap();
+    let handle = group.spawn_supervised("patient", policy, |_| async { Err::<(), _>("boom") });
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(group.live(), 1, "still waiting for its restart");
+    let report = group.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean(), "{report}");
+    let exit = handle.await;
+    assert!(matches!(exit.exit, TaskExit::Cancelled(None)), "{exit:?}");
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Panicked(..))), 0);
+}
