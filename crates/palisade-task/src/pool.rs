@@ -416,8 +416,11 @@ impl WorkerPool {
         let report = self.inner.group.shutdown(deadline).await;
         let mut receiver = self.inner.shared.receiver.lock().await;
         receiver.close();
+        // `recv` ends only once the queue is empty and no submit holds a
+        // slot: a job that reserved its slot before `close` and is sent
+        // after it is counted here instead of being lost.
         let mut dropped = 0;
-        while receiver.try_recv().is_ok() {
+        while receiver.recv().await.is_some() {
             dropped += 1;
         }
         if dropped > 0 {

@@ -340,6 +340,53 @@ fn concurrent_pushes_on_many_threads_add_up_exactly() {
     });
 }
 
+/// Seeded stress: producers on their own threads push while the queue
+/// shuts down; once they stop, every push is accounted for exactly.
+#[test]
+fn pushes_racing_a_shutdown_are_all_accounted_for() {
+    for round in 0..20_u64 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let offload: Offload<u32> = {
+            let _entered = runtime.enter();
+            Offload::builder(Flaky::new(round, 0.2, Duration::ZERO))
+                .metrics(Metrics::from_arc(recorder.clone()))
+                .queue_capacity(4)
+                .workers(2)
+                .max_attempts(1)
+                .seed(round)
+                .drain_deadline(Duration::from_millis(1))
+                .build()
+                .unwrap()
+        };
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let producers: Vec<_> = (0..3)
+            .map(|p| {
+                let (offload, start) = (offload.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    // Bounded: the queue refuses everything once shut down.
+                    for i in 0..1_000_000 {
+                        if offload.push(p * 1_000_000 + i) == Pushed::Dropped(DropReason::Closed) {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        runtime.block_on(offload.shutdown());
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        assert_adds_up(&offload.stats(), &recorder);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

@@ -183,3 +183,62 @@ fn stress_on_many_threads_keeps_the_bound() {
         assert_eq!(pool.stats().completed, 400);
     });
 }
+
+/// Seeded stress: producers on their own threads submit while the pool
+/// shuts down; once they stop, every accepted job is accounted for.
+#[test]
+fn submits_racing_a_shutdown_are_all_accounted_for() {
+    for round in 0..20_u64 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let pool = {
+            let _entered = runtime.enter();
+            WorkerPool::builder()
+                .workers(2)
+                .queue_capacity(4)
+                .build()
+                .unwrap()
+        };
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let producers: Vec<_> = (0..3)
+            .map(|p| {
+                let (pool, start) = (pool.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(round * 8 + p);
+                    start.wait();
+                    // Bounded: the pool refuses everything once shut down.
+                    for _ in 0..1_000_000 {
+                        let spin = rng.u32(0..200);
+                        let job = async move {
+                            std::hint::black_box((0..spin).sum::<u32>());
+                            Ok::<_, std::io::Error>(())
+                        };
+                        if pool.try_submit(job) == Err(SubmitError::Closed) {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        runtime.block_on(pool.shutdown(Duration::from_millis(1)));
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.queued, 0, "round {round}: {stats:?}");
+        assert_eq!(stats.running, 0, "round {round}: {stats:?}");
+        assert_eq!(
+            stats.completed
+                + stats.failed
+                + stats.panicked
+                + stats.abandoned
+                + stats.dropped_at_shutdown,
+            stats.submitted,
+            "round {round}: {stats:?}"
+        );
+    }
+}

@@ -12,13 +12,16 @@
 //! - the queue is full when it is pushed ([`DropReason::QueueFull`]),
 //! - every attempt failed ([`DropReason::RetriesExhausted`]),
 //! - it is still queued or in progress when [`shutdown`](Offload::shutdown)'s
-//!   drain deadline passes ([`DropReason::Shutdown`]),
+//!   drain deadline passes, or its push raced with shutdown and it reached
+//!   the queue after the workers had stopped ([`DropReason::Shutdown`]),
 //! - it is pushed after shutdown began ([`DropReason::Closed`]).
 //!
 //! Every drop is an [`Event::OffloadDropped`]
 //! with its reason and is counted in [`OffloadStats`]; every delivery is an
 //! [`Event::OffloadDelivered`]. Once
-//! the queue is shut down, `pushed == delivered + dropped_total()` exactly.
+//! the queue is shut down, `pushed == delivered + dropped_total()` exactly
+//! (a worker whose service blocks its thread past the shutdown's abort
+//! grace counts its item when it stops).
 //!
 //! Dropping every handle without calling `shutdown` lets the workers
 //! deliver what is queued (with no deadline) and stop.
@@ -82,7 +85,8 @@ pub enum Pushed {
 /// At any time `pushed == delivered + dropped_total() + queued + in_flight`
 /// up to items moving between two of these counts; after
 /// [`Offload::shutdown`], `queued` and `in_flight` are 0 and the equality
-/// is exact.
+/// is exact, unless a worker was left running past the abort grace (see
+/// [`Offload::shutdown`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OffloadStats {
@@ -94,7 +98,8 @@ pub struct OffloadStats {
     pub dropped_queue_full: u64,
     /// Items dropped after every attempt failed.
     pub dropped_retries_exhausted: u64,
-    /// Items dropped at the shutdown drain deadline.
+    /// Items dropped by shutdown: still queued or in progress at the drain
+    /// deadline, or queued by a push that raced with shutdown.
     pub dropped_shutdown: u64,
     /// Items pushed after shutdown began.
     pub dropped_closed: u64,
@@ -136,8 +141,15 @@ struct Inner<Req> {
     capacity: usize,
     /// Held for the whole of a shutdown, so a second call waits for the
     /// first instead of draining the queue under its workers.
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    workers: Mutex<Vec<Worker>>,
     drain_deadline: Duration,
+    abort_grace: Duration,
+}
+
+/// A worker task and its name, for the log when it will not stop.
+struct Worker {
+    name: Arc<str>,
+    join: JoinHandle<()>,
 }
 
 /// What the handle and the workers share.
@@ -209,6 +221,7 @@ pub struct OffloadBuilder<S> {
     backoff: Backoff,
     seed: Option<u64>,
     drain_deadline: Duration,
+    abort_grace: Duration,
 }
 
 impl<S> fmt::Debug for OffloadBuilder<S> {
@@ -220,6 +233,7 @@ impl<S> fmt::Debug for OffloadBuilder<S> {
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
             .field("drain_deadline", &self.drain_deadline)
+            .field("abort_grace", &self.abort_grace)
             .finish()
     }
 }
@@ -284,6 +298,17 @@ impl<S> OffloadBuilder<S> {
         self
     }
 
+    /// How long [`Offload::shutdown`], once the drain deadline has passed
+    /// and it has stopped the workers, waits for them to end before it
+    /// returns. Default: 1 s. A worker stops at its next `.await`; one whose
+    /// service blocks its thread (synchronous I/O in `poll_ready` or
+    /// `call`) cannot be stopped, and is logged and left behind.
+    #[must_use]
+    pub fn abort_grace(mut self, grace: Duration) -> Self {
+        self.abort_grace = grace;
+        self
+    }
+
     /// Capture a backtrace when the service panics. Default: `true`.
     #[must_use]
     pub fn backtrace(mut self, capture: bool) -> Self {
@@ -338,12 +363,13 @@ impl<S> OffloadBuilder<S> {
             .map(|i| {
                 let name: Arc<str> = format!("{}-worker-{i}", shared.name).into();
                 let rng = fastrand::Rng::with_seed(seeds.u64(..));
-                runtime.spawn(worker::work(
+                let join = runtime.spawn(worker::work(
                     shared.clone(),
                     self.service.clone(),
-                    name,
+                    name.clone(),
                     rng,
-                ))
+                ));
+                Worker { name, join }
             })
             .collect();
         Ok(Offload {
@@ -353,6 +379,7 @@ impl<S> OffloadBuilder<S> {
                 capacity: self.capacity,
                 workers: Mutex::new(workers),
                 drain_deadline: self.drain_deadline,
+                abort_grace: self.abort_grace,
             }),
         })
     }
@@ -373,6 +400,7 @@ impl Offload<()> {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
             seed: None,
             drain_deadline: Duration::from_secs(5),
+            abort_grace: Duration::from_secs(1),
         }
     }
 }
@@ -425,21 +453,22 @@ impl<Req> Offload<Req> {
     /// until the drain deadline (tokio time), then stops them and drops
     /// what is left as [`DropReason::Shutdown`]. Returns the final counts.
     ///
-    /// Calling it again (from any clone) waits for the first call to finish
-    /// and returns the counts.
+    /// It returns at most the [abort grace](OffloadBuilder::abort_grace)
+    /// after the drain deadline. A worker still running then (its service
+    /// blocks a thread) is logged and left to stop by itself at its next
+    /// `.await`; until it does, its item is counted in `in_flight`, and then
+    /// as delivered or dropped.
+    ///
+    /// Calling it again (from any clone) waits for the first call to finish,
+    /// waits again for the workers left running, and returns the counts.
     pub async fn shutdown(&self) -> OffloadStats {
         let shared = &self.inner.shared;
         shared.closed.store(true, Ordering::Release);
         shared.closing.cancel();
         let mut workers = self.inner.workers.lock().await;
-        let drained = tokio::time::timeout(self.inner.drain_deadline, async {
-            while let Some(worker) = workers.last_mut() {
-                let _ = worker.await;
-                workers.pop();
-            }
-        })
-        .await
-        .is_ok();
+        let drained = tokio::time::timeout(self.inner.drain_deadline, join_all(&mut workers))
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(
                 queue = shared.name.as_str(),
@@ -448,20 +477,45 @@ impl<Req> Offload<Req> {
             );
             shared.stop.cancel();
             for worker in workers.iter() {
-                worker.abort();
+                worker.join.abort();
             }
-            for worker in workers.drain(..) {
-                let _ = worker.await;
+            let stopped = tokio::time::timeout(self.inner.abort_grace, join_all(&mut workers))
+                .await
+                .is_ok();
+            if !stopped {
+                let running: Vec<&str> = workers
+                    .iter()
+                    .filter(|w| !w.join.is_finished())
+                    .map(|w| &*w.name)
+                    .collect();
+                tracing::warn!(
+                    queue = shared.name.as_str(),
+                    workers = ?running,
+                    grace = ?self.inner.abort_grace,
+                    "offload workers did not stop within the abort grace; \
+                     a service may be blocking its thread"
+                );
             }
         }
         let mut receiver = shared.receiver.lock().await;
         receiver.close();
-        while receiver.try_recv().is_ok() {
+        // `recv` ends only once the queue is empty and no push holds a
+        // slot: a push that reserved its slot before `close` and sends
+        // after it is still counted, here, instead of being lost.
+        while receiver.recv().await.is_some() {
             shared.drop_item(DropReason::Shutdown, None);
         }
         drop(receiver);
         drop(workers);
         self.stats()
+    }
+}
+
+/// Waits for every worker to end, forgetting each one that did.
+async fn join_all(workers: &mut Vec<Worker>) {
+    while let Some(worker) = workers.last_mut() {
+        let _ = (&mut worker.join).await;
+        workers.pop();
     }
 }
 
