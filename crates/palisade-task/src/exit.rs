@@ -55,7 +55,10 @@ pub enum TaskExit<T, E> {
     /// The future returned an error.
     Failed(E),
     /// The future panicked; the panic was caught with its message,
-    /// location and backtrace.
+    /// location and backtrace. Also the end of a task aborted (at a
+    /// shutdown deadline, through its handle) whose future panicked in a
+    /// destructor as it was dropped, and of a task whose supervision
+    /// panicked (a metrics sink, a `tracing` subscriber).
     Panicked(Panicked),
     /// The task stopped because its group was cancelled: it returned `Ok`
     /// after the group's token fired (the value is kept), or it was waiting
@@ -109,8 +112,10 @@ pub struct SupervisedExit<T, E> {
     pub exit: TaskExit<T, E>,
     /// How many times the task was restarted in all. An aborted supervisor
     /// (one whose loop ignored cancellation past the shutdown deadline)
-    /// cannot report its count, and reads 0 with [`TaskExit::Aborted`];
-    /// the `TaskRestarted` events still counted every restart.
+    /// cannot report its count, and reads 0 with [`TaskExit::Aborted`] (or
+    /// [`TaskExit::Panicked`], when a destructor panicked as it was
+    /// aborted or the supervision itself panicked); the `TaskRestarted`
+    /// events still counted every restart.
     pub restarts: u32,
     /// Whether the supervisor gave up: the last run failed or panicked and
     /// the restart limit within the window was reached.
@@ -138,13 +143,19 @@ pub(crate) fn end_from_u8(value: u8) -> Option<TaskEnd> {
         .and_then(|i| TaskEnd::ALL.get(usize::from(i)).copied())
 }
 
-/// What a handle resolves to when the task could not report by itself.
+/// What a task resolves to: its end label, and the exits made for it when
+/// the task could not report by itself.
 pub(crate) trait Terminal {
+    fn end(&self) -> TaskEnd;
     fn aborted() -> Self;
     fn panicked(panicked: Panicked) -> Self;
 }
 
 impl<T, E> Terminal for TaskExit<T, E> {
+    fn end(&self) -> TaskEnd {
+        TaskExit::end(self)
+    }
+
     fn aborted() -> Self {
         TaskExit::Aborted
     }
@@ -155,6 +166,10 @@ impl<T, E> Terminal for TaskExit<T, E> {
 }
 
 impl<T, E> Terminal for SupervisedExit<T, E> {
+    fn end(&self) -> TaskEnd {
+        SupervisedExit::end(self)
+    }
+
     fn aborted() -> Self {
         SupervisedExit {
             exit: TaskExit::Aborted,

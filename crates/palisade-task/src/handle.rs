@@ -33,13 +33,13 @@ impl<O: Terminal> Join<O> {
         Poll::Ready(match result {
             Ok(exit) => exit,
             Err(err) if err.is_cancelled() => O::aborted(),
-            // The supervisor catches the task's panics; this is a panic of
-            // the supervision itself (a metrics sink, a destructor).
+            // A destructor panicked as the aborted task was dropped: the
+            // task reported the panic and passed it on as the payload.
             Err(err) => match err.try_into_panic() {
-                Ok(payload) => O::panicked(Panicked::new(
-                    self.group.clone(),
-                    payload_message(&*payload),
-                )),
+                Ok(payload) => O::panicked(match payload.downcast::<Panicked>() {
+                    Ok(panicked) => *panicked,
+                    Err(payload) => Panicked::new(self.group.clone(), payload_message(&*payload)),
+                }),
                 Err(_) => O::aborted(),
             },
         })
@@ -54,7 +54,9 @@ macro_rules! handle_common {
         }
 
         /// Aborts the task: it stops at its next `.await` and ends as
-        /// [`TaskExit::Aborted`]. Does nothing if it already ended.
+        /// [`TaskExit::Aborted`] ([`TaskExit::Panicked`] if a destructor
+        /// panics as its future is dropped). Does nothing if it already
+        /// ended.
         pub fn abort(&self) {
             if let Some(join) = &self.join.join {
                 join.abort();

@@ -211,6 +211,101 @@ async fn an_aborted_task_ends_once_and_releases_the_gauge() {
     );
 }
 
+/// Panics when dropped: a value whose destructor fails.
+struct PanicsOnDrop(&'static str);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{} failed to flush", self.0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destructor_panic_at_the_shutdown_deadline_is_reported_as_a_panic_everywhere() {
+    let (group, recorder) = group("drop-panic");
+    let handle = group.spawn("buffered", async {
+        let buffer = PanicsOnDrop("buffer");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(buffer);
+    });
+    let supervised = group.spawn_supervised(
+        "supervised",
+        palisade_task::RestartPolicy::default(),
+        |_| async {
+            let buffer = PanicsOnDrop("cache");
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(buffer);
+            Ok::<_, std::io::Error>(())
+        },
+    );
+    tokio::task::yield_now().await;
+
+    let report = group.shutdown(Duration::from_secs(1)).await;
+    assert!(report.deadline_passed);
+    assert_eq!(
+        report.with_end(TaskEnd::Panicked).collect::<Vec<_>>(),
+        ["buffered", "supervised"],
+        "{report}"
+    );
+    assert_eq!(report.aborted().count(), 0);
+    assert_eq!(group.live(), 0);
+
+    let exit = handle.await;
+    let panicked = exit.panicked().expect("the handle says it panicked");
+    assert_eq!(panicked.message(), "buffer failed to flush");
+    assert!(panicked.location().is_some(), "the location is kept");
+    let exit = supervised.await;
+    assert_eq!(
+        exit.exit.panicked().map(|p| p.message()),
+        Some("cache failed to flush")
+    );
+    assert!(!exit.gave_up);
+
+    let events = recorder.events();
+    for (task, message) in [
+        ("buffered", "buffer failed to flush"),
+        ("supervised", "cache failed to flush"),
+    ] {
+        assert!(
+            events.contains(&Seen::Panicked(task.into(), message.into())),
+            "{events:?}"
+        );
+        assert!(
+            events.contains(&Seen::Ended(task.into(), TaskEnd::Panicked)),
+            "{events:?}"
+        );
+        assert_eq!(
+            recorder.count(|e| matches!(e, Seen::Ended(t, _) if t == task)),
+            1
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destructor_panic_when_aborted_through_the_handle_is_a_panic() {
+    let (group, recorder) = group("abort-panic");
+    let handle = group.spawn("sleeper", async {
+        let _guard = PanicsOnDrop("sleeper");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    tokio::task::yield_now().await;
+    handle.abort();
+    let exit = handle.await;
+    assert_eq!(
+        exit.panicked().map(|p| p.message()),
+        Some("sleeper failed to flush")
+    );
+    assert_eq!(group.live(), 0);
+    assert_eq!(
+        recorder.events(),
+        [
+            Seen::Started("sleeper".into()),
+            Seen::Panicked("sleeper".into(), "sleeper failed to flush".into()),
+            Seen::Ended("sleeper".into(), TaskEnd::Panicked),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_shut_down_group_starts_nothing() {
     let (group, recorder) = group("closed");

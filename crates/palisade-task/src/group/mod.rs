@@ -2,6 +2,7 @@
 //! token, a live-task gauge and a graceful shutdown.
 
 mod report;
+mod tracked;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,8 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use self::report::{ShutdownReport, TaskReport};
+use self::tracked::Tracked;
 use crate::catch::{CatchUnwind, catch_call};
-use crate::exit::{SupervisedExit, TaskExit, TaskOutput, end_from_u8, end_to_u8};
+use crate::exit::{SupervisedExit, TaskExit, TaskOutput, Terminal, end_from_u8, end_to_u8};
 use crate::handle::{Join, SupervisedHandle, TaskHandle};
 use crate::restart::RestartPolicy;
 
@@ -201,6 +203,12 @@ impl TaskGuard {
     fn finish(&mut self, end: TaskEnd) {
         self.finished = Some(end);
     }
+
+    /// Reports a panic that escaped the task's body and makes it the end.
+    fn panicked(&mut self, panicked: &Panicked) {
+        self.group.log_panic(&self.name, panicked);
+        self.finish(TaskEnd::Panicked);
+    }
 }
 
 impl Drop for TaskGuard {
@@ -364,11 +372,8 @@ impl TaskGroup {
         F::Output: TaskOutput,
     {
         let name = name.into();
-        let join = self.start(name, |mut guard| async move {
-            let (group, task) = (guard.group.clone(), guard.name.clone());
-            let exit = group.run_once(&task, future).await;
-            guard.finish(exit.end());
-            exit
+        let join = self.start(name, |group, task| async move {
+            group.run_once(&task, future).await
         });
         TaskHandle::new(join)
     }
@@ -396,21 +401,19 @@ impl TaskGroup {
         F::Output: TaskOutput,
     {
         let name = name.into();
-        let join = self.start(name, move |mut guard| async move {
-            let (group, task) = (guard.group.clone(), guard.name.clone());
-            let exit = supervise(&group, &task, policy, factory).await;
-            guard.finish(exit.end());
-            exit
+        let join = self.start(name, move |group, task| async move {
+            supervise(&group, &task, policy, factory).await
         });
         SupervisedHandle::new(join)
     }
 
     /// Registers a task, reports its start and spawns the future that
-    /// `body` makes from the task's guard.
+    /// `body` makes from the group and the task's name, with the guard that
+    /// reports its end.
     fn start<O, B, Fut>(&self, name: Arc<str>, body: B) -> Join<O>
     where
-        O: crate::exit::Terminal + Send + 'static,
-        B: FnOnce(TaskGuard) -> Fut,
+        O: Terminal + Send + 'static,
+        B: FnOnce(Arc<GroupInner>, Arc<str>) -> Fut,
         Fut: Future<Output = O> + Send + 'static,
     {
         let inner = &self.inner;
@@ -460,7 +463,7 @@ impl TaskGroup {
         };
         // The registry lock is not held here: spawning onto a runtime that
         // is shutting down drops the future (and so the guard) at once.
-        let join = runtime.spawn(body(guard));
+        let join = runtime.spawn(Tracked::new(body(inner.clone(), name.clone()), guard));
         {
             let mut registry = inner.lock();
             let aborting = registry.aborting;

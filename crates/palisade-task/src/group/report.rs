@@ -10,7 +10,8 @@ pub struct TaskReport {
     /// The task's name.
     pub name: Arc<str>,
     /// How it ended. [`TaskEnd::Aborted`] for the tasks that had to be
-    /// aborted at the deadline.
+    /// aborted at the deadline, or [`TaskEnd::Panicked`] for one of them
+    /// whose future panicked in a destructor as it was dropped.
     pub end: TaskEnd,
 }
 
