@@ -18,7 +18,12 @@
 //! - Transitions take a mutex, re-check the state word, prepare the new
 //!   state, publish it and emit `StateChanged` while still holding the
 //!   lock, so events of one breaker arrive in the order the states
-//!   changed.
+//!   changed. (So a metrics sink must not call back into the transitions
+//!   of the breaker that is reporting: see the handle's docs.)
+//! - When the half-open maximum wait runs out, the transition first seals
+//!   the period by swapping the probe word to the next epoch, and decides
+//!   on the counts it swapped out: no probe can join or finish in the
+//!   period after that, so the decision sees its final counts.
 
 use std::time::{Duration, Instant};
 
@@ -188,6 +193,18 @@ impl Permit {
     }
 }
 
+/// The result of trying to take a probe slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// A slot of the period was taken.
+    Taken,
+    /// Every slot of the period is taken.
+    Full,
+    /// The period is over: a transition sealed it (and may still be
+    /// publishing the next state).
+    Stale,
+}
+
 /// A refusal, before it becomes a [`CircuitOpen`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Refusal {
@@ -226,6 +243,11 @@ fn unpack_half(word: u64) -> (u16, Probes) {
 
 const fn pack_half(epoch: u16) -> u64 {
     (epoch as u64) << 48
+}
+
+/// The generation a transition from `from` publishes.
+const fn next_generation(from: Word) -> u64 {
+    from.generation.wrapping_add(1) & (u64::MAX >> 5)
 }
 
 /// A small seeded generator (SplitMix64) for the open-wait jitter.
@@ -468,24 +490,26 @@ impl Breaker {
                 }
                 (_, Machine::HalfOpen) => {
                     let now = self.cfg.clock.now();
-                    let since = self.half_open_since.load(Ordering::Acquire);
-                    let max =
-                        u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
-                    if self.since_origin(now).saturating_sub(since) >= max {
-                        self.transition(
-                            word,
-                            word.mode,
-                            Machine::Open,
-                            TransitionReason::HalfOpenTimeout,
-                            Some(now),
-                        );
+                    if self.half_open_expired(now) {
+                        self.end_half_open(word, now);
                         word = self.word();
                         continue;
                     }
-                    if self.take_probe(word.epoch()) {
-                        self.emit_admitted();
-                        let start = self.needs_start.then_some(now);
-                        return Ok(self.permit(word, PermitKind::Probe, start));
+                    match self.take_probe(word.epoch()) {
+                        Take::Taken => {
+                            self.emit_admitted();
+                            let start = self.needs_start.then_some(now);
+                            return Ok(self.permit(word, PermitKind::Probe, start));
+                        }
+                        Take::Stale => {
+                            // A transition sealed this period and holds the
+                            // lock until it publishes the next state: wait
+                            // for it, then decide again on that state.
+                            drop(lock(&self.transitions));
+                            word = self.word();
+                            continue;
+                        }
+                        Take::Full => {}
                     }
                     if shadow {
                         self.emit_admitted();
@@ -502,13 +526,16 @@ impl Breaker {
     }
 
     /// Takes one probe slot of the half-open period `epoch`, if one is free.
-    pub(crate) fn take_probe(&self, epoch: u16) -> bool {
+    pub(crate) fn take_probe(&self, epoch: u16) -> Take {
         let limit = u64::from(self.cfg.probes);
         let mut current = self.half.load(Ordering::Acquire);
         loop {
             let (e, probes) = unpack_half(current);
-            if e != epoch || probes.taken >= limit {
-                return false;
+            if e != epoch {
+                return Take::Stale;
+            }
+            if probes.taken >= limit {
+                return Take::Full;
             }
             match self.half.compare_exchange_weak(
                 current,
@@ -516,10 +543,17 @@ impl Breaker {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Take::Taken,
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Whether the half-open period has lasted its maximum wait at `now`.
+    fn half_open_expired(&self, now: Instant) -> bool {
+        let since = self.half_open_since.load(Ordering::Acquire);
+        let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
+        self.since_origin(now).saturating_sub(since) >= max
     }
 
     /// Gives a probe slot back (the probe ended without an outcome).
@@ -664,17 +698,59 @@ impl Breaker {
         }
     }
 
-    fn judge_probes(&self, word: Word, probes: Probes) {
+    /// Where the finished probes of a half-open period lead: closed when
+    /// their rates are under the thresholds, open otherwise.
+    fn probe_verdict(&self, probes: Probes) -> (Machine, TransitionReason) {
         let counts = Counts {
             calls: probes.done,
             failures: probes.failures,
             slow: probes.slow,
         };
-        let (machine, reason) = match self.over_threshold(counts) {
+        match self.over_threshold(counts) {
             Some(reason) => (Machine::Open, reason),
             None => (Machine::Closed, TransitionReason::ProbesSucceeded),
-        };
+        }
+    }
+
+    fn judge_probes(&self, word: Word, probes: Probes) {
+        let (machine, reason) = self.probe_verdict(probes);
         self.transition(word, word.mode, machine, reason, None);
+    }
+
+    /// Ends the half-open period `from`, whose maximum wait ran out at
+    /// `now` (the rule is in the crate docs, "Open and half-open"):
+    ///
+    /// - a probe taken and not finished (it hangs, or is slow): open again;
+    /// - no probe taken: a fresh half-open period, with no opening counted
+    ///   and no event (the reported state stays half-open);
+    /// - otherwise the finished probes are judged as a full set would be.
+    ///
+    /// Does nothing when another thread changed the state first. Returns
+    /// whether it moved.
+    fn end_half_open(&self, from: Word, now: Instant) -> bool {
+        let mut t = lock(&self.transitions);
+        if self.word() != from {
+            return false;
+        }
+        let next = next_generation(from);
+        // Seal the period: from here on no probe joins it, gives its slot
+        // back or counts in it, so the counts swapped out are final.
+        let (epoch, probes) = unpack_half(self.half.swap(pack_half(next as u16), Ordering::AcqRel));
+        let probes = if epoch == from.epoch() {
+            probes
+        } else {
+            Probes::default()
+        };
+        let (machine, reason) = if probes.taken > probes.done {
+            (Machine::Open, TransitionReason::HalfOpenTimeout)
+        } else if probes.done == 0 {
+            (Machine::HalfOpen, TransitionReason::HalfOpenTimeout)
+        } else {
+            self.probe_verdict(probes)
+        };
+        self.apply(&mut t, from, from.mode, machine, reason, Some(now));
+        drop(t);
+        true
     }
 
     /// Moves from exactly `from` to `(mode, machine)`. Does nothing when
@@ -688,12 +764,27 @@ impl Breaker {
         now: Option<Instant>,
     ) -> bool {
         let mut t = lock(&self.transitions);
-        let current = self.word();
-        if current != from {
+        if self.word() != from {
             return false;
         }
+        self.apply(&mut t, from, mode, machine, reason, now);
+        drop(t);
+        true
+    }
+
+    /// Publishes the move from `from` (the current state, checked under
+    /// the lock `t` guards) to `(mode, machine)` and reports it.
+    fn apply(
+        &self,
+        t: &mut Transitions,
+        from: Word,
+        mode: Mode,
+        machine: Machine,
+        reason: TransitionReason,
+        now: Option<Instant>,
+    ) {
         let to = Word {
-            generation: from.generation.wrapping_add(1) & (u64::MAX >> 5),
+            generation: next_generation(from),
             mode,
             machine,
         };
@@ -704,7 +795,7 @@ impl Breaker {
             (true, Machine::Open) => {
                 let now = now.unwrap_or_else(|| self.cfg.clock.now());
                 t.openings = t.openings.saturating_add(1);
-                let wait = self.open_wait(&mut t);
+                let wait = self.open_wait(t);
                 t.last_wait = wait;
                 let until = self
                     .since_origin(now)
@@ -748,8 +839,6 @@ impl Breaker {
             // The gauge must not keep the rates of a window that is gone.
             self.emit_rates(Counts::default());
         }
-        drop(t);
-        true
     }
 
     fn open_wait(&self, t: &mut Transitions) -> Duration {
@@ -791,7 +880,8 @@ impl Breaker {
     }
 
     /// Applies the time-based transitions that are due: the open wait
-    /// elapsed (to half-open) and the half-open maximum wait (to open).
+    /// elapsed (to half-open) and the half-open maximum wait (see
+    /// [`end_half_open`](Self::end_half_open)).
     pub(crate) fn refresh(&self) -> Word {
         let word = self.word();
         if !word.automatic() {
@@ -809,18 +899,8 @@ impl Breaker {
                     Some(now),
                 );
             }
-            Machine::HalfOpen => {
-                let since = self.half_open_since.load(Ordering::Acquire);
-                let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
-                if now_nanos.saturating_sub(since) >= max {
-                    self.transition(
-                        word,
-                        word.mode,
-                        Machine::Open,
-                        TransitionReason::HalfOpenTimeout,
-                        Some(now),
-                    );
-                }
+            Machine::HalfOpen if self.half_open_expired(now) => {
+                self.end_half_open(word, now);
             }
             _ => {}
         }

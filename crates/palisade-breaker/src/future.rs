@@ -8,6 +8,13 @@
 //! gRPC response body dropped before its trailers) reports
 //! [`Outcome::Cancelled`], and a half-open probe slot it held is given back.
 //!
+//! A panic that is not caught below the breaker counts as a
+//! [`Outcome::Failure`]: a panic out of the inner future while the breaker
+//! polls it, and a recorder dropped while its thread unwinds (a panic in
+//! the inner service's `call`, or in code that holds the future or the
+//! response body). So a dependency that panics on every call trips the
+//! breaker, with or without a panic-catch layer below it.
+//!
 //! # Example
 //!
 //! ```
@@ -78,11 +85,38 @@ impl RecordOutcome for OutcomeRecorder {
 impl Drop for OutcomeRecorder {
     fn drop(&mut self) {
         if self.permit.kind != PermitKind::Recorded {
+            // Dropped by an unwinding panic: the call failed, it was not
+            // cancelled.
+            let outcome = if std::thread::panicking() {
+                Outcome::Failure
+            } else {
+                Outcome::Cancelled
+            };
             let permit = self.take_permit();
-            self.breaker.complete(&permit, Outcome::Cancelled);
+            self.breaker.complete(&permit, outcome);
         }
     }
 }
+
+/// Records a failure if the inner future panics while it is polled, even
+/// when a caller above catches the panic and drops the future later.
+struct FailOnPanic<'a> {
+    recorder: &'a mut Option<OutcomeRecorder>,
+    polling: bool,
+}
+
+impl Drop for FailOnPanic<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.polling
+            && let Some(recorder) = self.recorder.take()
+        {
+            recorder.record(Outcome::Failure);
+        }
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "circuit breaker future polled after completion";
 
 impl fmt::Debug for OutcomeRecorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,17 +185,26 @@ where
                 recorder,
                 classifier,
             } => {
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                match recorder.take() {
+                // The recorder is gone once the call completed (or panicked):
+                // the inner future must not be polled again.
+                if recorder.is_none() {
+                    return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+                }
+                let mut guard = FailOnPanic {
+                    recorder,
+                    polling: true,
+                };
+                let polled = future.poll(cx);
+                guard.polling = false;
+                let result = ready!(polled).map_err(Into::into);
+                match guard.recorder.take() {
                     Some(recorder) => Poll::Ready(classifier.classify(result, recorder)),
-                    None => {
-                        Poll::Ready(Err("circuit breaker future polled after completion".into()))
-                    }
+                    None => Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
                 }
             }
             StateProj::Refused { error } => Poll::Ready(Err(match error.take() {
                 Some(error) => error.into(),
-                None => "circuit breaker future polled after completion".into(),
+                None => POLLED_AFTER_COMPLETION.into(),
             })),
         }
     }

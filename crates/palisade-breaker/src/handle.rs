@@ -18,6 +18,25 @@ use crate::window::Counts;
 /// [`Event::StateChanged`](palisade_core::Event::StateChanged) with
 /// [`TransitionReason::Forced`] (or [`TransitionReason::Reset`]).
 ///
+/// # Calling it from a metrics sink
+///
+/// The breaker sends `StateChanged` and `BreakerRates` while it holds its
+/// transition lock (so that they arrive in order), and
+/// [`refresh`](Self::refresh), [`consecutive_openings`](Self::consecutive_openings),
+/// [`force_open`](Self::force_open), [`force_closed`](Self::force_closed),
+/// [`disable`](Self::disable), [`metrics_only`](Self::metrics_only) and
+/// [`reset`](Self::reset) take that lock. A
+/// [`MetricsSink`](palisade_core::MetricsSink) must therefore not call these
+/// on the breaker that is reporting, nor send a call through it, from
+/// inside `record`: the lock is not reentrant and the thread deadlocks.
+/// [`state`](Self::state), [`shadow_state`](Self::shadow_state),
+/// [`counts`](Self::counts), [`failure_rate`](Self::failure_rate),
+/// [`slow_rate`](Self::slow_rate), [`probes`](Self::probes),
+/// [`retry_after`](Self::retry_after) and [`policy`](Self::policy) only
+/// load atomics and are safe there (`state` already shows the state a
+/// `StateChanged` entered). Hand anything else off to another thread or
+/// task.
+///
 /// # Example
 ///
 /// ```
@@ -67,11 +86,14 @@ impl CircuitBreakerHandle {
         self.breaker.word().reported()
     }
 
-    /// Applies the time-based transitions that are due (the open wait
-    /// elapsed: to half-open; the half-open maximum wait elapsed: back to
-    /// open) and returns the state. No background task is needed: calls do
-    /// the same when they arrive, and a metrics scrape can call this to keep
-    /// a gauge current while no traffic flows.
+    /// Applies the time-based transitions that are due and returns the
+    /// state. The open wait elapsed: to half-open. The half-open maximum
+    /// wait elapsed: back to open if a probe is still running, closed or
+    /// open by the finished probes' rates, and a fresh half-open period if
+    /// no probe was admitted (see "Open and half-open" in the crate docs).
+    /// No background task is needed: calls do the same when they arrive, and
+    /// a metrics scrape can call this to keep a gauge current while no
+    /// traffic flows; it never makes the next call's admission stricter.
     pub fn refresh(&self) -> CircuitState {
         self.breaker.refresh().reported()
     }
@@ -96,7 +118,9 @@ impl CircuitBreakerHandle {
             .set_mode(Mode::ForcedClosed, TransitionReason::Forced);
     }
 
-    /// Lets every call through and records nothing.
+    /// Lets every call through and records nothing. A disabled breaker
+    /// sends no `Admitted` or `Completed` events either: it is a plain
+    /// pass-through until another mode is chosen.
     pub fn disable(&self) {
         self.breaker
             .set_mode(Mode::Disabled, TransitionReason::Forced);

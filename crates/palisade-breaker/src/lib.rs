@@ -13,8 +13,8 @@
 //!            failure or slow rate >= threshold
 //!   Closed ─────────────────────────────────────▶ Open ◀──────────┐
 //!     ▲                                            │               │ probes' rates >= threshold,
-//!     │ probes' rates < thresholds                 │ open wait     │ or half-open max wait
-//!     │                                            ▼ elapsed       │
+//!     │ probes' rates < thresholds                 │ open wait     │ or a probe still running
+//!     │                                            ▼ elapsed       │ at the half-open max wait
 //!     └──────────────────────────────────────── HalfOpen ─────────┘
 //! ```
 //!
@@ -85,11 +85,40 @@
 //! Half-open, exactly [`half_open_probes`](CircuitBreakerBuilder::half_open_probes)
 //! calls are admitted, every other call is rejected (with
 //! [`RejectReason::HalfOpenFull`](palisade_core::RejectReason::HalfOpenFull)),
-//! and the breaker decides once all of them have completed. A probe that is
-//! cancelled, or whose outcome is ignored, gives its slot back to the next
-//! call. If the probes do not complete within
-//! [`half_open_max_wait`](CircuitBreakerBuilder::half_open_max_wait), the
-//! breaker opens again: it can never be stuck half-open.
+//! and the breaker decides once all of them have completed: closed if
+//! their failure and slow rates are under the thresholds, open again
+//! otherwise. A probe that is cancelled, or whose outcome is ignored, gives
+//! its slot back to the next call.
+//!
+//! [`half_open_max_wait`](CircuitBreakerBuilder::half_open_max_wait) bounds
+//! how long the breaker waits for its probes. Once it has run out, the
+//! first call to arrive (or a
+//! [`refresh`](CircuitBreakerHandle::refresh)) ends the half-open period
+//! and decides on what it saw:
+//!
+//! - **A probe is still running** (it hangs, or is slower than the max
+//!   wait): the breaker opens again (`HalfOpenTimeout`), so it is never
+//!   stuck half-open. The call is rejected, the opening counts toward
+//!   [`open_wait_backoff`](CircuitBreakerBuilder::open_wait_backoff), and
+//!   the late probe's outcome is ignored.
+//! - **Every probe admitted has finished, but fewer than
+//!   `half_open_probes`** (traffic was sparse): the finished probes are
+//!   judged as a full set would be. Under the thresholds the breaker closes
+//!   (`ProbesSucceeded`) and the arriving call goes through as a closed
+//!   call; otherwise it opens again (`FailureRate` or `SlowRate`). Waiting
+//!   for more probes would keep a rarely called dependency rejected for
+//!   good, and a probe that failed or was slow has already spoken.
+//! - **No probe was admitted** (no traffic, or every probe gave its slot
+//!   back): there is nothing to judge, so nothing changes state and no
+//!   opening is counted. A fresh half-open period starts (no event: the
+//!   state stays half-open) and the arriving call is its first probe.
+//!
+//! So the breaker re-opens on the max wait only for a probe that failed,
+//! was slow or is still running, never because calls were few: with the
+//! defaults (5 probes, 60 s), a healthy dependency called every 20 s closes
+//! on the call that arrives after the 60 s, and the first call after a long
+//! quiet spell (even one in which a metrics scrape's `refresh` moved the
+//! breaker to half-open) is admitted as a probe.
 //!
 //! # Outcomes
 //!
@@ -105,6 +134,8 @@
 //! with [`classifier`](CircuitBreakerBuilder::classifier) ignores the same
 //! caller-side rejections. A cancelled call is ignored unless
 //! [`cancelled_as_failure`](CircuitBreakerBuilder::cancelled_as_failure).
+//! A panic that no layer below caught (out of the inner service's `call`
+//! or its future) is a failure, not a cancellation.
 //!
 //! # Control, events and cost
 //!
@@ -114,7 +145,21 @@
 //! [`Event::StateChanged`](palisade_core::Event::StateChanged), in order;
 //! every refusal as `Rejected`; every admission and completion; and the
 //! window's rates as `BreakerRates` when they change (and as zeros when a
-//! transition empties the window, so no gauge keeps a stale rate).
+//! transition empties the window, so no gauge keeps a stale rate). One
+//! exception: a [disabled](CircuitBreakerHandle::disable) breaker is a
+//! plain pass-through and reports neither admissions nor completions (only
+//! the `StateChanged` into and out of `Disabled`).
+//!
+//! Transitions are reported while the breaker holds its transition lock,
+//! which is what keeps them in order. So a
+//! [`MetricsSink`](palisade_core::MetricsSink) must not, from inside
+//! `record`, call the handle methods that take that lock on the breaker
+//! that is reporting (`refresh`, `consecutive_openings`, the mode changes,
+//! `reset`) nor send calls through that breaker: the thread would deadlock.
+//! The reading methods `state`, `shadow_state`, `counts`, the rates,
+//! `probes`, `retry_after` and `policy` are plain loads and safe there;
+//! hand anything else off (a channel, a task). See
+//! [`CircuitBreakerHandle`].
 //!
 //! While closed, admitting a call is one atomic load, and recording it (in
 //! a count window) is one increment to pick a slot, one compare-and-swap of

@@ -9,7 +9,7 @@ use std::time::Duration;
 use loom::thread;
 use palisade_core::{Clock, ManualClock, Metrics, Outcome, PolicyName, TransitionReason};
 
-use crate::breaker::{Breaker, Config, Machine, PermitKind, WindowConfig};
+use crate::breaker::{Breaker, Config, Machine, PermitKind, Take, WindowConfig};
 use crate::sync::Arc;
 use crate::window::{CountWindow, Counts, Recorded, code};
 
@@ -36,6 +36,11 @@ fn config(clock: &ManualClock, probes: u32) -> Config {
 
 /// A breaker that is open with its wait already elapsed.
 fn open_and_due(probes: u32) -> Arc<Breaker> {
+    open_and_due_clocked(probes).0
+}
+
+/// [`open_and_due`], with its clock.
+fn open_and_due_clocked(probes: u32) -> (Arc<Breaker>, ManualClock) {
     let clock = ManualClock::new();
     let breaker = Breaker::new(config(&clock, probes));
     let word = breaker.word();
@@ -47,12 +52,17 @@ fn open_and_due(probes: u32) -> Arc<Breaker> {
         None
     ));
     clock.advance(Duration::from_secs(2));
-    Arc::new(breaker)
+    (Arc::new(breaker), clock)
 }
 
 /// A breaker that is half-open with no probe admitted yet.
 fn half_open(probes: u32) -> Arc<Breaker> {
-    let breaker = open_and_due(probes);
+    half_open_clocked(probes).0
+}
+
+/// [`half_open`], with its clock.
+fn half_open_clocked(probes: u32) -> (Arc<Breaker>, ManualClock) {
+    let (breaker, clock) = open_and_due_clocked(probes);
     let word = breaker.word();
     assert!(breaker.transition(
         word,
@@ -61,7 +71,29 @@ fn half_open(probes: u32) -> Arc<Breaker> {
         TransitionReason::WaitElapsed,
         None
     ));
-    breaker
+    (breaker, clock)
+}
+
+/// Past the half-open maximum wait of [`config`].
+const PAST_MAX_WAIT: Duration = Duration::from_secs(61);
+
+/// Which of two outcomes a model's executions reached, so that a model
+/// that never reaches one of them fails instead of passing vacuously.
+#[derive(Default)]
+struct Reached([std::sync::atomic::AtomicBool; 2]);
+
+impl Reached {
+    fn saw(&self, which: usize) {
+        self.0[which].store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn assert_both(&self) {
+        let seen = self
+            .0
+            .each_ref()
+            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(seen, [true, true], "both outcomes reached");
+    }
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -163,6 +195,100 @@ fn loom_the_last_probe_decides_once() {
         let word = breaker.word();
         assert_eq!(word.machine, Machine::Closed);
         assert_eq!(word.generation, before + 1);
+    });
+}
+
+#[test]
+fn loom_a_probe_taken_as_the_max_wait_ends_the_period_is_in_it_or_not_at_all() {
+    let reached = std::sync::Arc::new(Reached::default());
+    let seen = reached.clone();
+    model(move || {
+        // No probe yet. One thread takes a slot (it read its clock just
+        // before the max wait ran out) while the other ends the period.
+        let (breaker, clock) = half_open_clocked(2);
+        let from = breaker.word();
+        clock.advance(PAST_MAX_WAIT);
+        let taker = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.take_probe(from.epoch()))
+        };
+        breaker.refresh();
+        let took = taker.join().unwrap();
+        let word = breaker.word();
+        assert_eq!(word.generation, from.generation + 1, "one transition");
+        match took {
+            // In the period and still running: it hung past the max wait.
+            Take::Taken => {
+                assert_eq!(word.machine, Machine::Open);
+                assert_eq!(breaker.openings().0, 2);
+                seen.saw(0);
+            }
+            // After the seal: no probe ran, so a fresh period, no opening.
+            Take::Stale => {
+                assert_eq!(word.machine, Machine::HalfOpen);
+                assert_eq!(breaker.probes().taken, 0);
+                assert_eq!(breaker.openings().0, 1);
+                seen.saw(1);
+            }
+            Take::Full => panic!("two free slots"),
+        }
+    });
+    reached.assert_both();
+}
+
+#[test]
+fn loom_a_probe_finishing_as_the_max_wait_ends_the_period_counts_once() {
+    let reached = std::sync::Arc::new(Reached::default());
+    let seen = reached.clone();
+    model(move || {
+        // One healthy probe of two is running when the max wait runs out.
+        let (breaker, clock) = half_open_clocked(2);
+        let from = breaker.word();
+        let probe = breaker.admit().unwrap();
+        clock.advance(PAST_MAX_WAIT);
+        let finisher = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&probe, Outcome::Success))
+        };
+        breaker.refresh();
+        finisher.join().unwrap();
+        let word = breaker.word();
+        assert_eq!(word.generation, from.generation + 1, "one transition");
+        // Finished before the seal: judged and closed. After: it was still
+        // running, so the breaker re-opened and its outcome counts nowhere.
+        match word.machine {
+            Machine::Closed => {
+                assert_eq!(breaker.openings().0, 0);
+                seen.saw(0);
+            }
+            Machine::Open => {
+                assert_eq!(breaker.openings().0, 2);
+                seen.saw(1);
+            }
+            Machine::HalfOpen => panic!("a period with a probe is never renewed"),
+        }
+        assert_eq!(breaker.window_counts().calls, 0);
+    });
+    reached.assert_both();
+}
+
+#[test]
+fn loom_a_call_racing_a_refresh_past_the_max_wait_is_the_new_periods_probe() {
+    model(|| {
+        let (breaker, clock) = half_open_clocked(1);
+        let from = breaker.word();
+        clock.advance(PAST_MAX_WAIT);
+        let caller = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.admit().map(|p| p.kind).ok())
+        };
+        breaker.refresh();
+        assert_eq!(caller.join().unwrap(), Some(PermitKind::Probe));
+        let word = breaker.word();
+        assert_eq!(word.machine, Machine::HalfOpen);
+        assert_eq!(word.generation, from.generation + 1, "one fresh period");
+        assert_eq!(breaker.probes().taken, 1);
+        assert_eq!(breaker.openings().0, 1, "no opening counted");
     });
 }
 

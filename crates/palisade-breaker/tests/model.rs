@@ -42,6 +42,7 @@ enum Op {
         millis: u64,
     },
     Advance(u64),
+    Refresh,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,6 +132,52 @@ impl Model {
         self.timed.clear();
     }
 
+    /// The half-open max wait ran out. Calls are sequential, so no probe
+    /// is still running: the finished probes decide, and with none a fresh
+    /// half-open period starts.
+    fn end_half_open(&mut self) {
+        let MState::HalfOpen {
+            done,
+            failures,
+            slow,
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        if done == 0 {
+            self.state = MState::HalfOpen {
+                since: self.now,
+                done: 0,
+                failures: 0,
+                slow: 0,
+            };
+        } else if self.over(done, failures, slow) {
+            self.open();
+        } else {
+            self.close();
+        }
+    }
+
+    /// What `CircuitBreakerHandle::refresh` does: the transitions that are
+    /// due, without a call.
+    fn refresh(&mut self) {
+        match self.state {
+            MState::Open { until } if self.now >= until => {
+                self.state = MState::HalfOpen {
+                    since: self.now,
+                    done: 0,
+                    failures: 0,
+                    slow: 0,
+                };
+            }
+            MState::HalfOpen { since, .. } if self.now - since >= self.cfg.max_wait_ms * MS => {
+                self.end_half_open();
+            }
+            _ => {}
+        }
+    }
+
     /// Returns `Ok(())` when admitted, or the rejection's state and
     /// `retry_after`.
     fn call(
@@ -159,7 +206,7 @@ impl Model {
                     ));
                 }
                 MState::HalfOpen { since, .. } if self.now - since >= self.cfg.max_wait_ms * MS => {
-                    self.open();
+                    self.end_half_open();
                 }
                 // Calls are sequential: a probe slot is always free here.
                 MState::HalfOpen { .. } => break true,
@@ -290,6 +337,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
               prop_oneof![Just(0u64), Just(10), Just(60), Just(250)])
             .prop_map(|(fail, ignored, cancel, millis)| Op::Call { fail, ignored, cancel, millis }),
         1 => prop_oneof![Just(40u64), Just(150), Just(700), Just(2500)].prop_map(Op::Advance),
+        1 => Just(Op::Refresh),
     ]
 }
 
@@ -370,6 +418,10 @@ proptest! {
         let mut model = Model::new(cfg);
         for (step, op) in ops.into_iter().enumerate() {
             match op {
+                Op::Refresh => {
+                    model.refresh();
+                    prop_assert_eq!(handle.refresh(), model.state(), "step {}", step);
+                }
                 Op::Advance(ms) => {
                     clock.advance(Duration::from_millis(ms));
                     model.now += ms * MS;

@@ -508,15 +508,28 @@ async fn the_handle_applies_due_transitions_without_traffic() {
         b.count_window(1)
             .minimum_calls(1)
             .open_wait(Duration::from_secs(5))
+            .half_open_probes(1)
             .half_open_max_wait(Duration::from_secs(10))
     });
+    let handle = rig.layer.handle();
     rig.hit(FAIL).await.unwrap_err();
     advance(4).await;
-    assert_eq!(rig.layer.handle().refresh(), Open);
+    assert_eq!(handle.refresh(), Open);
     advance(1).await;
-    assert_eq!(rig.layer.handle().refresh(), HalfOpen);
+    assert_eq!(handle.refresh(), HalfOpen);
     advance(10).await;
-    assert_eq!(rig.layer.handle().refresh(), Open);
+    assert_eq!(
+        handle.refresh(),
+        HalfOpen,
+        "no probe ran: a fresh half-open period, not an opening"
+    );
+    assert_eq!(handle.consecutive_openings().0, 1);
+    // A probe that hangs past the max wait re-opens it on the next refresh.
+    let stuck = rig.start(slow(false, 3600));
+    assert_eq!(handle.probes().admitted, 1);
+    advance(10).await;
+    assert_eq!(handle.refresh(), Open);
+    assert_eq!(handle.consecutive_openings().0, 2);
     assert_eq!(
         rig.events.transitions(),
         vec![
@@ -524,6 +537,201 @@ async fn the_handle_applies_due_transitions_without_traffic() {
             (Open, HalfOpen, TransitionReason::WaitElapsed),
             (HalfOpen, Open, TransitionReason::HalfOpenTimeout),
         ]
+    );
+    drop(stuck);
+}
+
+/// One healthy call every `every` seconds after the breaker tripped, with
+/// the default open wait, probes and half-open max wait: the calls that
+/// were rejected, and the openings counted.
+async fn sparse_traffic(rig: &Rig, every: u64, calls: usize) -> (usize, u32) {
+    rig.hit_all(&[FAIL; 4]).await;
+    assert_eq!(rig.state(), Open);
+    let mut rejected = 0;
+    for _ in 0..calls {
+        advance(every).await;
+        if rig.hit(OK).await.is_err() {
+            rejected += 1;
+        }
+    }
+    (rejected, rig.layer.handle().consecutive_openings().0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sparse_healthy_traffic_closes_the_breaker() {
+    // Defaults: 30 s open wait, 5 probes, 60 s half-open max wait.
+    let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
+    let (rejected, openings) = sparse_traffic(&rig, 20, 100).await;
+    assert_eq!(rig.state(), Closed);
+    assert_eq!(rejected, 1, "only the call during the open wait (t = 20 s)");
+    assert_eq!(openings, 0, "a healthy close starts the growth over");
+    // Half-open at t = 40 s; probes at 40, 60 and 80 s all succeeded; the
+    // call at 100 s finds the max wait over and closes the breaker.
+    assert_eq!(
+        rig.events.transitions(),
+        vec![
+            (Closed, Open, TransitionReason::FailureRate),
+            (Open, HalfOpen, TransitionReason::WaitElapsed),
+            (HalfOpen, Closed, TransitionReason::ProbesSucceeded),
+        ]
+    );
+    assert_eq!(rig.inner_calls.load(Ordering::SeqCst), 4 + 99);
+    assert_eq!(
+        rig.events.count(|e| matches!(e, Seen::Rejected(_))),
+        1,
+        "no call was rejected because traffic was sparse"
+    );
+
+    // Sparser still: one call every 100 s, one probe per half-open period.
+    let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
+    let (rejected, openings) = sparse_traffic(&rig, 100, 10).await;
+    assert_eq!((rig.state(), rejected, openings), (Closed, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_call_after_a_quiet_spell_is_a_probe_even_after_a_refresh() {
+    let rig = Rig::new(|b| b.count_window(2).minimum_calls(2).half_open_probes(1));
+    let handle = rig.layer.handle();
+    rig.hit_all(&[FAIL, FAIL]).await;
+    advance(31).await;
+    assert_eq!(
+        handle.refresh(),
+        HalfOpen,
+        "a scrape starts the half-open clock"
+    );
+    advance(61).await;
+    rig.events.clear();
+    let stuck = rig.start(slow(false, 3600));
+    assert_eq!(
+        handle.probes(),
+        ProbeCounts {
+            admitted: 1,
+            completed: 0,
+            failures: 0,
+            slow: 0
+        },
+        "admitted as the probe of a fresh half-open period"
+    );
+    assert_eq!(handle.state(), HalfOpen);
+    assert_eq!(handle.consecutive_openings().0, 1, "no opening counted");
+    assert_eq!(rig.events.all(), vec![Seen::Admitted]);
+    drop(stuck);
+
+    // Likewise without the refresh, after a spell much longer than the max
+    // wait: the call that moves the breaker to half-open is its probe and
+    // closes it.
+    let rig = Rig::new(|b| b.count_window(2).minimum_calls(2).half_open_probes(1));
+    rig.hit_all(&[FAIL, FAIL]).await;
+    advance(3600).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_hangs_past_the_max_wait_reopens_with_the_defaults() {
+    let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
+    let handle = rig.layer.handle();
+    rig.hit_all(&[FAIL; 4]).await;
+    advance(30).await;
+    rig.hit(OK).await.unwrap();
+    let stuck = rig.start(slow(false, 3600));
+    rig.hit(OK).await.unwrap();
+    assert_eq!(handle.probes().admitted, 3);
+    assert_eq!(handle.probes().completed, 2);
+    advance(60).await;
+    let open = open_error(rig.hit(OK).await);
+    assert_eq!(open.state(), Open);
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(HalfOpen, Open, TransitionReason::HalfOpenTimeout))
+    );
+    assert_eq!(handle.consecutive_openings().0, 2);
+    // The hung probe finishing late counts in no period.
+    advance(3600).await;
+    stuck.await.unwrap();
+    assert_eq!(handle.refresh(), HalfOpen, "the open wait is over");
+    assert_eq!(handle.probes().completed, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_when_the_max_wait_runs_out() {
+    // Defaults: 5 probes, failure rate threshold 0.5. Two probes finish
+    // (one failed: rate 0.5), then nothing until the max wait is over.
+    let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
+    let handle = rig.layer.handle();
+    rig.hit_all(&[FAIL; 4]).await;
+    advance(30).await;
+    rig.hit(OK).await.unwrap();
+    rig.hit(FAIL).await.unwrap_err();
+    assert_eq!(rig.state(), HalfOpen, "2 of 5 probes");
+    advance(60).await;
+    let open = open_error(rig.hit(OK).await);
+    assert_eq!(open.state(), Open);
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(HalfOpen, Open, TransitionReason::FailureRate))
+    );
+    assert_eq!(handle.consecutive_openings().0, 2);
+    assert_eq!(rig.inner_calls.load(Ordering::SeqCst), 4 + 2);
+
+    // A single slow probe re-opens it too.
+    let rig = Rig::new(|b| {
+        b.count_window(4)
+            .minimum_calls(4)
+            .slow_call_duration(Duration::from_secs(1))
+    });
+    rig.hit_all(&[FAIL; 4]).await;
+    advance(30).await;
+    rig.hit(slow(false, 2)).await.unwrap();
+    advance(60).await;
+    rig.hit(OK).await.unwrap_err();
+    assert_eq!(
+        rig.events.transitions().last(),
+        Some(&(HalfOpen, Open, TransitionReason::SlowRate))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_may_read_the_state_from_inside_an_event() {
+    use palisade_core::{Event, Metrics, MetricsSink};
+    use std::sync::{Mutex, OnceLock};
+
+    #[derive(Default)]
+    struct ReadsState {
+        handle: OnceLock<palisade_breaker::CircuitBreakerHandle>,
+        seen: Mutex<Vec<(CircuitState, CircuitState, u64)>>,
+    }
+    impl MetricsSink for ReadsState {
+        fn record(&self, event: &Event<'_>) {
+            if let (Event::StateChanged { to, .. }, Some(h)) = (event, self.handle.get()) {
+                let p = h.probes();
+                let _ = (h.counts(), h.retry_after(), h.shadow_state(), h.policy());
+                self.seen.lock().unwrap().push((*to, h.state(), p.admitted));
+            }
+        }
+    }
+    let sink = Arc::new(ReadsState::default());
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(1)
+        .minimum_calls(1)
+        .metrics(Metrics::from_arc(sink.clone()))
+        .build()
+        .unwrap();
+    sink.handle.set(layer.handle()).unwrap();
+    let svc = layer.layer(service_fn(|()| async {
+        Err::<(), BoxError>("down".into())
+    }));
+    svc.clone().oneshot(()).await.unwrap_err();
+    layer.handle().force_open();
+    layer.handle().reset();
+    assert_eq!(
+        *sink.seen.lock().unwrap(),
+        vec![
+            (Open, Open, 0),
+            (CircuitState::ForcedOpen, CircuitState::ForcedOpen, 0),
+            (Closed, Closed, 0),
+        ],
+        "the handle already shows the state the event entered"
     );
 }
 
@@ -851,7 +1059,7 @@ async fn poll_ready_is_the_inner_readiness_only() {
 }
 
 #[test]
-fn a_panicking_probe_gives_its_slot_back() {
+fn an_uncaught_panic_is_a_failure_and_its_probe_slot_is_not_leaked() {
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
     let clock = palisade_core::ManualClock::new();
@@ -874,24 +1082,101 @@ fn a_panicking_probe_gives_its_slot_back() {
             }
         }
     }));
-    assert!(common::now(svc.call(0)).is_err());
-    clock.advance(Duration::from_secs(1));
     let handle = layer.handle();
-    assert_eq!(handle.refresh(), HalfOpen);
+    // No backoff configured: every open wait is one second.
+    let reopen = || {
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(handle.refresh(), HalfOpen);
+    };
+    assert!(common::now(svc.call(0)).is_err());
+    assert_eq!(handle.state(), Open);
 
+    reopen();
     assert!(catch_unwind(AssertUnwindSafe(|| svc.call(1))).is_err());
+    assert_eq!(handle.state(), Open, "a probe panicking in call failed");
+    assert_eq!(handle.consecutive_openings().0, 2);
+
+    // The future outlives the caught panic, as under an outer panic-catch
+    // layer that drops it later: the panic still counts as a failure.
+    reopen();
+    let mut future = Box::pin(svc.call(2));
+    assert!(catch_unwind(AssertUnwindSafe(|| common::poll_once(future.as_mut()))).is_err());
+    assert_eq!(handle.state(), Open, "a probe panicking in poll failed");
+    assert_eq!(handle.consecutive_openings().0, 3);
+    let again = common::now(future.as_mut()).expect_err("no second poll of the inner future");
     assert_eq!(
-        handle.probes().admitted,
-        0,
-        "slot back after a panic in call"
+        err_text(&again),
+        "circuit breaker future polled after completion"
     );
-    let future = svc.call(2);
-    assert!(catch_unwind(AssertUnwindSafe(|| common::poll_once(future))).is_err());
-    assert_eq!(
-        handle.probes().admitted,
-        0,
-        "slot back after a panic in poll"
-    );
+    drop(future);
+    assert_eq!(handle.consecutive_openings().0, 3, "recorded once");
+
+    // A healthy probe closes it: no slot was leaked by the panics.
+    reopen();
+    assert_eq!(handle.probes().admitted, 0);
     assert!(common::now(svc.call(3)).is_ok());
     assert_eq!(handle.state(), Closed);
+}
+
+#[test]
+fn a_dependency_that_always_panics_trips_the_breaker() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    let events = Events::default();
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(4)
+        .minimum_calls(4)
+        .metrics(events.metrics())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|()| async {
+        if true {
+            panic!("always");
+        }
+        Ok::<(), BoxError>(())
+    }));
+    for _ in 0..4 {
+        let future = svc.call(());
+        // Dropped while the panic unwinds, as a task's future is.
+        assert!(catch_unwind(AssertUnwindSafe(|| common::poll_once(future))).is_err());
+    }
+    assert_eq!(layer.handle().state(), Open);
+    assert_eq!(
+        events.count(|e| matches!(e, Seen::Completed(palisade_core::Outcome::Failure, _))),
+        4
+    );
+    assert_eq!(
+        events.count(|e| matches!(e, Seen::Completed(palisade_core::Outcome::Cancelled, _))),
+        0
+    );
+}
+
+#[test]
+fn polling_a_finished_future_again_is_an_error_not_a_panic() {
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let mut svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(7) }));
+    let mut future = Box::pin(svc.call(()));
+    assert_eq!(common::now(future.as_mut()).unwrap(), 7);
+    // An `async` block panics when resumed after completion: the breaker
+    // must not reach it.
+    let again = common::now(future.as_mut()).expect_err("an error");
+    assert_eq!(
+        err_text(&again),
+        "circuit breaker future polled after completion"
+    );
+    assert_eq!(layer.handle().counts().calls, 1, "recorded once");
+
+    layer.handle().force_open();
+    let mut refused = Box::pin(svc.call(()));
+    let first = common::now(refused.as_mut()).unwrap_err();
+    assert!(first.is::<CircuitOpen>());
+    let again = common::now(refused.as_mut()).unwrap_err();
+    assert_eq!(
+        err_text(&again),
+        "circuit breaker future polled after completion"
+    );
+}
+
+fn err_text(err: &BoxError) -> String {
+    err.to_string()
 }
