@@ -6,9 +6,10 @@
 //! the bulkhead's [`Classify`](palisade_core::Classify)) to a window of
 //! atomic counters. No lock is taken per call. When a window is complete
 //! (by default, as many completions as the current limit, and at least
-//! ten), the completion that closes it takes the algorithm with a
-//! `try_lock` (it never waits: if another thread is updating, the window
-//! simply goes on) and computes the new limit. A change is reported as
+//! ten), the last of its completions hands it to the algorithm, which
+//! computes the new limit. Every completion is counted in exactly one
+//! window, with its latency and outcome. Nothing waits: while one window
+//! is being computed, the next simply goes on. A change is reported as
 //! [`Event::LimitChanged`](palisade_core::Event::LimitChanged), and every
 //! [`Event::InFlightChanged`](palisade_core::Event::InFlightChanged) and
 //! [`Overloaded`](palisade_core::Overloaded) carries the limit in force.
@@ -59,12 +60,12 @@ fn check_backoff(check: &Validate<'_>, backoff: f64) -> Result<(), ConfigError> 
 }
 
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_core::config::Validate;
 use palisade_core::{ConfigError, Outcome};
+
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 pub use self::aimd::Aimd;
 pub use self::gradient::Gradient;
@@ -244,34 +245,155 @@ impl AdaptiveLimit {
             min: self.min,
             max: self.max,
             window: self.window,
-            count: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            latency_sum: AtomicU64::new(0),
-            min_latency: AtomicU64::new(u64::MAX),
-            max_in_flight: AtomicUsize::new(0),
+            open: AtomicU64::new(0),
+            banks: [Bank::new(), Bank::new()],
             algorithm: Mutex::new(self.algorithm),
         }
     }
 }
 
-/// Per-bulkhead adaptive state: the current window, kept in atomics, and
-/// the algorithm, behind a lock only the window's closer tries to take.
+/// Bit of [`AdaptiveState::open`]: the bank the open window fills.
+const BANK: u64 = 1 << 63;
+/// Bit of [`AdaptiveState::open`]: the other bank holds a closed window
+/// that is not harvested yet. No window closes until it is.
+const HARVESTING: u64 = 1 << 62;
+/// Bits of [`AdaptiveState::open`]: completions counted in the open window.
+const COUNT: u64 = HARVESTING - 1;
+
+/// Per-bulkhead adaptive state: the windows, kept in atomics, and the
+/// algorithm, behind a lock only a window's harvester takes.
+///
+/// Each completion counts itself in `open` first: the count says which
+/// bank the open window fills, so a completion's count and its
+/// measurements always belong to the same window. The completion that
+/// finds the window full closes it by switching `open` to the other bank.
+/// Completions counted just before the switch may still be adding their
+/// measurements to the closed bank; `Bank::settled` tells the last of
+/// them, or the closer, that the window is complete. That one harvests
+/// it. Until the harvest is over `HARVESTING` keeps the open window from
+/// closing (it simply goes on), so a bank is never reused before it is
+/// emptied and the algorithm never runs twice at once.
 pub(crate) struct AdaptiveState {
     min: usize,
     max: usize,
     window: Option<usize>,
-    count: AtomicU64,
+    /// `BANK | HARVESTING | COUNT`.
+    open: AtomicU64,
+    banks: [Bank; 2],
+    algorithm: Mutex<Box<dyn LimitAlgorithm>>,
+}
+
+/// The measurements of one window.
+struct Bank {
     failures: AtomicU64,
     latency_sum: AtomicU64,
+    /// `latency_sum` wrapped: the window's sum is `u64::MAX`.
+    latency_overflow: AtomicBool,
     min_latency: AtomicU64,
     max_in_flight: AtomicUsize,
-    algorithm: Mutex<Box<dyn LimitAlgorithm>>,
+    /// Completions whose measurements are in, less the window's count once
+    /// it is closed. It returns to 0 exactly once per window: when the
+    /// window is closed and every completion counted in it is in.
+    settled: AtomicU64,
+    /// The closed window's count, written before it is taken from
+    /// `settled`.
+    closed: AtomicU64,
+}
+
+impl Bank {
+    fn new() -> Self {
+        Self {
+            failures: AtomicU64::new(0),
+            latency_sum: AtomicU64::new(0),
+            latency_overflow: AtomicBool::new(false),
+            min_latency: AtomicU64::new(u64::MAX),
+            max_in_flight: AtomicUsize::new(0),
+            settled: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn add(&self, nanos: u64, failed: bool, in_flight_at_start: usize) {
+        let before = self.latency_sum.fetch_add(nanos, Ordering::Relaxed);
+        if before.checked_add(nanos).is_none() {
+            self.latency_overflow.store(true, Ordering::Relaxed);
+        }
+        // A plain load first: most calls change neither extreme, and a
+        // load is cheaper than a read-modify-write.
+        if nanos < self.min_latency.load(Ordering::Relaxed) {
+            self.min_latency.fetch_min(nanos, Ordering::Relaxed);
+        }
+        if in_flight_at_start > self.max_in_flight.load(Ordering::Relaxed) {
+            self.max_in_flight
+                .fetch_max(in_flight_at_start, Ordering::Relaxed);
+        }
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Empties the bank of a complete window.
+    fn take(&self) -> Totals {
+        let sum = self.latency_sum.swap(0, Ordering::Relaxed);
+        let overflow = self.latency_overflow.swap(false, Ordering::Relaxed);
+        Totals {
+            samples: self.closed.load(Ordering::Relaxed),
+            failures: self.failures.swap(0, Ordering::Relaxed),
+            latency_nanos: if overflow { u64::MAX } else { sum },
+            min_latency_nanos: self.min_latency.swap(u64::MAX, Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// What one window added up to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Totals {
+    samples: u64,
+    failures: u64,
+    /// Saturated at `u64::MAX`.
+    latency_nanos: u64,
+    /// `u64::MAX` when nothing was sampled.
+    min_latency_nanos: u64,
+    max_in_flight: usize,
+}
+
+impl Totals {
+    fn sample(&self, min_limit: usize, max_limit: usize) -> Sample {
+        Sample {
+            samples: self.samples,
+            failures: self.failures,
+            mean_latency: Duration::from_nanos(self.latency_nanos / self.samples.max(1)),
+            min_latency: Duration::from_nanos(if self.min_latency_nanos == u64::MAX {
+                0
+            } else {
+                self.min_latency_nanos
+            }),
+            max_in_flight: self.max_in_flight,
+            min_limit,
+            max_limit,
+        }
+    }
+}
+
+/// A harvested window. Dropping it (after the algorithm ran, or if it
+/// panicked) lets the open window close.
+struct Harvest<'a> {
+    totals: Totals,
+    open: &'a AtomicU64,
+}
+
+impl Drop for Harvest<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_and(!HARVESTING, Ordering::Release);
+    }
 }
 
 const MIN_WINDOW: usize = 10;
 
 impl AdaptiveState {
-    /// Adds one completed call to the window. When it closes the window,
+    /// Adds one completed call to the window. When it completes a window,
     /// returns the new limit to apply (clamped, and different from
     /// `limit`).
     pub(crate) fn record(
@@ -286,58 +408,88 @@ impl AdaptiveState {
             Outcome::Failure => true,
             _ => return None,
         };
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        // Measurements first, the count last: whoever sees the count full
-        // sees this call's measurements too.
-        self.latency_sum.fetch_add(nanos, Ordering::Relaxed);
-        // A plain load first: most calls change neither extreme, and a
-        // load is cheaper than a read-modify-write.
-        if nanos < self.min_latency.load(Ordering::Relaxed) {
-            self.min_latency.fetch_min(nanos, Ordering::Relaxed);
-        }
-        if in_flight_at_start > self.max_in_flight.load(Ordering::Relaxed) {
-            self.max_in_flight
-                .fetch_max(in_flight_at_start, Ordering::Relaxed);
-        }
-        if failed {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
         let window = match self.window {
             Some(window) => window,
             None => limit.max(MIN_WINDOW),
         };
-        if count < window as u64 {
-            return None;
-        }
-        // Never wait: if someone else is updating, this window goes on.
+        let harvest = self.add(failed, latency, in_flight_at_start, window as u64)?;
+        // Harvests never overlap, so the lock is free unless an algorithm
+        // panicked while holding it; then the limit stays as it is.
         let Ok(mut algorithm) = self.algorithm.try_lock() else {
             return None;
         };
-        let samples = self.count.swap(0, Ordering::AcqRel);
-        if samples < window as u64 {
-            // Another completion closed this window a moment ago.
+        let sample = harvest.totals.sample(self.min, self.max);
+        let new = algorithm.update(&sample, limit).clamp(self.min, self.max);
+        // Unlock before the next window may close.
+        drop(algorithm);
+        drop(harvest);
+        (new != limit).then_some(new)
+    }
+
+    /// Counts and measures one sampled call, closes the open window if it
+    /// holds at least `window` completions, and returns the window this
+    /// call completed, if any, for it to hand to the algorithm.
+    fn add(
+        &self,
+        failed: bool,
+        latency: Duration,
+        in_flight_at_start: usize,
+        window: u64,
+    ) -> Option<Harvest<'_>> {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        // The count first: it names the bank this call's measurements go
+        // to, so both land in the same window.
+        let counted = self.open.fetch_add(1, Ordering::AcqRel);
+        let bank = self.bank(counted);
+        bank.add(nanos, failed, in_flight_at_start);
+        // From u64::MAX (minus one) to 0: the window was closed, and this
+        // was the last of its completions to come in.
+        if bank.settled.fetch_add(1, Ordering::AcqRel) == u64::MAX {
+            return Some(self.harvest(bank));
+        }
+        if (counted & COUNT) + 1 < window {
             return None;
         }
-        let sum = self.latency_sum.swap(0, Ordering::Relaxed);
-        let min_latency = self.min_latency.swap(u64::MAX, Ordering::Relaxed);
-        let failures = self.failures.swap(0, Ordering::Relaxed).min(samples);
-        let max_in_flight = self.max_in_flight.swap(0, Ordering::Relaxed);
-        let sample = Sample {
-            samples,
-            failures,
-            mean_latency: Duration::from_nanos(sum / samples),
-            min_latency: Duration::from_nanos(if min_latency == u64::MAX {
-                0
-            } else {
-                min_latency
-            }),
-            max_in_flight,
-            min_limit: self.min,
-            max_limit: self.max,
-        };
-        let new = algorithm.update(&sample, limit).clamp(self.min, self.max);
-        (new != limit).then_some(new)
+        let closed = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                let full = open & COUNT >= window;
+                (full && open & HARVESTING == 0).then_some(((open & BANK) ^ BANK) | HARVESTING)
+            })
+            .ok()?;
+        let bank = self.bank(closed);
+        let samples = closed & COUNT;
+        bank.closed.store(samples, Ordering::Relaxed);
+        // Back to 0: every completion of the window is in already.
+        (bank.settled.fetch_sub(samples, Ordering::AcqRel) == samples).then(|| self.harvest(bank))
+    }
+
+    #[inline]
+    fn bank(&self, open: u64) -> &Bank {
+        &self.banks[usize::from(open & BANK != 0)]
+    }
+
+    fn harvest(&self, bank: &Bank) -> Harvest<'_> {
+        Harvest {
+            totals: bank.take(),
+            open: &self.open,
+        }
+    }
+
+    /// The open window so far. Only meaningful while nothing is recorded.
+    #[cfg(test)]
+    fn open_totals(&self) -> Totals {
+        let open = self.open.load(Ordering::Acquire);
+        assert_eq!(open & HARVESTING, 0, "a harvest is still running");
+        let bank = self.bank(open);
+        assert!(!bank.latency_overflow.load(Ordering::Relaxed));
+        Totals {
+            samples: open & COUNT,
+            failures: bank.failures.load(Ordering::Relaxed),
+            latency_nanos: bank.latency_sum.load(Ordering::Relaxed),
+            min_latency_nanos: bank.min_latency.load(Ordering::Relaxed),
+            max_in_flight: bank.max_in_flight.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -348,5 +500,224 @@ impl fmt::Debug for AdaptiveState {
             .field("max", &self.max)
             .field("window", &self.window)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use std::sync::{Arc, Mutex as StdMutex};
+    use std::thread;
+
+    use super::*;
+
+    /// Keeps every sample it is given and leaves the limit as it is.
+    #[derive(Debug, Default)]
+    struct Recording(Arc<StdMutex<Vec<Sample>>>);
+
+    impl LimitAlgorithm for Recording {
+        fn update(&mut self, sample: &Sample, limit: usize) -> usize {
+            self.0.lock().unwrap().push(*sample);
+            limit
+        }
+    }
+
+    fn recording(window: usize) -> (AdaptiveState, Arc<StdMutex<Vec<Sample>>>) {
+        let samples = Arc::default();
+        let state = AdaptiveLimit::new(Recording(Arc::clone(&samples)))
+            .window(window)
+            .into_state();
+        (state, samples)
+    }
+
+    #[test]
+    fn windows_close_at_their_size_and_keep_the_rest() {
+        let (state, samples) = recording(3);
+        for (ms, outcome) in [
+            (10, Outcome::Success),
+            (20, Outcome::Failure),
+            (30, Outcome::Success),
+            (1, Outcome::Cancelled),
+            (1, Outcome::Ignored),
+            (40, Outcome::Failure),
+            (50, Outcome::Failure),
+            (60, Outcome::Success),
+            (70, Outcome::Success),
+        ] {
+            assert_eq!(
+                state.record(outcome, Duration::from_millis(ms), 2, 20),
+                None
+            );
+        }
+        let samples = samples.lock().unwrap();
+        let expected = |failures, mean, min| {
+            Sample::new(
+                3,
+                failures,
+                Duration::from_millis(mean),
+                Duration::from_millis(min),
+                2,
+            )
+            .with_min_limit(4)
+            .with_max_limit(1000)
+        };
+        assert_eq!(*samples, [expected(1, 20, 10), expected(2, 50, 40)]);
+        let rest = state.open_totals();
+        assert_eq!((rest.samples, rest.latency_nanos), (1, 70_000_000));
+    }
+
+    #[test]
+    fn a_huge_latency_saturates_the_window_sum() {
+        // A wrapped sum would make this window look instant.
+        let (state, samples) = recording(2);
+        state.record(Outcome::Success, Duration::MAX, 1, 20);
+        state.record(Outcome::Success, Duration::from_nanos(2), 1, 20);
+        let mean = samples.lock().unwrap()[0].mean_latency;
+        assert_eq!(mean, Duration::from_nanos(u64::MAX / 2));
+        // The next window starts from nothing.
+        state.record(Outcome::Success, Duration::from_nanos(6), 1, 20);
+        state.record(Outcome::Success, Duration::from_nanos(2), 1, 20);
+        let mean = samples.lock().unwrap()[1].mean_latency;
+        assert_eq!(mean, Duration::from_nanos(4));
+    }
+
+    /// xorshift64*, so that a failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    // Each call's latency carries a 1 at `COUNTED`, and one at `FAILED` if
+    // it failed: a window's latency sum then spells out which calls it
+    // holds, and must agree with its count and its failures.
+    const COUNTED: u64 = 1 << 20;
+    const FAILED: u64 = 1 << 40;
+
+    #[test]
+    fn every_completion_is_reported_in_exactly_one_window_under_contention() {
+        const THREADS: u64 = 4;
+        const CALLS: u64 = 50_000;
+        // Under 2^20 calls in all, so the fields of a sum never overlap.
+        const _: () = assert!(THREADS * CALLS < COUNTED);
+        let state = Arc::new(AdaptiveLimit::aimd().into_state());
+        let threads: Vec<_> = (0..THREADS)
+            .map(|seed| {
+                let state = Arc::clone(&state);
+                thread::spawn(move || {
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+                    let (mut failures, mut windows) = (0, Vec::new());
+                    for _ in 0..CALLS {
+                        let r = rng.next();
+                        let failed = r & 3 == 0;
+                        failures += u64::from(failed);
+                        let latency = COUNTED + if failed { FAILED } else { 0 };
+                        let in_flight = (r >> 8) as usize % 64 + 1;
+                        // Windows of 1 to 24: small ones close on nearly
+                        // every call, so closes and harvests overlap.
+                        let window = (r >> 16) % 24 + 1;
+                        let latency = Duration::from_nanos(latency);
+                        if let Some(harvest) = state.add(failed, latency, in_flight, window) {
+                            windows.push(harvest.totals);
+                        }
+                    }
+                    (failures, windows)
+                })
+            })
+            .collect();
+        let mut failures = 0;
+        let mut windows = Vec::new();
+        for t in threads {
+            let (f, w) = t.join().unwrap();
+            failures += f;
+            windows.extend(w);
+        }
+        assert!(
+            windows.len() as u64 > THREADS * CALLS / 24,
+            "{} windows",
+            windows.len()
+        );
+        let rest = state.open_totals();
+        let mut reported = rest;
+        for window in windows.iter().chain([&rest]) {
+            assert_eq!(window.latency_nanos % COUNTED, 0, "{window:?}");
+            assert_eq!(window.latency_nanos / FAILED, window.failures, "{window:?}");
+            assert_eq!(
+                window.latency_nanos % FAILED / COUNTED,
+                window.samples,
+                "{window:?}"
+            );
+            if window.samples > 0 {
+                let all_failed = window.failures == window.samples;
+                let slowest = COUNTED + if all_failed { FAILED } else { 0 };
+                assert_eq!(window.min_latency_nanos, slowest, "{window:?}");
+                assert!((1..=64).contains(&window.max_in_flight), "{window:?}");
+            }
+        }
+        for window in &windows {
+            assert!(window.samples > 0);
+            reported.samples += window.samples;
+            reported.failures += window.failures;
+        }
+        assert_eq!(reported.samples, THREADS * CALLS);
+        assert_eq!(reported.failures, failures);
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+
+    use super::*;
+
+    /// Three completions of latency 1, 2 and 4 ns (in flight: the same),
+    /// the last a failure, with windows of one: each window's sum says
+    /// which of them it holds.
+    #[test]
+    fn loom_every_completion_lands_in_exactly_one_window() {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(|| {
+            let state = Arc::new(AdaptiveLimit::aimd().window(1).into_state());
+            let call = |state: &AdaptiveState, bit: u64| {
+                let latency = Duration::from_nanos(bit);
+                state
+                    .add(bit == 4, latency, bit as usize, 1)
+                    .map(|harvest| harvest.totals)
+            };
+            let threads: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|bit| {
+                    let state = Arc::clone(&state);
+                    loom::thread::spawn(move || call(&state, bit))
+                })
+                .collect();
+            let mut windows: Vec<Totals> = call(&state, 4).into_iter().collect();
+            for t in threads {
+                windows.extend(t.join().unwrap());
+            }
+            windows.push(state.open_totals());
+            let mut seen = 0;
+            for window in &windows {
+                let bits = window.latency_nanos;
+                assert_eq!(seen & bits, 0, "counted twice: {windows:?}");
+                seen |= bits;
+                assert_eq!(u64::from(bits.count_ones()), window.samples, "{windows:?}");
+                assert_eq!(window.failures, bits >> 2, "{windows:?}");
+                if bits != 0 {
+                    let lowest = 1 << bits.trailing_zeros();
+                    let highest = 1 << (63 - bits.leading_zeros());
+                    assert_eq!(window.min_latency_nanos, lowest, "{windows:?}");
+                    assert_eq!(window.max_in_flight as u64, highest, "{windows:?}");
+                }
+            }
+            assert_eq!(seen, 7, "{windows:?}");
+        });
     }
 }
