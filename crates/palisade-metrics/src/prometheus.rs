@@ -311,7 +311,7 @@ impl Collector for PrometheusCollector {
                             // The count is the sum of the buckets read, so
                             // the `+Inf` bucket always equals it.
                             let count = buckets.iter().map(|(_, c)| c).sum();
-                            let sum = load(&h.sum_nanos) as f64 / 1e9;
+                            let sum = h.sum_seconds();
                             m.encode_family(&[("policy", *policy), ("layer", layer.as_str())])?
                                 .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
                         }

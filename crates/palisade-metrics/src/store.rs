@@ -92,14 +92,18 @@ pub(crate) struct Store {
 pub(crate) struct Histogram {
     /// One count per bound, then the `+Inf` bucket; not cumulative.
     pub(crate) counts: Box<[AtomicU64]>,
-    pub(crate) sum_nanos: AtomicU64,
+    /// The sum of the durations in nanoseconds, as the bits of an `f64`.
+    /// It is exact up to 2^53 ns (104 days) and past that it rounds, but it
+    /// never goes down: a `u64` wrapped after 2^64 ns (weeks, for a busy
+    /// series), and Prometheus reads a drop in `_sum` as a counter reset.
+    sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     fn new(bounds: usize) -> Self {
         Self {
             counts: (0..=bounds).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0.0_f64.to_bits()),
         }
     }
 
@@ -109,8 +113,19 @@ impl Histogram {
         if let Some(count) = self.counts.get(bucket) {
             count.fetch_add(1, Ordering::Relaxed);
         }
-        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        // Finite and not negative: adding it never lowers the sum (at
+        // worst it rounds to no change), and never makes it NaN.
+        let nanos = value.as_nanos() as f64;
+        let _ = self
+            .sum_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some((f64::from_bits(sum) + nanos).to_bits())
+            });
+    }
+
+    /// The sum of the observed durations, in seconds.
+    pub(crate) fn sum_seconds(&self) -> f64 {
+        f64::from_bits(self.sum_nanos.load(Ordering::Relaxed)) / 1e9
     }
 }
 
@@ -473,7 +488,14 @@ impl Store {
             Event::KeysEvicted { policy, count } => {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::RateLimit);
-                p.evictions.fetch_add(count as u64, Ordering::Relaxed);
+                // The count comes from the event: saturate rather than
+                // let a counter wrap and go down.
+                let count = count as u64;
+                let _ = p
+                    .evictions
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                        Some(total.saturating_add(count))
+                    });
                 p.see_section(SEEN_KEY_CHURN);
             }
             Event::OverflowUsed { policy } => {

@@ -126,6 +126,61 @@ fn histogram_buckets_are_cumulative_and_count_matches() {
     );
 }
 
+/// `_sum` of the `api` bulkhead histogram after each latency in turn.
+fn duration_sums(latencies: &[std::time::Duration]) -> Vec<f64> {
+    let (sink, registry) = fresh();
+    latencies
+        .iter()
+        .map(|latency| {
+            sink.record(&Event::Completed {
+                policy: "api",
+                layer: LayerKind::Bulkhead,
+                outcome: Outcome::Success,
+                latency: Some(*latency),
+            });
+            let series = r#"palisade_request_duration_seconds_sum{policy="api",layer="bulkhead"}"#;
+            sample(&render(&registry), series).expect("a _sum sample")
+        })
+        .collect()
+}
+
+#[test]
+fn histogram_sum_never_goes_down_past_u64_nanoseconds() {
+    use std::time::Duration;
+    // Together just over 2^64 ns: a u64 sum wrapped to 0 here.
+    let half = Duration::from_nanos(u64::MAX / 2 + 1);
+    let sums = duration_sums(&[half, half, Duration::from_millis(1)]);
+    assert_eq!(sums[0], 2f64.powi(63) / 1e9);
+    assert_eq!(sums[1], 2f64.powi(64) / 1e9);
+    assert!(sums[2] >= sums[1], "{sums:?}");
+    // One huge latency: a u64 sum added u64::MAX, i.e. took 1 ns off.
+    let sums = duration_sums(&[
+        Duration::from_secs(1),
+        Duration::MAX,
+        Duration::from_secs(1),
+    ]);
+    assert_eq!(sums[0], 1.0);
+    assert!(sums[1] >= Duration::MAX.as_secs_f64(), "{sums:?}");
+    assert!(sums[2] >= sums[1], "{sums:?}");
+}
+
+#[test]
+fn evictions_saturate_instead_of_wrapping() {
+    let (sink, registry) = fresh();
+    let series = r#"palisade_ratelimit_evictions_total{policy="keys"}"#;
+    let mut last = 0.0;
+    for count in [usize::MAX, 1, usize::MAX] {
+        sink.record(&Event::KeysEvicted {
+            policy: "keys",
+            count,
+        });
+        let total = sample(&render(&registry), series).expect("an evictions sample");
+        assert!(total >= last, "{total} after {last}");
+        last = total;
+    }
+    assert_eq!(last, u64::MAX as f64);
+}
+
 #[test]
 fn breaker_tour_leaves_exactly_one_state_at_one_after_each_transition() {
     let (sink, registry) = fresh();
