@@ -636,11 +636,10 @@ mod tests {
             failures += f;
             windows.extend(w);
         }
-        assert!(
-            windows.len() as u64 > THREADS * CALLS / 24,
-            "{} windows",
-            windows.len()
-        );
+        // How many windows close depends on the scheduler (none closes
+        // while another is harvested, and a preempted harvester holds them
+        // all back): only that some did is certain.
+        assert!(!windows.is_empty());
         let rest = state.open_totals();
         let mut reported = rest;
         for window in windows.iter().chain([&rest]) {
