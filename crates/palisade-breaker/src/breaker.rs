@@ -445,6 +445,12 @@ impl Breaker {
     fn admit_slow(&self, mut word: Word) -> Result<Permit, Refusal> {
         // Each pass either decides or observes a transition made by this
         // or another thread; transitions are finite per unit of time.
+        //
+        // A half-open period this call started itself (from open, or by
+        // ending an expired period without probes) is not checked for
+        // expiry again: with a maximum wait shorter than one pass, the
+        // call would otherwise start period after period and never probe.
+        let mut started: Option<Word> = None;
         loop {
             let shadow = word.mode == Mode::MetricsOnly;
             match (word.mode, word.machine) {
@@ -468,7 +474,7 @@ impl Breaker {
                     let until = self.open_until.load(Ordering::Acquire);
                     let now_nanos = self.since_origin(now);
                     if now_nanos >= until {
-                        self.transition(
+                        let moved = self.transition(
                             word,
                             word.mode,
                             Machine::HalfOpen,
@@ -476,6 +482,7 @@ impl Breaker {
                             Some(now),
                         );
                         word = self.word();
+                        started = moved.then_some(word);
                         continue;
                     }
                     if shadow {
@@ -490,9 +497,10 @@ impl Breaker {
                 }
                 (_, Machine::HalfOpen) => {
                     let now = self.cfg.clock.now();
-                    if self.half_open_expired(now) {
-                        self.end_half_open(word, now);
+                    if started != Some(word) && self.half_open_expired(now) {
+                        let moved = self.end_half_open(word);
                         word = self.word();
+                        started = moved.then_some(word);
                         continue;
                     }
                     match self.take_probe(word.epoch()) {
@@ -717,8 +725,8 @@ impl Breaker {
         self.transition(word, word.mode, machine, reason, None);
     }
 
-    /// Ends the half-open period `from`, whose maximum wait ran out at
-    /// `now` (the rule is in the crate docs, "Open and half-open"):
+    /// Ends the half-open period `from`, whose maximum wait ran out (the
+    /// rule is in the crate docs, "Open and half-open"):
     ///
     /// - a probe taken and not finished (it hangs, or is slow): open again;
     /// - no probe taken: a fresh half-open period, with no opening counted
@@ -727,11 +735,14 @@ impl Breaker {
     ///
     /// Does nothing when another thread changed the state first. Returns
     /// whether it moved.
-    fn end_half_open(&self, from: Word, now: Instant) -> bool {
+    fn end_half_open(&self, from: Word) -> bool {
         let mut t = lock(&self.transitions);
         if self.word() != from {
             return false;
         }
+        // Read under the lock: a fresh period counts from when it starts,
+        // not from before a wait for the lock.
+        let now = self.cfg.clock.now();
         let next = next_generation(from);
         // Seal the period: from here on no probe joins it, gives its slot
         // back or counts in it, so the counts swapped out are final.
@@ -900,7 +911,7 @@ impl Breaker {
                 );
             }
             Machine::HalfOpen if self.half_open_expired(now) => {
-                self.end_half_open(word, now);
+                self.end_half_open(word);
             }
             _ => {}
         }

@@ -1177,6 +1177,43 @@ fn polling_a_finished_future_again_is_an_error_not_a_panic() {
     );
 }
 
+#[test]
+fn a_half_open_wait_shorter_than_a_call_still_lets_a_probe_through() {
+    // The real clock: a maximum wait of 1 ns has always run out by the
+    // time the breaker looks again, so a call that restarted the period
+    // and checked it again would restart it for ever.
+    for max_wait in [Duration::from_nanos(1), Duration::from_nanos(50)] {
+        let layer = CircuitBreakerLayer::builder()
+            .count_window(2)
+            .minimum_calls(1)
+            .open_wait(Duration::from_millis(1))
+            .half_open_max_wait(max_wait)
+            .half_open_probes(1)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut svc = layer.layer(service_fn(|fail: bool| async move {
+                if fail {
+                    Err::<(), BoxError>("down".into())
+                } else {
+                    Ok(())
+                }
+            }));
+            let _ = common::now(std::pin::pin!(svc.call(true)));
+            std::thread::sleep(Duration::from_millis(5));
+            let probe = common::now(std::pin::pin!(svc.call(false)));
+            let _ = done.send(probe.is_ok());
+        });
+        let admitted = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the call after the open wait returns");
+        assert!(admitted, "{max_wait:?}: the probe went through");
+        assert_eq!(handle.state(), Closed, "{max_wait:?}");
+    }
+}
+
 fn err_text(err: &BoxError) -> String {
     err.to_string()
 }
