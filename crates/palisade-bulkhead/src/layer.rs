@@ -79,15 +79,20 @@ impl Core {
             outcome,
             latency: Some(latency),
         });
-        let from = self.limiter.limit();
-        if let Some(to) = adaptive.record(outcome, latency, in_flight_at_start, from) {
-            self.limiter.set_limit(to, &self.events());
-            self.metrics.emit(&Event::LimitChanged {
-                policy: self.policy.as_str(),
-                from,
-                to,
-            });
-        }
+        adaptive.record(
+            outcome,
+            latency,
+            in_flight_at_start,
+            || self.limiter.limit(),
+            |from, to| {
+                self.limiter.set_limit(to, &self.events());
+                self.metrics.emit(&Event::LimitChanged {
+                    policy: self.policy.as_str(),
+                    from,
+                    to,
+                });
+            },
+        );
     }
 }
 

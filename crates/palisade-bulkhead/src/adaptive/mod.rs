@@ -393,37 +393,46 @@ impl Drop for Harvest<'_> {
 const MIN_WINDOW: usize = 10;
 
 impl AdaptiveState {
-    /// Adds one completed call to the window. When it completes a window,
-    /// returns the new limit to apply (clamped, and different from
-    /// `limit`).
+    /// Adds one completed call to the window. When the call completes a
+    /// window, runs the algorithm on it with the limit in force (read by
+    /// `limit` at that moment) and, if the limit changes, calls `apply`
+    /// with the old and the new limit (clamped) before the next window may
+    /// be computed: updates are applied one at a time, in order, each from
+    /// the limit the one before set.
     pub(crate) fn record(
         &self,
         outcome: Outcome,
         latency: Duration,
         in_flight_at_start: usize,
-        limit: usize,
-    ) -> Option<usize> {
+        limit: impl Fn() -> usize,
+        apply: impl FnOnce(usize, usize),
+    ) {
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
-            _ => return None,
+            _ => return,
         };
         let window = match self.window {
             Some(window) => window,
-            None => limit.max(MIN_WINDOW),
+            None => limit().max(MIN_WINDOW),
         };
-        let harvest = self.add(failed, latency, in_flight_at_start, window as u64)?;
+        let Some(harvest) = self.add(failed, latency, in_flight_at_start, window as u64) else {
+            return;
+        };
         // Harvests never overlap, so the lock is free unless an algorithm
         // panicked while holding it; then the limit stays as it is.
         let Ok(mut algorithm) = self.algorithm.try_lock() else {
-            return None;
+            return;
         };
+        let from = limit();
         let sample = harvest.totals.sample(self.min, self.max);
-        let new = algorithm.update(&sample, limit).clamp(self.min, self.max);
-        // Unlock before the next window may close.
+        let to = algorithm.update(&sample, from).clamp(self.min, self.max);
         drop(algorithm);
+        if to != from {
+            apply(from, to);
+        }
+        // Only now may the next window close.
         drop(harvest);
-        (new != limit).then_some(new)
     }
 
     /// Counts and measures one sampled call, closes the open window if it
@@ -543,9 +552,12 @@ mod tests {
             (60, Outcome::Success),
             (70, Outcome::Success),
         ] {
-            assert_eq!(
-                state.record(outcome, Duration::from_millis(ms), 2, 20),
-                None
+            state.record(
+                outcome,
+                Duration::from_millis(ms),
+                2,
+                || 20,
+                |from, to| panic!("the recording algorithm keeps the limit: {from} -> {to}"),
             );
         }
         let samples = samples.lock().unwrap();
@@ -569,13 +581,31 @@ mod tests {
     fn a_huge_latency_saturates_the_window_sum() {
         // A wrapped sum would make this window look instant.
         let (state, samples) = recording(2);
-        state.record(Outcome::Success, Duration::MAX, 1, 20);
-        state.record(Outcome::Success, Duration::from_nanos(2), 1, 20);
+        state.record(Outcome::Success, Duration::MAX, 1, || 20, |_, _| ());
+        state.record(
+            Outcome::Success,
+            Duration::from_nanos(2),
+            1,
+            || 20,
+            |_, _| (),
+        );
         let mean = samples.lock().unwrap()[0].mean_latency;
         assert_eq!(mean, Duration::from_nanos(u64::MAX / 2));
         // The next window starts from nothing.
-        state.record(Outcome::Success, Duration::from_nanos(6), 1, 20);
-        state.record(Outcome::Success, Duration::from_nanos(2), 1, 20);
+        state.record(
+            Outcome::Success,
+            Duration::from_nanos(6),
+            1,
+            || 20,
+            |_, _| (),
+        );
+        state.record(
+            Outcome::Success,
+            Duration::from_nanos(2),
+            1,
+            || 20,
+            |_, _| (),
+        );
         let mean = samples.lock().unwrap()[1].mean_latency;
         assert_eq!(mean, Duration::from_nanos(4));
     }
@@ -664,6 +694,64 @@ mod tests {
         }
         assert_eq!(reported.samples, THREADS * CALLS);
         assert_eq!(reported.failures, failures);
+    }
+
+    /// Adds one to the limit on every window.
+    #[derive(Debug)]
+    struct Climb;
+
+    impl LimitAlgorithm for Climb {
+        fn update(&mut self, _: &Sample, limit: usize) -> usize {
+            limit + 1
+        }
+    }
+
+    #[test]
+    fn limit_updates_apply_in_order_and_none_is_lost_under_contention() {
+        use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+        const THREADS: usize = 4;
+        const CALLS: usize = 20_000;
+        let state = Arc::new(
+            AdaptiveLimit::new(Climb)
+                .window(3)
+                .max_limit(1_000_000)
+                .into_state(),
+        );
+        let limit = Arc::new(StdAtomicUsize::new(10));
+        let applied = Arc::new(StdAtomicUsize::new(0));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (state, limit, applied) = (state.clone(), limit.clone(), applied.clone());
+                thread::spawn(move || {
+                    for _ in 0..CALLS {
+                        state.record(
+                            Outcome::Success,
+                            Duration::from_millis(1),
+                            1,
+                            || limit.load(Ordering::SeqCst),
+                            |from, to| {
+                                // Give another thread the chance to compute
+                                // the next window meanwhile: it must not.
+                                thread::yield_now();
+                                // Each update starts from the limit the one
+                                // before it set.
+                                let was = limit.swap(to, Ordering::SeqCst);
+                                assert_eq!(was, from, "an update was computed from a stale limit");
+                                assert_eq!(to, from + 1);
+                                applied.fetch_add(1, Ordering::SeqCst);
+                            },
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let applied = applied.load(Ordering::SeqCst);
+        assert!(applied > 0);
+        assert_eq!(limit.load(Ordering::SeqCst), 10 + applied, "no update lost");
     }
 }
 
