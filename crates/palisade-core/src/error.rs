@@ -55,9 +55,10 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 /// request), or one the remote caller chose shorter than the policy's, for
 /// example with a `grpc-timeout` header:
 /// [`is_caller_deadline`](Self::is_caller_deadline) tells which. Only the
-/// first says the dependency was too slow; the default classifiers of the
-/// circuit breaker and the adaptive bulkhead ignore the second, so that a
-/// client cannot open a circuit every client shares by asking for
+/// first says the dependency was too slow; the circuit breaker's
+/// classifiers ignore the second (see
+/// [`IgnoreLocalRejections`](crate::classify::IgnoreLocalRejections)), so
+/// that a client cannot open a circuit every client shares by asking for
 /// deadlines nothing can meet.
 ///
 /// ```

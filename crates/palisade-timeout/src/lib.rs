@@ -18,7 +18,10 @@
 //! call and releases what it holds, and the caller gets an
 //! [`Elapsed`](error::Elapsed) carrying the policy name and the applied
 //! duration. The layer emits [`Event::TimedOut`](palisade_core::Event::TimedOut)
-//! for it.
+//! for it. When the deadline that passed was a client's `grpc-timeout`,
+//! shorter than the layer's, [`Elapsed::is_caller_deadline`](error::Elapsed::is_caller_deadline)
+//! says so: the client was in a hurry, the service did not fail, and a
+//! circuit breaker above does not count it.
 //!
 //! # Example
 //!
