@@ -4,8 +4,10 @@ use crate::CHAOS_HEADER;
 
 /// What a chaos layer does to one request.
 ///
-/// A panic takes precedence over an error; a delay happens first in either
-/// case.
+/// A panic takes precedence over an error. A delay happens first, except
+/// for a panic raised in `call` ([`PanicPoint::Call`](crate::PanicPoint)):
+/// `call` cannot sleep, so that panic comes at once and its delay is
+/// dropped, neither applied nor counted in [`ChaosStats`](crate::ChaosStats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Fault {
     /// Answer an [`InjectedFault`](crate::InjectedFault) without calling the
@@ -14,7 +16,8 @@ pub struct Fault {
     /// Panic (in `call` or on the first poll, see
     /// [`PanicPoint`](crate::PanicPoint)).
     pub panic: bool,
-    /// Sleep this long before the inner future is polled.
+    /// Sleep this long before the inner future is polled (ignored with a
+    /// panic raised in `call`).
     pub delay: Duration,
 }
 

@@ -17,7 +17,9 @@ pub enum PanicPoint {
     /// happens inside the future, as most handler panics do.
     #[default]
     Poll,
-    /// Synchronously in `Service::call`.
+    /// Synchronously in `Service::call`. `call` cannot sleep, so a request
+    /// drawn to panic panics at once: its delay is neither applied nor
+    /// counted.
     Call,
 }
 
@@ -31,7 +33,7 @@ pub struct ChaosStats {
     pub errors: u64,
     /// Injected panics.
     pub panics: u64,
-    /// Requests delayed.
+    /// Requests delayed (a panic raised in `call` is never delayed).
     pub delayed: u64,
     /// Sum of the injected delays.
     pub total_delay: Duration,

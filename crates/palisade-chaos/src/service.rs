@@ -1,5 +1,6 @@
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use palisade_core::{BoxError, Event, LayerKind};
 use tower_service::Service;
@@ -118,11 +119,17 @@ impl<S, O> Chaos<S, O> {
                 None
             }
         };
-        let fault = match forced {
+        let mut fault = match forced {
             Some(fault) => fault,
             None if shared.enabled.load(Ordering::Relaxed) => shared.draw(),
             None => return ResponseFuture::passthrough(self.inner.call(req)),
         };
+        let panic_in_call = fault.panic && shared.panic_point == PanicPoint::Call;
+        if panic_in_call {
+            // `call` cannot sleep, so the panic comes at once: drop the delay
+            // so that the stats count only what happens.
+            fault.delay = Duration::ZERO;
+        }
         shared.count(&fault);
         if fault == Fault::NONE {
             return ResponseFuture::passthrough(self.inner.call(req));
@@ -134,7 +141,7 @@ impl<S, O> Chaos<S, O> {
             delay_ms = u64::try_from(fault.delay.as_millis()).unwrap_or(u64::MAX),
             "chaos fault injected"
         );
-        if fault.panic && shared.panic_point == PanicPoint::Call {
+        if panic_in_call {
             panic!("chaos {:?}: injected panic", shared.name.as_str());
         }
         let inner = if fault.panic || fault.error {

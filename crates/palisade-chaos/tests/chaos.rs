@@ -92,6 +92,50 @@ fn panic_point_call_panics_before_any_future_exists() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_call_is_not_delayed_nor_counted_as_delayed() {
+    quiet_panics();
+    let layer = ChaosLayer::builder()
+        .panic_rate(1.0)
+        .latency(Duration::from_secs(5), Duration::from_secs(5))
+        .panic_point(PanicPoint::Call)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(echo());
+    let start = tokio::time::Instant::now();
+    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
+    for i in 0..3 {
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            let _future = svc.call(i);
+        }));
+        assert!(caught.is_err(), "call {i} did not panic");
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let stats = layer.stats();
+    assert_eq!((stats.requests, stats.panics), (3, 3));
+    assert_eq!(stats.delayed, 0);
+    assert_eq!(stats.total_delay, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_on_poll_comes_after_the_delay() {
+    quiet_panics();
+    let layer = ChaosLayer::builder()
+        .panic_rate(1.0)
+        .latency(Duration::from_secs(5), Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(echo());
+    let mut call = pin!(svc.call(1));
+    assert!(poll_once(call.as_mut()).is_pending());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(call.as_mut()))).is_err());
+    let stats = layer.stats();
+    assert_eq!((stats.panics, stats.delayed), (1, 1));
+    assert_eq!(stats.total_delay, Duration::from_secs(5));
+}
+
 #[test]
 fn panic_point_poll_panics_on_first_poll() {
     quiet_panics();
