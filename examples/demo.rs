@@ -200,7 +200,7 @@ async fn run_load(server: &DemoServer, plan: LoadPlan) {
     println!();
     let phases = demo::compare(server, plan, ProgressStyle::detect()).await;
     println!();
-    println!("Summary (the same faults, in the same order, on both sides):");
+    println!("Summary (both sides get the same fault seed and rates):");
     println!();
     print!("{}", report::render(&phases, plan.patience));
     println!();

@@ -114,7 +114,9 @@ impl Default for Protection {
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct DemoConfig {
     /// Seed of every fault generator. A protected route and its bare twin
-    /// share it, so request `n` of each meets the same fault.
+    /// get the same seed and rates, not the same faults request by request:
+    /// a request palisade rejects never reaches the chaos layer and takes
+    /// no number, and one dependency generator serves both sides in turn.
     pub seed: u64,
     /// Faults of `/api/orders`.
     pub orders: RouteFaults,

@@ -39,7 +39,12 @@ pub enum Answer {
 }
 
 /// What one load phase saw, from the client's side.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// A default tally keeps every request's latency for
+/// [`percentile`](Self::percentile); one made with
+/// [`counts_only`](Self::counts_only) keeps counts alone, so that an endless
+/// run uses constant memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tally {
     /// Requests sent.
     pub requests: u64,
@@ -57,11 +62,36 @@ pub struct Tally {
     pub broken: u64,
     /// [`Answer::GaveUp`] requests.
     pub gave_up: u64,
-    /// Every request's latency.
-    latencies: Vec<Duration>,
+    /// Every request's latency, or `None` when only counts are kept.
+    latencies: Option<Vec<Duration>>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            full: 0,
+            degraded: 0,
+            rejected: BTreeMap::new(),
+            panic_answers: 0,
+            error_statuses: 0,
+            broken: 0,
+            gave_up: 0,
+            latencies: Some(Vec::new()),
+        }
+    }
 }
 
 impl Tally {
+    /// A tally that counts answers but keeps no latency: its memory does not
+    /// grow with the number of requests, and it has no percentiles.
+    pub fn counts_only() -> Self {
+        Self {
+            latencies: None,
+            ..Self::default()
+        }
+    }
+
     /// Counts one request.
     pub fn record(&mut self, answer: Answer, latency: Duration) {
         self.requests += 1;
@@ -74,10 +104,14 @@ impl Tally {
             Answer::Broken => self.broken += 1,
             Answer::GaveUp => self.gave_up += 1,
         }
-        self.latencies.push(latency);
+        if let Some(latencies) = &mut self.latencies {
+            latencies.push(latency);
+        }
     }
 
-    /// Adds `other`'s counts and latencies to this tally.
+    /// Adds `other`'s counts and latencies to this tally. If either keeps
+    /// only counts, so does the result: partial latencies would give wrong
+    /// percentiles.
     pub fn merge(&mut self, other: Tally) {
         self.requests += other.requests;
         self.full += other.full;
@@ -89,7 +123,10 @@ impl Tally {
         self.error_statuses += other.error_statuses;
         self.broken += other.broken;
         self.gave_up += other.gave_up;
-        self.latencies.extend(other.latencies);
+        match (&mut self.latencies, other.latencies) {
+            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            _ => self.latencies = None,
+        }
     }
 
     /// Requests answered with a `2xx`, full or degraded.
@@ -115,9 +152,10 @@ impl Tally {
     }
 
     /// The latency under which a share `q` (`0.0..=1.0`) of the requests
-    /// completed (nearest rank), `None` without requests.
+    /// completed (nearest rank), `None` without requests or for a
+    /// [`counts_only`](Self::counts_only) tally.
     pub fn percentile(&self, q: f64) -> Option<Duration> {
-        let mut sorted = self.latencies.clone();
+        let mut sorted = self.latencies.clone()?;
         sorted.sort_unstable();
         let n = sorted.len();
         if n == 0 {
@@ -222,7 +260,12 @@ async fn worker(
     // slow answer sends the requests it owes as soon as it is free, so the
     // bare and the protected side get about the same requests.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut tally = Tally::default();
+    // An endless run (background traffic) keeps counts only, or memory
+    // would grow with every request.
+    let mut tally = match end {
+        Some(_) => Tally::default(),
+        None => Tally::counts_only(),
+    };
     for n in 0.. {
         let at = ticks.tick().await;
         if end.is_some_and(|end| at >= end || Instant::now() >= end) {
@@ -256,7 +299,8 @@ async fn worker(
 /// Every worker stops sending when the phase's time is up and waits for
 /// its last answer (for at most `plan.patience`), so a phase lasts at most
 /// `plan.duration + plan.patience`. With `Duration::MAX` it runs until its
-/// task is dropped.
+/// task is dropped, and its workers keep counts but no latencies
+/// ([`Tally::counts_only`]), so its memory stays bounded.
 pub async fn run(addr: SocketAddr, side: Side, plan: LoadPlan, style: ProgressStyle) -> Tally {
     let client = app::http_client();
     let base: Arc<str> = format!("http://{addr}").into();
@@ -398,6 +442,30 @@ mod tests {
         assert_eq!(a.percentile(0.99), Some(Duration::from_millis(250)));
         assert_eq!(a.percentile(1.0), Some(Duration::from_millis(1000)));
         assert_eq!(Tally::default().percentile(0.5), None);
+    }
+
+    #[test]
+    fn a_counts_only_tally_keeps_no_latency() {
+        let mut endless = Tally::counts_only();
+        for ms in 0..10_000 {
+            endless.record(Answer::Full, Duration::from_millis(ms));
+        }
+        endless.record(Answer::Broken, Duration::from_secs(1));
+        assert_eq!(endless.latencies, None);
+        assert_eq!((endless.requests, endless.full), (10_001, 10_000));
+        assert_eq!(endless.failures(), 1);
+        assert_eq!(endless.percentile(0.5), None);
+
+        // Merging either way keeps counts only: no partial percentiles.
+        let mut kept = Tally::default();
+        kept.record(Answer::Full, Duration::from_millis(5));
+        let mut merged = kept.clone();
+        merged.merge(endless.clone());
+        assert_eq!(merged.requests, 10_002);
+        assert_eq!(merged.percentile(0.5), None);
+        endless.merge(kept);
+        assert_eq!(endless.requests, 10_002);
+        assert_eq!(endless.latencies, None);
     }
 
     #[test]

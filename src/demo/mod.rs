@@ -13,11 +13,12 @@
 //! | `/palisade` | the live dashboard ([`palisade::metrics::dashboard`]) |
 //! | `/metrics` | every policy's Prometheus text |
 //!
-//! Faults come from [`palisade::chaos`], seeded, so a bare route and its
-//! protected twin meet the same faults in the same order. Every policy
-//! reports to one [`Fanout`](palisade::Fanout) of a Prometheus sink, the
-//! dashboard's snapshot sink and a `tracing` sink. Answers given by a
-//! fallback carry the [`DEGRADED_HEADER`].
+//! Faults come from [`palisade::chaos`], seeded: a bare route and its
+//! protected twin have the same seed and fault rates, so their fault mix
+//! matches, though not request by request (see [`DemoConfig::seed`]).
+//! Every policy reports to one [`Fanout`](palisade::Fanout) of a
+//! Prometheus sink, the dashboard's snapshot sink and a `tracing` sink.
+//! Answers given by a fallback carry the [`DEGRADED_HEADER`].
 //!
 //! [`compare`] runs the same [`LoadPlan`] against the bare routes, then
 //! against the protected ones, and [`report::render`] prints the two side
