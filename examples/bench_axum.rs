@@ -100,6 +100,9 @@ fn main() -> Result<(), BoxError> {
         }
     };
     let workers: usize = option(&args, "--workers").map_or(Ok(1), |w| w.parse())?;
+    if workers < 1 {
+        return Err(format!("--workers: {workers} is too few, at least 1 is needed").into());
+    }
     let port: u16 = option(&args, "--port").map_or(Ok(0), |p| p.parse())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
