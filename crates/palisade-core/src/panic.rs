@@ -13,6 +13,13 @@
 //!   [`take_captured`], and calls the previous hook only if the scope asks
 //!   for the default print.
 //!
+//! A panic raised in a scope but caught by the code running there (its own
+//! `catch_unwind`, an inner catch-panic layer of another library) never
+//! reaches palisade's catch, so nobody would report it, and the default
+//! print was skipped. [`catch`] notices the record left behind when its
+//! closure returns normally, and logs that panic as a `tracing` error
+//! event (message, location, backtrace), so it is never silent.
+//!
 //! The capture cost is paid only when a panic happens. Entering a scope is a
 //! thread-local write.
 //!
@@ -77,16 +84,22 @@ impl Default for CaptureOptions {
 /// What the hook recorded for the latest panic in a capture scope on this
 /// thread.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Captured {
     /// Where the panic was raised.
     pub location: Option<PanicLocation>,
     /// The backtrace, when [`CaptureOptions::backtrace`] was set.
     pub backtrace: Option<Backtrace>,
+    /// The panic's message (see [`payload_message`]).
+    pub message: Box<str>,
 }
 
 thread_local! {
     static SCOPE: Cell<Option<CaptureOptions>> = const { Cell::new(None) };
     static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
+    /// Whether `CAPTURED` holds a record nobody has taken: one cheap read
+    /// tells [`catch`] whether its closure swallowed a panic.
+    static UNCLAIMED: Cell<bool> = const { Cell::new(false) };
 }
 
 static INSTALL: Once = Once::new();
@@ -105,10 +118,12 @@ pub fn install_hook() {
                     let captured = Captured {
                         location: info.location().map(PanicLocation::from_std),
                         backtrace: options.backtrace.then(Backtrace::force_capture),
+                        message: payload_message(info.payload()),
                     };
                     let _ = CAPTURED.try_with(|slot| {
                         if let Ok(mut slot) = slot.try_borrow_mut() {
                             *slot = Some(captured);
+                            let _ = UNCLAIMED.try_with(|unclaimed| unclaimed.set(true));
                         }
                     });
                     if options.print {
@@ -154,6 +169,7 @@ impl Drop for CaptureScope {
 /// Takes what the hook recorded for the latest panic in a capture scope on
 /// this thread, leaving nothing behind.
 pub fn take_captured() -> Option<Captured> {
+    let _ = UNCLAIMED.try_with(|unclaimed| unclaimed.set(false));
     CAPTURED
         .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut s| s.take()))
         .ok()
@@ -164,10 +180,42 @@ pub fn take_captured() -> Option<Captured> {
 ///
 /// `f` is treated as unwind safe: palisade drops whatever `f` was working on
 /// after a panic (the inner future), so no broken state is observed again.
+///
+/// When `f` returns normally but a panic was raised and caught inside it
+/// (by `f`'s own code), that panic is logged as a `tracing` error event,
+/// unless [`CaptureOptions::print`] had the previous hook print it: see the
+/// [module](self) docs.
 #[inline]
 pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
     let _scope = CaptureScope::enter(options);
-    std::panic::catch_unwind(AssertUnwindSafe(f))
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    if result.is_ok() && UNCLAIMED.try_with(Cell::get).unwrap_or(false) {
+        if options.print {
+            // The previous hook printed it already.
+            let _ = take_captured();
+        } else {
+            report_swallowed();
+        }
+    }
+    result
+}
+
+/// Logs a panic raised in a capture scope that the code running there
+/// caught itself.
+#[cold]
+#[inline(never)]
+fn report_swallowed() {
+    let Some(captured) = take_captured() else {
+        return;
+    };
+    let location = captured.location.as_ref().map(tracing::field::display);
+    let backtrace = captured.backtrace.as_ref().map(tracing::field::display);
+    tracing::error!(
+        panic.message = &*captured.message,
+        panic.location = location,
+        panic.backtrace = backtrace,
+        "panic raised and caught inside a service before palisade could catch it"
+    );
 }
 
 /// The message of a panic payload: the text of `&str` and `String`

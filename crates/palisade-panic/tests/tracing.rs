@@ -128,3 +128,54 @@ fn the_log_event_cuts_long_paths() {
     assert!(path.starts_with(logged_path.trim_end_matches('…')));
     assert!(logged_path.len() < 100 + '…'.len_utf8());
 }
+
+#[test]
+fn a_panic_the_service_catches_itself_is_still_logged_once() {
+    let layer = CatchPanicLayer::builder()
+        .name("inner-catch")
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|_: ()| {
+        // The service's own code catches its panic: palisade's catch never
+        // sees it, and the default print is off inside the layer.
+        let caught = std::panic::catch_unwind(|| panic!("swallowed by the service"));
+        std::future::ready(Ok::<bool, std::io::Error>(caught.is_err()))
+    }));
+    let (answer, logged) = capture(|| {
+        let mut response = svc.call(());
+        let answer = match poll_once(&mut response) {
+            Poll::Ready(answer) => answer.unwrap(),
+            Poll::Pending => panic!("expected an answer"),
+        };
+        // A second, clean call logs nothing more.
+        let mut again = svc.call(());
+        assert!(matches!(poll_once(&mut again), Poll::Ready(Ok(true))));
+        answer
+    });
+    assert!(answer, "the service caught its own panic and answered");
+    let swallowed: Vec<_> = logged
+        .iter()
+        .filter(|e| {
+            e.fields.get("panic.message").map(String::as_str) == Some("swallowed by the service")
+        })
+        .collect();
+    assert_eq!(swallowed.len(), 2, "one event per panic: {logged:?}");
+    for event in swallowed {
+        assert_eq!(event.level, tracing::Level::ERROR);
+        assert_eq!(
+            event.fields["message"],
+            "panic raised and caught inside a service before palisade could catch it"
+        );
+        assert!(event.fields["panic.location"].contains("tracing.rs:"));
+    }
+    assert!(
+        !logged
+            .iter()
+            .any(|e| e.fields.get("message").map(String::as_str) == Some("panic caught in service")),
+        "palisade did not catch it: {logged:?}"
+    );
+    assert!(
+        palisade_core::panic::take_captured().is_none(),
+        "nothing left behind"
+    );
+}
