@@ -94,12 +94,35 @@ pub struct Captured {
     pub message: Box<str>,
 }
 
+/// The thread's capture state, in one cell so that entering and leaving a
+/// scope each touch one thread-local.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ThreadState {
+    /// The innermost scope's options; `None` outside any scope.
+    scope: Option<CaptureOptions>,
+    /// Whether `CAPTURED` holds a record nobody has taken: tells [`catch`]
+    /// whether its closure swallowed a panic.
+    unclaimed: bool,
+}
+
 thread_local! {
-    static SCOPE: Cell<Option<CaptureOptions>> = const { Cell::new(None) };
+    static STATE: Cell<ThreadState> = const {
+        Cell::new(ThreadState {
+            scope: None,
+            unclaimed: false,
+        })
+    };
     static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
-    /// Whether `CAPTURED` holds a record nobody has taken: one cheap read
-    /// tells [`catch`] whether its closure swallowed a panic.
-    static UNCLAIMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets whether a record is unclaimed, keeping the scope.
+fn set_unclaimed(unclaimed: bool) {
+    let _ = STATE.try_with(|state| {
+        state.set(ThreadState {
+            unclaimed,
+            ..state.get()
+        });
+    });
 }
 
 static INSTALL: Once = Once::new();
@@ -112,7 +135,7 @@ pub fn install_hook() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
-            let scope = SCOPE.try_with(Cell::get).ok().flatten();
+            let scope = STATE.try_with(Cell::get).ok().and_then(|state| state.scope);
             match scope {
                 Some(options) => {
                     let captured = Captured {
@@ -123,7 +146,7 @@ pub fn install_hook() {
                     let _ = CAPTURED.try_with(|slot| {
                         if let Ok(mut slot) = slot.try_borrow_mut() {
                             *slot = Some(captured);
-                            let _ = UNCLAIMED.try_with(|unclaimed| unclaimed.set(true));
+                            set_unclaimed(true);
                         }
                     });
                     if options.print {
@@ -143,6 +166,7 @@ pub fn install_hook() {
 #[derive(Debug)]
 pub struct CaptureScope {
     previous: Option<CaptureOptions>,
+    left: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -150,26 +174,59 @@ impl CaptureScope {
     /// Enters a scope with `options`.
     #[inline]
     pub fn enter(options: CaptureOptions) -> Self {
-        let previous = SCOPE.with(|scope| scope.replace(Some(options)));
+        let previous = STATE.with(|state| {
+            let current = state.get();
+            state.set(ThreadState {
+                scope: Some(options),
+                ..current
+            });
+            current.scope
+        });
         Self {
             previous,
+            left: false,
             _not_send: PhantomData,
         }
     }
+
+    /// Leaves the scope, restoring the previous one, and tells whether a
+    /// panic record is left unclaimed on this thread.
+    #[inline]
+    fn leave(mut self) -> bool {
+        self.left = true;
+        restore(self.previous)
+    }
+}
+
+/// Restores `previous` as the thread's scope; returns whether a record is
+/// unclaimed.
+#[inline]
+fn restore(previous: Option<CaptureOptions>) -> bool {
+    STATE
+        .try_with(|state| {
+            let current = state.get();
+            state.set(ThreadState {
+                scope: previous,
+                ..current
+            });
+            current.unclaimed
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for CaptureScope {
     #[inline]
     fn drop(&mut self) {
-        let previous = self.previous;
-        let _ = SCOPE.try_with(|scope| scope.set(previous));
+        if !self.left {
+            restore(self.previous);
+        }
     }
 }
 
 /// Takes what the hook recorded for the latest panic in a capture scope on
 /// this thread, leaving nothing behind.
 pub fn take_captured() -> Option<Captured> {
-    let _ = UNCLAIMED.try_with(|unclaimed| unclaimed.set(false));
+    set_unclaimed(false);
     CAPTURED
         .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut s| s.take()))
         .ok()
@@ -187,9 +244,9 @@ pub fn take_captured() -> Option<Captured> {
 /// [module](self) docs.
 #[inline]
 pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
-    let _scope = CaptureScope::enter(options);
+    let scope = CaptureScope::enter(options);
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
-    if result.is_ok() && UNCLAIMED.try_with(Cell::get).unwrap_or(false) {
+    if scope.leave() && result.is_ok() {
         if options.print {
             // The previous hook printed it already.
             let _ = take_captured();
@@ -333,10 +390,10 @@ mod tests {
         let s1 = CaptureScope::enter(outer);
         {
             let _s2 = CaptureScope::enter(CaptureOptions::default());
-            assert_eq!(SCOPE.with(Cell::get), Some(CaptureOptions::default()));
+            assert_eq!(STATE.with(Cell::get).scope, Some(CaptureOptions::default()));
         }
-        assert_eq!(SCOPE.with(Cell::get), Some(outer));
+        assert_eq!(STATE.with(Cell::get).scope, Some(outer));
         drop(s1);
-        assert_eq!(SCOPE.with(Cell::get), None);
+        assert_eq!(STATE.with(Cell::get).scope, None);
     }
 }
