@@ -247,24 +247,23 @@ pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box
     let scope = CaptureScope::enter(options);
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     if scope.leave() && result.is_ok() {
-        if options.print {
-            // The previous hook printed it already.
-            let _ = take_captured();
-        } else {
-            report_swallowed();
-        }
+        swallowed(options);
     }
     result
 }
 
-/// Logs a panic raised in a capture scope that the code running there
-/// caught itself.
+/// Reports a panic raised in a capture scope that the code running there
+/// caught itself: logs it, unless the scope had the previous hook print
+/// it already.
 #[cold]
 #[inline(never)]
-fn report_swallowed() {
+fn swallowed(options: CaptureOptions) {
     let Some(captured) = take_captured() else {
         return;
     };
+    if options.print {
+        return;
+    }
     let location = captured.location.as_ref().map(tracing::field::display);
     let backtrace = captured.backtrace.as_ref().map(tracing::field::display);
     tracing::error!(
