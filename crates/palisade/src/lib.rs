@@ -14,7 +14,7 @@
 //! | `bulkhead` | `bulkhead` | the concurrency limit, fixed or adaptive |
 //! | `panic` | `panic` | turns panics into ordinary, counted failures |
 //! | `http` | `http`, `axum`, `tonic` | rejections as HTTP responses and gRPC statuses |
-//! | `metrics` | `metrics` | Prometheus, `metrics` facade and `tracing` adapters, snapshot, dashboard |
+//! | `metrics` | `metrics` | the metrics crate; its Prometheus, `metrics` facade and `tracing` adapters, snapshot and dashboard are features of `palisade-metrics` (`prometheus`, `metrics`, `tracing`, `snapshot`, `dashboard`), all on with `full` |
 //! | `task` | `task` | supervised tasks, task groups, worker pools, offload queues |
 //! | `chaos` | `chaos` | deterministic fault injection for tests and demos |
 //!
