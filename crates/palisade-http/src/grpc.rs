@@ -113,7 +113,11 @@ fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
 /// [module](self) table, the problem's detail as message, retry metadata
 /// when known, never the error's text.
 pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
-    let problem = Problem::new(err, TimeoutStatus::default());
+    status_for(&Problem::new(err, TimeoutStatus::default()), err)
+}
+
+/// [`to_grpc_status`] for `err`, whose problem is already known.
+fn status_for(problem: &Problem<'_>, err: &(dyn Error + 'static)) -> Status {
     match problem.rejection() {
         Some(rejection) => {
             let mut status = Status::new(code_for(rejection), problem.detail().to_string());
@@ -171,19 +175,16 @@ pub(crate) enum Flavour {
 
 /// A trailers-only gRPC response for `err`, logged.
 pub(crate) fn grpc_response<B: Default>(err: BoxError, flavour: Flavour) -> http::Response<B> {
-    let status = if flavour == Flavour::Server || palisade_core::find_rejection(&*err).is_some() {
-        let status = to_grpc_status(&*err);
-        log_mapped(
-            &Problem::new(&*err, TimeoutStatus::default()),
-            &*err,
-            &format_args!("{:?}", status.code()),
-        );
-        status
-    } else {
-        // The caller gets the error's text in the status: a debug line is
-        // enough here.
+    let problem = Problem::new(&*err, TimeoutStatus::default());
+    let status = if flavour == Flavour::Client && problem.rejection().is_none() {
+        // As `client_grpc_status`. The caller gets the error's text in the
+        // status: a debug line is enough here.
         tracing::debug!(error = %err, "client error passed on as a gRPC status");
         Status::from_error(err)
+    } else {
+        let status = status_for(&problem, &*err);
+        log_mapped(&problem, &*err, &format_args!("{:?}", status.code()));
+        status
     };
     let mut res = http::Response::new(B::default());
     let headers = res.headers_mut();
