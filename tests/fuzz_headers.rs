@@ -373,7 +373,11 @@ fn entry(hop: &Hop, header: ForwardedHeader, style: Style) -> String {
         ForwardedHeader::Forwarded => {
             let name = ["for", "For", "FOR"][usize::from(style.param_case)];
             if style.extra_params {
-                format!("proto=https ; {name} = {node};by=203.0.113.1")
+                // A quoted value the client chose (its `Host`), holding
+                // separators and a `for` of its own that must not count.
+                format!(
+                    r#"proto=https ; {name} = {node};by=203.0.113.1;host="h,for=198.18.0.1;x=\"q,\\""#
+                )
             } else {
                 format!("{name}={node}")
             }

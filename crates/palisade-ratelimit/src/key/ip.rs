@@ -10,11 +10,8 @@ use ipnet::{IpNet, Ipv4Net};
 use palisade_core::config::Validate;
 use palisade_core::{ConfigError, KeyKind};
 
-use super::forwarded::{ForwardedHeader, Hop, hops_from_right};
+use super::forwarded::{ForwardedHeader, Hop, MAX_HOPS, hops_from_right};
 use super::{ExtractKey, KeyExtractor};
-
-/// The most hops walked through trusted proxies before giving up.
-const MAX_HOPS: usize = 32;
 
 /// An address as a rate-limit key: the address with its host bits cleared
 /// past a prefix length, so that, by default, every address of one IPv6
@@ -214,6 +211,14 @@ impl<B> ExtractKey<http::Request<B>> for PeerIp {
 /// is unusable), never an address the client wrote. When every hop is
 /// trusted, the left-most one is the key; the walk reads at most 32 hops,
 /// and after 32 trusted ones the 32nd from the right is the key.
+///
+/// In `Forwarded`, separators inside quoted strings separate nothing, so a
+/// value the client chose and a trusted proxy quoted (its `Host`, as
+/// `host="…"`) cannot pass for a `for`; an element whose quotes do not
+/// balance, or with two `for` parameters, ends the walk. A proxy that
+/// writes such a value unquoted makes a header that no reader can split
+/// safely: trust it with `X-Forwarded-For` instead, or have it quote or
+/// drop the value.
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are IPv4 addresses here,
 /// in requests and in trusted networks alike: trusting
