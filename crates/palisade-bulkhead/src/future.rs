@@ -234,7 +234,9 @@ impl Drop for Ticket {
 /// a fixed limit it does nothing. With an adaptive limit it reads the
 /// clock when the outcome is recorded and adds the latency and the outcome
 /// to the current window. Dropped without recording, it counts the call as
-/// cancelled (not sampled), or as a failure if the thread is panicking.
+/// cancelled (sampled as a failure only when it ran at least the last
+/// window's mean latency; see [`adaptive`](crate::adaptive)), or as a
+/// failure if the thread is panicking.
 pub struct OutcomeRecorder {
     sample: Option<SampleStart>,
 }

@@ -150,3 +150,87 @@ async fn aimd_with_a_latency_threshold_settles_at_the_knee_and_comes_down() {
     assert!(within(&first, 24, 40), "phase 1 limits {first:?}");
     assert!(within(&second, 12, 20), "phase 2 limits {second:?}");
 }
+
+/// Runs `rounds` rounds of `width` concurrent calls, each taking `takes`
+/// in the service and cut off by a timeout of `deadline` above the
+/// bulkhead, as `palisade::Stack` orders them.
+async fn rounds<S>(service: &S, rounds: usize, width: usize, deadline: Duration)
+where
+    S: tower::Service<Duration, Response = (), Error = palisade_core::BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    for _ in 0..rounds {
+        let calls: Vec<_> = (0..width)
+            .map(|_| {
+                let service = service.clone();
+                tokio::spawn(tokio::time::timeout(
+                    deadline,
+                    service.oneshot(deadline * 5),
+                ))
+            })
+            .collect();
+        for call in calls {
+            let _ = call.await.unwrap();
+        }
+    }
+}
+
+fn sleeping_bulkhead(
+    aimd: Aimd,
+) -> (
+    palisade_bulkhead::BulkheadLayer,
+    impl tower::Service<Duration, Response = (), Error = palisade_core::BoxError, Future: Send>
+    + Clone
+    + Send
+    + 'static,
+) {
+    let layer = BulkheadLayer::builder()
+        .name("cut")
+        .adaptive(
+            AdaptiveLimit::new(aimd)
+                .min_limit(1)
+                .max_limit(100)
+                .initial_limit(20)
+                .window(10),
+        )
+        .build()
+        .unwrap();
+    let service = layer.layer(service_fn(|takes: Duration| async move {
+        tokio::time::sleep(takes).await;
+        Ok::<_, Infallible>(())
+    }));
+    (layer, service)
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_a_timeout_above_cuts_off_bring_the_limit_down() {
+    let (layer, service) = sleeping_bulkhead(Aimd::new());
+    // Healthy: every call answers (in 10 ms, well inside its deadline).
+    let healthy = service.clone().map_request(|_: Duration| BASE);
+    rounds(&healthy, 25, 8, Duration::from_secs(1)).await;
+    let before = layer.limit();
+    assert!(before >= 20, "healthy limit {before}");
+    // The service now needs 1 s; the timeout gives up after 200 ms, so no
+    // call ever completes: only the cut-off calls can tell the limit.
+    rounds(&service, 10, 8, Duration::from_millis(200)).await;
+    let after = layer.limit();
+    assert!(
+        after < before / 2,
+        "limit {before} -> {after}: timed-out calls were not sampled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_their_callers_drop_early_say_nothing() {
+    let (layer, service) = sleeping_bulkhead(Aimd::new());
+    let healthy = service.clone().map_request(|_: Duration| BASE);
+    rounds(&healthy, 25, 8, Duration::from_secs(1)).await;
+    let before = layer.limit();
+    // Callers that give up after 1 ms, well before the 10 ms the service
+    // usually takes: nothing is learned, the limit stays.
+    rounds(&service, 10, 8, Duration::from_millis(1)).await;
+    assert_eq!(layer.limit(), before);
+}

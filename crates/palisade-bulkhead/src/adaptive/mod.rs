@@ -22,9 +22,14 @@
 //! - [`Aimd`] grows by one per healthy window and shrinks by a factor on
 //!   failures or, when configured, on latency over a threshold.
 //!
-//! Outcomes that are neither success nor failure
-//! ([`Outcome::Ignored`], and cancelled
-//! calls) are not sampled. A call that panics counts as a failure.
+//! A call that panics counts as a failure. [`Outcome::Ignored`] calls are
+//! not sampled. A call dropped before its outcome was known
+//! ([`Outcome::Cancelled`]: its caller, or a timeout above the bulkhead,
+//! gave up on it) counts as a failure, with the time it ran as its
+//! latency, when it ran at least as long as the mean latency of the last
+//! window (or before any window closed): that is a call the service was
+//! too slow for, the clearest sign of congestion there is. One dropped
+//! sooner says nothing about the service and is not sampled.
 //!
 //! # Example
 //!
@@ -248,6 +253,7 @@ impl AdaptiveLimit {
             open: AtomicU64::new(0),
             banks: [Bank::new(), Bank::new()],
             algorithm: Mutex::new(self.algorithm),
+            last_mean: AtomicU64::new(0),
         }
     }
 }
@@ -281,6 +287,9 @@ pub(crate) struct AdaptiveState {
     open: AtomicU64,
     banks: [Bank; 2],
     algorithm: Mutex<Box<dyn LimitAlgorithm>>,
+    /// The mean latency of the last harvested window, in nanoseconds (0
+    /// before the first): a cancelled call that ran this long is sampled.
+    last_mean: AtomicU64,
 }
 
 /// The measurements of one window.
@@ -410,6 +419,7 @@ impl AdaptiveState {
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
+            Outcome::Cancelled if self.ran_long(latency) => true,
             _ => return,
         };
         let window = match self.window {
@@ -426,6 +436,8 @@ impl AdaptiveState {
         };
         let from = limit();
         let sample = harvest.totals.sample(self.min, self.max);
+        let mean = u64::try_from(sample.mean_latency.as_nanos()).unwrap_or(u64::MAX);
+        self.last_mean.store(mean, Ordering::Relaxed);
         let to = algorithm.update(&sample, from).clamp(self.min, self.max);
         drop(algorithm);
         if to != from {
@@ -433,6 +445,13 @@ impl AdaptiveState {
         }
         // Only now may the next window close.
         drop(harvest);
+    }
+
+    /// Whether a call cancelled after `latency` ran long enough to be
+    /// sampled: at least the last window's mean.
+    fn ran_long(&self, latency: Duration) -> bool {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        nanos >= self.last_mean.load(Ordering::Relaxed)
     }
 
     /// Counts and measures one sampled call, closes the open window if it
@@ -575,6 +594,34 @@ mod tests {
         assert_eq!(*samples, [expected(1, 20, 10), expected(2, 50, 40)]);
         let rest = state.open_totals();
         assert_eq!((rest.samples, rest.latency_nanos), (1, 70_000_000));
+    }
+
+    #[test]
+    fn cancelled_calls_are_failures_once_they_ran_the_last_mean() {
+        let (state, samples) = recording(2);
+        for (ms, outcome) in [
+            // No window closed yet: sampled.
+            (5, Outcome::Cancelled),
+            (15, Outcome::Success),
+            // The last mean is now 10 ms.
+            (9, Outcome::Cancelled),
+            (10, Outcome::Cancelled),
+            (30, Outcome::Success),
+        ] {
+            state.record(outcome, Duration::from_millis(ms), 1, || 20, |_, _| {});
+        }
+        let samples = samples.lock().unwrap();
+        let mean_and_failures: Vec<_> = samples
+            .iter()
+            .map(|s| (s.mean_latency, s.failures))
+            .collect();
+        assert_eq!(
+            mean_and_failures,
+            [
+                (Duration::from_millis(10), 1),
+                (Duration::from_millis(20), 1)
+            ]
+        );
     }
 
     #[test]
