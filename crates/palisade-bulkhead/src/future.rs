@@ -169,11 +169,12 @@ where
                         this.state.set(State::Done);
                         continue;
                     };
-                    core.admitted();
                     let in_flight = core.limiter.in_flight();
-                    // The slot is owned by the permit before the inner
-                    // service runs, so a panic in `call` still frees it.
-                    let permit = Permit::new(core, in_flight);
+                    // The slot is owned by the permit before anything else
+                    // runs, so a panic in a metrics sink or in `call`
+                    // still frees it.
+                    let permit = Permit::new(Arc::clone(&core), in_flight);
+                    core.admitted();
                     let future = service.call(request);
                     this.state.set(State::Running { future, permit });
                 }

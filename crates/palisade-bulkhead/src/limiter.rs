@@ -205,9 +205,11 @@ impl Limiter {
             match self.swap_state(current, next) {
                 Ok(()) => {
                     if let Some(node) = hand_off.then(|| waiters.pop_front()).flatten() {
+                        // Granted before the events: a sink that panics
+                        // must not strand a slot on a node left unwoken.
+                        node.grant();
                         report.change(InFlightChange::Released, in_flight - 1, limit);
                         report.change(InFlightChange::Acquired, in_flight, limit);
-                        node.grant();
                     } else {
                         report.change(InFlightChange::Released, next.in_flight(), limit);
                     }
@@ -259,8 +261,8 @@ impl Limiter {
             match self.swap_state(current, next) {
                 Ok(()) => {
                     if let Some(node) = waiters.pop_front() {
-                        report.change(InFlightChange::Acquired, next.in_flight(), limit);
                         node.grant();
+                        report.change(InFlightChange::Acquired, next.in_flight(), limit);
                     }
                     current = next;
                 }

@@ -82,8 +82,6 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let core = &self.core;
         if let Some(in_flight) = core.limiter.try_acquire() {
-            core.events()
-                .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
             return self.run(request, in_flight);
         }
         if core.limiter.queue_capacity() == 0 {
@@ -91,11 +89,7 @@ where
             return ResponseFuture::rejected(error, self.classify.clone());
         }
         match core.limiter.acquire_or_enqueue(&core.events()) {
-            Admission::Acquired(in_flight) => {
-                core.events()
-                    .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
-                self.run(request, in_flight)
-            }
+            Admission::Acquired(in_flight) => self.run(request, in_flight),
             Admission::Queued(node) => {
                 // The ready inner service goes with the request; a clone
                 // takes its place for the next `poll_ready`.
@@ -118,15 +112,21 @@ where
 }
 
 impl<S, C> Bulkhead<S, C> {
-    /// Runs an admitted request; the slot is already taken and reported.
+    /// Runs an admitted request whose slot is already taken (`in_flight`
+    /// is the count right after): the permit owns the slot before any
+    /// event is emitted, so a metrics sink or an inner `call` that panics
+    /// still gives it back.
     #[inline]
     fn run<Req>(&mut self, request: Req, in_flight: usize) -> ResponseFuture<S::Future, S, Req, C>
     where
         S: Service<Req>,
         C: Clone,
     {
-        self.core.admitted();
         let permit = Permit::new(self.core.clone(), in_flight);
+        let core = &self.core;
+        core.events()
+            .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
+        core.admitted();
         ResponseFuture::running(self.inner.call(request), permit, self.classify.clone())
     }
 }

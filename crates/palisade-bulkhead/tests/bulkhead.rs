@@ -443,6 +443,64 @@ async fn a_panic_inside_a_task_releases_the_permit() {
     assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
 }
 
+/// Panics once, on the first slot acquisition after it is armed.
+#[derive(Default)]
+struct PanicsOnce {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl MetricsSink for PanicsOnce {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::InFlightChanged {
+            change: palisade_core::InFlightChange::Acquired,
+            ..
+        } = event
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            panic!("the metrics sink failed");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_loses_no_slot() {
+    let sink = Arc::new(PanicsOnce::default());
+    let backend = Backend::default();
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .queue(1)
+        .max_wait(Duration::from_secs(1))
+        .metrics(Metrics::from_arc(sink.clone()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+
+    // On admission: the panic leaves with the call, the slot stays free.
+    sink.armed.store(true, Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| start(&mut svc, 1)));
+    assert!(unwound.is_err());
+    assert_eq!(layer.in_flight(), 0);
+
+    // On a hand-off to a waiter: the waiter still gets the slot.
+    let mut holder = start(&mut svc, 2);
+    let mut waiter = start(&mut svc, 3);
+    assert!(poll(&mut waiter).is_pending());
+    sink.armed.store(true, Ordering::SeqCst);
+    backend.order(2, Command::Complete);
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| poll(&mut holder)));
+    assert!(unwound.is_err(), "the hand-off's event panicked");
+    drop(holder);
+    assert!(poll(&mut waiter).is_pending(), "running in the backend");
+    backend.order(3, Command::Complete);
+    assert_eq!(ready(poll(&mut waiter)).unwrap(), 3);
+    assert_eq!(layer.in_flight(), 0);
+
+    // The bulkhead still admits.
+    let mut next = start(&mut svc, 4);
+    backend.order(4, Command::Complete);
+    assert_eq!(ready(poll(&mut next)).unwrap(), 4);
+}
+
 #[test]
 fn invalid_configurations_are_typed_errors() {
     let err = BulkheadLayer::builder()

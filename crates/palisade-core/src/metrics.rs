@@ -58,6 +58,10 @@ use crate::error::PanicLocation;
 /// a [`Metrics`] handle. Calls are synchronous and happen on the request
 /// path: implementations must be cheap and must not block.
 ///
+/// They must not panic either: layers emit some events from `Drop` (a
+/// released slot, a cancelled call), and a panic there while the thread
+/// is already unwinding aborts the process.
+///
 /// `palisade-metrics` provides adapters for the `metrics` facade,
 /// `prometheus-client` and `tracing`. [`NoopSink`] ignores everything, and
 /// [`Fanout`] (or a tuple of sinks) sends every event to several sinks.
