@@ -74,6 +74,7 @@
 
 mod backoff;
 mod catch;
+mod detach;
 mod exit;
 mod group;
 mod handle;

@@ -411,7 +411,20 @@ impl WorkerPool {
     /// `deadline` (tokio time), then aborts them; jobs still queued are
     /// dropped and counted in [`PoolStats::dropped_at_shutdown`].
     /// Returns the workers' shutdown report.
+    ///
+    /// The shutdown runs in a task of its own: dropping the returned future
+    /// stops the wait, not the shutdown, which still aborts the workers at
+    /// the deadline and counts every job left.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let this = self.clone();
+        let name = self.inner.name.clone();
+        crate::detach::to_completion(async move { this.shut_down(deadline).await }, move || {
+            ShutdownReport::cut_short(name)
+        })
+        .await
+    }
+
+    async fn shut_down(&self, deadline: Duration) -> ShutdownReport {
         self.inner.shared.closed.store(true, Ordering::Release);
         let report = self.inner.group.shutdown(deadline).await;
         let mut receiver = self.inner.shared.receiver.lock().await;

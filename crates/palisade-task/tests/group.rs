@@ -414,3 +414,23 @@ fn spawning_and_aborting_from_many_threads_keeps_counts_exact() {
         assert!(report.tasks.is_empty(), "{report}");
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_whose_caller_stops_waiting_still_aborts_at_the_deadline() {
+    let (group, _recorder) = group("cut-short");
+    // Never looks at the token.
+    let stubborn = group.spawn("stubborn", async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    tokio::task::yield_now().await;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(1),
+        group.shutdown(Duration::from_secs(3)),
+    )
+    .await;
+    assert!(waited.is_err());
+    assert_eq!(group.live(), 1, "the deadline has not passed yet");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(group.live(), 0);
+    assert!(matches!(stubborn.await, TaskExit::Aborted));
+}

@@ -428,3 +428,36 @@ proptest! {
         assert_adds_up(&stats, &recorder);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_whose_caller_stops_waiting_still_counts_every_item() {
+    let recorder = Arc::new(Recorder::default());
+    let service = tower::service_fn(|_: u32| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<(), String>(())
+    });
+    let offload = Offload::builder(service)
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .workers(1)
+        .queue_capacity(32)
+        .drain_deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        assert_eq!(offload.push(i), Pushed::Queued);
+    }
+    // The caller's own deadline: 5 s, the drain deadline's length, so it
+    // runs out while the shutdown stops the workers.
+    let waited = tokio::time::timeout(Duration::from_secs(5), offload.shutdown()).await;
+    assert!(waited.is_err());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = offload.stats();
+    assert_eq!((stats.queued, stats.in_flight), (0, 0), "{stats:?}");
+    assert_eq!(
+        stats.pushed,
+        stats.delivered + stats.dropped_total(),
+        "{stats:?}"
+    );
+    assert!(stats.dropped_shutdown > 0, "{stats:?}");
+    assert_adds_up(&stats, &recorder);
+}

@@ -242,3 +242,35 @@ fn submits_racing_a_shutdown_are_all_accounted_for() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_whose_caller_stops_waiting_still_accounts_for_every_job() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(20)
+        .build()
+        .unwrap();
+    let seen = Arc::new(Concurrency::default());
+    for _ in 0..20 {
+        pool.try_submit(seen.clone().job(Duration::from_secs(10)))
+            .unwrap();
+    }
+    tokio::task::yield_now().await;
+    // The caller's own deadline runs out long before the shutdown's.
+    let waited = tokio::time::timeout(
+        Duration::from_secs(1),
+        pool.shutdown(Duration::from_secs(15)),
+    )
+    .await;
+    assert!(waited.is_err());
+    // The shutdown goes on without it.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = pool.stats();
+    assert_eq!(stats.queued, 0);
+    assert_eq!(
+        stats.completed + stats.abandoned + stats.dropped_at_shutdown,
+        stats.submitted,
+        "{stats:?}"
+    );
+    assert_eq!((stats.completed, stats.abandoned), (1, 1));
+}

@@ -484,7 +484,20 @@ impl TaskGroup {
     /// ones left and reports how each ended.
     ///
     /// A second call waits again and reports the tasks still running then.
+    ///
+    /// The shutdown runs in a task of its own: dropping the returned future
+    /// (a deadline of the caller's own around it) stops the wait, not the
+    /// shutdown, which still aborts what is left at `deadline`.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let this = self.clone();
+        let name = self.inner.name.clone();
+        crate::detach::to_completion(async move { this.shut_down(deadline).await }, move || {
+            ShutdownReport::cut_short(name)
+        })
+        .await
+    }
+
+    async fn shut_down(&self, deadline: Duration) -> ShutdownReport {
         let inner = &self.inner;
         let started = Instant::now();
         let mut snapshot: Vec<(u64, Arc<str>, Arc<AtomicU8>)> = {

@@ -31,6 +31,17 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
+    /// The report of a shutdown whose task the runtime dropped before it
+    /// finished: nothing is known of the tasks.
+    pub(crate) fn cut_short(group: PolicyName) -> Self {
+        Self {
+            group,
+            tasks: Vec::new(),
+            waited: Duration::ZERO,
+            deadline_passed: true,
+        }
+    }
+
     /// The names of the tasks that ignored cancellation and had to be
     /// aborted at the deadline.
     pub fn aborted(&self) -> impl Iterator<Item = &str> {

@@ -461,7 +461,23 @@ impl<Req> Offload<Req> {
     ///
     /// Calling it again (from any clone) waits for the first call to finish,
     /// waits again for the workers left running, and returns the counts.
-    pub async fn shutdown(&self) -> OffloadStats {
+    ///
+    /// The shutdown runs in a task of its own: dropping the returned future
+    /// (a deadline of the caller's own around it) stops the wait, not the
+    /// shutdown, which still drains, stops the workers and counts every
+    /// item left.
+    pub async fn shutdown(&self) -> OffloadStats
+    where
+        Req: Send + 'static,
+    {
+        let (this, counts) = (self.clone(), self.clone());
+        crate::detach::to_completion(async move { this.shut_down().await }, move || {
+            counts.stats()
+        })
+        .await
+    }
+
+    async fn shut_down(&self) -> OffloadStats {
         let shared = &self.inner.shared;
         shared.closed.store(true, Ordering::Release);
         shared.closing.cancel();
