@@ -487,7 +487,8 @@ impl Breaker {
                     }
                     if shadow {
                         self.emit_admitted();
-                        return Ok(self.permit(word, PermitKind::Untracked, None));
+                        let start = self.needs_start.then_some(now);
+                        return Ok(self.permit(word, PermitKind::Untracked, start));
                     }
                     self.emit_rejected(CircuitState::Open);
                     return Err(Refusal {
@@ -521,7 +522,8 @@ impl Breaker {
                     }
                     if shadow {
                         self.emit_admitted();
-                        return Ok(self.permit(word, PermitKind::Untracked, None));
+                        let start = self.needs_start.then_some(now);
+                        return Ok(self.permit(word, PermitKind::Untracked, start));
                     }
                     self.emit_rejected(CircuitState::HalfOpen);
                     return Err(Refusal {
@@ -897,6 +899,12 @@ impl Breaker {
         let word = self.word();
         if !word.automatic() {
             return word;
+        }
+        if word.machine == Machine::Closed && self.window.is_time() && self.cfg.metrics.is_enabled()
+        {
+            // A time window empties as time passes, and no call reports it
+            // while none arrives: report its rates as they are now.
+            self.emit_rates(self.window_counts());
         }
         let now = self.cfg.clock.now();
         let now_nanos = self.since_origin(now);

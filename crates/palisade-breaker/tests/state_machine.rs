@@ -1217,3 +1217,66 @@ fn a_half_open_wait_shorter_than_a_call_still_lets_a_probe_through() {
 fn err_text(err: &BoxError) -> String {
     err.to_string()
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_reports_the_rates_of_a_time_window_that_slid() {
+    let rig = Rig::new(|b| {
+        b.time_window(Duration::from_secs(10), 10)
+            .minimum_calls(100)
+    });
+    rig.hit_all(&[OK, FAIL, OK, FAIL]).await;
+    assert_eq!(
+        rig.events.all().last(),
+        Some(&Seen::Rates {
+            failure: 0.5,
+            slow: 0.0,
+            calls: 4
+        })
+    );
+    // Ten idle minutes: the window is empty, and a refresh says so.
+    advance(600).await;
+    assert_eq!(rig.layer.handle().refresh(), Closed);
+    assert_eq!(
+        rig.events.all().last(),
+        Some(&Seen::Rates {
+            failure: 0.0,
+            slow: 0.0,
+            calls: 0
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_only_measures_the_calls_it_would_have_refused() {
+    let rig = Rig::new(|b| {
+        b.count_window(2)
+            .minimum_calls(2)
+            .open_wait(Duration::from_secs(30))
+            .half_open_probes(1)
+            .measure_latency(true)
+    });
+    let handle = rig.layer.handle();
+    handle.metrics_only();
+    rig.hit_all(&[FAIL, FAIL]).await;
+    assert_eq!(handle.shadow_state(), Some(Open));
+    rig.events.clear();
+    // Let through while the shadow breaker is open: still measured.
+    rig.hit(slow(false, 2)).await.unwrap();
+    // Half-open with its one probe running: the next call is measured too.
+    advance(30).await;
+    let probe = tokio::spawn(rig.svc.clone().oneshot(slow(false, 5)));
+    tokio::task::yield_now().await;
+    rig.hit(slow(false, 1)).await.unwrap();
+    probe.await.unwrap().unwrap();
+    let latencies: Vec<_> = rig
+        .events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Seen::Completed(_, latency) => Some(latency),
+            _ => None,
+        })
+        .collect();
+    let s = |secs| Some(Duration::from_secs(secs));
+    assert_eq!(latencies, [s(2), s(1), s(5)]);
+}
