@@ -438,8 +438,10 @@ pub enum Event<'a> {
         count: usize,
     },
 
-    /// A keyed limiter at its key cap sent a new key to the shared overflow
-    /// bucket.
+    /// A keyed limiter at its key cap charged a request to the shared
+    /// overflow bucket, because its key found no slot of its own. It fires
+    /// for every such request, not once per key: one busy client without a
+    /// slot counts as many times as it calls.
     ///
     /// Backend: increment `palisade_ratelimit_overflow_total{policy}`.
     OverflowUsed {

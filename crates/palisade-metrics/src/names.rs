@@ -118,9 +118,10 @@ families! {
     /// Idle keys a rate limiter forgot.
     RATELIMIT_EVICTIONS_TOTAL = "palisade_ratelimit_evictions_total", Counter, ["policy"],
         "Idle keys a keyed rate limiter forgot.";
-    /// New keys sent to the shared overflow bucket at the key cap.
+    /// Requests charged to the shared overflow bucket because their key
+    /// found no slot at the key cap (per request, not per key).
     RATELIMIT_OVERFLOW_TOTAL = "palisade_ratelimit_overflow_total", Counter, ["policy"],
-        "New keys sent to the shared overflow bucket at the key cap.";
+        "Requests charged to the shared overflow bucket because their key found no slot at the key cap.";
     /// Malformed headers palisade ignored.
     MALFORMED_HEADERS_TOTAL = "palisade_malformed_headers_total", Counter, ["policy", "header"],
         "Malformed headers palisade read and ignored.";

@@ -159,7 +159,7 @@ pub struct RateLimitSnapshot {
     pub key_cap: Option<u64>,
     /// Idle keys forgotten.
     pub evicted: u64,
-    /// New keys sent to the overflow bucket at the cap.
+    /// Requests charged to the overflow bucket at the key cap.
     pub overflow: u64,
 }
 
