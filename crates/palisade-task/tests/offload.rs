@@ -235,10 +235,14 @@ async fn a_panicking_dependency_is_a_failed_attempt() {
     assert_eq!(stats.delivered, 2);
     assert_eq!(stats.dropped_retries_exhausted, 2);
     assert_eq!(
-        recorder.count(|e| matches!(e, Seen::Panicked(_, m) if m.starts_with("serializer bug"))),
+        recorder.count(
+            |e| matches!(e, Seen::Caught(q, m) if q == "reports" && m.starts_with("serializer bug"))
+        ),
         4,
         "two attempts for each of the two bad items"
     );
+    // The queue's workers are no task group's tasks.
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Panicked(..))), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -121,9 +121,12 @@ where
                 Ok(Ok(())) => return Ok(attempt),
                 Ok(Err(error)) => error,
                 Err(panicked) => {
-                    shared.metrics.emit(&Event::TaskPanicked {
-                        group: shared.name.as_str(),
-                        task: worker,
+                    // The queue's service panicked and the panic became a
+                    // failed attempt: a caught panic under the queue's
+                    // name, as the panic-catch layer reports one (the
+                    // worker is no task of any group).
+                    shared.metrics.emit(&Event::PanicCaught {
+                        policy: shared.name.as_str(),
                         message: panicked.message(),
                         location: panicked.location(),
                     });

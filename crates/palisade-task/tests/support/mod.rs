@@ -14,6 +14,8 @@ pub enum Seen {
     Started(String),
     Ended(String, TaskEnd),
     Panicked(String, String),
+    /// A caught panic: the policy (an offload queue) and the message.
+    Caught(String, String),
     Restarted(String, u32, Duration),
     GaveUp(String, u32),
     Dropped(DropReason),
@@ -42,6 +44,9 @@ impl MetricsSink for Recorder {
             Event::TaskPanicked { task, message, .. } => {
                 Seen::Panicked(task.to_owned(), message.to_owned())
             }
+            Event::PanicCaught {
+                policy, message, ..
+            } => Seen::Caught(policy.to_owned(), message.to_owned()),
             Event::TaskRestarted {
                 task,
                 attempt,
