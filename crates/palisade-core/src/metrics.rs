@@ -293,8 +293,9 @@ pub enum Event<'a> {
 
     /// A panic inside the service was caught and turned into an error.
     ///
-    /// Backend: increment `palisade_panics_total{policy}`; a log backend
-    /// writes the message and location at error level.
+    /// Backend: increment `palisade_panics_total{policy}`. The code that
+    /// caught the panic logs it itself at error level, with the backtrace,
+    /// so a log backend writes it at a lower level, or not at all.
     PanicCaught {
         /// Policy name of the catching layer.
         policy: &'a str,
@@ -491,8 +492,9 @@ pub enum Event<'a> {
     /// A supervised task panicked. Fires before the matching
     /// [`Event::TaskEnded`] (or before a restart).
     ///
-    /// Backend: increment `palisade_task_panics_total{group}`; log message
-    /// and location at error level.
+    /// Backend: increment `palisade_task_panics_total{group}`. The task
+    /// group logs the panic itself at error level, with the backtrace, so a
+    /// log backend writes it at a lower level, or not at all.
     TaskPanicked {
         /// The task group.
         group: &'a str,

@@ -8,14 +8,21 @@
 //!
 //! | event | level | message |
 //! |---|---|---|
-//! | [`PanicCaught`](Event::PanicCaught), [`TaskPanicked`](Event::TaskPanicked) | error | `panic caught`, `task panicked`, with `panic.message` and `panic.location` |
 //! | [`StateChanged`](Event::StateChanged) | warn | `circuit state changed`, with `from`, `to`, `reason` |
 //! | [`ShadowStateChanged`](Event::ShadowStateChanged) | info | `shadow circuit state changed; ...`, with `from`, `to`, `reason` |
 //! | [`OffloadDropped`](Event::OffloadDropped), [`TaskRestarted`](Event::TaskRestarted) | warn | work lost, a loop restarted |
 //! | [`TaskGaveUp`](Event::TaskGaveUp) | error | a loop stopped restarting |
 //! | [`TaskEnded`](Event::TaskEnded) failed or aborted | warn | |
-//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`FallbackUsed`](Event::FallbackUsed), [`MalformedHeader`](Event::MalformedHeader), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
+//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`MalformedHeader`](Event::MalformedHeader), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
+//! | [`PanicCaught`](Event::PanicCaught), [`TaskPanicked`](Event::TaskPanicked) | debug | `panic caught`, `task panicked`, with `panic.message` and `panic.location` |
+//! | [`FallbackUsed`](Event::FallbackUsed) | trace | `fallback answered`, with `trigger` |
 //! | admissions, completions, in-flight changes, breaker rates, tracked keys, task starts, deliveries | trace | one per request: leave them off in production |
+//!
+//! The code that catches a panic (the panic-catch layer, a task group, an
+//! offload queue) logs it itself at error level, under its own crate's
+//! target, with the backtrace and, for HTTP, the request; the fallback
+//! layer logs each answer at debug. The sink writes those facts one level
+//! lower, so that with it installed a panic is still one error line.
 //!
 //! The sink formats nothing itself and allocates nothing: with no
 //! subscriber interested, an event costs tracing's cached level check.
@@ -93,7 +100,7 @@ impl MetricsSink for TracingSink {
                 policy,
                 message,
                 location,
-            } => error!(
+            } => debug!(
                 target: "palisade",
                 policy,
                 layer = "panic_catch",
@@ -174,11 +181,11 @@ impl MetricsSink for TracingSink {
                 to,
                 "concurrency limit changed"
             ),
-            Event::FallbackUsed { policy, trigger } => debug!(
+            Event::FallbackUsed { policy, trigger } => trace!(
                 target: "palisade",
                 policy,
                 layer = "fallback",
-                reason = trigger.as_str(),
+                trigger = trigger.as_str(),
                 "fallback answered"
             ),
             Event::KeysTracked { policy, keys, cap } => trace!(
@@ -241,7 +248,7 @@ impl MetricsSink for TracingSink {
                 task,
                 message,
                 location,
-            } => error!(
+            } => debug!(
                 target: "palisade",
                 group,
                 task,
