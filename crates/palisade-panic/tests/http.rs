@@ -105,6 +105,28 @@ async fn a_grpc_call_gets_a_trailers_only_internal_status() {
 }
 
 #[tokio::test]
+async fn grpc_is_told_by_its_media_type_in_any_case_and_grpc_web_keeps_its_own() {
+    let svc = CatchPanicHttpLayer::new().layer(service_fn(handler));
+    for (sent, answered) in [
+        ("Application/gRPC", "application/grpc"),
+        ("APPLICATION/GRPC+proto", "application/grpc"),
+        ("application/grpc-web+proto", "application/grpc-web"),
+        ("application/grpc-web-text", "application/grpc-web-text"),
+    ] {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/boom.Svc/Call")
+            .header("content-type", sent)
+            .body(())
+            .unwrap();
+        let response = svc.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{sent}");
+        assert_eq!(response.headers()["content-type"], answered, "{sent}");
+        assert_eq!(response.headers()["grpc-status"], "13", "{sent}");
+    }
+}
+
+#[tokio::test]
 async fn an_exposed_grpc_message_is_percent_encoded_and_read_back_by_tonic() {
     let svc = CatchPanicHttpLayer::builder()
         .expose_message(true)

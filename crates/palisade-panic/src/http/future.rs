@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use super::layer::HttpShared;
 use super::path::PathPrefix;
-use super::response::{PanicContext, ResponseForPanic};
+use super::response::{Grpc, PanicContext, ResponseForPanic};
 use crate::future::polled_after_completion;
 use crate::shared::RequestLabel;
 
@@ -20,7 +20,7 @@ use crate::shared::RequestLabel;
 pub(crate) struct RequestInfo {
     pub(crate) method: Method,
     pub(crate) path: PathPrefix,
-    pub(crate) grpc: bool,
+    pub(crate) grpc: Grpc,
 }
 
 impl RequestInfo {

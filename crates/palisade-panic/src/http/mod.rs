@@ -11,9 +11,10 @@
 //! - an HTTP request gets `500 Internal Server Error` with a short body
 //!   that does **not** contain the panic message, unless
 //!   [`expose_message`](CatchPanicHttpBuilder::expose_message) is on;
-//! - a gRPC request (`content-type: application/grpc…`) gets a
-//!   trailers-only answer with `grpc-status: 13`, which gRPC clients such
-//!   as tonic report as status `INTERNAL`.
+//! - a gRPC request (`content-type: application/grpc…`, in any case) gets
+//!   a trailers-only answer with `grpc-status: 13`, which gRPC clients such
+//!   as tonic report as status `INTERNAL`; a gRPC-Web request gets the
+//!   same answer as gRPC-Web.
 //!
 //! The service's error type is the inner service's, so an axum router keeps
 //! its `Infallible`, and the response body type is unchanged: the default

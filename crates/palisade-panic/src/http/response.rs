@@ -13,8 +13,58 @@ pub struct PanicContext<'a> {
     pub(crate) panicked: &'a Panicked,
     pub(crate) method: &'a Method,
     pub(crate) path: &'a str,
-    pub(crate) grpc: bool,
+    pub(crate) grpc: Grpc,
     pub(crate) expose_message: bool,
+}
+
+/// Which gRPC protocol a request speaks, from its `content-type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Grpc {
+    /// Not gRPC.
+    No,
+    /// `application/grpc`, `application/grpc+proto`, ...
+    Grpc,
+    /// gRPC-Web: `application/grpc-web`, `application/grpc-web+proto`.
+    Web,
+    /// gRPC-Web in base64: `application/grpc-web-text`.
+    WebText,
+}
+
+impl Grpc {
+    /// Reads a `content-type` value. Media types are compared without
+    /// regard to case, and a type must end where the value does or at its
+    /// `+suffix` or parameters: `application/grpcx` is not gRPC.
+    pub(crate) fn of(content_type: Option<&[u8]>) -> Self {
+        let Some(value) = content_type else {
+            return Self::No;
+        };
+        let is = |name: &[u8]| {
+            value.len() >= name.len()
+                && value[..name.len()].eq_ignore_ascii_case(name)
+                && matches!(
+                    value.get(name.len()),
+                    None | Some(b'+' | b';' | b' ' | b'\t')
+                )
+        };
+        if is(b"application/grpc-web-text") {
+            Self::WebText
+        } else if is(b"application/grpc-web") {
+            Self::Web
+        } else if is(b"application/grpc") {
+            Self::Grpc
+        } else {
+            Self::No
+        }
+    }
+
+    /// The `content-type` of an answer in the same protocol.
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Web => "application/grpc-web",
+            Self::WebText => "application/grpc-web-text",
+            Self::No | Self::Grpc => "application/grpc",
+        }
+    }
 }
 
 impl<'a> PanicContext<'a> {
@@ -36,10 +86,12 @@ impl<'a> PanicContext<'a> {
         self.path
     }
 
-    /// Whether the request is a gRPC call (its `content-type` starts with
-    /// `application/grpc`).
+    /// Whether the request is a gRPC or gRPC-Web call (its `content-type`
+    /// is `application/grpc`, `application/grpc-web` or
+    /// `application/grpc-web-text`, in any case, with or without a
+    /// `+suffix`).
     pub fn is_grpc(&self) -> bool {
-        self.grpc
+        self.grpc != Grpc::No
     }
 
     /// Whether the layer was configured to show the panic message to
@@ -92,7 +144,9 @@ where
 /// - gRPC (`content-type: application/grpc…`): a trailers-only response,
 ///   HTTP `200` with `content-type: application/grpc`, `grpc-status: 13`
 ///   (INTERNAL) and, when the layer exposes messages, a percent-encoded
-///   `grpc-message`. gRPC clients report status INTERNAL.
+///   `grpc-message`. gRPC clients report status INTERNAL. A gRPC-Web
+///   request gets the same answer with its own protocol's content type
+///   (`application/grpc-web` or `application/grpc-web-text`).
 ///
 /// Works with any response body that can be made from [`Bytes`], such as
 /// axum's `Body` or `http_body_util::Full<Bytes>`.
@@ -107,7 +161,7 @@ where
     B: From<Bytes>,
 {
     fn response_for_panic(&self, panic: &PanicContext<'_>) -> Response<B> {
-        if panic.grpc {
+        if panic.is_grpc() {
             grpc_internal(panic)
         } else {
             http_internal(panic)
@@ -161,7 +215,10 @@ fn grpc_internal<B: From<Bytes>>(panic: &PanicContext<'_>) -> Response<B> {
 fn grpc_internal_with<B>(body: B, panic: &PanicContext<'_>) -> Response<B> {
     let mut response = Response::new(body);
     let headers: &mut HeaderMap = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(panic.grpc.content_type()),
+    );
     // 13 is INTERNAL in the gRPC status code table.
     headers.insert("grpc-status", HeaderValue::from_static("13"));
     if panic.expose_message {
@@ -193,6 +250,29 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn grpc_content_types_are_read_without_regard_to_case() {
+        let of = |value: &str| Grpc::of(Some(value.as_bytes()));
+        assert_eq!(of("application/grpc"), Grpc::Grpc);
+        assert_eq!(of("Application/gRPC"), Grpc::Grpc);
+        assert_eq!(of("APPLICATION/GRPC+proto"), Grpc::Grpc);
+        assert_eq!(of("application/grpc; charset=utf-8"), Grpc::Grpc);
+        assert_eq!(of("application/grpc-web+proto"), Grpc::Web);
+        assert_eq!(of("application/GRPC-WEB"), Grpc::Web);
+        assert_eq!(of("application/grpc-web-text+proto"), Grpc::WebText);
+        for not_grpc in [
+            "application/grpcx",
+            "application/grpc-webby",
+            "text/plain",
+            "",
+        ] {
+            assert_eq!(of(not_grpc), Grpc::No, "{not_grpc}");
+        }
+        assert_eq!(Grpc::of(None), Grpc::No);
+        assert_eq!(Grpc::Web.content_type(), "application/grpc-web");
+        assert_eq!(Grpc::WebText.content_type(), "application/grpc-web-text");
+    }
 
     fn decode(encoded: &str) -> Vec<u8> {
         let bytes = encoded.as_bytes();

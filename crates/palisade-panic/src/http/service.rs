@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::CONTENT_TYPE;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use palisade_core::PolicyName;
 use tower_service::Service;
 
@@ -10,7 +10,7 @@ use super::DefaultResponseForPanic;
 use super::future::{HttpResponseFuture, RequestInfo};
 use super::layer::HttpShared;
 use super::path::PathPrefix;
-use super::response::ResponseForPanic;
+use super::response::{Grpc, ResponseForPanic};
 
 /// Catches panics raised by an HTTP service and answers them with a
 /// response (by default `500`, or gRPC `INTERNAL` for gRPC calls).
@@ -91,7 +91,7 @@ where
         let info = RequestInfo {
             method: request.method().clone(),
             path: PathPrefix::new(request.uri().path()),
-            grpc: is_grpc(&request),
+            grpc: grpc(&request),
         };
         let inner = &mut self.inner;
         let shared = self.shared.clone();
@@ -105,9 +105,11 @@ where
     }
 }
 
-fn is_grpc<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+fn grpc<B>(request: &Request<B>) -> Grpc {
+    Grpc::of(
+        request
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+    )
 }
