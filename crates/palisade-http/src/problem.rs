@@ -152,35 +152,36 @@ impl fmt::Display for Detail<'_> {
         };
         let policy = rejection.policy().as_str();
         match rejection.reason() {
-            RejectReason::RateLimited => write!(f, "Too many requests for policy {policy:?}.")?,
+            RejectReason::RateLimited => write!(f, "Too many requests for policy \"{policy}\".")?,
             RejectReason::MissingKey => write!(
                 f,
-                "The request lacks the rate-limit key that policy {policy:?} requires."
+                "The request lacks the rate-limit key that policy \"{policy}\" requires."
             )?,
             RejectReason::CircuitOpen => write!(
                 f,
-                "The circuit of policy {policy:?} is open: the service is failing."
+                "The circuit of policy \"{policy}\" is open: the service is failing."
             )?,
             RejectReason::HalfOpenFull => write!(
                 f,
-                "The circuit of policy {policy:?} is half-open and its probes are busy."
+                "The circuit of policy \"{policy}\" is half-open and its probes are busy."
             )?,
             RejectReason::ConcurrencyFull => {
-                write!(f, "Policy {policy:?} is at its concurrency limit.")?
+                write!(f, "Policy \"{policy}\" is at its concurrency limit.")?
             }
             RejectReason::QueueFull => write!(
                 f,
-                "Policy {policy:?} is at its concurrency limit and its wait queue is full."
+                "Policy \"{policy}\" is at its concurrency limit and its wait queue is full."
             )?,
             RejectReason::WaitTimedOut => write!(
                 f,
-                "Policy {policy:?} is at its concurrency limit and no slot freed up in time."
+                "Policy \"{policy}\" is at its concurrency limit and no slot freed up in time."
             )?,
-            RejectReason::TimedOut => {
-                write!(f, "The request took longer than policy {policy:?} allows.")?
-            }
+            RejectReason::TimedOut => write!(
+                f,
+                "The request took longer than policy \"{policy}\" allows."
+            )?,
             RejectReason::Panicked => f.write_str("The service failed to handle the request.")?,
-            other => write!(f, "Policy {policy:?} refused the request: {other}.")?,
+            other => write!(f, "Policy \"{policy}\" refused the request: {other}.")?,
         }
         if let Some(delay) = rejection.retry_after() {
             match retry_after_seconds(delay) {
