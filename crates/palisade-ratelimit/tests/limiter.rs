@@ -428,3 +428,27 @@ fn invalid_settings_are_typed_errors() {
     // A global layer ignores the key cap.
     assert!(RateLimitLayer::builder().max_keys(0).build().is_ok());
 }
+
+#[test]
+fn a_quota_the_nanosecond_cannot_keep_within_one_percent_is_refused() {
+    let build = |requests, period| RateLimitLayer::builder().quota(requests, period).build();
+    // 1.67 ns and 1.5 ns per request would become 1 ns: 67% and 50% more.
+    for (requests, period) in [
+        (600_000_000, Duration::from_secs(1)),
+        (2, Duration::from_nanos(3)),
+        (10_000_001, Duration::from_secs(1)),
+    ] {
+        let err = build(requests, period).unwrap_err();
+        assert_eq!(err.field(), "period", "{err}");
+        assert!(err.to_string().contains("whole nanoseconds"), "{err}");
+    }
+    // Exact, or cut by less than 1%.
+    for (requests, period) in [
+        (500_000_000, Duration::from_secs(1)),
+        (10_000_000, Duration::from_secs(1)),
+        (9_999_999, Duration::from_secs(1)),
+        (3, Duration::from_secs(1)),
+    ] {
+        assert!(build(requests, period).is_ok(), "{requests} per {period:?}");
+    }
+}

@@ -102,7 +102,10 @@ impl<K, H> RateLimitBuilder<K, H> {
     /// `period / requests` must be at least 1 ns, and a full bucket
     /// (`burst * period / requests`) may take at most about 292 years
     /// (`u64::MAX / 2` nanoseconds) to refill; [`build`](Self::build)
-    /// names the field otherwise.
+    /// names the field otherwise. The interval is kept in whole
+    /// nanoseconds, rounded down: below 100 ns per request (above ten
+    /// million requests a second), `period` must divide into whole
+    /// nanoseconds, so that the rate is never more than 1% off.
     pub fn quota(mut self, requests: u32, period: Duration) -> Self {
         self.requests = requests;
         self.period = period;
@@ -222,6 +225,10 @@ impl<K: KeyExtractor> RateLimitBuilder<K, RateLimitHeaders> {
 /// refill, in nanoseconds: half of `u64`'s range, about 292 years.
 const MAX_BUCKET_NANOS: u64 = u64::MAX / 2;
 
+/// The shortest interval per request that may be rounded down to whole
+/// nanoseconds: the rate then moves by less than 1%.
+const MIN_INEXACT_INTERVAL: Duration = Duration::from_nanos(100);
+
 impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
     fn build_with(
         self,
@@ -252,6 +259,19 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         let quota = NonZeroU32::new(burst)
             .and_then(|burst| Quota::with_period(interval).map(|quota| quota.allow_burst(burst)))
             .ok_or_else(|| check.error("period", period, "x >= 1ns per request of the quota"))?;
+        // The limiter keeps the interval in whole nanoseconds. Cut to one,
+        // a short interval would raise the rate by up to half (600 million
+        // a second would become a billion): refuse a cut above 1%.
+        if period.as_nanos() % u128::from(requests) != 0 && interval < MIN_INEXACT_INTERVAL {
+            return Err(check.error(
+                "period",
+                period,
+                format!(
+                    "period / requests in whole nanoseconds, or at least \
+                     {MIN_INEXACT_INTERVAL:?} per request"
+                ),
+            ));
+        }
         if let Mode::Wait { max_delay } = self.mode {
             check.positive_duration("max_delay", max_delay)?;
         }
