@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use super::layer::HttpShared;
 use super::path::PathPrefix;
-use super::response::{Grpc, PanicContext, ResponseForPanic};
+use super::response::{PanicContext, Protocol, ResponseForPanic};
 use crate::future::polled_after_completion;
 use crate::shared::RequestLabel;
 
@@ -20,7 +20,7 @@ use crate::shared::RequestLabel;
 pub(crate) struct RequestInfo {
     pub(crate) method: Method,
     pub(crate) path: PathPrefix,
-    pub(crate) grpc: Grpc,
+    pub(crate) protocol: Protocol,
 }
 
 impl RequestInfo {
@@ -96,7 +96,7 @@ where
         panicked,
         method: &request.method,
         path: request.path.as_str(),
-        grpc: request.grpc,
+        protocol: request.protocol,
         expose_message: shared.expose_message,
     })
 }

@@ -13,30 +13,30 @@ pub struct PanicContext<'a> {
     pub(crate) panicked: &'a Panicked,
     pub(crate) method: &'a Method,
     pub(crate) path: &'a str,
-    pub(crate) grpc: Grpc,
+    pub(crate) protocol: Protocol,
     pub(crate) expose_message: bool,
 }
 
-/// Which gRPC protocol a request speaks, from its `content-type`.
+/// Which protocol a request speaks, from its `content-type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Grpc {
-    /// Not gRPC.
-    No,
+pub(crate) enum Protocol {
+    /// Plain HTTP: not gRPC.
+    Http,
     /// `application/grpc`, `application/grpc+proto`, ...
     Grpc,
     /// gRPC-Web: `application/grpc-web`, `application/grpc-web+proto`.
-    Web,
+    GrpcWeb,
     /// gRPC-Web in base64: `application/grpc-web-text`.
-    WebText,
+    GrpcWebText,
 }
 
-impl Grpc {
+impl Protocol {
     /// Reads a `content-type` value. Media types are compared without
     /// regard to case, and a type must end where the value does or at its
     /// `+suffix` or parameters: `application/grpcx` is not gRPC.
     pub(crate) fn of(content_type: Option<&[u8]>) -> Self {
         let Some(value) = content_type else {
-            return Self::No;
+            return Self::Http;
         };
         let is = |name: &[u8]| {
             value.len() >= name.len()
@@ -47,22 +47,22 @@ impl Grpc {
                 )
         };
         if is(b"application/grpc-web-text") {
-            Self::WebText
+            Self::GrpcWebText
         } else if is(b"application/grpc-web") {
-            Self::Web
+            Self::GrpcWeb
         } else if is(b"application/grpc") {
             Self::Grpc
         } else {
-            Self::No
+            Self::Http
         }
     }
 
     /// The `content-type` of an answer in the same protocol.
     fn content_type(self) -> &'static str {
         match self {
-            Self::Web => "application/grpc-web",
-            Self::WebText => "application/grpc-web-text",
-            Self::No | Self::Grpc => "application/grpc",
+            Self::GrpcWeb => "application/grpc-web",
+            Self::GrpcWebText => "application/grpc-web-text",
+            Self::Http | Self::Grpc => "application/grpc",
         }
     }
 }
@@ -91,7 +91,7 @@ impl<'a> PanicContext<'a> {
     /// `application/grpc-web-text`, in any case, with or without a
     /// `+suffix`).
     pub fn is_grpc(&self) -> bool {
-        self.grpc != Grpc::No
+        self.protocol != Protocol::Http
     }
 
     /// Whether the layer was configured to show the panic message to
@@ -217,7 +217,7 @@ fn grpc_internal_with<B>(body: B, panic: &PanicContext<'_>) -> Response<B> {
     let headers: &mut HeaderMap = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
-        HeaderValue::from_static(panic.grpc.content_type()),
+        HeaderValue::from_static(panic.protocol.content_type()),
     );
     // 13 is INTERNAL in the gRPC status code table.
     headers.insert("grpc-status", HeaderValue::from_static("13"));
@@ -253,25 +253,28 @@ mod tests {
 
     #[test]
     fn grpc_content_types_are_read_without_regard_to_case() {
-        let of = |value: &str| Grpc::of(Some(value.as_bytes()));
-        assert_eq!(of("application/grpc"), Grpc::Grpc);
-        assert_eq!(of("Application/gRPC"), Grpc::Grpc);
-        assert_eq!(of("APPLICATION/GRPC+proto"), Grpc::Grpc);
-        assert_eq!(of("application/grpc; charset=utf-8"), Grpc::Grpc);
-        assert_eq!(of("application/grpc-web+proto"), Grpc::Web);
-        assert_eq!(of("application/GRPC-WEB"), Grpc::Web);
-        assert_eq!(of("application/grpc-web-text+proto"), Grpc::WebText);
+        let of = |value: &str| Protocol::of(Some(value.as_bytes()));
+        assert_eq!(of("application/grpc"), Protocol::Grpc);
+        assert_eq!(of("Application/gRPC"), Protocol::Grpc);
+        assert_eq!(of("APPLICATION/GRPC+proto"), Protocol::Grpc);
+        assert_eq!(of("application/grpc; charset=utf-8"), Protocol::Grpc);
+        assert_eq!(of("application/grpc-web+proto"), Protocol::GrpcWeb);
+        assert_eq!(of("application/GRPC-WEB"), Protocol::GrpcWeb);
+        assert_eq!(of("application/grpc-web-text+proto"), Protocol::GrpcWebText);
         for not_grpc in [
             "application/grpcx",
             "application/grpc-webby",
             "text/plain",
             "",
         ] {
-            assert_eq!(of(not_grpc), Grpc::No, "{not_grpc}");
+            assert_eq!(of(not_grpc), Protocol::Http, "{not_grpc}");
         }
-        assert_eq!(Grpc::of(None), Grpc::No);
-        assert_eq!(Grpc::Web.content_type(), "application/grpc-web");
-        assert_eq!(Grpc::WebText.content_type(), "application/grpc-web-text");
+        assert_eq!(Protocol::of(None), Protocol::Http);
+        assert_eq!(Protocol::GrpcWeb.content_type(), "application/grpc-web");
+        assert_eq!(
+            Protocol::GrpcWebText.content_type(),
+            "application/grpc-web-text"
+        );
     }
 
     fn decode(encoded: &str) -> Vec<u8> {

@@ -10,7 +10,7 @@ use super::DefaultResponseForPanic;
 use super::future::{HttpResponseFuture, RequestInfo};
 use super::layer::HttpShared;
 use super::path::PathPrefix;
-use super::response::{Grpc, ResponseForPanic};
+use super::response::{Protocol, ResponseForPanic};
 
 /// Catches panics raised by an HTTP service and answers them with a
 /// response (by default `500`, or gRPC `INTERNAL` for gRPC calls).
@@ -91,7 +91,7 @@ where
         let info = RequestInfo {
             method: request.method().clone(),
             path: PathPrefix::new(request.uri().path()),
-            grpc: grpc(&request),
+            protocol: protocol(&request),
         };
         let inner = &mut self.inner;
         let shared = self.shared.clone();
@@ -105,8 +105,8 @@ where
     }
 }
 
-fn grpc<B>(request: &Request<B>) -> Grpc {
-    Grpc::of(
+fn protocol<B>(request: &Request<B>) -> Protocol {
+    Protocol::of(
         request
             .headers()
             .get(CONTENT_TYPE)
