@@ -266,6 +266,13 @@ impl Deadline {
 /// value). Turn it off with
 /// [`expose_deadline(false)`](Self::expose_deadline) when no handler reads
 /// it.
+///
+/// tonic's own server (`tonic::transport::Server`) also acts on
+/// `grpc-timeout`: its timer starts before the layers it serves and, when
+/// it passes first, the client gets `CANCELLED` rather than the
+/// `DEADLINE_EXCEEDED` this layer's timeout maps to. Both say that the
+/// client's deadline passed, and a client past its deadline reports its
+/// own `DEADLINE_EXCEEDED` either way.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpDeadline {
     extension: bool,
