@@ -449,6 +449,7 @@ fn chain() -> impl Strategy<Value = Chain> {
         prop::collection::vec(0_usize..40, 0..3),
         prop::collection::vec(prop::sample::select(vec!["", " ", "  ", "\t"]), 4),
         (0_u8..=32, 0_u8..=128),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
             |(
@@ -459,6 +460,7 @@ fn chain() -> impl Strategy<Value = Chain> {
                 splits,
                 pads,
                 (p4, p6),
+                stray_quote,
             )| {
                 let pick = |bits: u128, which: usize, want_trusted: bool| -> Option<IpAddr> {
                     if want_trusted {
@@ -511,6 +513,12 @@ fn chain() -> impl Strategy<Value = Chain> {
                     line = format!("{}{}{}", pads[3], line, pads[2]);
                     lines.push(line);
                     start = cut;
+                }
+                // What a client may send at the far left: a lone quote,
+                // which must not change how the elements right of it split.
+                // The walk reads it, if it gets that far, as unusable.
+                if stray_quote && header == ForwardedHeader::Forwarded {
+                    lines[0] = format!("\", {}", lines[0]);
                 }
                 Chain {
                     trusted,

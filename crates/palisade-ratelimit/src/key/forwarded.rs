@@ -9,10 +9,12 @@
 //! `Forwarded` values may hold quoted strings (RFC 7239 `quoted-string`,
 //! with `\` escapes), and a trusted proxy's own element can carry text the
 //! client chose, such as its `Host` in `host="…"`. Commas and semicolons are
-//! therefore separators only outside quoted strings, and an element whose
-//! quotes do not balance, or that has more than one `for` parameter, is
-//! unusable, which ends the walk. `X-Forwarded-For` has no quoting and is
-//! split at every comma.
+//! therefore separators only outside quoted strings. Elements are found
+//! from the right, quotes included, so that bytes a client wrote left of
+//! the proxies' elements cannot change how those are split; an element
+//! whose quotes do not balance, or that has more than one `for`
+//! parameter, is unusable, which ends the walk. `X-Forwarded-For` has no
+//! quoting and is split at every comma.
 //!
 //! Nothing here panics or allocates, whatever the bytes.
 
@@ -68,20 +70,15 @@ pub(crate) fn hops_from_right(
         .get_all(header.name())
         .iter()
         .rev()
-        .flat_map(move |value| Elements::new(value.as_bytes(), quoted))
-        .filter_map(move |element| {
-            let Element::Entry(entry) = element else {
-                return Some(Hop::Unusable);
-            };
-            let entry = trim(entry);
-            if entry.is_empty() {
-                return None;
-            }
+        .flat_map(move |value| FromRight::new(value.as_bytes(), quoted))
+        .map(trim)
+        .filter(|entry| !entry.is_empty())
+        .map(move |entry| {
             let node = match header {
                 ForwardedHeader::XForwardedFor => Some(entry),
                 ForwardedHeader::Forwarded => for_parameter(entry),
             };
-            Some(node.and_then(parse_node).map_or(Hop::Unusable, Hop::Addr))
+            node.and_then(parse_node).map_or(Hop::Unusable, Hop::Addr)
         })
 }
 
@@ -89,7 +86,8 @@ fn trim(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
 
-/// Where a byte stands relative to RFC 7239's quoted strings.
+/// Where a byte stands relative to RFC 7239's quoted strings, reading
+/// left to right.
 #[derive(Clone, Copy, Debug, Default)]
 struct Quoting {
     open: bool,
@@ -144,72 +142,57 @@ fn split_unquoted(bytes: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// One piece of a header line, as [`Elements`] yields it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Element<'a> {
-    /// The bytes between two separators, untrimmed.
-    Entry(&'a [u8]),
-    /// Stands for the elements left of the last [`MAX_HOPS`] of a line,
-    /// which are not kept: it reads as unusable and ends the walk, which
-    /// never gets that far.
-    Truncated,
-}
-
-/// The comma-separated elements of one header line, right-most first.
+/// The comma-separated elements of one header line, right-most first,
+/// found lazily from the right end: a walk that stops early reads only
+/// the end of the line.
 ///
-/// The line is read once, left to right (the only direction in which
-/// quoted strings can be told apart), keeping where its last `MAX_HOPS`
-/// elements start and end; nothing is allocated.
-struct Elements<'a> {
-    line: &'a [u8],
-    kept: [(usize, usize); MAX_HOPS],
-    count: usize,
-    yielded: usize,
+/// With `quoted` (`Forwarded`), a comma inside a quoted string separates
+/// nothing. Quotes are told apart from the right as well: a `"` opens or
+/// closes a string unless an odd run of `\` precedes it. Reading from the
+/// right keeps the split of the well-formed end that trusted proxies
+/// wrote independent of whatever a client put to its left: a stray quote
+/// there cannot change how a proxy's element is cut.
+struct FromRight<'a> {
+    rest: Option<&'a [u8]>,
+    quoted: bool,
 }
 
-impl<'a> Elements<'a> {
-    /// `quoted`: commas inside quoted strings do not separate (`Forwarded`).
+impl<'a> FromRight<'a> {
     fn new(line: &'a [u8], quoted: bool) -> Self {
-        let mut elements = Self {
-            line,
-            kept: [(0, 0); MAX_HOPS],
-            count: 0,
-            yielded: 0,
-        };
-        let mut quoting = Quoting::default();
-        let mut start = 0;
-        for (at, &byte) in line.iter().enumerate() {
-            let inside = quoted && quoting.quoted(byte);
-            if !inside && byte == b',' {
-                elements.keep(start, at);
-                start = at + 1;
+        Self {
+            rest: Some(line),
+            quoted,
+        }
+    }
+}
+
+impl<'a> Iterator for FromRight<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let line = self.rest?;
+        let mut inside = false;
+        for at in (0..line.len()).rev() {
+            match line[at] {
+                b'"' if self.quoted => {
+                    let backslashes = line[..at]
+                        .iter()
+                        .rev()
+                        .take_while(|byte| **byte == b'\\')
+                        .count();
+                    if backslashes % 2 == 0 {
+                        inside = !inside;
+                    }
+                }
+                b',' if !inside => {
+                    self.rest = Some(&line[..at]);
+                    return Some(&line[at + 1..]);
+                }
+                _ => {}
             }
         }
-        elements.keep(start, line.len());
-        elements
-    }
-
-    fn keep(&mut self, start: usize, end: usize) {
-        self.kept[self.count % MAX_HOPS] = (start, end);
-        self.count += 1;
-    }
-}
-
-impl<'a> Iterator for Elements<'a> {
-    type Item = Element<'a>;
-
-    fn next(&mut self) -> Option<Element<'a>> {
-        let kept = self.count.min(MAX_HOPS);
-        if self.yielded < kept {
-            let (start, end) = self.kept[(self.count - 1 - self.yielded) % MAX_HOPS];
-            self.yielded += 1;
-            return Some(Element::Entry(&self.line[start..end]));
-        }
-        if self.yielded == kept && self.count > kept {
-            self.yielded += 1;
-            return Some(Element::Truncated);
-        }
-        None
+        self.rest = None;
+        Some(line)
     }
 }
 
@@ -389,8 +372,9 @@ mod tests {
                 ForwardedHeader::Forwarded,
                 &[r#"for=192.0.2.1, for=10.0.0.1;host="open, for=10.0.0.2"#]
             ),
-            // The open quote swallows the rest of the line into one element.
-            vec![Hop::Unusable, addr("192.0.2.1")]
+            // Read from the right, the lone quote swallows everything left
+            // of it into one element.
+            vec![addr("10.0.0.2"), Hop::Unusable]
         );
         assert_eq!(
             hops(
@@ -402,14 +386,42 @@ mod tests {
     }
 
     #[test]
-    fn a_line_longer_than_a_walk_ends_in_an_unusable_hop() {
+    fn bytes_left_of_the_proxies_elements_cannot_change_their_split() {
+        // A client's stray quote, left of the proxy's element that quotes
+        // (and escapes) the client's `Host`.
+        assert_eq!(
+            hops(
+                ForwardedHeader::Forwarded,
+                &[r#"", for=203.0.113.7;host="a,for=6.6.6.6;x=\"""#]
+            ),
+            vec![addr("203.0.113.7"), Hop::Unusable]
+        );
+        assert_eq!(
+            hops(ForwardedHeader::Forwarded, &[r#"x=", for=203.0.113.7"#]),
+            vec![addr("203.0.113.7"), Hop::Unusable]
+        );
+        // An escaped backslash before a closing quote.
+        assert_eq!(
+            hops(
+                ForwardedHeader::Forwarded,
+                &[r#"for=192.0.2.1;host="a\\", for=203.0.113.7;host="b\",c""#]
+            ),
+            vec![addr("203.0.113.7"), addr("192.0.2.1")]
+        );
+    }
+
+    #[test]
+    fn long_lines_and_empty_entries_are_read_in_full() {
+        let line = format!("203.0.113.7{}", ",".repeat(40));
+        assert_eq!(
+            hops(ForwardedHeader::XForwardedFor, &[&line]),
+            vec![addr("203.0.113.7")]
+        );
         let line = vec!["10.0.0.1"; MAX_HOPS + 5].join(", ");
-        let read = hops(ForwardedHeader::XForwardedFor, &[&line]);
-        assert_eq!(read.len(), MAX_HOPS + 1);
-        assert!(read[..MAX_HOPS].iter().all(|hop| *hop == addr("10.0.0.1")));
-        assert_eq!(read[MAX_HOPS], Hop::Unusable);
-        let exact = vec!["for=10.0.0.1"; MAX_HOPS].join(", ");
-        assert_eq!(hops(ForwardedHeader::Forwarded, &[&exact]).len(), MAX_HOPS);
+        assert_eq!(
+            hops(ForwardedHeader::XForwardedFor, &[&line]).len(),
+            MAX_HOPS + 5
+        );
     }
 
     #[test]
