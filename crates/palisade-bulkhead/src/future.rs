@@ -235,9 +235,9 @@ impl Drop for Ticket {
 /// a fixed limit it does nothing. With an adaptive limit it reads the
 /// clock when the outcome is recorded and adds the latency and the outcome
 /// to the current window. Dropped without recording, it counts the call as
-/// cancelled (sampled as a failure only when it ran at least the last
-/// window's mean latency; see [`adaptive`](crate::adaptive)), or as a
-/// failure if the thread is panicking.
+/// cancelled (not sampled), or as a failure if the thread is panicking or
+/// a timeout above cut the call off at its own deadline (see
+/// [`adaptive`](crate::adaptive)).
 pub struct OutcomeRecorder {
     sample: Option<SampleStart>,
 }
@@ -286,11 +286,12 @@ impl OutcomeRecorder {
     }
 
     /// Dropped without an outcome: the call was cancelled, or failed if
-    /// the thread is panicking.
+    /// the thread is panicking or a timeout above cut it off at its own
+    /// deadline.
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
-        let outcome = if std::thread::panicking() {
+        let outcome = if std::thread::panicking() || palisade_core::classify::being_cut_off() {
             Outcome::Failure
         } else {
             Outcome::Cancelled

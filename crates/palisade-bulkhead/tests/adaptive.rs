@@ -151,10 +151,19 @@ async fn aimd_with_a_latency_threshold_settles_at_the_knee_and_comes_down() {
     assert!(within(&second, 12, 20), "phase 2 limits {second:?}");
 }
 
-/// Runs `rounds` rounds of `width` concurrent calls, each taking `takes`
-/// in the service and cut off by a timeout of `deadline` above the
-/// bulkhead, as `palisade::Stack` orders them.
-async fn rounds<S>(service: &S, rounds: usize, width: usize, deadline: Duration)
+/// Who gives up on a call that takes too long.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// palisade's timeout above the bulkhead, as `palisade::Stack` orders
+    /// them: it marks the cut.
+    ByTimeout,
+    /// The caller itself, with a deadline of its own.
+    ByCaller,
+}
+
+/// Runs `rounds` rounds of `width` concurrent calls, each asking the
+/// service to take five times `deadline`, and given up on at `deadline`.
+async fn rounds<S>(service: &S, rounds: usize, width: usize, deadline: Duration, cut: Cut)
 where
     S: tower::Service<Duration, Response = (), Error = palisade_core::BoxError>
         + Clone
@@ -162,18 +171,27 @@ where
         + 'static,
     S::Future: Send,
 {
+    let timeout = palisade_timeout::TimeoutLayer::builder()
+        .timeout(deadline)
+        .build()
+        .unwrap();
     for _ in 0..rounds {
         let calls: Vec<_> = (0..width)
             .map(|_| {
                 let service = service.clone();
-                tokio::spawn(tokio::time::timeout(
-                    deadline,
-                    service.oneshot(deadline * 5),
-                ))
+                let timed = timeout.layer(service.clone());
+                tokio::spawn(async move {
+                    match cut {
+                        Cut::ByTimeout => drop(timed.oneshot(deadline * 5).await),
+                        Cut::ByCaller => drop(
+                            tokio::time::timeout(deadline, service.oneshot(deadline * 5)).await,
+                        ),
+                    }
+                })
             })
             .collect();
         for call in calls {
-            let _ = call.await.unwrap();
+            call.await.unwrap();
         }
     }
 }
@@ -210,12 +228,12 @@ async fn calls_a_timeout_above_cuts_off_bring_the_limit_down() {
     let (layer, service) = sleeping_bulkhead(Aimd::new());
     // Healthy: every call answers (in 10 ms, well inside its deadline).
     let healthy = service.clone().map_request(|_: Duration| BASE);
-    rounds(&healthy, 25, 8, Duration::from_secs(1)).await;
+    rounds(&healthy, 25, 8, Duration::from_secs(1), Cut::ByTimeout).await;
     let before = layer.limit();
     assert!(before >= 20, "healthy limit {before}");
     // The service now needs 1 s; the timeout gives up after 200 ms, so no
     // call ever completes: only the cut-off calls can tell the limit.
-    rounds(&service, 10, 8, Duration::from_millis(200)).await;
+    rounds(&service, 10, 8, Duration::from_millis(200), Cut::ByTimeout).await;
     let after = layer.limit();
     assert!(
         after < before / 2,
@@ -224,13 +242,14 @@ async fn calls_a_timeout_above_cuts_off_bring_the_limit_down() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn calls_their_callers_drop_early_say_nothing() {
+async fn calls_their_callers_give_up_on_say_nothing() {
     let (layer, service) = sleeping_bulkhead(Aimd::new());
     let healthy = service.clone().map_request(|_: Duration| BASE);
-    rounds(&healthy, 25, 8, Duration::from_secs(1)).await;
+    rounds(&healthy, 25, 8, Duration::from_secs(1), Cut::ByCaller).await;
     let before = layer.limit();
-    // Callers that give up after 1 ms, well before the 10 ms the service
-    // usually takes: nothing is learned, the limit stays.
-    rounds(&service, 10, 8, Duration::from_millis(1)).await;
+    // The same slow calls as above, given up on by their callers (a user
+    // leaving, a hedged request losing) instead of by the timeout:
+    // nothing is learned, the limit stays.
+    rounds(&service, 10, 8, Duration::from_millis(200), Cut::ByCaller).await;
     assert_eq!(layer.limit(), before);
 }

@@ -97,8 +97,14 @@ where
         }
         // Drop the inner future now: the call is cancelled and whatever it
         // holds (connections, permits) is released before the caller sees
-        // the error.
-        this.inner.set(None);
+        // the error. On the layer's own deadline the drop is marked, so
+        // layers below can tell a call that ran out of time from one its
+        // caller gave up on.
+        if *this.caller {
+            this.inner.set(None);
+        } else {
+            palisade_core::classify::cut_off(|| this.inner.set(None));
+        }
         this.shared.metrics.emit(&Event::TimedOut {
             policy: this.shared.policy.as_str(),
             timeout: *this.timeout,

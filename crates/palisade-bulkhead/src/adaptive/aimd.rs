@@ -16,11 +16,11 @@ use super::{LimitAlgorithm, Sample, check_backoff};
 ///   grows by one;
 /// - otherwise (the callers, not the service, are the bottleneck) it stays.
 ///
-/// Without a latency threshold, AIMD reacts to failures only. Calls that a
-/// timeout above the bulkhead (the order `palisade::Stack` uses) cuts off
-/// count as failures once they ran at least the last window's mean latency
-/// (see [the module docs](super)); a threshold a little above the
-/// service's normal latency makes it react before calls time out.
+/// Without a latency threshold, AIMD reacts to failures only. Calls that
+/// palisade's timeout above the bulkhead (the order `palisade::Stack`
+/// uses) cuts off count as failures (see [the module docs](super)); a
+/// threshold a little above the service's normal latency makes it react
+/// before calls time out.
 #[derive(Clone, Debug)]
 pub struct Aimd {
     backoff: f64,

@@ -23,13 +23,13 @@
 //!   failures or, when configured, on latency over a threshold.
 //!
 //! A call that panics counts as a failure. [`Outcome::Ignored`] calls are
-//! not sampled. A call dropped before its outcome was known
-//! ([`Outcome::Cancelled`]: its caller, or a timeout above the bulkhead,
-//! gave up on it) counts as a failure, with the time it ran as its
-//! latency, when it ran at least as long as the mean latency of the last
-//! window (or before any window closed): that is a call the service was
-//! too slow for, the clearest sign of congestion there is. One dropped
-//! sooner says nothing about the service and is not sampled.
+//! not sampled. A call that palisade's timeout above the bulkhead (where
+//! `palisade::Stack` puts it) cuts off at its own deadline counts as a
+//! failure, with the time it ran as its latency: the service was too slow
+//! for it, the clearest sign of congestion there is (the timeout marks the
+//! cut; see [`cut_off`](palisade_core::classify::cut_off)). A call its
+//! caller drops ([`Outcome::Cancelled`]), or that a caller's own shorter
+//! deadline cuts off, says nothing about the service and is not sampled.
 //!
 //! # Example
 //!
@@ -253,7 +253,6 @@ impl AdaptiveLimit {
             open: AtomicU64::new(0),
             banks: [Bank::new(), Bank::new()],
             algorithm: Mutex::new(self.algorithm),
-            last_mean: AtomicU64::new(0),
         }
     }
 }
@@ -287,9 +286,6 @@ pub(crate) struct AdaptiveState {
     open: AtomicU64,
     banks: [Bank; 2],
     algorithm: Mutex<Box<dyn LimitAlgorithm>>,
-    /// The mean latency of the last harvested window, in nanoseconds (0
-    /// before the first): a cancelled call that ran this long is sampled.
-    last_mean: AtomicU64,
 }
 
 /// The measurements of one window.
@@ -419,7 +415,6 @@ impl AdaptiveState {
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
-            Outcome::Cancelled if self.ran_long(latency) => true,
             _ => return,
         };
         let window = match self.window {
@@ -436,8 +431,6 @@ impl AdaptiveState {
         };
         let from = limit();
         let sample = harvest.totals.sample(self.min, self.max);
-        let mean = u64::try_from(sample.mean_latency.as_nanos()).unwrap_or(u64::MAX);
-        self.last_mean.store(mean, Ordering::Relaxed);
         let to = algorithm.update(&sample, from).clamp(self.min, self.max);
         drop(algorithm);
         if to != from {
@@ -445,13 +438,6 @@ impl AdaptiveState {
         }
         // Only now may the next window close.
         drop(harvest);
-    }
-
-    /// Whether a call cancelled after `latency` ran long enough to be
-    /// sampled: at least the last window's mean.
-    fn ran_long(&self, latency: Duration) -> bool {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        nanos >= self.last_mean.load(Ordering::Relaxed)
     }
 
     /// Counts and measures one sampled call, closes the open window if it
@@ -594,34 +580,6 @@ mod tests {
         assert_eq!(*samples, [expected(1, 20, 10), expected(2, 50, 40)]);
         let rest = state.open_totals();
         assert_eq!((rest.samples, rest.latency_nanos), (1, 70_000_000));
-    }
-
-    #[test]
-    fn cancelled_calls_are_failures_once_they_ran_the_last_mean() {
-        let (state, samples) = recording(2);
-        for (ms, outcome) in [
-            // No window closed yet: sampled.
-            (5, Outcome::Cancelled),
-            (15, Outcome::Success),
-            // The last mean is now 10 ms.
-            (9, Outcome::Cancelled),
-            (10, Outcome::Cancelled),
-            (30, Outcome::Success),
-        ] {
-            state.record(outcome, Duration::from_millis(ms), 1, || 20, |_, _| {});
-        }
-        let samples = samples.lock().unwrap();
-        let mean_and_failures: Vec<_> = samples
-            .iter()
-            .map(|s| (s.mean_latency, s.failures))
-            .collect();
-        assert_eq!(
-            mean_and_failures,
-            [
-                (Duration::from_millis(10), 1),
-                (Duration::from_millis(20), 1)
-            ]
-        );
     }
 
     #[test]

@@ -63,11 +63,50 @@ pub use tower_http::classify::GrpcCode;
 
 use crate::error::{BoxError, find_rejection};
 
+std::thread_local! {
+    static CUT_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `drop_call`, which drops a call that a timeout cut off at its own
+/// deadline, with the cut marked for [`being_cut_off`].
+///
+/// A layer below the timeout sees only that its call was dropped; a
+/// recorder dropped inside `drop_call` can tell that the call ran out of
+/// time rather than losing its caller, and count it as a failure (the
+/// adaptive bulkhead does). palisade's timeout marks its own deadline; a
+/// caller's shorter deadline (a `grpc-timeout`) and a caller that goes away
+/// are not marked.
+///
+/// ```
+/// use palisade_core::classify::{being_cut_off, cut_off};
+///
+/// assert!(!being_cut_off());
+/// assert!(cut_off(being_cut_off));
+/// assert!(!being_cut_off());
+/// ```
+pub fn cut_off<R>(drop_call: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CUT_OFF.set(self.0);
+        }
+    }
+    let _restore = Restore(CUT_OFF.replace(true));
+    drop_call()
+}
+
+/// True while a timeout drops a call it cut off at its own deadline
+/// (inside [`cut_off`], on this thread).
+pub fn being_cut_off() -> bool {
+    CUT_OFF.get()
+}
+
 /// Receives the outcome of one call, once.
 ///
 /// Implemented by layers for their per-call guard, for `()` (which ignores
 /// the outcome) and for closures `FnOnce(Outcome)`. Dropping a recorder
-/// without calling [`record`](Self::record) means the call was cancelled.
+/// without calling [`record`](Self::record) means the call was cancelled,
+/// or, during [`cut_off`], that a timeout above cut it off.
 pub trait RecordOutcome: Send + 'static {
     /// Records the outcome.
     fn record(self, outcome: Outcome);

@@ -308,3 +308,17 @@ fn unit_recorder_ignores() {
     let r = ErrorsAsFailures.classify(Ok::<u8, ()>(3), ());
     assert_eq!(r, Ok(3));
 }
+
+#[test]
+fn cut_off_marks_only_its_own_scope_even_when_it_unwinds() {
+    assert!(!being_cut_off());
+    cut_off(|| {
+        assert!(being_cut_off());
+        cut_off(|| assert!(being_cut_off()));
+        assert!(being_cut_off(), "restored to the outer mark");
+    });
+    assert!(!being_cut_off());
+    let unwound = std::panic::catch_unwind(|| cut_off(|| panic!("a destructor panicked")));
+    assert!(unwound.is_err());
+    assert!(!being_cut_off(), "cleared on unwind");
+}
