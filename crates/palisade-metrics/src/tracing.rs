@@ -18,10 +18,10 @@
 //! | [`FallbackUsed`](Event::FallbackUsed) | trace | `fallback answered`, with `trigger` |
 //! | admissions, completions, in-flight changes, breaker rates, tracked keys, task starts, deliveries | trace | one per request: leave them off in production |
 //!
-//! The code that catches a panic (the panic-catch layer, a task group, an
-//! offload queue) logs it itself at error level, under its own crate's
-//! target, with the backtrace and, for HTTP, the request; the fallback
-//! layer logs each answer at debug. The sink writes those facts one level
+//! The code that catches a panic (the panic-catch layer, a task group)
+//! logs it itself at error level, under its own crate's target, with the
+//! backtrace and, for HTTP, the request; the fallback layer logs each
+//! answer at debug. The sink writes those facts one level
 //! lower, so that with it installed a panic is still one error line.
 //!
 //! The sink formats nothing itself and allocates nothing: with no

@@ -34,7 +34,6 @@
 //! | [`TaskGaveUp`](palisade_core::Event::TaskGaveUp) | a supervised task reached its restart limit and is not restarted |
 //! | [`OffloadDelivered`](palisade_core::Event::OffloadDelivered) | offloaded work reached its service |
 //! | [`OffloadDropped`](palisade_core::Event::OffloadDropped) | offloaded work was dropped, with its [`DropReason`](palisade_core::DropReason) |
-//! | [`PanicCaught`](palisade_core::Event::PanicCaught) | an offload queue's service panicked (a failed attempt), under the queue's name |
 //!
 //! # Example
 //!

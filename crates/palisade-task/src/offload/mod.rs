@@ -16,6 +16,10 @@
 //!   the queue after the workers had stopped ([`DropReason::Shutdown`]),
 //! - it is pushed after shutdown began ([`DropReason::Closed`]).
 //!
+//! A service that panics fails that attempt: the panic is caught, logged
+//! at error level with its stack and the queue's name, and the item is
+//! retried like any failed one.
+//!
 //! Every drop is an [`Event::OffloadDropped`]
 //! with its reason and is counted in [`OffloadStats`]; every delivery is an
 //! [`Event::OffloadDelivered`]. Once

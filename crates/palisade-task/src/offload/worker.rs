@@ -121,20 +121,17 @@ where
                 Ok(Ok(())) => return Ok(attempt),
                 Ok(Err(error)) => error,
                 Err(panicked) => {
-                    // The queue's service panicked and the panic became a
-                    // failed attempt: a caught panic under the queue's
-                    // name, as the panic-catch layer reports one (the
-                    // worker is no task of any group).
-                    shared.metrics.emit(&Event::PanicCaught {
-                        policy: shared.name.as_str(),
-                        message: panicked.message(),
-                        location: panicked.location(),
-                    });
+                    // A failed attempt, logged with its stack. No panic
+                    // event: the worker is no group's task and the queue
+                    // no layer's policy, and either would show a phantom
+                    // one in the metrics; the attempt is counted as every
+                    // failed one is, by its retry or its drop.
                     tracing::error!(
                         queue = shared.name.as_str(),
                         worker,
                         panic.message = panicked.message(),
                         panic.location = panicked.location().map(tracing::field::display),
+                        panic.backtrace = panicked.backtrace().map(tracing::field::display),
                         "offload service panicked"
                     );
                     Box::new(panicked)
