@@ -94,9 +94,10 @@ impl CircuitBreakerHandle {
     /// No background task is needed: calls do the same when they arrive, and
     /// a metrics scrape can call this to keep a gauge current while no
     /// traffic flows; it never makes the next call's admission stricter.
-    /// With a time window, it also reports the window's rates as they are
-    /// now ([`Event::BreakerRates`](palisade_core::Event::BreakerRates)), so
-    /// rates of calls that have slid out of the window do not linger.
+    /// With a time window, while the breaker is closed (or, in
+    /// metrics-only mode, would be), it also reports the window's rates as
+    /// they are now ([`Event::BreakerRates`](palisade_core::Event::BreakerRates)),
+    /// so rates of calls that have slid out of the window do not linger.
     pub fn refresh(&self) -> CircuitState {
         self.breaker.refresh().reported()
     }

@@ -355,7 +355,8 @@ pub enum Event<'a> {
 
     /// A circuit breaker's failure and slow-call rates, in `0.0..=1.0`,
     /// reported after its window changes. A time window also empties as
-    /// time passes: it is reported again on each refresh of the breaker's
+    /// time passes: while the breaker is closed (or, in metrics-only mode,
+    /// would be), it is reported again on each refresh of the breaker's
     /// handle, which a metrics scrape can call.
     ///
     /// Backend: set `palisade_breaker_failure_rate{policy}` and

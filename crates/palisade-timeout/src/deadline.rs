@@ -271,8 +271,8 @@ impl Deadline {
 /// `grpc-timeout`: its timer starts before the layers it serves and, when
 /// it passes first, the client gets `CANCELLED` rather than the
 /// `DEADLINE_EXCEEDED` this layer's timeout maps to. Both say that the
-/// client's deadline passed, and a client past its deadline reports its
-/// own `DEADLINE_EXCEEDED` either way.
+/// client's deadline passed (a tonic client past its own deadline reports
+/// `CANCELLED` too).
 #[derive(Clone, Copy, Debug)]
 pub struct HttpDeadline {
     extension: bool,
