@@ -903,8 +903,15 @@ impl Breaker {
         if word.machine == Machine::Closed && self.window.is_time() && self.cfg.metrics.is_enabled()
         {
             // A time window empties as time passes, and no call reports it
-            // while none arrives: report its rates as they are now.
-            self.emit_rates(self.window_counts());
+            // while none arrives: report its rates as they are now. Under
+            // the transition lock, and only if the window is still the
+            // closed one read above, so that a trip that resets it cannot
+            // be followed by these older counts.
+            let _transitions = lock(&self.transitions);
+            let now = self.word();
+            if now.machine == Machine::Closed && now.epoch() == word.epoch() {
+                self.emit_rates(self.window_counts());
+            }
         }
         let now = self.cfg.clock.now();
         let now_nanos = self.since_origin(now);
