@@ -469,7 +469,8 @@ impl<Req> Offload<Req> {
     /// The shutdown runs in a task of its own: dropping the returned future
     /// (a deadline of the caller's own around it) stops the wait, not the
     /// shutdown, which still drains, stops the workers and counts every
-    /// item left.
+    /// item left. Only a runtime that shuts down first stops it; the counts
+    /// returned then are those of that moment.
     pub async fn shutdown(&self) -> OffloadStats
     where
         Req: Send + 'static,
