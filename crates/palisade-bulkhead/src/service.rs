@@ -124,9 +124,14 @@ impl<S, C> Bulkhead<S, C> {
     {
         let permit = Permit::new(self.core.clone(), in_flight);
         let core = &self.core;
-        core.events()
-            .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
-        core.admitted();
+        // Checked here, not only inside `emit`: the limit the event carries
+        // is an atomic load, which would otherwise wait behind the permit's
+        // reference count for events nobody receives.
+        if core.metrics.is_enabled() {
+            core.events()
+                .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
+            core.admitted();
+        }
         ResponseFuture::running(self.inner.call(request), permit, self.classify.clone())
     }
 }
