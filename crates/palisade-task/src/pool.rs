@@ -426,7 +426,9 @@ impl WorkerPool {
 
     async fn shut_down(&self, deadline: Duration) -> ShutdownReport {
         self.inner.shared.closed.store(true, Ordering::Release);
-        let report = self.inner.group.shutdown(deadline).await;
+        // Already in a task of its own: the group's shutdown need not spawn
+        // another.
+        let report = self.inner.group.shut_down(deadline).await;
         let mut receiver = self.inner.shared.receiver.lock().await;
         receiver.close();
         // `recv` ends only once the queue is empty and no submit holds a

@@ -497,7 +497,9 @@ impl TaskGroup {
         .await
     }
 
-    async fn shut_down(&self, deadline: Duration) -> ShutdownReport {
+    /// The shutdown itself, run where it is called: for callers already in
+    /// a task of their own (the worker pool's shutdown).
+    pub(crate) async fn shut_down(&self, deadline: Duration) -> ShutdownReport {
         let inner = &self.inner;
         let started = Instant::now();
         let mut snapshot: Vec<(u64, Arc<str>, Arc<AtomicU8>)> = {
