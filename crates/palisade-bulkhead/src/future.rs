@@ -236,8 +236,8 @@ impl Drop for Ticket {
 /// clock when the outcome is recorded and adds the latency and the outcome
 /// to the current window. Dropped without recording, it counts the call as
 /// cancelled (not sampled), or as a failure if the thread is panicking or
-/// a timeout above cut the call off at its own deadline (see
-/// [`adaptive`](crate::adaptive)).
+/// a timeout above cut the call off at its own deadline after it had run
+/// at least half of that deadline (see [`adaptive`](crate::adaptive)).
 pub struct OutcomeRecorder {
     sample: Option<SampleStart>,
 }
@@ -291,10 +291,23 @@ impl OutcomeRecorder {
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
-        let outcome = if std::thread::panicking() || palisade_core::classify::being_cut_off() {
-            Outcome::Failure
-        } else {
-            Outcome::Cancelled
+        let cut_by_timeout = |sample: &SampleStart| {
+            // Only a call that ran at least half the cutting deadline is
+            // what the timeout gave up on; one started late inside the cut
+            // call (another step's bulkhead) was not.
+            palisade_core::classify::being_cut_off().is_some_and(|deadline| {
+                sample
+                    .core
+                    .clock
+                    .now()
+                    .saturating_duration_since(sample.start)
+                    >= deadline / 2
+            })
+        };
+        let outcome = match &self.sample {
+            _ if std::thread::panicking() => Outcome::Failure,
+            Some(sample) if cut_by_timeout(sample) => Outcome::Failure,
+            _ => Outcome::Cancelled,
         };
         self.finish(outcome);
     }

@@ -253,3 +253,42 @@ async fn calls_their_callers_give_up_on_say_nothing() {
     rounds(&service, 10, 8, Duration::from_millis(200), Cut::ByCaller).await;
     assert_eq!(layer.limit(), before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_short_step_dropped_with_a_slow_call_says_nothing() {
+    let (layer, step) = sleeping_bulkhead(Aimd::new());
+    let healthy = step.clone().map_request(|_: Duration| BASE);
+    rounds(&healthy, 25, 8, Duration::from_secs(1), Cut::ByTimeout).await;
+    let before = layer.limit();
+    // A handler under a 100 ms timeout spends 95 ms elsewhere, then calls
+    // the healthy step (10 ms) behind this bulkhead: the timeout cuts the
+    // handler off 5 ms into the step. The step did not make it late.
+    let timeout = palisade_timeout::TimeoutLayer::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let step = step.clone();
+                let handler = timeout.layer(service_fn(move |()| {
+                    let step = step.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(95)).await;
+                        let _ = step.oneshot(BASE).await;
+                        Ok::<_, Infallible>(())
+                    }
+                }));
+                tokio::spawn(async move { drop(handler.oneshot(()).await) })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+    }
+    assert_eq!(
+        layer.limit(),
+        before,
+        "the short step was sampled as a failure"
+    );
+}

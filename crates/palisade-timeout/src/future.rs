@@ -103,7 +103,7 @@ where
         if *this.caller {
             this.inner.set(None);
         } else {
-            palisade_core::classify::cut_off(|| this.inner.set(None));
+            palisade_core::classify::cut_off(*this.timeout, || this.inner.set(None));
         }
         this.shared.metrics.emit(&Event::TimedOut {
             policy: this.shared.policy.as_str(),

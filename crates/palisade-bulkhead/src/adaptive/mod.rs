@@ -27,7 +27,11 @@
 //! `palisade::Stack` puts it) cuts off at its own deadline counts as a
 //! failure, with the time it ran as its latency: the service was too slow
 //! for it, the clearest sign of congestion there is (the timeout marks the
-//! cut; see [`cut_off`](palisade_core::classify::cut_off)). A call its
+//! cut; see [`cut_off`](palisade_core::classify::cut_off)). That holds for
+//! a call that had run at least half the timeout's deadline: a call made
+//! late inside the one cut off (a handler's second step, behind its own
+//! bulkhead) was dropped with it but did not make it late, and is not
+//! sampled. A call its
 //! caller drops ([`Outcome::Cancelled`]), or that a caller's own shorter
 //! deadline cuts off, says nothing about the service and is not sampled.
 //!

@@ -55,6 +55,7 @@ mod body;
 mod response;
 
 use std::fmt;
+use std::time::Duration;
 
 pub use self::body::ClassifiedBody;
 pub use self::response::{GrpcErrorsAsFailures, ServerErrorsAsFailures};
@@ -64,11 +65,11 @@ pub use tower_http::classify::GrpcCode;
 use crate::error::{BoxError, find_rejection};
 
 std::thread_local! {
-    static CUT_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static CUT_OFF: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `drop_call`, which drops a call that a timeout cut off at its own
-/// deadline, with the cut marked for [`being_cut_off`].
+/// deadline of `deadline`, with the cut marked for [`being_cut_off`].
 ///
 /// A layer below the timeout sees only that its call was dropped; a
 /// recorder dropped inside `drop_call` can tell that the call ran out of
@@ -77,27 +78,36 @@ std::thread_local! {
 /// caller's shorter deadline (a `grpc-timeout`) and a caller that goes away
 /// are not marked.
 ///
+/// The mark holds for everything dropped during `drop_call` on this
+/// thread, including calls the cut one made further down (another
+/// service's bulkhead inside the handler). The deadline lets a recorder
+/// tell those apart: a call that ran for a small part of the deadline was
+/// not what made the caller wait.
+///
 /// ```
+/// use std::time::Duration;
 /// use palisade_core::classify::{being_cut_off, cut_off};
 ///
-/// assert!(!being_cut_off());
-/// assert!(cut_off(being_cut_off));
-/// assert!(!being_cut_off());
+/// let deadline = Duration::from_secs(2);
+/// assert_eq!(being_cut_off(), None);
+/// assert_eq!(cut_off(deadline, being_cut_off), Some(deadline));
+/// assert_eq!(being_cut_off(), None);
 /// ```
-pub fn cut_off<R>(drop_call: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+pub fn cut_off<R>(deadline: Duration, drop_call: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Duration>);
     impl Drop for Restore {
         fn drop(&mut self) {
             CUT_OFF.set(self.0);
         }
     }
-    let _restore = Restore(CUT_OFF.replace(true));
+    let _restore = Restore(CUT_OFF.replace(Some(deadline)));
     drop_call()
 }
 
-/// True while a timeout drops a call it cut off at its own deadline
-/// (inside [`cut_off`], on this thread).
-pub fn being_cut_off() -> bool {
+/// The deadline of the cut in progress while a timeout drops a call it cut
+/// off at its own deadline (inside [`cut_off`], on this thread); `None`
+/// otherwise.
+pub fn being_cut_off() -> Option<Duration> {
     CUT_OFF.get()
 }
 

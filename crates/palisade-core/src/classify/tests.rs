@@ -311,14 +311,15 @@ fn unit_recorder_ignores() {
 
 #[test]
 fn cut_off_marks_only_its_own_scope_even_when_it_unwinds() {
-    assert!(!being_cut_off());
-    cut_off(|| {
-        assert!(being_cut_off());
-        cut_off(|| assert!(being_cut_off()));
-        assert!(being_cut_off(), "restored to the outer mark");
+    let (outer, inner) = (Duration::from_secs(2), Duration::from_millis(5));
+    assert_eq!(being_cut_off(), None);
+    cut_off(outer, || {
+        assert_eq!(being_cut_off(), Some(outer));
+        cut_off(inner, || assert_eq!(being_cut_off(), Some(inner)));
+        assert_eq!(being_cut_off(), Some(outer), "restored to the outer mark");
     });
-    assert!(!being_cut_off());
-    let unwound = std::panic::catch_unwind(|| cut_off(|| panic!("a destructor panicked")));
+    assert_eq!(being_cut_off(), None);
+    let unwound = std::panic::catch_unwind(|| cut_off(outer, || panic!("a destructor panicked")));
     assert!(unwound.is_err());
-    assert!(!being_cut_off(), "cleared on unwind");
+    assert_eq!(being_cut_off(), None, "cleared on unwind");
 }
