@@ -32,7 +32,7 @@ use palisade_core::{
     TransitionReason,
 };
 
-use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, lock};
+use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, fence, lock};
 use crate::window::{CountWindow, Counts, Recorded, TimeWindow, Window, code};
 
 /// The breaker's operating mode, set by an operator through the handle.
@@ -668,6 +668,16 @@ impl Breaker {
         };
         if changed && self.cfg.metrics.is_enabled() {
             self.emit_rates(counts);
+            // A transition that emptied the window since this call was
+            // counted may have reported its zeros before these counts
+            // landed. The fence pairs with the one before those zeros:
+            // either they land after these counts, or the new state is seen
+            // here and the window's rates are sent again under the lock, so
+            // the last rates a backend holds are the current window's.
+            fence(Ordering::SeqCst);
+            if self.word().generation != word.generation {
+                self.emit_rates_again();
+            }
         }
         if word.automatic()
             && counts.calls >= self.cfg.minimum_calls
@@ -675,6 +685,13 @@ impl Breaker {
         {
             self.transition(word, word.mode, Machine::Open, reason, end);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn emit_rates_again(&self) {
+        let _transitions = lock(&self.transitions);
+        self.emit_rates(self.window_counts());
     }
 
     fn emit_rates(&self, counts: Counts) {
@@ -849,7 +866,9 @@ impl Breaker {
             });
         }
         if fresh_window && self.cfg.metrics.is_enabled() {
-            // The gauge must not keep the rates of a window that is gone.
+            // The gauge must not keep the rates of a window that is gone
+            // (see `record_window` for the fence).
+            fence(Ordering::SeqCst);
             self.emit_rates(Counts::default());
         }
     }
@@ -897,10 +916,14 @@ impl Breaker {
     /// [`end_half_open`](Self::end_half_open)).
     pub(crate) fn refresh(&self) -> Word {
         let word = self.word();
-        if !word.automatic() {
-            return word;
-        }
-        if word.machine == Machine::Closed && self.window.is_time() && self.cfg.metrics.is_enabled()
+        let counting = matches!(
+            word.mode,
+            Mode::Normal | Mode::MetricsOnly | Mode::ForcedClosed
+        );
+        if counting
+            && word.machine == Machine::Closed
+            && self.window.is_time()
+            && self.cfg.metrics.is_enabled()
         {
             // A time window empties as time passes, and no call reports it
             // while none arrives: report its rates as they are now. Under
@@ -912,6 +935,9 @@ impl Breaker {
             if now.machine == Machine::Closed && now.epoch() == word.epoch() {
                 self.emit_rates(self.window_counts());
             }
+        }
+        if !word.automatic() {
+            return word;
         }
         let now = self.cfg.clock.now();
         let now_nanos = self.since_origin(now);

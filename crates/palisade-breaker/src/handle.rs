@@ -20,8 +20,10 @@ use crate::window::Counts;
 ///
 /// # Calling it from a metrics sink
 ///
-/// The breaker sends `StateChanged` and `BreakerRates` while it holds its
-/// transition lock (so that they arrive in order), and
+/// The breaker sends `StateChanged`, and the `BreakerRates` of a
+/// transition or a refresh, while it holds its transition lock (so that
+/// transitions arrive in order; a call's own rate update is sent without
+/// it, and sent again under it if a transition may have overtaken it), and
 /// [`refresh`](Self::refresh), [`consecutive_openings`](Self::consecutive_openings),
 /// [`force_open`](Self::force_open), [`force_closed`](Self::force_closed),
 /// [`disable`](Self::disable), [`metrics_only`](Self::metrics_only) and
@@ -94,8 +96,8 @@ impl CircuitBreakerHandle {
     /// No background task is needed: calls do the same when they arrive, and
     /// a metrics scrape can call this to keep a gauge current while no
     /// traffic flows; it never makes the next call's admission stricter.
-    /// With a time window, while the breaker is closed (or, in
-    /// metrics-only mode, would be), it also reports the window's rates as
+    /// With a time window, while the breaker is closed, forced closed or
+    /// (in metrics-only mode) would be closed, it also reports the window's rates as
     /// they are now ([`Event::BreakerRates`](palisade_core::Event::BreakerRates)),
     /// so rates of calls that have slid out of the window do not linger.
     pub fn refresh(&self) -> CircuitState {

@@ -145,7 +145,9 @@
 //! [`Event::StateChanged`](palisade_core::Event::StateChanged), in order;
 //! every refusal as `Rejected`; every admission and completion; and the
 //! window's rates as `BreakerRates` when they change (and as zeros when a
-//! transition empties the window, so no gauge keeps a stale rate). One
+//! transition empties the window, so no gauge keeps a stale rate: a call
+//! whose rates could have crossed such a transition on their way to the
+//! sink sends the current window's rates again after it). One
 //! exception: a [disabled](CircuitBreakerHandle::disable) breaker is a
 //! plain pass-through and reports neither admissions nor completions (only
 //! the `StateChanged` into and out of `Disabled`).

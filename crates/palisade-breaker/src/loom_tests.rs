@@ -1,5 +1,6 @@
 //! Loom models of the lock-free paths: half-open admission, probe
-//! give-back, the deciding probe and concurrent window writers.
+//! give-back, the deciding probe, concurrent window writers, and a call's
+//! rates racing a reset.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-breaker --release --lib loom`.
@@ -459,5 +460,39 @@ fn loom_a_writer_a_whole_tag_lap_late_never_lands_in_the_new_window() {
         // now, while the other clears the bucket for tick 65,536.
         let (theirs, counts) = race_a_tag_lap_later(1, 0, code(true, false));
         assert_eq!((counts.calls, counts.failures), (1, 0), "{theirs:?}");
+    });
+}
+
+/// A rates gauge: the calls of the last `BreakerRates` it was sent, kept
+/// with a plain store, as a backend's gauge is.
+struct CallsGauge(crate::sync::AtomicU64);
+
+impl palisade_core::MetricsSink for CallsGauge {
+    fn record(&self, event: &palisade_core::Event<'_>) {
+        if let palisade_core::Event::BreakerRates { calls, .. } = *event {
+            self.0.store(calls, crate::sync::Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn loom_a_calls_rates_never_outlive_the_reset_they_race() {
+    model(|| {
+        let clock = ManualClock::new();
+        let gauge = std::sync::Arc::new(CallsGauge(crate::sync::AtomicU64::new(u64::MAX)));
+        let mut cfg = config(&clock, 1);
+        cfg.minimum_calls = 100;
+        cfg.metrics = Metrics::from_arc(gauge.clone());
+        let breaker = Arc::new(Breaker::new(cfg));
+        let permit = breaker.admit().unwrap();
+        let call = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&permit, Outcome::Failure))
+        };
+        breaker.set_mode(crate::breaker::Mode::ForcedOpen, TransitionReason::Forced);
+        call.join().unwrap();
+        // The forced-open window is empty: whatever the interleaving, the
+        // gauge's last value says so.
+        assert_eq!(gauge.0.load(crate::sync::Ordering::Relaxed), 0);
     });
 }

@@ -173,3 +173,72 @@ fn concurrent_recording_loses_no_outcome() {
         }
     }
 }
+
+/// Holds the first non-zero `BreakerRates` a call sends until the test has
+/// acted, then keeps the last rates seen, as a gauge does.
+struct HeldGauge {
+    hold: std::sync::atomic::AtomicBool,
+    reached: Barrier,
+    go: Barrier,
+    last: std::sync::Mutex<Option<(f64, u64)>>,
+}
+
+impl palisade_core::MetricsSink for HeldGauge {
+    fn record(&self, event: &palisade_core::Event<'_>) {
+        if let palisade_core::Event::BreakerRates {
+            failure_rate,
+            calls,
+            ..
+        } = *event
+        {
+            if calls > 0 && self.hold.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.reached.wait();
+                self.go.wait();
+            }
+            *self.last.lock().unwrap() = Some((failure_rate, calls));
+        }
+    }
+}
+
+#[test]
+fn a_calls_rates_sent_across_a_reset_do_not_outlive_it() {
+    let gauge = Arc::new(HeldGauge {
+        hold: true.into(),
+        reached: Barrier::new(2),
+        go: Barrier::new(2),
+        last: std::sync::Mutex::new(None),
+    });
+    let layer = CircuitBreakerLayer::builder()
+        .time_window(Duration::from_secs(10), 10)
+        .minimum_calls(100)
+        .metrics(palisade_core::Metrics::from_arc(gauge.clone()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner());
+    let caller = thread::spawn(move || {
+        let call = svc.call(Req::Fail);
+        let _ = block_on(call);
+    });
+    // The call is counted and its rates are on their way to the gauge:
+    // an operator forces the breaker open (a fresh, empty window) now.
+    gauge.reached.wait();
+    let handle = layer.handle();
+    handle.force_open();
+    gauge.go.wait();
+    caller.join().unwrap();
+    assert_eq!(handle.counts().calls, 0);
+    assert_eq!(
+        *gauge.last.lock().unwrap(),
+        Some((0.0, 0)),
+        "the gauge kept the rates of the window the reset emptied"
+    );
+}
+
+/// Polls `future` on this thread until it is ready.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}

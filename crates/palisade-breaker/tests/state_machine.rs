@@ -1280,3 +1280,23 @@ async fn metrics_only_measures_the_calls_it_would_have_refused() {
     let s = |secs| Some(Duration::from_secs(secs));
     assert_eq!(latencies, [s(2), s(1), s(5)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_reports_the_sliding_rates_of_a_forced_closed_breaker_too() {
+    let rig = Rig::new(|b| {
+        b.time_window(Duration::from_secs(10), 10)
+            .minimum_calls(100)
+    });
+    let handle = rig.layer.handle();
+    handle.force_closed();
+    // Forced closed, calls still fill the window that the gauges show.
+    rig.hit_all(&[OK, FAIL]).await;
+    assert_eq!(
+        rig.events.last_rates(),
+        Some((0.5, 0.0, 2)),
+        "calls counted while forced closed"
+    );
+    advance(600).await;
+    assert_eq!(handle.refresh(), CircuitState::ForcedClosed);
+    assert_eq!(rig.events.last_rates(), Some((0.0, 0.0, 0)));
+}
