@@ -70,7 +70,7 @@ pub use self::error::{
     RateLimited, Rejection, find_rejection,
 };
 pub use self::metrics::{
-    CircuitState, DropReason, Event, FallbackTrigger, Fanout, InFlightChange, KeyKind, LayerKind,
-    Metrics, MetricsSink, NoopSink, RejectReason, TaskEnd, TransitionReason,
+    AttemptFailure, CircuitState, DropReason, Event, FallbackTrigger, Fanout, InFlightChange,
+    KeyKind, LayerKind, Metrics, MetricsSink, NoopSink, RejectReason, TaskEnd, TransitionReason,
 };
 pub use self::policy::PolicyName;

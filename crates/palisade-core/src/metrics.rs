@@ -548,6 +548,24 @@ pub enum Event<'a> {
         reason: DropReason,
     },
 
+    /// One attempt to deliver a piece of offloaded work failed: its service
+    /// returned an error or panicked. Fires for every failed attempt, the
+    /// last one included: before the backoff of the retry that follows, or
+    /// before the [`Event::OffloadDropped`] of work whose attempts ran out.
+    ///
+    /// Backend: increment
+    /// `palisade_offload_attempt_failures_total{queue,cause}`. The queue
+    /// logs a panic itself at error level, with the backtrace, so a log
+    /// backend writes it at a lower level, or not at all.
+    OffloadAttemptFailed {
+        /// The offload queue's name.
+        queue: &'a str,
+        /// Which attempt failed (1 for the first).
+        attempt: u32,
+        /// Whether the service returned an error or panicked.
+        cause: AttemptFailure,
+    },
+
     /// A piece of offloaded work was delivered to its service.
     ///
     /// Backend: increment `palisade_offload_delivered_total{queue}`.
@@ -586,6 +604,7 @@ impl Event<'_> {
             Event::TaskGaveUp { .. } => "palisade.task.gave_up",
             Event::OffloadDropped { .. } => "palisade.offload.dropped",
             Event::OffloadDelivered { .. } => "palisade.offload.delivered",
+            Event::OffloadAttemptFailed { .. } => "palisade.offload.attempt_failed",
         }
     }
 }
@@ -816,6 +835,17 @@ label_enum! {
 }
 
 label_enum! {
+    /// How an attempt to deliver offloaded work failed.
+    pub enum AttemptFailure {
+        /// The service returned an error (or was not ready).
+        Error => ("error", "returned an error"),
+        /// The service panicked; the panic was caught and the attempt
+        /// counted as failed.
+        Panic => ("panic", "panicked"),
+    }
+}
+
+label_enum! {
     /// The direction of an in-flight change.
     pub enum InFlightChange {
         /// A slot was taken.
@@ -844,7 +874,7 @@ mod tests {
 
     /// One event of every kind. The exhaustive match in `index` fails to
     /// compile when a kind is added without being listed here.
-    fn every_event(location: &PanicLocation) -> [Event<'_>; 22] {
+    fn every_event(location: &PanicLocation) -> [Event<'_>; 23] {
         let policy = "p";
         [
             Event::Admitted {
@@ -951,6 +981,11 @@ mod tests {
                 queue: "audit",
                 attempts: 2,
             },
+            Event::OffloadAttemptFailed {
+                queue: "audit",
+                attempt: 1,
+                cause: AttemptFailure::Panic,
+            },
         ]
     }
 
@@ -978,6 +1013,7 @@ mod tests {
             Event::OffloadDelivered { .. } => 19,
             Event::TaskGaveUp { .. } => 20,
             Event::ShadowStateChanged { .. } => 21,
+            Event::OffloadAttemptFailed { .. } => 22,
         }
     }
 
@@ -996,7 +1032,7 @@ mod tests {
     fn the_list_covers_every_kind_once_with_distinct_names() {
         let location = PanicLocation::new("src/lib.rs", 1, 1);
         let events = every_event(&location);
-        let mut seen = [false; 22];
+        let mut seen = [false; 23];
         for e in &events {
             assert!(!seen[index(e)], "{} listed twice", e.name());
             seen[index(e)] = true;
@@ -1081,6 +1117,12 @@ mod tests {
         check(&TaskEnd::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>());
         check(
             &DropReason::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
+        );
+        check(
+            &AttemptFailure::ALL
                 .iter()
                 .map(|k| k.as_str())
                 .collect::<Vec<_>>(),

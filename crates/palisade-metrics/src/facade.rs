@@ -60,7 +60,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ::metrics::{Key, KeyName, Label, Level, Metadata, SharedString, Unit};
 use palisade_core::{CircuitState, Event, LayerKind, MetricsSink};
 
-use crate::index::{self, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS};
+use crate::index::{
+    self, ATTEMPT_FAILURES, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS,
+};
 use crate::name_map::NameMap;
 use crate::names::{self, Kind};
 
@@ -162,6 +164,7 @@ struct QueueKeys {
     name: SharedString,
     dropped: [Slot; DROP_REASONS],
     delivered: Slot,
+    attempt_failures: [Slot; ATTEMPT_FAILURES],
 }
 
 fn shared(name: &str) -> SharedString {
@@ -337,6 +340,7 @@ impl QueueKeys {
             name: shared(name),
             dropped: [const { OnceLock::new() }; DROP_REASONS],
             delivered: OnceLock::new(),
+            attempt_failures: [const { OnceLock::new() }; ATTEMPT_FAILURES],
         }
     }
 }
@@ -609,6 +613,18 @@ impl MetricsSink for FacadeSink {
                     vec![owned_label("queue", &q.name)]
                 });
                 increment(k, 1);
+            }
+            Event::OffloadAttemptFailed { queue, cause, .. } => {
+                let Some(q) = self.queue(queue) else { return };
+                if let Some(slot) = q.attempt_failures.get(index::attempt_failure(cause)) {
+                    let k = key(slot, names::OFFLOAD_ATTEMPT_FAILURES_TOTAL, || {
+                        vec![
+                            owned_label("queue", &q.name),
+                            label("cause", cause.as_str()),
+                        ]
+                    });
+                    increment(k, 1);
+                }
             }
             _ => {}
         }

@@ -12,8 +12,8 @@
 )]
 
 use palisade_core::{
-    CircuitState, DropReason, FallbackTrigger, LayerKind, Outcome, RejectReason, TaskEnd,
-    TransitionReason,
+    AttemptFailure, CircuitState, DropReason, FallbackTrigger, LayerKind, Outcome, RejectReason,
+    TaskEnd, TransitionReason,
 };
 
 /// Number of [`LayerKind`] values.
@@ -30,6 +30,8 @@ pub(crate) const TRIGGERS: usize = FallbackTrigger::ALL.len();
 pub(crate) const TASK_ENDS: usize = TaskEnd::ALL.len();
 /// Number of [`DropReason`] values.
 pub(crate) const DROP_REASONS: usize = DropReason::ALL.len();
+/// Number of [`AttemptFailure`] values.
+pub(crate) const ATTEMPT_FAILURES: usize = AttemptFailure::ALL.len();
 
 macro_rules! index_fn {
     ($(#[$meta:meta])* $name:ident, $ty:ty) => {
@@ -108,3 +110,7 @@ mod tests {
         }
     }
 }
+index_fn!(
+    /// Index of an [`AttemptFailure`] in [`AttemptFailure::ALL`].
+    attempt_failure, AttemptFailure
+);

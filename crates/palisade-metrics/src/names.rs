@@ -149,6 +149,9 @@ families! {
     /// Offloaded work delivered.
     OFFLOAD_DELIVERED_TOTAL = "palisade_offload_delivered_total", Counter, ["queue"],
         "Offloaded work delivered to its service.";
+    /// Failed attempts to deliver offloaded work, by cause.
+    OFFLOAD_ATTEMPT_FAILURES_TOTAL = "palisade_offload_attempt_failures_total", Counter, ["queue", "cause"],
+        "Attempts to deliver offloaded work that failed, by cause (an error or a panic of the service).";
     /// Events a sink dropped because their policy, group or queue name was
     /// new while the sink already tracked as many names as it may.
     UNTRACKED_EVENTS_TOTAL = "palisade_untracked_events_total", Counter, [],

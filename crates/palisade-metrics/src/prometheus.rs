@@ -52,8 +52,8 @@ use std::sync::atomic::Ordering;
 
 use palisade_core::config::Validate;
 use palisade_core::{
-    CircuitState, ConfigError, DropReason, Event, FallbackTrigger, LayerKind, MetricsSink, Outcome,
-    RejectReason, TaskEnd,
+    AttemptFailure, CircuitState, ConfigError, DropReason, Event, FallbackTrigger, LayerKind,
+    MetricsSink, Outcome, RejectReason, TaskEnd,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -514,6 +514,20 @@ impl Collector for PrometheusCollector {
                 names::OFFLOAD_DELIVERED_TOTAL => {
                     for (queue, q) in &queues {
                         counter(&mut m, &[("queue", *queue)], load(&q.delivered))?;
+                    }
+                }
+                names::OFFLOAD_ATTEMPT_FAILURES_TOTAL => {
+                    for (queue, q) in &queues {
+                        for (c, cause) in AttemptFailure::ALL.iter().enumerate() {
+                            let v = q.attempt_failures.get(c).map_or(0, load);
+                            if v > 0 {
+                                counter(
+                                    &mut m,
+                                    &[("queue", *queue), ("cause", cause.as_str())],
+                                    v,
+                                )?;
+                            }
+                        }
                     }
                 }
                 names::UNTRACKED_EVENTS_TOTAL => {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use palisade_core::{CircuitState, Clock, Event, LayerKind};
 
-use crate::index::{self, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS};
+use crate::index::{
+    self, ATTEMPT_FAILURES, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS,
+};
 use crate::name_map::NameMap;
 use crate::window::RateWindow;
 
@@ -310,6 +312,7 @@ impl GroupCells {
 pub(crate) struct QueueCells {
     pub(crate) dropped: [AtomicU64; DROP_REASONS],
     pub(crate) delivered: AtomicU64,
+    pub(crate) attempt_failures: [AtomicU64; ATTEMPT_FAILURES],
 }
 
 impl QueueCells {
@@ -317,6 +320,7 @@ impl QueueCells {
         Self {
             dropped: [const { AtomicU64::new(0) }; DROP_REASONS],
             delivered: AtomicU64::new(0),
+            attempt_failures: [const { AtomicU64::new(0) }; ATTEMPT_FAILURES],
         }
     }
 }
@@ -556,6 +560,12 @@ impl Store {
                     return;
                 };
                 q.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::OffloadAttemptFailed { queue, cause, .. } => {
+                let Some(q) = self.queues.get_or_insert_with(queue, QueueCells::new) else {
+                    return;
+                };
+                bump(q.attempt_failures.get(index::attempt_failure(cause)));
             }
             // A kind of event added to palisade-core later: ignored until
             // this store learns it.

@@ -13,7 +13,7 @@
 //! | [`OffloadDropped`](Event::OffloadDropped), [`TaskRestarted`](Event::TaskRestarted) | warn | work lost, a loop restarted |
 //! | [`TaskGaveUp`](Event::TaskGaveUp) | error | a loop stopped restarting |
 //! | [`TaskEnded`](Event::TaskEnded) failed or aborted | warn | |
-//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`MalformedHeader`](Event::MalformedHeader), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
+//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`MalformedHeader`](Event::MalformedHeader), [`OffloadAttemptFailed`](Event::OffloadAttemptFailed), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
 //! | [`PanicCaught`](Event::PanicCaught), [`TaskPanicked`](Event::TaskPanicked) | debug | `panic caught`, `task panicked`, with `panic.message` and `panic.location` |
 //! | [`FallbackUsed`](Event::FallbackUsed) | trace | `fallback answered`, with `trigger` |
 //! | admissions, completions, in-flight changes, breaker rates, tracked keys, task starts, deliveries | trace | one per request: leave them off in production |
@@ -285,6 +285,17 @@ impl MetricsSink for TracingSink {
                 queue,
                 reason = reason.as_str(),
                 "offloaded work dropped"
+            ),
+            Event::OffloadAttemptFailed {
+                queue,
+                attempt,
+                cause,
+            } => debug!(
+                target: "palisade",
+                queue,
+                attempt,
+                cause = cause.as_str(),
+                "offload attempt failed"
             ),
             Event::OffloadDelivered { queue, attempts } => trace!(
                 target: "palisade",

@@ -34,6 +34,7 @@
 //! | [`TaskGaveUp`](palisade_core::Event::TaskGaveUp) | a supervised task reached its restart limit and is not restarted |
 //! | [`OffloadDelivered`](palisade_core::Event::OffloadDelivered) | offloaded work reached its service |
 //! | [`OffloadDropped`](palisade_core::Event::OffloadDropped) | offloaded work was dropped, with its [`DropReason`](palisade_core::DropReason) |
+//! | [`OffloadAttemptFailed`](palisade_core::Event::OffloadAttemptFailed) | an attempt to deliver offloaded work failed: an error or a panic of its service ([`AttemptFailure`](palisade_core::AttemptFailure)) |
 //!
 //! # Example
 //!

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::{DropReason, Metrics};
+use palisade_core::{AttemptFailure, DropReason, Metrics};
 use palisade_task::offload::{Offload, OffloadStats, Pushed};
 use palisade_task::{Backoff, TaskGroup};
 use proptest::prelude::*;
@@ -175,9 +175,16 @@ async fn retries_follow_the_backoff() {
     assert_eq!(*calls.lock().unwrap(), [ms(0), ms(100), ms(300), ms(700)]);
     let stats = offload.stats();
     assert_eq!(stats.dropped_retries_exhausted, 1);
+    let failed = |attempt| Seen::AttemptFailed(attempt, AttemptFailure::Error);
     assert_eq!(
         recorder.events(),
-        [Seen::Dropped(DropReason::RetriesExhausted)]
+        [
+            failed(1),
+            failed(2),
+            failed(3),
+            failed(4),
+            Seen::Dropped(DropReason::RetriesExhausted)
+        ]
     );
 }
 
@@ -234,15 +241,56 @@ async fn a_panicking_dependency_is_a_failed_attempt() {
     let stats = offload.shutdown().await;
     assert_eq!(stats.delivered, 2);
     assert_eq!(stats.dropped_retries_exhausted, 2);
-    // Two failed attempts for each bad item, then a drop; no panic event:
-    // the queue's workers are no group's tasks, the queue no policy.
+    // Two failed attempts for each bad item, each counted as a panic, then
+    // a drop; no task or panic-catch event: the queue's workers are no
+    // group's tasks, the queue no policy.
     assert_eq!(
         recorder.count(|e| matches!(e, Seen::Dropped(DropReason::RetriesExhausted))),
         2
     );
     assert_eq!(
+        recorder.count(|e| matches!(e, Seen::AttemptFailed(_, AttemptFailure::Panic))),
+        4
+    );
+    assert_eq!(
         recorder.count(|e| matches!(e, Seen::Panicked(..) | Seen::Caught(..))),
         0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_a_retry_recovers_from_is_still_counted() {
+    let recorder = Arc::new(Recorder::default());
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let service = tower::service_fn({
+        let calls = calls.clone();
+        move |_: u32| {
+            let first = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+            async move {
+                assert!(!first, "first attempt panics");
+                Ok::<_, String>(())
+            }
+        }
+    });
+    let offload = Offload::builder(service)
+        .name("reports")
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .max_attempts(3)
+        .backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ))
+        .build()
+        .unwrap();
+    offload.push(7);
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.delivered, 1);
+    assert_eq!(
+        recorder.events(),
+        [
+            Seen::AttemptFailed(1, AttemptFailure::Panic),
+            Seen::Delivered(2)
+        ]
     );
 }
 

@@ -239,7 +239,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             .join(", ");
         let _ = write!(
             queues,
-            r#"<tr class="offload-queue" data-queue="{name}"><td class="queue-name">{name}</td><td class="num delivered">{}</td><td class="num dropped{}">{}</td><td class="dropped-by-reason">{}</td></tr>"#,
+            r#"<tr class="offload-queue" data-queue="{name}"><td class="queue-name">{name}</td><td class="num delivered">{}</td><td class="num dropped{}">{}</td><td class="dropped-by-reason">{}</td><td class="num failed-attempts">{}</td><td class="num panicked-attempts{}">{}</td></tr>"#,
             q.delivered,
             hot(q.dropped_total > 0),
             q.dropped_total,
@@ -248,10 +248,13 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             } else {
                 dropped
             },
+            q.failed_attempts,
+            hot(q.panicked_attempts > 0),
+            q.panicked_attempts,
         );
     }
     if snapshot.offload_queues.is_empty() {
-        empty_row(&mut queues, 4, "No offload queue has reported yet.");
+        empty_row(&mut queues, 6, "No offload queue has reported yet.");
     }
 
     let untracked = if snapshot.untracked_events > 0 {

@@ -73,8 +73,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_core::config::Validate;
 use palisade_core::{
-    CircuitState, Clock, ConfigError, DropReason, Event, FallbackTrigger, LayerKind, MetricsSink,
-    Outcome, RejectReason, TaskEnd,
+    AttemptFailure, CircuitState, Clock, ConfigError, DropReason, Event, FallbackTrigger,
+    LayerKind, MetricsSink, Outcome, RejectReason, TaskEnd,
 };
 
 pub use self::model::{
@@ -84,7 +84,7 @@ pub use self::model::{
     TriggerCount,
 };
 use crate::config;
-use crate::index::{OUTCOMES, REASONS};
+use crate::index::{self, OUTCOMES, REASONS};
 use crate::store::{self, PolicyCells, Store, StoreConfig};
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -202,6 +202,11 @@ impl SnapshotSink {
                     delivered: load(&q.delivered),
                     dropped_total: dropped.iter().map(|d| d.total).sum(),
                     dropped,
+                    failed_attempts: q.attempt_failures.iter().map(load).sum(),
+                    panicked_attempts: q
+                        .attempt_failures
+                        .get(index::attempt_failure(AttemptFailure::Panic))
+                        .map_or(0, load),
                 }
             })
             .collect();

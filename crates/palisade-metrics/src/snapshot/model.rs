@@ -308,6 +308,11 @@ pub struct OffloadQueueSnapshot {
     pub dropped_total: u64,
     /// Work dropped, by reason (only the reasons seen).
     pub dropped: Vec<DropCount>,
+    /// Attempts to deliver work that failed, whatever the cause (work is
+    /// retried after a failed attempt until its attempts run out).
+    pub failed_attempts: u64,
+    /// The failed attempts in which the service panicked.
+    pub panicked_attempts: u64,
 }
 
 /// Work dropped for one reason.

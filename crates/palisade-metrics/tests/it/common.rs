@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use palisade_core::{
-    CircuitState, DropReason, Event, FallbackTrigger, InFlightChange, LayerKind, Outcome,
-    PanicLocation, RejectReason, TaskEnd, TransitionReason,
+    AttemptFailure, CircuitState, DropReason, Event, FallbackTrigger, InFlightChange, LayerKind,
+    Outcome, PanicLocation, RejectReason, TaskEnd, TransitionReason,
 };
 
 /// One event of every kind, for policy `p`, group `g` and queue `q`.
@@ -114,6 +114,11 @@ pub fn every_event(location: &PanicLocation) -> Vec<Event<'_>> {
         Event::OffloadDelivered {
             queue: "q",
             attempts: 2,
+        },
+        Event::OffloadAttemptFailed {
+            queue: "q",
+            attempt: 1,
+            cause: AttemptFailure::Panic,
         },
     ]
 }
@@ -285,6 +290,11 @@ pub fn expected_samples() -> Vec<(&'static str, &'static str, f64)> {
         (
             "palisade.offload.delivered",
             r#"palisade_offload_delivered_total{queue="q"}"#,
+            1.0,
+        ),
+        (
+            "palisade.offload.attempt_failed",
+            r#"palisade_offload_attempt_failures_total{queue="q",cause="panic"}"#,
             1.0,
         ),
     ]

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use palisade_core::{
-    CircuitState, Event, InFlightChange, LayerKind, Metrics, RejectReason, TransitionReason,
+    AttemptFailure, CircuitState, Event, InFlightChange, LayerKind, Metrics, RejectReason,
+    TransitionReason,
 };
 use palisade_metrics::{SnapshotSink, dashboard};
 use serde_json::Value;
@@ -91,9 +92,14 @@ fn populated() -> SnapshotSink {
         group: "workers",
         task: "mailer",
     });
+    metrics.emit(&Event::OffloadAttemptFailed {
+        queue: "audit",
+        attempt: 1,
+        cause: AttemptFailure::Panic,
+    });
     metrics.emit(&Event::OffloadDelivered {
         queue: "audit",
-        attempts: 1,
+        attempts: 2,
     });
     sink
 }
@@ -128,6 +134,7 @@ async fn page_and_json_are_served_when_nested() {
         assert!(html.contains("1 / 8"));
         assert!(html.contains(r#"<td class="group-name">workers</td>"#));
         assert!(html.contains(r#"<td class="queue-name">audit</td>"#));
+        assert!(html.contains(r#"<td class="num failed-attempts">1</td><td class="num panicked-attempts hot">1</td>"#), "{html}");
         assert!(html.contains(r#"id="stale-banner" role="alert" hidden"#));
 
         // The user-chosen name is escaped, in text and in attributes.

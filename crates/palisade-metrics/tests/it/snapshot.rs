@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use palisade_core::{
-    CircuitState, DropReason, Event, FallbackTrigger, InFlightChange, LayerKind, ManualClock,
-    MetricsSink, Outcome, PanicLocation, RejectReason, TaskEnd, TransitionReason,
+    AttemptFailure, CircuitState, DropReason, Event, FallbackTrigger, InFlightChange, LayerKind,
+    ManualClock, MetricsSink, Outcome, PanicLocation, RejectReason, TaskEnd, TransitionReason,
 };
 use palisade_metrics::SnapshotSink;
 use palisade_metrics::snapshot::Health;
@@ -185,9 +185,19 @@ fn sequence_of_events_reads_back_as_json() {
         queue: "audit",
         reason: DropReason::QueueFull,
     });
+    sink.record(&Event::OffloadAttemptFailed {
+        queue: "audit",
+        attempt: 1,
+        cause: AttemptFailure::Panic,
+    });
+    sink.record(&Event::OffloadAttemptFailed {
+        queue: "audit",
+        attempt: 2,
+        cause: AttemptFailure::Error,
+    });
     sink.record(&Event::OffloadDelivered {
         queue: "audit",
-        attempts: 1,
+        attempts: 3,
     });
 
     clock.advance(Duration::from_secs(2));
@@ -294,7 +304,8 @@ fn sequence_of_events_reads_back_as_json() {
     assert_eq!(
         json["offload_queues"],
         json!([{"name": "audit", "delivered": 1, "dropped_total": 1,
-                "dropped": [{"reason": "queue_full", "total": 1}]}])
+                "dropped": [{"reason": "queue_full", "total": 1}],
+                "failed_attempts": 2, "panicked_attempts": 1}])
     );
     assert_eq!(json["untracked_events"], 0);
 }

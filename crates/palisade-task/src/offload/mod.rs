@@ -18,7 +18,10 @@
 //!
 //! A service that panics fails that attempt: the panic is caught, logged
 //! at error level with its stack and the queue's name, and the item is
-//! retried like any failed one.
+//! retried like any failed one. Every failed attempt, a panic or an error,
+//! is an [`Event::OffloadAttemptFailed`] with its
+//! [`cause`](palisade_core::AttemptFailure), so a panic that a retry
+//! recovers from is still counted.
 //!
 //! Every drop is an [`Event::OffloadDropped`]
 //! with its reason and is counted in [`OffloadStats`]; every delivery is an

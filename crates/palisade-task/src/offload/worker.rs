@@ -4,7 +4,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use palisade_core::{BoxError, DropReason, Event};
+use palisade_core::{AttemptFailure, BoxError, DropReason, Event};
 use tower_service::Service;
 
 use super::Shared;
@@ -116,16 +116,15 @@ where
                 .map_err(Into::into)?;
             service.call(request).await.map(drop).map_err(Into::into)
         };
-        let error: BoxError =
+        let (error, cause): (BoxError, _) =
             match CatchUnwind::new(call, shared.name.clone(), shared.capture).await {
                 Ok(Ok(())) => return Ok(attempt),
-                Ok(Err(error)) => error,
+                Ok(Err(error)) => (error, AttemptFailure::Error),
                 Err(panicked) => {
-                    // A failed attempt, logged with its stack. No panic
-                    // event: the worker is no group's task and the queue
-                    // no layer's policy, and either would show a phantom
-                    // one in the metrics; the attempt is counted as every
-                    // failed one is, by its retry or its drop.
+                    // A failed attempt, logged with its stack and counted
+                    // by cause below: the worker is no group's task and the
+                    // queue no layer's policy, so a task or panic-catch
+                    // event would show a phantom one in the metrics.
                     tracing::error!(
                         queue = shared.name.as_str(),
                         worker,
@@ -134,9 +133,14 @@ where
                         panic.backtrace = panicked.backtrace().map(tracing::field::display),
                         "offload service panicked"
                     );
-                    Box::new(panicked)
+                    (Box::new(panicked), AttemptFailure::Panic)
                 }
             };
+        shared.metrics.emit(&Event::OffloadAttemptFailed {
+            queue: shared.name.as_str(),
+            attempt,
+            cause,
+        });
         if attempt >= shared.max_attempts {
             return Err((attempt, error));
         }

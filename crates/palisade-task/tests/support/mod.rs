@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::{DropReason, Event, MetricsSink, TaskEnd};
+use palisade_core::{AttemptFailure, DropReason, Event, MetricsSink, TaskEnd};
 
 /// One recorded event, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,7 @@ pub enum Seen {
     GaveUp(String, u32),
     Dropped(DropReason),
     Delivered(u32),
+    AttemptFailed(u32, AttemptFailure),
 }
 
 /// A sink that keeps the task and offload events.
@@ -56,6 +57,9 @@ impl MetricsSink for Recorder {
             Event::TaskGaveUp { task, restarts, .. } => Seen::GaveUp(task.to_owned(), restarts),
             Event::OffloadDropped { reason, .. } => Seen::Dropped(reason),
             Event::OffloadDelivered { attempts, .. } => Seen::Delivered(attempts),
+            Event::OffloadAttemptFailed { attempt, cause, .. } => {
+                Seen::AttemptFailed(attempt, cause)
+            }
             _ => return,
         };
         self.0.lock().unwrap().push(seen);
