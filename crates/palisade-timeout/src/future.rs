@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, Elapsed, Event};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 
 use crate::layer::Shared;
+use crate::timer::Timer;
 
 pin_project! {
     /// The response future of [`Timeout`](crate::Timeout).
@@ -19,12 +19,15 @@ pin_project! {
     /// Polls the inner future first. Only when it returns `Pending` for the
     /// first time is the timer created, so a call that completes on its
     /// first poll costs no clock read and no timer registration, and its
-    /// deadline counts from that first poll.
+    /// deadline counts from that first poll. The timer lives out of line,
+    /// in a slot that each thread reuses, so the future stays small (a
+    /// pointer instead of tokio's whole `Sleep`) for every layer that wraps
+    /// it, and a call that waits still allocates nothing once its thread
+    /// has freed a few timers.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
-        #[pin]
-        sleep: Option<Sleep>,
+        timer: Option<Timer>,
         timeout: Duration,
         // Whether `timeout` is the remote caller's deadline.
         caller: bool,
@@ -36,7 +39,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, timeout: Duration, caller: bool, shared: Arc<Shared>) -> Self {
         Self {
             inner: Some(inner),
-            sleep: None,
+            timer: None,
             timeout,
             caller,
             shared,
@@ -57,7 +60,7 @@ impl<F> ResponseFuture<F> {
     /// Whether the timer has been started (the inner future returned
     /// `Pending` at least once).
     pub fn is_timer_started(&self) -> bool {
-        self.sleep.is_some()
+        self.timer.is_some()
     }
 }
 
@@ -66,7 +69,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         f.debug_struct("ResponseFuture")
             .field("timeout", &self.timeout)
             .field("caller_deadline", &self.caller)
-            .field("timer_started", &self.sleep.is_some())
+            .field("timer_started", &self.timer.is_some())
             .field("expired", &self.inner.is_none())
             .finish()
     }
@@ -89,12 +92,11 @@ where
         if let Poll::Ready(result) = inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
-        }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            ready!(sleep.poll(cx));
-        }
+        ready!(
+            this.timer
+                .get_or_insert_with(|| Timer::start(*this.timeout))
+                .poll_elapsed(cx)
+        );
         // Drop the inner future now: the call is cancelled and whatever it
         // holds (connections, permits) is released before the caller sees
         // the error. On the layer's own deadline the drop is marked, so

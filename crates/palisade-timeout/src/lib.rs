@@ -61,6 +61,7 @@ pub mod future;
 pub mod grpc_timeout;
 mod layer;
 mod service;
+mod timer;
 
 pub use self::deadline::{Deadline, DeadlineSource, HttpDeadline, NoOverride, RequestTimeout};
 pub use self::layer::{TimeoutLayer, TimeoutLayerBuilder};

@@ -496,6 +496,7 @@ fn a_call_that_waits_allocates_no_more_than_the_bare_service() {
             counts.push((bare_count.count_total, timed_count.count_total));
         }
     }
+    // The first round's timer slot is reused by the second.
     let (bare, timed) = counts[0];
     assert_eq!(timed, bare, "the timer allocates nothing");
 }
