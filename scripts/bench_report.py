@@ -386,7 +386,7 @@ def verdict(met: bool | None) -> str:
 MISSED_BECAUSE = {
     "stack": (
         "The stack pays one clock read (the rate limiter's), about fourteen atomic read-modify-writes "
-        "and the moves of its 160-byte (`u64`) or 424-byte (HTTP) response future through every "
+        "and the moves of its 152-byte (`u64`) or 416-byte (HTTP) response future through every "
         "layer's `call`; see *The full stack* in the notes below."
     ),
     "layer:ratelimit": (

@@ -671,11 +671,13 @@ impl Breaker {
             // A transition that emptied the window since this call was
             // counted may have reported its zeros before these counts
             // landed. The fence pairs with the one before those zeros:
-            // either they land after these counts, or the new state is seen
+            // either they land after these counts, or the reset is seen
             // here and the window's rates are sent again under the lock, so
-            // the last rates a backend holds are the current window's.
+            // the last rates a backend holds are the current window's. A
+            // trip keeps its window, so the calls still finishing after it
+            // take no lock.
             fence(Ordering::SeqCst);
-            if self.word().generation != word.generation {
+            if self.window.epoch() != word.epoch() {
                 self.emit_rates_again();
             }
         }

@@ -158,6 +158,11 @@ impl CountWindow {
         counts_of(self.aggregate.load(Ordering::Acquire))
     }
 
+    /// The epoch of the last reset.
+    fn epoch(&self) -> u16 {
+        tag_of(self.aggregate.load(Ordering::Acquire))
+    }
+
     pub(crate) fn record(&self, epoch: u16, code: u32) -> Recorded {
         // Cheap early out for a call admitted before the last transition.
         if tag_of(self.aggregate.load(Ordering::Acquire)) != epoch {
@@ -301,6 +306,11 @@ impl TimeWindow {
             u64::from(epoch) << 48 | (offset & OFFSET_MASK),
             Ordering::Release,
         );
+    }
+
+    /// The epoch of the last reset.
+    fn epoch(&self) -> u16 {
+        (self.base.load(Ordering::Acquire) >> 48) as u16
     }
 
     fn elapsed_ticks(&self, now: Instant) -> u64 {
@@ -455,6 +465,15 @@ impl Window {
 
     pub(crate) fn is_time(&self) -> bool {
         matches!(self, Window::Time(_))
+    }
+
+    /// The epoch the window was last reset for: a call counted in epoch
+    /// `e` sees another value once a transition has emptied the window.
+    pub(crate) fn epoch(&self) -> u16 {
+        match self {
+            Window::Count(w) => w.epoch(),
+            Window::Time(w) => w.epoch(),
+        }
     }
 }
 

@@ -355,9 +355,9 @@ pub enum Event<'a> {
 
     /// A circuit breaker's failure and slow-call rates, in `0.0..=1.0`,
     /// reported after its window changes. A time window also empties as
-    /// time passes: while the breaker is closed (or, in metrics-only mode,
-    /// would be), it is reported again on each refresh of the breaker's
-    /// handle, which a metrics scrape can call.
+    /// time passes: while the breaker is closed, forced closed or (in
+    /// metrics-only mode) would be closed, it is reported again on each
+    /// refresh of the breaker's handle, which a metrics scrape can call.
     ///
     /// Backend: set `palisade_breaker_failure_rate{policy}` and
     /// `palisade_breaker_slow_rate{policy}`.
@@ -837,7 +837,8 @@ label_enum! {
 label_enum! {
     /// How an attempt to deliver offloaded work failed.
     pub enum AttemptFailure {
-        /// The service returned an error (or was not ready).
+        /// The service returned an error (from `poll_ready` or from its
+        /// call).
         Error => ("error", "returned an error"),
         /// The service panicked; the panic was caught and the attempt
         /// counted as failed.

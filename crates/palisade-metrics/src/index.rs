@@ -78,6 +78,11 @@ index_fn!(
     drop_reason, DropReason
 );
 
+index_fn!(
+    /// Index of an [`AttemptFailure`] in [`AttemptFailure::ALL`].
+    attempt_failure, AttemptFailure
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,9 +113,8 @@ mod tests {
         for (i, v) in TransitionReason::ALL.iter().enumerate() {
             assert_eq!(transition_reason(*v), i);
         }
+        for (i, v) in AttemptFailure::ALL.iter().enumerate() {
+            assert_eq!(attempt_failure(*v), i);
+        }
     }
 }
-index_fn!(
-    /// Index of an [`AttemptFailure`] in [`AttemptFailure::ALL`].
-    attempt_failure, AttemptFailure
-);

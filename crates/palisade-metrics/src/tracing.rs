@@ -13,9 +13,10 @@
 //! | [`OffloadDropped`](Event::OffloadDropped), [`TaskRestarted`](Event::TaskRestarted) | warn | work lost, a loop restarted |
 //! | [`TaskGaveUp`](Event::TaskGaveUp) | error | a loop stopped restarting |
 //! | [`TaskEnded`](Event::TaskEnded) failed or aborted | warn | |
-//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`MalformedHeader`](Event::MalformedHeader), [`OffloadAttemptFailed`](Event::OffloadAttemptFailed), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
+//! | [`Rejected`](Event::Rejected), [`TimedOut`](Event::TimedOut), [`MalformedHeader`](Event::MalformedHeader), [`LimitChanged`](Event::LimitChanged), [`OverflowUsed`](Event::OverflowUsed), [`KeysEvicted`](Event::KeysEvicted), other task ends | debug | |
 //! | [`PanicCaught`](Event::PanicCaught), [`TaskPanicked`](Event::TaskPanicked) | debug | `panic caught`, `task panicked`, with `panic.message` and `panic.location` |
 //! | [`FallbackUsed`](Event::FallbackUsed) | trace | `fallback answered`, with `trigger` |
+//! | [`OffloadAttemptFailed`](Event::OffloadAttemptFailed) | trace | `offload attempt failed`, with `attempt` and `cause` (the queue logs the failures itself) |
 //! | admissions, completions, in-flight changes, breaker rates, tracked keys, task starts, deliveries | trace | one per request: leave them off in production |
 //!
 //! The code that catches a panic (the panic-catch layer, a task group)
@@ -290,7 +291,7 @@ impl MetricsSink for TracingSink {
                 queue,
                 attempt,
                 cause,
-            } => debug!(
+            } => trace!(
                 target: "palisade",
                 queue,
                 attempt,

@@ -27,7 +27,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
-        timer: Option<Timer>,
+        timer: Timer,
         timeout: Duration,
         // Whether `timeout` is the remote caller's deadline.
         caller: bool,
@@ -39,7 +39,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, timeout: Duration, caller: bool, shared: Arc<Shared>) -> Self {
         Self {
             inner: Some(inner),
-            timer: None,
+            timer: Timer::idle(),
             timeout,
             caller,
             shared,
@@ -60,7 +60,7 @@ impl<F> ResponseFuture<F> {
     /// Whether the timer has been started (the inner future returned
     /// `Pending` at least once).
     pub fn is_timer_started(&self) -> bool {
-        self.timer.is_some()
+        self.timer.is_started()
     }
 }
 
@@ -69,7 +69,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         f.debug_struct("ResponseFuture")
             .field("timeout", &self.timeout)
             .field("caller_deadline", &self.caller)
-            .field("timer_started", &self.timer.is_some())
+            .field("timer_started", &self.timer.is_started())
             .field("expired", &self.inner.is_none())
             .finish()
     }
@@ -92,11 +92,7 @@ where
         if let Poll::Ready(result) = inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        ready!(
-            this.timer
-                .get_or_insert_with(|| Timer::start(*this.timeout))
-                .poll_elapsed(cx)
-        );
+        ready!(this.timer.poll_elapsed(*this.timeout, cx));
         // Drop the inner future now: the call is cancelled and whatever it
         // holds (connections, permits) is released before the caller sees
         // the error. On the layer's own deadline the drop is marked, so

@@ -2,7 +2,7 @@
 //! reuses.
 //!
 //! A response future holds only a pointer to its timer: tokio's `Sleep` is
-//! about 112 bytes, and a future that carried it inline would make every
+//! 96 bytes, and a future that carried it inline would make every
 //! future wrapping it (each layer above the timeout, then the caller's own)
 //! that much larger to build and move, on every call, whether or not the
 //! call ever waits. The slot that holds the `Sleep` is allocated once and
@@ -10,7 +10,10 @@
 //! deregisters it from its runtime) and the empty slot goes back to a small
 //! per-thread free list, so a call that waits takes a slot without
 //! allocating once each thread has a few. Only empty slots are kept, so a
-//! slot never carries anything from one runtime to another.
+//! slot never carries anything from one runtime to another. On a
+//! work-stealing runtime a slot goes back to the list of the thread that
+//! drops its future, which need not be the one that took it: a thread
+//! whose list runs empty allocates until it has freed slots of its own.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -32,33 +35,40 @@ std::thread_local! {
     static FREE: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A started timer in a reused slot. Dropping it stops the timer and
-/// returns the slot.
+/// A timer started on its first poll, in a reused slot. Dropping it stops
+/// the timer and returns the slot. One pointer wide.
 pub(crate) struct Timer {
+    /// `None` until started.
     slot: Option<Slot>,
 }
 
 impl Timer {
-    /// Starts a timer that elapses `after` from now on tokio's clock.
-    pub(crate) fn start(after: Duration) -> Self {
-        let reused = FREE
-            .try_with(|free| free.try_borrow_mut().ok().and_then(|mut free| free.pop()))
-            .ok()
-            .flatten();
-        let mut slot = reused.unwrap_or_else(|| Box::pin(None));
-        slot.set(Some(tokio::time::sleep(after)));
-        Self { slot: Some(slot) }
+    /// A timer not started yet.
+    pub(crate) const fn idle() -> Self {
+        Self { slot: None }
     }
 
-    /// Polls the timer: ready once it has elapsed.
-    pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self
-            .slot
-            .as_mut()
-            .and_then(|slot| slot.as_mut().as_pin_mut())
-        {
+    /// Whether the timer was started.
+    pub(crate) fn is_started(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    /// Polls the timer, starting it on the first poll to elapse `after`
+    /// from now on tokio's clock: ready once it has elapsed.
+    pub(crate) fn poll_elapsed(&mut self, after: Duration, cx: &mut Context<'_>) -> Poll<()> {
+        let slot = self.slot.get_or_insert_with(|| {
+            let reused = FREE
+                .try_with(|free| free.try_borrow_mut().ok().and_then(|mut free| free.pop()))
+                .ok()
+                .flatten();
+            let mut slot = reused.unwrap_or_else(|| Box::pin(None));
+            slot.set(Some(tokio::time::sleep(after)));
+            slot
+        });
+        match slot.as_mut().as_pin_mut() {
             Some(sleep) => sleep.poll(cx),
-            // Not reachable: a timer holds its `Sleep` until it is dropped.
+            // Not reachable: a started slot holds its `Sleep` until the
+            // timer is dropped.
             None => Poll::Ready(()),
         }
     }
@@ -98,25 +108,42 @@ mod tests {
         FREE.with(|free| free.borrow().len())
     }
 
+    /// A timer started by one poll.
+    fn started(after: Duration) -> Timer {
+        let mut timer = Timer::idle();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(timer.poll_elapsed(after, &mut cx).is_pending());
+        timer
+    }
+
+    fn slot_of(timer: &Timer) -> *const Option<Sleep> {
+        &**timer.slot.as_ref().expect("started")
+    }
+
+    #[test]
+    fn a_timer_is_one_pointer_wide() {
+        assert_eq!(std::mem::size_of::<Timer>(), std::mem::size_of::<usize>());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_elapses_and_its_slot_is_reused() {
         let before = kept();
-        let mut timer = Timer::start(Duration::from_millis(10));
-        let slot: *const Option<Sleep> = &**timer.slot.as_ref().unwrap();
-        assert!(std::future::poll_fn(|cx| Poll::Ready(timer.poll_elapsed(cx).is_pending())).await);
-        std::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
+        let after = Duration::from_millis(10);
+        assert!(!Timer::idle().is_started());
+        let mut timer = started(after);
+        let slot = slot_of(&timer);
+        std::future::poll_fn(|cx| timer.poll_elapsed(after, cx)).await;
         drop(timer);
         assert_eq!(kept(), before + 1);
-        let again = Timer::start(Duration::from_millis(10));
-        let reused: *const Option<Sleep> = &**again.slot.as_ref().unwrap();
-        assert_eq!(slot, reused, "the freed slot was taken again");
+        let again = started(after);
+        assert_eq!(slot, slot_of(&again), "the freed slot was taken again");
         assert_eq!(kept(), before);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_thread_keeps_a_bounded_number_of_slots() {
         let timers: Vec<_> = (0..KEPT_PER_THREAD * 2)
-            .map(|_| Timer::start(Duration::from_secs(1)))
+            .map(|_| started(Duration::from_secs(1)))
             .collect();
         drop(timers);
         assert_eq!(kept(), KEPT_PER_THREAD);
@@ -131,8 +158,8 @@ mod tests {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let mut timer = Timer::start(Duration::from_millis(5));
-                std::future::poll_fn(|cx| timer.poll_elapsed(cx)).await;
+                let mut timer = Timer::idle();
+                std::future::poll_fn(|cx| timer.poll_elapsed(Duration::from_millis(5), cx)).await;
             });
             assert!(kept() > 0);
         }
