@@ -75,23 +75,31 @@ impl Timer {
 }
 
 impl Drop for Timer {
+    #[inline]
     fn drop(&mut self) {
-        let Some(mut slot) = self.slot.take() else {
-            return;
-        };
-        // Drop the `Sleep` in place: the slot is pinned, and an empty slot
-        // is tied to no runtime.
-        slot.set(None);
-        // During thread teardown, or if the list is busy, the slot is
-        // freed instead.
-        let _ = FREE.try_with(move |free| {
-            if let Ok(mut free) = free.try_borrow_mut()
-                && free.len() < KEPT_PER_THREAD
-            {
-                free.push(slot);
-            }
-        });
+        // Most calls never wait: keep their drop to this one test.
+        if let Some(slot) = self.slot.take() {
+            give_back(slot);
+        }
     }
+}
+
+/// Stops the slot's timer and keeps the slot for reuse.
+#[cold]
+#[inline(never)]
+fn give_back(mut slot: Slot) {
+    // Drop the `Sleep` in place: the slot is pinned, and an empty slot is
+    // tied to no runtime.
+    slot.set(None);
+    // During thread teardown, or if the list is busy, the slot is freed
+    // instead.
+    let _ = FREE.try_with(move |free| {
+        if let Ok(mut free) = free.try_borrow_mut()
+            && free.len() < KEPT_PER_THREAD
+        {
+            free.push(slot);
+        }
+    });
 }
 
 impl fmt::Debug for Timer {
