@@ -83,18 +83,28 @@ impl RecordOutcome for OutcomeRecorder {
 }
 
 impl Drop for OutcomeRecorder {
+    #[inline]
     fn drop(&mut self) {
+        // Recorded calls (nearly all) only release the breaker's `Arc`.
         if self.permit.kind != PermitKind::Recorded {
-            // Dropped by an unwinding panic: the call failed, it was not
-            // cancelled.
-            let outcome = if std::thread::panicking() {
-                Outcome::Failure
-            } else {
-                Outcome::Cancelled
-            };
-            let permit = self.take_permit();
-            self.breaker.complete(&permit, outcome);
+            self.unrecorded();
         }
+    }
+}
+
+impl OutcomeRecorder {
+    /// Dropped without an outcome: cancelled, or failed if an unwinding
+    /// panic drops it.
+    #[cold]
+    #[inline(never)]
+    fn unrecorded(&mut self) {
+        let outcome = if std::thread::panicking() {
+            Outcome::Failure
+        } else {
+            Outcome::Cancelled
+        };
+        let permit = self.take_permit();
+        self.breaker.complete(&permit, outcome);
     }
 }
 
