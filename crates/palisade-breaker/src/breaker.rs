@@ -929,9 +929,9 @@ impl Breaker {
         {
             // A time window empties as time passes, and no call reports it
             // while none arrives: report its rates as they are now. Under
-            // the transition lock, and only if the window is still the
-            // closed one read above, so that a trip that resets it cannot
-            // be followed by these older counts.
+            // the transition lock, and only if the state is still the
+            // closed one read above, so that a transition (and the zeros of
+            // a reset) cannot be followed by these older counts.
             let _transitions = lock(&self.transitions);
             let now = self.word();
             if now.machine == Machine::Closed && now.epoch() == word.epoch() {

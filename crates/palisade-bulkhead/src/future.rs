@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use palisade_core::classify::{Classify, RecordOutcome};
 use palisade_core::{BoxError, Outcome, OverloadKind, Overloaded};
@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::layer::{Core, Permit, SampleAt};
+use crate::layer::{Core, Permit};
 use crate::limiter::WaitNode;
 use crate::sync::Arc as NodeArc;
 
@@ -59,8 +59,6 @@ pin_project! {
         service: Option<S>,
         request: Option<Req>,
         ticket: Ticket,
-        // When the call was queued, on the limit's clock (adaptive only).
-        arrival: Option<Instant>,
         #[pin]
         sleep: Sleep,
     }
@@ -90,7 +88,6 @@ impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
         classify: C,
     ) -> Self {
         let sleep = tokio::time::sleep(core.max_wait);
-        let arrival = core.sample_start();
         Self {
             state: State::Waiting {
                 wait: Box::pin(Wait {
@@ -100,7 +97,6 @@ impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
                         node,
                         core: Some(core),
                     },
-                    arrival,
                     sleep,
                 }),
             },
@@ -177,7 +173,7 @@ where
                     // The slot is owned by the permit before anything else
                     // runs, so a panic in a metrics sink or in `call`
                     // still frees it.
-                    let permit = Permit::after_queue(Arc::clone(&core), in_flight, *wait.arrival);
+                    let permit = Permit::new(Arc::clone(&core), in_flight);
                     core.admitted();
                     let future = service.call(request);
                     this.state.set(State::Running { future, permit });
@@ -240,23 +236,27 @@ impl Drop for Ticket {
 /// clock when the outcome is recorded and adds the latency and the outcome
 /// to the current window. Dropped without recording, it counts the call as
 /// cancelled (not sampled), or as a failure if the thread is panicking or
-/// a timeout above cut the call off at its own deadline after it had spent
-/// at least half of that deadline here, queued or running (see
-/// [`adaptive`](crate::adaptive)).
+/// a timeout above cut the call off at its own deadline after it had run
+/// at least half of that deadline (see [`adaptive`](crate::adaptive)).
 pub struct OutcomeRecorder {
     sample: Option<SampleStart>,
 }
 
 struct SampleStart {
     core: Arc<Core>,
-    at: SampleAt,
+    start: Instant,
+    in_flight: usize,
 }
 
 impl OutcomeRecorder {
     #[inline]
-    pub(crate) fn sampled(core: Arc<Core>, at: SampleAt) -> Self {
+    pub(crate) fn sampled(core: Arc<Core>, start: Instant, in_flight: usize) -> Self {
         Self {
-            sample: Some(SampleStart { core, at }),
+            sample: Some(SampleStart {
+                core,
+                start,
+                in_flight,
+            }),
         }
     }
 
@@ -281,8 +281,7 @@ impl OutcomeRecorder {
     #[inline(never)]
     fn finish(&mut self, outcome: Outcome) {
         if let Some(sample) = self.sample.take() {
-            let in_flight = usize::try_from(sample.at.in_flight).unwrap_or(usize::MAX);
-            sample.core.sample(outcome, sample.at.start, in_flight);
+            sample.core.sample(outcome, sample.start, sample.in_flight);
         }
     }
 
@@ -293,16 +292,17 @@ impl OutcomeRecorder {
     #[inline(never)]
     fn unrecorded(&mut self) {
         let cut_by_timeout = |sample: &SampleStart| {
+            // Only a call that ran at least half the cutting deadline is
+            // what the timeout gave up on; one started late inside the cut
+            // call (another step's bulkhead) was not. Time queued for the
+            // slot is left out on purpose (see `adaptive`).
             palisade_core::classify::being_cut_off().is_some_and(|deadline| {
-                let clock = &sample.core.clock;
-                // Only a call that spent at least half the cutting deadline
-                // here (queued or running) is what the timeout gave up on;
-                // one made late inside the cut call (another step's
-                // bulkhead) was not. Another clock than tokio's does not
-                // measure the timeout's deadline: every cut call counts.
-                let here = clock.now().saturating_duration_since(sample.at.start)
-                    + Duration::from_micros(u64::from(sample.at.queued_micros));
-                !clock.is_tokio() || here >= deadline / 2
+                sample
+                    .core
+                    .clock
+                    .now()
+                    .saturating_duration_since(sample.start)
+                    >= deadline / 2
             })
         };
         let outcome = match &self.sample {

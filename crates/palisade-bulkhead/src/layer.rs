@@ -123,21 +123,8 @@ impl Report for Events<'_> {
 #[derive(Debug)]
 pub(crate) struct Permit {
     core: Arc<Core>,
-    /// When the call started, the count then, and how long it waited in
-    /// the queue before (adaptive limits only).
-    sample: Option<SampleAt>,
-}
-
-/// Where an adaptive limit's sample starts. Counts are kept in 32 bits so
-/// that it stays as small as the `Instant` alone needs (24 bytes): it is
-/// part of every bulkhead response future, fixed limits' included.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SampleAt {
-    pub(crate) start: Instant,
-    /// The in-flight count right after the slot was taken (saturating).
-    pub(crate) in_flight: u32,
-    /// Microseconds spent queued before the slot (saturating).
-    pub(crate) queued_micros: u32,
+    /// When the call started and the count then (adaptive limits only).
+    sample: Option<(Instant, usize)>,
 }
 
 impl Permit {
@@ -145,23 +132,8 @@ impl Permit {
     /// count right after taking it.
     #[inline]
     pub(crate) fn new(core: Arc<Core>, in_flight: usize) -> Self {
-        let sample = core.sample_start().map(|start| SampleAt {
-            start,
-            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
-            queued_micros: 0,
-        });
+        let sample = core.sample_start().map(|start| (start, in_flight));
         Self { core, sample }
-    }
-
-    /// [`new`](Self::new) for a call that waited in the queue since
-    /// `arrival` (read from the same clock when it was queued).
-    pub(crate) fn after_queue(core: Arc<Core>, in_flight: usize, arrival: Option<Instant>) -> Self {
-        let mut permit = Self::new(core, in_flight);
-        if let (Some(sample), Some(arrival)) = (&mut permit.sample, arrival) {
-            let queued = sample.start.saturating_duration_since(arrival).as_micros();
-            sample.queued_micros = u32::try_from(queued).unwrap_or(u32::MAX);
-        }
-        permit
     }
 
     /// The recorder of this call's outcome. The permit keeps the slot.
@@ -169,11 +141,11 @@ impl Permit {
     pub(crate) fn recorder(&mut self) -> OutcomeRecorder {
         // Read before it is cleared: a fixed limit's permit is then left
         // untouched.
-        let Some(sample) = self.sample else {
+        let Some((start, in_flight)) = self.sample else {
             return OutcomeRecorder::none();
         };
         self.sample = None;
-        OutcomeRecorder::sampled(self.core.clone(), sample)
+        OutcomeRecorder::sampled(self.core.clone(), start, in_flight)
     }
 }
 

@@ -64,19 +64,6 @@ impl Clock {
         }
     }
 
-    /// Whether this is tokio's clock, the one tokio's timers (and so
-    /// palisade's timeout) measure time with.
-    ///
-    /// ```
-    /// use palisade_core::{Clock, ManualClock};
-    ///
-    /// assert!(Clock::tokio().is_tokio());
-    /// assert!(!ManualClock::new().clock().is_tokio());
-    /// ```
-    pub fn is_tokio(&self) -> bool {
-        matches!(self.source, Source::Tokio)
-    }
-
     /// The current instant.
     #[inline]
     pub fn now(&self) -> Instant {

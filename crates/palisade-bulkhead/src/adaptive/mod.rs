@@ -28,14 +28,16 @@
 //! failure, with the time it ran as its latency: the service was too slow
 //! for it, the clearest sign of congestion there is (the timeout marks the
 //! cut; see [`cut_off`](palisade_core::classify::cut_off)). That holds for
-//! a call that had spent at least half the timeout's deadline at the
-//! bulkhead, queued or running: a call made late inside the one cut off (a
-//! handler's second step, behind its own bulkhead) was dropped with it but
-//! did not make it late, and is not sampled. The half is a rule of thumb,
-//! not a proof: a step that starts late and then hangs is not sampled
-//! either. With a clock other than tokio's (which the timeout's deadline
-//! is measured on), the bulkhead cannot compare, and samples every call
-//! cut under the mark as a failure. A call its
+//! a call that had run, holding its slot, at least half the timeout's
+//! deadline: a call made late inside the one cut off (a handler's second
+//! step, behind its own bulkhead) was dropped with it but did not make it
+//! late, and is not sampled. Time spent queued for a slot does not count:
+//! the queue is the limit's own doing, and a call that queued most of its
+//! deadline, then ran briefly, says nothing about the service; counting it
+//! would lower the limit, lengthen the queue and cut more calls, down to
+//! the minimum while the service is healthy. The running time is read on
+//! the bulkhead's clock, so with a clock that does not move with tokio's
+//! (a manual clock) cut calls are not sampled. A call its
 //! caller drops ([`Outcome::Cancelled`]), or that a caller's own shorter
 //! deadline cuts off, says nothing about the service and is not sampled.
 //!

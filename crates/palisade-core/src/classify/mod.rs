@@ -81,8 +81,8 @@ std::thread_local! {
 /// The mark holds for everything dropped during `drop_call` on this
 /// thread, including calls the cut one made further down (another
 /// service's bulkhead inside the handler). The deadline lets a recorder
-/// tell those apart: a call that ran for a small part of the deadline was
-/// not what made the caller wait.
+/// weigh what it sees against it: the adaptive bulkhead samples only calls
+/// that ran at least half of it.
 ///
 /// ```
 /// use std::time::Duration;
