@@ -475,24 +475,58 @@ impl palisade_core::MetricsSink for CallsGauge {
     }
 }
 
+/// A call's rates racing a transition of the breaker, on `window`: `act`
+/// makes the transition; returns the gauge's last value.
+fn rates_racing(window: WindowConfig, act: fn(&Breaker)) -> u64 {
+    let clock = ManualClock::new();
+    let gauge = std::sync::Arc::new(CallsGauge(crate::sync::AtomicU64::new(u64::MAX)));
+    let mut cfg = config(&clock, 1);
+    cfg.window = window;
+    cfg.minimum_calls = 100;
+    cfg.metrics = Metrics::from_arc(gauge.clone());
+    let breaker = Arc::new(Breaker::new(cfg));
+    let permit = breaker.admit().unwrap();
+    let call = {
+        let breaker = breaker.clone();
+        thread::spawn(move || breaker.complete(&permit, Outcome::Failure))
+    };
+    act(&breaker);
+    call.join().unwrap();
+    gauge.0.load(crate::sync::Ordering::Relaxed)
+}
+
+fn force_open(breaker: &Breaker) {
+    breaker.set_mode(crate::breaker::Mode::ForcedOpen, TransitionReason::Forced);
+}
+
+const TIME_WINDOW: WindowConfig = WindowConfig::Time {
+    length: Duration::from_secs(10),
+    buckets: 2,
+};
+
 #[test]
 fn loom_a_calls_rates_never_outlive_the_reset_they_race() {
+    // The forced-open window is empty: whatever the interleaving, the
+    // gauge's last value says so, on either kind of window.
+    model(|| assert_eq!(rates_racing(WindowConfig::Count(4), force_open), 0));
+    model(|| assert_eq!(rates_racing(TIME_WINDOW, force_open), 0));
+}
+
+#[test]
+fn loom_a_trip_keeps_the_rates_of_its_window() {
+    // A trip keeps the window that tripped it: the call's count stays on
+    // the gauge (and the call takes no lock to send it again).
     model(|| {
-        let clock = ManualClock::new();
-        let gauge = std::sync::Arc::new(CallsGauge(crate::sync::AtomicU64::new(u64::MAX)));
-        let mut cfg = config(&clock, 1);
-        cfg.minimum_calls = 100;
-        cfg.metrics = Metrics::from_arc(gauge.clone());
-        let breaker = Arc::new(Breaker::new(cfg));
-        let permit = breaker.admit().unwrap();
-        let call = {
-            let breaker = breaker.clone();
-            thread::spawn(move || breaker.complete(&permit, Outcome::Failure))
-        };
-        breaker.set_mode(crate::breaker::Mode::ForcedOpen, TransitionReason::Forced);
-        call.join().unwrap();
-        // The forced-open window is empty: whatever the interleaving, the
-        // gauge's last value says so.
-        assert_eq!(gauge.0.load(crate::sync::Ordering::Relaxed), 0);
+        let rates = rates_racing(WindowConfig::Count(4), |breaker| {
+            let word = breaker.word();
+            let _ = breaker.transition(
+                word,
+                word.mode,
+                Machine::Open,
+                TransitionReason::FailureRate,
+                None,
+            );
+        });
+        assert_eq!(rates, 1);
     });
 }
