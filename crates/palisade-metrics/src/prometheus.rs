@@ -241,6 +241,25 @@ fn load(cell: &std::sync::atomic::AtomicU64) -> u64 {
     cell.load(Ordering::Relaxed)
 }
 
+/// One counter per label value whose cell is non-zero, each beside the
+/// `owner` label (`("policy", name)`, `("queue", name)`, …): the cells are
+/// indexed like the label enum's `ALL`.
+fn counters_by(
+    m: &mut MetricEncoder<'_>,
+    owner: (&str, &str),
+    key: &str,
+    labels: impl IntoIterator<Item = &'static str>,
+    cells: &[std::sync::atomic::AtomicU64],
+) -> fmt::Result {
+    for (label, cell) in labels.into_iter().zip(cells) {
+        let v = load(cell);
+        if v > 0 {
+            counter(m, &[owner, (key, label)], v)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for PrometheusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let store = &*self.store;
@@ -252,16 +271,8 @@ impl Collector for PrometheusCollector {
             match family.name {
                 names::ADMITTED_TOTAL => {
                     for (policy, p) in &policies {
-                        for (l, layer) in LayerKind::ALL.iter().enumerate() {
-                            let v = p.admitted.get(l).map_or(0, load);
-                            if v > 0 {
-                                counter(
-                                    &mut m,
-                                    &[("policy", *policy), ("layer", layer.as_str())],
-                                    v,
-                                )?;
-                            }
-                        }
+                        let layers = LayerKind::ALL.iter().map(|l| l.as_str());
+                        counters_by(&mut m, ("policy", policy), "layer", layers, &p.admitted)?;
                     }
                 }
                 names::REJECTIONS_TOTAL => {
@@ -335,16 +346,14 @@ impl Collector for PrometheusCollector {
                 }
                 names::FALLBACKS_TOTAL => {
                     for (policy, p) in &policies {
-                        for (t, trigger) in FallbackTrigger::ALL.iter().enumerate() {
-                            let v = p.fallbacks.get(t).map_or(0, load);
-                            if v > 0 {
-                                counter(
-                                    &mut m,
-                                    &[("policy", *policy), ("trigger", trigger.as_str())],
-                                    v,
-                                )?;
-                            }
-                        }
+                        let triggers = FallbackTrigger::ALL.iter().map(|t| t.as_str());
+                        counters_by(
+                            &mut m,
+                            ("policy", policy),
+                            "trigger",
+                            triggers,
+                            &p.fallbacks,
+                        )?;
                     }
                 }
                 names::BREAKER_STATE => {
@@ -378,12 +387,14 @@ impl Collector for PrometheusCollector {
                 }
                 names::BREAKER_SHADOW_TRANSITIONS_TOTAL => {
                     for (policy, p) in &policies {
-                        for (t, to) in CircuitState::ALL.iter().enumerate() {
-                            let v = p.shadow_transitions.get(t).map_or(0, load);
-                            if v > 0 {
-                                counter(&mut m, &[("policy", *policy), ("to", to.as_str())], v)?;
-                            }
-                        }
+                        let states = CircuitState::ALL.iter().map(|s| s.as_str());
+                        counters_by(
+                            &mut m,
+                            ("policy", policy),
+                            "to",
+                            states,
+                            &p.shadow_transitions,
+                        )?;
                     }
                 }
                 names::BREAKER_FAILURE_RATE
@@ -468,12 +479,8 @@ impl Collector for PrometheusCollector {
                 }
                 names::TASKS_ENDED_TOTAL => {
                     for (group, g) in &groups {
-                        for (e, end) in TaskEnd::ALL.iter().enumerate() {
-                            let v = g.ended.get(e).map_or(0, load);
-                            if v > 0 {
-                                counter(&mut m, &[("group", *group), ("end", end.as_str())], v)?;
-                            }
-                        }
+                        let ends = TaskEnd::ALL.iter().map(|e| e.as_str());
+                        counters_by(&mut m, ("group", group), "end", ends, &g.ended)?;
                     }
                 }
                 names::TASK_PANICS_TOTAL => {
@@ -499,16 +506,8 @@ impl Collector for PrometheusCollector {
                 }
                 names::OFFLOAD_DROPPED_TOTAL => {
                     for (queue, q) in &queues {
-                        for (r, reason) in DropReason::ALL.iter().enumerate() {
-                            let v = q.dropped.get(r).map_or(0, load);
-                            if v > 0 {
-                                counter(
-                                    &mut m,
-                                    &[("queue", *queue), ("reason", reason.as_str())],
-                                    v,
-                                )?;
-                            }
-                        }
+                        let reasons = DropReason::ALL.iter().map(|r| r.as_str());
+                        counters_by(&mut m, ("queue", queue), "reason", reasons, &q.dropped)?;
                     }
                 }
                 names::OFFLOAD_DELIVERED_TOTAL => {
@@ -518,16 +517,14 @@ impl Collector for PrometheusCollector {
                 }
                 names::OFFLOAD_ATTEMPT_FAILURES_TOTAL => {
                     for (queue, q) in &queues {
-                        for (c, cause) in AttemptFailure::ALL.iter().enumerate() {
-                            let v = q.attempt_failures.get(c).map_or(0, load);
-                            if v > 0 {
-                                counter(
-                                    &mut m,
-                                    &[("queue", *queue), ("cause", cause.as_str())],
-                                    v,
-                                )?;
-                            }
-                        }
+                        let causes = AttemptFailure::ALL.iter().map(|c| c.as_str());
+                        counters_by(
+                            &mut m,
+                            ("queue", queue),
+                            "cause",
+                            causes,
+                            &q.attempt_failures,
+                        )?;
                     }
                 }
                 names::UNTRACKED_EVENTS_TOTAL => {
