@@ -196,6 +196,23 @@ fn increment(key: &Key, by: u64) {
     ::metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(by));
 }
 
+/// Adds one to the counter `name` kept in `slots[at]`, labelled with its
+/// owner (`("policy", name)`, `("queue", name)`, …) and one label value.
+fn increment_at(
+    slots: &[Slot],
+    at: usize,
+    name: &'static str,
+    owner: (&'static str, &SharedString),
+    value: (&'static str, &'static str),
+) {
+    if let Some(slot) = slots.get(at) {
+        let k = key(slot, name, || {
+            vec![owned_label(owner.0, owner.1), label(value.0, value.1)]
+        });
+        increment(k, 1);
+    }
+}
+
 #[inline]
 fn gauge_add(key: &Key, delta: f64) {
     ::metrics::with_recorder(|r| r.register_gauge(key, &METADATA).increment(delta));
@@ -483,12 +500,13 @@ impl MetricsSink for FacadeSink {
             }
             Event::ShadowStateChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
-                if let Some(slot) = p.shadow_transitions.get(index::state(to)) {
-                    let k = key(slot, names::BREAKER_SHADOW_TRANSITIONS_TOTAL, || {
-                        vec![owned_label("policy", &p.name), label("to", to.as_str())]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &p.shadow_transitions,
+                    index::state(to),
+                    names::BREAKER_SHADOW_TRANSITIONS_TOTAL,
+                    ("policy", &p.name),
+                    ("to", to.as_str()),
+                );
             }
             Event::BreakerRates {
                 policy,
@@ -530,15 +548,13 @@ impl MetricsSink for FacadeSink {
             }
             Event::FallbackUsed { policy, trigger } => {
                 let Some(p) = self.policy(policy) else { return };
-                if let Some(slot) = p.fallbacks.get(index::trigger(trigger)) {
-                    let k = key(slot, names::FALLBACKS_TOTAL, || {
-                        vec![
-                            owned_label("policy", &p.name),
-                            label("trigger", trigger.as_str()),
-                        ]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &p.fallbacks,
+                    index::trigger(trigger),
+                    names::FALLBACKS_TOTAL,
+                    ("policy", &p.name),
+                    ("trigger", trigger.as_str()),
+                );
             }
             Event::KeysTracked { policy, keys, cap } => {
                 let Some(p) = self.policy(policy) else { return };
@@ -576,12 +592,13 @@ impl MetricsSink for FacadeSink {
             Event::TaskEnded { group, end, .. } => {
                 let Some(g) = self.group(group) else { return };
                 gauge_add(g.plain(&g.live, names::TASKS_LIVE), -1.0);
-                if let Some(slot) = g.ended.get(index::task_end(end)) {
-                    let k = key(slot, names::TASKS_ENDED_TOTAL, || {
-                        vec![owned_label("group", &g.name), label("end", end.as_str())]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &g.ended,
+                    index::task_end(end),
+                    names::TASKS_ENDED_TOTAL,
+                    ("group", &g.name),
+                    ("end", end.as_str()),
+                );
             }
             Event::TaskPanicked { group, .. } => {
                 let Some(g) = self.group(group) else { return };
@@ -597,15 +614,13 @@ impl MetricsSink for FacadeSink {
             }
             Event::OffloadDropped { queue, reason } => {
                 let Some(q) = self.queue(queue) else { return };
-                if let Some(slot) = q.dropped.get(index::drop_reason(reason)) {
-                    let k = key(slot, names::OFFLOAD_DROPPED_TOTAL, || {
-                        vec![
-                            owned_label("queue", &q.name),
-                            label("reason", reason.as_str()),
-                        ]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &q.dropped,
+                    index::drop_reason(reason),
+                    names::OFFLOAD_DROPPED_TOTAL,
+                    ("queue", &q.name),
+                    ("reason", reason.as_str()),
+                );
             }
             Event::OffloadDelivered { queue, .. } => {
                 let Some(q) = self.queue(queue) else { return };
@@ -616,15 +631,13 @@ impl MetricsSink for FacadeSink {
             }
             Event::OffloadAttemptFailed { queue, cause, .. } => {
                 let Some(q) = self.queue(queue) else { return };
-                if let Some(slot) = q.attempt_failures.get(index::attempt_failure(cause)) {
-                    let k = key(slot, names::OFFLOAD_ATTEMPT_FAILURES_TOTAL, || {
-                        vec![
-                            owned_label("queue", &q.name),
-                            label("cause", cause.as_str()),
-                        ]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &q.attempt_failures,
+                    index::attempt_failure(cause),
+                    names::OFFLOAD_ATTEMPT_FAILURES_TOTAL,
+                    ("queue", &q.name),
+                    ("cause", cause.as_str()),
+                );
             }
             _ => {}
         }
