@@ -263,29 +263,15 @@ async fn a_short_step_dropped_with_a_slow_call_says_nothing() {
     // A handler under a 100 ms timeout spends 95 ms elsewhere, then calls
     // the healthy step (10 ms) behind this bulkhead: the timeout cuts the
     // handler off 5 ms into the step. The step did not make it late.
-    let timeout = palisade_timeout::TimeoutLayer::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    for _ in 0..10 {
-        let calls: Vec<_> = (0..8)
-            .map(|_| {
-                let step = step.clone();
-                let handler = timeout.layer(service_fn(move |()| {
-                    let step = step.clone();
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(95)).await;
-                        let _ = step.oneshot(BASE).await;
-                        Ok::<_, Infallible>(())
-                    }
-                }));
-                tokio::spawn(async move { drop(handler.oneshot(()).await) })
-            })
-            .collect();
-        for call in calls {
-            call.await.unwrap();
+    let handler = service_fn(move |_: Duration| {
+        let step = step.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(95)).await;
+            let _ = step.oneshot(BASE).await;
+            Ok::<_, palisade_core::BoxError>(())
         }
-    }
+    });
+    rounds(&handler, 10, 8, Duration::from_millis(100), Cut::ByTimeout).await;
     assert_eq!(
         layer.limit(),
         before,

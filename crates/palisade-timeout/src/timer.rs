@@ -17,11 +17,11 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::future::Future;
 use tokio::time::Sleep;
 
 /// Empty slots each thread keeps for reuse: enough for the calls a thread
