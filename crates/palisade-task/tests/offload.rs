@@ -216,25 +216,36 @@ async fn a_hung_dependency_never_blocks_the_caller() {
     assert_eq!(stats.delivered, 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panicking_dependency_is_a_failed_attempt() {
+/// An offload queue named "reports" in front of `service`, reporting to
+/// the returned recorder, with `max_attempts` 1 ms apart.
+fn recorded_offload<S>(service: S, max_attempts: u32) -> (Offload<u32>, Arc<Recorder>)
+where
+    S: tower::Service<u32, Response = (), Error = String> + Clone + Send + 'static,
+    S::Future: Send,
+{
     let recorder = Arc::new(Recorder::default());
-    let service = tower::service_fn(|i: u32| async move {
-        if i.is_multiple_of(2) {
-            panic!("serializer bug on {i}");
-        }
-        Ok::<_, String>(())
-    });
     let offload = Offload::builder(service)
         .name("reports")
         .metrics(Metrics::from_arc(recorder.clone()))
-        .max_attempts(2)
+        .max_attempts(max_attempts)
         .backoff(Backoff::new(
             Duration::from_millis(1),
             Duration::from_millis(1),
         ))
         .build()
         .unwrap();
+    (offload, recorder)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_dependency_is_a_failed_attempt() {
+    let service = tower::service_fn(|i: u32| async move {
+        if i.is_multiple_of(2) {
+            panic!("serializer bug on {i}");
+        }
+        Ok::<_, String>(())
+    });
+    let (offload, recorder) = recorded_offload(service, 2);
     for i in 0..4 {
         offload.push(i);
     }
@@ -260,28 +271,15 @@ async fn a_panicking_dependency_is_a_failed_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panic_a_retry_recovers_from_is_still_counted() {
-    let recorder = Arc::new(Recorder::default());
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let service = tower::service_fn({
-        let calls = calls.clone();
-        move |_: u32| {
-            let first = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
-            async move {
-                assert!(!first, "first attempt panics");
-                Ok::<_, String>(())
-            }
+    let service = tower::service_fn(move |_: u32| {
+        let first = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+        async move {
+            assert!(!first, "first attempt panics");
+            Ok::<_, String>(())
         }
     });
-    let offload = Offload::builder(service)
-        .name("reports")
-        .metrics(Metrics::from_arc(recorder.clone()))
-        .max_attempts(3)
-        .backoff(Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(1),
-        ))
-        .build()
-        .unwrap();
+    let (offload, recorder) = recorded_offload(service, 3);
     offload.push(7);
     let stats = offload.shutdown().await;
     assert_eq!(stats.delivered, 1);
