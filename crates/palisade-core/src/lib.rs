@@ -18,6 +18,9 @@
 //!   virtual time in tests.
 //! - [`ConfigError`]: the typed error every builder returns for an invalid
 //!   value, and [`config::Validate`], the checks builders share.
+//! - [`shared`]: the state a layer shares with its services and calls,
+//!   reached by counted references or, once the layer is leaked, by plain
+//!   ones.
 //! - [`panic`](mod@panic): the panic hook and capture scope that the panic-catch layer
 //!   and supervised tasks use to record a panic's location and backtrace.
 //!
@@ -61,6 +64,7 @@ pub mod error;
 pub mod metrics;
 pub mod panic;
 mod policy;
+pub mod shared;
 
 pub use self::classify::{Classify, Outcome, RecordOutcome};
 pub use self::clock::{Clock, ManualClock};
@@ -74,3 +78,4 @@ pub use self::metrics::{
     KeyKind, LayerKind, Metrics, MetricsSink, NoopSink, RejectReason, TaskEnd, TransitionReason,
 };
 pub use self::policy::PolicyName;
+pub use self::shared::{Leak, SharedState};
