@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use palisade_core::classify::{ErrorsAsFailures, IgnoreLocalRejections};
 use palisade_core::config::Validate;
-use palisade_core::{Clock, ConfigError, LayerKind, Metrics, PolicyName};
+use palisade_core::{Clock, ConfigError, LayerKind, Metrics, PolicyName, SharedState};
 
 use crate::breaker::{Backoff, Breaker, Config, MAX_PROBES, WindowConfig};
 use crate::keyed::KeyedCircuitBreakerLayer;
 use crate::layer::CircuitBreakerLayer;
-use crate::sync::Arc;
 use crate::window::{MAX_BUCKETS, MAX_COUNT_WINDOW};
 
 /// The classifier a breaker uses unless told otherwise: every `Err` is a
@@ -304,7 +303,7 @@ impl<C> CircuitBreakerBuilder<C> {
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let config = self.config()?;
         Ok(CircuitBreakerLayer::from_parts(
-            Arc::new(Breaker::new(config)),
+            SharedState::new(Breaker::new(config)),
             self.classifier,
         ))
     }

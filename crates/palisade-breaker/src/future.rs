@@ -41,11 +41,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, RecordOutcome};
 use pin_project_lite::pin_project;
 
 use crate::breaker::{Breaker, Permit, PermitKind};
-use crate::sync::Arc;
 
 /// Reports the outcome of one admitted call to its breaker, once.
 ///
@@ -53,15 +53,16 @@ use crate::sync::Arc;
 /// [`record`](RecordOutcome::record) when the outcome is known. Dropping it
 /// unrecorded reports the call as cancelled and gives back a probe slot it
 /// held. It appears in the breaker's response type as the `R` of
-/// [`Classify::Output`].
-pub struct OutcomeRecorder {
-    breaker: Arc<Breaker>,
+/// [`Classify::Output`]; `M` is the layer's kind of
+/// [shared-state handle](palisade_core::shared).
+pub struct OutcomeRecorder<M: Sharing = Counted> {
+    breaker: SharedState<Breaker, M>,
     /// Its kind becomes [`PermitKind::Recorded`] once the outcome is in.
     permit: Permit,
 }
 
-impl OutcomeRecorder {
-    pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit) -> Self {
+impl<M: Sharing> OutcomeRecorder<M> {
+    pub(crate) fn new(breaker: SharedState<Breaker, M>, permit: Permit) -> Self {
         Self { breaker, permit }
     }
 
@@ -72,17 +73,26 @@ impl OutcomeRecorder {
         self.permit.kind = PermitKind::Recorded;
         permit
     }
-}
 
-impl RecordOutcome for OutcomeRecorder {
+    /// Reports `outcome`: [`RecordOutcome::record`], for any `M`.
     #[inline]
-    fn record(mut self, outcome: Outcome) {
+    fn finish(mut self, outcome: Outcome) {
         let permit = self.take_permit();
         self.breaker.complete(&permit, outcome);
     }
 }
 
-impl Drop for OutcomeRecorder {
+impl<M: Sharing> RecordOutcome for OutcomeRecorder<M>
+where
+    SharedState<Breaker, M>: Send,
+{
+    #[inline]
+    fn record(self, outcome: Outcome) {
+        self.finish(outcome);
+    }
+}
+
+impl<M: Sharing> Drop for OutcomeRecorder<M> {
     #[inline]
     fn drop(&mut self) {
         // Recorded calls (nearly all) only release the breaker's `Arc`.
@@ -92,7 +102,7 @@ impl Drop for OutcomeRecorder {
     }
 }
 
-impl OutcomeRecorder {
+impl<M: Sharing> OutcomeRecorder<M> {
     /// Dropped without an outcome: cancelled, or failed if an unwinding
     /// panic drops it.
     #[cold]
@@ -110,25 +120,25 @@ impl OutcomeRecorder {
 
 /// Records a failure if the inner future panics while it is polled, even
 /// when a caller above catches the panic and drops the future later.
-struct FailOnPanic<'a> {
-    recorder: &'a mut Option<OutcomeRecorder>,
+struct FailOnPanic<'a, M: Sharing> {
+    recorder: &'a mut Option<OutcomeRecorder<M>>,
     polling: bool,
 }
 
-impl Drop for FailOnPanic<'_> {
+impl<M: Sharing> Drop for FailOnPanic<'_, M> {
     #[inline]
     fn drop(&mut self) {
         if self.polling
             && let Some(recorder) = self.recorder.take()
         {
-            recorder.record(Outcome::Failure);
+            recorder.finish(Outcome::Failure);
         }
     }
 }
 
 const POLLED_AFTER_COMPLETION: &str = "circuit breaker future polled after completion";
 
-impl fmt::Debug for OutcomeRecorder {
+impl<M: Sharing> fmt::Debug for OutcomeRecorder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutcomeRecorder")
             .field("policy", &self.breaker.cfg.policy)
@@ -140,19 +150,19 @@ impl fmt::Debug for OutcomeRecorder {
 
 pin_project! {
     /// The response future of a [`CircuitBreaker`](crate::CircuitBreaker).
-    pub struct ResponseFuture<F, C> {
+    pub struct ResponseFuture<F, C, M: Sharing = Counted> {
         #[pin]
-        state: State<F, C>,
+        state: State<F, C, M>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, C> {
+    enum State<F, C, M: Sharing> {
         Called {
             #[pin]
             future: F,
-            recorder: Option<OutcomeRecorder>,
+            recorder: Option<OutcomeRecorder<M>>,
             classifier: C,
         },
         Refused {
@@ -161,8 +171,8 @@ pin_project! {
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn admitted(future: F, recorder: OutcomeRecorder, classifier: C) -> Self {
+impl<F, C, M: Sharing> ResponseFuture<F, C, M> {
+    pub(crate) fn admitted(future: F, recorder: OutcomeRecorder<M>, classifier: C) -> Self {
         Self {
             state: State::Called {
                 future,
@@ -179,13 +189,15 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<F, C, M, T, E> Future for ResponseFuture<F, C, M>
 where
+    M: Sharing,
+    OutcomeRecorder<M>: RecordOutcome,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     C: Classify<T, BoxError>,
 {
-    type Output = Result<C::Output<OutcomeRecorder>, BoxError>;
+    type Output = Result<C::Output<OutcomeRecorder<M>>, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -220,7 +232,7 @@ where
     }
 }
 
-impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+impl<F, C, M: Sharing> fmt::Debug for ResponseFuture<F, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { recorder, .. } if recorder.is_some() => "called",

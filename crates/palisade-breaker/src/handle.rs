@@ -1,10 +1,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use palisade_core::shared::AnyState;
 use palisade_core::{CircuitState, PolicyName, TransitionReason};
 
 use crate::breaker::{Breaker, Mode};
-use crate::sync::Arc;
 use crate::window::Counts;
 
 /// Controls and inspects one breaker. Cheap to clone; every clone acts on
@@ -57,7 +57,7 @@ use crate::window::Counts;
 /// ```
 #[derive(Clone)]
 pub struct CircuitBreakerHandle {
-    breaker: Arc<Breaker>,
+    breaker: AnyState<Breaker>,
 }
 
 /// The half-open probes of the current half-open period.
@@ -75,7 +75,7 @@ pub struct ProbeCounts {
 }
 
 impl CircuitBreakerHandle {
-    pub(crate) fn new(breaker: Arc<Breaker>) -> Self {
+    pub(crate) fn new(breaker: AnyState<Breaker>) -> Self {
         Self { breaker }
     }
 
@@ -198,7 +198,7 @@ impl CircuitBreakerHandle {
 
     /// Whether two handles control the same breaker.
     pub fn same_breaker(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.breaker, &other.breaker)
+        std::ptr::eq(&*self.breaker, &*other.breaker)
     }
 }
 

@@ -71,7 +71,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Classify};
+use palisade_core::{BoxError, Classify, SharedState};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -84,7 +84,7 @@ use crate::sync::{
 };
 
 struct Entry {
-    breaker: Arc<Breaker>,
+    breaker: SharedState<Breaker>,
     last_used: AtomicU64,
 }
 
@@ -154,7 +154,7 @@ struct Breakers<K> {
     config: Config,
     max_keys: usize,
     table: RwLock<Table<K>>,
-    overflow: Arc<Breaker>,
+    overflow: SharedState<Breaker>,
     uses: CachePadded<AtomicU64>,
     created: AtomicU64,
 }
@@ -162,7 +162,7 @@ struct Breakers<K> {
 impl<K: Hash + Eq + Clone> Breakers<K> {
     fn new(config: Config, max_keys: usize) -> Self {
         Self {
-            overflow: Arc::new(Breaker::new(config.clone())),
+            overflow: SharedState::new(Breaker::new(config.clone())),
             config,
             max_keys,
             table: RwLock::new(Table {
@@ -191,7 +191,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn breaker_for(&self, key: &K) -> Arc<Breaker> {
+    fn breaker_for(&self, key: &K) -> SharedState<Breaker> {
         // Recency is counted in insertions, not calls: a lookup writes
         // nothing shared unless its key was not yet marked as used since the
         // last insertion, so hot keys cost no contended write.
@@ -215,7 +215,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
         config.seed = config
             .seed
             .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let breaker = Arc::new(Breaker::new(config));
+        let breaker = SharedState::new(Breaker::new(config));
         table.slots.push(key.clone());
         table.map.insert(
             key.clone(),
@@ -385,7 +385,7 @@ impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
             .read()
             .map
             .get(key)
-            .map(|e| CircuitBreakerHandle::new(e.breaker.clone()))
+            .map(|e| CircuitBreakerHandle::new(e.breaker.to_any()))
     }
 
     /// The keys tracked now.
@@ -406,7 +406,7 @@ impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
     /// The breaker shared by new keys while every tracked breaker is open,
     /// half-open or held by an operator.
     pub fn overflow(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.breakers.overflow.clone())
+        CircuitBreakerHandle::new(self.breakers.overflow.to_any())
     }
 }
 

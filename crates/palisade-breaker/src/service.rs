@@ -1,13 +1,14 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
+use palisade_core::RecordOutcome;
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Classify};
 use tower_service::Service;
 
 use crate::breaker::Breaker;
 use crate::future::{OutcomeRecorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
-use crate::sync::Arc;
 
 /// A service guarded by a circuit breaker. Made by
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
@@ -21,14 +22,16 @@ use crate::sync::Arc;
 /// for classifiers that decide at once, or the response with its body
 /// wrapped for [`GrpcErrorsAsFailures`](palisade_core::classify::GrpcErrorsAsFailures),
 /// which decides when the trailers arrive.
-pub struct CircuitBreaker<S, C> {
+///
+/// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
+pub struct CircuitBreaker<S, C, M: Sharing = Counted> {
     inner: S,
-    breaker: Arc<Breaker>,
+    breaker: SharedState<Breaker, M>,
     classifier: C,
 }
 
-impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+impl<S, C, M: Sharing> CircuitBreaker<S, C, M> {
+    pub(crate) fn new(inner: S, breaker: SharedState<Breaker, M>, classifier: C) -> Self {
         Self {
             inner,
             breaker,
@@ -53,11 +56,11 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// A handle to control and inspect the breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.breaker.clone())
+        CircuitBreakerHandle::new(self.breaker.to_any())
     }
 }
 
-impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+impl<S: Clone, C: Clone, M: Sharing> Clone for CircuitBreaker<S, C, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -67,7 +70,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+impl<S: fmt::Debug, C, M: Sharing> fmt::Debug for CircuitBreaker<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
@@ -76,15 +79,17 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+impl<S, C, M, Req> Service<Req> for CircuitBreaker<S, C, M>
 where
+    M: Sharing,
+    OutcomeRecorder<M>: RecordOutcome,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError> + Clone,
 {
-    type Response = C::Output<OutcomeRecorder>;
+    type Response = C::Output<OutcomeRecorder<M>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future, C, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

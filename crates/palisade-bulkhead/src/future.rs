@@ -4,11 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use palisade_core::classify::{Classify, RecordOutcome};
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Outcome, OverloadKind, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -25,27 +25,27 @@ pin_project! {
     /// back when the call finishes, fails, panics, or when this future is
     /// dropped. A request that waits for a slot keeps its place in the
     /// FIFO queue here; dropping the future leaves the queue.
-    pub struct ResponseFuture<F, S, Req, C> {
+    pub struct ResponseFuture<F, S, Req, C, M: Sharing = Counted> {
         #[pin]
-        state: State<F, S, Req>,
+        state: State<F, S, Req, M>,
         classify: C,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, Req> {
+    enum State<F, S, Req, M: Sharing> {
         Running {
             #[pin]
             future: F,
             // Dropped in place when the call ends: the slot is freed
             // once the response is classified, before it is returned.
-            permit: Permit,
+            permit: Permit<M>,
         },
         // Boxed: waiting is the slow path, and keeping it out of line keeps
         // the future small for calls that never wait.
         Waiting {
-            wait: Pin<Box<Wait<S, Req>>>,
+            wait: Pin<Box<Wait<S, Req, M>>>,
         },
         Rejected {
             error: Option<Overloaded>,
@@ -55,18 +55,18 @@ pin_project! {
 }
 
 pin_project! {
-    struct Wait<S, Req> {
+    struct Wait<S, Req, M: Sharing> {
         service: Option<S>,
         request: Option<Req>,
-        ticket: Ticket,
+        ticket: Ticket<M>,
         #[pin]
         sleep: Sleep,
     }
 }
 
-impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
+impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
     #[inline]
-    pub(crate) fn running(future: F, permit: Permit, classify: C) -> Self {
+    pub(crate) fn running(future: F, permit: Permit<M>, classify: C) -> Self {
         Self {
             state: State::Running { future, permit },
             classify,
@@ -84,7 +84,7 @@ impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
         service: S,
         request: Req,
         node: NodeArc<WaitNode>,
-        core: Arc<Core>,
+        core: SharedState<Core, M>,
         classify: C,
     ) -> Self {
         let sleep = tokio::time::sleep(core.max_wait);
@@ -105,7 +105,7 @@ impl<F, S, Req, C> ResponseFuture<F, S, Req, C> {
     }
 }
 
-impl<F, S, Req, C> fmt::Debug for ResponseFuture<F, S, Req, C> {
+impl<F, S, Req, C, M: Sharing> fmt::Debug for ResponseFuture<F, S, Req, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Running { .. } => "running",
@@ -119,14 +119,16 @@ impl<F, S, Req, C> fmt::Debug for ResponseFuture<F, S, Req, C> {
     }
 }
 
-impl<F, S, Req, C, T, E> Future for ResponseFuture<F, S, Req, C>
+impl<F, S, Req, C, M, T, E> Future for ResponseFuture<F, S, Req, C, M>
 where
+    M: Sharing,
+    OutcomeRecorder<M>: RecordOutcome,
     F: Future<Output = Result<T, E>>,
     S: Service<Req, Future = F>,
     E: Into<BoxError>,
     C: Classify<T, BoxError>,
 {
-    type Output = Result<C::Output<OutcomeRecorder>, BoxError>;
+    type Output = Result<C::Output<OutcomeRecorder<M>>, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -173,7 +175,7 @@ where
                     // The slot is owned by the permit before anything else
                     // runs, so a panic in a metrics sink or in `call`
                     // still frees it.
-                    let permit = Permit::new(Arc::clone(&core), in_flight);
+                    let permit = Permit::new(core.clone(), in_flight);
                     core.admitted();
                     let future = service.call(request);
                     this.state.set(State::Running { future, permit });
@@ -197,13 +199,13 @@ where
 /// A place in the wait queue. Dropped while still queued, it leaves the
 /// queue; if a slot was handed to it in the meantime, it gives the slot
 /// back.
-struct Ticket {
+struct Ticket<M: Sharing> {
     node: NodeArc<WaitNode>,
     /// `None` once the ticket has been turned into a permit or a rejection.
-    core: Option<Arc<Core>>,
+    core: Option<SharedState<Core, M>>,
 }
 
-impl Ticket {
+impl<M: Sharing> Ticket<M> {
     /// Leaves the queue at the end of the wait. Returns `true` if a slot
     /// was handed over first: the request is admitted after all.
     fn leave(&mut self) -> bool {
@@ -214,12 +216,12 @@ impl Ticket {
     }
 
     /// Hands the core over; the ticket no longer owns a place or a slot.
-    fn take_core(&mut self) -> Option<Arc<Core>> {
+    fn take_core(&mut self) -> Option<SharedState<Core, M>> {
         self.core.take()
     }
 }
 
-impl Drop for Ticket {
+impl<M: Sharing> Drop for Ticket<M> {
     fn drop(&mut self) {
         if let Some(core) = self.core.take()
             && core.limiter.cancel(&self.node)
@@ -238,19 +240,21 @@ impl Drop for Ticket {
 /// cancelled (not sampled), or as a failure if the thread is panicking or
 /// a timeout above cut the call off at its own deadline after it had run
 /// at least half of that deadline (see [`adaptive`](crate::adaptive)).
-pub struct OutcomeRecorder {
-    sample: Option<SampleStart>,
+///
+/// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
+pub struct OutcomeRecorder<M: Sharing = Counted> {
+    sample: Option<SampleStart<M>>,
 }
 
-struct SampleStart {
-    core: Arc<Core>,
+struct SampleStart<M: Sharing> {
+    core: SharedState<Core, M>,
     start: Instant,
     in_flight: usize,
 }
 
-impl OutcomeRecorder {
+impl<M: Sharing> OutcomeRecorder<M> {
     #[inline]
-    pub(crate) fn sampled(core: Arc<Core>, start: Instant, in_flight: usize) -> Self {
+    pub(crate) fn sampled(core: SharedState<Core, M>, start: Instant, in_flight: usize) -> Self {
         Self {
             sample: Some(SampleStart {
                 core,
@@ -266,7 +270,10 @@ impl OutcomeRecorder {
     }
 }
 
-impl RecordOutcome for OutcomeRecorder {
+impl<M: Sharing> RecordOutcome for OutcomeRecorder<M>
+where
+    SharedState<Core, M>: Send,
+{
     #[inline(always)]
     fn record(mut self, outcome: Outcome) {
         // Fixed limits sample nothing: keep their path to one test.
@@ -276,7 +283,7 @@ impl RecordOutcome for OutcomeRecorder {
     }
 }
 
-impl OutcomeRecorder {
+impl<M: Sharing> OutcomeRecorder<M> {
     /// Feeds the sample, if still held, to the adaptive limit.
     #[inline(never)]
     fn finish(&mut self, outcome: Outcome) {
@@ -291,7 +298,7 @@ impl OutcomeRecorder {
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
-        let cut_by_timeout = |sample: &SampleStart| {
+        let cut_by_timeout = |sample: &SampleStart<M>| {
             // Only a call that ran at least half the cutting deadline is
             // what the timeout gave up on; one started late inside the cut
             // call (another step's bulkhead) was not. Time queued for the
@@ -314,7 +321,7 @@ impl OutcomeRecorder {
     }
 }
 
-impl Drop for OutcomeRecorder {
+impl<M: Sharing> Drop for OutcomeRecorder<M> {
     #[inline]
     fn drop(&mut self) {
         if self.sample.is_some() {
@@ -323,7 +330,7 @@ impl Drop for OutcomeRecorder {
     }
 }
 
-impl fmt::Debug for OutcomeRecorder {
+impl<M: Sharing> fmt::Debug for OutcomeRecorder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutcomeRecorder")
             .field("sampling", &self.sample.is_some())

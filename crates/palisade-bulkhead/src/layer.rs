@@ -1,8 +1,8 @@
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_core::classify::ErrorsAsFailures;
 use palisade_core::config::Validate;
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use palisade_core::{
     Clock, ConfigError, Event, InFlightChange, LayerKind, Metrics, OverloadKind, Overloaded,
     PolicyName,
@@ -121,24 +121,24 @@ impl Report for Events<'_> {
 /// panicking). A fixed limit samples nothing, and the recorder it hands
 /// out does nothing.
 #[derive(Debug)]
-pub(crate) struct Permit {
-    core: Arc<Core>,
+pub(crate) struct Permit<M: Sharing> {
+    core: SharedState<Core, M>,
     /// When the call started and the count then (adaptive limits only).
     sample: Option<(Instant, usize)>,
 }
 
-impl Permit {
+impl<M: Sharing> Permit<M> {
     /// Wraps a slot that was just taken and reported; `in_flight` is the
     /// count right after taking it.
     #[inline]
-    pub(crate) fn new(core: Arc<Core>, in_flight: usize) -> Self {
+    pub(crate) fn new(core: SharedState<Core, M>, in_flight: usize) -> Self {
         let sample = core.sample_start().map(|start| (start, in_flight));
         Self { core, sample }
     }
 
     /// The recorder of this call's outcome. The permit keeps the slot.
     #[inline(always)]
-    pub(crate) fn recorder(&mut self) -> OutcomeRecorder {
+    pub(crate) fn recorder(&mut self) -> OutcomeRecorder<M> {
         // Read before it is cleared: a fixed limit's permit is then left
         // untouched.
         let Some((start, in_flight)) = self.sample else {
@@ -149,7 +149,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl<M: Sharing> Drop for Permit<M> {
     #[inline]
     fn drop(&mut self) {
         self.core.limiter.release(&self.core.events());
@@ -168,10 +168,11 @@ impl Drop for Permit {
 /// Build a second layer for a second, independent limit.
 ///
 /// `C` decides what counts as a failure for an adaptive limit (default
-/// [`ErrorsAsFailures`]; see [`BulkheadLayerBuilder::classify`]).
+/// [`ErrorsAsFailures`]; see [`BulkheadLayerBuilder::classify`]). `M` is
+/// [`Counted`] until [`leak`](BulkheadLayer::leak) makes it [`Leaked`].
 #[derive(Clone, Debug)]
-pub struct BulkheadLayer<C = ErrorsAsFailures> {
-    core: Arc<Core>,
+pub struct BulkheadLayer<C = ErrorsAsFailures, M: Sharing = Counted> {
+    core: SharedState<Core, M>,
     classify: C,
 }
 
@@ -184,7 +185,7 @@ impl BulkheadLayer {
     }
 }
 
-impl<C> BulkheadLayer<C> {
+impl<C, M: Sharing> BulkheadLayer<C, M> {
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.core.limiter.in_flight()
@@ -204,10 +205,37 @@ impl<C> BulkheadLayer<C> {
     pub fn policy(&self) -> &PolicyName {
         &self.core.policy
     }
+
+    /// Keeps this layer's slots and settings until the process exits, so
+    /// that its services and calls reach them without counting references:
+    /// for a layer built once that serves until the end. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_bulkhead::BulkheadLayer;
+    ///
+    /// let layer = BulkheadLayer::builder().max_concurrent(8).build()?.leak();
+    /// assert_eq!(layer.limit(), 8);
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn leak(self) -> BulkheadLayer<C, Leaked> {
+        BulkheadLayer {
+            core: self.core.leak(),
+            classify: self.classify,
+        }
+    }
 }
 
-impl<S, C: Clone> Layer<S> for BulkheadLayer<C> {
-    type Service = Bulkhead<S, C>;
+impl<C, M: Sharing> Leak for BulkheadLayer<C, M> {
+    type Leaked = BulkheadLayer<C, Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
+}
+
+impl<S, C: Clone, M: Sharing> Layer<S> for BulkheadLayer<C, M> {
+    type Service = Bulkhead<S, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Bulkhead::from_parts(inner, self.core.clone(), self.classify.clone())
@@ -377,7 +405,7 @@ impl<C> BulkheadLayerBuilder<C> {
             clock: self.clock,
         };
         Ok(BulkheadLayer {
-            core: Arc::new(core),
+            core: SharedState::new(core),
             classify: self.classify,
         })
     }

@@ -1,7 +1,7 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::classify::{Classify, ErrorsAsFailures};
+use palisade_core::classify::{Classify, ErrorsAsFailures, RecordOutcome};
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, InFlightChange, OverloadKind};
 use tower_service::Service;
 
@@ -22,14 +22,14 @@ use crate::limiter::{Admission, Report};
 /// inner service (already ready) with it and leaves a clone in its place,
 /// as axum's router does. Requests that do not wait never clone it.
 #[derive(Clone, Debug)]
-pub struct Bulkhead<S, C = ErrorsAsFailures> {
+pub struct Bulkhead<S, C = ErrorsAsFailures, M: Sharing = Counted> {
     inner: S,
-    core: Arc<Core>,
+    core: SharedState<Core, M>,
     classify: C,
 }
 
-impl<S, C> Bulkhead<S, C> {
-    pub(crate) fn from_parts(inner: S, core: Arc<Core>, classify: C) -> Self {
+impl<S, C, M: Sharing> Bulkhead<S, C, M> {
+    pub(crate) fn from_parts(inner: S, core: SharedState<Core, M>, classify: C) -> Self {
         Self {
             inner,
             core,
@@ -63,15 +63,17 @@ impl<S, C> Bulkhead<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for Bulkhead<S, C>
+impl<S, C, M, Req> Service<Req> for Bulkhead<S, C, M>
 where
+    M: Sharing,
+    OutcomeRecorder<M>: RecordOutcome,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError> + Clone,
 {
-    type Response = C::Output<OutcomeRecorder>;
+    type Response = C::Output<OutcomeRecorder<M>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S, Req, C>;
+    type Future = ResponseFuture<S::Future, S, Req, C, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -111,13 +113,17 @@ where
     }
 }
 
-impl<S, C> Bulkhead<S, C> {
+impl<S, C, M: Sharing> Bulkhead<S, C, M> {
     /// Runs an admitted request whose slot is already taken (`in_flight`
     /// is the count right after): the permit owns the slot before any
     /// event is emitted, so a metrics sink or an inner `call` that panics
     /// still gives it back.
     #[inline]
-    fn run<Req>(&mut self, request: Req, in_flight: usize) -> ResponseFuture<S::Future, S, Req, C>
+    fn run<Req>(
+        &mut self,
+        request: Req,
+        in_flight: usize,
+    ) -> ResponseFuture<S::Future, S, Req, C, M>
     where
         S: Service<Req>,
         C: Clone,

@@ -3,9 +3,9 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -20,14 +20,15 @@ pin_project! {
     /// Polls the inner call; when the predicate claims its error or its
     /// response, reports the fallback and polls the source's answer
     /// instead.
-    pub struct ResponseFuture<Fut, P, F, Req, Res>
+    pub struct ResponseFuture<Fut, P: 'static, F, Req, Res, M: Sharing = Counted>
     where
         F: Source<Req, Res>,
+        F: 'static,
     {
         #[pin]
         state: State<Fut, F::Future>,
         kept: Option<F::Kept>,
-        shared: Arc<Shared<P, F>>,
+        shared: SharedState<Shared<P, F>, M>,
         _types: PhantomData<fn(Req) -> Res>,
     }
 }
@@ -40,11 +41,12 @@ pin_project! {
     }
 }
 
-impl<Fut, P, F, Req, Res> ResponseFuture<Fut, P, F, Req, Res>
+impl<Fut, P, F, Req, Res, M> ResponseFuture<Fut, P, F, Req, Res, M>
 where
     F: Source<Req, Res>,
+    M: Sharing,
 {
-    pub(crate) fn new(future: Fut, kept: F::Kept, shared: Arc<Shared<P, F>>) -> Self {
+    pub(crate) fn new(future: Fut, kept: F::Kept, shared: SharedState<Shared<P, F>, M>) -> Self {
         Self {
             state: State::Inner { future },
             kept: Some(kept),
@@ -55,7 +57,11 @@ where
 
     /// A future that answers from the source at once, for a readiness
     /// failure.
-    pub(crate) fn answer(cause: Cause<Res>, kept: F::Kept, shared: Arc<Shared<P, F>>) -> Self {
+    pub(crate) fn answer(
+        cause: Cause<Res>,
+        kept: F::Kept,
+        shared: SharedState<Shared<P, F>, M>,
+    ) -> Self {
         let future = answer(&shared, kept, cause);
         Self {
             state: State::Answer { future },
@@ -80,8 +86,9 @@ where
     shared.source.answer(kept, cause)
 }
 
-impl<Fut, E, P, F, Req, Res> Future for ResponseFuture<Fut, P, F, Req, Res>
+impl<Fut, E, P, F, Req, Res, M> Future for ResponseFuture<Fut, P, F, Req, Res, M>
 where
+    M: Sharing,
     Fut: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
     P: Predicate<Res>,
@@ -210,9 +217,10 @@ where
     }
 }
 
-impl<Fut, P, F, Req, Res> std::fmt::Debug for ResponseFuture<Fut, P, F, Req, Res>
+impl<Fut, P, F, Req, Res, M> std::fmt::Debug for ResponseFuture<Fut, P, F, Req, Res, M>
 where
     F: Source<Req, Res>,
+    M: Sharing,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {

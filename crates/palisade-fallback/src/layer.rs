@@ -1,8 +1,8 @@
 use std::error::Error;
 use std::fmt;
-use std::sync::Arc;
 
 use palisade_core::config::Validate;
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use palisade_core::{ConfigError, LayerKind, Metrics, PolicyName};
 use tower_layer::Layer;
 
@@ -22,9 +22,10 @@ pub(crate) struct Shared<P, F> {
 /// `P` decides what the fallback answers for (see
 /// [`predicate`](crate::predicate)); `F` is where the answer comes from (see
 /// [`source`](crate::source)). Both are created once, when the layer is
-/// built, and shared by every service the layer wraps.
-pub struct FallbackLayer<P, F> {
-    shared: Arc<Shared<P, F>>,
+/// built, and shared by every service the layer wraps. `M` is [`Counted`]
+/// until [`leak`](FallbackLayer::leak) makes it [`Leaked`].
+pub struct FallbackLayer<P: 'static, F: 'static, M: Sharing = Counted> {
+    shared: SharedState<Shared<P, F>, M>,
 }
 
 impl<F> FallbackLayer<AnyError, F> {
@@ -40,22 +41,52 @@ impl<F> FallbackLayer<AnyError, F> {
     }
 }
 
-impl<P, F> FallbackLayer<P, F> {
+impl<P, F, M: Sharing> FallbackLayer<P, F, M> {
     /// The policy name.
     pub fn name(&self) -> &PolicyName {
         &self.shared.name
     }
-}
 
-impl<P, F> Clone for FallbackLayer<P, F> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
+    /// Keeps this layer's predicate and source until the process exits, so
+    /// that its services and calls reach them without counting references:
+    /// for a layer built once that serves until the end. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_fallback::FallbackLayer;
+    /// use palisade_fallback::source;
+    ///
+    /// let layer = FallbackLayer::builder(source::value("cached"))
+    ///     .name("profile")
+    ///     .build()?
+    ///     .leak();
+    /// assert_eq!(layer.name().as_str(), "profile");
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn leak(self) -> FallbackLayer<P, F, Leaked> {
+        FallbackLayer {
+            shared: self.shared.leak(),
         }
     }
 }
 
-impl<P, F> fmt::Debug for FallbackLayer<P, F> {
+impl<P, F, M: Sharing> Leak for FallbackLayer<P, F, M> {
+    type Leaked = FallbackLayer<P, F, Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
+}
+
+impl<P, F, M: Sharing> Clone for FallbackLayer<P, F, M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P, F, M: Sharing> fmt::Debug for FallbackLayer<P, F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FallbackLayer")
             .field("name", &self.shared.name)
@@ -66,11 +97,11 @@ impl<P, F> fmt::Debug for FallbackLayer<P, F> {
     }
 }
 
-impl<S, P, F> Layer<S> for FallbackLayer<P, F> {
-    type Service = Fallback<S, P, F>;
+impl<S, P, F, M: Sharing> Layer<S> for FallbackLayer<P, F, M> {
+    type Service = Fallback<S, P, F, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Fallback::new(inner, Arc::clone(&self.shared))
+        Fallback::new(inner, self.shared.clone())
     }
 }
 
@@ -156,10 +187,14 @@ impl<P, F> FallbackBuilder<P, F> {
     ///
     /// A [`ConfigError`] when the name is not a valid metric label (1 to
     /// 64 characters, no control character).
-    pub fn build(self) -> Result<FallbackLayer<P, F>, ConfigError> {
+    pub fn build(self) -> Result<FallbackLayer<P, F>, ConfigError>
+    where
+        P: 'static,
+        F: 'static,
+    {
         Validate::new(LayerKind::Fallback, &self.name).label("name", self.name.as_str())?;
         Ok(FallbackLayer {
-            shared: Arc::new(Shared {
+            shared: SharedState::new(Shared {
                 name: self.name,
                 metrics: self.metrics,
                 predicate: self.predicate,

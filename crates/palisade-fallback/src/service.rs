@@ -1,7 +1,7 @@
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, FallbackTrigger};
 use tower_service::Service;
 
@@ -23,15 +23,17 @@ use crate::source::{Cause, Source};
 /// predicate claims, the fallback reports itself ready and answers the next
 /// call from the source without calling the inner service. Errors the
 /// predicate does not claim are returned from `poll_ready` as they are.
-pub struct Fallback<S, P, F> {
+///
+/// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
+pub struct Fallback<S, P: 'static, F: 'static, M: Sharing = Counted> {
     inner: S,
-    shared: Arc<Shared<P, F>>,
+    shared: SharedState<Shared<P, F>, M>,
     /// A readiness error the predicate claimed, answered by the next call.
     not_ready: Option<(FallbackTrigger, BoxError)>,
 }
 
-impl<S, P, F> Fallback<S, P, F> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<P, F>>) -> Self {
+impl<S, P, F, M: Sharing> Fallback<S, P, F, M> {
+    pub(crate) fn new(inner: S, shared: SharedState<Shared<P, F>, M>) -> Self {
         Self {
             inner,
             shared,
@@ -55,18 +57,18 @@ impl<S, P, F> Fallback<S, P, F> {
     }
 }
 
-impl<S: Clone, P, F> Clone for Fallback<S, P, F> {
+impl<S: Clone, P, F, M: Sharing> Clone for Fallback<S, P, F, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             // A clone has not been polled: it never inherits a failure.
             not_ready: None,
         }
     }
 }
 
-impl<S: fmt::Debug, P, F> fmt::Debug for Fallback<S, P, F> {
+impl<S: fmt::Debug, P, F, M: Sharing> fmt::Debug for Fallback<S, P, F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fallback")
             .field("inner", &self.inner)
@@ -75,8 +77,9 @@ impl<S: fmt::Debug, P, F> fmt::Debug for Fallback<S, P, F> {
     }
 }
 
-impl<S, P, F, Req> Service<Req> for Fallback<S, P, F>
+impl<S, P, F, M, Req> Service<Req> for Fallback<S, P, F, M>
 where
+    M: Sharing,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     P: Predicate<S::Response>,
@@ -84,7 +87,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, P, F, Req, S::Response>;
+    type Future = ResponseFuture<S::Future, P, F, Req, S::Response, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -111,12 +114,10 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let kept = self.shared.source.keep(&req);
         match self.not_ready.take() {
-            None => ResponseFuture::new(self.inner.call(req), kept, Arc::clone(&self.shared)),
-            Some((trigger, err)) => ResponseFuture::answer(
-                Cause::from_error(trigger, err),
-                kept,
-                Arc::clone(&self.shared),
-            ),
+            None => ResponseFuture::new(self.inner.call(req), kept, self.shared.clone()),
+            Some((trigger, err)) => {
+                ResponseFuture::answer(Cause::from_error(trigger, err), kept, self.shared.clone())
+            }
         }
     }
 }

@@ -3,11 +3,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use palisade_core::BoxError;
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use pin_project_lite::pin_project;
 
 use crate::body::MakeErrorBody;
@@ -15,10 +15,10 @@ use crate::mapping::{HttpMapping, log_mapped};
 
 pin_project! {
     /// Response future of [`ErrorToResponse`](crate::ErrorToResponse).
-    pub struct ResponseFuture<F, H> {
+    pub struct ResponseFuture<F, H: 'static, M: Sharing = Counted> {
         #[pin]
         state: State<F>,
-        mapping: Arc<HttpMapping<H>>,
+        mapping: SharedState<HttpMapping<H>, M>,
     }
 }
 
@@ -30,8 +30,8 @@ pin_project! {
     }
 }
 
-impl<F, H> ResponseFuture<F, H> {
-    pub(crate) fn new(future: F, mapping: Arc<HttpMapping<H>>) -> Self {
+impl<F, H, M: Sharing> ResponseFuture<F, H, M> {
+    pub(crate) fn new(future: F, mapping: SharedState<HttpMapping<H>, M>) -> Self {
         Self {
             state: State::Inner { future },
             mapping,
@@ -39,7 +39,7 @@ impl<F, H> ResponseFuture<F, H> {
     }
 
     /// A future answering the mapped response for a readiness error.
-    pub(crate) fn not_ready(error: BoxError, mapping: Arc<HttpMapping<H>>) -> Self {
+    pub(crate) fn not_ready(error: BoxError, mapping: SharedState<HttpMapping<H>, M>) -> Self {
         Self {
             state: State::NotReady { error: Some(error) },
             mapping,
@@ -47,8 +47,9 @@ impl<F, H> ResponseFuture<F, H> {
     }
 }
 
-impl<F, E, B, H> Future for ResponseFuture<F, H>
+impl<F, E, B, H, M> Future for ResponseFuture<F, H, M>
 where
+    M: Sharing,
     F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
     B: From<Bytes>,
@@ -73,7 +74,7 @@ where
     }
 }
 
-impl<F, H> std::fmt::Debug for ResponseFuture<F, H> {
+impl<F, H, M: Sharing> std::fmt::Debug for ResponseFuture<F, H, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("mapping", &self.mapping)

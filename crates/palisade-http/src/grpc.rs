@@ -68,7 +68,7 @@ use std::task::{Context, Poll};
 
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
-use palisade_core::{BoxError, Rejection};
+use palisade_core::{BoxError, Leak, Rejection};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tower_layer::Layer;
@@ -226,6 +226,15 @@ pub(crate) fn grpc_response<B: Default>(err: BoxError, flavour: Flavour) -> http
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorToStatusLayer {
     flavour: Flavour,
+}
+
+/// Returns the layer as it is: it shares no state.
+impl Leak for ErrorToStatusLayer {
+    type Leaked = Self;
+
+    fn leak(self) -> Self {
+        self
+    }
 }
 
 impl ErrorToStatusLayer {

@@ -3,11 +3,11 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use palisade_core::BoxError;
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -60,8 +60,11 @@ use crate::mapping::HttpMapping;
 /// assert_eq!(res.headers()["retry-after"], "1");
 /// # }
 /// ```
-pub struct ErrorToResponseLayer<H = ProblemJson> {
-    mapping: Arc<HttpMapping<H>>,
+///
+/// `M` is [`Counted`] until [`leak`](ErrorToResponseLayer::leak) makes it
+/// [`Leaked`].
+pub struct ErrorToResponseLayer<H: 'static = ProblemJson, M: Sharing = Counted> {
+    mapping: SharedState<HttpMapping<H>, M>,
 }
 
 impl ErrorToResponseLayer {
@@ -81,25 +84,52 @@ impl<H> ErrorToResponseLayer<H> {
     /// A layer with the given mapping.
     pub fn with_mapping(mapping: HttpMapping<H>) -> Self {
         Self {
-            mapping: Arc::new(mapping),
+            mapping: SharedState::new(mapping),
         }
     }
+}
 
+impl<H, M: Sharing> ErrorToResponseLayer<H, M> {
     /// The mapping.
     pub fn mapping(&self) -> &HttpMapping<H> {
         &self.mapping
     }
-}
 
-impl<H> Clone for ErrorToResponseLayer<H> {
-    fn clone(&self) -> Self {
-        Self {
-            mapping: Arc::clone(&self.mapping),
+    /// Keeps this layer's mapping until the process exits, so that its
+    /// services and calls reach it without counting references: for a
+    /// layer built once that serves until the end. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_http::ErrorToResponseLayer;
+    ///
+    /// let layer = ErrorToResponseLayer::new().leak();
+    /// # let _ = layer;
+    /// ```
+    pub fn leak(self) -> ErrorToResponseLayer<H, Leaked> {
+        ErrorToResponseLayer {
+            mapping: self.mapping.leak(),
         }
     }
 }
 
-impl<H> fmt::Debug for ErrorToResponseLayer<H> {
+impl<H, M: Sharing> Leak for ErrorToResponseLayer<H, M> {
+    type Leaked = ErrorToResponseLayer<H, Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
+}
+
+impl<H, M: Sharing> Clone for ErrorToResponseLayer<H, M> {
+    fn clone(&self) -> Self {
+        Self {
+            mapping: self.mapping.clone(),
+        }
+    }
+}
+
+impl<H, M: Sharing> fmt::Debug for ErrorToResponseLayer<H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorToResponseLayer")
             .field("mapping", &self.mapping)
@@ -107,13 +137,13 @@ impl<H> fmt::Debug for ErrorToResponseLayer<H> {
     }
 }
 
-impl<S, H> Layer<S> for ErrorToResponseLayer<H> {
-    type Service = ErrorToResponse<S, H>;
+impl<S, H, M: Sharing> Layer<S> for ErrorToResponseLayer<H, M> {
+    type Service = ErrorToResponse<S, H, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ErrorToResponse {
             inner,
-            mapping: Arc::clone(&self.mapping),
+            mapping: self.mapping.clone(),
             not_ready: None,
         }
     }
@@ -124,13 +154,13 @@ impl<S, H> Layer<S> for ErrorToResponseLayer<H> {
 ///
 /// A readiness error of the inner service is kept and answered, mapped, by
 /// the next call, which then does not reach the inner service.
-pub struct ErrorToResponse<S, H = ProblemJson> {
+pub struct ErrorToResponse<S, H: 'static = ProblemJson, M: Sharing = Counted> {
     inner: S,
-    mapping: Arc<HttpMapping<H>>,
+    mapping: SharedState<HttpMapping<H>, M>,
     not_ready: Option<BoxError>,
 }
 
-impl<S, H> ErrorToResponse<S, H> {
+impl<S, H, M: Sharing> ErrorToResponse<S, H, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -147,18 +177,18 @@ impl<S, H> ErrorToResponse<S, H> {
     }
 }
 
-impl<S: Clone, H> Clone for ErrorToResponse<S, H> {
+impl<S: Clone, H, M: Sharing> Clone for ErrorToResponse<S, H, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            mapping: Arc::clone(&self.mapping),
+            mapping: self.mapping.clone(),
             // A clone has not been polled: it never inherits a failure.
             not_ready: None,
         }
     }
 }
 
-impl<S: fmt::Debug, H> fmt::Debug for ErrorToResponse<S, H> {
+impl<S: fmt::Debug, H, M: Sharing> fmt::Debug for ErrorToResponse<S, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorToResponse")
             .field("inner", &self.inner)
@@ -167,8 +197,9 @@ impl<S: fmt::Debug, H> fmt::Debug for ErrorToResponse<S, H> {
     }
 }
 
-impl<S, H, Req, B> Service<Req> for ErrorToResponse<S, H>
+impl<S, H, M, Req, B> Service<Req> for ErrorToResponse<S, H, M>
 where
+    M: Sharing,
     S: Service<Req, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
     H: MakeErrorBody,
@@ -176,7 +207,7 @@ where
 {
     type Response = http::Response<B>;
     type Error = Infallible;
-    type Future = ResponseFuture<S::Future, H>;
+    type Future = ResponseFuture<S::Future, H, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         if self.not_ready.is_none()
@@ -190,8 +221,8 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.not_ready.take() {
-            None => ResponseFuture::new(self.inner.call(req), Arc::clone(&self.mapping)),
-            Some(err) => ResponseFuture::not_ready(err, Arc::clone(&self.mapping)),
+            None => ResponseFuture::new(self.inner.call(req), self.mapping.clone()),
+            Some(err) => ResponseFuture::not_ready(err, self.mapping.clone()),
         }
     }
 }

@@ -30,9 +30,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Panicked};
 use pin_project_lite::pin_project;
 
@@ -51,19 +51,19 @@ pin_project! {
     ///
     /// Polling again after it returned a `Panicked` error panics, as the
     /// `Future` contract allows.
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, M: Sharing = Counted> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, M>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, M: Sharing> {
         Inner {
             #[pin]
             future: F,
-            shared: Arc<Shared>,
+            shared: SharedState<Shared, M>,
         },
         // Boxed: a panic in `call` is rare, and the box becomes the
         // returned error as it is, while an inline `Panicked` would make
@@ -75,8 +75,8 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(future: F, shared: Arc<Shared>) -> Self {
+impl<F, M: Sharing> ResponseFuture<F, M> {
+    pub(crate) fn new(future: F, shared: SharedState<Shared, M>) -> Self {
         Self {
             kind: Kind::Inner { future, shared },
         }
@@ -91,8 +91,9 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, M, T, E> Future for ResponseFuture<F, M>
 where
+    M: Sharing,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
@@ -135,7 +136,7 @@ pub(crate) fn polled_after_completion() -> ! {
     panic!("catch-panic response future polled after it completed with a caught panic")
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<F, M: Sharing> std::fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.kind {
             Kind::Inner { .. } => "running",

@@ -1,5 +1,4 @@
-use std::sync::Arc;
-
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use palisade_core::{ConfigError, Metrics, PolicyName};
 use tower_layer::Layer;
 
@@ -11,10 +10,11 @@ use crate::shared::{Common, Shared};
 ///
 /// The layer's policy name, metrics sink and capture options are shared by
 /// every service it wraps. Building the layer installs the palisade panic
-/// hook (see [`palisade_core::panic`]).
+/// hook (see [`palisade_core::panic`]). `M` is [`Counted`] until
+/// [`leak`](CatchPanicLayer::leak) makes it [`Leaked`].
 #[derive(Clone, Debug)]
-pub struct CatchPanicLayer {
-    shared: Arc<Shared>,
+pub struct CatchPanicLayer<M: Sharing = Counted> {
+    shared: SharedState<Shared, M>,
 }
 
 impl CatchPanicLayer {
@@ -22,7 +22,7 @@ impl CatchPanicLayer {
     /// backtraces captured, the default hook's stderr print suppressed.
     pub fn new() -> Self {
         Self {
-            shared: Arc::new(Common::default().into_shared()),
+            shared: SharedState::new(Common::default().into_shared()),
         }
     }
 
@@ -30,11 +30,6 @@ impl CatchPanicLayer {
     /// captured.
     pub fn builder() -> CatchPanicBuilder {
         CatchPanicBuilder::default()
-    }
-
-    /// The policy name carried by this layer's events and rejections.
-    pub fn name(&self) -> &PolicyName {
-        &self.shared.policy
     }
 
     /// Whether this build can catch panics at all: `false` under
@@ -45,14 +40,47 @@ impl CatchPanicLayer {
     }
 }
 
+impl<M: Sharing> CatchPanicLayer<M> {
+    /// Keeps this layer's settings until the process exits, so that its
+    /// services and calls reach them without counting references: for a
+    /// layer built once that serves until the end. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_panic::CatchPanicLayer;
+    ///
+    /// let layer = CatchPanicLayer::builder().name("api").build()?.leak();
+    /// assert_eq!(layer.name().as_str(), "api");
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn leak(self) -> CatchPanicLayer<Leaked> {
+        CatchPanicLayer {
+            shared: self.shared.leak(),
+        }
+    }
+
+    /// The policy name carried by this layer's events and rejections.
+    pub fn name(&self) -> &PolicyName {
+        &self.shared.policy
+    }
+}
+
+impl<M: Sharing> Leak for CatchPanicLayer<M> {
+    type Leaked = CatchPanicLayer<Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
+}
+
 impl Default for CatchPanicLayer {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<S> Layer<S> for CatchPanicLayer {
-    type Service = CatchPanic<S>;
+impl<S, M: Sharing> Layer<S> for CatchPanicLayer<M> {
+    type Service = CatchPanic<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CatchPanic::from_shared(inner, self.shared.clone())
@@ -130,7 +158,7 @@ impl CatchPanicBuilder {
     /// aborts on panic.
     pub fn build(self) -> Result<CatchPanicLayer, ConfigError> {
         Ok(CatchPanicLayer {
-            shared: Arc::new(self.common.build()?),
+            shared: SharedState::new(self.common.build()?),
         })
     }
 }

@@ -1,6 +1,6 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, PolicyName};
 use tower_service::Service;
 
@@ -13,15 +13,16 @@ use crate::shared::Shared;
 /// A panic in `poll_ready`, in `call` or in any poll of the response future
 /// is caught. After a panic in the response future, that future is dropped;
 /// the service itself keeps serving. Created by
-/// [`CatchPanicLayer`](crate::CatchPanicLayer).
+/// [`CatchPanicLayer`](crate::CatchPanicLayer); `M` is the layer's kind of
+/// [shared-state handle](palisade_core::shared).
 #[derive(Clone, Debug)]
-pub struct CatchPanic<S> {
+pub struct CatchPanic<S, M: Sharing = Counted> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: SharedState<Shared, M>,
 }
 
-impl<S> CatchPanic<S> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+impl<S, M: Sharing> CatchPanic<S, M> {
+    pub(crate) fn from_shared(inner: S, shared: SharedState<Shared, M>) -> Self {
         Self { inner, shared }
     }
 
@@ -46,14 +47,15 @@ impl<S> CatchPanic<S> {
     }
 }
 
-impl<S, Request> Service<Request> for CatchPanic<S>
+impl<S, M, Request> Service<Request> for CatchPanic<S, M>
 where
+    M: Sharing,
     S: Service<Request>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

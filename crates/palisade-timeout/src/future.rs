@@ -3,10 +3,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Elapsed, Event};
 use pin_project_lite::pin_project;
 
@@ -24,19 +24,24 @@ pin_project! {
     /// pointer instead of tokio's whole `Sleep`) for every layer that wraps
     /// it, and a call that waits still allocates nothing once its thread
     /// has freed a few timers.
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, M: Sharing = Counted> {
         #[pin]
         inner: Option<F>,
         timer: Timer,
         timeout: Duration,
         // Whether `timeout` is the remote caller's deadline.
         caller: bool,
-        shared: Arc<Shared>,
+        shared: SharedState<Shared, M>,
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration, caller: bool, shared: Arc<Shared>) -> Self {
+impl<F, M: Sharing> ResponseFuture<F, M> {
+    pub(crate) fn new(
+        inner: F,
+        timeout: Duration,
+        caller: bool,
+        shared: SharedState<Shared, M>,
+    ) -> Self {
         Self {
             inner: Some(inner),
             timer: Timer::idle(),
@@ -64,7 +69,7 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F, M: Sharing> fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("timeout", &self.timeout)
@@ -75,8 +80,9 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, M, T, E> Future for ResponseFuture<F, M>
 where
+    M: Sharing,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {

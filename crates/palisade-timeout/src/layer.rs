@@ -1,7 +1,7 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::config::Validate;
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use palisade_core::{ConfigError, LayerKind, Metrics, PolicyName};
 use tower_layer::Layer;
 
@@ -22,9 +22,11 @@ pub(crate) struct Shared {
 /// Built with [`TimeoutLayer::builder`]. `O` is the
 /// [`DeadlineSource`](crate::DeadlineSource) that may shorten the deadline
 /// per request; the default, [`NoOverride`], works with any request type.
+/// `M` is [`Counted`] until [`leak`](TimeoutLayer::leak) makes it
+/// [`Leaked`].
 #[derive(Clone, Debug)]
-pub struct TimeoutLayer<O = NoOverride> {
-    shared: Arc<Shared>,
+pub struct TimeoutLayer<O = NoOverride, M: Sharing = Counted> {
+    shared: SharedState<Shared, M>,
     source: O,
 }
 
@@ -36,7 +38,7 @@ impl TimeoutLayer {
     }
 }
 
-impl<O> TimeoutLayer<O> {
+impl<O, M: Sharing> TimeoutLayer<O, M> {
     /// The default timeout.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout
@@ -53,8 +55,41 @@ impl<O> TimeoutLayer<O> {
     }
 }
 
-impl<S, O: Clone> Layer<S> for TimeoutLayer<O> {
-    type Service = Timeout<S, O>;
+impl<O, M: Sharing> TimeoutLayer<O, M> {
+    /// Keeps this layer's settings until the process exits, so that its
+    /// services and calls reach them without counting references: for a
+    /// layer built once that serves until the end. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_timeout::TimeoutLayer;
+    /// use std::time::Duration;
+    ///
+    /// let layer = TimeoutLayer::builder()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .build()?
+    ///     .leak();
+    /// assert_eq!(layer.timeout(), Duration::from_secs(2));
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn leak(self) -> TimeoutLayer<O, Leaked> {
+        TimeoutLayer {
+            shared: self.shared.leak(),
+            source: self.source,
+        }
+    }
+}
+
+impl<O, M: Sharing> Leak for TimeoutLayer<O, M> {
+    type Leaked = TimeoutLayer<O, Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
+}
+
+impl<S, O: Clone, M: Sharing> Layer<S> for TimeoutLayer<O, M> {
+    type Service = Timeout<S, O, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Timeout::from_parts(inner, self.shared.clone(), self.source.clone())
@@ -137,7 +172,7 @@ impl<O> TimeoutLayerBuilder<O> {
         check.label("name", self.policy.as_str())?;
         let timeout = check.positive_duration("timeout", self.timeout)?;
         Ok(TimeoutLayer {
-            shared: Arc::new(Shared {
+            shared: SharedState::new(Shared {
                 timeout,
                 policy: self.policy,
                 metrics: self.metrics,

@@ -1,6 +1,6 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event, LayerKind};
 use tower_service::Service;
 
@@ -15,15 +15,19 @@ use crate::layer::Shared;
 /// from the request. When the deadline passes, the inner future is dropped
 /// (which cancels the call) and the response future fails with
 /// [`Elapsed`](crate::error::Elapsed).
+///
+/// `M` says how the service and its calls reach the layer's settings: by
+/// counted references, or by plain ones once the layer is
+/// [leaked](crate::TimeoutLayer::leak).
 #[derive(Clone, Debug)]
-pub struct Timeout<S, O = NoOverride> {
+pub struct Timeout<S, O = NoOverride, M: Sharing = Counted> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: SharedState<Shared, M>,
     source: O,
 }
 
-impl<S, O> Timeout<S, O> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, source: O) -> Self {
+impl<S, O, M: Sharing> Timeout<S, O, M> {
+    pub(crate) fn from_parts(inner: S, shared: SharedState<Shared, M>, source: O) -> Self {
         Self {
             inner,
             shared,
@@ -47,15 +51,16 @@ impl<S, O> Timeout<S, O> {
     }
 }
 
-impl<S, O, Req> Service<Req> for Timeout<S, O>
+impl<S, O, M, Req> Service<Req> for Timeout<S, O, M>
 where
+    M: Sharing,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     O: DeadlineSource<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -96,7 +96,7 @@ pub use self::stack::{Omitted, Part, Parts, Shared, Stack, StackLayer};
 /// The contracts every layer keeps (`palisade-core`).
 pub use palisade_core as core;
 pub use palisade_core::{
-    BoxError, CircuitOpen, Clock, ConfigError, Elapsed, Event, Fanout, ManualClock, Metrics,
+    BoxError, CircuitOpen, Clock, ConfigError, Elapsed, Event, Fanout, Leak, ManualClock, Metrics,
     MetricsSink, MissingKey, NoopSink, Outcome, Overloaded, Panicked, PolicyName, RateLimited,
     Rejection, find_rejection,
 };

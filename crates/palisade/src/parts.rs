@@ -8,7 +8,7 @@ use palisade_core::ConfigError;
 use crate::stack::{Part, Shared};
 
 #[cfg(feature = "fallback")]
-impl<P, F> Part for palisade_fallback::FallbackBuilder<P, F> {
+impl<P: 'static, F: 'static> Part for palisade_fallback::FallbackBuilder<P, F> {
     type Layer = palisade_fallback::FallbackLayer<P, F>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
@@ -95,7 +95,7 @@ impl Part for palisade_panic::CatchPanicBuilder {
 }
 
 #[cfg(feature = "panic")]
-impl<H> Part for palisade_panic::http::CatchPanicHttpBuilder<H> {
+impl<H: 'static> Part for palisade_panic::http::CatchPanicHttpBuilder<H> {
     type Layer = palisade_panic::http::CatchPanicHttpLayer<H>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {

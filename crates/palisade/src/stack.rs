@@ -69,6 +69,7 @@
 
 use std::fmt;
 
+use palisade_core::Leak;
 use palisade_core::{Clock, ConfigError, Metrics, PolicyName};
 use tower_layer::{Identity, Layer};
 
@@ -525,6 +526,51 @@ impl<F, R, B, T, C, P, M> StackLayer<F, R, B, T, C, P, M> {
     /// The error-mapping envelope.
     pub fn errors(&self) -> &M {
         &self.errors
+    }
+
+    /// Keeps every layer's state until the process exits, so that the
+    /// stack's services and calls reach it without counting references:
+    /// for a stack built once at start-up that serves until the end. With
+    /// several worker threads this saves each request a locked write, per
+    /// layer, to a counter all the workers share (see
+    /// [`palisade_core::shared`], which also says when not to).
+    ///
+    /// ```
+    /// use palisade::Stack;
+    /// use palisade::bulkhead::BulkheadLayer;
+    /// use palisade::timeout::TimeoutLayer;
+    /// use std::time::Duration;
+    ///
+    /// let stack = Stack::new("api")
+    ///     .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(2)))
+    ///     .concurrency_limit(BulkheadLayer::builder().max_concurrent(64))
+    ///     .build()?
+    ///     .leak();
+    /// assert_eq!(stack.concurrency_limit().limit(), 64);
+    /// # Ok::<(), palisade::core::ConfigError>(())
+    /// ```
+    pub fn leak(
+        self,
+    ) -> StackLayer<F::Leaked, R::Leaked, B::Leaked, T::Leaked, C::Leaked, P::Leaked, M::Leaked>
+    where
+        F: Leak,
+        R: Leak,
+        B: Leak,
+        T: Leak,
+        C: Leak,
+        P: Leak,
+        M: Leak,
+    {
+        StackLayer {
+            shared: self.shared,
+            fallback: self.fallback.leak(),
+            rate_limit: self.rate_limit.leak(),
+            breaker: self.breaker.leak(),
+            timeout: self.timeout.leak(),
+            bulkhead: self.bulkhead.leak(),
+            panic: self.panic.leak(),
+            errors: self.errors.leak(),
+        }
     }
 
     /// Takes the stack apart, to compose its layers in another order.

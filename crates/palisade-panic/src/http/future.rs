@@ -2,11 +2,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Method, Response};
 use palisade_core::Panicked;
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use pin_project_lite::pin_project;
 
 use super::layer::HttpShared;
@@ -42,10 +42,10 @@ pin_project! {
     ///
     /// Polling again after it returned the panic response panics, as the
     /// `Future` contract allows.
-    pub struct HttpResponseFuture<F, H> {
+    pub struct HttpResponseFuture<F, H: 'static, M: Sharing = Counted> {
         #[pin]
         kind: Kind<F>,
-        shared: Arc<HttpShared<H>>,
+        shared: SharedState<HttpShared<H>, M>,
         request: RequestInfo,
     }
 }
@@ -64,8 +64,12 @@ pin_project! {
     }
 }
 
-impl<F, H> HttpResponseFuture<F, H> {
-    pub(crate) fn new(future: F, shared: Arc<HttpShared<H>>, request: RequestInfo) -> Self {
+impl<F, H, M: Sharing> HttpResponseFuture<F, H, M> {
+    pub(crate) fn new(
+        future: F,
+        shared: SharedState<HttpShared<H>, M>,
+        request: RequestInfo,
+    ) -> Self {
         Self {
             kind: Kind::Inner { future },
             shared,
@@ -75,7 +79,7 @@ impl<F, H> HttpResponseFuture<F, H> {
 
     pub(crate) fn panicked(
         panicked: Panicked,
-        shared: Arc<HttpShared<H>>,
+        shared: SharedState<HttpShared<H>, M>,
         request: RequestInfo,
     ) -> Self {
         Self {
@@ -101,8 +105,9 @@ where
     })
 }
 
-impl<F, H, B, E> Future for HttpResponseFuture<F, H>
+impl<F, H, M, B, E> Future for HttpResponseFuture<F, H, M>
 where
+    M: Sharing,
     F: Future<Output = Result<Response<B>, E>>,
     H: ResponseForPanic<B>,
 {
@@ -135,7 +140,7 @@ where
     }
 }
 
-impl<F, H> std::fmt::Debug for HttpResponseFuture<F, H> {
+impl<F, H, M: Sharing> std::fmt::Debug for HttpResponseFuture<F, H, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.kind {
             Kind::Inner { .. } => "running",

@@ -1,7 +1,7 @@
 use std::fmt;
-use std::sync::Arc;
 
 use http::Response;
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use palisade_core::{ConfigError, Metrics, PolicyName};
 use tower_layer::Layer;
 
@@ -30,9 +30,11 @@ impl<H> fmt::Debug for HttpShared<H> {
 /// becomes a `500` response, or a gRPC `INTERNAL` status for gRPC calls.
 ///
 /// The service's error type stays the inner service's, so an axum router
-/// (whose error type is `Infallible`) accepts the layer as it is.
-pub struct CatchPanicHttpLayer<H = DefaultResponseForPanic> {
-    shared: Arc<HttpShared<H>>,
+/// (whose error type is `Infallible`) accepts the layer as it is. `M` is
+/// [`Counted`] until [`leak`](CatchPanicHttpLayer::leak) makes it
+/// [`Leaked`].
+pub struct CatchPanicHttpLayer<H: 'static = DefaultResponseForPanic, M: Sharing = Counted> {
+    shared: SharedState<HttpShared<H>, M>,
 }
 
 impl CatchPanicHttpLayer {
@@ -41,7 +43,7 @@ impl CatchPanicHttpLayer {
     /// out of responses, [`DefaultResponseForPanic`] answers.
     pub fn new() -> Self {
         Self {
-            shared: Arc::new(HttpShared {
+            shared: SharedState::new(HttpShared {
                 core: Common::default().into_shared(),
                 hook: DefaultResponseForPanic,
                 expose_message: false,
@@ -68,14 +70,40 @@ impl Default for CatchPanicHttpLayer {
     }
 }
 
-impl<H> CatchPanicHttpLayer<H> {
+impl<H, M: Sharing> CatchPanicHttpLayer<H, M> {
     /// The policy name carried by this layer's events.
     pub fn name(&self) -> &PolicyName {
         &self.shared.core.policy
     }
+
+    /// Keeps this layer's settings until the process exits, so that its
+    /// services and calls reach them without counting references: for a
+    /// layer built once that serves until the end. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_panic::http::CatchPanicHttpLayer;
+    ///
+    /// let layer = CatchPanicHttpLayer::builder().name("api").build()?.leak();
+    /// assert_eq!(layer.name().as_str(), "api");
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn leak(self) -> CatchPanicHttpLayer<H, Leaked> {
+        CatchPanicHttpLayer {
+            shared: self.shared.leak(),
+        }
+    }
 }
 
-impl<H> Clone for CatchPanicHttpLayer<H> {
+impl<H, M: Sharing> Leak for CatchPanicHttpLayer<H, M> {
+    type Leaked = CatchPanicHttpLayer<H, Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
+}
+
+impl<H, M: Sharing> Clone for CatchPanicHttpLayer<H, M> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -83,7 +111,7 @@ impl<H> Clone for CatchPanicHttpLayer<H> {
     }
 }
 
-impl<H> fmt::Debug for CatchPanicHttpLayer<H> {
+impl<H, M: Sharing> fmt::Debug for CatchPanicHttpLayer<H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CatchPanicHttpLayer")
             .field("shared", &self.shared)
@@ -91,8 +119,8 @@ impl<H> fmt::Debug for CatchPanicHttpLayer<H> {
     }
 }
 
-impl<S, H> Layer<S> for CatchPanicHttpLayer<H> {
-    type Service = CatchPanicHttp<S, H>;
+impl<S, H, M: Sharing> Layer<S> for CatchPanicHttpLayer<H, M> {
+    type Service = CatchPanicHttp<S, H, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CatchPanicHttp::from_shared(inner, self.shared.clone())
@@ -215,7 +243,7 @@ impl<H> CatchPanicHttpBuilder<H> {
     /// aborts on panic.
     pub fn build(self) -> Result<CatchPanicHttpLayer<H>, ConfigError> {
         Ok(CatchPanicHttpLayer {
-            shared: Arc::new(HttpShared {
+            shared: SharedState::new(HttpShared {
                 core: self.common.build()?,
                 hook: self.hook,
                 expose_message: self.expose_message,

@@ -1,9 +1,10 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response};
 use palisade_core::PolicyName;
+use palisade_core::shared::{Counted, SharedState, Sharing};
+
 use tower_service::Service;
 
 use super::DefaultResponseForPanic;
@@ -23,13 +24,13 @@ use super::response::{Protocol, ResponseForPanic};
 /// Panics in `poll_ready` are not caught (there is no request to answer),
 /// and neither are panics raised while the response *body* is streamed,
 /// after the response head was returned.
-pub struct CatchPanicHttp<S, H = DefaultResponseForPanic> {
+pub struct CatchPanicHttp<S, H: 'static = DefaultResponseForPanic, M: Sharing = Counted> {
     inner: S,
-    shared: Arc<HttpShared<H>>,
+    shared: SharedState<HttpShared<H>, M>,
 }
 
-impl<S, H> CatchPanicHttp<S, H> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<HttpShared<H>>) -> Self {
+impl<S, H, M: Sharing> CatchPanicHttp<S, H, M> {
+    pub(crate) fn from_shared(inner: S, shared: SharedState<HttpShared<H>, M>) -> Self {
         Self { inner, shared }
     }
 
@@ -54,7 +55,7 @@ impl<S, H> CatchPanicHttp<S, H> {
     }
 }
 
-impl<S: Clone, H> Clone for CatchPanicHttp<S, H> {
+impl<S: Clone, H, M: Sharing> Clone for CatchPanicHttp<S, H, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -63,7 +64,7 @@ impl<S: Clone, H> Clone for CatchPanicHttp<S, H> {
     }
 }
 
-impl<S: std::fmt::Debug, H> std::fmt::Debug for CatchPanicHttp<S, H> {
+impl<S: std::fmt::Debug, H, M: Sharing> std::fmt::Debug for CatchPanicHttp<S, H, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CatchPanicHttp")
             .field("inner", &self.inner)
@@ -72,14 +73,15 @@ impl<S: std::fmt::Debug, H> std::fmt::Debug for CatchPanicHttp<S, H> {
     }
 }
 
-impl<S, H, ReqBody, ResBody> Service<Request<ReqBody>> for CatchPanicHttp<S, H>
+impl<S, H, M, ReqBody, ResBody> Service<Request<ReqBody>> for CatchPanicHttp<S, H, M>
 where
+    M: Sharing,
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     H: ResponseForPanic<ResBody>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = HttpResponseFuture<S::Future, H>;
+    type Future = HttpResponseFuture<S::Future, H, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

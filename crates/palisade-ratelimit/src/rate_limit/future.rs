@@ -32,10 +32,10 @@ use std::fmt;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, MissingKey, RateLimited};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -47,13 +47,14 @@ use crate::key::ExtractKey;
 
 pin_project! {
     /// The future of [`RateLimit`](super::RateLimit)'s responses.
-    pub struct ResponseFuture<S, Req, K, H>
+    pub struct ResponseFuture<S, Req, K: 'static, H, M: Sharing = Counted>
     where
         S: Service<Req>,
         H: ResponseHeaders<S::Response>,
+        H: 'static,
     {
         #[pin]
-        state: State<S, Req, K, H>,
+        state: State<S, Req, K, H, M>,
     }
 }
 
@@ -63,10 +64,11 @@ pin_project! {
     // one word to the inner future (24 bytes around a 16-byte one).
     #[project = StateProj]
     #[project_replace = StateOwned]
-    enum State<S, Req, K, H>
+    enum State<S, Req, K: 'static, H, M: Sharing>
     where
         S: Service<Req>,
         H: ResponseHeaders<S::Response>,
+        H: 'static,
     {
         // Admitted: the inner call, and the headers of the admission.
         Called {
@@ -80,7 +82,7 @@ pin_project! {
             future: S::Future,
         },
         Waiting {
-            waiting: Pin<Box<Waiting<S, Req, K, H>>>,
+            waiting: Pin<Box<Waiting<S, Req, K, H, M>>>,
         },
         Limited {
             error: Box<RateLimited>,
@@ -93,20 +95,21 @@ pin_project! {
 }
 
 pin_project! {
-    struct Waiting<S, Req, K, H> {
+    struct Waiting<S, Req, K: 'static, H: 'static, M: Sharing> {
         #[pin]
         sleep: Sleep,
         service: S,
         request: Option<Req>,
-        shared: Arc<Shared<K, H>>,
+        shared: SharedState<Shared<K, H>, M>,
         // `None` when `max_delay` reaches past what the clock can
         // represent: the request then waits as long as it takes.
         deadline: Option<Instant>,
     }
 }
 
-impl<S, Req, K, H> ResponseFuture<S, Req, K, H>
+impl<S, Req, K, H, M> ResponseFuture<S, Req, K, H, M>
 where
+    M: Sharing,
     S: Service<Req>,
     H: ResponseHeaders<S::Response>,
 {
@@ -138,7 +141,7 @@ where
     pub(crate) fn waiting(
         service: S,
         request: Req,
-        shared: Arc<Shared<K, H>>,
+        shared: SharedState<Shared<K, H>, M>,
         retry_after: Duration,
         max_delay: Duration,
     ) -> Self {
@@ -160,8 +163,9 @@ where
 
 const POLLED_AFTER_COMPLETION: &str = "rate-limit response polled after completion";
 
-impl<S, Req, K, H> Future for ResponseFuture<S, Req, K, H>
+impl<S, Req, K, H, M> Future for ResponseFuture<S, Req, K, H, M>
 where
+    M: Sharing,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: ExtractKey<Req>,
@@ -202,11 +206,12 @@ where
 /// to its admission (`Continue`: poll the call) or its rejection, a
 /// refused one to its error.
 #[inline(never)]
-fn advance<S, Req, K, H>(
-    mut state: Pin<&mut State<S, Req, K, H>>,
+fn advance<S, Req, K, H, M>(
+    mut state: Pin<&mut State<S, Req, K, H, M>>,
     cx: &mut Context<'_>,
 ) -> ControlFlow<Poll<Result<S::Response, BoxError>>>
 where
+    M: Sharing,
     S: Service<Req>,
     K: ExtractKey<Req>,
     H: ResponseHeaders<S::Response>,
@@ -259,8 +264,9 @@ where
     }
 }
 
-impl<S, Req, K, H> fmt::Debug for ResponseFuture<S, Req, K, H>
+impl<S, Req, K, H, M> fmt::Debug for ResponseFuture<S, Req, K, H, M>
 where
+    M: Sharing,
     S: Service<Req>,
     H: ResponseHeaders<S::Response>,
 {

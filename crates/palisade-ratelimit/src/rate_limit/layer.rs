@@ -1,10 +1,10 @@
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
 use governor::Quota;
 use palisade_core::config::Validate;
+use palisade_core::shared::{Counted, Leak, Leaked, SharedState, Sharing};
 use palisade_core::{Clock, ConfigError, LayerKind, Metrics, PolicyName};
 use tower_layer::Layer;
 
@@ -293,7 +293,7 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         let window = interval.saturating_mul(burst);
         let headers = headers(&limiter, burst, window);
         Ok(RateLimitLayer {
-            shared: Arc::new(Shared {
+            shared: SharedState::new(Shared {
                 limiter,
                 extractor: self.extractor,
                 headers,
@@ -326,9 +326,18 @@ impl<K: fmt::Debug, H> fmt::Debug for RateLimitBuilder<K, H> {
 /// makes, and every clone of them, share it, so one layer applied to many
 /// routes is one policy. Build one layer per route for per-route limits.
 ///
-/// See the [crate documentation](crate) for examples.
-pub struct RateLimitLayer<K = Global, H = NoHeaders> {
-    shared: Arc<Shared<K, H>>,
+/// See the [crate documentation](crate) for examples. `M` is [`Counted`]
+/// until [`leak`](RateLimitLayer::leak) makes it [`Leaked`].
+pub struct RateLimitLayer<K: 'static = Global, H: 'static = NoHeaders, M: Sharing = Counted> {
+    shared: SharedState<Shared<K, H>, M>,
+}
+
+impl<K, H, M: Sharing> Leak for RateLimitLayer<K, H, M> {
+    type Leaked = RateLimitLayer<K, H, Leaked>;
+
+    fn leak(self) -> Self::Leaked {
+        Self::leak(self)
+    }
 }
 
 impl RateLimitLayer {
@@ -338,7 +347,30 @@ impl RateLimitLayer {
     }
 }
 
-impl<K, H> RateLimitLayer<K, H> {
+impl<K, H, M: Sharing> RateLimitLayer<K, H, M> {
+    /// Keeps this layer's limiter until the process exits, so that its
+    /// services (and the calls that wait their turn) reach it without
+    /// counting references: for a layer built once that serves until the
+    /// end. An admitted call holds no reference either way. See
+    /// [`palisade_core::shared`] for what that saves and when not to.
+    ///
+    /// ```
+    /// use palisade_ratelimit::RateLimitLayer;
+    /// use std::time::Duration;
+    ///
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(100, Duration::from_secs(1))
+    ///     .build()?
+    ///     .leak();
+    /// assert!(!layer.limiter().is_keyed());
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn leak(self) -> RateLimitLayer<K, H, Leaked> {
+        RateLimitLayer {
+            shared: self.shared.leak(),
+        }
+    }
+
     /// The limiter every service of this layer shares.
     pub fn limiter(&self) -> &Limiter {
         &self.shared.limiter
@@ -359,7 +391,7 @@ impl<K, H> RateLimitLayer<K, H> {
     }
 }
 
-impl<K, H> Clone for RateLimitLayer<K, H> {
+impl<K, H, M: Sharing> Clone for RateLimitLayer<K, H, M> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -367,7 +399,7 @@ impl<K, H> Clone for RateLimitLayer<K, H> {
     }
 }
 
-impl<K: fmt::Debug, H: fmt::Debug> fmt::Debug for RateLimitLayer<K, H> {
+impl<K: fmt::Debug, H: fmt::Debug, M: Sharing> fmt::Debug for RateLimitLayer<K, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("limiter", &self.shared.limiter)
@@ -379,8 +411,8 @@ impl<K: fmt::Debug, H: fmt::Debug> fmt::Debug for RateLimitLayer<K, H> {
     }
 }
 
-impl<S, K, H> Layer<S> for RateLimitLayer<K, H> {
-    type Service = RateLimit<S, K, H>;
+impl<S, K, H, M: Sharing> Layer<S> for RateLimitLayer<K, H, M> {
+    type Service = RateLimit<S, K, H, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::from_shared(inner, self.shared.clone())

@@ -1,8 +1,8 @@
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, KeyKind, MissingKey, RateLimited, RejectReason};
 use tower_service::Service;
 
@@ -94,13 +94,15 @@ impl<K, H> Shared<K, H> {
 /// The inner service must be `Clone` (as axum, tonic and hyper services
 /// are): in [`Mode::Wait`], a waiting request takes the ready service with
 /// it and calls it after its wait.
-pub struct RateLimit<S, K = Global, H = NoHeaders> {
+///
+/// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
+pub struct RateLimit<S, K: 'static = Global, H: 'static = NoHeaders, M: Sharing = Counted> {
     inner: S,
-    shared: Arc<Shared<K, H>>,
+    shared: SharedState<Shared<K, H>, M>,
 }
 
-impl<S, K, H> RateLimit<S, K, H> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<K, H>>) -> Self {
+impl<S, K, H, M: Sharing> RateLimit<S, K, H, M> {
+    pub(crate) fn from_shared(inner: S, shared: SharedState<Shared<K, H>, M>) -> Self {
         Self { inner, shared }
     }
 
@@ -125,7 +127,7 @@ impl<S, K, H> RateLimit<S, K, H> {
     }
 }
 
-impl<S: Clone, K, H> Clone for RateLimit<S, K, H> {
+impl<S: Clone, K, H, M: Sharing> Clone for RateLimit<S, K, H, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -134,7 +136,7 @@ impl<S: Clone, K, H> Clone for RateLimit<S, K, H> {
     }
 }
 
-impl<S: fmt::Debug, K, H> fmt::Debug for RateLimit<S, K, H> {
+impl<S: fmt::Debug, K, H, M: Sharing> fmt::Debug for RateLimit<S, K, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -144,8 +146,9 @@ impl<S: fmt::Debug, K, H> fmt::Debug for RateLimit<S, K, H> {
     }
 }
 
-impl<S, K, H, Req> Service<Req> for RateLimit<S, K, H>
+impl<S, K, H, M, Req> Service<Req> for RateLimit<S, K, H, M>
 where
+    M: Sharing,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     K: ExtractKey<Req>,
@@ -153,7 +156,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, K, H>;
+    type Future = ResponseFuture<S, Req, K, H, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
