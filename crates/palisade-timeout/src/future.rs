@@ -28,9 +28,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         timer: Timer,
-        timeout: Duration,
-        // Whether `timeout` is the remote caller's deadline.
-        caller: bool,
+        budget: Budget,
         shared: SharedState<Shared, M>,
     }
 }
@@ -45,21 +43,20 @@ impl<F, M: Sharing> ResponseFuture<F, M> {
         Self {
             inner: Some(inner),
             timer: Timer::idle(),
-            timeout,
-            caller,
+            budget: Budget::new(timeout, caller),
             shared,
         }
     }
 
     /// The deadline applied to this call.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.budget.timeout()
     }
 
     /// Whether the deadline is the remote caller's, shorter than the
     /// policy's own.
     pub fn is_caller_deadline(&self) -> bool {
-        self.caller
+        self.budget.is_caller()
     }
 
     /// Whether the timer has been started (the inner future returned
@@ -72,8 +69,8 @@ impl<F, M: Sharing> ResponseFuture<F, M> {
 impl<F, M: Sharing> fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("timeout", &self.timeout)
-            .field("caller_deadline", &self.caller)
+            .field("timeout", &self.budget.timeout())
+            .field("caller_deadline", &self.budget.is_caller())
             .field("timer_started", &self.timer.is_started())
             .field("expired", &self.inner.is_none())
             .finish()
@@ -93,35 +90,88 @@ where
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             // Polled again after expiring: answer the same way, never panic.
-            return Poll::Ready(Err(elapsed(this.shared, *this.timeout, *this.caller)));
+            return Poll::Ready(Err(elapsed(this.shared, *this.budget)));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        ready!(this.timer.poll_elapsed(*this.timeout, cx));
+        let timeout = this.budget.timeout();
+        ready!(this.timer.poll_elapsed(timeout, cx));
         // Drop the inner future now: the call is cancelled and whatever it
         // holds (connections, permits) is released before the caller sees
         // the error. On the layer's own deadline the drop is marked, so
         // layers below can tell a call that ran out of time from one its
         // caller gave up on.
-        if *this.caller {
+        if this.budget.is_caller() {
             this.inner.set(None);
         } else {
-            palisade_core::classify::cut_off(*this.timeout, || this.inner.set(None));
+            palisade_core::classify::cut_off(timeout, || this.inner.set(None));
         }
         this.shared.metrics.emit(&Event::TimedOut {
             policy: this.shared.policy.as_str(),
-            timeout: *this.timeout,
+            timeout,
         });
-        Poll::Ready(Err(elapsed(this.shared, *this.timeout, *this.caller)))
+        Poll::Ready(Err(elapsed(this.shared, *this.budget)))
     }
 }
 
-fn elapsed(shared: &Shared, timeout: Duration, caller: bool) -> BoxError {
+fn elapsed(shared: &Shared, budget: Budget) -> BoxError {
     let policy = shared.policy.clone();
-    if caller {
-        Elapsed::caller_deadline(policy, timeout).into()
+    if budget.is_caller() {
+        Elapsed::caller_deadline(policy, budget.timeout()).into()
     } else {
-        Elapsed::new(policy, timeout).into()
+        Elapsed::new(policy, budget.timeout()).into()
+    }
+}
+
+/// A call's deadline and whose it is, in one word: the top bit says it is
+/// the remote caller's, the rest is the duration in nanoseconds. Eight
+/// bytes instead of a `Duration` and a flag (twenty-four with padding), in
+/// a future that every outer layer moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Budget(u64);
+
+impl Budget {
+    const CALLER: u64 = 1 << 63;
+
+    /// `timeout` is kept to the nanosecond up to 2^63 - 1 ns (about 292
+    /// years); longer ones are held at that, which no timer tells apart.
+    fn new(timeout: Duration, caller: bool) -> Self {
+        let nanos = u64::try_from(timeout.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(Self::CALLER - 1);
+        Self(nanos | if caller { Self::CALLER } else { 0 })
+    }
+
+    fn timeout(self) -> Duration {
+        Duration::from_nanos(self.0 & !Self::CALLER)
+    }
+
+    fn is_caller(self) -> bool {
+        self.0 & Self::CALLER != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_keeps_the_deadline_and_whose_it_is() {
+        for (timeout, caller) in [
+            (Duration::ZERO, false),
+            (Duration::from_nanos(1), true),
+            (Duration::from_millis(250), true),
+            (Duration::from_secs(30), false),
+            (Duration::from_nanos(u64::MAX >> 1), true),
+        ] {
+            let budget = Budget::new(timeout, caller);
+            assert_eq!((budget.timeout(), budget.is_caller()), (timeout, caller));
+        }
+        let longest = Duration::from_nanos(u64::MAX >> 1);
+        for huge in [Duration::from_nanos(u64::MAX), Duration::MAX] {
+            assert_eq!(Budget::new(huge, false).timeout(), longest);
+            assert!(Budget::new(huge, true).is_caller());
+        }
     }
 }
