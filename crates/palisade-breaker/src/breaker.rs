@@ -174,22 +174,55 @@ pub(crate) enum PermitKind {
 ///
 /// Whole words only: the permit travels by value through the response
 /// future, and a value made of small fields is copied in wide loads that
-/// stall on the narrow stores that wrote it.
+/// stall on the narrow stores that wrote it. Two words: every outer layer
+/// moves the future that holds it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Permit {
     /// The state word at admission, packed.
     raw: u64,
-    /// When the call started, in nanoseconds since the breaker's origin
-    /// plus one; `0` when the breaker needs no start.
-    start: u64,
-    pub(crate) kind: PermitKind,
+    /// The [`PermitKind`] in the top two bits; below them, when the call
+    /// started, in nanoseconds since the breaker's origin plus one, or `0`
+    /// when the breaker needs no start.
+    tagged: u64,
 }
 
 impl Permit {
+    const KIND_SHIFT: u32 = 62;
+    const START: u64 = (1 << Self::KIND_SHIFT) - 1;
+
     /// The state word at admission.
     #[inline]
     pub(crate) fn word(&self) -> Word {
         Word::unpack(self.raw)
+    }
+
+    /// What the permit admitted.
+    #[inline]
+    pub(crate) fn kind(&self) -> PermitKind {
+        match self.tagged >> Self::KIND_SHIFT {
+            0 => PermitKind::Window,
+            1 => PermitKind::Probe,
+            2 => PermitKind::Untracked,
+            _ => PermitKind::Recorded,
+        }
+    }
+
+    /// Whether the outcome is in.
+    #[inline]
+    pub(crate) fn is_recorded(&self) -> bool {
+        self.tagged >> Self::KIND_SHIFT == PermitKind::Recorded as u64
+    }
+
+    /// Marks the outcome as recorded.
+    #[inline]
+    pub(crate) fn set_recorded(&mut self) {
+        self.tagged |= (PermitKind::Recorded as u64) << Self::KIND_SHIFT;
+    }
+
+    /// The start field: `0`, or nanoseconds since the origin plus one.
+    #[inline]
+    fn start(&self) -> u64 {
+        self.tagged & Self::START
     }
 }
 
@@ -389,17 +422,22 @@ impl Breaker {
 
     #[inline]
     fn permit(&self, word: Word, kind: PermitKind, start: Option<Instant>) -> Permit {
+        // A start more than 146 years after the origin is held there.
+        let start = start.map_or(0, |start| {
+            self.since_origin(start)
+                .saturating_add(1)
+                .min(Permit::START)
+        });
         Permit {
             raw: word.pack(),
-            start: start.map_or(0, |start| self.since_origin(start).saturating_add(1)),
-            kind,
+            tagged: (kind as u64) << Permit::KIND_SHIFT | start,
         }
     }
 
     /// When the call admitted with `permit` started, if it was timed.
     #[inline]
     fn start_of(&self, permit: &Permit) -> Option<Instant> {
-        permit.start.checked_sub(1).map(|nanos| self.at(nanos))
+        permit.start().checked_sub(1).map(|nanos| self.at(nanos))
     }
 
     #[inline]
@@ -644,7 +682,7 @@ impl Breaker {
             (Some(limit), Some(latency)) => latency >= limit,
             _ => false,
         };
-        match (permit.kind, failure) {
+        match (permit.kind(), failure) {
             (PermitKind::Untracked | PermitKind::Recorded, _) => {}
             (PermitKind::Window, None) => {}
             (PermitKind::Window, Some(failure)) => {

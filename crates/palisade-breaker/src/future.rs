@@ -45,7 +45,7 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, RecordOutcome};
 use pin_project_lite::pin_project;
 
-use crate::breaker::{Breaker, Permit, PermitKind};
+use crate::breaker::{Breaker, Permit};
 
 /// Reports the outcome of one admitted call to its breaker, once.
 ///
@@ -57,7 +57,7 @@ use crate::breaker::{Breaker, Permit, PermitKind};
 /// [shared-state handle](palisade_core::shared).
 pub struct OutcomeRecorder<M: Sharing = Counted> {
     breaker: SharedState<Breaker, M>,
-    /// Its kind becomes [`PermitKind::Recorded`] once the outcome is in.
+    /// Marked recorded once the outcome is in.
     permit: Permit,
 }
 
@@ -70,7 +70,7 @@ impl<M: Sharing> OutcomeRecorder<M> {
     #[inline]
     fn take_permit(&mut self) -> Permit {
         let permit = self.permit;
-        self.permit.kind = PermitKind::Recorded;
+        self.permit.set_recorded();
         permit
     }
 
@@ -96,7 +96,7 @@ impl<M: Sharing> Drop for OutcomeRecorder<M> {
     #[inline]
     fn drop(&mut self) {
         // Recorded calls (nearly all) only release the breaker's `Arc`.
-        if self.permit.kind != PermitKind::Recorded {
+        if !self.permit.is_recorded() {
             self.unrecorded();
         }
     }
@@ -142,8 +142,8 @@ impl<M: Sharing> fmt::Debug for OutcomeRecorder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutcomeRecorder")
             .field("policy", &self.breaker.cfg.policy)
-            .field("kind", &self.permit.kind)
-            .field("recorded", &(self.permit.kind == PermitKind::Recorded))
+            .field("kind", &self.permit.kind())
+            .field("recorded", &self.permit.is_recorded())
             .finish()
     }
 }

@@ -112,7 +112,7 @@ fn loom_half_open_admits_exactly_n_probes() {
         let handles: Vec<_> = (0..3)
             .map(|_| {
                 let breaker = breaker.clone();
-                thread::spawn(move || breaker.admit().ok().map(|p| p.kind))
+                thread::spawn(move || breaker.admit().ok().map(|p| p.kind()))
             })
             .collect();
         let admitted: Vec<_> = handles
@@ -281,7 +281,7 @@ fn loom_a_call_racing_a_refresh_past_the_max_wait_is_the_new_periods_probe() {
         clock.advance(PAST_MAX_WAIT);
         let caller = {
             let breaker = breaker.clone();
-            thread::spawn(move || breaker.admit().map(|p| p.kind).ok())
+            thread::spawn(move || breaker.admit().map(|p| p.kind()).ok())
         };
         breaker.refresh();
         assert_eq!(caller.join().unwrap(), Some(PermitKind::Probe));
