@@ -31,6 +31,8 @@ fn stack_u64(c: &mut Criterion) {
     let rt = support::current_thread();
     let palisade = support::palisade_stack_u64();
     support::assert_unrejected_u64(&rt, &palisade);
+    let leaked = support::palisade_stack_u64_leaked();
+    support::assert_unrejected_u64(&rt, &leaked);
     let peer = support::peer_stack_u64();
     support::assert_unrejected_u64(&rt, &peer);
 
@@ -40,6 +42,9 @@ fn stack_u64(c: &mut Criterion) {
     });
     group.bench_function("palisade", |b| {
         b.iter_custom(|iters| drive(&rt, &palisade, iters, u64_request, Expect::Ok));
+    });
+    group.bench_function("palisade_leaked", |b| {
+        b.iter_custom(|iters| drive(&rt, &leaked, iters, u64_request, Expect::Ok));
     });
     group.bench_function("peer", |b| {
         b.iter_custom(|iters| drive(&rt, &peer, iters, u64_request, Expect::Ok));
@@ -78,6 +83,7 @@ fn contention(c: &mut Criterion) {
     for workers in [2, 1] {
         let rt = support::multi_thread(workers);
         let palisade = support::palisade_stack_u64();
+        let leaked = support::palisade_stack_u64_leaked();
         let peer = support::peer_stack_u64();
         let mut group = c.benchmark_group(format!("contention_w{workers}"));
         group.throughput(Throughput::Elements(1));
@@ -88,6 +94,15 @@ fn contention(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("palisade", tasks), &tasks, |b, &tasks| {
                 b.iter_custom(|iters| support::contend(&rt, &palisade, tasks, iters, u64_request));
             });
+            group.bench_with_input(
+                BenchmarkId::new("palisade_leaked", tasks),
+                &tasks,
+                |b, &tasks| {
+                    b.iter_custom(|iters| {
+                        support::contend(&rt, &leaked, tasks, iters, u64_request)
+                    });
+                },
+            );
             group.bench_with_input(BenchmarkId::new("peer", tasks), &tasks, |b, &tasks| {
                 b.iter_custom(|iters| support::contend(&rt, &peer, tasks, iters, u64_request));
             });

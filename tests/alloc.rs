@@ -158,6 +158,15 @@ fn full_stack_allocates_nothing() {
 }
 
 #[test]
+fn leaked_full_stack_allocates_nothing() {
+    assert_allocation_free(
+        "stack (u64, leaked)",
+        support::palisade_stack_u64_leaked(),
+        u64_request,
+    );
+}
+
+#[test]
 fn full_http_stack_allocates_nothing_without_the_deadline_extension() {
     assert_allocation_free(
         "stack (http, deadline not exposed)",

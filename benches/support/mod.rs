@@ -453,20 +453,35 @@ pub(crate) fn peer_time_limiter() -> tower_resilience::timelimiter::TimeLimiterL
 // ---------------------------------------------------------------------------
 // the full stacks
 
+/// The palisade `u64` stack's policy: every layer, limits set so that
+/// nothing is rejected.
+macro_rules! palisade_u64_policy {
+    () => {
+        Stack::new("bench")
+            .fallback(FallbackLayer::builder(source::value(FALLBACK)))
+            .rate_limit(RateLimitLayer::builder().quota(PLENTY, Duration::from_secs(1)))
+            .circuit_breaker(CircuitBreakerLayer::builder())
+            .timeout(TimeoutLayer::builder().timeout(TIMEOUT))
+            .concurrency_limit(BulkheadLayer::builder().max_concurrent(SLOTS))
+            .catch_panic(CatchPanicLayer::builder())
+            .build()
+            .expect("valid")
+    };
+}
+
 /// palisade's full stack (all six layers, defaults but for limits no run
 /// can reach) around `Echo`, for `u64` requests.
 pub(crate) fn palisade_stack_u64()
 -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + 'static {
-    Stack::new("bench")
-        .fallback(FallbackLayer::builder(source::value(FALLBACK)))
-        .rate_limit(RateLimitLayer::builder().quota(PLENTY, Duration::from_secs(1)))
-        .circuit_breaker(CircuitBreakerLayer::builder())
-        .timeout(TimeoutLayer::builder().timeout(TIMEOUT))
-        .concurrency_limit(BulkheadLayer::builder().max_concurrent(SLOTS))
-        .catch_panic(CatchPanicLayer::builder())
-        .build()
-        .expect("valid")
-        .layer(Echo)
+    palisade_u64_policy!().layer(Echo)
+}
+
+/// [`palisade_stack_u64`] with its layers leaked
+/// ([`StackLayer::leak`](palisade::StackLayer::leak)): services and calls
+/// count no references.
+pub(crate) fn palisade_stack_u64_leaked()
+-> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + 'static {
+    palisade_u64_policy!().leak().layer(Echo)
 }
 
 /// The peer stack for `u64` requests: tower-resilience's fallback, rate
