@@ -155,19 +155,21 @@ pub(crate) struct Config {
 
 /// What a permit lets its call do with its outcome.
 ///
-/// A whole word, like the rest of the permit (see [`Permit`]).
+/// Stored in the top two bits of the permit's second word (see
+/// [`Permit`]); the discriminants are those bits, and `Recorded` sets
+/// both, so that marking any permit recorded is one `or`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]
 pub(crate) enum PermitKind {
     /// Recorded in the closed window.
-    Window,
+    Window = 0b00,
     /// A half-open probe holding a probe slot.
-    Probe,
+    Probe = 0b01,
     /// Let through without recording (disabled, or shadow mode while the
     /// shadow state would reject).
-    Untracked,
+    Untracked = 0b10,
     /// The outcome was recorded already: nothing is left to do.
-    Recorded,
+    Recorded = 0b11,
 }
 
 /// The admission of one call.
@@ -199,10 +201,13 @@ impl Permit {
     /// What the permit admitted.
     #[inline]
     pub(crate) fn kind(&self) -> PermitKind {
+        const WINDOW: u64 = PermitKind::Window as u64;
+        const PROBE: u64 = PermitKind::Probe as u64;
+        const UNTRACKED: u64 = PermitKind::Untracked as u64;
         match self.tagged >> Self::KIND_SHIFT {
-            0 => PermitKind::Window,
-            1 => PermitKind::Probe,
-            2 => PermitKind::Untracked,
+            WINDOW => PermitKind::Window,
+            PROBE => PermitKind::Probe,
+            UNTRACKED => PermitKind::Untracked,
             _ => PermitKind::Recorded,
         }
     }
@@ -1037,5 +1042,76 @@ impl Breaker {
 
     pub(crate) fn refusal_error(&self, refusal: Refusal) -> CircuitOpen {
         CircuitOpen::new(self.cfg.policy.clone(), refusal.retry_after, refusal.state)
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use palisade_core::{Clock, ManualClock, Metrics, PolicyName};
+
+    use super::*;
+
+    fn breaker(clock: &ManualClock) -> Breaker {
+        Breaker::new(Config {
+            policy: PolicyName::new("permit"),
+            metrics: Metrics::noop(),
+            clock: Clock::manual(clock),
+            window: WindowConfig::Count(4),
+            minimum_calls: 1,
+            failure_rate_threshold: 0.5,
+            slow_call_duration: None,
+            slow_call_rate_threshold: 1.0,
+            measure_latency: true,
+            open_wait: Duration::from_secs(1),
+            backoff: None,
+            jitter: 0.0,
+            seed: 1,
+            probes: 1,
+            half_open_max_wait: Duration::from_secs(60),
+            cancelled_as_failure: false,
+        })
+    }
+
+    #[test]
+    fn a_permit_keeps_its_kind_and_start_in_two_words() {
+        assert_eq!(size_of::<Permit>(), 16);
+        let clock = ManualClock::new();
+        let breaker = breaker(&clock);
+        clock.advance(Duration::from_millis(1500));
+        let word = breaker.word();
+        for kind in [
+            PermitKind::Window,
+            PermitKind::Probe,
+            PermitKind::Untracked,
+            PermitKind::Recorded,
+        ] {
+            for start in [None, Some(clock.now())] {
+                let mut permit = breaker.permit(word, kind, start);
+                assert_eq!(permit.kind(), kind);
+                assert_eq!(permit.is_recorded(), kind == PermitKind::Recorded);
+                assert_eq!(breaker.start_of(&permit), start);
+                assert_eq!(permit.word().pack(), word.pack());
+                permit.set_recorded();
+                assert_eq!(permit.kind(), PermitKind::Recorded);
+                assert_eq!(
+                    breaker.start_of(&permit),
+                    start,
+                    "recording keeps the start"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_start_past_what_the_permit_holds_is_held_at_its_limit() {
+        let clock = ManualClock::new();
+        let breaker = breaker(&clock);
+        let far = breaker.at(Permit::START + 10);
+        let permit = breaker.permit(breaker.word(), PermitKind::Window, Some(far));
+        assert_eq!(permit.kind(), PermitKind::Window);
+        assert_eq!(
+            breaker.start_of(&permit),
+            Some(breaker.at(Permit::START - 1))
+        );
     }
 }

@@ -95,7 +95,7 @@ where
 impl<M: Sharing> Drop for OutcomeRecorder<M> {
     #[inline]
     fn drop(&mut self) {
-        // Recorded calls (nearly all) only release the breaker's `Arc`.
+        // Recorded calls (nearly all) only release their breaker handle.
         if !self.permit.is_recorded() {
             self.unrecorded();
         }

@@ -50,7 +50,8 @@ impl State {
 
 /// Aligned to 128 bytes: the state word, which every request writes twice,
 /// and the limit read with it get cache lines of their own, apart from the
-/// configuration around the limiter and from the `Arc`'s reference count.
+/// configuration around the limiter and from the reference count of a
+/// counted layer's state.
 #[repr(align(128))]
 pub(crate) struct Limiter {
     state: AtomicU64,

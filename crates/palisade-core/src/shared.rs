@@ -2,10 +2,11 @@
 //! layer: by a counted reference ([`Counted`], the default) or by a
 //! reference that lives until the process exits ([`Leaked`]).
 //!
-//! Every layer instance keeps its configuration, its metrics handle and,
-//! for the limiting layers, its counters in one [`SharedState`]. Each
-//! service the layer builds holds a handle to it, and so does each call in
-//! flight, so that a call can report after its service is gone.
+//! Each layer a `Stack` is made of keeps its configuration, its metrics
+//! handle and, for the limiting layers, its counters in one
+//! [`SharedState`]. Each service the layer builds holds a handle to it, and
+//! so do the calls in flight that need it, so that a call can report after
+//! its service is gone.
 //!
 //! With [`Counted`] handles, as with an `Arc`, the state is freed when the
 //! last layer, service and call are gone. Counting has a cost that shows on
@@ -140,9 +141,10 @@ impl<T, M: Sharing> SharedState<T, M> {
     /// A handle to the same state that keeps it until the process exits,
     /// so that its clones count no references.
     ///
-    /// Leaking a counted handle allocates one pointer, once, and never
-    /// frees it or the state; counted handles made before keep working and
-    /// keep counting. A leaked handle is returned as it is.
+    /// Each call on a counted handle allocates one pointer and never frees
+    /// it or the state (leaking two clones of one counted handle leaks two
+    /// pointers to the same state); counted handles made before keep
+    /// working and keep counting. A leaked handle is returned as it is.
     pub fn leak(self) -> SharedState<T, Leaked> {
         SharedState {
             handle: M::leak(self.handle),
@@ -244,8 +246,13 @@ impl<T: fmt::Debug> fmt::Debug for AnyState<T> {
 /// A layer that can be turned into one whose services and calls reach its
 /// state through [`Leaked`] handles; see the [module docs](self).
 ///
-/// Every palisade layer implements it. Layers whose calls hold no
-/// reference to the layer's state return themselves.
+/// Every layer a `Stack` can hold implements it (fallback, rate limit,
+/// circuit breaker, timeout, bulkhead, both panic-catch flavours, both
+/// error-mapping layers), and so does `tower_layer::Identity`; a layer that
+/// shares no state returns itself. The keyed circuit breaker does not: its
+/// per-key breakers come and go with their keys, so its calls keep counted
+/// references. A stack whose error-mapping slot holds a layer of your own
+/// can be leaked once that layer implements `Leak`.
 pub trait Leak {
     /// The layer with leaked handles.
     type Leaked;

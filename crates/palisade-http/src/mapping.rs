@@ -12,7 +12,7 @@ use crate::problem::{Problem, TimeoutStatus};
 
 /// How errors become HTTP responses: the status for a timeout and the body
 /// hook. Cheap to share; [`ErrorToResponseLayer`](crate::ErrorToResponseLayer)
-/// holds one in an `Arc`.
+/// holds one in its shared state, counted or leaked.
 ///
 /// | cause | status | `Retry-After` |
 /// |---|---|---|

@@ -104,7 +104,9 @@ impl<H, M: Sharing> ErrorToResponseLayer<H, M> {
     /// use palisade_http::ErrorToResponseLayer;
     ///
     /// let layer = ErrorToResponseLayer::new().leak();
-    /// # let _ = layer;
+    /// // A clone copies a plain reference to the same mapping.
+    /// let copy = layer.clone();
+    /// assert!(std::ptr::eq(layer.mapping(), copy.mapping()));
     /// ```
     pub fn leak(self) -> ErrorToResponseLayer<H, Leaked> {
         ErrorToResponseLayer {
