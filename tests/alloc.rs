@@ -176,6 +176,15 @@ fn full_http_stack_allocates_nothing_without_the_deadline_extension() {
 }
 
 #[test]
+fn leaked_full_http_stack_allocates_nothing_without_the_deadline_extension() {
+    assert_allocation_free(
+        "stack (http, deadline not exposed, leaked)",
+        support::palisade_stack_http_unexposed_leaked(),
+        http_request,
+    );
+}
+
+#[test]
 fn full_http_stack_allocates_only_the_exposed_deadline() {
     // With the timeout's HTTP defaults the applied deadline is inserted into
     // the request's extensions: exactly what that one insertion costs, and

@@ -433,3 +433,60 @@ async fn a_full_bulkhead_answers_503() {
     assert_eq!(held.body, "report");
     assert_eq!(client.get("/quick").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_leaked_policy_around_the_router_answers_every_rejection() {
+    let policy = Stack::new("leaked")
+        .rate_limit(quota(4))
+        .circuit_breaker(CircuitBreakerLayer::builder().classifier(ServerErrorsAsFailures))
+        .timeout(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_millis(200))
+                .http(),
+        )
+        .concurrency_limit(BulkheadLayer::builder().max_concurrent(4))
+        .catch_panic(palisade::panic::http::CatchPanicHttpLayer::builder())
+        .http_errors()
+        .build()
+        .unwrap()
+        .leak();
+    let bulkhead = policy.concurrency_limit().clone();
+    let router = Router::new()
+        .route("/ok", get(|| async { "fine" }))
+        .route(
+            "/panic",
+            get(|| async {
+                panic!("leaked stack handler bug");
+                #[allow(unreachable_code)]
+                ""
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
+    // hyper clones the service for every connection and axum for every
+    // request: with a leaked stack those clones copy plain references.
+    let server = serve_service(policy.layer(router)).await;
+    let client = HttpClient::new(&server);
+
+    let ok = client.get("/ok").await;
+    assert_eq!((ok.status, ok.body.as_str()), (StatusCode::OK, "fine"));
+    let panicked = client.get("/panic").await;
+    assert_eq!(panicked.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        !panicked.body.contains("leaked stack handler bug"),
+        "{panicked:?}"
+    );
+    let slow = client.get("/slow").await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(slow.json()["policy"], "leaked");
+    assert_eq!(client.get("/ok").await.status, StatusCode::OK);
+    let limited = client.get("/ok").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.retry_after().is_some(), "{limited:?}");
+    assert_eq!(bulkhead.in_flight(), 0, "every slot was given back");
+}

@@ -547,6 +547,21 @@ pub(crate) fn palisade_stack_http_unexposed()
     .layer(Echo)
 }
 
+/// [`palisade_stack_http_unexposed`] with its layers leaked.
+pub(crate) fn palisade_stack_http_unexposed_leaked()
+-> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    palisade_http_policy!(
+        TimeoutLayer::builder()
+            .timeout(TIMEOUT)
+            .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
+    )
+    .leak()
+    .layer(Echo)
+}
+
 /// The body of tower-http's catch-panic responses, so of every response
 /// of the peer HTTP stack.
 pub(crate) type PeerBody = tower_http::body::UnsyncBoxBody<Bytes, BoxError>;

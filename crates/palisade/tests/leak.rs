@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade::breaker::CircuitBreakerLayer;
+use palisade::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::fallback::{FallbackLayer, source};
 use palisade::panic::CatchPanicLayer;
@@ -75,70 +75,160 @@ fn rejection(err: &BoxError) -> &'static str {
     }
 }
 
+/// The policy both scripts run under: one slot, a quota of seven a
+/// minute, a one-second deadline, a breaker that never trips by itself.
+macro_rules! policy {
+    ($tally:expr) => {
+        Stack::new("leak")
+            .metrics($tally.clone())
+            .rate_limit(RateLimitLayer::builder().quota(7, Duration::from_secs(60)))
+            .circuit_breaker(
+                CircuitBreakerLayer::builder()
+                    .minimum_calls(100)
+                    .count_window(100),
+            )
+            .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(1)))
+            .concurrency_limit(BulkheadLayer::builder().max_concurrent(1))
+            .catch_panic(CatchPanicLayer::builder())
+            .build()
+            .expect("valid")
+    };
+}
+
+/// Runs one fixed sequence of calls through `svc` and writes down what
+/// each returned and what the layers report along the way.
+async fn script<S>(
+    svc: S,
+    breaker: CircuitBreakerHandle,
+    in_flight: impl Fn() -> usize,
+    tally: &Tally,
+) -> Vec<String>
+where
+    S: Service<Ask, Response = &'static str, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut log = Vec::new();
+    let outcome = |result: Result<&'static str, BoxError>| match result {
+        Ok(answer) => answer.to_owned(),
+        Err(err) => rejection(&err).to_owned(),
+    };
+    for ask in [Ask::Answer, Ask::Fail, Ask::Panic] {
+        log.push(outcome(svc.clone().oneshot(ask).await));
+    }
+    // A hanging call holds the only slot until its deadline: a second
+    // call meanwhile finds the bulkhead full.
+    let hanging = tokio::spawn(svc.clone().oneshot(Ask::Hang));
+    tokio::task::yield_now().await;
+    log.push(format!("in flight {}", in_flight()));
+    log.push(outcome(svc.clone().oneshot(Ask::Answer).await));
+    log.push(outcome(hanging.await.expect("no panic escapes")));
+    log.push(format!("in flight {}", in_flight()));
+    let counts = breaker.counts();
+    log.push(format!(
+        "breaker {} calls {} failures",
+        counts.calls, counts.failures
+    ));
+    breaker.force_open();
+    log.push(outcome(svc.clone().oneshot(Ask::Answer).await));
+    breaker.reset();
+    log.push(outcome(svc.clone().oneshot(Ask::Answer).await));
+    log.push(outcome(svc.clone().oneshot(Ask::Answer).await));
+    log.push(format!(
+        "rejected {} panics {} timeouts {}",
+        tally.rejected.load(Ordering::Relaxed),
+        tally.panics.load(Ordering::Relaxed),
+        tally.timeouts.load(Ordering::Relaxed),
+    ));
+    log
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_leaked_stack_admits_rejects_and_reports_like_the_stack() {
-    let tally = Arc::new(Tally::default());
-    let stack = Stack::new("leaked")
-        .metrics(tally.clone())
-        .rate_limit(RateLimitLayer::builder().quota(7, Duration::from_secs(60)))
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .minimum_calls(100)
-                .count_window(100),
-        )
-        .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(1)))
-        .concurrency_limit(BulkheadLayer::builder().max_concurrent(1))
-        .catch_panic(CatchPanicLayer::builder())
+    let counted_tally = Arc::new(Tally::default());
+    let counted = policy!(counted_tally);
+    let counted_log = script(
+        counted.layer(service_fn(serve)),
+        counted.circuit_breaker().handle(),
+        || counted.concurrency_limit().in_flight(),
+        &counted_tally,
+    )
+    .await;
+
+    let leaked_tally = Arc::new(Tally::default());
+    let leaked = policy!(leaked_tally).leak();
+    let leaked_log = script(
+        leaked.layer(service_fn(serve)),
+        leaked.circuit_breaker().handle(),
+        || leaked.concurrency_limit().in_flight(),
+        &leaked_tally,
+    )
+    .await;
+
+    assert_eq!(leaked_log, counted_log);
+    let expected = [
+        "answer",
+        "other",
+        "panicked",
+        "in flight 1",
+        "overloaded",
+        "elapsed",
+        "in flight 0",
+        // The success, the failure, the panic and the timeout; a full
+        // bulkhead is not the dependency's failure.
+        "breaker 4 calls 3 failures",
+        // The handle taken from the layer controls its breaker.
+        "circuit open",
+        "answer",
+        // Seven admissions so far (the open breaker refused after the rate
+        // limiter admitted): the eighth request is over the quota.
+        "rate limited",
+        "rejected 3 panics 1 timeouts 1",
+    ];
+    assert_eq!(leaked_log, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leaked_bulkhead_queues_hands_over_and_lets_waiters_leave() {
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .queue(2)
+        .max_wait(Duration::from_secs(5))
         .build()
         .expect("valid")
         .leak();
-    let breaker = stack.circuit_breaker().handle();
-    let svc = stack.layer(service_fn(serve));
-
-    assert_eq!(svc.clone().oneshot(Ask::Answer).await.unwrap(), "answer");
-    let failed = svc.clone().oneshot(Ask::Fail).await.unwrap_err();
-    assert_eq!(rejection(&failed), "other");
-    let panicked = svc.clone().oneshot(Ask::Panic).await.unwrap_err();
-    assert_eq!(rejection(&panicked), "panicked");
-
-    // A hanging call holds the only slot until its deadline: a second call
-    // meanwhile finds the bulkhead full.
-    let hanging = tokio::spawn(svc.clone().oneshot(Ask::Hang));
+    let svc = layer.layer(service_fn(serve));
+    let holder = tokio::spawn(svc.clone().oneshot(Ask::Hang));
     tokio::task::yield_now().await;
-    assert_eq!(stack.concurrency_limit().in_flight(), 1);
-    let full = svc.clone().oneshot(Ask::Answer).await.unwrap_err();
-    assert_eq!(rejection(&full), "overloaded");
-    let elapsed = hanging.await.unwrap().unwrap_err();
-    assert_eq!(rejection(&elapsed), "elapsed");
-    assert_eq!(stack.concurrency_limit().in_flight(), 0);
+    // One waiter is given the slot when the holder ends; another leaves
+    // the queue when its caller gives up.
+    let waiter = tokio::spawn(svc.clone().oneshot(Ask::Answer));
+    let quitter = tokio::spawn(svc.clone().oneshot(Ask::Answer));
+    tokio::task::yield_now().await;
+    assert_eq!((layer.in_flight(), layer.waiting()), (1, 2));
+    quitter.abort();
+    let _ = quitter.await;
+    assert_eq!(layer.waiting(), 1);
+    holder.abort();
+    let _ = holder.await;
+    assert_eq!(waiter.await.unwrap().unwrap(), "answer");
+    assert_eq!((layer.in_flight(), layer.waiting()), (0, 0));
+}
 
-    // The breaker saw the success, the failure, the panic and the timeout
-    // (a full bulkhead is not the dependency's failure).
-    let counts = breaker.counts();
-    assert_eq!((counts.calls, counts.failures), (4, 3));
-
-    // The handle taken from the leaked layer controls its breaker.
-    breaker.force_open();
-    let open = svc.clone().oneshot(Ask::Answer).await.unwrap_err();
-    assert_eq!(rejection(&open), "circuit open");
-    breaker.reset();
-    assert_eq!(svc.clone().oneshot(Ask::Answer).await.unwrap(), "answer");
-    let counts = breaker.counts();
-    assert_eq!(
-        (counts.calls, counts.failures),
-        (1, 0),
-        "reset clears the window"
-    );
-
-    // Seven admissions so far (the open breaker's refusal came after the
-    // rate limiter): the eighth request is over the quota.
-    let limited = svc.clone().oneshot(Ask::Answer).await.unwrap_err();
-    assert_eq!(rejection(&limited), "rate limited");
-
-    assert_eq!(tally.panics.load(Ordering::Relaxed), 1);
-    assert_eq!(tally.timeouts.load(Ordering::Relaxed), 1);
-    // Bulkhead full, breaker open, rate limited.
-    assert_eq!(tally.rejected.load(Ordering::Relaxed), 3);
+#[tokio::test(start_paused = true)]
+async fn a_leaked_rate_limiter_makes_callers_wait_their_turn() {
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(5))
+        .build()
+        .expect("valid")
+        .leak();
+    let svc = layer.layer(service_fn(serve));
+    let start = tokio::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(svc.clone().oneshot(Ask::Answer).await.unwrap(), "answer");
+    }
+    // The second and third calls waited a second each for their turn.
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
 #[tokio::test(start_paused = true)]
