@@ -134,6 +134,19 @@ fn contention_layers(c: &mut Criterion) {
         contended(&mut group, &rt, "breaker", breaker);
         contended(&mut group, &rt, "bulkhead", bulkhead);
         contended(&mut group, &rt, "tower_concurrency_limit", tower_limit);
+        // The same layers leaked: their calls write no reference count.
+        let timeout = support::palisade_timeout().leak().layer(Echo);
+        let fallback = support::palisade_fallback().leak().layer(Echo);
+        let catch_panic = support::palisade_catch_panic().leak().layer(Echo);
+        let breaker = support::palisade_breaker().leak().layer(Echo);
+        let bulkhead = support::palisade_bulkhead(support::SLOTS)
+            .leak()
+            .layer(Echo);
+        contended(&mut group, &rt, "timeout_leaked", timeout);
+        contended(&mut group, &rt, "fallback_leaked", fallback);
+        contended(&mut group, &rt, "catch_panic_leaked", catch_panic);
+        contended(&mut group, &rt, "breaker_leaked", breaker);
+        contended(&mut group, &rt, "bulkhead_leaked", bulkhead);
         group.finish();
     }
 }
