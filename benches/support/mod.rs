@@ -539,12 +539,14 @@ pub(crate) fn palisade_stack_http_unexposed()
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(
-        TimeoutLayer::builder()
-            .timeout(TIMEOUT)
-            .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
-    )
-    .layer(Echo)
+    palisade_http_policy!(unexposed_timeout()).layer(Echo)
+}
+
+/// The timeout's HTTP flavour with the deadline kept out of the request.
+fn unexposed_timeout() -> palisade::timeout::TimeoutLayerBuilder<palisade::timeout::HttpDeadline> {
+    TimeoutLayer::builder()
+        .timeout(TIMEOUT)
+        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
 }
 
 /// [`palisade_stack_http_unexposed`] with its layers leaked.
@@ -553,13 +555,9 @@ pub(crate) fn palisade_stack_http_unexposed_leaked()
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(
-        TimeoutLayer::builder()
-            .timeout(TIMEOUT)
-            .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
-    )
-    .leak()
-    .layer(Echo)
+    palisade_http_policy!(unexposed_timeout())
+        .leak()
+        .layer(Echo)
 }
 
 /// The body of tower-http's catch-panic responses, so of every response

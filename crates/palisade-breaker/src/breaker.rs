@@ -1045,30 +1045,40 @@ impl Breaker {
     }
 }
 
+/// A count-window breaker's configuration on `clock`, for the unit tests
+/// and the loom models.
+#[cfg(test)]
+pub(crate) fn test_config(clock: &palisade_core::ManualClock, probes: u32) -> Config {
+    Config {
+        policy: PolicyName::new("test"),
+        metrics: Metrics::noop(),
+        clock: Clock::manual(clock),
+        window: WindowConfig::Count(4),
+        minimum_calls: 1,
+        failure_rate_threshold: 0.5,
+        slow_call_duration: None,
+        slow_call_rate_threshold: 1.0,
+        measure_latency: false,
+        open_wait: Duration::from_secs(1),
+        backoff: None,
+        jitter: 0.0,
+        seed: 1,
+        probes,
+        half_open_max_wait: Duration::from_secs(60),
+        cancelled_as_failure: false,
+    }
+}
+
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
-    use palisade_core::{Clock, ManualClock, Metrics, PolicyName};
+    use palisade_core::ManualClock;
 
     use super::*;
 
     fn breaker(clock: &ManualClock) -> Breaker {
         Breaker::new(Config {
-            policy: PolicyName::new("permit"),
-            metrics: Metrics::noop(),
-            clock: Clock::manual(clock),
-            window: WindowConfig::Count(4),
-            minimum_calls: 1,
-            failure_rate_threshold: 0.5,
-            slow_call_duration: None,
-            slow_call_rate_threshold: 1.0,
             measure_latency: true,
-            open_wait: Duration::from_secs(1),
-            backoff: None,
-            jitter: 0.0,
-            seed: 1,
-            probes: 1,
-            half_open_max_wait: Duration::from_secs(60),
-            cancelled_as_failure: false,
+            ..test_config(clock, 1)
         })
     }
 

@@ -8,31 +8,14 @@
 use std::time::Duration;
 
 use loom::thread;
-use palisade_core::{Clock, ManualClock, Metrics, Outcome, PolicyName, TransitionReason};
+use palisade_core::{ManualClock, Metrics, Outcome, TransitionReason};
 
 use crate::breaker::{Breaker, Config, Machine, PermitKind, Take, WindowConfig};
 use crate::sync::Arc;
 use crate::window::{CountWindow, Counts, Recorded, code};
 
 fn config(clock: &ManualClock, probes: u32) -> Config {
-    Config {
-        policy: PolicyName::new("loom"),
-        metrics: Metrics::noop(),
-        clock: Clock::manual(clock),
-        window: WindowConfig::Count(4),
-        minimum_calls: 1,
-        failure_rate_threshold: 0.5,
-        slow_call_duration: None,
-        slow_call_rate_threshold: 1.0,
-        measure_latency: false,
-        open_wait: Duration::from_secs(1),
-        backoff: None,
-        jitter: 0.0,
-        seed: 1,
-        probes,
-        half_open_max_wait: Duration::from_secs(60),
-        cancelled_as_failure: false,
-    }
+    crate::breaker::test_config(clock, probes)
 }
 
 /// A breaker that is open with its wait already elapsed.
