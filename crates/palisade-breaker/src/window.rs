@@ -165,7 +165,7 @@ impl CountWindow {
 
     pub(crate) fn record(&self, epoch: u16, code: u32) -> Recorded {
         // Cheap early out for a call admitted before the last transition.
-        if tag_of(self.aggregate.load(Ordering::Acquire)) != epoch {
+        if self.epoch() != epoch {
             return Recorded::Stale;
         }
         let head = self.head.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +310,7 @@ impl TimeWindow {
 
     /// The epoch of the last reset.
     fn epoch(&self) -> u16 {
-        (self.base.load(Ordering::Acquire) >> 48) as u16
+        tag_of(self.base.load(Ordering::Acquire))
     }
 
     fn elapsed_ticks(&self, now: Instant) -> u64 {
@@ -323,7 +323,7 @@ impl TimeWindow {
     /// reader's tick is never older than a write it can see.
     fn tick(&self, epoch: Option<u16>, now: Instant) -> Option<u64> {
         let base = self.base.load(Ordering::Acquire);
-        if epoch.is_some_and(|e| (base >> 48) as u16 != e) {
+        if epoch.is_some_and(|e| tag_of(base) != e) {
             return None;
         }
         Some((base & OFFSET_MASK).wrapping_add(self.elapsed_ticks(now)))
