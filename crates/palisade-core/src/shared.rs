@@ -169,12 +169,6 @@ impl<T> From<Arc<T>> for SharedState<T> {
     }
 }
 
-impl<T> From<SharedState<T>> for Arc<T> {
-    fn from(state: SharedState<T>) -> Self {
-        state.handle
-    }
-}
-
 impl<T, M: Sharing> Deref for SharedState<T, M> {
     type Target = T;
 
@@ -208,12 +202,6 @@ pub struct AnyState<T: 'static>(AnyRepr<T>);
 enum AnyRepr<T: 'static> {
     Counted(Arc<T>),
     Leaked(&'static T),
-}
-
-impl<T> From<SharedState<T>> for AnyState<T> {
-    fn from(state: SharedState<T>) -> Self {
-        Self(AnyRepr::Counted(state.handle))
-    }
 }
 
 impl<T> Deref for AnyState<T> {

@@ -53,9 +53,7 @@ impl<O, M: Sharing> TimeoutLayer<O, M> {
     pub fn source(&self) -> &O {
         &self.source
     }
-}
 
-impl<O, M: Sharing> TimeoutLayer<O, M> {
     /// Keeps this layer's settings until the process exits, so that its
     /// services and calls reach them without counting references: for a
     /// layer built once that serves until the end. See
