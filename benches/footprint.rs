@@ -258,8 +258,8 @@ fn allocations() -> Value {
         per_request(&support::palisade_stack_http(), http_request),
     );
     row(
-        "palisade/stack_http_unexposed",
-        per_request(&support::palisade_stack_http_unexposed(), http_request),
+        "palisade/stack_http_extension",
+        per_request(&support::palisade_stack_http_extension(), http_request),
     );
     row(
         "peer/stack_http",

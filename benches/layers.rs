@@ -73,11 +73,11 @@ fn timeout(c: &mut Criterion) {
     bench_http(&mut group, &rt, "palisade", svc);
     let svc = palisade::timeout::TimeoutLayer::builder()
         .timeout(support::TIMEOUT)
-        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
+        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(true))
         .build()
         .expect("valid")
         .layer(Echo);
-    bench_http(&mut group, &rt, "palisade_unexposed", svc);
+    bench_http(&mut group, &rt, "palisade_extension", svc);
     let svc = tower_http::timeout::TimeoutLayer::with_status_code(
         http::StatusCode::GATEWAY_TIMEOUT,
         support::TIMEOUT,

@@ -56,8 +56,8 @@ fn stack_http(c: &mut Criterion) {
     let rt = support::current_thread();
     let palisade = support::palisade_stack_http();
     support::assert_unrejected_http(&rt, &palisade);
-    let unexposed = support::palisade_stack_http_unexposed();
-    support::assert_unrejected_http(&rt, &unexposed);
+    let extension = support::palisade_stack_http_extension();
+    support::assert_unrejected_http(&rt, &extension);
     let peer = support::peer_stack_http();
     support::assert_unrejected_http(&rt, &peer);
 
@@ -68,8 +68,8 @@ fn stack_http(c: &mut Criterion) {
     group.bench_function("palisade", |b| {
         b.iter_custom(|iters| drive(&rt, &palisade, iters, http_request, Expect::Ok));
     });
-    group.bench_function("palisade_unexposed", |b| {
-        b.iter_custom(|iters| drive(&rt, &unexposed, iters, http_request, Expect::Ok));
+    group.bench_function("palisade_extension", |b| {
+        b.iter_custom(|iters| drive(&rt, &extension, iters, http_request, Expect::Ok));
     });
     group.bench_function("peer", |b| {
         b.iter_custom(|iters| drive(&rt, &peer, iters, http_request, Expect::Ok));

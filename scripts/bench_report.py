@@ -565,8 +565,8 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
             f"(medians {medians['palisade']:,.0f} vs {medians['bare']:,.0f} req/s); "
             f"with `Router::layer` instead: {e2e['ratios']['palisade-route-layer']:.3f}×",
             e2e_ratio >= 0.95,
-            "In a real axum server the stack adds its own work, the moves of its large futures and "
-            "the `Deadline` extension's allocations to a one-core hello-world request "
+            "In a real axum server the stack adds its own work and the moves of its large futures "
+            "to a one-core hello-world request "
             f"({1 - e2e_ratio:.1%} fewer requests/s in this run); see *End to end* in the notes "
             "below.",
         )
@@ -606,7 +606,7 @@ VARIANT_NAMES = {
     "bare": "bare service",
     "palisade": "palisade",
     "palisade_http": "palisade (HTTP flavour: panics become 500s)",
-    "palisade_unexposed": "palisade, `expose_deadline(false)`",
+    "palisade_extension": "palisade, `expose_deadline(true)` (deadline also in the extensions)",
     "palisade_leaked": "palisade, leaked (`StackLayer::leak`)",
     "tower": "tower",
     "tower_load_shed": "tower `LoadShed` + `ConcurrencyLimit`",
@@ -793,10 +793,11 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
         for name, row in footprint["allocations"].items():
             w(f"| {name} | {row['allocations']:.2f} | {row['bytes']:.0f} |")
         w("")
-        w("palisade's HTTP stack with the timeout's defaults inserts the applied `Deadline` into the "
-          "request's extensions for the handler to read; on a request whose extension map is still "
-          "empty that insertion allocates the map (the test checks it is the only allocation). "
-          "`HttpDeadline::new().expose_deadline(false)` turns it off.")
+        w("palisade's HTTP stack at its defaults allocates nothing: the handler reads the deadline "
+          "with `Deadline::current()`. With `HttpDeadline::new().expose_deadline(true)` the applied "
+          "`Deadline` is also inserted into the request's extensions; on a request whose extension "
+          "map is still empty that insertion allocates the map (the test checks it is the only "
+          "allocation).")
         w("")
 
         mem = footprint["keyed_memory"]

@@ -74,10 +74,10 @@ fn timeout_allocates_nothing() {
 }
 
 #[test]
-fn timeout_http_flavour_allocates_nothing_unless_it_exposes_the_deadline() {
+fn timeout_http_flavour_allocates_nothing() {
     let layer = palisade::timeout::TimeoutLayer::builder()
         .timeout(support::TIMEOUT)
-        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
+        .http()
         .build()
         .expect("valid");
     assert_allocation_free("timeout (http)", layer.layer(Echo), http_request);
@@ -167,28 +167,28 @@ fn leaked_full_stack_allocates_nothing() {
 }
 
 #[test]
-fn full_http_stack_allocates_nothing_without_the_deadline_extension() {
+fn full_http_stack_allocates_nothing() {
     assert_allocation_free(
-        "stack (http, deadline not exposed)",
-        support::palisade_stack_http_unexposed(),
+        "stack (http)",
+        support::palisade_stack_http(),
         http_request,
     );
 }
 
 #[test]
-fn leaked_full_http_stack_allocates_nothing_without_the_deadline_extension() {
+fn leaked_full_http_stack_allocates_nothing() {
     assert_allocation_free(
-        "stack (http, deadline not exposed, leaked)",
-        support::palisade_stack_http_unexposed_leaked(),
+        "stack (http, leaked)",
+        support::palisade_stack_http_leaked(),
         http_request,
     );
 }
 
 #[test]
-fn full_http_stack_allocates_only_the_exposed_deadline() {
-    // With the timeout's HTTP defaults the applied deadline is inserted into
-    // the request's extensions: exactly what that one insertion costs, and
-    // nothing more.
+fn full_http_stack_with_the_deadline_extension_allocates_only_the_extension() {
+    // With `expose_deadline(true)` the applied deadline is also inserted
+    // into the request's extensions: exactly what that one insertion costs,
+    // and nothing more.
     let insertion = allocation_counter::measure(|| {
         for n in 0..CALLS {
             let mut request = http_request(n);
@@ -199,7 +199,7 @@ fn full_http_stack_allocates_only_the_exposed_deadline() {
         }
     });
     assert!(insertion.count_total > 0);
-    let info = measure(support::palisade_stack_http(), http_request);
+    let info = measure(support::palisade_stack_http_extension(), http_request);
     assert_eq!(
         (info.count_total, info.bytes_total),
         (insertion.count_total, insertion.bytes_total),

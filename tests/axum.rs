@@ -327,13 +327,13 @@ async fn a_policy_around_the_router_meets_every_request_before_routing() {
         .unwrap();
     let router = Router::new().route(
         "/",
-        get(
-            |deadline: Option<axum::Extension<palisade::timeout::Deadline>>| async move {
-                // The timeout ran before routing, and its deadline reached the
-                // handler.
-                deadline.map_or(0, |d| d.0.budget().as_secs()).to_string()
-            },
-        ),
+        get(|| async {
+            // The timeout ran before routing, and its deadline reached the
+            // handler.
+            palisade::timeout::Deadline::current()
+                .map_or(0, |d| d.budget().as_secs())
+                .to_string()
+        }),
     );
     let server = serve_service(policy.layer(router)).await;
     let client = HttpClient::new(&server);

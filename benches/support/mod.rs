@@ -522,8 +522,8 @@ macro_rules! palisade_http_policy {
 }
 
 /// palisade's full HTTP stack around `Echo`, with the timeout's HTTP
-/// flavour at its defaults (which exposes the applied `Deadline` to the
-/// handler as a request extension: one insertion per request).
+/// flavour at its defaults (the handler reads the deadline with
+/// `Deadline::current`).
 pub(crate) fn palisade_stack_http()
 -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
 + Clone
@@ -532,30 +532,29 @@ pub(crate) fn palisade_stack_http()
     palisade_http_policy!(TimeoutLayer::builder().timeout(TIMEOUT).http()).layer(Echo)
 }
 
-/// Same as [`palisade_stack_http`], with the deadline kept out of the
-/// request's extensions (`expose_deadline(false)`).
-pub(crate) fn palisade_stack_http_unexposed()
+/// Same as [`palisade_stack_http`], with the applied deadline also put in
+/// the request's extensions (`expose_deadline(true)`: one insertion per
+/// request).
+pub(crate) fn palisade_stack_http_extension()
 -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(unexposed_timeout()).layer(Echo)
+    palisade_http_policy!(
+        TimeoutLayer::builder()
+            .timeout(TIMEOUT)
+            .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(true))
+    )
+    .layer(Echo)
 }
 
-/// The timeout's HTTP flavour with the deadline kept out of the request.
-fn unexposed_timeout() -> palisade::timeout::TimeoutLayerBuilder<palisade::timeout::HttpDeadline> {
-    TimeoutLayer::builder()
-        .timeout(TIMEOUT)
-        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(false))
-}
-
-/// [`palisade_stack_http_unexposed`] with its layers leaked.
-pub(crate) fn palisade_stack_http_unexposed_leaked()
+/// [`palisade_stack_http`] with its layers leaked.
+pub(crate) fn palisade_stack_http_leaked()
 -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(unexposed_timeout())
+    palisade_http_policy!(TimeoutLayer::builder().timeout(TIMEOUT).http())
         .leak()
         .layer(Echo)
 }

@@ -10,10 +10,13 @@
 //!   type, `u64` as well as `http::Request`.
 //! - [`HttpDeadline`] reads, from an `http::Request`, a [`RequestTimeout`]
 //!   extension (set by an earlier layer or by the caller of a client) and
-//!   the `grpc-timeout` header. It puts the applied [`Deadline`] in the
-//!   request's extensions so the handler can pass the budget on to the
-//!   calls it makes.
+//!   the `grpc-timeout` header, and on request puts the applied
+//!   [`Deadline`] in the request's extensions too.
 //! - A closure `Fn(&Req) -> Option<Duration>` is a source too.
+//!
+//! Whatever the source, the inner service reads what is left of its
+//! deadline with [`Deadline::current`], to pass it on to the calls it
+//! makes.
 //!
 //! # Example
 //!
@@ -28,7 +31,7 @@
 //!     .layer(TimeoutLayer::builder().timeout(Duration::from_secs(10)).http().build().unwrap())
 //!     .service(service_fn(|req: http::Request<()>| async move {
 //!         // The handler sees the budget it was given.
-//!         let deadline = req.extensions().get::<Deadline>().copied().unwrap();
+//!         let deadline = Deadline::current().unwrap();
 //!         Ok::<_, std::convert::Infallible>(deadline.budget())
 //!     }));
 //!
@@ -195,17 +198,21 @@ where
 pub struct RequestTimeout(pub Duration);
 
 /// The deadline a [`Timeout`](crate::Timeout) applies to a request, as the
-/// inner service sees it in the request's extensions.
+/// inner service sees it.
 ///
-/// It carries the budget, not an instant: the layer reads no clock unless
-/// the call is still running after its first poll (see the crate docs), so
-/// the budget counts from the moment the inner service starts. A handler
-/// that calls further services passes on what is left of it, with
-/// [`Deadline::remaining_after`] and the time it has spent so far, for
+/// [`Deadline::current`] gives what is left of it at any point of the
+/// call. A handler that calls further services passes that on, for
 /// example as a `grpc-timeout` header with [`Deadline::grpc_timeout`], or
 /// as a [`RequestTimeout`] for a palisade client stack. Passing the whole
 /// budget on would let the downstream call run past the moment the caller
 /// gives up.
+///
+/// With [`HttpDeadline::expose_deadline`] the applied deadline is also put
+/// in the request's extensions. That copy carries the budget, not an
+/// instant: the layer reads no clock unless the call is still running
+/// after its first poll (see the crate docs), so the budget counts from
+/// the moment the inner service starts, and a handler subtracts the time
+/// it has spent with [`Deadline::remaining_after`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Deadline {
     budget: Duration,
@@ -245,6 +252,50 @@ impl Deadline {
     pub fn grpc_timeout(&self) -> GrpcTimeout {
         GrpcTimeout::from_duration(self.budget)
     }
+
+    /// What is left of the deadline of the call running now, or `None`
+    /// outside any palisade timeout.
+    ///
+    /// Inside a [`Timeout`](crate::Timeout)'s call (the inner service's
+    /// `call`, and every poll of the future it returned) this is the
+    /// tightest deadline of the timeouts around it, whatever the request
+    /// type and without touching the request. Before the call first waits
+    /// its budget is whole (the clock starts then, see the crate docs);
+    /// after, it counts down. Reading it costs one clock read once the
+    /// call has waited, and none before; setting it costs the layer two
+    /// thread-local writes per poll and no allocation.
+    ///
+    /// It follows the call, not the task: work handed to another task
+    /// (`tokio::spawn`, `spawn_blocking`) does not see it. Read it before
+    /// handing the work over and pass the value along, or opt in to the
+    /// request extension with [`HttpDeadline::expose_deadline`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_timeout::{Deadline, TimeoutLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let timeout = TimeoutLayer::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    /// let svc = timeout.layer(service_fn(|_: u64| async {
+    ///     let whole = Deadline::current().unwrap().budget();
+    ///     tokio::time::sleep(Duration::from_millis(500)).await;
+    ///     // A downstream call gets what is left, here as a `grpc-timeout` value.
+    ///     let left = Deadline::current().unwrap();
+    ///     Ok::<_, std::convert::Infallible>((whole, left.budget(), left.grpc_timeout().to_string()))
+    /// }));
+    ///
+    /// let (whole, left, header) = svc.oneshot(7).await.unwrap();
+    /// assert_eq!(whole, Duration::from_secs(2));
+    /// assert_eq!(left, Duration::from_millis(1500));
+    /// assert_eq!(header, "1500000u");
+    /// assert_eq!(Deadline::current(), None);
+    /// # }
+    /// ```
+    pub fn current() -> Option<Self> {
+        crate::current::remaining().map(Self::new)
+    }
 }
 
 /// The HTTP and gRPC deadline source.
@@ -258,14 +309,14 @@ impl Deadline {
 ///   `tracing` debug event, and the request goes on with the other
 ///   deadlines. It never fails the request.
 ///
-/// and it inserts the applied [`Deadline`] into the request's extensions.
-/// That insertion is the only place the HTTP flavour allocates: the
-/// extension map boxes its values, so it costs one allocation when the
-/// request already has extensions (as it usually has behind axum's
-/// router) and three when it has none yet (the map, its table and the
-/// value). Turn it off with
-/// [`expose_deadline(false)`](Self::expose_deadline) when no handler reads
-/// it.
+/// The handler reads the applied deadline with [`Deadline::current`],
+/// which allocates nothing. [`expose_deadline(true)`](Self::expose_deadline)
+/// also inserts it into the request's extensions, for code that sees the
+/// request but runs outside the call (another task, for instance). That
+/// insertion allocates: the extension map boxes its values, so it costs
+/// one allocation when the request already has extensions (as it usually
+/// has behind axum's router) and three when it has none yet (the map, its
+/// table and the value).
 ///
 /// tonic's own server (`tonic::transport::Server`) also acts on
 /// `grpc-timeout`: its timer starts before the layers it serves and, when
@@ -281,12 +332,13 @@ pub struct HttpDeadline {
 }
 
 impl HttpDeadline {
-    /// Reads both sources and exposes the deadline.
+    /// Reads both sources; the deadline is read with
+    /// [`Deadline::current`], not from the extensions.
     pub const fn new() -> Self {
         Self {
             extension: true,
             grpc_timeout: true,
-            expose: true,
+            expose: false,
         }
     }
 
@@ -312,8 +364,9 @@ impl HttpDeadline {
         self
     }
 
-    /// Whether to insert the applied [`Deadline`] into the request's
-    /// extensions (default `true`).
+    /// Whether to also insert the applied [`Deadline`] into the request's
+    /// extensions (default `false`; it allocates, see above).
+    /// [`Deadline::current`] works either way.
     #[must_use]
     pub const fn expose_deadline(mut self, enabled: bool) -> Self {
         self.expose = enabled;
@@ -451,17 +504,17 @@ mod tests {
     }
 
     #[test]
-    fn deadline_is_exposed_unless_switched_off() {
+    fn the_deadline_extension_is_opt_in() {
         let mut req = request(None, None);
         HttpDeadline::new().expose(&mut req, Deadline::new(Duration::from_secs(1)));
+        assert!(req.extensions().get::<Deadline>().is_none());
+        let mut req = request(None, None);
+        HttpDeadline::new()
+            .expose_deadline(true)
+            .expose(&mut req, Deadline::new(Duration::from_secs(1)));
         assert_eq!(
             req.extensions().get::<Deadline>().map(Deadline::budget),
             Some(Duration::from_secs(1))
         );
-        let mut req = request(None, None);
-        HttpDeadline::new()
-            .expose_deadline(false)
-            .expose(&mut req, Deadline::new(Duration::from_secs(1)));
-        assert!(req.extensions().get::<Deadline>().is_none());
     }
 }

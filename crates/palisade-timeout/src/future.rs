@@ -10,6 +10,7 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Elapsed, Event};
 use pin_project_lite::pin_project;
 
+use crate::current;
 use crate::layer::Shared;
 use crate::timer::Timer;
 
@@ -92,7 +93,11 @@ where
             // Polled again after expiring: answer the same way, never panic.
             return Poll::Ready(Err(elapsed(this.shared, *this.budget)));
         };
-        if let Poll::Ready(result) = inner.poll(cx) {
+        let polled = {
+            let _running = current::Scope::enter(this.budget.nanos(), this.timer.deadline());
+            inner.poll(cx)
+        };
+        if let Poll::Ready(result) = polled {
             return Poll::Ready(result.map_err(Into::into));
         }
         let timeout = this.budget.timeout();
@@ -131,20 +136,30 @@ fn elapsed(shared: &Shared, budget: Budget) -> BoxError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Budget(u64);
 
+/// `timeout` in nanoseconds, as a [`Budget`] keeps it: at most 2^63 - 1
+/// (about 292 years).
+#[inline]
+pub(crate) fn nanos(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(Budget::CALLER - 1)
+}
+
 impl Budget {
     const CALLER: u64 = 1 << 63;
 
     /// `timeout` is kept to the nanosecond up to 2^63 - 1 ns (about 292
     /// years); longer ones are held at that, which no timer tells apart.
     fn new(timeout: Duration, caller: bool) -> Self {
-        let nanos = u64::try_from(timeout.as_nanos())
-            .unwrap_or(u64::MAX)
-            .min(Self::CALLER - 1);
-        Self(nanos | if caller { Self::CALLER } else { 0 })
+        Self(nanos(timeout) | if caller { Self::CALLER } else { 0 })
     }
 
     fn timeout(self) -> Duration {
-        Duration::from_nanos(self.0 & !Self::CALLER)
+        Duration::from_nanos(self.nanos())
+    }
+
+    fn nanos(self) -> u64 {
+        self.0 & !Self::CALLER
     }
 
     fn is_caller(self) -> bool {

@@ -151,9 +151,9 @@ impl<O> TimeoutLayerBuilder<O> {
 
     /// The HTTP and gRPC flavour: reads the
     /// [`RequestTimeout`](crate::RequestTimeout) extension and the
-    /// `grpc-timeout` header, and exposes the applied
-    /// [`Deadline`](crate::Deadline). Same as
-    /// `deadline_source(HttpDeadline::new())`.
+    /// `grpc-timeout` header. Same as
+    /// `deadline_source(HttpDeadline::new())`; the handler reads the
+    /// applied deadline with [`Deadline::current`](crate::Deadline::current).
     #[must_use]
     pub fn http(self) -> TimeoutLayerBuilder<HttpDeadline> {
         self.deadline_source(HttpDeadline::new())

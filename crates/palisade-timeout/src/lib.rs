@@ -11,8 +11,10 @@
 //!   turned into an error.
 //!
 //! so a client can shorten its deadline but never extend the server's. The
-//! applied [`Deadline`] is put in the request's extensions, where the
-//! handler can read it and pass the budget on to the calls it makes.
+//! handler reads what is left of it with [`Deadline::current`] and passes
+//! it on to the calls it makes; the HTTP flavour can also put the applied
+//! [`Deadline`] in the request's extensions
+//! ([`HttpDeadline::expose_deadline`]).
 //!
 //! When the deadline passes, the inner future is dropped, which cancels the
 //! call and releases what it holds, and the caller gets an
@@ -55,6 +57,7 @@
 #![doc = include_str!("../docs/cost.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod current;
 pub mod deadline;
 pub mod error;
 pub mod future;

@@ -4,6 +4,7 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event, LayerKind};
 use tower_service::Service;
 
+use crate::current;
 use crate::deadline::{Deadline, DeadlineSource, NoOverride};
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
@@ -88,11 +89,10 @@ where
             _ => (self.shared.timeout, false),
         };
         self.source.expose(&mut request, Deadline::new(timeout));
-        ResponseFuture::new(
-            self.inner.call(request),
-            timeout,
-            caller,
-            self.shared.clone(),
-        )
+        let future = {
+            let _running = current::Scope::budget(crate::future::nanos(timeout));
+            self.inner.call(request)
+        };
+        ResponseFuture::new(future, timeout, caller, self.shared.clone())
     }
 }

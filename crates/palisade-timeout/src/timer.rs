@@ -53,6 +53,14 @@ impl Timer {
         self.slot.is_some()
     }
 
+    /// When the timer fires, once it has started.
+    #[inline]
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.slot
+            .as_ref()
+            .and_then(|slot| slot.as_ref().get_ref().as_ref().map(Sleep::deadline))
+    }
+
     /// Polls the timer, starting it on the first poll to elapse `after`
     /// from now on tokio's clock: ready once it has elapsed.
     pub(crate) fn poll_elapsed(&mut self, after: Duration, cx: &mut Context<'_>) -> Poll<()> {

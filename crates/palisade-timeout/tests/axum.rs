@@ -62,20 +62,24 @@ async fn deadlines_from_headers_apply_and_garbage_never_fails_a_request() {
         .http()
         .build()
         .unwrap();
-    let app =
-        Router::new()
-            .route(
-                "/budget",
-                get(|deadline: axum::Extension<Deadline>| async move {
-                    format!("{:?}", deadline.budget())
-                }),
-            )
-            .route("/hang", get(std::future::pending::<&'static str>))
-            .layer(
-                ServiceBuilder::new()
-                    .layer(HandleErrorLayer::new(timeout_to_504))
-                    .layer(timeout),
-            );
+    let app = Router::new()
+        .route(
+            "/budget",
+            get(|| async { format!("{:?}", Deadline::current().unwrap().budget()) }),
+        )
+        .route(
+            "/later",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                format!("{:?}", Deadline::current().unwrap().budget())
+            }),
+        )
+        .route("/hang", get(std::future::pending::<&'static str>))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timeout_to_504))
+                .layer(timeout),
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -88,6 +92,15 @@ async fn deadlines_from_headers_apply_and_garbage_never_fails_a_request() {
     assert_eq!(
         fetch(addr, "/budget", Some(b"250m")).await,
         (StatusCode::OK, "250ms".to_owned())
+    );
+    // Once the handler has waited, what is left counts down.
+    assert_eq!(
+        fetch(addr, "/later", Some(b"250m")).await,
+        (StatusCode::OK, "150ms".to_owned())
+    );
+    assert_eq!(
+        fetch(addr, "/later", None).await,
+        (StatusCode::OK, "29.9s".to_owned())
     );
 
     // A hanging handler is cut at the smallest deadline.

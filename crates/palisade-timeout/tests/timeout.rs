@@ -59,7 +59,11 @@ fn never_answers(
     seen: Arc<Mutex<Option<Deadline>>>,
 ) -> impl Service<http::Request<()>, Response = (), Error = Infallible, Future: Send> + Clone {
     service_fn(move |req: http::Request<()>| {
-        *seen.lock().unwrap() = req.extensions().get::<Deadline>().copied();
+        let current = Deadline::current();
+        if let Some(exposed) = req.extensions().get::<Deadline>() {
+            assert_eq!(Some(*exposed), current, "the extension agrees");
+        }
+        *seen.lock().unwrap() = current;
         async {
             std::future::pending::<()>().await;
             Ok(())
@@ -95,6 +99,26 @@ async fn expiry_of(
     let elapsed = err.downcast_ref::<Elapsed>().expect("an Elapsed").clone();
     let deadline = *seen.lock().unwrap();
     (deadline, waited, elapsed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_extension_is_opt_in() {
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(2))
+        .deadline_source(HttpDeadline::new().expose_deadline(true))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: http::Request<()>| async move {
+        Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied())
+    }));
+    let exposed = svc.oneshot(request(Some(b"700m"), None)).await.unwrap();
+    assert_eq!(exposed, Some(Deadline::new(Duration::from_millis(700))));
+    let svc = http_layer(Duration::from_secs(2), &Arc::default()).layer(service_fn(
+        |req: http::Request<()>| async move {
+            Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied())
+        },
+    ));
+    assert_eq!(svc.oneshot(request(None, None)).await.unwrap(), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,6 +372,79 @@ impl std::fmt::Display for Boom {
 impl std::error::Error for Boom {}
 
 #[tokio::test(start_paused = true)]
+async fn nested_timeouts_publish_the_tighter_deadline_as_it_counts_down() {
+    let outer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let inner = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let handler = service_fn(move |_: u64| {
+        log.lock().unwrap().push(Deadline::current());
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(Deadline::current());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            log.lock().unwrap().push(Deadline::current());
+            Ok::<_, Infallible>(())
+        }
+    });
+    let svc = outer.layer(inner.layer(handler));
+    svc.clone().oneshot(1).await.unwrap();
+    let ms = |ms| Some(Deadline::new(Duration::from_millis(ms)));
+    // In `call`, in the first poll, then after waiting 200 ms.
+    assert_eq!(*seen.lock().unwrap(), [ms(1000), ms(1000), ms(800)]);
+    assert_eq!(Deadline::current(), None, "nothing is left set");
+
+    // The outer timeout's own caller sees nothing; a handler that outlives
+    // the outer deadline is cut there.
+    let slow = outer.layer(inner.layer(service_fn(|_: u64| async {
+        let before = Deadline::current();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok::<_, Infallible>(before)
+    })));
+    let err = slow.oneshot(1).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Elapsed>().unwrap().timeout(),
+        Duration::from_secs(1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_inner_service_leaves_no_deadline_behind() {
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut in_call = layer.layer(service_fn(
+        |_: u64| -> std::future::Ready<Result<(), Infallible>> {
+            panic!("the inner call panicked")
+        },
+    ));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| in_call.call(1)));
+    assert!(caught.is_err());
+    assert_eq!(Deadline::current(), None);
+
+    let mut in_poll = layer.layer(service_fn(|_: u64| async {
+        tokio::task::yield_now().await;
+        panic!("the inner future panicked");
+        #[allow(unreachable_code)]
+        Ok::<(), Infallible>(())
+    }));
+    let mut call = pin!(in_poll.call(1));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.as_mut().poll(&mut cx)));
+    assert!(caught.is_err());
+    assert_eq!(Deadline::current(), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_and_are_not_timeouts() {
     let recorder = Arc::new(Recorder::default());
     let layer = TimeoutLayer::builder()
@@ -502,7 +599,7 @@ fn a_call_that_waits_allocates_no_more_than_the_bare_service() {
 }
 
 #[test]
-fn the_http_flavour_allocates_only_to_expose_the_deadline() {
+fn the_http_flavour_allocates_only_to_insert_the_deadline_extension() {
     let handler = service_fn(|_: http::Request<()>| std::future::ready(Ok::<_, Infallible>(())));
     let mut cx = Context::from_waker(Waker::noop());
     let mut measure = |source: HttpDeadline| {
@@ -523,8 +620,8 @@ fn the_http_flavour_allocates_only_to_expose_the_deadline() {
         }
         counts[1]
     };
-    assert_eq!(measure(HttpDeadline::new().expose_deadline(false)), 0);
+    assert_eq!(measure(HttpDeadline::new()), 0);
     // One box for the Deadline in a map that already exists (the request
     // carries a RequestTimeout).
-    assert_eq!(measure(HttpDeadline::new()), 1);
+    assert_eq!(measure(HttpDeadline::new().expose_deadline(true)), 1);
 }

@@ -1,0 +1,165 @@
+//! The deadline of the calls this thread is running, which
+//! [`Deadline::current`](crate::Deadline::current) reads.
+//!
+//! A timeout's response future sets it around each poll of the inner
+//! future, and its service around the inner `call`, then puts back what
+//! was there. Setting it costs two thread-local writes and no clock read.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// No budget set.
+const UNSET: u64 = u64::MAX;
+
+// The tightest deadline among the timeouts whose calls are running here,
+// in the two forms a timeout's deadline takes: a budget in nanoseconds
+// that starts counting when the call first waits (see the crate docs on
+// when the clock starts) and, once it waits, an instant. They are kept
+// apart so that the common case, a call that has not waited, reads and
+// writes one word: a wider value written in parts and read whole would
+// stall the loads that follow.
+std::thread_local! {
+    static BUDGET: Cell<u64> = const { Cell::new(UNSET) };
+    static UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Narrows this thread's deadline until dropped, then puts back the one
+/// before, also when the inner service panics.
+#[derive(Debug)]
+pub(crate) enum Scope {
+    /// A call that has not waited yet narrowed the budget from this.
+    Budget(u64),
+    /// A call that has waited narrowed the instant from this.
+    Until(Option<Instant>),
+}
+
+impl Scope {
+    /// Enters the deadline of a call that has not waited yet: `nanos`
+    /// from when it first does.
+    #[inline]
+    pub(crate) fn budget(nanos: u64) -> Option<Self> {
+        BUDGET
+            .try_with(|budget| {
+                let previous = budget.get();
+                budget.set(previous.min(nanos));
+                Self::Budget(previous)
+            })
+            .ok()
+    }
+
+    /// Enters the deadline of a call: `nanos` while its timer has not
+    /// started, `until` once it has.
+    #[inline]
+    pub(crate) fn enter(nanos: u64, until: Option<Instant>) -> Option<Self> {
+        match until {
+            None => Self::budget(nanos),
+            Some(until) => Self::until(until),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn until(until: Instant) -> Option<Self> {
+        UNTIL
+            .try_with(|current| {
+                let previous = current.get();
+                current.set(Some(previous.map_or(until, |outer| outer.min(until))));
+                Self::Until(previous)
+            })
+            .ok()
+    }
+}
+
+impl Drop for Scope {
+    #[inline]
+    fn drop(&mut self) {
+        match *self {
+            Self::Budget(previous) => {
+                let _ = BUDGET.try_with(|budget| budget.set(previous));
+            }
+            Self::Until(previous) => {
+                let _ = UNTIL.try_with(|until| until.set(previous));
+            }
+        }
+    }
+}
+
+/// What is left of this thread's deadline, if a timeout's call is running.
+pub(crate) fn remaining() -> Option<Duration> {
+    let budget = BUDGET
+        .try_with(Cell::get)
+        .ok()
+        .filter(|nanos| *nanos != UNSET)
+        .map(Duration::from_nanos);
+    let left = UNTIL
+        .try_with(Cell::get)
+        .ok()
+        .flatten()
+        .map(|until| until.saturating_duration_since(Instant::now()));
+    match (budget, left) {
+        (Some(budget), Some(left)) => Some(budget.min(left)),
+        (budget, left) => budget.or(left),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> u64 {
+        n * 1_000_000_000
+    }
+
+    #[test]
+    fn nothing_runs_outside_a_scope() {
+        assert_eq!(remaining(), None);
+    }
+
+    #[test]
+    fn scopes_nest_keep_the_tightest_and_unwind() {
+        let outer = Scope::budget(secs(5));
+        assert_eq!(remaining(), Some(Duration::from_secs(5)));
+        {
+            let _looser = Scope::budget(secs(9));
+            assert_eq!(remaining(), Some(Duration::from_secs(5)));
+            let _tighter = Scope::budget(secs(2));
+            assert_eq!(remaining(), Some(Duration::from_secs(2)));
+        }
+        assert_eq!(remaining(), Some(Duration::from_secs(5)));
+        drop(outer);
+        assert_eq!(remaining(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_deadline_counts_down_and_meets_a_budget() {
+        let until = Instant::now() + Duration::from_secs(3);
+        let started = Scope::enter(secs(3), Some(until));
+        assert_eq!(remaining(), Some(Duration::from_secs(3)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(remaining(), Some(Duration::from_secs(2)));
+        {
+            // An inner call not yet waiting, with more budget than is left.
+            let _inner = Scope::budget(secs(4));
+            assert_eq!(remaining(), Some(Duration::from_secs(2)));
+            let _tight = Scope::budget(500_000_000);
+            assert_eq!(remaining(), Some(Duration::from_millis(500)));
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(remaining(), Some(Duration::ZERO));
+        drop(started);
+        assert_eq!(remaining(), None);
+    }
+
+    #[test]
+    fn a_panic_inside_a_scope_puts_the_outer_deadline_back() {
+        let _outer = Scope::budget(secs(5));
+        let caught = std::panic::catch_unwind(|| {
+            let _inner = Scope::budget(secs(1));
+            panic!("inner service panicked");
+        });
+        assert!(caught.is_err());
+        assert_eq!(remaining(), Some(Duration::from_secs(5)));
+    }
+}
