@@ -59,8 +59,8 @@ impl Scope {
         }
     }
 
-    #[cold]
-    #[inline(never)]
+    /// Enters the deadline of a call that has waited: every poll after
+    /// its first.
     fn until(until: Instant) -> Option<Self> {
         UNTIL
             .try_with(|current| {

@@ -29,7 +29,7 @@
 //! # async fn main() {
 //! let svc = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::builder().timeout(Duration::from_secs(10)).http().build().unwrap())
-//!     .service(service_fn(|req: http::Request<()>| async move {
+//!     .service(service_fn(|_: http::Request<()>| async move {
 //!         // The handler sees the budget it was given.
 //!         let deadline = Deadline::current().unwrap();
 //!         Ok::<_, std::convert::Infallible>(deadline.budget())
@@ -208,7 +208,8 @@ pub struct RequestTimeout(pub Duration);
 /// gives up.
 ///
 /// With [`HttpDeadline::expose_deadline`] the applied deadline is also put
-/// in the request's extensions. That copy carries the budget, not an
+/// in the request's extensions. That copy is this layer's own deadline, not
+/// the tightest of nested timeouts, and it carries the budget, not an
 /// instant: the layer reads no clock unless the call is still running
 /// after its first poll (see the crate docs), so the budget counts from
 /// the moment the inner service starts, and a handler subtracts the time
@@ -224,7 +225,9 @@ impl Deadline {
         Self { budget }
     }
 
-    /// How long the call may take.
+    /// How long the call may take: on a value from [`Deadline::current`],
+    /// what was left when it was read (so do not subtract the time spent
+    /// before that again with [`remaining_after`](Self::remaining_after)).
     pub const fn budget(&self) -> Duration {
         self.budget
     }
@@ -266,9 +269,18 @@ impl Deadline {
     /// thread-local writes per poll and no allocation.
     ///
     /// It follows the call, not the task: work handed to another task
-    /// (`tokio::spawn`, `spawn_blocking`) does not see it. Read it before
-    /// handing the work over and pass the value along, or opt in to the
-    /// request extension with [`HttpDeadline::expose_deadline`].
+    /// (`tokio::spawn`, `spawn_blocking`) does not see it, nor do other
+    /// futures of the same task polled outside the call (the other arms of
+    /// a `join!`), the inner future's destructor, or a response body
+    /// streamed after the future resolved. Read it before handing the work
+    /// over and pass the value along, or opt in to the request extension
+    /// with [`HttpDeadline::expose_deadline`]. Conversely, an executor
+    /// driven from inside the call (a nested `block_on`, a `LocalSet`) runs
+    /// its other tasks under this deadline too.
+    ///
+    /// A client-side timeout inside the handler can follow it with a
+    /// closure source, `|_: &Req| Deadline::current().map(|d| d.budget())`:
+    /// the source is read before the layer publishes its own deadline.
     ///
     /// ```
     /// use std::time::Duration;

@@ -113,6 +113,10 @@ async fn the_deadline_extension_is_opt_in() {
     }));
     let exposed = svc.oneshot(request(Some(b"700m"), None)).await.unwrap();
     assert_eq!(exposed, Some(Deadline::new(Duration::from_millis(700))));
+    // The handler that checks the extension against `Deadline::current()`.
+    let (seen, waited, _) = expiry_of(&layer, request(Some(b"700m"), None)).await;
+    assert_eq!(seen, Some(Deadline::new(Duration::from_millis(700))));
+    assert_eq!(waited, Duration::from_millis(700));
     let svc = http_layer(Duration::from_secs(2), &Arc::default()).layer(service_fn(
         |req: http::Request<()>| async move {
             Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied())
@@ -371,47 +375,100 @@ impl std::fmt::Display for Boom {
 
 impl std::error::Error for Boom {}
 
-#[tokio::test(start_paused = true)]
-async fn nested_timeouts_publish_the_tighter_deadline_as_it_counts_down() {
-    let outer = TimeoutLayer::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let inner = TimeoutLayer::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+/// What a handler behind `outer` and `inner` timeouts reads from
+/// `Deadline::current()`: in `call`, in its first poll, and after waiting
+/// 200 ms, in milliseconds.
+async fn deadlines_seen_through(outer: Duration, inner: Duration) -> Vec<Option<u128>> {
+    let layer = |timeout| TimeoutLayer::builder().timeout(timeout).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
+    let read = || Deadline::current().map(|deadline| deadline.budget().as_millis());
     let handler = service_fn(move |_: u64| {
-        log.lock().unwrap().push(Deadline::current());
+        log.lock().unwrap().push(read());
         let log = log.clone();
         async move {
-            log.lock().unwrap().push(Deadline::current());
+            log.lock().unwrap().push(read());
             tokio::time::sleep(Duration::from_millis(200)).await;
-            log.lock().unwrap().push(Deadline::current());
+            log.lock().unwrap().push(read());
             Ok::<_, Infallible>(())
         }
     });
-    let svc = outer.layer(inner.layer(handler));
-    svc.clone().oneshot(1).await.unwrap();
-    let ms = |ms| Some(Deadline::new(Duration::from_millis(ms)));
-    // In `call`, in the first poll, then after waiting 200 ms.
-    assert_eq!(*seen.lock().unwrap(), [ms(1000), ms(1000), ms(800)]);
-    assert_eq!(Deadline::current(), None, "nothing is left set");
+    let svc = layer(outer).layer(layer(inner).layer(handler));
+    // A neighbour in the same task, polled outside the call, sees nothing.
+    let neighbour = async {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(read());
+            tokio::time::sleep(Duration::from_millis(90)).await;
+        }
+        seen
+    };
+    let (served, neighbour) = tokio::join!(svc.oneshot(1), neighbour);
+    served.unwrap();
+    assert_eq!(neighbour, [None, None, None]);
+    assert_eq!(read(), None, "nothing is left set");
+    seen.lock().unwrap().clone()
+}
 
-    // The outer timeout's own caller sees nothing; a handler that outlives
-    // the outer deadline is cut there.
-    let slow = outer.layer(inner.layer(service_fn(|_: u64| async {
-        let before = Deadline::current();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok::<_, Infallible>(before)
-    })));
-    let err = slow.oneshot(1).await.unwrap_err();
+#[tokio::test(start_paused = true)]
+async fn nested_timeouts_publish_the_tighter_deadline_as_it_counts_down() {
+    let counting = [Some(1000), Some(1000), Some(800)];
+    // The outer one tighter, then the inner one.
     assert_eq!(
-        err.downcast_ref::<Elapsed>().unwrap().timeout(),
-        Duration::from_secs(1)
+        deadlines_seen_through(Duration::from_secs(1), Duration::from_secs(5)).await,
+        counting
     );
+    assert_eq!(
+        deadlines_seen_through(Duration::from_secs(5), Duration::from_secs(1)).await,
+        counting
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_made_after_waiting_sees_what_is_left_of_the_outer_deadline() {
+    // A handler that waits, then calls a client through a timeout of its
+    // own: the client sees the tighter of its fresh budget and what is
+    // left of the server's.
+    let server = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let client = |timeout| TimeoutLayer::builder().timeout(timeout).build().unwrap();
+    let svc = server.layer(service_fn(move |client_timeout: u64| async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let downstream =
+            client(Duration::from_millis(client_timeout)).layer(service_fn(|_: ()| async {
+                Ok::<_, Infallible>(Deadline::current().map(|deadline| deadline.budget()))
+            }));
+        downstream.oneshot(()).await
+    }));
+    let left = |ms| Some(Duration::from_millis(ms));
+    assert_eq!(svc.clone().oneshot(2000).await.unwrap(), left(300));
+    assert_eq!(svc.oneshot(100).await.unwrap(), left(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_follows_the_call_across_worker_threads() {
+    let layer = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: u64| async {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            seen.push(Deadline::current().is_some());
+            tokio::task::yield_now().await;
+        }
+        Ok::<_, Infallible>(seen)
+    }));
+    let calls: Vec<_> = (0..8)
+        .map(|n| tokio::spawn(svc.clone().oneshot(n)))
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().unwrap().iter().all(|seen| *seen));
+    }
+    let outside = tokio::spawn(async { Deadline::current() }).await.unwrap();
+    assert_eq!(outside, None);
 }
 
 #[tokio::test(start_paused = true)]
