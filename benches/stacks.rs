@@ -56,6 +56,8 @@ fn stack_http(c: &mut Criterion) {
     let rt = support::current_thread();
     let palisade = support::palisade_stack_http();
     support::assert_unrejected_http(&rt, &palisade);
+    let leaked = support::palisade_stack_http_leaked();
+    support::assert_unrejected_http(&rt, &leaked);
     let extension = support::palisade_stack_http_extension();
     support::assert_unrejected_http(&rt, &extension);
     let peer = support::peer_stack_http();
@@ -67,6 +69,9 @@ fn stack_http(c: &mut Criterion) {
     });
     group.bench_function("palisade", |b| {
         b.iter_custom(|iters| drive(&rt, &palisade, iters, http_request, Expect::Ok));
+    });
+    group.bench_function("palisade_leaked", |b| {
+        b.iter_custom(|iters| drive(&rt, &leaked, iters, http_request, Expect::Ok));
     });
     group.bench_function("palisade_extension", |b| {
         b.iter_custom(|iters| drive(&rt, &extension, iters, http_request, Expect::Ok));
