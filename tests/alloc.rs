@@ -168,11 +168,7 @@ fn leaked_full_stack_allocates_nothing() {
 
 #[test]
 fn full_http_stack_allocates_nothing() {
-    assert_allocation_free(
-        "stack (http)",
-        support::palisade_stack_http(),
-        http_request,
-    );
+    assert_allocation_free("stack (http)", support::palisade_stack_http(), http_request);
 }
 
 #[test]
