@@ -35,16 +35,11 @@ pin_project! {
 }
 
 impl<F, M: Sharing> ResponseFuture<F, M> {
-    pub(crate) fn new(
-        inner: F,
-        timeout: Duration,
-        caller: bool,
-        shared: SharedState<Shared, M>,
-    ) -> Self {
+    pub(crate) fn new(inner: F, budget: Budget, shared: SharedState<Shared, M>) -> Self {
         Self {
             inner: Some(inner),
             timer: Timer::idle(),
-            budget: Budget::new(timeout, caller),
+            budget,
             shared,
         }
     }
@@ -134,31 +129,26 @@ fn elapsed(shared: &Shared, budget: Budget) -> BoxError {
 /// bytes instead of a `Duration` and a flag (twenty-four with padding), in
 /// a future that every outer layer moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Budget(u64);
-
-/// `timeout` in nanoseconds, as a [`Budget`] keeps it: at most 2^63 - 1
-/// (about 292 years).
-#[inline]
-pub(crate) fn nanos(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_nanos())
-        .unwrap_or(u64::MAX)
-        .min(Budget::CALLER - 1)
-}
+pub(crate) struct Budget(u64);
 
 impl Budget {
     const CALLER: u64 = 1 << 63;
 
     /// `timeout` is kept to the nanosecond up to 2^63 - 1 ns (about 292
     /// years); longer ones are held at that, which no timer tells apart.
-    fn new(timeout: Duration, caller: bool) -> Self {
-        Self(nanos(timeout) | if caller { Self::CALLER } else { 0 })
+    pub(crate) fn new(timeout: Duration, caller: bool) -> Self {
+        let nanos = u64::try_from(timeout.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(Self::CALLER - 1);
+        Self(nanos | if caller { Self::CALLER } else { 0 })
     }
 
     fn timeout(self) -> Duration {
         Duration::from_nanos(self.nanos())
     }
 
-    fn nanos(self) -> u64 {
+    /// The duration in nanoseconds.
+    pub(crate) fn nanos(self) -> u64 {
         self.0 & !Self::CALLER
     }
 

@@ -6,7 +6,7 @@ use tower_service::Service;
 
 use crate::current;
 use crate::deadline::{Deadline, DeadlineSource, NoOverride};
-use crate::future::ResponseFuture;
+use crate::future::{Budget, ResponseFuture};
 use crate::layer::Shared;
 
 /// Bounds the time a call to the inner service may take.
@@ -89,10 +89,11 @@ where
             _ => (self.shared.timeout, false),
         };
         self.source.expose(&mut request, Deadline::new(timeout));
+        let budget = Budget::new(timeout, caller);
         let future = {
-            let _running = current::Scope::budget(crate::future::nanos(timeout));
+            let _running = current::Scope::budget(budget.nanos());
             self.inner.call(request)
         };
-        ResponseFuture::new(future, timeout, caller, self.shared.clone())
+        ResponseFuture::new(future, budget, self.shared.clone())
     }
 }
