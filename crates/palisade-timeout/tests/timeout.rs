@@ -54,6 +54,19 @@ fn http_layer(default: Duration, recorder: &Arc<Recorder>) -> TimeoutLayer<HttpD
         .unwrap()
 }
 
+/// A plain timeout of `timeout`, reading no per-request deadline.
+fn plain_layer(timeout: Duration) -> TimeoutLayer {
+    TimeoutLayer::builder().timeout(timeout).build().unwrap()
+}
+
+/// A handler that answers with the `Deadline` in its request's extensions.
+fn extension_reader()
+-> impl Service<http::Request<()>, Response = Option<Deadline>, Error = Infallible> + Clone {
+    service_fn(|req: http::Request<()>| async move {
+        Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied())
+    })
+}
+
 /// A handler that sleeps for ever and reports the deadline it was given.
 fn never_answers(
     seen: Arc<Mutex<Option<Deadline>>>,
@@ -108,20 +121,14 @@ async fn the_deadline_extension_is_opt_in() {
         .deadline_source(HttpDeadline::new().expose_deadline(true))
         .build()
         .unwrap();
-    let svc = layer.layer(service_fn(|req: http::Request<()>| async move {
-        Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied())
-    }));
+    let svc = layer.layer(extension_reader());
     let exposed = svc.oneshot(request(Some(b"700m"), None)).await.unwrap();
     assert_eq!(exposed, Some(Deadline::new(Duration::from_millis(700))));
     // The handler that checks the extension against `Deadline::current()`.
     let (seen, waited, _) = expiry_of(&layer, request(Some(b"700m"), None)).await;
     assert_eq!(seen, Some(Deadline::new(Duration::from_millis(700))));
     assert_eq!(waited, Duration::from_millis(700));
-    let svc = http_layer(Duration::from_secs(2), &Arc::default()).layer(service_fn(
-        |req: http::Request<()>| async move {
-            Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied())
-        },
-    ));
+    let svc = http_layer(Duration::from_secs(2), &Arc::default()).layer(extension_reader());
     assert_eq!(svc.oneshot(request(None, None)).await.unwrap(), None);
 }
 
@@ -379,7 +386,6 @@ impl std::error::Error for Boom {}
 /// `Deadline::current()`: in `call`, in its first poll, and after waiting
 /// 200 ms, in milliseconds.
 async fn deadlines_seen_through(outer: Duration, inner: Duration) -> Vec<Option<u128>> {
-    let layer = |timeout| TimeoutLayer::builder().timeout(timeout).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let read = || Deadline::current().map(|deadline| deadline.budget().as_millis());
@@ -393,7 +399,7 @@ async fn deadlines_seen_through(outer: Duration, inner: Duration) -> Vec<Option<
             Ok::<_, Infallible>(())
         }
     });
-    let svc = layer(outer).layer(layer(inner).layer(handler));
+    let svc = plain_layer(outer).layer(plain_layer(inner).layer(handler));
     // A neighbour in the same task, polled outside the call, sees nothing.
     let neighbour = async {
         let mut seen = Vec::new();
@@ -429,19 +435,17 @@ async fn a_call_made_after_waiting_sees_what_is_left_of_the_outer_deadline() {
     // A handler that waits, then calls a client through a timeout of its
     // own: the client sees the tighter of its fresh budget and what is
     // left of the server's.
-    let server = TimeoutLayer::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let client = |timeout| TimeoutLayer::builder().timeout(timeout).build().unwrap();
-    let svc = server.layer(service_fn(move |client_timeout: u64| async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let downstream =
-            client(Duration::from_millis(client_timeout)).layer(service_fn(|_: ()| async {
-                Ok::<_, Infallible>(Deadline::current().map(|deadline| deadline.budget()))
-            }));
-        downstream.oneshot(()).await
-    }));
+    let svc = plain_layer(Duration::from_secs(1)).layer(service_fn(
+        move |client_timeout: u64| async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let downstream = plain_layer(Duration::from_millis(client_timeout)).layer(service_fn(
+                |_: ()| async {
+                    Ok::<_, Infallible>(Deadline::current().map(|deadline| deadline.budget()))
+                },
+            ));
+            downstream.oneshot(()).await
+        },
+    ));
     let left = |ms| Some(Duration::from_millis(ms));
     assert_eq!(svc.clone().oneshot(2000).await.unwrap(), left(300));
     assert_eq!(svc.oneshot(100).await.unwrap(), left(100));
@@ -449,11 +453,7 @@ async fn a_call_made_after_waiting_sees_what_is_left_of_the_outer_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deadline_follows_the_call_across_worker_threads() {
-    let layer = TimeoutLayer::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let svc = layer.layer(service_fn(|_: u64| async {
+    let svc = plain_layer(Duration::from_secs(60)).layer(service_fn(|_: u64| async {
         let mut seen = Vec::new();
         for _ in 0..20 {
             seen.push(Deadline::current().is_some());
@@ -473,10 +473,7 @@ async fn the_deadline_follows_the_call_across_worker_threads() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_inner_service_leaves_no_deadline_behind() {
-    let layer = TimeoutLayer::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let layer = plain_layer(Duration::from_secs(1));
     let mut in_call = layer.layer(service_fn(
         |_: u64| -> std::future::Ready<Result<(), Infallible>> {
             panic!("the inner call panicked")
