@@ -64,16 +64,9 @@ fn timeout(c: &mut Criterion) {
     // The HTTP flavours: palisade's reads the request's deadline sources.
     let mut group = c.benchmark_group("layer_timeout_http");
     bench_http(&mut group, &rt, "bare", Echo);
-    let svc = palisade::timeout::TimeoutLayer::builder()
-        .timeout(support::TIMEOUT)
-        .http()
-        .build()
-        .expect("valid")
-        .layer(Echo);
+    let svc = support::http_timeout().build().expect("valid").layer(Echo);
     bench_http(&mut group, &rt, "palisade", svc);
-    let svc = palisade::timeout::TimeoutLayer::builder()
-        .timeout(support::TIMEOUT)
-        .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(true))
+    let svc = support::http_timeout_with_extension()
         .build()
         .expect("valid")
         .layer(Echo);

@@ -28,7 +28,7 @@ use palisade::fallback::{Cause, FallbackLayer, source};
 use palisade::panic::CatchPanicLayer;
 use palisade::panic::http::CatchPanicHttpLayer;
 use palisade::ratelimit::RateLimitLayer;
-use palisade::timeout::TimeoutLayer;
+use palisade::timeout::{HttpDeadline, TimeoutLayer, TimeoutLayerBuilder};
 use palisade::{BoxError, Stack};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -529,7 +529,20 @@ pub(crate) fn palisade_stack_http()
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(TimeoutLayer::builder().timeout(TIMEOUT).http()).layer(Echo)
+    palisade_http_policy!(http_timeout()).layer(Echo)
+}
+
+/// The timeout's HTTP flavour at its defaults, as the HTTP stacks use it.
+pub(crate) fn http_timeout() -> TimeoutLayerBuilder<HttpDeadline> {
+    TimeoutLayer::builder().timeout(TIMEOUT).http()
+}
+
+/// [`http_timeout`] that also puts the applied deadline in the request's
+/// extensions.
+pub(crate) fn http_timeout_with_extension() -> TimeoutLayerBuilder<HttpDeadline> {
+    TimeoutLayer::builder()
+        .timeout(TIMEOUT)
+        .deadline_source(HttpDeadline::new().expose_deadline(true))
 }
 
 /// Same as [`palisade_stack_http`], with the applied deadline also put in
@@ -540,12 +553,7 @@ pub(crate) fn palisade_stack_http_extension()
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(
-        TimeoutLayer::builder()
-            .timeout(TIMEOUT)
-            .deadline_source(palisade::timeout::HttpDeadline::new().expose_deadline(true))
-    )
-    .layer(Echo)
+    palisade_http_policy!(http_timeout_with_extension()).layer(Echo)
 }
 
 /// [`palisade_stack_http`] with its layers leaked.
@@ -554,9 +562,7 @@ pub(crate) fn palisade_stack_http_leaked()
 + Clone
 + Send
 + 'static {
-    palisade_http_policy!(TimeoutLayer::builder().timeout(TIMEOUT).http())
-        .leak()
-        .layer(Echo)
+    palisade_http_policy!(http_timeout()).leak().layer(Echo)
 }
 
 /// The body of tower-http's catch-panic responses, so of every response
