@@ -196,19 +196,33 @@ fn increment(key: &Key, by: u64) {
     ::metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(by));
 }
 
-/// Adds one to the counter `name` kept in `slots[at]`, labelled with its
-/// owner (`("policy", name)`, `("queue", name)`, …) and one label value.
+/// The key `name` kept in `slots[at]`, labelled with its owner
+/// (`("policy", name)`, `("queue", name)`, …) and then `values`.
+fn key_at<'a>(
+    slots: &'a [Slot],
+    at: usize,
+    name: &'static str,
+    owner: (&'static str, &SharedString),
+    values: &[(&'static str, &'static str)],
+) -> Option<&'a Key> {
+    let slot = slots.get(at)?;
+    Some(key(slot, name, || {
+        let mut labels = Vec::with_capacity(1 + values.len());
+        labels.push(owned_label(owner.0, owner.1));
+        labels.extend(values.iter().map(|&(k, v)| label(k, v)));
+        labels
+    }))
+}
+
+/// Adds one to the counter [`key_at`] names.
 fn increment_at(
     slots: &[Slot],
     at: usize,
     name: &'static str,
     owner: (&'static str, &SharedString),
-    value: (&'static str, &'static str),
+    values: &[(&'static str, &'static str)],
 ) {
-    if let Some(slot) = slots.get(at) {
-        let k = key(slot, name, || {
-            vec![owned_label(owner.0, owner.1), label(value.0, value.1)]
-        });
+    if let Some(k) = key_at(slots, at, name, owner, values) {
         increment(k, 1);
     }
 }
@@ -264,13 +278,13 @@ impl PolicyKeys {
         family: &'static str,
         layer: LayerKind,
     ) -> Option<&'a Key> {
-        let slot = slots.get(index::layer(layer))?;
-        Some(key(slot, family, || {
-            vec![
-                owned_label("policy", &self.name),
-                label("layer", layer.as_str()),
-            ]
-        }))
+        key_at(
+            slots,
+            index::layer(layer),
+            family,
+            ("policy", &self.name),
+            &[("layer", layer.as_str())],
+        )
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -293,14 +307,13 @@ impl PolicyKeys {
         let t = index::state(to);
         self.state.store(t as u8, Ordering::Release);
         let series = |i: usize, state: CircuitState| {
-            self.breaker_state.get(i).map(|slot| {
-                key(slot, names::BREAKER_STATE, || {
-                    vec![
-                        owned_label("policy", &self.name),
-                        label("state", state.as_str()),
-                    ]
-                })
-            })
+            key_at(
+                &self.breaker_state,
+                i,
+                names::BREAKER_STATE,
+                ("policy", &self.name),
+                &[("state", state.as_str())],
+            )
         };
         if let Some(k) = series(t, to) {
             gauge_set(k, 1.0);
@@ -430,17 +443,13 @@ impl MetricsSink for FacadeSink {
                 reason,
             } => {
                 let Some(p) = self.policy(policy) else { return };
-                let i = index::layer(layer) * REASONS + index::reason(reason);
-                if let Some(slot) = p.rejections.get(i) {
-                    let k = key(slot, names::REJECTIONS_TOTAL, || {
-                        vec![
-                            owned_label("policy", &p.name),
-                            label("layer", layer.as_str()),
-                            label("reason", reason.as_str()),
-                        ]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &p.rejections,
+                    index::layer(layer) * REASONS + index::reason(reason),
+                    names::REJECTIONS_TOTAL,
+                    ("policy", &p.name),
+                    &[("layer", layer.as_str()), ("reason", reason.as_str())],
+                );
             }
             Event::Completed {
                 policy,
@@ -449,17 +458,13 @@ impl MetricsSink for FacadeSink {
                 latency,
             } => {
                 let Some(p) = self.policy(policy) else { return };
-                let i = index::layer(layer) * OUTCOMES + index::outcome(outcome);
-                if let Some(slot) = p.requests.get(i) {
-                    let k = key(slot, names::REQUESTS_TOTAL, || {
-                        vec![
-                            owned_label("policy", &p.name),
-                            label("layer", layer.as_str()),
-                            label("outcome", outcome.as_str()),
-                        ]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &p.requests,
+                    index::layer(layer) * OUTCOMES + index::outcome(outcome),
+                    names::REQUESTS_TOTAL,
+                    ("policy", &p.name),
+                    &[("layer", layer.as_str()), ("outcome", outcome.as_str())],
+                );
                 if let Some(latency) = latency
                     && let Some(k) =
                         p.with_layer(&p.durations, names::REQUEST_DURATION_SECONDS, layer)
@@ -486,17 +491,13 @@ impl MetricsSink for FacadeSink {
             } => {
                 let Some(p) = self.policy(policy) else { return };
                 p.write_state(to);
-                let i = index::state(from) * STATES + index::state(to);
-                if let Some(slot) = p.transitions.get(i) {
-                    let k = key(slot, names::BREAKER_TRANSITIONS_TOTAL, || {
-                        vec![
-                            owned_label("policy", &p.name),
-                            label("from", from.as_str()),
-                            label("to", to.as_str()),
-                        ]
-                    });
-                    increment(k, 1);
-                }
+                increment_at(
+                    &p.transitions,
+                    index::state(from) * STATES + index::state(to),
+                    names::BREAKER_TRANSITIONS_TOTAL,
+                    ("policy", &p.name),
+                    &[("from", from.as_str()), ("to", to.as_str())],
+                );
             }
             Event::ShadowStateChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
@@ -505,7 +506,7 @@ impl MetricsSink for FacadeSink {
                     index::state(to),
                     names::BREAKER_SHADOW_TRANSITIONS_TOTAL,
                     ("policy", &p.name),
-                    ("to", to.as_str()),
+                    &[("to", to.as_str())],
                 );
             }
             Event::BreakerRates {
@@ -553,7 +554,7 @@ impl MetricsSink for FacadeSink {
                     index::trigger(trigger),
                     names::FALLBACKS_TOTAL,
                     ("policy", &p.name),
-                    ("trigger", trigger.as_str()),
+                    &[("trigger", trigger.as_str())],
                 );
             }
             Event::KeysTracked { policy, keys, cap } => {
@@ -597,7 +598,7 @@ impl MetricsSink for FacadeSink {
                     index::task_end(end),
                     names::TASKS_ENDED_TOTAL,
                     ("group", &g.name),
-                    ("end", end.as_str()),
+                    &[("end", end.as_str())],
                 );
             }
             Event::TaskPanicked { group, .. } => {
@@ -619,7 +620,7 @@ impl MetricsSink for FacadeSink {
                     index::drop_reason(reason),
                     names::OFFLOAD_DROPPED_TOTAL,
                     ("queue", &q.name),
-                    ("reason", reason.as_str()),
+                    &[("reason", reason.as_str())],
                 );
             }
             Event::OffloadDelivered { queue, .. } => {
@@ -636,7 +637,7 @@ impl MetricsSink for FacadeSink {
                     index::attempt_failure(cause),
                     names::OFFLOAD_ATTEMPT_FAILURES_TOTAL,
                     ("queue", &q.name),
-                    ("cause", cause.as_str()),
+                    &[("cause", cause.as_str())],
                 );
             }
             _ => {}
