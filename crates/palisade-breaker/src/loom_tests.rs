@@ -10,13 +10,9 @@ use std::time::Duration;
 use loom::thread;
 use palisade_core::{ManualClock, Metrics, Outcome, TransitionReason};
 
-use crate::breaker::{Breaker, Config, Machine, PermitKind, Take, WindowConfig};
+use crate::breaker::{Breaker, Machine, PermitKind, Take, WindowConfig, test_config as config};
 use crate::sync::Arc;
 use crate::window::{CountWindow, Counts, Recorded, code};
-
-fn config(clock: &ManualClock, probes: u32) -> Config {
-    crate::breaker::test_config(clock, probes)
-}
 
 /// A breaker that is open with its wait already elapsed.
 fn open_and_due(probes: u32) -> Arc<Breaker> {
