@@ -133,7 +133,9 @@ impl CountWindow {
             head: CachePadded(AtomicU32::new(0)),
             modulus: (u64::MAX / size as u64).wrapping_add(1),
             aggregate: CachePadded(AtomicU64::new(pack(epoch, 0, 0, 0))),
-            slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..size)
+                .map(|_| AtomicU32::new(u32::from(epoch) << 16))
+                .collect(),
         }
     }
 
@@ -146,11 +148,27 @@ impl CountWindow {
         ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
     }
 
-    /// Starts an empty window for `epoch`. Slots of older epochs read as
-    /// empty, so they need no clearing. A read-modify-write rather than a
-    /// plain store, so that it is ordered with the writers' compare-and-swaps
-    /// in every model loom checks.
+    /// Starts an empty window for `epoch`. Called under the transition
+    /// lock.
+    ///
+    /// Every slot is first stamped empty for `epoch`. An untouched slot
+    /// would otherwise keep the 16-bit stamp of the epoch it was last
+    /// written in, and after 32,768 or more transitions (a long outage
+    /// reopens the breaker every `open_wait`) that stamp would read as
+    /// *later* than the current epoch, so no writer could ever replace it
+    /// and the window would stop counting; after exactly 65,536 it would
+    /// read as current. Restamped, a slot is never more than the few
+    /// epochs of a racing stale writer behind. A writer of the old epoch
+    /// that reaches a restamped slot sees a later epoch and leaves it.
+    ///
+    /// The aggregate then moves on with a read-modify-write rather than a
+    /// plain store, so that it is ordered with the writers'
+    /// compare-and-swaps in every model loom checks.
     pub(crate) fn reset(&self, epoch: u16) {
+        let empty = u32::from(epoch) << 16;
+        for slot in self.slots.iter() {
+            slot.store(empty, Ordering::Release);
+        }
         self.aggregate.swap(pack(epoch, 0, 0, 0), Ordering::AcqRel);
     }
 
@@ -565,6 +583,25 @@ mod tests {
         }
         assert_eq!(w.counts().calls, 4);
         assert_eq!(w.recount(8), w.counts());
+    }
+
+    #[test]
+    fn count_window_counts_after_any_number_of_epochs() {
+        // Slots last written 32,768 epochs or more ago, or exactly 65,536
+        // ago (the stamp wraps to the current epoch), count as empty.
+        for gap in [1_u16, 32_767, 32_768, 40_000, 65_535, 0] {
+            let w = CountWindow::new(4, 5);
+            for _ in 0..4 {
+                counted(w.record(5, OK));
+            }
+            let epoch = 5_u16.wrapping_add(gap);
+            w.reset(epoch);
+            for n in 1..=6_u64 {
+                let c = counted(w.record(epoch, FAIL));
+                assert_eq!((c.calls, c.failures), (n.min(4), n.min(4)), "gap {gap}");
+            }
+            assert_eq!(w.recount(epoch), w.counts(), "gap {gap}");
+        }
     }
 
     #[test]

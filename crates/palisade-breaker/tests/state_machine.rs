@@ -179,6 +179,56 @@ async fn the_count_window_slides_one_call_at_a_time() {
     assert_eq!(rig.state(), Open, "opens on the 7th call");
 }
 
+/// Four failures in a row against a window of four calls: the breaker must
+/// open at the fourth.
+async fn opens_after_four_failures(rig: &Rig) {
+    for n in 1..=3 {
+        rig.hit(FAIL).await.unwrap_err();
+        assert_eq!(rig.state(), Closed, "closed after {n} failures");
+    }
+    rig.hit(FAIL).await.unwrap_err();
+    let counts = rig.layer.handle().counts();
+    assert_eq!((counts.calls, counts.failures), (4, 4));
+    assert_eq!(rig.state(), Open, "opens on the 4th failure");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_count_window_still_counts_after_a_long_outage() {
+    // Each failed probe reopens the breaker: two transitions per round,
+    // 40,000 over the outage, more than the window's 16-bit epoch stamps
+    // tell apart without help.
+    let rig = Rig::new(|b| {
+        b.count_window(4)
+            .minimum_calls(4)
+            .half_open_probes(1)
+            .open_wait(Duration::from_millis(1))
+    });
+    rig.hit_all(&[FAIL; 4]).await;
+    assert_eq!(rig.state(), Open);
+    for round in 0..20_000 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        rig.hit(FAIL).await.unwrap_err();
+        assert_eq!(rig.state(), Open, "round {round}");
+        rig.events.clear();
+    }
+    tokio::time::advance(Duration::from_millis(1)).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed, "the dependency recovered");
+    opens_after_four_failures(&rig).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_count_window_still_counts_after_many_operator_resets() {
+    let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
+    rig.hit_all(&[OK; 4]).await;
+    let handle = rig.layer.handle();
+    for _ in 0..40_000 {
+        handle.reset();
+    }
+    rig.events.clear();
+    opens_after_four_failures(&rig).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_time_window_forgets_old_buckets() {
     let rig = Rig::new(|b| {
