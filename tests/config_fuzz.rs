@@ -445,7 +445,8 @@ fn breaker_plan() -> impl Strategy<Value = BreakerPlan> {
             )| {
                 let minimum_calls = match window {
                     Window::Count(n) => 1 + calls % n as u64,
-                    Window::Time(..) => 1 + calls % 100_000,
+                    // A time bucket counts at most 65,535 calls.
+                    Window::Time(_, buckets) => 1 + calls % (buckets as u64 * 65_535).min(100_000),
                 };
                 let backoff = backoff.map(|(m, extra)| {
                     let max_wait =
@@ -490,6 +491,7 @@ static BREAKER_CORRUPTIONS: [Corruption<BreakerPlan>; 15] = [
         apply: |p, b| {
             p.minimum_calls = match p.window {
                 Window::Count(n) if b % 2 == 1 => n as u64 + 1 + b % 1000,
+                Window::Time(_, buckets) if b % 2 == 1 => buckets as u64 * 65_535 + 1 + b % 1000,
                 _ => 0,
             };
         },

@@ -9,7 +9,7 @@ use palisade_core::{Clock, ConfigError, LayerKind, Metrics, PolicyName, SharedSt
 use crate::breaker::{Backoff, Breaker, Config, MAX_PROBES, WindowConfig};
 use crate::keyed::KeyedCircuitBreakerLayer;
 use crate::layer::CircuitBreakerLayer;
-use crate::window::{MAX_BUCKETS, MAX_COUNT_WINDOW};
+use crate::window::{BUCKET_CAPACITY, MAX_BUCKETS, MAX_COUNT_WINDOW};
 
 /// The classifier a breaker uses unless told otherwise: every `Err` is a
 /// failure, except palisade's own local-saturation rejections
@@ -131,7 +131,8 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// How many calls the window must hold before any rate is judged.
-    /// At most the size of a count window.
+    /// At most the size of a count window, or 65,535 calls per bucket of a
+    /// time window (what a bucket can count).
     #[must_use]
     pub fn minimum_calls(mut self, calls: u64) -> Self {
         self.minimum_calls = calls;
@@ -345,7 +346,10 @@ impl<C> CircuitBreakerBuilder<C> {
                 if bucket < Duration::from_millis(1) {
                     return Err(check.error("time_window.length", length, "x / buckets >= 1ms"));
                 }
-                check.at_least("minimum_calls", self.minimum_calls, 1)?;
+                // Each bucket counts at most `BUCKET_CAPACITY` calls: a
+                // larger minimum could never be reached.
+                let most = buckets as u64 * BUCKET_CAPACITY;
+                check.in_range("minimum_calls", self.minimum_calls, 1, most)?;
             }
         }
         check.fraction("failure_rate_threshold", self.failure_rate_threshold)?;

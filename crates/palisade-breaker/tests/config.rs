@@ -27,6 +27,12 @@ fn invalid_settings_name_their_field_and_range() {
         ),
         (b().minimum_calls(0), "minimum_calls", "1 <= x <= 100"),
         (
+            b().time_window(Duration::from_secs(10), 2)
+                .minimum_calls(131_071),
+            "minimum_calls",
+            "1 <= x <= 131070",
+        ),
+        (
             b().time_window(Duration::from_secs(10), 0),
             "time_window.buckets",
             "1 <= x <= 128",

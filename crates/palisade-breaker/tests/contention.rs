@@ -137,7 +137,7 @@ fn concurrent_recording_loses_no_outcome() {
             } else {
                 builder
                     .time_window(Duration::from_secs(10), 10)
-                    .minimum_calls(1_000_000)
+                    .minimum_calls(655_350)
             }
             .build()
             .unwrap();
