@@ -179,7 +179,9 @@ impl CircuitBreakerHandle {
         }
     }
 
-    /// While open, how long until probes are let through.
+    /// While open, how long until probes are let through. In metrics-only
+    /// mode this is the shadow state machine's wait: nothing is held back,
+    /// but it says when the breaker would let probes through.
     pub fn retry_after(&self) -> Option<Duration> {
         let until = self.breaker.open_until()?;
         Some(until.saturating_duration_since(self.breaker.cfg.clock.now()))
