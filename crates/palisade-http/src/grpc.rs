@@ -7,7 +7,7 @@
 //! | [`Elapsed`](palisade_core::Elapsed) | `DEADLINE_EXCEEDED` |
 //! | [`Panicked`](palisade_core::Panicked) | `INTERNAL` |
 //! | [`MissingKey`](palisade_core::MissingKey) | `INVALID_ARGUMENT` |
-//! | a [`tonic::Status`] in the chain | that status, as it is |
+//! | a [`tonic::Status`] in the chain, other than `OK` | that status, as it is |
 //! | anything else | `UNKNOWN` |
 //!
 //! `MissingKey` is `INVALID_ARGUMENT`, like HTTP's 400: the request lacks
@@ -16,7 +16,8 @@
 //! `UNKNOWN`, as tonic itself maps an error it does not recognise;
 //! `INTERNAL` is kept for a caught panic, a broken invariant of the
 //! service. A [`tonic::Status`] found in the chain was chosen by someone as
-//! the answer, so it is kept.
+//! the answer, so it is kept, unless its code is `OK`: a failed call is
+//! never answered as a success, so that one counts as any other error.
 //!
 //! The message is the [`Problem::detail`](crate::Problem::detail)
 //! sentence: it names the policy and the reason, never the error's text.
@@ -101,7 +102,9 @@ fn code_for(rejection: Rejection<'_>) -> Code {
 fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
     let mut current = Some(err);
     while let Some(e) = current {
-        if let Some(status) = e.downcast_ref::<Status>() {
+        if let Some(status) = e.downcast_ref::<Status>()
+            && status.code() != Code::Ok
+        {
             return Some(status);
         }
         current = e.source();

@@ -87,6 +87,32 @@ fn a_status_in_the_chain_is_kept() {
 }
 
 #[test]
+fn an_ok_status_in_the_chain_of_an_error_is_unknown() {
+    let err: BoxError = Wrapped(Box::new(Status::ok("all good"))).into();
+    let status = to_grpc_status(&*err);
+    assert_eq!(status.code(), Code::Unknown);
+    assert!(
+        !status.message().contains("all good"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(to_grpc_code(&*err), Code::Unknown);
+}
+
+#[tokio::test]
+async fn the_layer_never_answers_a_failed_call_with_status_ok() {
+    let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
+        Err::<http::Response<tonic::body::Body>, BoxError>(Status::ok("").into())
+    });
+    let res = ErrorToStatusLayer::new()
+        .layer(inner)
+        .oneshot(http::Request::new(tonic::body::Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "2");
+}
+
+#[test]
 fn client_status_maps_rejections_and_keeps_other_errors() {
     let status = client_grpc_status(error("wrapped_rate_limited").unwrap());
     assert_eq!(status.code(), Code::ResourceExhausted);
