@@ -135,7 +135,8 @@ impl Budget {
     const CALLER: u64 = 1 << 63;
 
     /// `timeout` is kept to the nanosecond up to 2^63 - 1 ns (about 292
-    /// years); longer ones are held at that, which no timer tells apart.
+    /// years), and held at that beyond. The timer itself never waits more
+    /// than tokio's longest sleep (about 30 years; see the builder).
     pub(crate) fn new(timeout: Duration, caller: bool) -> Self {
         let nanos = u64::try_from(timeout.as_nanos())
             .unwrap_or(u64::MAX)

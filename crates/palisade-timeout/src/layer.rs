@@ -117,6 +117,12 @@ impl Default for TimeoutLayerBuilder {
 impl<O> TimeoutLayerBuilder<O> {
     /// The default deadline of every request (default 30 seconds; must be
     /// more than zero).
+    ///
+    /// tokio's timer waits at most about 30 years, so a longer timeout
+    /// (`Duration::MAX` included) fires after about 30 years; the
+    /// [`Elapsed`](crate::error::Elapsed) error and
+    /// [`Deadline::current`](crate::Deadline::current) still speak of the
+    /// configured duration (held at about 292 years beyond that).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
