@@ -198,6 +198,112 @@ async fn a_cancelled_waiter_takes_nothing_from_the_bucket() {
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
+/// A service that takes `takes` per call, behind tower's
+/// `ConcurrencyLimit` of one: readiness holds its only permit.
+fn one_at_a_time(
+    takes: Duration,
+) -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
+> + Clone {
+    tower::limit::ConcurrencyLimitLayer::new(1).layer(service_fn(
+        move |_req: Request<()>| async move {
+            tokio::time::sleep(takes).await;
+            Ok::<_, BoxError>(Response::new(()))
+        },
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_holds_no_capacity_of_the_inner_service() {
+    // Key "a" spends its bucket and its next request waits 10 s; key "b",
+    // with a full bucket, must not wait behind it for the inner service's
+    // only permit.
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(10))
+        .wait_up_to(Duration::from_secs(10))
+        .keyed_by(HeaderKey::new(http::HeaderName::from_static("x-client")))
+        .build()
+        .unwrap();
+    let svc = layer.layer(one_at_a_time(Duration::ZERO));
+    let client = |name: &'static str| {
+        let mut request = Request::new(());
+        request
+            .headers_mut()
+            .insert("x-client", name.parse().unwrap());
+        request
+    };
+    send(&svc, client("a")).await.unwrap();
+    let waiter = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, client("a")).await }
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    send(&svc, client("b")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO, "b waited behind a's wait");
+    waiter.await.unwrap().unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admitted_waiter_then_waits_for_its_service_to_be_ready() {
+    // One token a second; every call takes 3 s, one at a time. The second
+    // request is admitted at 1 s and called at 3 s, when the first ends.
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(one_at_a_time(Duration::from_secs(3)));
+    let start = Instant::now();
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, Request::new(())).await }
+    });
+    tokio::task::yield_now().await;
+    send(&svc, Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    first.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admitted_waiter_gets_the_error_of_its_service_readiness() {
+    #[derive(Clone)]
+    struct Failing(Arc<AtomicUsize>);
+    impl Service<Request<()>> for Failing {
+        type Response = Response<()>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response<()>, BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            // Ready twice (the first request, and the second's
+            // `poll_ready` before its wait), then broken.
+            if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+                std::task::Poll::Ready(Ok(()))
+            } else {
+                std::task::Poll::Ready(Err("backend gone".into()))
+            }
+        }
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(())))
+        }
+    }
+    let layer = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(Failing(Arc::new(AtomicUsize::new(0))));
+    send(&svc, Request::new(())).await.unwrap();
+    let err = send(&svc, Request::new(())).await.unwrap_err();
+    assert_eq!(err.to_string(), "backend gone");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_change_the_key() {
     let layer = RateLimitLayer::builder()

@@ -3,8 +3,9 @@
 //! An admitted request's future is the inner service's future plus the
 //! prepared headers, with no allocation. A refused request's future is
 //! ready at once with the error. In [`Mode::Wait`](super::Mode::Wait), a
-//! waiting request's future holds the request, the ready service and a
-//! timer in one box, allocated only for requests that actually wait.
+//! waiting request's future holds the request, a clone of the service
+//! (made ready only once the request is admitted) and a timer in one box,
+//! allocated only for requests that actually wait.
 //!
 //! # Example
 //!
@@ -82,7 +83,7 @@ pin_project! {
             future: S::Future,
         },
         Waiting {
-            waiting: Pin<Box<Waiting<S, Req, K, H, M>>>,
+            waiting: Pin<Box<Waiting<S, Req, K, H, M, H::Pending>>>,
         },
         Limited {
             error: Box<RateLimited>,
@@ -95,16 +96,31 @@ pin_project! {
 }
 
 pin_project! {
-    struct Waiting<S, Req, K: 'static, H: 'static, M: Sharing> {
+    struct Waiting<S, Req, K: 'static, H: 'static, M: Sharing, P> {
         #[pin]
         sleep: Sleep,
+        // A clone of the service, not the one made ready for this call:
+        // readiness can hold capacity (a `ConcurrencyLimit` permit, a
+        // `Buffer` slot) that a wait must not keep from other requests.
+        // It is made ready once the request is admitted.
         service: S,
         request: Option<Req>,
         shared: SharedState<Shared<K, H>, M>,
         // `None` when `max_delay` reaches past what the clock can
         // represent: the request then waits as long as it takes.
         deadline: Option<Instant>,
+        // Set once the bucket admitted the request: what remains is the
+        // service's readiness.
+        admitted: Option<Grant<P>>,
     }
+}
+
+/// How a waiting request was admitted.
+enum Grant<P> {
+    /// Charged to its bucket; `P` are the admission's headers.
+    Admit(P),
+    /// Let through without a key.
+    Allow,
 }
 
 impl<S, Req, K, H, M> ResponseFuture<S, Req, K, H, M>
@@ -155,6 +171,7 @@ where
                     request: Some(request),
                     shared,
                     deadline: now.checked_add(max_delay),
+                    admitted: None,
                 }),
             },
         }
@@ -203,8 +220,9 @@ where
 }
 
 /// Moves a request that is neither called nor allowed on: a waiting one
-/// to its admission (`Continue`: poll the call) or its rejection, a
-/// refused one to its error.
+/// to its admission and then, once its service is ready, to its call
+/// (`Continue`: poll the call), or to its rejection; a refused one to its
+/// error.
 #[inline(never)]
 fn advance<S, Req, K, H, M>(
     mut state: Pin<&mut State<S, Req, K, H, M>>,
@@ -213,6 +231,7 @@ fn advance<S, Req, K, H, M>(
 where
     M: Sharing,
     S: Service<Req>,
+    S::Error: Into<BoxError>,
     K: ExtractKey<Req>,
     H: ResponseHeaders<S::Response>,
 {
@@ -226,41 +245,60 @@ where
             return ControlFlow::Break(Poll::Ready(Err(error)));
         };
         let mut waiting = waiting.as_mut().project();
-        if waiting.sleep.as_mut().poll(cx).is_pending() {
-            return ControlFlow::Break(Poll::Pending);
+        if waiting.admitted.is_none() {
+            if waiting.sleep.as_mut().poll(cx).is_pending() {
+                return ControlFlow::Break(Poll::Pending);
+            }
+            let Some(request) = waiting.request.as_ref() else {
+                state.set(State::Done);
+                return ControlFlow::Break(Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())));
+            };
+            let shared = &**waiting.shared;
+            let error: BoxError = match shared.decide::<Req, S::Response>(request) {
+                Verdict::Admit(pending) => {
+                    shared.limiter.emit_admitted();
+                    *waiting.admitted = Some(Grant::Admit(pending));
+                    continue;
+                }
+                Verdict::Allow => {
+                    shared.limiter.emit_admitted();
+                    *waiting.admitted = Some(Grant::Allow);
+                    continue;
+                }
+                Verdict::Limited { retry_after, kind } => {
+                    let wake = Instant::now().checked_add(retry_after);
+                    if let Some(wake) =
+                        wake.filter(|wake| waiting.deadline.is_none_or(|d| *wake <= d))
+                    {
+                        waiting.sleep.reset(wake);
+                        continue;
+                    }
+                    shared.reject(retry_after, kind)
+                }
+                Verdict::Missing => shared.reject_missing(),
+            };
+            state.set(State::Done);
+            return ControlFlow::Break(Poll::Ready(Err(error)));
         }
-        let Some(request) = waiting.request.take() else {
+        // Admitted: the service's own readiness, then the call.
+        match waiting.service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Pending => return ControlFlow::Break(Poll::Pending),
+            Poll::Ready(Err(error)) => {
+                state.set(State::Done);
+                return ControlFlow::Break(Poll::Ready(Err(error.into())));
+            }
+        }
+        let (Some(request), Some(grant)) = (waiting.request.take(), waiting.admitted.take()) else {
             state.set(State::Done);
             return ControlFlow::Break(Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())));
         };
-        let shared = &**waiting.shared;
-        let error: BoxError = match shared.decide::<Req, S::Response>(&request) {
-            Verdict::Admit(pending) => {
-                shared.limiter.emit_admitted();
-                let future = waiting.service.call(request);
-                state.set(State::Called { future, pending });
-                return ControlFlow::Continue(());
-            }
-            Verdict::Allow => {
-                shared.limiter.emit_admitted();
-                let future = waiting.service.call(request);
-                state.set(State::Allowed { future });
-                return ControlFlow::Continue(());
-            }
-            Verdict::Limited { retry_after, kind } => {
-                let wake = Instant::now().checked_add(retry_after);
-                if let Some(wake) = wake.filter(|wake| waiting.deadline.is_none_or(|d| *wake <= d))
-                {
-                    *waiting.request = Some(request);
-                    waiting.sleep.reset(wake);
-                    continue;
-                }
-                shared.reject(retry_after, kind)
-            }
-            Verdict::Missing => shared.reject_missing(),
-        };
-        state.set(State::Done);
-        return ControlFlow::Break(Poll::Ready(Err(error)));
+        let future = waiting.service.call(request);
+        match grant {
+            Grant::Admit(pending) => state.set(State::Called { future, pending }),
+            Grant::Allow => state.set(State::Allowed { future }),
+        }
+        return ControlFlow::Continue(());
     }
 }
 

@@ -24,9 +24,13 @@ pub enum Mode {
     Reject,
     /// Hold it until its bucket admits it, if that happens within
     /// `max_delay`; reject it at once otherwise. A waiting request holds no
-    /// slot: after its wait it is checked again, and it waits again (within
-    /// the same `max_delay` from its arrival) if another request took the
-    /// capacity first. Waiting uses tokio's timer.
+    /// slot, of the limiter or of the inner service: after its wait it is
+    /// checked again, and it waits again (within the same `max_delay` from
+    /// its arrival) if another request took the capacity first; once
+    /// admitted, it waits for its service to be ready, then calls it.
+    /// Waiting uses tokio's timer: the service must be called inside a
+    /// tokio runtime with the timer enabled (as every axum and tonic
+    /// server is).
     Wait {
         /// The longest a request waits.
         max_delay: Duration,

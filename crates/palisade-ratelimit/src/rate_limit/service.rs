@@ -92,8 +92,13 @@ impl<K, H> Shared<K, H> {
 /// fine, and a refused request never holds a slot.
 ///
 /// The inner service must be `Clone` (as axum, tonic and hyper services
-/// are): in [`Mode::Wait`], a waiting request takes the ready service with
-/// it and calls it after its wait.
+/// are): in [`Mode::Wait`], a waiting request takes a clone with it, and
+/// makes that clone ready only once its bucket admits it. The service made
+/// ready for the call stays in place for the next one, so whatever its
+/// readiness holds (a `tower::limit::ConcurrencyLimit` permit, a
+/// `tower::buffer::Buffer` slot) is never kept through a wait. A waiting
+/// request that is admitted and then finds its service failing gets the
+/// service's error.
 ///
 /// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
 pub struct RateLimit<S, K: 'static = Global, H: 'static = NoHeaders, M: Sharing = Counted> {
@@ -178,11 +183,12 @@ where
             Verdict::Missing => ResponseFuture::missing(shared.reject_missing()),
             Verdict::Limited { retry_after, kind } => match shared.mode {
                 Mode::Wait { max_delay } if retry_after <= max_delay => {
-                    // Take the service that was made ready; leave a clone.
-                    let clone = self.inner.clone();
-                    let ready = std::mem::replace(&mut self.inner, clone);
+                    // The wait takes a clone and makes it ready once
+                    // admitted: the ready service stays here, with
+                    // whatever capacity its readiness holds, for the next
+                    // call.
                     ResponseFuture::waiting(
-                        ready,
+                        self.inner.clone(),
                         request,
                         self.shared.clone(),
                         retry_after,
