@@ -56,9 +56,15 @@ pin_project! {
 
 pin_project! {
     struct Wait<S, Req, M: Sharing> {
+        // A clone of the service, not the one made ready for this call:
+        // readiness can hold capacity (a `ConcurrencyLimit` permit, a
+        // `Buffer` slot) that a queued request must not keep from
+        // others. It is made ready once the request has its slot.
         service: Option<S>,
         request: Option<Req>,
         ticket: Ticket<M>,
+        // The slot, once granted: what remains is the service's readiness.
+        permit: Option<Permit<M>>,
         #[pin]
         sleep: Sleep,
     }
@@ -97,6 +103,7 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
                         node,
                         core: Some(core),
                     },
+                    permit: None,
                     sleep,
                 }),
             },
@@ -119,12 +126,14 @@ impl<F, S, Req, C, M: Sharing> fmt::Debug for ResponseFuture<F, S, Req, C, M> {
     }
 }
 
+const POLLED_AFTER_COMPLETION: &str = "bulkhead response polled after completion";
+
 impl<F, S, Req, C, M, T, E> Future for ResponseFuture<F, S, Req, C, M>
 where
     M: Sharing,
     OutcomeRecorder<M>: RecordOutcome,
     F: Future<Output = Result<T, E>>,
-    S: Service<Req, Future = F>,
+    S: Service<Req, Future = F, Error = E>,
     E: Into<BoxError>,
     C: Classify<T, BoxError>,
 {
@@ -144,39 +153,50 @@ where
                     return Poll::Ready(output);
                 }
                 StateProj::Waiting { wait } => {
-                    let admitted = {
-                        let wait = wait.as_mut().project();
-                        match wait.ticket.node.poll_granted(cx) {
+                    let mut wait = wait.as_mut().project();
+                    if wait.permit.is_none() {
+                        let admitted = match wait.ticket.node.poll_granted(cx) {
                             Poll::Ready(()) => true,
                             Poll::Pending => {
-                                ready!(wait.sleep.poll(cx));
+                                ready!(wait.sleep.as_mut().poll(cx));
                                 // Out of time, unless the slot arrived just now.
                                 wait.ticket.leave()
                             }
+                        };
+                        let Some(core) = wait.ticket.take_core() else {
+                            this.state.set(State::Done);
+                            continue;
+                        };
+                        if !admitted {
+                            let error = core.reject(OverloadKind::WaitTimedOut);
+                            this.state.set(State::Rejected { error: Some(error) });
+                            continue;
                         }
-                    };
-                    let wait = wait.as_mut().project();
-                    let Some(core) = wait.ticket.take_core() else {
-                        this.state.set(State::Done);
-                        continue;
-                    };
-                    if !admitted {
-                        let error = core.reject(OverloadKind::WaitTimedOut);
-                        this.state.set(State::Rejected { error: Some(error) });
-                        continue;
+                        let in_flight = core.limiter.in_flight();
+                        // The slot is owned by the permit before anything
+                        // else runs, so a panic in a metrics sink, in
+                        // `poll_ready` or in `call` still frees it.
+                        *wait.permit = Some(Permit::new(core.clone(), in_flight));
+                        core.admitted();
                     }
-                    let (Some(mut service), Some(request)) =
-                        (wait.service.take(), wait.request.take())
+                    let ready = match wait.service.as_mut() {
+                        Some(service) => ready!(service.poll_ready(cx)).map_err(Into::into),
+                        None => Err(BoxError::from(POLLED_AFTER_COMPLETION)),
+                    };
+                    let (Some(mut permit), Some(mut service), Some(request)) =
+                        (wait.permit.take(), wait.service.take(), wait.request.take())
                     else {
                         this.state.set(State::Done);
                         continue;
                     };
-                    let in_flight = core.limiter.in_flight();
-                    // The slot is owned by the permit before anything else
-                    // runs, so a panic in a metrics sink or in `call`
-                    // still frees it.
-                    let permit = Permit::new(core.clone(), in_flight);
-                    core.admitted();
+                    if let Err(error) = ready {
+                        // Judged like a failed call; the slot is freed
+                        // with the permit, before the answer is returned.
+                        let output = this.classify.classify(Err(error), permit.recorder());
+                        drop(permit);
+                        this.state.set(State::Done);
+                        return Poll::Ready(output);
+                    }
                     let future = service.call(request);
                     this.state.set(State::Running { future, permit });
                 }
@@ -184,12 +204,12 @@ where
                     let error = error
                         .take()
                         .map(BoxError::from)
-                        .unwrap_or_else(|| "bulkhead response polled after completion".into());
+                        .unwrap_or_else(|| POLLED_AFTER_COMPLETION.into());
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Done => {
-                    return Poll::Ready(Err("bulkhead response polled after completion".into()));
+                    return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
                 }
             }
         }

@@ -18,9 +18,13 @@ use crate::limiter::{Admission, Report};
 /// with [`Overloaded`](crate::error::Overloaded). See the crate docs for
 /// how this differs from `tower::limit::ConcurrencyLimit`.
 ///
-/// The service must be `Clone`: a request that has to wait takes the
-/// inner service (already ready) with it and leaves a clone in its place,
-/// as axum's router does. Requests that do not wait never clone it.
+/// The service must be `Clone`: a request that has to wait takes a clone
+/// of the inner service with it and makes that clone ready only once it
+/// has its slot. The service made ready for the call stays in place, so
+/// whatever its readiness holds (a `tower::limit::ConcurrencyLimit`
+/// permit, a `tower::buffer::Buffer` slot) is never kept through a wait in
+/// the queue; an error of that later readiness is the request's answer,
+/// judged like a failed call. Requests that do not wait never clone it.
 #[derive(Clone, Debug)]
 pub struct Bulkhead<S, C = ErrorsAsFailures, M: Sharing = Counted> {
     inner: S,
@@ -93,12 +97,11 @@ where
         match core.limiter.acquire_or_enqueue(&core.events()) {
             Admission::Acquired(in_flight) => self.run(request, in_flight),
             Admission::Queued(node) => {
-                // The ready inner service goes with the request; a clone
-                // takes its place for the next `poll_ready`.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
+                // The wait takes a clone and makes it ready once it has
+                // its slot: the ready service stays here, with whatever
+                // capacity its readiness holds, for the next call.
                 ResponseFuture::waiting(
-                    ready,
+                    self.inner.clone(),
                     request,
                     node,
                     self.core.clone(),

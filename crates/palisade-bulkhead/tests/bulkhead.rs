@@ -501,6 +501,84 @@ async fn a_sink_that_panics_loses_no_slot() {
     assert_eq!(ready(poll(&mut next)).unwrap(), 4);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_holds_no_capacity_of_the_inner_service() {
+    // The inner service admits two calls at once (tower's
+    // `ConcurrencyLimit`, whose readiness holds a permit), and another
+    // route calls it directly. A request queued by the bulkhead must not
+    // keep a permit through its wait.
+    let backend = Backend::default();
+    let inner = tower::limit::ConcurrencyLimitLayer::new(2).layer(backend.clone());
+    let mut direct = inner.clone();
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .queue(1)
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let svc = layer.layer(inner);
+    // One service clone per request, as axum makes.
+    let mut running = start(&mut svc.clone(), 1);
+    let mut queued = start(&mut svc.clone(), 2);
+    assert!(poll(&mut queued).is_pending(), "queued behind call 1");
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        direct.poll_ready(&mut cx).is_ready(),
+        "the queued request kept the inner service's second permit"
+    );
+    drop(direct);
+    backend.order(1, Command::Complete);
+    assert_eq!(ready(poll(&mut running)).unwrap(), 1);
+    assert!(poll(&mut queued).is_pending(), "granted, now running");
+    assert_eq!(backend.started(), [1, 2]);
+    backend.order(2, Command::Complete);
+    assert_eq!(ready(poll(&mut queued)).unwrap(), 2);
+    assert_eq!(layer.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_granted_request_gets_its_service_readiness_error_and_frees_the_slot() {
+    #[derive(Clone)]
+    struct Breakable {
+        backend: Backend,
+        broken: Arc<std::sync::atomic::AtomicBool>,
+    }
+    impl Service<u64> for Breakable {
+        type Response = u64;
+        type Error = BoxError;
+        type Future = BackendCall;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if self.broken.load(Ordering::SeqCst) {
+                Poll::Ready(Err("backend gone".into()))
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+        fn call(&mut self, id: u64) -> BackendCall {
+            self.backend.call(id)
+        }
+    }
+    let backend = Backend::default();
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorder = Arc::new(Recorder::default());
+    let layer = layer(1, Duration::from_secs(10), Some(1), &recorder);
+    let mut svc = layer.layer(Breakable {
+        backend: backend.clone(),
+        broken: broken.clone(),
+    });
+    let mut running = start(&mut svc, 1);
+    let mut queued = start(&mut svc, 2);
+    assert!(poll(&mut queued).is_pending());
+    broken.store(true, Ordering::SeqCst);
+    backend.order(1, Command::Complete);
+    assert_eq!(ready(poll(&mut running)).unwrap(), 1);
+    let err = ready(poll(&mut queued)).unwrap_err();
+    assert_eq!(err.to_string(), "backend gone");
+    assert_eq!(backend.started(), [1]);
+    assert_eq!(layer.in_flight(), 0);
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+}
+
 #[test]
 fn invalid_configurations_are_typed_errors() {
     let err = BulkheadLayer::builder()
