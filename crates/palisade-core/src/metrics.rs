@@ -440,8 +440,10 @@ pub enum Event<'a> {
         count: usize,
     },
 
-    /// A keyed limiter at its key cap charged a request to the shared
-    /// overflow bucket, because its key found no slot of its own. It fires
+    /// A keyed limiter charged a request to the shared overflow bucket,
+    /// because its key found no slot of its own: the limiter is at its key
+    /// cap with nothing idle, or (even below the cap) the key's set of
+    /// slots holds only active keys. It fires
     /// for every such request, not once per key: one busy client without a
     /// slot counts as many times as it calls.
     ///

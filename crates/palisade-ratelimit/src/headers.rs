@@ -15,7 +15,8 @@
 //! empty bucket takes to fill again, `r` and `Remaining` are the requests
 //! admitted right now, and `t` and `Reset` are the seconds (rounded up)
 //! until the bucket is full again. With the default burst, `q` and `w` are
-//! exactly the configured quota ("100 per 60 s").
+//! the configured quota ("100 per 60 s"), the period rounded up to whole
+//! seconds and at least 1 (a quota per 1.5 s says `w=2`).
 //!
 //! Rejections are answered by the HTTP mapping (`palisade-http`): status
 //! 429 with `Retry-After` from [`retry_after_seconds`](crate::retry_after_seconds).

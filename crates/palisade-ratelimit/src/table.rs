@@ -34,7 +34,10 @@
 //! the same new key while the table is one key short of its cap, the one
 //! whose reservation comes second may be charged to the overflow bucket.
 //! Both races need a new key to arrive on two threads within nanoseconds
-//! and cost at most one request's worth of accuracy.
+//! and cost at most one request's worth of accuracy. A third: eviction
+//! judges idleness by the evicting thread's clock reading, so a thread
+//! whose reading is older may find a key evicted just as its bucket
+//! refilled and admit it as new, once, early.
 
 use crate::sync::{AtomicU32, AtomicU128, AtomicUsize, Ordering};
 
