@@ -33,6 +33,9 @@ struct Node<T> {
 pub(crate) struct NameMap<T> {
     buckets: Box<[Link<T>]>,
     len: AtomicUsize,
+    /// Insertions under way: a thread that finds the map at its cap waits
+    /// for them before refusing, since one may be inserting its name.
+    inserting: AtomicUsize,
     cap: usize,
     refused: AtomicU64,
 }
@@ -45,6 +48,7 @@ impl<T> NameMap<T> {
         Self {
             buckets: (0..buckets).map(|_| OnceLock::new()).collect(),
             len: AtomicUsize::new(0),
+            inserting: AtomicUsize::new(0),
             cap,
             refused: AtomicU64::new(0),
         }
@@ -88,15 +92,43 @@ impl<T> NameMap<T> {
 
     #[cold]
     fn insert_slow(&self, name: &str, make: impl FnOnce() -> T) -> Option<&T> {
+        // Announced before the reservation: a thread whose reservation
+        // lands after this one's (and finds the cap reached) sees it.
+        self.inserting.fetch_add(1, Ordering::AcqRel);
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.cap {
             self.len.fetch_sub(1, Ordering::AcqRel);
-            // Another thread may have inserted it while we looked.
-            let found = self.get(name);
-            if found.is_none() {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-            }
-            return found;
+            self.inserting.fetch_sub(1, Ordering::AcqRel);
+            return self.find_at_cap(name);
         }
+        let found = self.link(name, make);
+        self.inserting.fetch_sub(1, Ordering::Release);
+        Some(found)
+    }
+
+    /// At the cap, `name` is tracked only if it is already linked or is
+    /// being linked by an insertion under way: those are waited for (they
+    /// are a few instructions from done, and at most `cap` ever run), so
+    /// an event of a name that another thread is adding is never refused.
+    #[cold]
+    fn find_at_cap(&self, name: &str) -> Option<&T> {
+        loop {
+            // Read before the lookup: once no insertion is under way, every
+            // node linked before is visible to it.
+            let busy = self.inserting.load(Ordering::Acquire) > 0;
+            if let Some(value) = self.get(name) {
+                return Some(value);
+            }
+            if !busy {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Links a node for `name` under a reservation, unless another thread
+    /// linked one first; either way, the value stored for `name`.
+    fn link(&self, name: &str, make: impl FnOnce() -> T) -> &T {
         let mut pending = Some(Box::new(Node {
             name: name.into(),
             value: make(),
@@ -110,7 +142,7 @@ impl<T> NameMap<T> {
                         // Another thread inserted the same name first.
                         self.len.fetch_sub(1, Ordering::AcqRel);
                     }
-                    return Some(&node.value);
+                    return &node.value;
                 }
                 Some(node) => link = &node.next,
                 None => {
@@ -208,6 +240,39 @@ mod tests {
         assert!(map.get_or_insert_with("a", || ()).is_some());
         assert_eq!(map.len(), 2);
         assert_eq!(map.refused(), 2);
+    }
+
+    /// Two threads record the first event of the same name while the map
+    /// has room for exactly one more: neither event is refused.
+    #[test]
+    fn a_name_racing_to_the_last_place_is_never_refused() {
+        for round in 0..500 {
+            let map = Arc::new(NameMap::<AtomicU64>::new(4, 1));
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (map, barrier) = (Arc::clone(&map), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        // A slow `make` (a sink's state is large) widens
+                        // the window between reservation and link.
+                        let make = || {
+                            std::thread::sleep(std::time::Duration::from_micros(20));
+                            AtomicU64::new(0)
+                        };
+                        map.get_or_insert_with("new", make)
+                            .map(|count| count.fetch_add(1, Ordering::Relaxed))
+                            .is_some()
+                    })
+                })
+                .collect();
+            for h in handles {
+                assert!(h.join().expect("thread finished"), "round {round}");
+            }
+            assert_eq!(map.refused(), 0, "round {round}");
+            assert_eq!(map.get("new").map(|c| c.load(Ordering::Relaxed)), Some(2));
+            assert_eq!(map.len(), 1);
+        }
     }
 
     /// Threads race to insert overlapping names in seeded random orders and
