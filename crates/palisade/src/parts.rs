@@ -1,5 +1,26 @@
 //! [`Part`] for every palisade layer builder: the stack finishes each
-//! builder with its shared name, metrics sink and clock.
+//! builder with its shared name, and with its metrics sink and clock when
+//! it was given them (a builder's own are kept otherwise).
+
+/// Builds `$builder` with the stack's name, its sink if it has one and,
+/// for layers that read a clock, its clock if it has one.
+#[allow(unused_macros)]
+macro_rules! finish {
+    ($builder:expr, $shared:expr) => {{
+        let mut builder = $builder.name($shared.name().clone());
+        if let Some(metrics) = $shared.metrics() {
+            builder = builder.metrics(metrics.clone());
+        }
+        builder
+    }};
+    ($builder:expr, $shared:expr, clock) => {{
+        let mut builder = finish!($builder, $shared);
+        if let Some(clock) = $shared.clock() {
+            builder = builder.clock(clock.clone());
+        }
+        builder
+    }};
+}
 
 #[allow(unused_imports)]
 use palisade_core::ConfigError;
@@ -12,9 +33,7 @@ impl<P: 'static, F: 'static> Part for palisade_fallback::FallbackBuilder<P, F> {
     type Layer = palisade_fallback::FallbackLayer<P, F>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .build()
+        finish!(self, shared).build()
     }
 }
 
@@ -26,10 +45,7 @@ where
     type Layer = palisade_ratelimit::RateLimitLayer<K, palisade_ratelimit::headers::NoHeaders>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .clock(shared.clock().clone())
-            .build()
+        finish!(self, shared, clock).build()
     }
 }
 
@@ -41,10 +57,7 @@ where
     type Layer = palisade_ratelimit::RateLimitLayer<K, palisade_ratelimit::RateLimitHeaders>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .clock(shared.clock().clone())
-            .build()
+        finish!(self, shared, clock).build()
     }
 }
 
@@ -53,10 +66,7 @@ impl<C> Part for palisade_breaker::CircuitBreakerBuilder<C> {
     type Layer = palisade_breaker::CircuitBreakerLayer<C>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .clock(shared.clock().clone())
-            .build()
+        finish!(self, shared, clock).build()
     }
 }
 
@@ -65,9 +75,7 @@ impl<O> Part for palisade_timeout::TimeoutLayerBuilder<O> {
     type Layer = palisade_timeout::TimeoutLayer<O>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .build()
+        finish!(self, shared).build()
     }
 }
 
@@ -76,10 +84,7 @@ impl<C> Part for palisade_bulkhead::BulkheadLayerBuilder<C> {
     type Layer = palisade_bulkhead::BulkheadLayer<C>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .clock(shared.clock().clone())
-            .build()
+        finish!(self, shared, clock).build()
     }
 }
 
@@ -88,9 +93,7 @@ impl Part for palisade_panic::CatchPanicBuilder {
     type Layer = palisade_panic::CatchPanicLayer;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .build()
+        finish!(self, shared).build()
     }
 }
 
@@ -99,9 +102,7 @@ impl<H: 'static> Part for palisade_panic::http::CatchPanicHttpBuilder<H> {
     type Layer = palisade_panic::http::CatchPanicHttpLayer<H>;
 
     fn build_part(self, shared: &Shared) -> Result<Self::Layer, ConfigError> {
-        self.name(shared.name().clone())
-            .metrics(shared.metrics().clone())
-            .build()
+        finish!(self, shared).build()
     }
 }
 

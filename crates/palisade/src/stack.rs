@@ -73,13 +73,13 @@ use palisade_core::Leak;
 use palisade_core::{Clock, ConfigError, Metrics, PolicyName};
 use tower_layer::{Identity, Layer};
 
-/// What every layer of a stack shares: the policy name, the metrics sink
-/// and the clock.
+/// What every layer of a stack shares: the policy name, and the metrics
+/// sink and the clock when the stack was given them.
 #[derive(Clone, Debug)]
 pub struct Shared {
     name: PolicyName,
-    metrics: Metrics,
-    clock: Clock,
+    metrics: Option<Metrics>,
+    clock: Option<Clock>,
 }
 
 impl Shared {
@@ -88,19 +88,23 @@ impl Shared {
         &self.name
     }
 
-    /// The metrics sink.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// The metrics sink given to the stack ([`Stack::metrics`]), which
+    /// replaces any a layer's builder was given; `None` leaves each
+    /// builder's own.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
-    /// The clock.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
+    /// The clock given to the stack ([`Stack::clock`]), which replaces any
+    /// a layer's builder was given; `None` leaves each builder's own.
+    pub fn clock(&self) -> Option<&Clock> {
+        self.clock.as_ref()
     }
 }
 
 /// One configured slot of a [`Stack`]: a layer builder that the stack
-/// finishes with the shared name, sink and clock.
+/// finishes with the shared name, and with the stack's sink and clock when
+/// it was given them.
 ///
 /// Implemented for every palisade layer builder, for the error-mapping
 /// layers, and for [`Omitted`].
@@ -156,14 +160,16 @@ pub struct Stack<
 }
 
 impl Stack {
-    /// An empty stack for the policy `name`, reporting nowhere, on tokio's
-    /// clock.
+    /// An empty stack for the policy `name`. Its layers report to the sink
+    /// and read the clock their builders were given (by default none, and
+    /// tokio's clock) until [`metrics`](Stack::metrics) and
+    /// [`clock`](Stack::clock) set one for all.
     pub fn new(name: impl Into<PolicyName>) -> Self {
         Stack {
             shared: Shared {
                 name: name.into(),
-                metrics: Metrics::noop(),
-                clock: Clock::default(),
+                metrics: None,
+                clock: None,
             },
             fallback: Omitted,
             rate_limit: Omitted,
@@ -177,18 +183,20 @@ impl Stack {
 }
 
 impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
-    /// Sends every layer's events to `metrics`.
+    /// Sends every layer's events to `metrics`, in place of any sink a
+    /// layer's builder was given.
     pub fn metrics(mut self, metrics: impl Into<Metrics>) -> Self {
-        self.shared.metrics = metrics.into();
+        self.shared.metrics = Some(metrics.into());
         self
     }
 
     /// Has the layers that read a clock (the rate limiter, the breaker and
-    /// the adaptive bulkhead) read `clock` (tokio's clock by default). The
-    /// timeout sleeps on tokio's timer whatever the clock: drive it with
+    /// the adaptive bulkhead) read `clock`, in place of any clock their
+    /// builders were given (tokio's clock by default). The timeout sleeps
+    /// on tokio's timer whatever the clock: drive it with
     /// `tokio::time::pause`.
     pub fn clock(mut self, clock: Clock) -> Self {
-        self.shared.clock = clock;
+        self.shared.clock = Some(clock);
         self
     }
 
