@@ -60,6 +60,7 @@
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod metrics;
 pub mod panic;

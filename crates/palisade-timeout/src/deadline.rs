@@ -306,7 +306,7 @@ impl Deadline {
     /// # }
     /// ```
     pub fn current() -> Option<Self> {
-        crate::current::remaining().map(Self::new)
+        palisade_core::deadline::remaining().map(Self::new)
     }
 }
 

@@ -10,9 +10,9 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Elapsed, Event};
 use pin_project_lite::pin_project;
 
-use crate::current;
 use crate::layer::Shared;
 use crate::timer::Timer;
+use palisade_core::deadline as current;
 
 pin_project! {
     /// The response future of [`Timeout`](crate::Timeout).

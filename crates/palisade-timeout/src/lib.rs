@@ -57,7 +57,6 @@
 #![doc = include_str!("../docs/cost.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod current;
 pub mod deadline;
 pub mod error;
 pub mod future;

@@ -4,10 +4,10 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event, LayerKind};
 use tower_service::Service;
 
-use crate::current;
 use crate::deadline::{Deadline, DeadlineSource, NoOverride};
 use crate::future::{Budget, ResponseFuture};
 use crate::layer::Shared;
+use palisade_core::deadline as current;
 
 /// Bounds the time a call to the inner service may take.
 ///

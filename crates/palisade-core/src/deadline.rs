@@ -1,9 +1,24 @@
-//! The deadline of the calls this thread is running, which
-//! [`Deadline::current`](crate::Deadline::current) reads.
+//! The deadline of the calls this thread is running.
 //!
-//! A timeout's response future sets it around each poll of the inner
-//! future, and its service around the inner `call`, then puts back what
-//! was there. Setting it costs two thread-local writes and no clock read.
+//! palisade's timeout sets it around the inner service's `call` and around
+//! each poll of the inner future, then puts back what was there: two
+//! thread-local writes and no clock read. Users read it through
+//! `palisade_timeout::Deadline::current`; layers read it with
+//! [`remaining`], so that a wait of their own (a bulkhead's queue) never
+//! outlives the caller's deadline.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_core::deadline::{remaining, Scope};
+//!
+//! assert_eq!(remaining(), None);
+//! let call = Scope::budget(2_000_000_000);
+//! assert_eq!(remaining(), Some(Duration::from_secs(2)));
+//! drop(call);
+//! assert_eq!(remaining(), None);
+//! ```
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -26,9 +41,15 @@ std::thread_local! {
 }
 
 /// Narrows this thread's deadline until dropped, then puts back the one
-/// before, also when the inner service panics.
+/// before, also when the inner service panics. Made by a timeout around
+/// the calls it runs; `None` only while the thread is being torn down.
 #[derive(Debug)]
-pub(crate) enum Scope {
+#[must_use = "the deadline is narrowed only while the scope lives"]
+pub struct Scope(Previous);
+
+/// What a [`Scope`] puts back.
+#[derive(Debug)]
+enum Previous {
     /// A call that has not waited yet narrowed the budget from this.
     Budget(u64),
     /// A call that has waited narrowed the instant from this.
@@ -39,12 +60,12 @@ impl Scope {
     /// Enters the deadline of a call that has not waited yet: `nanos`
     /// from when it first does.
     #[inline]
-    pub(crate) fn budget(nanos: u64) -> Option<Self> {
+    pub fn budget(nanos: u64) -> Option<Self> {
         BUDGET
             .try_with(|budget| {
                 let previous = budget.get();
                 budget.set(previous.min(nanos));
-                Self::Budget(previous)
+                Self(Previous::Budget(previous))
             })
             .ok()
     }
@@ -52,7 +73,7 @@ impl Scope {
     /// Enters the deadline of a call: `nanos` while its timer has not
     /// started, `until` once it has.
     #[inline]
-    pub(crate) fn enter(nanos: u64, until: Option<Instant>) -> Option<Self> {
+    pub fn enter(nanos: u64, until: Option<Instant>) -> Option<Self> {
         match until {
             None => Self::budget(nanos),
             Some(until) => Self::until(until),
@@ -66,7 +87,7 @@ impl Scope {
             .try_with(|current| {
                 let previous = current.get();
                 current.set(Some(previous.map_or(until, |outer| outer.min(until))));
-                Self::Until(previous)
+                Self(Previous::Until(previous))
             })
             .ok()
     }
@@ -75,19 +96,21 @@ impl Scope {
 impl Drop for Scope {
     #[inline]
     fn drop(&mut self) {
-        match *self {
-            Self::Budget(previous) => {
+        match self.0 {
+            Previous::Budget(previous) => {
                 let _ = BUDGET.try_with(|budget| budget.set(previous));
             }
-            Self::Until(previous) => {
+            Previous::Until(previous) => {
                 let _ = UNTIL.try_with(|until| until.set(previous));
             }
         }
     }
 }
 
-/// What is left of this thread's deadline, if a timeout's call is running.
-pub(crate) fn remaining() -> Option<Duration> {
+/// What is left of this thread's deadline, if a timeout's call is running
+/// here (`None` otherwise). A deadline whose timer has not started yet is
+/// its whole budget.
+pub fn remaining() -> Option<Duration> {
     let budget = BUDGET
         .try_with(Cell::get)
         .ok()
