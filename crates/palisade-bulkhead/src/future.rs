@@ -93,7 +93,14 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
         core: SharedState<Core, M>,
         classify: C,
     ) -> Self {
-        let sleep = tokio::time::sleep(core.max_wait);
+        // Never past the deadline of an enclosing timeout: a request still
+        // queued then is turned away as overloaded (which a breaker does
+        // not count as a failure of the service) instead of timing out in
+        // the queue. Ready at the same instant, this inner wait wins, as
+        // the timeout polls its inner future first.
+        let wait = palisade_core::deadline::remaining()
+            .map_or(core.max_wait, |left| left.min(core.max_wait));
+        let sleep = tokio::time::sleep(wait);
         Self {
             state: State::Waiting {
                 wait: Box::pin(Wait {
@@ -163,11 +170,21 @@ where
                                 wait.ticket.leave()
                             }
                         };
+                        // A slot that arrives when an enclosing timeout's
+                        // deadline has passed is handed on: the call could
+                        // only time out, and would count as the service's
+                        // failure.
+                        let too_late = admitted
+                            && palisade_core::deadline::remaining()
+                                .is_some_and(|left| left.is_zero());
                         let Some(core) = wait.ticket.take_core() else {
                             this.state.set(State::Done);
                             continue;
                         };
-                        if !admitted {
+                        if too_late {
+                            core.limiter.release(&core.events());
+                        }
+                        if !admitted || too_late {
                             let error = core.reject(OverloadKind::WaitTimedOut);
                             this.state.set(State::Rejected { error: Some(error) });
                             continue;

@@ -297,6 +297,13 @@ impl<C> BulkheadLayerBuilder<C> {
     /// How long a request may wait for a slot (default zero: a request
     /// that finds every slot taken is rejected at once). Waiting requests
     /// queue in FIFO order; the wait is timed with tokio's timer.
+    ///
+    /// Inside a palisade timeout (as in the default `Stack`), the wait
+    /// also ends when the timeout's deadline would pass: the request is
+    /// then rejected with [`Overloaded`](crate::error::Overloaded) (wait
+    /// timed out) rather than left to time out in the queue, so queueing
+    /// here reads as local overload (HTTP 503), which a circuit breaker
+    /// above does not count as a failure of the service.
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;

@@ -1,0 +1,56 @@
+//! Queueing at the stack's bulkhead is local overload, not a failure of
+//! the service: it must not open the circuit.
+
+#![cfg(all(feature = "breaker", feature = "timeout", feature = "bulkhead"))]
+
+use std::time::Duration;
+
+use palisade::breaker::CircuitBreakerLayer;
+use palisade::bulkhead::BulkheadLayer;
+use palisade::timeout::TimeoutLayer;
+use palisade::{BoxError, Overloaded, Stack};
+use palisade_core::CircuitState;
+use tower::{Layer, ServiceExt, service_fn};
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_time_out_in_the_bulkheads_queue_do_not_open_the_circuit() {
+    // A healthy service that answers in 100 ms, one call at a time, and a
+    // 1 s deadline: of 20 concurrent requests, the ones still queued at
+    // 1 s are turned away, and the breaker must not count them.
+    let policy = Stack::new("api")
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .count_window(20)
+                .minimum_calls(20),
+        )
+        .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(1)))
+        .concurrency_limit(
+            BulkheadLayer::builder()
+                .max_concurrent(1)
+                .max_wait(Duration::from_secs(30))
+                .queue(100),
+        )
+        .build()
+        .unwrap();
+    let svc = policy.layer(service_fn(|(): ()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let calls: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(svc.clone().oneshot(())))
+        .collect();
+    let (mut served, mut turned_away) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(()) => served += 1,
+            Err(err) => {
+                assert!(err.is::<Overloaded>(), "not Overloaded: {err}");
+                turned_away += 1;
+            }
+        }
+    }
+    assert_eq!((served, turned_away), (10, 10));
+    let breaker = policy.circuit_breaker().handle();
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.counts().failures, 0);
+}
