@@ -406,7 +406,10 @@ pub enum Event<'a> {
         to: usize,
     },
 
-    /// A fallback answered in place of the service.
+    /// A fallback was chosen to answer in place of the service. It fires
+    /// when the source is asked, before its answer is ready: a source that
+    /// then fails (an async closure's or a fallback service's error) has
+    /// still been counted here, and its error is what the caller gets.
     ///
     /// Backend: increment `palisade_fallbacks_total{policy}` (optionally by
     /// trigger).

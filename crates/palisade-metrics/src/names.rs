@@ -119,9 +119,10 @@ families! {
     RATELIMIT_EVICTIONS_TOTAL = "palisade_ratelimit_evictions_total", Counter, ["policy"],
         "Idle keys a keyed rate limiter forgot.";
     /// Requests charged to the shared overflow bucket because their key
-    /// found no slot at the key cap (per request, not per key).
+    /// found no slot of its own: the key cap was reached, or the key's set
+    /// of slots was full of active keys (per request, not per key).
     RATELIMIT_OVERFLOW_TOTAL = "palisade_ratelimit_overflow_total", Counter, ["policy"],
-        "Requests charged to the shared overflow bucket because their key found no slot at the key cap.";
+        "Requests charged to the shared overflow bucket because their key found no slot of its own (key cap reached, or its set of slots full).";
     /// Malformed headers palisade ignored.
     MALFORMED_HEADERS_TOTAL = "palisade_malformed_headers_total", Counter, ["policy", "header"],
         "Malformed headers palisade read and ignored.";

@@ -208,8 +208,8 @@ impl MetricsSink for TracingSink {
                 target: "palisade",
                 policy,
                 layer = "rate_limit",
-                reason = "key_cap",
-                "new key sent to the overflow bucket"
+                reason = "no_slot",
+                "request of a key without a slot charged to the overflow bucket"
             ),
             Event::MalformedHeader {
                 policy,

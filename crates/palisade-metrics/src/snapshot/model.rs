@@ -159,7 +159,8 @@ pub struct RateLimitSnapshot {
     pub key_cap: Option<u64>,
     /// Idle keys forgotten.
     pub evicted: u64,
-    /// Requests charged to the overflow bucket at the key cap.
+    /// Requests charged to the overflow bucket: their key found no slot of
+    /// its own (the key cap was reached, or its set of slots was full).
     pub overflow: u64,
 }
 
