@@ -103,6 +103,8 @@ struct ThreadState {
     /// Whether `CAPTURED` holds a record nobody has taken: tells [`catch`]
     /// whether its closure swallowed a panic.
     unclaimed: bool,
+    /// Whether the unclaimed record was already written to stderr.
+    shown: bool,
 }
 
 thread_local! {
@@ -110,18 +112,45 @@ thread_local! {
         Cell::new(ThreadState {
             scope: None,
             unclaimed: false,
+            shown: false,
         })
     };
     static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
 }
 
-/// Sets whether a record is unclaimed, keeping the scope.
-fn set_unclaimed(unclaimed: bool) {
+/// Sets whether a record is unclaimed and whether it was written to
+/// stderr, keeping the scope.
+fn set_unclaimed(unclaimed: bool, shown: bool) {
     let _ = STATE.try_with(|state| {
         state.set(ThreadState {
             unclaimed,
+            shown,
             ..state.get()
         });
+    });
+}
+
+/// Writes the unclaimed record to stderr, in the default hook's words.
+#[cold]
+fn show_unreported() {
+    let _ = CAPTURED.try_with(|slot| {
+        if let Ok(slot) = slot.try_borrow()
+            && let Some(captured) = slot.as_ref()
+        {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("<unnamed>");
+            let location = captured
+                .location
+                .as_ref()
+                .map_or_else(|| "an unknown location".to_owned(), ToString::to_string);
+            eprintln!(
+                "thread '{name}' panicked at {location}:\n{}",
+                captured.message
+            );
+            if let Some(backtrace) = &captured.backtrace {
+                eprintln!("stack backtrace:\n{backtrace}");
+            }
+        }
     });
 }
 
@@ -135,21 +164,31 @@ pub fn install_hook() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
-            let scope = STATE.try_with(Cell::get).ok().and_then(|state| state.scope);
-            match scope {
+            let state = STATE.try_with(Cell::get).unwrap_or_default();
+            match state.scope {
                 Some(options) => {
+                    // A panic while an earlier one is still unreported is
+                    // raised as the first unwinds (a destructor
+                    // panicking), and Rust may then abort the process,
+                    // before anyone reads either record: both go to
+                    // stderr, as they would without palisade.
+                    let pile_up = state.unclaimed;
+                    if pile_up && !state.shown {
+                        show_unreported();
+                    }
                     let captured = Captured {
                         location: info.location().map(PanicLocation::from_std),
                         backtrace: options.backtrace.then(Backtrace::force_capture),
                         message: payload_message(info.payload()),
                     };
+                    let shown = options.print || pile_up;
                     let _ = CAPTURED.try_with(|slot| {
                         if let Ok(mut slot) = slot.try_borrow_mut() {
                             *slot = Some(captured);
-                            set_unclaimed(true);
+                            set_unclaimed(true, shown);
                         }
                     });
-                    if options.print {
+                    if shown {
                         previous(info);
                     }
                 }
@@ -226,7 +265,7 @@ impl Drop for CaptureScope {
 /// Takes what the hook recorded for the latest panic in a capture scope on
 /// this thread, leaving nothing behind.
 pub fn take_captured() -> Option<Captured> {
-    set_unclaimed(false);
+    set_unclaimed(false, false);
     CAPTURED
         .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut s| s.take()))
         .ok()
