@@ -434,3 +434,71 @@ async fn a_shutdown_whose_caller_stops_waiting_still_aborts_at_the_deadline() {
     assert_eq!(group.live(), 0);
     assert!(matches!(stubborn.await, TaskExit::Aborted));
 }
+
+/// Records every event into `recorder`, and panics on those `fails` picks,
+/// as a faulty metrics sink would.
+struct Faulty {
+    recorder: Arc<Recorder>,
+    fails: fn(&palisade_core::Event<'_>) -> bool,
+}
+
+impl palisade_core::MetricsSink for Faulty {
+    fn record(&self, event: &palisade_core::Event<'_>) {
+        palisade_core::MetricsSink::record(&*self.recorder, event);
+        if (self.fails)(event) {
+            std::panic::resume_unwind(Box::new("the metrics sink failed"));
+        }
+    }
+}
+
+fn faulty_group(fails: fn(&palisade_core::Event<'_>) -> bool) -> (TaskGroup, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let group = TaskGroup::builder()
+        .name("faulty")
+        .metrics(Metrics::from_arc(Arc::new(Faulty {
+            recorder: recorder.clone(),
+            fails,
+        })))
+        .build()
+        .unwrap();
+    (group, recorder)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_reporting_a_panic_still_ends_the_task_as_panicked() {
+    // The sink panics on every panic report: the task's own panic, then
+    // the report of that second panic.
+    let (group, recorder) =
+        faulty_group(|event| matches!(event, palisade_core::Event::TaskPanicked { .. }));
+    let exit = group
+        .spawn("t", async {
+            if true {
+                panic!("task bug");
+            }
+        })
+        .await;
+    assert!(matches!(exit, TaskExit::Panicked(_)), "{exit:?}");
+    let report = group.shutdown(Duration::from_secs(1)).await;
+    assert!(!report.deadline_passed);
+    let ended: Vec<_> = recorder
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Seen::Ended(..)))
+        .collect();
+    assert_eq!(ended, [Seen::Ended("t".into(), TaskEnd::Panicked)]);
+    assert_eq!(group.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_on_a_tasks_end_still_lets_the_group_go_idle() {
+    let (group, recorder) =
+        faulty_group(|event| matches!(event, palisade_core::Event::TaskEnded { .. }));
+    let exit = group.spawn("t", async {}).await;
+    assert!(matches!(exit, TaskExit::Completed(())), "{exit:?}");
+    assert_eq!(group.live(), 0);
+    let start = Instant::now();
+    let report = group.shutdown(Duration::from_secs(30)).await;
+    assert!(!report.deadline_passed);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Ended(..))), 1);
+}

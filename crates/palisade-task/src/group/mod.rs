@@ -205,9 +205,18 @@ impl TaskGuard {
     }
 
     /// Reports a panic that escaped the task's body and makes it the end.
+    ///
+    /// The end is settled first, and a panic of the reporting itself (a
+    /// metrics sink or a `tracing` subscriber that panics) is contained:
+    /// this runs outside any catch, where such a panic would escape the
+    /// task and leave it reported as aborted. The hook has already written
+    /// that panic to stderr.
     fn panicked(&mut self, panicked: &Panicked) {
-        self.group.log_panic(&self.name, panicked);
         self.finish(TaskEnd::Panicked);
+        let (group, name) = (&self.group, &self.name);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.log_panic(name, panicked)
+        }));
     }
 }
 
@@ -215,11 +224,17 @@ impl Drop for TaskGuard {
     fn drop(&mut self) {
         let end = self.finished.unwrap_or(TaskEnd::Aborted);
         self.end.store(end_to_u8(end), Ordering::Release);
-        self.group.metrics.emit(&Event::TaskEnded {
-            group: self.group.name.as_str(),
-            task: &self.name,
-            end,
-        });
+        // A sink that panics here must not keep the task registered: the
+        // live gauge would never return to zero and every shutdown would
+        // wait out its deadline.
+        let (group, name) = (&self.group, &self.name);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.metrics.emit(&Event::TaskEnded {
+                group: group.name.as_str(),
+                task: name,
+                end,
+            });
+        }));
         let now_idle = {
             let mut registry = self.group.lock();
             registry.tasks.remove(&self.id);
