@@ -496,7 +496,9 @@ pub enum Event<'a> {
     },
 
     /// A supervised task panicked. Fires before the matching
-    /// [`Event::TaskEnded`] (or before a restart).
+    /// [`Event::TaskEnded`] (or before a restart). A job of a worker pool
+    /// that panics fires it under the worker's task name, and the worker
+    /// goes on with the next job: no end and no restart follow.
     ///
     /// Backend: increment `palisade_task_panics_total{group}`. The task
     /// group logs the panic itself at error level, with the backtrace, so a

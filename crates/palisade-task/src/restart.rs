@@ -13,9 +13,13 @@ use crate::backoff::{Backoff, rng};
 ///
 /// - Each restart waits a [`Backoff`] step: exponential, with jitter from a
 ///   seedable generator.
-/// - At most `max_restarts` restarts happen within any sliding `window`;
-///   the next failure after that makes the supervisor give up and report
-///   ([`SupervisedExit::gave_up`](crate::SupervisedExit::gave_up)).
+/// - At most `max_restarts` failures within any sliding `window` are
+///   restarted; the next failure within it makes the supervisor give up
+///   and report ([`SupervisedExit::gave_up`](crate::SupervisedExit::gave_up)).
+///   The window counts failures when they happen, not restarts after
+///   their waits: a backoff that grows past the window still gives up
+///   after `max_restarts` quick failures, and with jitter two restarts can
+///   land a little closer together than the failures that caused them.
 /// - A run that stayed healthy for `reset_after` before failing resets
 ///   both: the next wait is the initial one and the window starts empty.
 ///
@@ -71,12 +75,12 @@ impl RestartPolicy {
         self.backoff
     }
 
-    /// Restarts allowed within the window.
+    /// Failures restarted within the window.
     pub fn max_restarts(&self) -> u32 {
         self.max_restarts
     }
 
-    /// The sliding window restarts are counted in.
+    /// The sliding window failures are counted in.
     pub fn window(&self) -> Duration {
         self.window
     }
@@ -110,14 +114,14 @@ impl RestartPolicyBuilder {
         self
     }
 
-    /// Restarts allowed within the window. Default: 5. `x >= 1`.
+    /// Failures restarted within the window. Default: 5. `x >= 1`.
     #[must_use]
     pub fn max_restarts(mut self, max: u32) -> Self {
         self.policy.max_restarts = max;
         self
     }
 
-    /// The sliding window restarts are counted in. Default: 60 s. `x > 0`.
+    /// The sliding window failures are counted in. Default: 60 s. `x > 0`.
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.policy.window = window;

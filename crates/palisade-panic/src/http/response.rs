@@ -106,6 +106,10 @@ impl<'a> PanicContext<'a> {
 /// Implemented for closures `Fn(&PanicContext<'_>) -> Response<B>`, and by
 /// [`DefaultResponseForPanic`].
 ///
+/// The hook itself must not panic: it runs after the catch, and there is
+/// no response of an arbitrary body type to fall back on, so a panic of
+/// the hook leaves the layer as any uncaught panic would.
+///
 /// ```
 /// use http::{Response, StatusCode};
 /// use http_body_util::Full;

@@ -500,6 +500,10 @@ impl TaskGroup {
     ///
     /// A second call waits again and reports the tasks still running then.
     ///
+    /// A task of the group that shuts its own group down waits for itself:
+    /// it is aborted at `deadline` and never sees the report. Shut a group
+    /// down from outside it (its owner, or a task of a parent group).
+    ///
     /// The shutdown runs in a task of its own: dropping the returned future
     /// (a deadline of the caller's own around it) stops the wait, not the
     /// shutdown, which still aborts what is left at `deadline`.
