@@ -579,45 +579,14 @@ async fn a_granted_request_gets_its_service_readiness_error_and_frees_the_slot()
     assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_queued_request_is_turned_away_before_an_enclosing_timeout_fires() {
-    // One slot, held for 5 s by a call that no timeout bounds. A request
-    // behind a 1 s timeout may queue for 30 s by the bulkhead's settings:
-    // it is rejected as overloaded at 1 s, not left to time out.
-    let bulkhead = BulkheadLayer::builder()
-        .max_concurrent(1)
-        .queue(10)
-        .max_wait(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let sleeper = service_fn(|takes: u64| async move {
-        tokio::time::sleep(Duration::from_secs(takes)).await;
-        Ok::<_, BoxError>(takes)
-    });
-    let unbounded = bulkhead.layer(sleeper);
-    let bounded = palisade_timeout::TimeoutLayer::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap()
-        .layer(bulkhead.layer(sleeper));
-    let start = tokio::time::Instant::now();
-    let holder = tokio::spawn(unbounded.oneshot(5));
-    tokio::task::yield_now().await;
-    let err = bounded.clone().oneshot(1).await.unwrap_err();
-    let overloaded = err
-        .downcast_ref::<Overloaded>()
-        .unwrap_or_else(|| panic!("not Overloaded: {err}"));
-    assert_eq!(overloaded.kind(), OverloadKind::WaitTimedOut);
-    assert_eq!(start.elapsed(), Duration::from_secs(1));
-    // The holder, outside any timeout, keeps its slot to the end.
-    assert_eq!(holder.await.unwrap().unwrap(), 5);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_slot_that_arrives_at_the_enclosing_deadline_is_handed_on() {
-    // The holder frees the slot at 1 s, the instant the queued request's
-    // 1 s deadline passes: the request is turned away as overloaded (its
-    // call could only time out) and the slot is not lost.
+/// One slot with room to queue for 30 s, around a service that sleeps the
+/// milliseconds it is asked: the bulkhead's layer, the service through it
+/// alone, and the service through a 1 s timeout around it.
+fn deadline_rig() -> (
+    BulkheadLayer,
+    impl Service<u64, Response = u64, Error = BoxError, Future: Send + 'static> + Clone,
+    impl Service<u64, Response = u64, Error = BoxError> + Clone,
+) {
     let bulkhead = BulkheadLayer::builder()
         .max_concurrent(1)
         .queue(10)
@@ -634,11 +603,39 @@ async fn a_slot_that_arrives_at_the_enclosing_deadline_is_handed_on() {
         .build()
         .unwrap()
         .layer(bulkhead.layer(sleeper));
-    let holder = tokio::spawn(unbounded.clone().oneshot(1000));
+    (bulkhead, unbounded, bounded)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_is_turned_away_before_an_enclosing_timeout_fires() {
+    // The slot is held for 5 s by a call no timeout bounds. A request
+    // behind the 1 s timeout may queue for 30 s by the bulkhead's
+    // settings: it is rejected as overloaded at 1 s, not left to time out.
+    let (_, unbounded, bounded) = deadline_rig();
+    let start = tokio::time::Instant::now();
+    let holder = tokio::spawn(unbounded.oneshot(5_000));
+    tokio::task::yield_now().await;
+    let err = bounded.oneshot(1).await.unwrap_err();
+    let overloaded = err
+        .downcast_ref::<Overloaded>()
+        .unwrap_or_else(|| panic!("not Overloaded: {err}"));
+    assert_eq!(overloaded.kind(), OverloadKind::WaitTimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    // The holder, outside any timeout, keeps its slot to the end.
+    assert_eq!(holder.await.unwrap().unwrap(), 5_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_that_arrives_at_the_enclosing_deadline_is_handed_on() {
+    // The holder frees the slot at 1 s, the instant the queued request's
+    // 1 s deadline passes: the request is turned away as overloaded (its
+    // call could only time out) and the slot is not lost.
+    let (bulkhead, unbounded, bounded) = deadline_rig();
+    let holder = tokio::spawn(unbounded.oneshot(1_000));
     tokio::task::yield_now().await;
     let err = bounded.clone().oneshot(10).await.unwrap_err();
     assert!(err.is::<Overloaded>(), "not Overloaded: {err}");
-    assert_eq!(holder.await.unwrap().unwrap(), 1000);
+    assert_eq!(holder.await.unwrap().unwrap(), 1_000);
     assert_eq!(bulkhead.in_flight(), 0);
     assert_eq!(bounded.oneshot(10).await.unwrap(), 10);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade::ratelimit::RateLimitLayer;
+use palisade::ratelimit::{RateLimitBuilder, RateLimitLayer};
 use palisade::{BoxError, Event, ManualClock, Metrics, MetricsSink, Stack};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -42,76 +42,52 @@ where
     assert!(svc.clone().oneshot(()).await.is_err());
 }
 
-#[tokio::test]
-async fn a_builders_own_sink_is_kept_when_the_stack_has_none() {
-    let own = Arc::new(Rejections::default());
-    let policy = Stack::new("api")
-        .rate_limit(
-            RateLimitLayer::builder()
-                .quota(1, Duration::from_secs(60))
-                .metrics(Metrics::from_arc(own.clone())),
-        )
-        .build()
-        .unwrap();
-    spend_and_refuse(&policy.layer(echo())).await;
-    assert_eq!(own.count(), 1);
+/// A service behind `stack` with a rate limit of one request a minute,
+/// built from `limit` (the quota already set).
+fn limited(
+    stack: Stack,
+    limit: RateLimitBuilder,
+) -> impl Service<(), Response = (), Error = BoxError> + Clone {
+    stack.rate_limit(limit).build().unwrap().layer(echo())
+}
+
+fn one_a_minute() -> RateLimitBuilder {
+    RateLimitLayer::builder().quota(1, Duration::from_secs(60))
 }
 
 #[tokio::test]
-async fn the_stacks_sink_replaces_a_builders_own() {
+async fn a_builders_own_sink_is_kept_unless_the_stack_has_one() {
     let own = Arc::new(Rejections::default());
+    let builders = || one_a_minute().metrics(Metrics::from_arc(own.clone()));
+    spend_and_refuse(&limited(Stack::new("api"), builders())).await;
+    assert_eq!(own.count(), 1, "kept without a stack sink");
+
     let stacks = Arc::new(Rejections::default());
-    let policy = Stack::new("api")
-        .metrics(Metrics::from_arc(stacks.clone()))
-        .rate_limit(
-            RateLimitLayer::builder()
-                .quota(1, Duration::from_secs(60))
-                .metrics(Metrics::from_arc(own.clone())),
-        )
-        .build()
-        .unwrap();
-    spend_and_refuse(&policy.layer(echo())).await;
-    assert_eq!((own.count(), stacks.count()), (0, 1));
+    let stack = Stack::new("api").metrics(Metrics::from_arc(stacks.clone()));
+    spend_and_refuse(&limited(stack, builders())).await;
+    assert_eq!(
+        (own.count(), stacks.count()),
+        (1, 1),
+        "replaced by the stack's"
+    );
 }
 
 #[tokio::test]
-async fn a_builders_own_clock_is_kept_when_the_stack_has_none() {
-    let clock = ManualClock::new();
-    let policy = Stack::new("api")
-        .rate_limit(
-            RateLimitLayer::builder()
-                .quota(1, Duration::from_secs(60))
-                .clock(clock.clock()),
-        )
-        .build()
-        .unwrap();
-    let svc = policy.layer(echo());
+async fn a_builders_own_clock_is_kept_unless_the_stack_has_one() {
+    let own = ManualClock::new();
+    let svc = limited(Stack::new("api"), one_a_minute().clock(own.clock()));
     spend_and_refuse(&svc).await;
     // Only the manual clock moves: the bucket refills on it.
-    clock.advance(Duration::from_secs(60));
+    own.advance(Duration::from_secs(60));
     svc.clone().oneshot(()).await.unwrap();
-}
 
-#[tokio::test]
-async fn the_stacks_clock_replaces_a_builders_own() {
-    let own = ManualClock::new();
     let stacks = ManualClock::new();
-    let policy = Stack::new("api")
-        .clock(stacks.clock())
-        .rate_limit(
-            RateLimitLayer::builder()
-                .quota(1, Duration::from_secs(60))
-                .clock(own.clock()),
-        )
-        .build()
-        .unwrap();
-    let svc = policy.layer(echo());
+    let stack = Stack::new("api").clock(stacks.clock());
+    let svc = limited(stack, one_a_minute().clock(own.clock()));
     spend_and_refuse(&svc).await;
     own.advance(Duration::from_secs(60));
-    assert!(
-        svc.clone().oneshot(()).await.is_err(),
-        "read the builder's clock"
-    );
+    let refused = svc.clone().oneshot(()).await;
+    assert!(refused.is_err(), "read the builder's clock");
     stacks.advance(Duration::from_secs(60));
     svc.clone().oneshot(()).await.unwrap();
 }
