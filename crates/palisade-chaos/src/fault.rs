@@ -197,20 +197,31 @@ pub(crate) struct Draws {
     state: u64,
 }
 
+/// splitmix64's step.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's finalizer: a bijection that scatters nearby inputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Draws {
+    /// Request `n`'s stream starts at a scattered point: streams that
+    /// started `n · GOLDEN` apart would each be the next one shifted by
+    /// one draw (for some seeds exactly), so one request's latency draw
+    /// would be the next request's fault draw.
     pub(crate) fn new(seed: u64, n: u64) -> Self {
         Self {
-            state: seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            state: mix(seed ^ mix(n.wrapping_mul(GOLDEN))),
         }
     }
 
     /// splitmix64.
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state = self.state.wrapping_add(GOLDEN);
+        mix(self.state)
     }
 
     /// A uniform draw in `[0, 1)`.
@@ -259,6 +270,30 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn consecutive_requests_draw_independently() {
+        for seed in [0, 1 << 63, 42] {
+            // No request's stream is its neighbour's shifted by a draw.
+            let shifted = (0..10_000_u64)
+                .filter(|&n| {
+                    let (mut this, mut next) = (Draws::new(seed, n), Draws::new(seed, n + 1));
+                    this.next_u64();
+                    this.next_u64() == next.next_u64()
+                })
+                .count();
+            assert_eq!(shifted, 0, "seed {seed}");
+            // Two 10% events on neighbours meet about 1% of the time.
+            let both = (0..100_000_u64)
+                .filter(|&n| {
+                    let mut this = Draws::new(seed, n);
+                    this.unit();
+                    this.unit() < 0.1 && Draws::new(seed, n + 1).unit() < 0.1
+                })
+                .count();
+            assert!((700..1_300).contains(&both), "seed {seed}: {both}");
         }
     }
 

@@ -99,7 +99,12 @@ impl Shared {
         if !fault.delay.is_zero() {
             self.delayed.fetch_add(1, Ordering::Relaxed);
             let nanos = u64::try_from(fault.delay.as_nanos()).unwrap_or(u64::MAX);
-            self.delay_nanos.fetch_add(nanos, Ordering::Relaxed);
+            // Saturates, as the delays themselves do.
+            let _ = self
+                .delay_nanos
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                    Some(total.saturating_add(nanos))
+                });
         }
     }
 }
@@ -318,6 +323,17 @@ impl ChaosBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_total_delay_saturates() {
+        let layer = ChaosLayer::builder().build().unwrap();
+        let spike = Fault::delay(Duration::from_nanos(1 << 63));
+        layer.shared.count(&spike);
+        layer.shared.count(&spike);
+        let stats = layer.stats();
+        assert_eq!(stats.delayed, 2);
+        assert_eq!(stats.total_delay, Duration::from_nanos(u64::MAX));
+    }
 
     #[test]
     fn invalid_configuration_names_the_field() {
