@@ -28,11 +28,18 @@ use super::{LimitAlgorithm, Sample, check_backoff};
 /// the limit creeps up without end. Here only calm windows feed the
 /// baseline: those whose latency is less than halfway from the baseline to
 /// `tolerance` times the baseline (1.25 times it, with the default
-/// tolerance). A window above `tolerance` times the baseline is congested. So that a service which became slower for reasons of its own
-/// is not throttled for ever, the baseline is reset to the current latency
-/// when lowering the limit did not help: the limit halved during a
-/// congested stretch, or sat at its minimum for three windows, without the
-/// latency falling by 10%.
+/// tolerance). A window above `tolerance` times the baseline is congested.
+/// So that a service which became slower for reasons of its own is not
+/// throttled for ever, the baseline is reset to the current latency when
+/// lowering the limit stopped helping: during a congested stretch, since
+/// the latency last fell 10% below its best, the limit halved, or it sat
+/// for three windows where it cannot fall any further (its minimum, or
+/// the floor of five calls the gradient itself cannot push below).
+///
+/// The baseline falls only through calm windows. After a slow spell that
+/// reset it, a service that becomes fast again is judged against the
+/// slower baseline, and the limit can settle above the new knee until the
+/// queueing it causes drains and calm windows bring the baseline down.
 ///
 /// The baseline is learned from the first windows: start with an initial
 /// limit below the capacity you expect (the default is 20), or the
@@ -51,8 +58,49 @@ pub struct Gradient {
     // State.
     baseline: f64,
     estimate: f64,
-    episode: Option<(usize, f64)>,
+    stretch: Option<Stretch>,
+}
+
+/// The lowest limit the gradient can push a limit down to: at the lowest
+/// gradient (0.5) the target `limit / 2 + sqrt(limit)` of a limit of 5 is
+/// 4.74, which rounds back to 5.
+const GRADIENT_FLOOR: usize = 5;
+
+/// A run of congested windows, measured from its last gain in latency.
+#[derive(Clone, Copy, Debug)]
+struct Stretch {
+    /// The limit at the last gain (or when the stretch began).
+    gain_limit: usize,
+    /// The best window latency so far, in nanoseconds.
+    best: f64,
+    /// Windows since the last gain.
     stale: u32,
+}
+
+impl Stretch {
+    fn new(limit: usize, short: f64) -> Self {
+        Self {
+            gain_limit: limit,
+            best: short,
+            stale: 0,
+        }
+    }
+
+    /// Counts one more congested window; `true` when lowering the limit
+    /// has stopped helping: since the latency last fell 10% below its
+    /// best, the limit halved, or it sat for three windows where it cannot
+    /// fall any further (its minimum, or the gradient's floor). A window
+    /// that is no better but no worse than the best, or worse, is no gain.
+    fn stuck(&mut self, limit: usize, short: f64, min_limit: usize) -> bool {
+        if short < 0.9 * self.best {
+            *self = Self::new(limit, short);
+            return false;
+        }
+        self.stale += 1;
+        let halved = limit * 2 <= self.gain_limit;
+        let at_floor = limit <= min_limit.max(GRADIENT_FLOOR) && self.stale >= 3;
+        halved || at_floor
+    }
 }
 
 impl Gradient {
@@ -67,8 +115,7 @@ impl Gradient {
             failure_threshold: 0.5,
             baseline: 0.0,
             estimate: 0.0,
-            episode: None,
-            stale: 0,
+            stretch: None,
         }
     }
 
@@ -150,7 +197,7 @@ impl LimitAlgorithm for Gradient {
         }
         if sample.failure_rate() >= self.failure_threshold {
             self.estimate = current * self.backoff;
-            self.episode = None;
+            self.stretch = None;
             return (self.estimate.floor() as usize).min(limit.saturating_sub(1));
         }
 
@@ -166,32 +213,16 @@ impl LimitAlgorithm for Gradient {
         let calm = 1.0 + (self.tolerance - 1.0) / 2.0;
         if short <= calm * self.baseline {
             self.learn(short);
-            self.episode = None;
-            self.stale = 0;
+            self.stretch = None;
         } else if short <= self.tolerance * self.baseline {
-            self.episode = None;
-            self.stale = 0;
+            self.stretch = None;
         } else {
-            match self.episode {
-                // Still no better than the worst latency of this congested
-                // stretch: did lowering the limit help?
-                Some((episode_limit, peak)) if short >= 0.9 * peak && short <= peak => {
-                    self.stale += 1;
-                    let halved = limit * 2 <= episode_limit;
-                    let stuck_at_min = limit <= sample.min_limit && self.stale >= 3;
-                    if halved || stuck_at_min {
-                        // Lowering the limit did not help: this latency is
-                        // the service's own, not queueing we caused.
-                        self.baseline = short;
-                        self.episode = None;
-                        self.stale = 0;
-                    }
-                }
-                // A new worst, or an improvement: measure from here.
-                _ => {
-                    self.episode = Some((limit, short));
-                    self.stale = 0;
-                }
+            let stretch = self.stretch.get_or_insert(Stretch::new(limit, short));
+            if stretch.stuck(limit, short, sample.min_limit) {
+                // Lowering the limit stopped helping: this latency is the
+                // service's own, not queueing we caused.
+                self.baseline = short;
+                self.stretch = None;
             }
         }
 
@@ -273,6 +304,26 @@ mod tests {
         // Three times slower at every concurrency: the knee is unchanged.
         run(&mut gradient, &mut limit, 300, 32, 30);
         assert!((32..=40).contains(&limit), "limit {limit}");
+    }
+
+    #[test]
+    fn a_service_of_any_size_that_became_slower_on_its_own_keeps_its_knee() {
+        // Below a knee of about 10 the gradient cannot take the limit down
+        // to the minimum of 4, only to its floor of 5, where it must
+        // notice that lowering the limit stopped helping.
+        for knee in [6, 8, 12, 32, 64] {
+            for slower in [3, 5] {
+                let mut gradient = Gradient::new();
+                let mut limit = knee.min(20);
+                run(&mut gradient, &mut limit, 300, knee, 10);
+                run(&mut gradient, &mut limit, 2_000, knee, 10 * slower);
+                assert!(
+                    limit + 1 >= knee && limit <= knee + knee / 4 + 3,
+                    "knee {knee}, {slower}x slower: limit {limit}, baseline {}",
+                    gradient.baseline_nanos()
+                );
+            }
+        }
     }
 
     #[test]
