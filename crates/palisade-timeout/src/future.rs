@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::deadline::Scope;
 use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Elapsed, Event};
 use pin_project_lite::pin_project;
 
 use crate::layer::Shared;
 use crate::timer::Timer;
-use palisade_core::deadline as current;
 
 pin_project! {
     /// The response future of [`Timeout`](crate::Timeout).
@@ -89,7 +89,7 @@ where
             return Poll::Ready(Err(elapsed(this.shared, *this.budget)));
         };
         let polled = {
-            let _running = current::Scope::enter(this.budget.nanos(), this.timer.deadline());
+            let _running = Scope::enter(this.budget.nanos(), this.timer.deadline());
             inner.poll(cx)
         };
         if let Poll::Ready(result) = polled {

@@ -1,5 +1,6 @@
 use std::task::{Context, Poll};
 
+use palisade_core::deadline::Scope;
 use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event, LayerKind};
 use tower_service::Service;
@@ -7,7 +8,6 @@ use tower_service::Service;
 use crate::deadline::{Deadline, DeadlineSource, NoOverride};
 use crate::future::{Budget, ResponseFuture};
 use crate::layer::Shared;
-use palisade_core::deadline as current;
 
 /// Bounds the time a call to the inner service may take.
 ///
@@ -91,7 +91,7 @@ where
         self.source.expose(&mut request, Deadline::new(timeout));
         let budget = Budget::new(timeout, caller);
         let future = {
-            let _running = current::Scope::budget(budget.nanos());
+            let _running = Scope::budget(budget.nanos());
             self.inner.call(request)
         };
         ResponseFuture::new(future, budget, self.shared.clone())
