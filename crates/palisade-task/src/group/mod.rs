@@ -213,11 +213,15 @@ impl TaskGuard {
     /// that panic to stderr.
     fn panicked(&mut self, panicked: &Panicked) {
         self.finish(TaskEnd::Panicked);
-        let (group, name) = (&self.group, &self.name);
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            group.log_panic(name, panicked)
-        }));
+        contained(|| self.group.log_panic(&self.name, panicked));
     }
+}
+
+/// Runs reporting code the user supplies (a metrics sink, a `tracing`
+/// subscriber) so that a panic of it cannot escape the guard; the panic
+/// hook has already written that panic to stderr.
+fn contained(report: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(report));
 }
 
 impl Drop for TaskGuard {
@@ -227,14 +231,13 @@ impl Drop for TaskGuard {
         // A sink that panics here must not keep the task registered: the
         // live gauge would never return to zero and every shutdown would
         // wait out its deadline.
-        let (group, name) = (&self.group, &self.name);
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            group.metrics.emit(&Event::TaskEnded {
-                group: group.name.as_str(),
-                task: name,
+        contained(|| {
+            self.group.metrics.emit(&Event::TaskEnded {
+                group: self.group.name.as_str(),
+                task: &self.name,
                 end,
             });
-        }));
+        });
         let now_idle = {
             let mut registry = self.group.lock();
             registry.tasks.remove(&self.id);
