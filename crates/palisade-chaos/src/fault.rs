@@ -214,7 +214,7 @@ impl Draws {
     /// would be the next request's fault draw.
     pub(crate) fn new(seed: u64, n: u64) -> Self {
         Self {
-            state: mix(seed ^ mix(n.wrapping_mul(GOLDEN))),
+            state: mix(seed ^ n.wrapping_mul(GOLDEN)),
         }
     }
 
