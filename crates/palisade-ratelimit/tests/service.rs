@@ -103,13 +103,19 @@ async fn poll_ready_never_waits_for_the_bucket() {
     assert_pending!(other.poll_ready());
 }
 
+/// A global layer of one request per `period` that holds a refused
+/// request for up to `max_delay`.
+fn waiting_layer(period: Duration, max_delay: Duration) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .quota(1, period)
+        .wait_up_to(max_delay)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn waiting_mode_holds_a_request_until_its_turn() {
-    let layer = RateLimitLayer::builder()
-        .quota(1, Duration::from_secs(1))
-        .wait_up_to(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let layer = waiting_layer(Duration::from_secs(1), Duration::from_secs(2));
     let svc = layer.layer(echo());
     let start = Instant::now();
     send(&svc, Request::new(())).await.unwrap();
@@ -121,11 +127,7 @@ async fn waiting_mode_holds_a_request_until_its_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_mode_rejects_at_once_past_the_maximum_delay() {
-    let layer = RateLimitLayer::builder()
-        .quota(1, Duration::from_secs(10))
-        .wait_up_to(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let layer = waiting_layer(Duration::from_secs(10), Duration::from_secs(2));
     let svc = layer.layer(echo());
     send(&svc, Request::new(())).await.unwrap();
     let start = Instant::now();
@@ -139,11 +141,7 @@ async fn waiting_without_a_practical_limit_waits_as_long_as_it_takes() {
     // A maximum delay past what the clock can represent is a wait with no
     // deadline, not an overflow.
     for max_delay in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
-        let layer = RateLimitLayer::builder()
-            .quota(1, Duration::from_secs(3600))
-            .wait_up_to(max_delay)
-            .build()
-            .unwrap();
+        let layer = waiting_layer(Duration::from_secs(3600), max_delay);
         let svc = layer.layer(echo());
         send(&svc, Request::new(())).await.unwrap();
         let start = Instant::now();
@@ -163,11 +161,7 @@ async fn waiting_without_a_practical_limit_waits_as_long_as_it_takes() {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_that_lose_the_race_wait_again_within_their_deadline() {
-    let layer = RateLimitLayer::builder()
-        .quota(1, Duration::from_secs(1))
-        .wait_up_to(Duration::from_millis(1500))
-        .build()
-        .unwrap();
+    let layer = waiting_layer(Duration::from_secs(1), Duration::from_millis(1500));
     let svc = layer.layer(echo());
     send(&svc, Request::new(())).await.unwrap();
     let start = Instant::now();
@@ -182,11 +176,7 @@ async fn waiters_that_lose_the_race_wait_again_within_their_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_waiter_takes_nothing_from_the_bucket() {
-    let layer = RateLimitLayer::builder()
-        .quota(1, Duration::from_secs(1))
-        .wait_up_to(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let layer = waiting_layer(Duration::from_secs(1), Duration::from_secs(5));
     let svc = layer.layer(echo());
     send(&svc, Request::new(())).await.unwrap();
     let waiter = tokio::time::timeout(Duration::from_millis(100), send(&svc, Request::new(())));
@@ -252,11 +242,7 @@ async fn a_waiting_request_holds_no_capacity_of_the_inner_service() {
 async fn an_admitted_waiter_then_waits_for_its_service_to_be_ready() {
     // One token a second; every call takes 3 s, one at a time. The second
     // request is admitted at 1 s and called at 3 s, when the first ends.
-    let layer = RateLimitLayer::builder()
-        .quota(1, Duration::from_secs(1))
-        .wait_up_to(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let layer = waiting_layer(Duration::from_secs(1), Duration::from_secs(2));
     let svc = layer.layer(one_at_a_time(Duration::from_secs(3)));
     let start = Instant::now();
     let first = tokio::spawn({
@@ -293,11 +279,7 @@ async fn an_admitted_waiter_gets_the_error_of_its_service_readiness() {
             std::future::ready(Ok(Response::new(())))
         }
     }
-    let layer = RateLimitLayer::builder()
-        .quota(1, Duration::from_secs(1))
-        .wait_up_to(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let layer = waiting_layer(Duration::from_secs(1), Duration::from_secs(2));
     let svc = layer.layer(Failing(Arc::new(AtomicUsize::new(0))));
     send(&svc, Request::new(())).await.unwrap();
     let err = send(&svc, Request::new(())).await.unwrap_err();
