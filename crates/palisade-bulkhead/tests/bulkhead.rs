@@ -510,12 +510,8 @@ async fn a_queued_request_holds_no_capacity_of_the_inner_service() {
     let backend = Backend::default();
     let inner = tower::limit::ConcurrencyLimitLayer::new(2).layer(backend.clone());
     let mut direct = inner.clone();
-    let layer = BulkheadLayer::builder()
-        .max_concurrent(1)
-        .queue(1)
-        .max_wait(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let layer = layer(1, Duration::from_secs(10), Some(1), &recorder);
     let svc = layer.layer(inner);
     // One service clone per request, as axum makes.
     let mut running = start(&mut svc.clone(), 1);
@@ -587,12 +583,12 @@ fn deadline_rig() -> (
     impl Service<u64, Response = u64, Error = BoxError, Future: Send + 'static> + Clone,
     impl Service<u64, Response = u64, Error = BoxError> + Clone,
 ) {
-    let bulkhead = BulkheadLayer::builder()
-        .max_concurrent(1)
-        .queue(10)
-        .max_wait(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let bulkhead = layer(
+        1,
+        Duration::from_secs(30),
+        Some(10),
+        &Arc::new(Recorder::default()),
+    );
     let sleeper = service_fn(|takes: u64| async move {
         tokio::time::sleep(Duration::from_millis(takes)).await;
         Ok::<_, BoxError>(takes)
