@@ -77,6 +77,22 @@ fn the_pushback_is_rounded_up_and_never_zero() {
     }
 }
 
+/// The response of `layer` around a service that fails every call with
+/// `make()`.
+async fn answer_to(
+    layer: ErrorToStatusLayer,
+    make: fn() -> BoxError,
+) -> http::Response<tonic::body::Body> {
+    let inner = service_fn(move |_req: http::Request<tonic::body::Body>| async move {
+        Err::<http::Response<tonic::body::Body>, BoxError>(make())
+    });
+    layer
+        .layer(inner)
+        .oneshot(http::Request::new(tonic::body::Body::empty()))
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_status_in_the_chain_is_kept() {
     let err: BoxError = Wrapped(Box::new(Status::not_found("no such book"))).into();
@@ -101,14 +117,7 @@ fn an_ok_status_in_the_chain_of_an_error_is_unknown() {
 
 #[tokio::test]
 async fn the_layer_never_answers_a_failed_call_with_status_ok() {
-    let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
-        Err::<http::Response<tonic::body::Body>, BoxError>(Status::ok("").into())
-    });
-    let res = ErrorToStatusLayer::new()
-        .layer(inner)
-        .oneshot(http::Request::new(tonic::body::Body::empty()))
-        .await
-        .unwrap();
+    let res = answer_to(ErrorToStatusLayer::new(), || Status::ok("").into()).await;
     assert_eq!(res.headers()["grpc-status"], "2");
 }
 
@@ -127,18 +136,9 @@ fn client_status_maps_rejections_and_keeps_other_errors() {
 
 #[tokio::test]
 async fn the_client_flavour_keeps_tonics_mapping_of_other_errors() {
-    let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
-        Err::<http::Response<tonic::body::Body>, BoxError>(error("other").unwrap())
-    });
-    let answer = |layer: ErrorToStatusLayer| {
-        let svc = layer.layer(inner);
-        async move {
-            let res = svc
-                .oneshot(http::Request::new(tonic::body::Body::empty()))
-                .await
-                .unwrap();
-            Status::from_header_map(res.headers()).unwrap()
-        }
+    let answer = |layer: ErrorToStatusLayer| async move {
+        let res = answer_to(layer, || error("other").unwrap()).await;
+        Status::from_header_map(res.headers()).unwrap()
     };
     let server = answer(ErrorToStatusLayer::new()).await;
     assert_eq!(server.code(), Code::Unknown);
@@ -151,14 +151,10 @@ async fn the_client_flavour_keeps_tonics_mapping_of_other_errors() {
     assert!(client.message().contains(SECRET), "{}", client.message());
 
     // A rejection maps the same way in both flavours.
-    let limited = service_fn(|_req: http::Request<tonic::body::Body>| async {
-        Err::<http::Response<tonic::body::Body>, BoxError>(error("rate_limited").unwrap())
-    });
-    let res = ErrorToStatusLayer::client()
-        .layer(limited)
-        .oneshot(http::Request::new(tonic::body::Body::empty()))
-        .await
-        .unwrap();
+    let res = answer_to(ErrorToStatusLayer::client(), || {
+        error("rate_limited").unwrap()
+    })
+    .await;
     assert_eq!(res.headers()["grpc-status"], "8");
     assert_eq!(res.headers()["retry-after"], "2");
 }
@@ -198,14 +194,7 @@ async fn around_a_channel_to_a_closed_port_the_client_flavour_answers_unavailabl
 
 #[tokio::test]
 async fn the_layer_answers_trailers_only_responses() {
-    let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
-        Err::<http::Response<tonic::body::Body>, _>(error("rate_limited").unwrap())
-    });
-    let res = ErrorToStatusLayer::new()
-        .layer(inner)
-        .oneshot(http::Request::new(tonic::body::Body::empty()))
-        .await
-        .unwrap();
+    let res = answer_to(ErrorToStatusLayer::new(), || error("rate_limited").unwrap()).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/grpc");
     assert_eq!(res.headers()["grpc-status"], "8");
