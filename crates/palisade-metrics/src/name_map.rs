@@ -38,6 +38,10 @@ pub(crate) struct NameMap<T> {
     inserting: AtomicUsize,
     cap: usize,
     refused: AtomicU64,
+    /// Lookups that found the map at its cap and waited, for tests that
+    /// must know a thread got there.
+    #[cfg(test)]
+    waited_at_cap: AtomicUsize,
 }
 
 impl<T> NameMap<T> {
@@ -51,6 +55,8 @@ impl<T> NameMap<T> {
             inserting: AtomicUsize::new(0),
             cap,
             refused: AtomicU64::new(0),
+            #[cfg(test)]
+            waited_at_cap: AtomicUsize::new(0),
         }
     }
 
@@ -92,25 +98,38 @@ impl<T> NameMap<T> {
 
     #[cold]
     fn insert_slow(&self, name: &str, make: impl FnOnce() -> T) -> Option<&T> {
-        // Announced before the reservation: a thread whose reservation
-        // lands after this one's (and finds the cap reached) sees it.
-        self.inserting.fetch_add(1, Ordering::AcqRel);
-        if self.len.fetch_add(1, Ordering::AcqRel) >= self.cap {
+        loop {
+            // Announced before the reservation: a thread whose reservation
+            // lands after this one's (and finds the cap reached) sees it.
+            self.inserting.fetch_add(1, Ordering::AcqRel);
+            if self.len.fetch_add(1, Ordering::AcqRel) < self.cap {
+                let found = self.link(name, make);
+                self.inserting.fetch_sub(1, Ordering::Release);
+                return Some(found);
+            }
             self.len.fetch_sub(1, Ordering::AcqRel);
             self.inserting.fetch_sub(1, Ordering::AcqRel);
-            return self.find_at_cap(name);
+            if let Some(found) = self.find_at_cap(name) {
+                return Some(found);
+            }
+            // The insertions waited for may have been of one name: all but
+            // the first gave their place back, so the map may have room.
+            if self.len.load(Ordering::Acquire) >= self.cap {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         }
-        let found = self.link(name, make);
-        self.inserting.fetch_sub(1, Ordering::Release);
-        Some(found)
     }
 
     /// At the cap, `name` is tracked only if it is already linked or is
     /// being linked by an insertion under way: those are waited for (they
     /// are a few instructions from done, and at most `cap` ever run), so
     /// an event of a name that another thread is adding is never refused.
+    /// `None` once no insertion is under way and `name` is not linked.
     #[cold]
     fn find_at_cap(&self, name: &str) -> Option<&T> {
+        #[cfg(test)]
+        self.waited_at_cap.fetch_add(1, Ordering::AcqRel);
         loop {
             // Read before the lookup: once no insertion is under way, every
             // node linked before is visible to it.
@@ -119,7 +138,6 @@ impl<T> NameMap<T> {
                 return Some(value);
             }
             if !busy {
-                self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             std::thread::yield_now();
@@ -273,6 +291,62 @@ mod tests {
             assert_eq!(map.get("new").map(|c| c.load(Ordering::Relaxed)), Some(2));
             assert_eq!(map.len(), 1);
         }
+    }
+
+    /// A new name arrives while the map is full of reservations, two of
+    /// which are for one name: once those are linked the map has room
+    /// again, so the new name is tracked, not refused.
+    #[test]
+    fn a_new_name_is_tracked_when_a_duplicate_reservation_gives_its_place_back() {
+        use std::sync::mpsc;
+
+        let map = Arc::new(NameMap::<AtomicU64>::new(4, 3));
+        assert!(map.get_or_insert_with("a", || AtomicU64::new(0)).is_some());
+        let (entered_tx, entered) = mpsc::channel();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let release = Arc::new(std::sync::Mutex::new(release));
+        // Two threads reserve a place for "x" (the map is then at its cap)
+        // and wait inside `make` until released.
+        let inserters: Vec<_> = (0..2)
+            .map(|_| {
+                let (map, entered_tx, release) =
+                    (Arc::clone(&map), entered_tx.clone(), Arc::clone(&release));
+                std::thread::spawn(move || {
+                    let make = || {
+                        entered_tx.send(()).expect("test is waiting");
+                        release
+                            .lock()
+                            .expect("not poisoned")
+                            .recv()
+                            .expect("released");
+                        AtomicU64::new(0)
+                    };
+                    map.get_or_insert_with("x", make).is_some()
+                })
+            })
+            .collect();
+        entered.recv().expect("first reservation");
+        entered.recv().expect("second reservation");
+        let newcomer = {
+            let map = Arc::clone(&map);
+            std::thread::spawn(move || map.get_or_insert_with("y", || AtomicU64::new(7)).is_some())
+        };
+        // Released only once "y" found the map full and waits.
+        while map.waited_at_cap.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        release_tx.send(()).expect("first inserter waits");
+        release_tx.send(()).expect("second inserter waits");
+        for inserter in inserters {
+            assert!(inserter.join().expect("inserter finished"));
+        }
+        assert!(
+            newcomer.join().expect("newcomer finished"),
+            "\"y\" was refused"
+        );
+        assert_eq!(map.refused(), 0);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get("y").map(|v| v.load(Ordering::Relaxed)), Some(7));
     }
 
     /// Threads race to insert overlapping names in seeded random orders and
