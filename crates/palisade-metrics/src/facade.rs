@@ -54,7 +54,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ::metrics::{Key, KeyName, Label, Level, Metadata, SharedString, Unit};
@@ -270,6 +270,29 @@ impl PolicyKeys {
     /// A key labelled with the policy only.
     fn plain<'a>(&self, slot: &'a Slot, family: &'static str) -> &'a Key {
         key(slot, family, || vec![owned_label("policy", &self.name)])
+    }
+
+    /// Writes `limit`, just stored in `last_limit`, to the limit gauge.
+    /// Two events with different limits can write in the other order than
+    /// they stored: whoever wrote reads `last_limit` again and writes what
+    /// it holds, so the gauge ends at the limit stored last, not at a stale
+    /// one that later events (equal to `last_limit`) would never rewrite.
+    #[cold]
+    fn write_limit(&self, mut limit: u64) {
+        let key = self.plain(&self.limit, names::CONCURRENCY_LIMIT);
+        // The fences order each thread's store and write of `last_limit`
+        // and the gauge: a write that lands after another thread's reads
+        // that thread's store.
+        fence(Ordering::SeqCst);
+        loop {
+            gauge_set(key, limit as f64);
+            fence(Ordering::SeqCst);
+            let last = self.last_limit.load(Ordering::Relaxed);
+            if last == limit {
+                return;
+            }
+            limit = last;
+        }
     }
 
     fn with_layer<'a>(
@@ -539,13 +562,13 @@ impl MetricsSink for FacadeSink {
                     change.delta() as f64,
                 );
                 if p.last_limit.swap(limit as u64, Ordering::Relaxed) != limit as u64 {
-                    gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), limit as f64);
+                    p.write_limit(limit as u64);
                 }
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
                 p.last_limit.store(to as u64, Ordering::Relaxed);
-                gauge_set(p.plain(&p.limit, names::CONCURRENCY_LIMIT), to as f64);
+                p.write_limit(to as u64);
             }
             Event::FallbackUsed { policy, trigger } => {
                 let Some(p) = self.policy(policy) else { return };

@@ -146,3 +146,123 @@ fn keys_follow_the_recorder_current_at_each_event() {
     assert_eq!(sample(&first.handle().render(), series), Some(1.0));
     assert_eq!(sample(&second.handle().render(), series), Some(2.0));
 }
+
+/// A recorder whose gauges keep their last value and whose limit gauge can
+/// be held inside one `set`, to order two threads' writes.
+mod held {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc::{Receiver, Sender};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    /// The limit gauge: `set(held)` blocks while `hold` is on.
+    pub(super) struct LimitGauge {
+        pub(super) value: AtomicU64,
+        pub(super) hold: AtomicBool,
+        pub(super) held: f64,
+        pub(super) entered: Mutex<Sender<()>>,
+        pub(super) release: Mutex<Receiver<()>>,
+    }
+
+    impl GaugeFn for LimitGauge {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            if value == self.held && self.hold.swap(false, Ordering::AcqRel) {
+                self.entered
+                    .lock()
+                    .expect("not poisoned")
+                    .send(())
+                    .expect("test waits");
+                self.release
+                    .lock()
+                    .expect("not poisoned")
+                    .recv()
+                    .expect("released");
+            }
+            self.value.store(value.to_bits(), Ordering::SeqCst);
+        }
+    }
+
+    pub(super) struct LimitRecorder(pub(super) Arc<LimitGauge>);
+
+    impl Recorder for LimitRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            if key.name() == "palisade_concurrency_limit" {
+                Gauge::from_arc(Arc::clone(&self.0))
+            } else {
+                Gauge::noop()
+            }
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}
+
+/// An in-flight event carrying a stale limit (read before the limit
+/// moved) writes the gauge after an event with the new limit: the gauge
+/// still ends at the new limit, and stays there.
+#[test]
+fn a_stale_limit_written_late_does_not_stick() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+
+    use palisade_core::InFlightChange;
+
+    let in_flight = |limit| Event::InFlightChanged {
+        policy: "api",
+        layer: LayerKind::Bulkhead,
+        change: InFlightChange::Acquired,
+        in_flight: 1,
+        limit,
+    };
+    let (entered_tx, entered) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel();
+    let gauge = Arc::new(held::LimitGauge {
+        value: AtomicU64::new(0),
+        hold: AtomicBool::new(false),
+        held: 4.0,
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release),
+    });
+    let recorder = Arc::new(held::LimitRecorder(Arc::clone(&gauge)));
+    let sink = Arc::new(FacadeSink::new());
+    let limit = || f64::from_bits(gauge.value.load(Ordering::SeqCst));
+
+    metrics::with_local_recorder(&*recorder, || {
+        sink.record(&in_flight(4));
+        sink.record(&Event::LimitChanged {
+            policy: "api",
+            from: 4,
+            to: 5,
+        });
+    });
+    assert_eq!(limit(), 5.0);
+
+    // An event with the old limit starts writing it and is held there.
+    gauge.hold.store(true, Ordering::Release);
+    let stale = {
+        let (sink, recorder) = (Arc::clone(&sink), Arc::clone(&recorder));
+        std::thread::spawn(move || {
+            metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(4)));
+        })
+    };
+    entered.recv().expect("the stale write started");
+    // Meanwhile an event with the limit in force writes it...
+    metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(5)));
+    // ...and then the stale write lands.
+    release_tx.send(()).expect("the stale write waits");
+    stale.join().expect("the stale event was recorded");
+    metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(5)));
+    assert_eq!(limit(), 5.0, "the gauge kept the stale limit");
+}
