@@ -222,7 +222,9 @@ fn sf_string(name: &str) -> String {
 }
 
 /// A stack buffer for one header value, so formatting allocates only the
-/// value itself.
+/// value itself. A draft field is the longest value: a policy name has at
+/// most 64 characters, so it is at most 130 bytes quoted and escaped, and
+/// the two numbers take at most 10 and 20 digits.
 struct ValueBuf {
     bytes: [u8; 192],
     len: usize,

@@ -520,6 +520,32 @@ async fn draft_headers_on_admitted_responses() {
     assert_eq!(response.headers()["ratelimit"], "\"api\";r=49;t=31");
 }
 
+/// The longest policy names, escaped or not, still give a whole
+/// `RateLimit` field (formatted in a fixed buffer), agreeing with
+/// `RateLimit-Policy`.
+#[tokio::test(start_paused = true)]
+async fn draft_headers_are_whole_for_the_longest_policy_names() {
+    for name in ["a".repeat(64), "\"".repeat(64), "\\".repeat(64)] {
+        let layer = RateLimitLayer::builder()
+            .name(name.clone())
+            .quota(100, Duration::from_secs(60))
+            .headers(HeaderStyle::Draft)
+            .build()
+            .unwrap();
+        let svc = layer.layer(echo());
+        let response = send(&svc, Request::new(())).await.unwrap();
+        let item = format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""));
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            format!("{item};q=100;w=60").as_str()
+        );
+        assert_eq!(
+            response.headers()["ratelimit"],
+            format!("{item};r=99;t=1").as_str()
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn legacy_headers_on_admitted_responses() {
     let layer = RateLimitLayer::builder()
