@@ -257,18 +257,24 @@ impl Limiter {
     fn grant_free_slots(&self, waiters: &mut VecDeque<Arc<WaitNode>>, report: &impl Report) {
         let limit = self.limit();
         let mut current = self.load();
+        // Every grant before any event: a sink that panics must not leave
+        // the waiters after the first queued while slots are free.
+        let mut granted = Vec::new();
         while current.queued() > 0 && current.in_flight() < limit {
             let next = State::with(current.in_flight() + 1, current.queued() - 1);
             match self.swap_state(current, next) {
                 Ok(()) => {
                     if let Some(node) = waiters.pop_front() {
                         node.grant();
-                        report.change(InFlightChange::Acquired, next.in_flight(), limit);
+                        granted.push(next.in_flight());
                     }
                     current = next;
                 }
                 Err(actual) => current = actual,
             }
+        }
+        for in_flight in granted {
+            report.change(InFlightChange::Acquired, in_flight, limit);
         }
     }
 }
@@ -416,6 +422,34 @@ mod tests {
         limiter.set_limit(3, &gauge);
         assert!(node.is_granted());
         assert_eq!(limiter.in_flight(), 2);
+    }
+
+    /// A sink that panics on the first grant's event.
+    struct PanicOnGrant;
+
+    impl Report for PanicOnGrant {
+        fn change(&self, change: InFlightChange, _in_flight: usize, _limit: usize) {
+            assert!(change != InFlightChange::Acquired, "sink failed");
+        }
+    }
+
+    /// A raised limit grants every waiter it has room for, even when the
+    /// sink panics on the first grant's event.
+    #[test]
+    fn a_panicking_sink_leaves_no_waiter_queued_beside_a_free_slot() {
+        let limiter = Limiter::new(1, 4);
+        assert_eq!(limiter.try_acquire(), Some(1));
+        let queue = |limiter: &Limiter| match limiter.acquire_or_enqueue(&PanicOnGrant) {
+            Admission::Queued(node) => node,
+            _ => panic!("expected to queue"),
+        };
+        let (first, second) = (queue(&limiter), queue(&limiter));
+        let raised = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            limiter.set_limit(3, &PanicOnGrant);
+        }));
+        assert!(raised.is_err(), "the sink panicked");
+        assert!(first.is_granted() && second.is_granted());
+        assert_eq!((limiter.in_flight(), limiter.queued()), (3, 0));
     }
 }
 
