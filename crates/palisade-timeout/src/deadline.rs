@@ -211,9 +211,10 @@ pub struct RequestTimeout(pub Duration);
 /// in the request's extensions. That copy is this layer's own deadline, not
 /// the tightest of nested timeouts, and it carries the budget, not an
 /// instant: the layer reads no clock unless the call is still running
-/// after its first poll (see the crate docs), so the budget counts from
-/// the moment the inner service starts, and a handler subtracts the time
-/// it has spent with [`Deadline::remaining_after`].
+/// after its first poll (see the crate docs), so the budget is the whole
+/// timeout, while the layer's clock starts at the end of the inner
+/// future's first poll; a handler that subtracts the time it has spent
+/// since it started, with [`Deadline::remaining_after`], stays within it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Deadline {
     budget: Duration,
