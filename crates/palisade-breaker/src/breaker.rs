@@ -32,7 +32,7 @@ use palisade_core::{
     TransitionReason,
 };
 
-use crate::sync::{AtomicU64, CachePadded, Mutex, Ordering, fence, lock};
+use crate::sync::{Arc, AtomicU64, CachePadded, Mutex, Ordering, fence, lock};
 use crate::window::{CountWindow, Counts, Recorded, TimeWindow, Window, code};
 
 /// The breaker's operating mode, set by an operator through the handle.
@@ -151,6 +151,10 @@ pub(crate) struct Config {
     pub(crate) probes: u32,
     pub(crate) half_open_max_wait: Duration,
     pub(crate) cancelled_as_failure: bool,
+    /// Counts this breaker's transitions for the keyed map it belongs to,
+    /// which learns from it that a search for a breaker to evict may now
+    /// find one.
+    pub(crate) changes: Option<Arc<AtomicU64>>,
 }
 
 /// What a permit lets its call do with its outcome.
@@ -892,6 +896,9 @@ impl Breaker {
             t.openings = 0;
         }
         self.state.store(to.pack(), Ordering::Release);
+        if let Some(changes) = &self.cfg.changes {
+            changes.fetch_add(1, Ordering::AcqRel);
+        }
         // Shadow transitions (metrics-only mode) change no reported state;
         // they are reported as what enforcing would have done.
         let (from_state, to_state) = (from.reported(), to.reported());
@@ -1033,15 +1040,56 @@ impl Breaker {
         (t.openings, t.last_wait)
     }
 
-    /// Whether a keyed map may evict this breaker: closed, in normal mode,
-    /// with nothing an operator or a probe relies on.
-    pub(crate) fn evictable(&self) -> bool {
+    /// When a keyed map may evict this breaker (see [`Eviction`]).
+    pub(crate) fn eviction(&self) -> Eviction {
         let word = self.word();
-        word.mode == Mode::Normal && word.machine == Machine::Closed
+        if word.mode != Mode::Normal {
+            return Eviction::Never;
+        }
+        match word.machine {
+            Machine::Closed => Eviction::Now,
+            // Stored before the state word that says open or half-open,
+            // so these are the times of the state read above (or of a
+            // later one, which counts as a change for the map).
+            Machine::Open => Eviction::From(self.at(self.open_until.load(Ordering::Acquire))),
+            Machine::HalfOpen => {
+                let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
+                let since = self.half_open_since.load(Ordering::Acquire);
+                Eviction::From(self.at(since.saturating_add(max)))
+            }
+        }
     }
 
     pub(crate) fn refusal_error(&self, refusal: Refusal) -> CircuitOpen {
         CircuitOpen::new(self.cfg.policy.clone(), refusal.retry_after, refusal.state)
+    }
+}
+
+/// When a keyed map may evict a breaker.
+///
+/// A closed breaker in normal mode holds nothing a later call relies on.
+/// An open one does until its open wait ends, and a half-open one until its
+/// half-open maximum wait ends: past those, a breaker that no call has
+/// reached since would start a fresh trial on its next call anyway. One an
+/// operator holds in a mode is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// Closed in normal mode.
+    Now,
+    /// Open or half-open: from the end of that state's wait.
+    From(Instant),
+    /// Held in a mode by an operator.
+    Never,
+}
+
+impl Eviction {
+    /// Whether the breaker may be evicted at `now`.
+    pub(crate) fn allowed_at(self, now: Instant) -> bool {
+        match self {
+            Self::Now => true,
+            Self::From(at) => at <= now,
+            Self::Never => false,
+        }
     }
 }
 
@@ -1066,6 +1114,7 @@ pub(crate) fn test_config(clock: &palisade_core::ManualClock, probes: u32) -> Co
         probes,
         half_open_max_wait: Duration::from_secs(60),
         cancelled_as_failure: false,
+        changes: None,
     }
 }
 

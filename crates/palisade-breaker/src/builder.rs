@@ -399,6 +399,7 @@ impl<C> CircuitBreakerBuilder<C> {
             probes: self.probes,
             half_open_max_wait: self.half_open_max_wait,
             cancelled_as_failure: self.cancelled_as_failure,
+            changes: None,
         })
     }
 }

@@ -4,12 +4,23 @@
 //! A key extractor `Fn(&Request) -> K` picks the breaker for each call.
 //! Breakers are created on first use, from the layer's configuration, and
 //! kept in a map of at most `max_keys` entries. When the map is full, a new
-//! key takes the place of a breaker that is closed and in normal mode, the
-//! least recently used of those the search below examines (recency is
-//! tracked between insertions: a breaker used since the last new key counts
-//! as just used). An open, half-open or operator-controlled breaker is never
-//! evicted: when the search finds none that may be, the new key shares one
-//! overflow breaker.
+//! key takes the place of a breaker that holds nothing a later call relies
+//! on:
+//!
+//! - a closed breaker in normal mode;
+//! - an open breaker whose open wait has ended, or a half-open one whose
+//!   [`half_open_max_wait`](crate::CircuitBreakerBuilder::half_open_max_wait)
+//!   has. No call has reached it since (a call would have moved it on),
+//!   and its next call would start a fresh trial anyway. So keys that fail
+//!   once and are never called again (client-chosen keys, say) cannot hold
+//!   the map for good.
+//!
+//! Of those the search below examines, the least recently used goes
+//! (recency is tracked between insertions: a breaker used since the last
+//! new key counts as just used). An open or half-open breaker within its
+//! wait, and one an operator holds in a mode, are never evicted: when the
+//! search finds no breaker it may evict, the new key shares one overflow
+//! breaker.
 //!
 //! The search for that breaker is bounded: it examines the next 16 tracked
 //! breakers from where the previous search stopped (all of them while at
@@ -28,10 +39,15 @@
 //!
 //! Finding a key's breaker takes the map's read lock (shared by every
 //! reader: an atomic increment and decrement, no waiting while no key is
-//! being inserted) and a hash of the key. Only inserting a new key takes the
-//! write lock. Admission and recording on the breaker itself stay
-//! lock-free. Size `max_keys` to the number of dependencies rather than of
-//! clients: keys past it share the overflow breaker's verdict.
+//! being inserted) and a hash of the key. Only a new key takes the write
+//! lock, to insert itself and evict another. Once searches have been round
+//! the whole map and found nothing to evict, new keys go straight to the
+//! overflow breaker, without the write lock, until a tracked breaker
+//! changes state or the earliest of their waits ends: an outage that opens
+//! every tracked breaker does not make each new key's call stop every
+//! other. Admission and recording on the breaker itself stay lock-free.
+//! Size `max_keys` to the number of dependencies rather than of clients:
+//! keys past it share the overflow breaker's verdict.
 //!
 //! Every key's breaker reports under the layer's policy name, so a backend's
 //! state gauge for that name follows the latest transition of any key; read
@@ -70,12 +86,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use palisade_core::{BoxError, Classify, SharedState};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::{Breaker, Config};
+use crate::breaker::{Breaker, Config, Eviction};
 use crate::builder::DefaultClassifier;
 use crate::future::{OutcomeRecorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
@@ -95,6 +112,33 @@ struct Table<K> {
     slots: Vec<K>,
     /// Where the next search for a victim starts.
     hand: usize,
+    /// The searches that found nothing to evict since the last change.
+    barren: Barren,
+}
+
+/// A run of searches that found no breaker to evict, with no tracked
+/// breaker changing state in between.
+#[derive(Default)]
+struct Barren {
+    /// The map's count of transitions when the run began.
+    changes: u64,
+    /// How many slots the run examined.
+    examined: usize,
+    /// The earliest time one of those may be evicted, if any ever may
+    /// without a transition.
+    next: Option<Instant>,
+}
+
+/// What a search for a breaker to evict found.
+#[derive(Debug, PartialEq, Eq)]
+enum Search {
+    /// It removed one.
+    Evicted,
+    /// None in the slots it examined.
+    NoneHere,
+    /// None in the whole map since the last transition: none may be evicted
+    /// before the time given (never, without a transition, if `None`).
+    NoneAnywhere(Option<Instant>),
 }
 
 /// How many tracked breakers a search for a victim examines at least.
@@ -105,39 +149,82 @@ const VICTIM_SEARCH: usize = 16;
 const VICTIM_SEARCH_MAX: usize = 1024;
 
 impl<K: Hash + Eq + Clone> Table<K> {
-    /// Removes the least recently used evictable breaker among the next
-    /// [`VICTIM_SEARCH`] slots from the hand (all of them in a smaller
-    /// map), looking further, up to [`VICTIM_SEARCH_MAX`], only while it
-    /// has found none. `false` if it found none it may evict. The hand
-    /// moves past what was examined, so successive searches go round the
-    /// whole map.
-    fn evict_one(&mut self) -> bool {
+    /// Removes the least recently used breaker that may be evicted (see
+    /// [`Eviction`]) among the next [`VICTIM_SEARCH`] slots from the hand
+    /// (all of them in a smaller map), looking further, up to
+    /// [`VICTIM_SEARCH_MAX`], only while it has found none. The hand moves
+    /// past what was examined, so successive searches go round the whole
+    /// map.
+    ///
+    /// `changes` is the map's count of transitions, read before the
+    /// search: searches that find nothing add up to
+    /// [`Search::NoneAnywhere`] once they have examined every slot with no
+    /// transition in between.
+    fn evict_one(&mut self, now: Instant, changes: u64) -> Search {
         let len = self.slots.len();
         if len == 0 {
-            return false;
+            return Search::NoneAnywhere(None);
+        }
+        if self.barren.changes != changes {
+            self.barren = Barren {
+                changes,
+                ..Barren::default()
+            };
         }
         let start = self.hand % len;
         let mut best: Option<(u64, usize)> = None;
+        let mut next: Option<Instant> = None;
         let mut examined = 0;
         while examined < len
             && (examined < VICTIM_SEARCH || (best.is_none() && examined < VICTIM_SEARCH_MAX))
         {
             let slot = (start + examined) % len;
-            if let Some(entry) = self.map.get(&self.slots[slot])
-                && entry.breaker.evictable()
-            {
-                let candidate = (entry.last_used.load(Ordering::Relaxed), slot);
-                best = Some(best.map_or(candidate, |best| best.min(candidate)));
-            }
             examined += 1;
+            let Some(entry) = self.map.get(&self.slots[slot]) else {
+                continue;
+            };
+            let eviction = entry.breaker.eviction();
+            if !eviction.allowed_at(now) {
+                if let Eviction::From(at) = eviction {
+                    next = earliest(next, Some(at));
+                }
+                continue;
+            }
+            let candidate = (entry.last_used.load(Ordering::Relaxed), slot);
+            best = Some(best.map_or(candidate, |best| best.min(candidate)));
         }
         self.hand = (start + examined) % len;
         let Some((_, victim)) = best else {
-            return false;
+            let barren = &mut self.barren;
+            barren.examined = barren.examined.saturating_add(examined);
+            barren.next = earliest(barren.next, next);
+            return if barren.examined >= len {
+                Search::NoneAnywhere(barren.next)
+            } else {
+                Search::NoneHere
+            };
         };
+        // Calls reach tracked breakers without the table's lock: the
+        // victim may have opened since it was examined.
+        let still = self.map.get(&self.slots[victim]);
+        if !still.is_some_and(|e| e.breaker.eviction().allowed_at(now)) {
+            return Search::NoneHere;
+        }
         let key = self.slots.swap_remove(victim);
         self.map.remove(&key);
-        true
+        self.barren = Barren {
+            changes,
+            ..Barren::default()
+        };
+        Search::Evicted
+    }
+}
+
+/// The earlier of two times, where `None` is never.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -157,21 +244,42 @@ struct Breakers<K> {
     overflow: SharedState<Breaker>,
     uses: CachePadded<AtomicU64>,
     created: AtomicU64,
+    /// Transitions of the tracked breakers, counted by each of them.
+    changes: Arc<AtomicU64>,
+    /// One more than the count of transitions at which searches found no
+    /// breaker to evict anywhere in the full map; zero if they have not.
+    full: AtomicU64,
+    /// Until when that holds without a transition, in nanoseconds since
+    /// `origin`.
+    full_until: AtomicU64,
+    origin: Instant,
+    #[cfg(test)]
+    searches: std::sync::atomic::AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone> Breakers<K> {
-    fn new(config: Config, max_keys: usize) -> Self {
+    fn new(mut config: Config, max_keys: usize) -> Self {
+        let overflow = SharedState::new(Breaker::new(config.clone()));
+        let changes = Arc::new(AtomicU64::new(0));
+        config.changes = Some(changes.clone());
         Self {
-            overflow: SharedState::new(Breaker::new(config.clone())),
+            overflow,
+            origin: config.clock.now(),
             config,
             max_keys,
             table: RwLock::new(Table {
                 map: HashMap::new(),
                 slots: Vec::new(),
                 hand: 0,
+                barren: Barren::default(),
             }),
             uses: CachePadded(AtomicU64::new(0)),
             created: AtomicU64::new(0),
+            changes,
+            full: AtomicU64::new(0),
+            full_until: AtomicU64::new(0),
+            #[cfg(test)]
+            searches: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -191,6 +299,19 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the map is known to hold no breaker a new key may replace
+    /// (so a new key goes to the overflow breaker without the write lock).
+    fn known_full(&self, now: Instant) -> bool {
+        let full = self.full.load(Ordering::Acquire);
+        full != 0
+            && full == self.changes.load(Ordering::Acquire).wrapping_add(1)
+            && self.nanos(now) < self.full_until.load(Ordering::Acquire)
+    }
+
     fn breaker_for(&self, key: &K) -> SharedState<Breaker> {
         // Recency is counted in insertions, not calls: a lookup writes
         // nothing shared unless its key was not yet marked as used since the
@@ -200,14 +321,32 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             entry.touch(tick);
             return entry.breaker.clone();
         }
+        if self.known_full(self.config.clock.now()) {
+            return self.overflow.clone();
+        }
         let mut table = self.write();
         let tick = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(entry) = table.map.get(key) {
             entry.touch(tick);
             return entry.breaker.clone();
         }
-        if table.map.len() >= self.max_keys && !table.evict_one() {
-            return self.overflow.clone();
+        if table.map.len() >= self.max_keys {
+            // Read before the search reads any breaker's state, so that a
+            // transition the search misses leaves a stale mark.
+            let changes = self.changes.load(Ordering::Acquire);
+            #[cfg(test)]
+            self.searches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match table.evict_one(self.config.clock.now(), changes) {
+                Search::Evicted => {}
+                Search::NoneHere => return self.overflow.clone(),
+                Search::NoneAnywhere(next) => {
+                    let until = next.map_or(u64::MAX, |at| self.nanos(at));
+                    self.full_until.store(until, Ordering::Release);
+                    self.full.store(changes.wrapping_add(1), Ordering::Release);
+                    return self.overflow.clone();
+                }
+            }
         }
         let mut config = self.config.clone();
         // Each key's jitter follows its own sequence.
@@ -403,8 +542,8 @@ impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
         self.len() == 0
     }
 
-    /// The breaker shared by new keys while every tracked breaker is open,
-    /// half-open or held by an operator.
+    /// The breaker shared by new keys that find no tracked breaker they may
+    /// take the place of (see the [module docs](crate::keyed)).
     pub fn overflow(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle::new(self.breakers.overflow.to_any())
     }
@@ -415,5 +554,94 @@ impl<K> fmt::Debug for KeyedCircuitBreakerHandle<K> {
         f.debug_struct("KeyedCircuitBreakerHandle")
             .field("policy", &self.breakers.config.policy)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use palisade_core::{BoxError, ManualClock};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use crate::CircuitBreakerLayer;
+
+    /// Keyed by the request; a request fails when it is odd.
+    fn layer(clock: &ManualClock) -> super::KeyedCircuitBreakerLayer<u32, fn(&u32) -> u32> {
+        CircuitBreakerLayer::builder()
+            .clock(clock.clock())
+            .count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(10))
+            .build_keyed(4, (|r: &u32| *r) as fn(&u32) -> u32)
+            .unwrap()
+    }
+
+    async fn call<S>(svc: &S, req: u32) -> Result<u32, BoxError>
+    where
+        S: tower::Service<u32, Response = u32, Error = BoxError> + Clone,
+    {
+        svc.clone().oneshot(req).await
+    }
+
+    fn inner()
+    -> impl tower::Service<u32, Response = u32, Error = BoxError, Future = impl Send> + Clone {
+        service_fn(|r: u32| async move {
+            if r % 2 == 1 {
+                Err::<u32, BoxError>("down".into())
+            } else {
+                Ok(r)
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_map_known_to_be_full_sends_new_keys_to_the_overflow_breaker_without_searching() {
+        let clock = ManualClock::new();
+        let layer = layer(&clock);
+        let breakers = layer.breakers.clone();
+        let handle = layer.handle();
+        let svc = layer.layer(inner());
+        for key in [1, 3, 5, 7] {
+            call(&svc, key).await.unwrap_err();
+        }
+        // The first new key searches the whole (small) map and finds every
+        // breaker within its open wait; the next ones do not search again.
+        for key in (100..200).step_by(2) {
+            call(&svc, key).await.unwrap();
+            assert!(handle.get(&key).is_none());
+        }
+        assert_eq!(breakers.searches.load(Relaxed), 1);
+
+        // A transition of a tracked breaker ends what the search learned.
+        handle.get(&3).unwrap().force_open();
+        call(&svc, 200).await.unwrap();
+        assert_eq!(breakers.searches.load(Relaxed), 2);
+        call(&svc, 202).await.unwrap();
+        assert_eq!(breakers.searches.load(Relaxed), 2);
+        handle.get(&3).unwrap().reset();
+        call(&svc, 205).await.unwrap_err();
+        assert_eq!(breakers.searches.load(Relaxed), 3);
+        assert!(
+            handle.get(&205).is_some(),
+            "took the place of the reset key"
+        );
+        assert!(handle.get(&3).is_none());
+
+        // So does the end of the earliest open wait (205's opening was a
+        // transition too, so the next new key searches once more).
+        call(&svc, 206).await.unwrap();
+        call(&svc, 208).await.unwrap();
+        assert_eq!(breakers.searches.load(Relaxed), 4);
+        clock.advance(Duration::from_secs(9));
+        call(&svc, 210).await.unwrap();
+        assert_eq!(breakers.searches.load(Relaxed), 4);
+        assert!(handle.get(&210).is_none());
+        clock.advance(Duration::from_secs(1));
+        call(&svc, 212).await.unwrap();
+        assert_eq!(breakers.searches.load(Relaxed), 5);
+        assert!(handle.get(&212).is_some());
+        assert_eq!(handle.len(), 4);
     }
 }

@@ -170,7 +170,8 @@
 //! it, at most once when the call starts and once when it ends.
 //!
 //! [`KeyedCircuitBreakerLayer`] keeps one breaker per key (per upstream
-//! host, say), bounded in number, never evicting an open breaker.
+//! host, say), bounded in number, never evicting a breaker within its open
+//! or half-open wait.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -1,5 +1,5 @@
-//! Keyed breakers: one per key, bounded in number, never evicting an open
-//! breaker.
+//! Keyed breakers: one per key, bounded in number, never evicting a
+//! breaker within its open or half-open wait.
 
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ async fn the_least_recently_used_closed_breaker_makes_room() {
 }
 
 #[tokio::test]
-async fn an_open_breaker_is_never_evicted() {
+async fn an_open_breaker_is_not_evicted_within_its_open_wait() {
     let clock = ManualClock::new();
     let layer = layer(2, &clock);
     let svc = layer.layer(inner());
@@ -115,6 +115,101 @@ async fn an_open_breaker_is_never_evicted() {
     assert_eq!(handle.overflow().state(), CircuitState::Open);
     assert!(hit(&svc, 1, false).await.unwrap_err().is::<CircuitOpen>());
     assert!(hit(&svc, 7, false).await.unwrap_err().is::<CircuitOpen>());
+}
+
+#[tokio::test]
+async fn keys_that_failed_and_were_never_called_again_give_their_places_back() {
+    // Keys a client chooses can fail once each and never come back: their
+    // open breakers must not hold the map for good.
+    let clock = ManualClock::new();
+    let layer = layer(2, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    hit(&svc, 1, true).await.unwrap_err();
+    hit(&svc, 2, true).await.unwrap_err();
+    clock.advance(Duration::from_millis(9_999));
+    hit(&svc, 3, false).await.unwrap();
+    assert!(handle.get(&3).is_none(), "both open waits still run");
+
+    clock.advance(Duration::from_secs(3_600));
+    hit(&svc, 3, false).await.unwrap();
+    assert!(
+        handle.get(&3).is_some(),
+        "an open wait that ended freed a place"
+    );
+    assert_eq!(handle.len(), 2);
+    hit(&svc, 4, false).await.unwrap();
+    assert_eq!(sorted(handle.keys()), vec![3, 4]);
+}
+
+#[tokio::test]
+async fn an_open_breaker_whose_wait_ended_goes_before_a_more_recently_used_closed_one() {
+    let clock = ManualClock::new();
+    let layer = layer(2, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    hit(&svc, 1, true).await.unwrap_err();
+    hit(&svc, 2, false).await.unwrap();
+    hit(&svc, 3, false).await.unwrap();
+    // Within key 1's open wait, key 2 (closed) went; after it, key 1 is
+    // the least recently used and goes before key 3.
+    assert_eq!(sorted(handle.keys()), vec![1, 3]);
+    clock.advance(Duration::from_secs(10));
+    hit(&svc, 4, false).await.unwrap();
+    assert_eq!(sorted(handle.keys()), vec![3, 4]);
+}
+
+fn sorted(mut keys: Vec<u32>) -> Vec<u32> {
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test]
+async fn a_half_open_breaker_left_without_calls_gives_its_place_back_after_its_maximum_wait() {
+    let clock = ManualClock::new();
+    let layer = CircuitBreakerLayer::builder()
+        .clock(clock.clock())
+        .count_window(1)
+        .minimum_calls(1)
+        .open_wait(Duration::from_secs(10))
+        .half_open_probes(2)
+        .half_open_max_wait(Duration::from_secs(30))
+        .build_keyed(1, (|r: &Req| r.host) as fn(&Req) -> u32)
+        .unwrap();
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    hit(&svc, 1, true).await.unwrap_err();
+    clock.advance(Duration::from_secs(10));
+    // One probe of two succeeds, and key 1 is never called again.
+    hit(&svc, 1, false).await.unwrap();
+    assert_eq!(handle.get(&1).unwrap().state(), CircuitState::HalfOpen);
+    clock.advance(Duration::from_millis(29_999));
+    hit(&svc, 2, false).await.unwrap();
+    assert!(handle.get(&2).is_none(), "the half-open wait still runs");
+    clock.advance(Duration::from_millis(1));
+    hit(&svc, 2, false).await.unwrap();
+    assert!(handle.get(&2).is_some());
+    assert!(handle.get(&1).is_none());
+}
+
+#[tokio::test]
+async fn a_breaker_an_operator_holds_is_never_evicted() {
+    let clock = ManualClock::new();
+    let layer = layer(2, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    hit(&svc, 1, false).await.unwrap();
+    hit(&svc, 2, false).await.unwrap();
+    handle.get(&1).unwrap().force_open();
+    handle.get(&2).unwrap().disable();
+    clock.advance(Duration::from_secs(3_600));
+    hit(&svc, 3, false).await.unwrap();
+    assert!(handle.get(&3).is_none());
+    handle.get(&2).unwrap().reset();
+    hit(&svc, 3, false).await.unwrap();
+    let mut keys = handle.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, vec![1, 3]);
 }
 
 #[tokio::test]
@@ -154,16 +249,32 @@ async fn new_keys_past_a_map_of_open_breakers_share_the_overflow_breaker() {
         assert!(handle.get(&host).is_none());
     }
     assert_eq!(handle.len(), 2_000);
-    // Once one breaker may be evicted again, a new key finds it: the
-    // searches go round the whole map.
+    // Once their open waits end, new keys take their places.
     clock.advance(Duration::from_secs(10));
-    for _ in 0..100 {
-        if handle.get(&1_234).unwrap().state() == CircuitState::Closed {
-            break;
-        }
-        hit(&svc, 1_234, false).await.unwrap();
+    for host in 10_100..10_200 {
+        hit(&svc, host, false).await.unwrap();
+        assert!(handle.get(&host).is_some(), "{host} was tracked");
     }
-    assert_eq!(handle.get(&1_234).unwrap().state(), CircuitState::Closed);
+    assert_eq!(handle.len(), 2_000);
+}
+
+#[tokio::test]
+async fn a_search_goes_round_a_large_map_to_the_one_breaker_it_may_evict() {
+    // 2,000 keys an operator holds open. Once one is released, a new key
+    // finds it, wherever it is: the searches go round the whole map.
+    let clock = ManualClock::new();
+    let layer = layer(2_000, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    track(&svc, 0..2_000, |_| false).await;
+    for host in 0..2_000 {
+        handle.get(&host).unwrap().force_open();
+    }
+    for host in 10_000..10_010 {
+        hit(&svc, host, false).await.unwrap();
+        assert!(handle.get(&host).is_none());
+    }
+    handle.get(&1_234).unwrap().reset();
     // Each search examines up to 1,024 of the 2,000 slots from where the
     // last one stopped, so the second at the latest reaches it.
     let mut taker = None;
@@ -177,7 +288,7 @@ async fn new_keys_past_a_map_of_open_breakers_share_the_overflow_breaker() {
     let taker = taker.expect("a new key took the freed place within two searches");
     assert!(
         handle.get(&1_234).is_none(),
-        "the closed breaker made room for {taker}"
+        "the released breaker made room for {taker}"
     );
     assert_eq!(handle.len(), 2_000);
 }
