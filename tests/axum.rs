@@ -176,7 +176,9 @@ async fn a_clients_short_grpc_timeout_answers_504_without_opening_the_circuit() 
         .route(
             "/slow",
             get(|| async {
-                tokio::time::sleep(Duration::from_millis(400)).await;
+                // Far past the deadline, so a slow machine cannot let it
+                // answer first; the timeout drops it.
+                tokio::time::sleep(Duration::from_secs(30)).await;
                 "late"
             }),
         )

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, mpsc};
 use std::task::Poll;
 use std::thread;
 use std::time::Duration;
@@ -178,9 +178,31 @@ fn concurrent_recording_loses_no_outcome() {
 /// acted, then keeps the last rates seen, as a gauge does.
 struct HeldGauge {
     hold: std::sync::atomic::AtomicBool,
-    reached: Barrier,
-    go: Barrier,
+    reached: Handoff,
+    go: Handoff,
     last: std::sync::Mutex<Option<(f64, u64)>>,
+}
+
+/// A one-time signal from one thread to another whose wait gives up (and
+/// fails the test) after 30 s instead of hanging it.
+struct Handoff(std::sync::Mutex<(Option<mpsc::Sender<()>>, Option<mpsc::Receiver<()>>)>);
+
+impl Handoff {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Self(std::sync::Mutex::new((Some(tx), Some(rx))))
+    }
+
+    fn signal(&self) {
+        let tx = self.0.lock().unwrap().0.take().expect("signalled once");
+        tx.send(()).unwrap();
+    }
+
+    fn wait(&self) {
+        let rx = self.0.lock().unwrap().1.take().expect("awaited once");
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the other thread signalled within 30 s");
+    }
 }
 
 impl palisade_core::MetricsSink for HeldGauge {
@@ -192,7 +214,7 @@ impl palisade_core::MetricsSink for HeldGauge {
         } = *event
         {
             if calls > 0 && self.hold.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                self.reached.wait();
+                self.reached.signal();
                 self.go.wait();
             }
             *self.last.lock().unwrap() = Some((failure_rate, calls));
@@ -204,8 +226,8 @@ impl palisade_core::MetricsSink for HeldGauge {
 fn a_calls_rates_sent_across_a_reset_do_not_outlive_it() {
     let gauge = Arc::new(HeldGauge {
         hold: true.into(),
-        reached: Barrier::new(2),
-        go: Barrier::new(2),
+        reached: Handoff::new(),
+        go: Handoff::new(),
         last: std::sync::Mutex::new(None),
     });
     let layer = CircuitBreakerLayer::builder()
@@ -224,7 +246,7 @@ fn a_calls_rates_sent_across_a_reset_do_not_outlive_it() {
     gauge.reached.wait();
     let handle = layer.handle();
     handle.force_open();
-    gauge.go.wait();
+    gauge.go.signal();
     caller.join().unwrap();
     assert_eq!(handle.counts().calls, 0);
     assert_eq!(

@@ -3,6 +3,7 @@
 //! request is admitted or rejected on its own, across routes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -51,6 +52,14 @@ impl Drop for Dropped {
 
 #[tokio::test]
 async fn one_limit_across_routes_and_a_rejection_per_request() {
+    // Every wait below ends within milliseconds; a bound on the whole
+    // scenario turns a lost wake-up into a failure instead of a hang.
+    tokio::time::timeout(Duration::from_secs(60), one_limit_across_routes())
+        .await
+        .expect("the scenario finished within 60 s");
+}
+
+async fn one_limit_across_routes() {
     let bulkhead = BulkheadLayer::builder()
         .name("api")
         .max_concurrent(2)

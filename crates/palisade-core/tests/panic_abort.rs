@@ -4,7 +4,9 @@
 //!
 //! The test runs itself again as a child process, which aborts.
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use palisade_core::panic::{CaptureOptions, catch, install_hook};
 
@@ -28,7 +30,7 @@ fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
         });
         unreachable!("the double panic aborts the process");
     }
-    let output = Command::new(std::env::current_exe().expect("test binary"))
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr",
             "--exact",
@@ -36,10 +38,33 @@ fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
         ])
         .env(CHILD, "1")
         .env("RUST_BACKTRACE", "0")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("child ran");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the child aborts");
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    // A hook that deadlocks on the second panic would leave the child
+    // running: give it a minute, then fail rather than hang.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = reader.join().expect("stderr read");
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!status.success(), "the child aborts");
     assert!(
         stderr.contains("original bug: user 42 not found"),
         "{stderr}"

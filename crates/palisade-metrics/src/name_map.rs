@@ -325,14 +325,18 @@ mod tests {
                 })
             })
             .collect();
-        entered.recv().expect("first reservation");
-        entered.recv().expect("second reservation");
+        let within = std::time::Duration::from_secs(30);
+        entered.recv_timeout(within).expect("first reservation");
+        entered.recv_timeout(within).expect("second reservation");
         let newcomer = {
             let map = Arc::clone(&map);
             std::thread::spawn(move || map.get_or_insert_with("y", || AtomicU64::new(7)).is_some())
         };
-        // Released only once "y" found the map full and waits.
+        // Released only once "y" found the map full and waits (a test that
+        // fails here drops the sender, which releases the inserters).
+        let since = std::time::Instant::now();
         while map.waited_at_cap.load(Ordering::Acquire) == 0 {
+            assert!(since.elapsed() < within, "\"y\" never waited at the cap");
             std::thread::yield_now();
         }
         release_tx.send(()).expect("first inserter waits");

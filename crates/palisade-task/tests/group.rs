@@ -331,7 +331,10 @@ async fn a_parent_token_cancels_the_group() {
     let token = group.token();
     let handle = group.spawn("waiter", async move { token.cancelled().await });
     app.cancel();
-    assert!(matches!(handle.await, TaskExit::Cancelled(Some(()))));
+    let exit = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the parent's cancellation reached the task within 30 s");
+    assert!(matches!(exit, TaskExit::Cancelled(Some(()))));
 }
 
 #[test]

@@ -66,8 +66,13 @@ fn shutdown_does_not_wait_for_a_worker_blocking_its_thread() {
     assert!(warned, "the worker left running is logged");
 
     // Once released, the worker ends by itself and its item is counted; a
-    // second shutdown waits for it.
+    // second shutdown finds it done. Waiting for that here, for up to 30 s,
+    // keeps a slow machine's scheduling out of the shutdown's short grace.
     release.send(()).unwrap();
+    let settled = std::time::Instant::now();
+    while offload.stats().in_flight != 0 && settled.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let stats = runtime.block_on(offload.shutdown());
     assert_eq!(stats.in_flight, 0, "{stats:?}");
     assert_eq!(stats.pushed, stats.delivered + stats.dropped_total());
