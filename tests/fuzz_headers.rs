@@ -938,14 +938,19 @@ fn check_grpc_status(input: &[u8]) -> Result<(), TestCaseError> {
     res.headers_mut().insert("grpc-status", value.clone());
     res.headers_mut().insert("grpc-message", value.clone());
     let out = Classify::<_, Infallible>::classify(&classifier, Ok(res), record(&seen));
-    prop_assert!(out.is_ok());
+    let Ok(res) = out;
+    prop_assert_eq!(
+        res.headers().get("grpc-status"),
+        Some(&value),
+        "passed on as sent"
+    );
     prop_assert_eq!(seen.lock().unwrap().clone(), vec![expected]);
 
     // The status in the trailers, at the end of the body.
     seen.lock().unwrap().clear();
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", value.clone());
-    trailers.insert("grpc-message", value);
+    trailers.insert("grpc-message", value.clone());
     let body = Empty::<Bytes>::new().with_trailers(async move { Some(Ok(trailers)) });
     let res = Response::new(body);
     let out = Classify::<_, Infallible>::classify(&classifier, Ok(res), record(&seen));
@@ -954,8 +959,12 @@ fn check_grpc_status(input: &[u8]) -> Result<(), TestCaseError> {
         seen.lock().unwrap().is_empty(),
         "decided before the trailers"
     );
-    let collected = runtime().block_on(res.into_body().collect());
-    prop_assert!(collected.is_ok());
+    let Ok(collected) = runtime().block_on(res.into_body().collect());
+    prop_assert_eq!(
+        collected.trailers().and_then(|t| t.get("grpc-status")),
+        Some(&value),
+        "trailers passed on as sent"
+    );
     prop_assert_eq!(seen.lock().unwrap().clone(), vec![expected]);
     Ok(())
 }
