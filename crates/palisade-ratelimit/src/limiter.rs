@@ -646,7 +646,7 @@ mod loom_tests {
 
     #[test]
     fn loom_concurrent_checks_admit_exactly_the_burst() {
-        loom::model(|| {
+        crate::sync::model(|| {
             // A burst of two at one per 10 time units, time standing still.
             let gcra = Gcra {
                 emission: 10,

@@ -44,3 +44,15 @@ impl AtomicU128 {
         }
     }
 }
+
+/// Runs a loom model with at most three preemptions per execution (or the
+/// bound `LOOM_MAX_PREEMPTIONS` sets), which keeps every model of this
+/// crate to seconds while still reaching the interleavings its tests name.
+#[cfg(all(test, palisade_loom))]
+pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}

@@ -448,7 +448,7 @@ mod loom_tests {
 
     #[test]
     fn loom_concurrent_inserts_of_one_key_share_one_slot() {
-        loom::model(|| {
+        crate::sync::model(|| {
             // Room for two keys: at a cap of one, the thread whose
             // reservation fails first may use the overflow bucket (see the
             // module documentation).
@@ -471,7 +471,7 @@ mod loom_tests {
 
     #[test]
     fn loom_the_cap_holds_under_concurrent_inserts() {
-        loom::model(|| {
+        crate::sync::model(|| {
             let table = Arc::new(KeyTable::new(1));
             let handles: Vec<_> = [5_u64, u64::MAX - 5]
                 .into_iter()
@@ -493,7 +493,7 @@ mod loom_tests {
 
     #[test]
     fn loom_eviction_never_moves_state_between_keys() {
-        loom::model(|| {
+        crate::sync::model(|| {
             let table = Arc::new(KeyTable::new(1));
             // Key 9 is admitted at time 0 (arrival time 10), then goes idle.
             assert_eq!(
