@@ -439,7 +439,7 @@ fn pushes_racing_a_shutdown_are_all_accounted_for() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn the_counts_add_up_for_any_configuration(
