@@ -1083,11 +1083,12 @@ pub(crate) enum Eviction {
 }
 
 impl Eviction {
-    /// Whether the breaker may be evicted at `now`.
-    pub(crate) fn allowed_at(self, now: Instant) -> bool {
+    /// Whether the breaker may be evicted now (`now` reads the clock, only
+    /// for an open or half-open breaker).
+    pub(crate) fn allowed_at(self, now: impl FnOnce() -> Instant) -> bool {
         match self {
             Self::Now => true,
-            Self::From(at) => at <= now,
+            Self::From(at) => at <= now(),
             Self::Never => false,
         }
     }

@@ -88,7 +88,7 @@ use std::hash::Hash;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use palisade_core::{BoxError, Classify, SharedState};
+use palisade_core::{BoxError, Classify, Clock, SharedState};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -160,7 +160,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
     /// search: searches that find nothing add up to
     /// [`Search::NoneAnywhere`] once they have examined every slot with no
     /// transition in between.
-    fn evict_one(&mut self, now: Instant, changes: u64) -> Search {
+    fn evict_one(&mut self, clock: &Clock, changes: u64) -> Search {
         let len = self.slots.len();
         if len == 0 {
             return Search::NoneAnywhere(None);
@@ -171,6 +171,9 @@ impl<K: Hash + Eq + Clone> Table<K> {
                 ..Barren::default()
             };
         }
+        // The clock is read only for a breaker that is not closed.
+        let mut read = None;
+        let mut now = || *read.get_or_insert_with(|| clock.now());
         let start = self.hand % len;
         let mut best: Option<(u64, usize)> = None;
         let mut next: Option<Instant> = None;
@@ -184,7 +187,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
                 continue;
             };
             let eviction = entry.breaker.eviction();
-            if !eviction.allowed_at(now) {
+            if !eviction.allowed_at(&mut now) {
                 if let Eviction::From(at) = eviction {
                     next = earliest(next, Some(at));
                 }
@@ -207,7 +210,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         // Calls reach tracked breakers without the table's lock: the
         // victim may have opened since it was examined.
         let still = self.map.get(&self.slots[victim]);
-        if !still.is_some_and(|e| e.breaker.eviction().allowed_at(now)) {
+        if !still.is_some_and(|e| e.breaker.eviction().allowed_at(&mut now)) {
             return Search::NoneHere;
         }
         let key = self.slots.swap_remove(victim);
@@ -305,11 +308,11 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
 
     /// Whether the map is known to hold no breaker a new key may replace
     /// (so a new key goes to the overflow breaker without the write lock).
-    fn known_full(&self, now: Instant) -> bool {
+    fn known_full(&self) -> bool {
         let full = self.full.load(Ordering::Acquire);
         full != 0
             && full == self.changes.load(Ordering::Acquire).wrapping_add(1)
-            && self.nanos(now) < self.full_until.load(Ordering::Acquire)
+            && self.nanos(self.config.clock.now()) < self.full_until.load(Ordering::Acquire)
     }
 
     fn breaker_for(&self, key: &K) -> SharedState<Breaker> {
@@ -321,7 +324,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             entry.touch(tick);
             return entry.breaker.clone();
         }
-        if self.known_full(self.config.clock.now()) {
+        if self.known_full() {
             return self.overflow.clone();
         }
         let mut table = self.write();
@@ -337,7 +340,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             #[cfg(test)]
             self.searches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match table.evict_one(self.config.clock.now(), changes) {
+            match table.evict_one(&self.config.clock, changes) {
                 Search::Evicted => {}
                 Search::NoneHere => return self.overflow.clone(),
                 Search::NoneAnywhere(next) => {
