@@ -292,3 +292,113 @@ async fn a_search_goes_round_a_large_map_to_the_one_breaker_it_may_evict() {
     );
     assert_eq!(handle.len(), 2_000);
 }
+
+/// One step of the property below.
+#[derive(Clone, Debug)]
+enum Op {
+    Call { key: u32, fail: bool },
+    Advance(Duration),
+    Refresh(u32),
+    ForceOpen(u32),
+    Disable(u32),
+    Reset(u32),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let key = 0_u32..10;
+    let wait = prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::from_secs(1)),
+        Just(Duration::from_secs(10)),
+        Just(Duration::from_secs(31)),
+    ];
+    prop_oneof![
+        6 => (key.clone(), any::<bool>()).prop_map(|(key, fail)| Op::Call { key, fail }),
+        2 => wait.prop_map(Op::Advance),
+        1 => key.clone().prop_map(Op::Refresh),
+        1 => key.clone().prop_map(Op::ForceOpen),
+        1 => key.clone().prop_map(Op::Disable),
+        1 => key.prop_map(Op::Reset),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// In a map of at most 16 keys every search is exhaustive, so a new key
+    /// is tracked exactly when some tracked breaker may be evicted: closed
+    /// in normal mode, or open or half-open past its wait. Whatever the
+    /// order of calls, transitions, operator actions and time, the map
+    /// never outgrows its cap and never drops a breaker that may not be
+    /// evicted.
+    #[test]
+    fn a_new_key_is_tracked_exactly_when_a_tracked_breaker_may_be_evicted(
+        max_keys in 1_usize..6,
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let clock = ManualClock::new();
+        let layer = CircuitBreakerLayer::builder()
+            .clock(clock.clock())
+            .count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(10))
+            .half_open_probes(1)
+            .half_open_max_wait(Duration::from_secs(30))
+            .build_keyed(max_keys, (|r: &Req| r.host) as fn(&Req) -> u32)
+            .unwrap();
+        let svc = layer.layer(inner());
+        let handle = layer.handle();
+        // When each half-open key's period began, on the test's clock.
+        let mut half_open_since = std::collections::HashMap::new();
+        let mut elapsed = Duration::ZERO;
+
+        for op in ops {
+            let before: Vec<u32> = handle.keys();
+            let evictable = |key: &u32, since: &std::collections::HashMap<u32, Duration>| {
+                let breaker = handle.get(key).unwrap();
+                match breaker.state() {
+                    CircuitState::Closed => true,
+                    CircuitState::Open => breaker.retry_after() == Some(Duration::ZERO),
+                    CircuitState::HalfOpen => elapsed >= since[key] + Duration::from_secs(30),
+                    _ => false,
+                }
+            };
+            let keep: Vec<u32> = before.iter().copied().filter(|k| !evictable(k, &half_open_since)).collect();
+            let room = before.len() < max_keys || keep.len() < before.len();
+            match op {
+                Op::Call { key, fail } => {
+                    let new = !before.contains(&key);
+                    let _ = runtime.block_on(hit(&svc, key, fail));
+                    if new {
+                        proptest::prop_assert_eq!(handle.get(&key).is_some(), room, "key {}", key);
+                    }
+                }
+                Op::Advance(by) => {
+                    clock.advance(by);
+                    elapsed += by;
+                }
+                Op::Refresh(key) => {
+                    if let Some(breaker) = handle.get(&key) {
+                        let was = breaker.state();
+                        let expired = was == CircuitState::HalfOpen
+                            && elapsed >= half_open_since[&key] + Duration::from_secs(30);
+                        if breaker.refresh() == CircuitState::HalfOpen
+                            && (was == CircuitState::Open || expired)
+                        {
+                            half_open_since.insert(key, elapsed);
+                        }
+                    }
+                }
+                Op::ForceOpen(key) => handle.get(&key).into_iter().for_each(|b| b.force_open()),
+                Op::Disable(key) => handle.get(&key).into_iter().for_each(|b| b.disable()),
+                Op::Reset(key) => handle.get(&key).into_iter().for_each(|b| b.reset()),
+            }
+            proptest::prop_assert!(handle.len() <= max_keys);
+            for key in &keep {
+                proptest::prop_assert!(handle.get(key).is_some(), "{} was evicted", key);
+            }
+        }
+    }
+}
