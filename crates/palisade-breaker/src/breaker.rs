@@ -897,7 +897,21 @@ impl Breaker {
         }
         self.state.store(to.pack(), Ordering::Release);
         if let Some(changes) = &self.cfg.changes {
-            changes.fetch_add(1, Ordering::AcqRel);
+            // A keyed map needs to hear only of the moves that may let it
+            // evict this breaker sooner than before: to closed in normal
+            // mode, out of an operator's mode, and from half-open back to
+            // open (its new open wait may end before its half-open one
+            // would have). Closed to open, open to half-open, a fresh
+            // half-open period and an operator's mode only put that time
+            // later, so an outage's openings do not keep clearing what
+            // the map learned.
+            let sooner = to.mode == Mode::Normal
+                && (to.machine == Machine::Closed
+                    || from.mode != Mode::Normal
+                    || (from.machine == Machine::HalfOpen && to.machine == Machine::Open));
+            if sooner {
+                changes.fetch_add(1, Ordering::AcqRel);
+            }
         }
         // Shadow transitions (metrics-only mode) change no reported state;
         // they are reported as what enforcing would have done.
@@ -1053,10 +1067,29 @@ impl Breaker {
             // later one, which counts as a change for the map).
             Machine::Open => Eviction::From(self.at(self.open_until.load(Ordering::Acquire))),
             Machine::HalfOpen => {
-                let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
+                let nanos = |wait: Duration| u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
                 let since = self.half_open_since.load(Ordering::Acquire);
-                Eviction::From(self.at(since.saturating_add(max)))
+                let mut end = since.saturating_add(nanos(self.cfg.half_open_max_wait));
+                // Once its maximum wait is over, a breaker with a probe
+                // still running, or whose finished probes fail, opens again
+                // on its next call (see `end_half_open`): it keeps that
+                // verdict for as long as the longest wait it would impose.
+                let probes = self.probes();
+                if probes.taken > probes.done
+                    || (probes.done > 0 && self.probe_verdict(probes).0 == Machine::Open)
+                {
+                    end = end.saturating_add(nanos(self.longest_open_wait()));
+                }
+                Eviction::From(self.at(end))
             }
+        }
+    }
+
+    /// The longest open wait this breaker's configuration can choose.
+    fn longest_open_wait(&self) -> Duration {
+        match self.cfg.backoff {
+            Some(backoff) => backoff.max_wait.max(self.cfg.open_wait),
+            None => self.cfg.open_wait,
         }
     }
 
@@ -1067,11 +1100,14 @@ impl Breaker {
 
 /// When a keyed map may evict a breaker.
 ///
-/// A closed breaker in normal mode holds nothing a later call relies on.
-/// An open one does until its open wait ends, and a half-open one until its
-/// half-open maximum wait ends: past those, a breaker that no call has
-/// reached since would start a fresh trial on its next call anyway. One an
-/// operator holds in a mode is kept.
+/// A closed breaker in normal mode holds nothing a later call relies on
+/// but its window's counts. An open one is kept until its open wait ends,
+/// and a half-open one until its maximum wait ends, or, if its probes
+/// would then open it again, until the longest open wait after that. Past
+/// those times no call has reached it since (a call would have moved it
+/// on); evicting it gives its key a fresh closed breaker, without its
+/// failures or backoff, which is why a keyed map evicts closed breakers
+/// first. One an operator holds in a mode is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Eviction {
     /// Closed in normal mode.

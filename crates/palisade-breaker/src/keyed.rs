@@ -4,23 +4,25 @@
 //! A key extractor `Fn(&Request) -> K` picks the breaker for each call.
 //! Breakers are created on first use, from the layer's configuration, and
 //! kept in a map of at most `max_keys` entries. When the map is full, a new
-//! key takes the place of a breaker that holds nothing a later call relies
-//! on:
+//! key takes the place of a breaker a later call does not rely on:
 //!
-//! - a closed breaker in normal mode;
-//! - an open breaker whose open wait has ended, or a half-open one whose
+//! - a closed breaker in normal mode, the least recently used of those the
+//!   search below examines (recency is tracked between insertions: a
+//!   breaker used since the last new key counts as just used);
+//! - if the search finds none closed, the least recently used of those
+//!   whose wait is over: an open breaker whose open wait has ended, or a
+//!   half-open one whose
 //!   [`half_open_max_wait`](crate::CircuitBreakerBuilder::half_open_max_wait)
-//!   has. No call has reached it since (a call would have moved it on),
-//!   and its next call would start a fresh trial anyway. So keys that fail
-//!   once and are never called again (client-chosen keys, say) cannot hold
-//!   the map for good.
+//!   has (plus the longest open wait, if its probes would open it again).
+//!   No call has reached it since, or it would have moved on. Its key, if
+//!   it comes back, starts with a fresh closed breaker, without the
+//!   failures and backoff of the old one; but keys that fail once and are
+//!   never called again (client-chosen keys, say) cannot hold the map for
+//!   good.
 //!
-//! Of those the search below examines, the least recently used goes
-//! (recency is tracked between insertions: a breaker used since the last
-//! new key counts as just used). An open or half-open breaker within its
-//! wait, and one an operator holds in a mode, are never evicted: when the
-//! search finds no breaker it may evict, the new key shares one overflow
-//! breaker.
+//! An open or half-open breaker within its wait, and one an operator holds
+//! in a mode, are never evicted: when the search finds no breaker it may
+//! evict, the new key shares one overflow breaker.
 //!
 //! The search for that breaker is bounded: it examines the next 16 tracked
 //! breakers from where the previous search stopped (all of them while at
@@ -42,10 +44,14 @@
 //! being inserted) and a hash of the key. Only a new key takes the write
 //! lock, to insert itself and evict another. Once searches have been round
 //! the whole map and found nothing to evict, new keys go straight to the
-//! overflow breaker, without the write lock, until a tracked breaker
-//! changes state or the earliest of their waits ends: an outage that opens
-//! every tracked breaker does not make each new key's call stop every
-//! other. Admission and recording on the breaker itself stay lock-free.
+//! overflow breaker, without the write lock, until the earliest of the
+//! tracked breakers' waits ends or a tracked breaker moves in a way that
+//! may end one sooner (to closed, out of an operator's mode, or from
+//! half-open back to open): an outage that opens every tracked breaker does
+//! not make each new key's call stop every other. In a map of more than
+//! 1,024 keys that takes several searches, each of up to 1,024 breakers,
+//! with none of those moves in between. Admission and recording on the
+//! breaker itself stay lock-free.
 //! Size `max_keys` to the number of dependencies rather than of clients:
 //! keys past it share the overflow breaker's verdict.
 //!
@@ -149,10 +155,11 @@ const VICTIM_SEARCH: usize = 16;
 const VICTIM_SEARCH_MAX: usize = 1024;
 
 impl<K: Hash + Eq + Clone> Table<K> {
-    /// Removes the least recently used breaker that may be evicted (see
-    /// [`Eviction`]) among the next [`VICTIM_SEARCH`] slots from the hand
-    /// (all of them in a smaller map), looking further, up to
-    /// [`VICTIM_SEARCH_MAX`], only while it has found none. The hand moves
+    /// Removes a breaker that may be evicted (see [`Eviction`]) among the
+    /// next [`VICTIM_SEARCH`] slots from the hand (all of them in a smaller
+    /// map), looking further, up to [`VICTIM_SEARCH_MAX`], only while it
+    /// has found none: the least recently used closed one, or if none is
+    /// closed, the least recently used whose wait is over. The hand moves
     /// past what was examined, so successive searches go round the whole
     /// map.
     ///
@@ -175,7 +182,9 @@ impl<K: Hash + Eq + Clone> Table<K> {
         let mut read = None;
         let mut now = || *read.get_or_insert_with(|| clock.now());
         let start = self.hand % len;
-        let mut best: Option<(u64, usize)> = None;
+        // Closed ones rank first (0), then those whose wait is over (1);
+        // within a rank, the least recently used.
+        let mut best: Option<(u8, u64, usize)> = None;
         let mut next: Option<Instant> = None;
         let mut examined = 0;
         while examined < len
@@ -193,11 +202,12 @@ impl<K: Hash + Eq + Clone> Table<K> {
                 }
                 continue;
             }
-            let candidate = (entry.last_used.load(Ordering::Relaxed), slot);
+            let rank = u8::from(eviction != Eviction::Now);
+            let candidate = (rank, entry.last_used.load(Ordering::Relaxed), slot);
             best = Some(best.map_or(candidate, |best| best.min(candidate)));
         }
         self.hand = (start + examined) % len;
-        let Some((_, victim)) = best else {
+        let Some((_, _, victim)) = best else {
             let barren = &mut self.barren;
             barren.examined = barren.examined.saturating_add(examined);
             barren.next = earliest(barren.next, next);
@@ -332,6 +342,10 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
         if let Some(entry) = table.map.get(key) {
             entry.touch(tick);
             return entry.breaker.clone();
+        }
+        if table.map.len() >= self.max_keys && self.known_full() {
+            // Marked while this call waited for the lock.
+            return self.overflow.clone();
         }
         if table.map.len() >= self.max_keys {
             // Read before the search reads any breaker's state, so that a
@@ -617,33 +631,35 @@ mod tests {
         }
         assert_eq!(breakers.searches.load(Relaxed), 1);
 
-        // A transition of a tracked breaker ends what the search learned.
+        // An operator holding a breaker open only puts its eviction later:
+        // what the search learned still holds.
         handle.get(&3).unwrap().force_open();
         call(&svc, 200).await.unwrap();
-        assert_eq!(breakers.searches.load(Relaxed), 2);
         call(&svc, 202).await.unwrap();
-        assert_eq!(breakers.searches.load(Relaxed), 2);
+        assert_eq!(breakers.searches.load(Relaxed), 1);
+        // Releasing it may let a new key in: the next new key searches.
         handle.get(&3).unwrap().reset();
         call(&svc, 205).await.unwrap_err();
-        assert_eq!(breakers.searches.load(Relaxed), 3);
+        assert_eq!(breakers.searches.load(Relaxed), 2);
         assert!(
             handle.get(&205).is_some(),
             "took the place of the reset key"
         );
         assert!(handle.get(&3).is_none());
 
-        // So does the end of the earliest open wait (205's opening was a
-        // transition too, so the next new key searches once more).
+        // 205 opened: the next new key searches again (the mark was made
+        // before the reset) and marks the map full until the earliest open
+        // wait ends.
         call(&svc, 206).await.unwrap();
         call(&svc, 208).await.unwrap();
-        assert_eq!(breakers.searches.load(Relaxed), 4);
+        assert_eq!(breakers.searches.load(Relaxed), 3);
         clock.advance(Duration::from_secs(9));
         call(&svc, 210).await.unwrap();
-        assert_eq!(breakers.searches.load(Relaxed), 4);
+        assert_eq!(breakers.searches.load(Relaxed), 3);
         assert!(handle.get(&210).is_none());
         clock.advance(Duration::from_secs(1));
         call(&svc, 212).await.unwrap();
-        assert_eq!(breakers.searches.load(Relaxed), 5);
+        assert_eq!(breakers.searches.load(Relaxed), 4);
         assert!(handle.get(&212).is_some());
         assert_eq!(handle.len(), 4);
     }

@@ -171,7 +171,7 @@
 //!
 //! [`KeyedCircuitBreakerLayer`] keeps one breaker per key (per upstream
 //! host, say), bounded in number, never evicting a breaker within its open
-//! or half-open wait.
+//! or half-open wait or one an operator holds in a mode.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

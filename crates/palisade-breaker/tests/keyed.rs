@@ -138,25 +138,85 @@ async fn keys_that_failed_and_were_never_called_again_give_their_places_back() {
         "an open wait that ended freed a place"
     );
     assert_eq!(handle.len(), 2);
+    // A closed breaker goes before one whose wait is over.
     hit(&svc, 4, false).await.unwrap();
-    assert_eq!(sorted(handle.keys()), vec![3, 4]);
+    assert_eq!(sorted(handle.keys()), vec![2, 4]);
 }
 
 #[tokio::test]
-async fn an_open_breaker_whose_wait_ended_goes_before_a_more_recently_used_closed_one() {
+async fn a_closed_breaker_goes_before_an_open_one_whose_wait_ended() {
+    // Evicting an open breaker loses its failures and backoff; evicting a
+    // closed one loses only its window's counts.
     let clock = ManualClock::new();
     let layer = layer(2, &clock);
     let svc = layer.layer(inner());
     let handle = layer.handle();
     hit(&svc, 1, true).await.unwrap_err();
     hit(&svc, 2, false).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    // Key 1 is the least recently used and its wait is over, but key 2 is
+    // closed.
     hit(&svc, 3, false).await.unwrap();
-    // Within key 1's open wait, key 2 (closed) went; after it, key 1 is
-    // the least recently used and goes before key 3.
     assert_eq!(sorted(handle.keys()), vec![1, 3]);
+    assert_eq!(handle.get(&1).unwrap().state(), CircuitState::Open);
+}
+
+#[tokio::test]
+async fn a_half_open_breaker_whose_probe_failed_is_kept_for_the_open_wait_it_would_impose() {
+    // At the end of its maximum wait, a half-open breaker whose finished
+    // probes fail would open again on its next call: evicting it then
+    // would hand its key a closed breaker instead.
+    let clock = ManualClock::new();
+    let layer = CircuitBreakerLayer::builder()
+        .clock(clock.clock())
+        .count_window(1)
+        .minimum_calls(1)
+        .open_wait(Duration::from_secs(10))
+        .half_open_probes(2)
+        .half_open_max_wait(Duration::from_secs(30))
+        .build_keyed(1, (|r: &Req| r.host) as fn(&Req) -> u32)
+        .unwrap();
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    hit(&svc, 1, true).await.unwrap_err();
     clock.advance(Duration::from_secs(10));
-    hit(&svc, 4, false).await.unwrap();
-    assert_eq!(sorted(handle.keys()), vec![3, 4]);
+    hit(&svc, 1, true).await.unwrap_err();
+    assert_eq!(handle.get(&1).unwrap().state(), CircuitState::HalfOpen);
+    clock.advance(Duration::from_secs(30));
+    hit(&svc, 2, false).await.unwrap();
+    assert!(
+        handle.get(&2).is_none(),
+        "its probe failed: it would reopen"
+    );
+    clock.advance(Duration::from_millis(9_999));
+    hit(&svc, 2, false).await.unwrap();
+    assert!(handle.get(&2).is_none());
+    clock.advance(Duration::from_millis(1));
+    hit(&svc, 2, false).await.unwrap();
+    assert!(handle.get(&2).is_some());
+}
+
+#[tokio::test]
+async fn a_large_map_known_to_be_full_opens_up_at_the_earliest_wait_of_any_search() {
+    // 2,048 keys: the first 1,024 open at 0 s, the rest at 5 s. Two
+    // searches of 1,024 examine them, the first only early ones, the
+    // second only late ones; the map is known full until the earliest
+    // wait of both ends (10 s), not that of the last search (15 s).
+    let clock = ManualClock::new();
+    let layer = layer(2_048, &clock);
+    let svc = layer.layer(inner());
+    let handle = layer.handle();
+    track(&svc, 0..1_024, |_| true).await;
+    clock.advance(Duration::from_secs(5));
+    track(&svc, 1_024..2_048, |_| true).await;
+    for host in 10_000..10_010 {
+        hit(&svc, host, false).await.unwrap();
+        assert!(handle.get(&host).is_none());
+    }
+    clock.advance(Duration::from_secs(5));
+    hit(&svc, 20_000, false).await.unwrap();
+    assert!(handle.get(&20_000).is_some(), "an early key's wait is over");
+    assert_eq!(handle.len(), 2_048);
 }
 
 fn sorted(mut keys: Vec<u32>) -> Vec<u32> {
