@@ -172,3 +172,57 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Behind a trusted proxy that appends the address it saw, whatever a
+    /// client sent before it (any bytes, stray quotes and backslashes, its
+    /// own addresses) cannot change the key: the proxy's entry, read from
+    /// the right, is the client.
+    #[test]
+    fn a_client_cannot_spoof_its_address_behind_a_trusted_proxy(
+        sent in prop::collection::vec(header_bytes(), 0..3),
+        host in "[ -~]{0,24}",
+        forwarded in any::<bool>(),
+        own_line in any::<bool>(),
+        with_host in any::<bool>(),
+    ) {
+        let header = if forwarded { ForwardedHeader::Forwarded } else { ForwardedHeader::XForwardedFor };
+        let client = ClientIp::new()
+            .trust("10.0.0.0/8".parse().unwrap())
+            .header(header);
+        let seen: IpAddr = "203.0.113.7".parse().unwrap();
+        // The proxy's own entry; in `Forwarded`, it may carry client text
+        // (the Host it was sent) in a quoted string, escaped.
+        let entry = if forwarded {
+            let mut entry = format!("for={seen}");
+            if with_host {
+                let escaped = host.replace('\\', "\\\\").replace('"', "\\\"");
+                entry.push_str(&format!(";host=\"{escaped}\""));
+            }
+            entry
+        } else {
+            seen.to_string()
+        };
+        let mut lines: Vec<Vec<u8>> = sent
+            .into_iter()
+            .filter(|line| HeaderValue::from_bytes(line).is_ok())
+            .collect();
+        // The proxy adds its entry on a line of its own, or after a comma
+        // on the last line the client sent.
+        match lines.last_mut() {
+            Some(last) if !own_line && !last.is_empty() => {
+                last.extend_from_slice(b", ");
+                last.extend_from_slice(entry.as_bytes());
+            }
+            _ => lines.push(entry.into_bytes()),
+        }
+        let mut headers = HeaderMap::new();
+        for line in &lines {
+            headers.append(header.name(), HeaderValue::from_bytes(line).unwrap());
+        }
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        prop_assert_eq!(client.client_addr(peer, &headers), seen, "{:?}", lines);
+    }
+}
