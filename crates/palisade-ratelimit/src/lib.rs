@@ -14,7 +14,11 @@
 //!   IPv6 clients by prefix (/64 by default). A request without a key is
 //!   charged to a shared bucket, rejected, or allowed ([`OnMissingKey`]).
 //! - **Bounded memory.** Keys live in a fixed, lock-free table allocated
-//!   when the layer is built (40 bytes per key of capacity). Keys whose
+//!   when the layer is built (40 bytes per key of capacity). Lock-free
+//!   where the CPU has a 128-bit compare-and-swap (x86-64 with
+//!   `cmpxchg16b`, checked at run time, and AArch64); elsewhere
+//!   `portable-atomic` guards each slot with a lock from a small global
+//!   set, which stays correct but serialises colliding updates. Keys whose
 //!   bucket is full again are evicted as new keys arrive; at the cap, new
 //!   keys share one overflow bucket. See [Memory](#memory).
 //! - **Cheap decisions.** An admission reads the clock once and does one

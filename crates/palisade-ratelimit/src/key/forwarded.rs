@@ -12,8 +12,8 @@
 //! therefore separators only outside quoted strings. Elements are found
 //! from the right, quotes included, so that bytes a client wrote left of
 //! the proxies' elements cannot change how those are split; an element
-//! whose quotes do not balance, or that has more than one `for`
-//! parameter, is unusable, which ends the walk. `X-Forwarded-For` has no
+//! whose quotes do not balance, that has no `for` parameter or more than
+//! one, is unusable, which ends the walk. `X-Forwarded-For` has no
 //! quoting and is split at every comma.
 //!
 //! Nothing here panics or allocates, whatever the bytes.

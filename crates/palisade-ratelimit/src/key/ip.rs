@@ -217,9 +217,9 @@ impl<B> ExtractKey<http::Request<B>> for PeerIp {
 /// `host="…"`) cannot pass for a `for`. Elements and their quotes are read
 /// from the right, so what a client wrote left of the proxies' elements
 /// (a stray quote, say) cannot change how those split. An element whose
-/// quotes do not balance, or with two `for` parameters, ends the walk. A
-/// proxy that
-/// writes such a value unquoted makes a header that no reader can split
+/// quotes do not balance, without a `for` parameter (`proto=https` alone,
+/// say) or with two, ends the walk. A proxy that writes such a value
+/// unquoted makes a header that no reader can split
 /// safely: trust it with `X-Forwarded-For` instead, or have it quote or
 /// drop the value.
 ///

@@ -30,7 +30,11 @@ pub enum Mode {
     /// admitted, it waits for its service to be ready, then calls it.
     /// Waiting uses tokio's timer: the service must be called inside a
     /// tokio runtime with the timer enabled (as every axum and tonic
-    /// server is).
+    /// server is). The bucket reads the layer's [clock](RateLimitBuilder::clock)
+    /// and the wait runs on tokio's, so with a
+    /// [`ManualClock`](palisade_core::ManualClock) that the test does not
+    /// advance, a waiting request is checked again after each wait, still
+    /// limited, and rejected once `max_delay` of tokio time has passed.
     Wait {
         /// The longest a request waits.
         max_delay: Duration,
