@@ -43,8 +43,10 @@
 //! any other error as tonic would map it without the layer
 //! ([`client_grpc_status`]): a connection refused stays `UNAVAILABLE`, with
 //! its text, where the server flavour would answer `UNKNOWN` and hide the
-//! text from a remote client. To map a `BoxError` yourself, use
-//! [`client_grpc_status`].
+//! text from a remote client. A status with code `OK` in an error becomes
+//! `UNKNOWN` here too (with its message): tonic keeps it as it is, and its
+//! client would then read the failed call as a success. To map a
+//! `BoxError` yourself, use [`client_grpc_status`].
 //!
 //! # Example
 //!
@@ -162,7 +164,19 @@ pub fn client_grpc_status(err: BoxError) -> Status {
     if palisade_core::find_rejection(&*err).is_some() {
         to_grpc_status(&*err)
     } else {
-        Status::from_error(err)
+        tonic_status(err)
+    }
+}
+
+/// [`Status::from_error`], except that a failed call is never `OK`: a
+/// status with code `OK` in the error (which tonic keeps as it is) becomes
+/// `UNKNOWN`, with its message, since a client reads `OK` as a success.
+fn tonic_status(err: BoxError) -> Status {
+    let status = Status::from_error(err);
+    if status.code() == Code::Ok {
+        Status::new(Code::Unknown, status.message().to_owned())
+    } else {
+        status
     }
 }
 
@@ -183,7 +197,7 @@ pub(crate) fn grpc_response<B: Default>(err: BoxError, flavour: Flavour) -> http
         // As `client_grpc_status`. The caller gets the error's text in the
         // status: a debug line is enough here.
         tracing::debug!(error = %err, "client error passed on as a gRPC status");
-        Status::from_error(err)
+        tonic_status(err)
     } else {
         let status = status_for(&problem, &*err);
         log_mapped(&problem, &*err, &format_args!("{:?}", status.code()));

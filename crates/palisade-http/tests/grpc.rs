@@ -119,6 +119,22 @@ fn an_ok_status_in_the_chain_of_an_error_is_unknown() {
 async fn the_layer_never_answers_a_failed_call_with_status_ok() {
     let res = answer_to(ErrorToStatusLayer::new(), || Status::ok("").into()).await;
     assert_eq!(res.headers()["grpc-status"], "2");
+    // Nor does the client flavour: tonic's client would read `OK` as a
+    // success (an empty stream, or a missing message).
+    let res = answer_to(ErrorToStatusLayer::client(), || Status::ok("").into()).await;
+    assert_eq!(res.headers()["grpc-status"], "2");
+    let res = answer_to(ErrorToStatusLayer::client(), || {
+        Wrapped(Box::new(Status::ok("middleware said fine"))).into()
+    })
+    .await;
+    assert_eq!(res.headers()["grpc-status"], "2");
+}
+
+#[test]
+fn the_client_status_of_a_failed_call_is_never_ok() {
+    let status = client_grpc_status(Status::ok("fine").into());
+    assert_eq!(status.code(), Code::Unknown);
+    assert_eq!(status.message(), "fine");
 }
 
 #[test]
