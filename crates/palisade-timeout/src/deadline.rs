@@ -370,7 +370,13 @@ impl HttpDeadline {
     /// [`Elapsed`](palisade_core::Elapsed) says so, and circuit breakers
     /// ignore it by default, so a client that asks for deadlines nothing
     /// can meet gets its own 504s (or `DEADLINE_EXCEEDED`) without opening
-    /// the circuit for everyone.
+    /// the circuit for everyone. The other side of that: when every client
+    /// asks for a little less than the policy's timeout, a dependency that
+    /// hangs times out only on callers' deadlines, and the breaker never
+    /// counts those. If the breaker must see a hanging dependency whatever
+    /// clients ask, turn this off (the policy's own timeout then always
+    /// applies), or give the breaker a classifier that counts every
+    /// `Elapsed` as a failure.
     #[must_use]
     pub const fn read_grpc_timeout(mut self, enabled: bool) -> Self {
         self.grpc_timeout = enabled;
