@@ -53,6 +53,7 @@ pub fn error(kind: &str) -> Option<BoxError> {
         "half_open" => CircuitOpen::new(policy(), None, CircuitState::HalfOpen).into(),
         "overloaded" => Overloaded::new(policy(), 8, OverloadKind::QueueFull).into(),
         "elapsed" => Elapsed::new(policy(), Duration::from_millis(250)).into(),
+        "caller_deadline" => Elapsed::caller_deadline(policy(), Duration::from_millis(5)).into(),
         "panicked" => Panicked::new(policy(), SECRET).into(),
         "other" => std::io::Error::other(SECRET).into(),
         "wrapped_rate_limited" => Wrapped(Box::new(Wrapped(
@@ -76,6 +77,7 @@ pub const TABLE: &[(&str, u16, Option<&str>, i32, Option<&str>)] = &[
     ("half_open", 503, None, 14, Some("half_open_full")),
     ("overloaded", 503, None, 14, Some("queue_full")),
     ("elapsed", 504, None, 4, Some("timed_out")),
+    ("caller_deadline", 504, None, 4, Some("timed_out")),
     ("panicked", 500, None, 13, Some("panicked")),
     ("other", 500, None, 2, None),
     (
