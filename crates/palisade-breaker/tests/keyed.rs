@@ -14,17 +14,44 @@ struct Req {
     fail: bool,
 }
 
-fn layer(
-    max_keys: usize,
-    clock: &ManualClock,
-) -> palisade_breaker::KeyedCircuitBreakerLayer<u32, fn(&Req) -> u32> {
+/// One failure opens a key's breaker, for 10 s.
+fn builder(clock: &ManualClock) -> palisade_breaker::CircuitBreakerBuilder {
     CircuitBreakerLayer::builder()
         .clock(clock.clock())
         .count_window(1)
         .minimum_calls(1)
         .open_wait(Duration::from_secs(10))
+}
+
+type Keyed = palisade_breaker::KeyedCircuitBreakerLayer<u32, fn(&Req) -> u32>;
+
+fn keyed(builder: palisade_breaker::CircuitBreakerBuilder, max_keys: usize) -> Keyed {
+    builder
         .build_keyed(max_keys, (|r: &Req| r.host) as fn(&Req) -> u32)
         .unwrap()
+}
+
+fn layer(max_keys: usize, clock: &ManualClock) -> Keyed {
+    keyed(builder(clock), max_keys)
+}
+
+/// The service and handle of `layer` around [`inner`].
+fn mount(
+    layer: Keyed,
+) -> (
+    impl tower::Service<Req, Response = (), Error = BoxError, Future = impl Send> + Clone,
+    palisade_breaker::keyed::KeyedCircuitBreakerHandle<u32>,
+) {
+    (layer.layer(inner()), layer.handle())
+}
+
+/// As [`layer`], with `probes` half-open probes and a half-open maximum
+/// wait of 30 s.
+fn half_open_layer(max_keys: usize, clock: &ManualClock, probes: u32) -> Keyed {
+    let builder = builder(clock)
+        .half_open_probes(probes)
+        .half_open_max_wait(Duration::from_secs(30));
+    keyed(builder, max_keys)
 }
 
 async fn hit<S>(svc: &S, host: u32, fail: bool) -> Result<(), BoxError>
@@ -93,9 +120,7 @@ async fn the_least_recently_used_closed_breaker_makes_room() {
 #[tokio::test]
 async fn an_open_breaker_is_not_evicted_within_its_open_wait() {
     let clock = ManualClock::new();
-    let layer = layer(2, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2, &clock));
     hit(&svc, 1, true).await.unwrap_err();
     hit(&svc, 2, false).await.unwrap();
     // Key 1 (open) is older, but key 2 (closed) is the one evicted.
@@ -122,9 +147,7 @@ async fn keys_that_failed_and_were_never_called_again_give_their_places_back() {
     // Keys a client chooses can fail once each and never come back: their
     // open breakers must not hold the map for good.
     let clock = ManualClock::new();
-    let layer = layer(2, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2, &clock));
     hit(&svc, 1, true).await.unwrap_err();
     hit(&svc, 2, true).await.unwrap_err();
     clock.advance(Duration::from_millis(9_999));
@@ -148,9 +171,7 @@ async fn a_closed_breaker_goes_before_an_open_one_whose_wait_ended() {
     // Evicting an open breaker loses its failures and backoff; evicting a
     // closed one loses only its window's counts.
     let clock = ManualClock::new();
-    let layer = layer(2, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2, &clock));
     hit(&svc, 1, true).await.unwrap_err();
     hit(&svc, 2, false).await.unwrap();
     clock.advance(Duration::from_secs(60));
@@ -162,50 +183,13 @@ async fn a_closed_breaker_goes_before_an_open_one_whose_wait_ended() {
 }
 
 #[tokio::test]
-async fn a_half_open_breaker_whose_probe_failed_is_kept_for_the_open_wait_it_would_impose() {
-    // At the end of its maximum wait, a half-open breaker whose finished
-    // probes fail would open again on its next call: evicting it then
-    // would hand its key a closed breaker instead.
-    let clock = ManualClock::new();
-    let layer = CircuitBreakerLayer::builder()
-        .clock(clock.clock())
-        .count_window(1)
-        .minimum_calls(1)
-        .open_wait(Duration::from_secs(10))
-        .half_open_probes(2)
-        .half_open_max_wait(Duration::from_secs(30))
-        .build_keyed(1, (|r: &Req| r.host) as fn(&Req) -> u32)
-        .unwrap();
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
-    hit(&svc, 1, true).await.unwrap_err();
-    clock.advance(Duration::from_secs(10));
-    hit(&svc, 1, true).await.unwrap_err();
-    assert_eq!(handle.get(&1).unwrap().state(), CircuitState::HalfOpen);
-    clock.advance(Duration::from_secs(30));
-    hit(&svc, 2, false).await.unwrap();
-    assert!(
-        handle.get(&2).is_none(),
-        "its probe failed: it would reopen"
-    );
-    clock.advance(Duration::from_millis(9_999));
-    hit(&svc, 2, false).await.unwrap();
-    assert!(handle.get(&2).is_none());
-    clock.advance(Duration::from_millis(1));
-    hit(&svc, 2, false).await.unwrap();
-    assert!(handle.get(&2).is_some());
-}
-
-#[tokio::test]
 async fn a_large_map_known_to_be_full_opens_up_at_the_earliest_wait_of_any_search() {
     // 2,048 keys: the first 1,024 open at 0 s, the rest at 5 s. Two
     // searches of 1,024 examine them, the first only early ones, the
     // second only late ones; the map is known full until the earliest
     // wait of both ends (10 s), not that of the last search (15 s).
     let clock = ManualClock::new();
-    let layer = layer(2_048, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2_048, &clock));
     track(&svc, 0..1_024, |_| true).await;
     clock.advance(Duration::from_secs(5));
     track(&svc, 1_024..2_048, |_| true).await;
@@ -225,39 +209,43 @@ fn sorted(mut keys: Vec<u32>) -> Vec<u32> {
 }
 
 #[tokio::test]
-async fn a_half_open_breaker_left_without_calls_gives_its_place_back_after_its_maximum_wait() {
-    let clock = ManualClock::new();
-    let layer = CircuitBreakerLayer::builder()
-        .clock(clock.clock())
-        .count_window(1)
-        .minimum_calls(1)
-        .open_wait(Duration::from_secs(10))
-        .half_open_probes(2)
-        .half_open_max_wait(Duration::from_secs(30))
-        .build_keyed(1, (|r: &Req| r.host) as fn(&Req) -> u32)
-        .unwrap();
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
-    hit(&svc, 1, true).await.unwrap_err();
-    clock.advance(Duration::from_secs(10));
-    // One probe of two succeeds, and key 1 is never called again.
-    hit(&svc, 1, false).await.unwrap();
-    assert_eq!(handle.get(&1).unwrap().state(), CircuitState::HalfOpen);
-    clock.advance(Duration::from_millis(29_999));
-    hit(&svc, 2, false).await.unwrap();
-    assert!(handle.get(&2).is_none(), "the half-open wait still runs");
-    clock.advance(Duration::from_millis(1));
-    hit(&svc, 2, false).await.unwrap();
-    assert!(handle.get(&2).is_some());
-    assert!(handle.get(&1).is_none());
+async fn a_half_open_breaker_left_without_calls_gives_its_place_back_after_its_waits() {
+    // Key 1 opens, and after its open wait one probe of two runs; then no
+    // call comes. If the probe succeeded, its place is free once the
+    // half-open maximum wait (30 s) is over. If it failed, the breaker
+    // would open again on its next call, so it is kept for the open wait
+    // (10 s) that would impose on top: evicting it earlier would hand its
+    // key a closed breaker.
+    for (probe_fails, kept_for) in [
+        (false, Duration::from_secs(30)),
+        (true, Duration::from_secs(40)),
+    ] {
+        let clock = ManualClock::new();
+        let (svc, handle) = mount(half_open_layer(1, &clock, 2));
+        hit(&svc, 1, true).await.unwrap_err();
+        clock.advance(Duration::from_secs(10));
+        let _ = hit(&svc, 1, probe_fails).await;
+        assert_eq!(handle.get(&1).unwrap().state(), CircuitState::HalfOpen);
+        clock.advance(kept_for - Duration::from_millis(1));
+        hit(&svc, 2, false).await.unwrap();
+        assert!(
+            handle.get(&2).is_none(),
+            "kept (probe fails: {probe_fails})"
+        );
+        clock.advance(Duration::from_millis(1));
+        hit(&svc, 2, false).await.unwrap();
+        assert!(
+            handle.get(&2).is_some(),
+            "freed (probe fails: {probe_fails})"
+        );
+        assert!(handle.get(&1).is_none());
+    }
 }
 
 #[tokio::test]
 async fn a_breaker_an_operator_holds_is_never_evicted() {
     let clock = ManualClock::new();
-    let layer = layer(2, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2, &clock));
     hit(&svc, 1, false).await.unwrap();
     hit(&svc, 2, false).await.unwrap();
     handle.get(&1).unwrap().force_open();
@@ -278,9 +266,7 @@ async fn a_large_full_map_makes_room_past_a_run_of_open_breakers() {
     // must each find a closed breaker to replace, even when the search
     // starts in the run of open ones, and never evict an open one.
     let clock = ManualClock::new();
-    let layer = layer(300, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(300, &clock));
     track(&svc, 0..300, |host| host < 150).await;
     assert_eq!(handle.len(), 300);
     for host in 1_000..1_400 {
@@ -300,9 +286,7 @@ async fn new_keys_past_a_map_of_open_breakers_share_the_overflow_breaker() {
     // 2,000 keys, every one open: more than one search examines. New keys
     // fall back to the overflow breaker, and nothing tracked is evicted.
     let clock = ManualClock::new();
-    let layer = layer(2_000, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2_000, &clock));
     track(&svc, 0..2_000, |_| true).await;
     for host in 10_000..10_100 {
         hit(&svc, host, false).await.unwrap();
@@ -323,9 +307,7 @@ async fn a_search_goes_round_a_large_map_to_the_one_breaker_it_may_evict() {
     // 2,000 keys an operator holds open. Once one is released, a new key
     // finds it, wherever it is: the searches go round the whole map.
     let clock = ManualClock::new();
-    let layer = layer(2_000, &clock);
-    let svc = layer.layer(inner());
-    let handle = layer.handle();
+    let (svc, handle) = mount(layer(2_000, &clock));
     track(&svc, 0..2_000, |_| false).await;
     for host in 0..2_000 {
         handle.get(&host).unwrap().force_open();
@@ -399,17 +381,7 @@ proptest::proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let clock = ManualClock::new();
-        let layer = CircuitBreakerLayer::builder()
-            .clock(clock.clock())
-            .count_window(1)
-            .minimum_calls(1)
-            .open_wait(Duration::from_secs(10))
-            .half_open_probes(1)
-            .half_open_max_wait(Duration::from_secs(30))
-            .build_keyed(max_keys, (|r: &Req| r.host) as fn(&Req) -> u32)
-            .unwrap();
-        let svc = layer.layer(inner());
-        let handle = layer.handle();
+        let (svc, handle) = mount(half_open_layer(max_keys, &clock, 1));
         // When each half-open key's period began, on the test's clock.
         let mut half_open_since = std::collections::HashMap::new();
         let mut elapsed = Duration::ZERO;

@@ -500,15 +500,23 @@ async fn a_header_can_be_the_key() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn draft_headers_on_admitted_responses() {
-    let layer = RateLimitLayer::builder()
-        .name("api")
+/// 100 requests a minute under `name`, with draft headers.
+fn draft(
+    name: &str,
+) -> impl Service<Request<()>, Response = Response<()>, Error = BoxError, Future = impl Send> + Clone
+{
+    RateLimitLayer::builder()
+        .name(name)
         .quota(100, Duration::from_secs(60))
         .headers(HeaderStyle::Draft)
         .build()
-        .unwrap();
-    let svc = layer.layer(echo());
+        .unwrap()
+        .layer(echo())
+}
+
+#[tokio::test(start_paused = true)]
+async fn draft_headers_on_admitted_responses() {
+    let svc = draft("api");
     let response = send(&svc, Request::new(())).await.unwrap();
     assert_eq!(response.headers()["ratelimit-policy"], "\"api\";q=100;w=60");
     // One request spent: 99 left, full again in 0.6 s, rounded up.
@@ -526,13 +534,7 @@ async fn draft_headers_on_admitted_responses() {
 #[tokio::test(start_paused = true)]
 async fn draft_headers_are_whole_for_the_longest_policy_names() {
     for name in ["a".repeat(64), "\"".repeat(64), "\\".repeat(64)] {
-        let layer = RateLimitLayer::builder()
-            .name(name.clone())
-            .quota(100, Duration::from_secs(60))
-            .headers(HeaderStyle::Draft)
-            .build()
-            .unwrap();
-        let svc = layer.layer(echo());
+        let svc = draft(&name);
         let response = send(&svc, Request::new(())).await.unwrap();
         let item = format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""));
         assert_eq!(
