@@ -151,9 +151,9 @@ pub(crate) struct Config {
     pub(crate) probes: u32,
     pub(crate) half_open_max_wait: Duration,
     pub(crate) cancelled_as_failure: bool,
-    /// Counts this breaker's transitions for the keyed map it belongs to,
-    /// which learns from it that a search for a breaker to evict may now
-    /// find one.
+    /// Counts, for the keyed map this breaker belongs to, the transitions
+    /// that may let it be evicted sooner (see `apply`): after one, a
+    /// search for a breaker to evict may find one where it found none.
     pub(crate) changes: Option<Arc<AtomicU64>>,
 }
 

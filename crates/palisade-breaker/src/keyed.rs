@@ -118,15 +118,16 @@ struct Table<K> {
     slots: Vec<K>,
     /// Where the next search for a victim starts.
     hand: usize,
-    /// The searches that found nothing to evict since the last change.
+    /// The searches that found nothing to evict since the last move that
+    /// may have freed a place.
     barren: Barren,
 }
 
 /// A run of searches that found no breaker to evict, with no tracked
-/// breaker changing state in between.
+/// breaker making a move that may let it be evicted sooner in between.
 #[derive(Default)]
 struct Barren {
-    /// The map's count of transitions when the run began.
+    /// The map's count of those moves when the run began.
     changes: u64,
     /// How many slots the run examined.
     examined: usize,
@@ -142,8 +143,9 @@ enum Search {
     Evicted,
     /// None in the slots it examined.
     NoneHere,
-    /// None in the whole map since the last transition: none may be evicted
-    /// before the time given (never, without a transition, if `None`).
+    /// None in the whole map since the last move that may have freed a
+    /// place: none may be evicted before the time given (never, without
+    /// such a move, if `None`).
     NoneAnywhere(Option<Instant>),
 }
 
@@ -163,10 +165,10 @@ impl<K: Hash + Eq + Clone> Table<K> {
     /// past what was examined, so successive searches go round the whole
     /// map.
     ///
-    /// `changes` is the map's count of transitions, read before the
-    /// search: searches that find nothing add up to
-    /// [`Search::NoneAnywhere`] once they have examined every slot with no
-    /// transition in between.
+    /// `changes` is the map's count of moves that may free a place (see
+    /// `Breaker::apply`), read before the search: searches that find
+    /// nothing add up to [`Search::NoneAnywhere`] once they have examined
+    /// every slot with none of those moves in between.
     fn evict_one(&mut self, clock: &Clock, changes: u64) -> Search {
         let len = self.slots.len();
         if len == 0 {
@@ -257,12 +259,14 @@ struct Breakers<K> {
     overflow: SharedState<Breaker>,
     uses: CachePadded<AtomicU64>,
     created: AtomicU64,
-    /// Transitions of the tracked breakers, counted by each of them.
+    /// Moves of the tracked breakers that may let one be evicted sooner
+    /// (to closed, out of an operator's mode, half-open back to open),
+    /// counted by each of them.
     changes: Arc<AtomicU64>,
-    /// One more than the count of transitions at which searches found no
+    /// One more than the count of those moves at which searches found no
     /// breaker to evict anywhere in the full map; zero if they have not.
     full: AtomicU64,
-    /// Until when that holds without a transition, in nanoseconds since
+    /// Until when that holds without such a move, in nanoseconds since
     /// `origin`.
     full_until: AtomicU64,
     origin: Instant,
@@ -349,7 +353,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
         }
         if table.map.len() >= self.max_keys {
             // Read before the search reads any breaker's state, so that a
-            // transition the search misses leaves a stale mark.
+            // move the search misses leaves a stale mark.
             let changes = self.changes.load(Ordering::Acquire);
             #[cfg(test)]
             self.searches
