@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use palisade_core::classify::{Classify, RecordOutcome};
 use palisade_core::shared::{Counted, SharedState, Sharing};
@@ -86,30 +86,28 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
         }
     }
 
-    pub(crate) fn waiting(
-        service: S,
-        request: Req,
-        node: NodeArc<WaitNode>,
-        core: SharedState<Core, M>,
-        classify: C,
-    ) -> Self {
+    /// A request waiting in the queue. `ticket` owns its place from the
+    /// moment it was queued, so that a panic while the rest is made (a
+    /// service whose clone panics, a runtime without a timer) gives the
+    /// place back.
+    pub(crate) fn waiting(service: S, request: Req, ticket: Ticket<M>, classify: C) -> Self {
+        let max_wait = ticket
+            .core
+            .as_ref()
+            .map_or(Duration::ZERO, |core| core.max_wait);
         // Never past the deadline of an enclosing timeout: a request still
         // queued then is turned away as overloaded (which a breaker does
         // not count as a failure of the service) instead of timing out in
         // the queue. Ready at the same instant, this inner wait wins, as
         // the timeout polls its inner future first.
-        let wait = palisade_core::deadline::remaining()
-            .map_or(core.max_wait, |left| left.min(core.max_wait));
+        let wait = palisade_core::deadline::remaining().map_or(max_wait, |left| left.min(max_wait));
         let sleep = tokio::time::sleep(wait);
         Self {
             state: State::Waiting {
                 wait: Box::pin(Wait {
                     service: Some(service),
                     request: Some(request),
-                    ticket: Ticket {
-                        node,
-                        core: Some(core),
-                    },
+                    ticket,
                     permit: None,
                     sleep,
                 }),
@@ -236,13 +234,21 @@ where
 /// A place in the wait queue. Dropped while still queued, it leaves the
 /// queue; if a slot was handed to it in the meantime, it gives the slot
 /// back.
-struct Ticket<M: Sharing> {
+pub(crate) struct Ticket<M: Sharing> {
     node: NodeArc<WaitNode>,
     /// `None` once the ticket has been turned into a permit or a rejection.
     core: Option<SharedState<Core, M>>,
 }
 
 impl<M: Sharing> Ticket<M> {
+    /// Owns the place `node` holds in `core`'s queue.
+    pub(crate) fn new(node: NodeArc<WaitNode>, core: SharedState<Core, M>) -> Self {
+        Self {
+            node,
+            core: Some(core),
+        }
+    }
+
     /// Leaves the queue at the end of the wait. Returns `true` if a slot
     /// was handed over first: the request is admitted after all.
     fn leave(&mut self) -> bool {

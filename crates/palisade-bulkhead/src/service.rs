@@ -5,7 +5,7 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, InFlightChange, OverloadKind};
 use tower_service::Service;
 
-use crate::future::{OutcomeRecorder, ResponseFuture};
+use crate::future::{OutcomeRecorder, ResponseFuture, Ticket};
 use crate::layer::{Core, Permit};
 use crate::limiter::{Admission, Report};
 
@@ -97,16 +97,12 @@ where
         match core.limiter.acquire_or_enqueue(&core.events()) {
             Admission::Acquired(in_flight) => self.run(request, in_flight),
             Admission::Queued(node) => {
-                // The wait takes a clone and makes it ready once it has
-                // its slot: the ready service stays here, with whatever
-                // capacity its readiness holds, for the next call.
-                ResponseFuture::waiting(
-                    self.inner.clone(),
-                    request,
-                    node,
-                    self.core.clone(),
-                    self.classify.clone(),
-                )
+                // The ticket owns the place before anything that may
+                // panic. The wait takes a clone and makes it ready once it
+                // has its slot: the ready service stays here, with
+                // whatever capacity its readiness holds, for the next call.
+                let ticket = Ticket::new(node, self.core.clone());
+                ResponseFuture::waiting(self.inner.clone(), request, ticket, self.classify.clone())
             }
             Admission::QueueFull => {
                 let error = core.reject(OverloadKind::QueueFull);

@@ -424,6 +424,60 @@ async fn a_panic_in_the_inner_call_itself_releases_the_slot() {
     assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
 }
 
+/// A service whose clones panic once `armed` is set.
+struct PanicsOnClone<S> {
+    inner: S,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: Clone> Clone for PanicsOnClone<S> {
+    fn clone(&self) -> Self {
+        assert!(!self.armed.load(Ordering::SeqCst), "clone failed");
+        Self {
+            inner: self.inner.clone(),
+            armed: self.armed.clone(),
+        }
+    }
+}
+
+impl<S: Service<u64>> Service<u64> for PanicsOnClone<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_joining_the_queue_leaves_neither_a_place_nor_a_slot() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(1, Duration::from_secs(1), None, &recorder);
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut svc = layer.layer(PanicsOnClone {
+        inner: backend.clone(),
+        armed: armed.clone(),
+    });
+    let mut holder = start(&mut svc, 1);
+    // The second request joins the queue, then cloning the service for
+    // its wait panics.
+    armed.store(true, Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| start(&mut svc, 2)));
+    armed.store(false, Ordering::SeqCst);
+    assert!(unwound.is_err());
+    assert_eq!(layer.waiting(), 0, "the place in the queue is given back");
+    backend.order(1, Command::Complete);
+    assert!(poll(&mut holder).is_ready());
+    assert_eq!(layer.in_flight(), 0, "the slot is not handed to nobody");
+    assert_eq!(recorder.gauge.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn a_panic_inside_a_task_releases_the_permit() {
     let recorder = Arc::new(Recorder::default());
