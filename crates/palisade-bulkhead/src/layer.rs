@@ -303,7 +303,12 @@ impl<C> BulkheadLayerBuilder<C> {
     /// then rejected with [`Overloaded`](crate::error::Overloaded) (wait
     /// timed out) rather than left to time out in the queue, so queueing
     /// here reads as local overload (HTTP 503), which a circuit breaker
-    /// above does not count as a failure of the service.
+    /// above does not count as a failure of the service. A request that
+    /// gets its slot with little of the deadline left and then runs out of
+    /// it times out as the timeout's own failure, which a breaker does
+    /// count: keep `max_wait` well under the timeout less the service's
+    /// usual latency, so that a request either runs with time to finish
+    /// or is turned away.
     #[must_use]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
