@@ -480,7 +480,12 @@ async fn a_panic_while_reporting_a_panic_still_ends_the_task_as_panicked() {
             }
         })
         .await;
-    assert!(matches!(exit, TaskExit::Panicked(_)), "{exit:?}");
+    // The task's own panic, reported once, and kept as its exit.
+    let TaskExit::Panicked(panicked) = exit else {
+        panic!("{exit:?}");
+    };
+    assert_eq!(panicked.message(), "task bug");
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Panicked(..))), 1);
     let report = group.shutdown(Duration::from_secs(1)).await;
     assert!(!report.deadline_passed);
     let ended: Vec<_> = recorder
@@ -490,6 +495,20 @@ async fn a_panic_while_reporting_a_panic_still_ends_the_task_as_panicked() {
         .collect();
     assert_eq!(ended, [Seen::Ended("t".into(), TaskEnd::Panicked)]);
     assert_eq!(group.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_on_a_tasks_start_still_lets_the_group_go_idle() {
+    let (group, recorder) =
+        faulty_group(|event| matches!(event, palisade_core::Event::TaskStarted { .. }));
+    let exit = group.spawn("t", async {}).await;
+    assert!(matches!(exit, TaskExit::Completed(())), "{exit:?}");
+    assert_eq!(group.live(), 0);
+    let start = Instant::now();
+    let report = group.shutdown(Duration::from_secs(30)).await;
+    assert!(!report.deadline_passed);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Ended(..))), 1);
 }
 
 #[tokio::test(start_paused = true)]

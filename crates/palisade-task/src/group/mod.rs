@@ -258,21 +258,29 @@ impl GroupInner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Logs and reports a task's panic. The log comes first and each is
+    /// contained: a subscriber or sink that panics must neither lose the
+    /// task's own panic (its location and backtrace are in the log) nor
+    /// replace it, nor make it reported twice.
     pub(crate) fn log_panic(&self, task: &str, panicked: &Panicked) {
-        self.metrics.emit(&Event::TaskPanicked {
-            group: self.name.as_str(),
-            task,
-            message: panicked.message(),
-            location: panicked.location(),
+        contained(|| {
+            tracing::error!(
+                group = self.name.as_str(),
+                task,
+                panic.message = panicked.message(),
+                panic.location = panicked.location().map(tracing::field::display),
+                panic.backtrace = panicked.backtrace().map(tracing::field::display),
+                "supervised task panicked"
+            );
         });
-        tracing::error!(
-            group = self.name.as_str(),
-            task,
-            panic.message = panicked.message(),
-            panic.location = panicked.location().map(tracing::field::display),
-            panic.backtrace = panicked.backtrace().map(tracing::field::display),
-            "supervised task panicked"
-        );
+        contained(|| {
+            self.metrics.emit(&Event::TaskPanicked {
+                group: self.name.as_str(),
+                task,
+                message: panicked.message(),
+                location: panicked.location(),
+            });
+        });
     }
 
     /// Runs one attempt of a task: polls it with panics caught, and splits
@@ -468,9 +476,13 @@ impl TaskGroup {
             inner.live.fetch_add(1, Ordering::AcqRel);
             id
         };
-        inner.metrics.emit(&Event::TaskStarted {
-            group: inner.name.as_str(),
-            task: &name,
+        // Registered above: a sink that panics here must not leave the
+        // task counted live with no guard to end it.
+        contained(|| {
+            inner.metrics.emit(&Event::TaskStarted {
+                group: inner.name.as_str(),
+                task: &name,
+            });
         });
         let guard = TaskGuard {
             group: inner.clone(),
