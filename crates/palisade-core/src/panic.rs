@@ -159,8 +159,14 @@ static INSTALL: Once = Once::new();
 /// Installs the palisade panic hook, chaining the hook installed before it.
 ///
 /// Idempotent and cheap after the first call; layers call it when they are
-/// built.
+/// built. Called from a thread that is panicking (a layer built in a
+/// destructor during unwinding), it does nothing, since the standard
+/// library cannot replace the hook there: the next call made outside an
+/// unwind installs it.
 pub fn install_hook() {
+    if std::thread::panicking() {
+        return;
+    }
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
