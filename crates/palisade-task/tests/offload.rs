@@ -269,6 +269,40 @@ async fn a_panicking_dependency_is_a_failed_attempt() {
     );
 }
 
+/// An item whose clone panics for the value 13 (a user's `Clone` with a
+/// bug in it).
+#[derive(Debug)]
+struct Fragile(u32);
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        assert_ne!(self.0, 13, "clone of a broken item");
+        Self(self.0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_whose_clone_panics_is_a_failed_attempt_and_the_worker_lives_on() {
+    let service = tower::service_fn(|_: Fragile| async { Ok::<_, String>(()) });
+    let offload = Offload::builder(service)
+        .name("fragile")
+        .workers(1)
+        .max_attempts(2)
+        .backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ))
+        .build()
+        .unwrap();
+    for i in [13, 1, 2] {
+        assert_eq!(offload.push(Fragile(i)), Pushed::Queued);
+    }
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.dropped_retries_exhausted, 1, "{stats:?}");
+    assert_eq!(stats.delivered, 2, "the one worker went on: {stats:?}");
+    assert_eq!(stats.dropped_shutdown, 0, "{stats:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panic_a_retry_recovers_from_is_still_counted() {
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));

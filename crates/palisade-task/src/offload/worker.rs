@@ -8,7 +8,7 @@ use palisade_core::{AttemptFailure, BoxError, DropReason, Event};
 use tower_service::Service;
 
 use super::Shared;
-use crate::catch::CatchUnwind;
+use crate::catch::{CatchUnwind, catch_call};
 
 /// Keeps an item counted as in flight; an item dropped before its fate was
 /// recorded (the worker stopped at the drain deadline) is dropped for
@@ -91,8 +91,9 @@ async fn next_item<Req>(shared: &Shared<Req>) -> Option<Req> {
 }
 
 /// Calls the service until it succeeds or the attempts run out, waiting a
-/// backoff step between attempts. A panic in the service is a failed
-/// attempt.
+/// backoff step between attempts. A panic in the service, or in cloning
+/// the item for an attempt (a user's `Clone` with a bug), is a failed
+/// attempt, not the end of the worker.
 async fn deliver<S, Req>(
     shared: &Shared<Req>,
     service: &mut S,
@@ -108,34 +109,38 @@ where
     let mut attempt = 0_u32;
     loop {
         attempt += 1;
-        let request = item.clone();
-        let service = &mut *service;
-        let call = async move {
-            poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            service.call(request).await.map(drop).map_err(Into::into)
+        let outcome = match catch_call(&shared.name, shared.capture, || item.clone()) {
+            Ok(request) => {
+                let service = &mut *service;
+                let call = async move {
+                    poll_fn(|cx| service.poll_ready(cx))
+                        .await
+                        .map_err(Into::into)?;
+                    service.call(request).await.map(drop).map_err(Into::into)
+                };
+                CatchUnwind::new(call, shared.name.clone(), shared.capture).await
+            }
+            Err(panicked) => Err(panicked),
         };
-        let (error, cause): (BoxError, _) =
-            match CatchUnwind::new(call, shared.name.clone(), shared.capture).await {
-                Ok(Ok(())) => return Ok(attempt),
-                Ok(Err(error)) => (error, AttemptFailure::Error),
-                Err(panicked) => {
-                    // A failed attempt, logged with its stack and counted
-                    // by cause below: the worker is no group's task and the
-                    // queue no layer's policy, so a task or panic-catch
-                    // event would show a phantom one in the metrics.
-                    tracing::error!(
-                        queue = shared.name.as_str(),
-                        worker,
-                        panic.message = panicked.message(),
-                        panic.location = panicked.location().map(tracing::field::display),
-                        panic.backtrace = panicked.backtrace().map(tracing::field::display),
-                        "offload service panicked"
-                    );
-                    (Box::new(panicked), AttemptFailure::Panic)
-                }
-            };
+        let (error, cause): (BoxError, _) = match outcome {
+            Ok(Ok(())) => return Ok(attempt),
+            Ok(Err(error)) => (error, AttemptFailure::Error),
+            Err(panicked) => {
+                // A failed attempt, logged with its stack and counted by
+                // cause below: the worker is no group's task and the queue
+                // no layer's policy, so a task or panic-catch event would
+                // show a phantom one in the metrics.
+                tracing::error!(
+                    queue = shared.name.as_str(),
+                    worker,
+                    panic.message = panicked.message(),
+                    panic.location = panicked.location().map(tracing::field::display),
+                    panic.backtrace = panicked.backtrace().map(tracing::field::display),
+                    "offload attempt panicked"
+                );
+                (Box::new(panicked), AttemptFailure::Panic)
+            }
+        };
         shared.metrics.emit(&Event::OffloadAttemptFailed {
             queue: shared.name.as_str(),
             attempt,
