@@ -422,7 +422,7 @@ impl Breaker {
     }
 
     fn since_origin(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        nanos(now.saturating_duration_since(self.origin))
     }
 
     fn at(&self, nanos: u64) -> Instant {
@@ -609,8 +609,7 @@ impl Breaker {
     /// Whether the half-open period has lasted its maximum wait at `now`.
     fn half_open_expired(&self, now: Instant) -> bool {
         let since = self.half_open_since.load(Ordering::Acquire);
-        let max = u64::try_from(self.cfg.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
-        self.since_origin(now).saturating_sub(since) >= max
+        self.since_origin(now).saturating_sub(since) >= nanos(self.cfg.half_open_max_wait)
     }
 
     /// Gives a probe slot back (the probe ended without an outcome).
@@ -876,9 +875,7 @@ impl Breaker {
                 t.openings = t.openings.saturating_add(1);
                 let wait = self.open_wait(t);
                 t.last_wait = wait;
-                let until = self
-                    .since_origin(now)
-                    .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+                let until = self.since_origin(now).saturating_add(nanos(wait));
                 self.open_until.store(until, Ordering::Release);
             }
             (true, Machine::HalfOpen) => {
@@ -1067,7 +1064,6 @@ impl Breaker {
             // later one, which counts as a change for the map).
             Machine::Open => Eviction::From(self.at(self.open_until.load(Ordering::Acquire))),
             Machine::HalfOpen => {
-                let nanos = |wait: Duration| u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
                 let since = self.half_open_since.load(Ordering::Acquire);
                 let mut end = since.saturating_add(nanos(self.cfg.half_open_max_wait));
                 // Once its maximum wait is over, a breaker with a probe
@@ -1096,6 +1092,11 @@ impl Breaker {
     pub(crate) fn refusal_error(&self, refusal: Refusal) -> CircuitOpen {
         CircuitOpen::new(self.cfg.policy.clone(), refusal.retry_after, refusal.state)
     }
+}
+
+/// `duration` in nanoseconds, held at `u64::MAX` (584 years).
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// When a keyed map may evict a breaker.

@@ -98,7 +98,7 @@ use palisade_core::{BoxError, Classify, Clock, SharedState};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::{Breaker, Config, Eviction};
+use crate::breaker::{Breaker, Config, Eviction, nanos};
 use crate::builder::DefaultClassifier;
 use crate::future::{OutcomeRecorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
@@ -317,7 +317,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
     }
 
     fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        nanos(at.saturating_duration_since(self.origin))
     }
 
     /// Whether the map is known to hold no breaker a new key may replace
@@ -347,11 +347,11 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
             entry.touch(tick);
             return entry.breaker.clone();
         }
-        if table.map.len() >= self.max_keys && self.known_full() {
-            // Marked while this call waited for the lock.
-            return self.overflow.clone();
-        }
         if table.map.len() >= self.max_keys {
+            if self.known_full() {
+                // Marked while this call waited for the lock.
+                return self.overflow.clone();
+            }
             // Read before the search reads any breaker's state, so that a
             // move the search misses leaves a stale mark.
             let changes = self.changes.load(Ordering::Acquire);
