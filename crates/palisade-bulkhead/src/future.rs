@@ -90,11 +90,13 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
     /// moment it was queued, so that a panic while the rest is made (a
     /// service whose clone panics, a runtime without a timer) gives the
     /// place back.
-    pub(crate) fn waiting(service: S, request: Req, ticket: Ticket<M>, classify: C) -> Self {
-        let max_wait = ticket
-            .core
-            .as_ref()
-            .map_or(Duration::ZERO, |core| core.max_wait);
+    pub(crate) fn waiting(
+        service: S,
+        request: Req,
+        ticket: Ticket<M>,
+        max_wait: Duration,
+        classify: C,
+    ) -> Self {
         // Never past the deadline of an enclosing timeout: a request still
         // queued then is turned away as overloaded (which a breaker does
         // not count as a failure of the service) instead of timing out in

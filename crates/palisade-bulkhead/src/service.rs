@@ -102,7 +102,13 @@ where
                 // has its slot: the ready service stays here, with
                 // whatever capacity its readiness holds, for the next call.
                 let ticket = Ticket::new(node, self.core.clone());
-                ResponseFuture::waiting(self.inner.clone(), request, ticket, self.classify.clone())
+                ResponseFuture::waiting(
+                    self.inner.clone(),
+                    request,
+                    ticket,
+                    core.max_wait,
+                    self.classify.clone(),
+                )
             }
             Admission::QueueFull => {
                 let error = core.reject(OverloadKind::QueueFull);
