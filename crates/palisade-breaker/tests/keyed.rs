@@ -112,9 +112,7 @@ async fn the_least_recently_used_closed_breaker_makes_room() {
     }
     hit(&svc, 1, false).await.unwrap(); // 2 is now the least recently used
     hit(&svc, 4, false).await.unwrap();
-    let mut keys = layer.handle().keys();
-    keys.sort_unstable();
-    assert_eq!(keys, vec![1, 3, 4]);
+    assert_eq!(sorted(layer.handle().keys()), vec![1, 3, 4]);
 }
 
 #[tokio::test]
@@ -125,9 +123,7 @@ async fn an_open_breaker_is_not_evicted_within_its_open_wait() {
     hit(&svc, 2, false).await.unwrap();
     // Key 1 (open) is older, but key 2 (closed) is the one evicted.
     hit(&svc, 3, false).await.unwrap();
-    let mut keys = handle.keys();
-    keys.sort_unstable();
-    assert_eq!(keys, vec![1, 3]);
+    assert_eq!(sorted(handle.keys()), vec![1, 3]);
     assert_eq!(handle.get(&1).unwrap().state(), CircuitState::Open);
 
     // With every tracked breaker open, new keys share the overflow breaker
@@ -255,9 +251,7 @@ async fn a_breaker_an_operator_holds_is_never_evicted() {
     assert!(handle.get(&3).is_none());
     handle.get(&2).unwrap().reset();
     hit(&svc, 3, false).await.unwrap();
-    let mut keys = handle.keys();
-    keys.sort_unstable();
-    assert_eq!(keys, vec![1, 3]);
+    assert_eq!(sorted(handle.keys()), vec![1, 3]);
 }
 
 #[tokio::test]
