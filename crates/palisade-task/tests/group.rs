@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use palisade_core::{Metrics, TaskEnd};
 use palisade_task::{TaskExit, TaskGroup, spawn};
-use support::{Recorder, Seen};
+use support::{Faulty, Recorder, Seen};
 use tokio::time::Instant;
 
 fn group(name: &str) -> (TaskGroup, Arc<Recorder>) {
@@ -440,28 +440,11 @@ async fn a_shutdown_whose_caller_stops_waiting_still_aborts_at_the_deadline() {
 
 /// Records every event into `recorder`, and panics on those `fails` picks,
 /// as a faulty metrics sink would.
-struct Faulty {
-    recorder: Arc<Recorder>,
-    fails: fn(&palisade_core::Event<'_>) -> bool,
-}
-
-impl palisade_core::MetricsSink for Faulty {
-    fn record(&self, event: &palisade_core::Event<'_>) {
-        palisade_core::MetricsSink::record(&*self.recorder, event);
-        if (self.fails)(event) {
-            std::panic::resume_unwind(Box::new("the metrics sink failed"));
-        }
-    }
-}
-
 fn faulty_group(fails: fn(&palisade_core::Event<'_>) -> bool) -> (TaskGroup, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let group = TaskGroup::builder()
         .name("faulty")
-        .metrics(Metrics::from_arc(Arc::new(Faulty {
-            recorder: recorder.clone(),
-            fails,
-        })))
+        .metrics(Faulty::metrics(&recorder, fails))
         .build()
         .unwrap();
     (group, recorder)

@@ -12,7 +12,7 @@ use palisade_core::{AttemptFailure, DropReason, Metrics};
 use palisade_task::offload::{Offload, OffloadStats, Pushed};
 use palisade_task::{Backoff, TaskGroup};
 use proptest::prelude::*;
-use support::{Recorder, Seen};
+use support::{Faulty, Recorder, Seen};
 use tokio::time::Instant;
 
 type Call = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -301,6 +301,56 @@ async fn an_item_whose_clone_panics_is_a_failed_attempt_and_the_worker_lives_on(
     assert_eq!(stats.dropped_retries_exhausted, 1, "{stats:?}");
     assert_eq!(stats.delivered, 2, "the one worker went on: {stats:?}");
     assert_eq!(stats.dropped_shutdown, 0, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_on_every_report_neither_stops_a_worker_nor_loses_a_count() {
+    let recorder = Arc::new(Recorder::default());
+    // Even items are accepted, odd ones refused on every attempt.
+    let service = tower::service_fn(|i: u32| async move {
+        if i.is_multiple_of(2) {
+            Ok(())
+        } else {
+            Err(format!("item {i} refused"))
+        }
+    });
+    let offload = Offload::builder(service)
+        .name("faulty")
+        .metrics(Faulty::metrics(&recorder, |event| {
+            matches!(
+                event,
+                palisade_core::Event::OffloadDelivered { .. }
+                    | palisade_core::Event::OffloadAttemptFailed { .. }
+                    | palisade_core::Event::OffloadDropped { .. }
+            )
+        }))
+        .workers(1)
+        .queue_capacity(4)
+        .max_attempts(2)
+        .backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ))
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        assert_eq!(offload.push(i), Pushed::Queued);
+    }
+    // The queue is full: the drop is counted and reported, and the push
+    // still answers instead of panicking.
+    assert_eq!(offload.push(4), Pushed::Dropped(DropReason::QueueFull));
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.delivered, 2, "the one worker went on: {stats:?}");
+    assert_eq!(stats.dropped_retries_exhausted, 2, "{stats:?}");
+    assert_eq!(stats.dropped_queue_full, 1, "{stats:?}");
+    assert_eq!(stats.dropped_shutdown, 0, "{stats:?}");
+    assert_adds_up(&stats, &recorder);
+    assert_eq!(
+        recorder.count(|e| matches!(e, Seen::AttemptFailed(..))),
+        4,
+        "{:?}",
+        recorder.events()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_core::{Metrics, TaskEnd};
 use palisade_task::{Backoff, RestartPolicy, TaskExit, TaskGroup};
-use support::{Recorder, Seen};
+use support::{Faulty, Recorder, Seen};
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
@@ -364,4 +364,86 @@ async fn a_backoff_as_long_as_a_duration_can_be_waits_instead_of_panicking() {
     let exit = handle.await;
     assert!(matches!(exit.exit, TaskExit::Cancelled(None)), "{exit:?}");
     assert_eq!(recorder.count(|e| matches!(e, Seen::Panicked(..))), 0);
+}
+
+/// A group whose metrics sink panics on every restart and give-up report.
+fn faulty_group() -> (TaskGroup, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let group = TaskGroup::builder()
+        .name("faulty")
+        .metrics(Faulty::metrics(&recorder, |event| {
+            matches!(
+                event,
+                palisade_core::Event::TaskRestarted { .. }
+                    | palisade_core::Event::TaskGaveUp { .. }
+            )
+        }))
+        .build()
+        .unwrap();
+    (group, recorder)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_on_a_restart_does_not_end_the_supervision() {
+    let (group, recorder) = faulty_group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(10), ms(10)).jitter(0.0))
+        .max_restarts(5)
+        .build()
+        .unwrap();
+    let runs = Arc::new(Mutex::new(0_u32));
+    let counter = runs.clone();
+    let exit = group
+        .spawn_supervised("flaky", policy, move |_| {
+            let run = {
+                let mut runs = counter.lock().unwrap();
+                *runs += 1;
+                *runs
+            };
+            async move { if run < 3 { Err("not yet") } else { Ok(run) } }
+        })
+        .await;
+    assert!(
+        matches!(exit.exit, TaskExit::Completed(3)),
+        "{:?}",
+        exit.exit
+    );
+    assert_eq!(exit.restarts, 2);
+    assert!(!exit.gave_up);
+    assert_eq!(*runs.lock().unwrap(), 3);
+    assert_eq!(recorder.count(|e| matches!(e, Seen::Restarted(..))), 2);
+    assert_eq!(
+        recorder.count(|e| matches!(e, Seen::Ended(_, TaskEnd::Completed))),
+        1,
+        "{:?}",
+        recorder.events()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_on_a_give_up_keeps_the_tasks_own_exit() {
+    let (group, recorder) = faulty_group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(10), ms(10)).jitter(0.0))
+        .max_restarts(1)
+        .build()
+        .unwrap();
+    let exit = group
+        .spawn_supervised("doomed", policy, |_| async { Err::<(), _>("refused") })
+        .await;
+    assert!(exit.gave_up);
+    assert_eq!(exit.restarts, 1);
+    assert!(
+        matches!(exit.exit, TaskExit::Failed("refused")),
+        "{:?}",
+        exit.exit
+    );
+    assert_eq!(recorder.count(|e| matches!(e, Seen::GaveUp(..))), 1);
+    assert_eq!(
+        recorder.count(|e| matches!(e, Seen::Ended(_, TaskEnd::Failed))),
+        1,
+        "{:?}",
+        recorder.events()
+    );
+    assert_eq!(group.live(), 0);
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::report::{ShutdownReport, TaskReport};
 use self::tracked::Tracked;
-use crate::catch::{CatchUnwind, catch_call};
+use crate::catch::{CatchUnwind, catch_call, contained};
 use crate::exit::{SupervisedExit, TaskExit, TaskOutput, Terminal, end_from_u8, end_to_u8};
 use crate::handle::{Join, SupervisedHandle, TaskHandle};
 use crate::restart::RestartPolicy;
@@ -215,13 +215,6 @@ impl TaskGuard {
         self.finish(TaskEnd::Panicked);
         contained(|| self.group.log_panic(&self.name, panicked));
     }
-}
-
-/// Runs reporting code the user supplies (a metrics sink, a `tracing`
-/// subscriber) so that a panic of it cannot escape the guard; the panic
-/// hook has already written that panic to stderr.
-fn contained(report: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(report));
 }
 
 impl Drop for TaskGuard {
@@ -661,18 +654,24 @@ where
             };
         }
         let Some((attempt, backoff)) = state.next_restart(run_started, Instant::now()) else {
-            tracing::error!(
-                group = group.name.as_str(),
-                task,
-                restarts,
-                max_restarts = policy.max_restarts(),
-                window = ?policy.window(),
-                "supervised task keeps failing; giving up"
-            );
-            group.metrics.emit(&Event::TaskGaveUp {
-                group: group.name.as_str(),
-                task,
-                restarts,
+            // Contained: a sink or subscriber that panics must not replace
+            // the task's own exit.
+            contained(|| {
+                tracing::error!(
+                    group = group.name.as_str(),
+                    task,
+                    restarts,
+                    max_restarts = policy.max_restarts(),
+                    window = ?policy.window(),
+                    "supervised task keeps failing; giving up"
+                );
+            });
+            contained(|| {
+                group.metrics.emit(&Event::TaskGaveUp {
+                    group: group.name.as_str(),
+                    task,
+                    restarts,
+                });
             });
             return SupervisedExit {
                 exit,
@@ -680,13 +679,17 @@ where
                 gave_up: true,
             };
         };
-        tracing::warn!(
-            group = group.name.as_str(),
-            task,
-            attempt,
-            backoff = ?backoff,
-            "restarting supervised task after backoff"
-        );
+        // Contained, as every report of the loop: a sink or subscriber
+        // that panics must not end the supervision it reports on.
+        contained(|| {
+            tracing::warn!(
+                group = group.name.as_str(),
+                task,
+                attempt,
+                backoff = ?backoff,
+                "restarting supervised task after backoff"
+            );
+        });
         tokio::select! {
             biased;
             () = group.token.cancelled() => {
@@ -696,11 +699,13 @@ where
         }
         // Reported once the restart happens: a loop cancelled during its
         // backoff is not restarted, and is not counted as restarted.
-        group.metrics.emit(&Event::TaskRestarted {
-            group: group.name.as_str(),
-            task,
-            attempt,
-            backoff,
+        contained(|| {
+            group.metrics.emit(&Event::TaskRestarted {
+                group: group.name.as_str(),
+                task,
+                attempt,
+                backoff,
+            });
         });
         restarts += 1;
     }

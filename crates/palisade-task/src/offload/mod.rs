@@ -76,6 +76,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use crate::catch::contained;
+
 pub use crate::backoff::Backoff;
 
 /// What became of a pushed item.
@@ -188,12 +190,21 @@ fn drop_index(reason: DropReason) -> usize {
 }
 
 impl<Req> Shared<Req> {
+    /// Counts a dropped item, then reports it. The reports are contained:
+    /// a sink or subscriber that panics must not make `push` panic, nor
+    /// end a worker (whose item would be dropped, and reported, again).
     fn drop_item(&self, reason: DropReason, detail: Option<&fmt::Arguments<'_>>) {
         self.dropped[drop_index(reason)].fetch_add(1, Ordering::Relaxed);
-        self.metrics.emit(&Event::OffloadDropped {
-            queue: self.name.as_str(),
-            reason,
+        contained(|| {
+            self.metrics.emit(&Event::OffloadDropped {
+                queue: self.name.as_str(),
+                reason,
+            });
         });
+        contained(|| self.log_drop(reason, detail));
+    }
+
+    fn log_drop(&self, reason: DropReason, detail: Option<&fmt::Arguments<'_>>) {
         match (reason, detail) {
             (DropReason::QueueFull | DropReason::Closed, _) => {
                 tracing::debug!(

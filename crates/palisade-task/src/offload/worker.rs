@@ -8,7 +8,7 @@ use palisade_core::{AttemptFailure, BoxError, DropReason, Event};
 use tower_service::Service;
 
 use super::Shared;
-use crate::catch::{CatchUnwind, catch_call};
+use crate::catch::{CatchUnwind, catch_call, contained};
 
 /// Keeps an item counted as in flight; an item dropped before its fate was
 /// recorded (the worker stopped at the drain deadline) is dropped for
@@ -53,9 +53,13 @@ pub(super) async fn work<S, Req>(
         match outcome {
             Ok(attempts) => {
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.emit(&Event::OffloadDelivered {
-                    queue: shared.name.as_str(),
-                    attempts,
+                // Counted first, reported contained: a sink that panics
+                // must not end the worker (see `Shared::drop_item`).
+                contained(|| {
+                    shared.metrics.emit(&Event::OffloadDelivered {
+                        queue: shared.name.as_str(),
+                        attempts,
+                    });
                 });
             }
             Err((attempts, error)) => shared.drop_item(
@@ -130,33 +134,39 @@ where
                 // cause below: the worker is no group's task and the queue
                 // no layer's policy, so a task or panic-catch event would
                 // show a phantom one in the metrics.
-                tracing::error!(
-                    queue = shared.name.as_str(),
-                    worker,
-                    panic.message = panicked.message(),
-                    panic.location = panicked.location().map(tracing::field::display),
-                    panic.backtrace = panicked.backtrace().map(tracing::field::display),
-                    "offload attempt panicked"
-                );
+                contained(|| {
+                    tracing::error!(
+                        queue = shared.name.as_str(),
+                        worker,
+                        panic.message = panicked.message(),
+                        panic.location = panicked.location().map(tracing::field::display),
+                        panic.backtrace = panicked.backtrace().map(tracing::field::display),
+                        "offload attempt panicked"
+                    );
+                });
                 (Box::new(panicked), AttemptFailure::Panic)
             }
         };
-        shared.metrics.emit(&Event::OffloadAttemptFailed {
-            queue: shared.name.as_str(),
-            attempt,
-            cause,
+        contained(|| {
+            shared.metrics.emit(&Event::OffloadAttemptFailed {
+                queue: shared.name.as_str(),
+                attempt,
+                cause,
+            });
         });
         if attempt >= shared.max_attempts {
             return Err((attempt, error));
         }
         let wait = shared.backoff.delay(attempt - 1, rng);
-        tracing::debug!(
-            queue = shared.name.as_str(),
-            attempt,
-            wait = ?wait,
-            error = %error,
-            "offload attempt failed; retrying"
-        );
+        contained(|| {
+            tracing::debug!(
+                queue = shared.name.as_str(),
+                attempt,
+                wait = ?wait,
+                error = %error,
+                "offload attempt failed; retrying"
+            );
+        });
         tokio::time::sleep(wait).await;
     }
 }

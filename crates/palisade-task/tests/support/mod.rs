@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::{AttemptFailure, DropReason, Event, MetricsSink, TaskEnd};
+use palisade_core::{AttemptFailure, DropReason, Event, Metrics, MetricsSink, TaskEnd};
 
 /// One recorded event, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,32 @@ impl MetricsSink for Recorder {
             _ => return,
         };
         self.0.lock().unwrap().push(seen);
+    }
+}
+
+/// A sink that records every event, then panics on those `fails` picks
+/// (a metrics backend with a bug in it).
+pub struct Faulty {
+    recorder: Arc<Recorder>,
+    fails: fn(&Event<'_>) -> bool,
+}
+
+impl Faulty {
+    /// Metrics that report to `recorder` through a faulty sink.
+    pub fn metrics(recorder: &Arc<Recorder>, fails: fn(&Event<'_>) -> bool) -> Metrics {
+        Metrics::from_arc(Arc::new(Self {
+            recorder: recorder.clone(),
+            fails,
+        }))
+    }
+}
+
+impl MetricsSink for Faulty {
+    fn record(&self, event: &Event<'_>) {
+        self.recorder.record(event);
+        if (self.fails)(event) {
+            std::panic::resume_unwind(Box::new("the metrics sink failed"));
+        }
     }
 }
 
