@@ -319,6 +319,73 @@ fn swallowed(options: CaptureOptions) {
     );
 }
 
+/// How many panics in a row cleanup reports: the cleanup's own, then those
+/// of payloads whose destructors panic in turn. Past that, payloads are
+/// dropped unreported.
+const CLEANUP_REPORTS: usize = 4;
+
+/// Runs the cleanup that follows a caught panic (dropping the future that
+/// panicked, or the panic's payload) inside a capture scope.
+///
+/// A panic there, a destructor failing in turn, neither escapes nor
+/// replaces the first panic, which is the one the caller reports: it is
+/// logged as a `tracing` warning with the policy, its message and its
+/// location, unless [`CaptureOptions::print`] had the previous hook print
+/// it already.
+///
+/// # Example
+///
+/// ```
+/// use palisade_core::PolicyName;
+/// use palisade_core::panic::{CaptureOptions, catch, cleanup_after_panic};
+///
+/// struct FailsOnDrop;
+/// impl Drop for FailsOnDrop {
+///     fn drop(&mut self) {
+///         if !std::thread::panicking() {
+///             panic!("destructor bug");
+///         }
+///     }
+/// }
+///
+/// palisade_core::panic::install_hook();
+/// let policy = PolicyName::new("api");
+/// let state = FailsOnDrop;
+/// let payload = catch(CaptureOptions::default(), || panic!("first")).unwrap_err();
+/// // The destructor's panic is logged, not raised.
+/// cleanup_after_panic(&policy, CaptureOptions::default(), move || drop(state));
+/// cleanup_after_panic(&policy, CaptureOptions::default(), move || drop(payload));
+/// ```
+pub fn cleanup_after_panic(policy: &PolicyName, options: CaptureOptions, cleanup: impl FnOnce()) {
+    let Err(mut payload) = catch(options, cleanup) else {
+        return;
+    };
+    for _ in 0..CLEANUP_REPORTS {
+        let second = panicked(policy.clone(), &*payload);
+        if !options.print {
+            report_cleanup_panic(&second);
+        }
+        match catch(options, move || drop(payload)) {
+            Ok(()) => return,
+            Err(next) => payload = next,
+        }
+    }
+    let _ = catch(options, move || drop(payload));
+    let _ = take_captured();
+}
+
+#[cold]
+#[inline(never)]
+fn report_cleanup_panic(panicked: &Panicked) {
+    tracing::warn!(
+        policy = panicked.policy().as_str(),
+        panic.message = panicked.message(),
+        panic.location = panicked.location().map(tracing::field::display),
+        "a destructor panicked while palisade cleaned up after a caught panic; \
+         the first panic is the one reported"
+    );
+}
+
 /// The message of a panic payload: the text of `&str` and `String`
 /// payloads, a description of the payload's type otherwise.
 pub fn payload_message(payload: &(dyn Any + Send)) -> Box<str> {

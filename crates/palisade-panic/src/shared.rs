@@ -138,8 +138,7 @@ impl Shared {
     ) -> Panicked {
         let panicked = capture::panicked(self.policy.clone(), &*payload);
         // A payload whose destructor panics must not escape the layer.
-        let _ = self.catch(move || drop(payload));
-        let _ = capture::take_captured();
+        capture::cleanup_after_panic(&self.policy, self.capture, move || drop(payload));
         self.report(&panicked, request);
         panicked
     }
@@ -173,13 +172,12 @@ impl Shared {
     }
 
     /// Drops a future that panicked, inside a capture scope so that a
-    /// destructor that panics too is contained.
+    /// destructor that panics too is contained (and logged).
     pub(crate) fn drop_after_panic<T>(&self, slot: Pin<&mut T>, empty: T) {
-        let _ = self.catch(move || {
+        capture::cleanup_after_panic(&self.policy, self.capture, move || {
             let mut slot = slot;
             slot.set(empty);
         });
-        let _ = capture::take_captured();
     }
 }
 

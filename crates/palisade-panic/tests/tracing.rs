@@ -179,3 +179,61 @@ fn a_panic_the_service_catches_itself_is_still_logged_once() {
         "nothing left behind"
     );
 }
+
+/// Panics when polled, and again when dropped: a future whose destructor
+/// has a bug of its own.
+struct PanicsTwice;
+
+impl std::future::Future for PanicsTwice {
+    type Output = Result<(), std::io::Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        panic!("first panic")
+    }
+}
+
+impl Drop for PanicsTwice {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("destructor bug");
+        }
+    }
+}
+
+#[test]
+fn a_destructor_that_panics_after_a_caught_panic_is_logged_and_the_first_panic_kept() {
+    let layer = CatchPanicLayer::builder().name("twice").build().unwrap();
+    let mut svc = layer.layer(service_fn(|_: ()| PanicsTwice));
+    let (err, logged) = capture(|| {
+        let mut response = svc.call(());
+        match poll_once(&mut response) {
+            Poll::Ready(Err(err)) => err,
+            _ => panic!("expected a caught panic"),
+        }
+    });
+    assert_eq!(panicked(&err).message(), "first panic");
+    let second = logged
+        .iter()
+        .find(|e| e.fields.get("panic.message").map(String::as_str) == Some("destructor bug"))
+        .unwrap_or_else(|| panic!("the destructor's panic was not logged: {logged:?}"));
+    assert_eq!(second.level, tracing::Level::WARN);
+    assert_eq!(second.fields["policy"], "twice");
+    assert!(
+        second.fields["panic.location"].contains("tracing.rs:"),
+        "{second:?}"
+    );
+    assert_eq!(
+        logged
+            .iter()
+            .filter(
+                |e| e.fields.get("message").map(String::as_str) == Some("panic caught in service")
+            )
+            .count(),
+        1,
+        "the first panic is the one reported: {logged:?}"
+    );
+    assert!(
+        palisade_core::panic::take_captured().is_none(),
+        "nothing left behind"
+    );
+}

@@ -53,8 +53,7 @@ pub(crate) fn catch_call<T>(
 ) -> Result<T, Panicked> {
     capture::catch(options, f).map_err(|payload| {
         let panicked = capture::panicked(policy.clone(), &*payload);
-        let _ = capture::catch(options, move || drop(payload));
-        let _ = capture::take_captured();
+        capture::cleanup_after_panic(policy, options, move || drop(payload));
         panicked
     })
 }
@@ -77,8 +76,9 @@ impl<F: Future> Future for CatchUnwind<F> {
             }
             Err(panicked) => {
                 // A destructor that panics too must not escape.
-                let _ = capture::catch(*this.options, move || state.set(State::Done));
-                let _ = capture::take_captured();
+                capture::cleanup_after_panic(this.policy, *this.options, move || {
+                    state.set(State::Done);
+                });
                 Poll::Ready(Err(panicked))
             }
         }

@@ -34,6 +34,8 @@ fn a_task_panic_is_logged_with_location_and_backtrace() {
                     panic!("bad record");
                 }
             });
+            let c = group.spawn("ingest", PanicsTwice);
+            assert_eq!(c.await.panicked().unwrap().message(), "first panic");
             (a.await, b.await)
         })
     });
@@ -64,4 +66,36 @@ fn a_task_panic_is_logged_with_location_and_backtrace() {
         .find(|e| e.fields["group"] == "no-backtrace")
         .unwrap();
     assert!(!quiet_event.fields.contains_key("panic.backtrace"));
+
+    // The destructor's panic, after the task's own: logged as a warning,
+    // while the task's exit keeps the first.
+    let second = logged
+        .iter()
+        .find(|e| e.fields.get("panic.message").map(String::as_str) == Some("destructor bug"))
+        .unwrap_or_else(|| panic!("the destructor's panic was not logged: {logged:?}"));
+    assert_eq!(second.level, tracing::Level::WARN);
+    assert_eq!(second.fields["policy"], "logged");
+    assert!(
+        second.fields["panic.location"].contains("tracing.rs:"),
+        "{second:?}"
+    );
+}
+
+/// Panics when polled, and again when dropped.
+struct PanicsTwice;
+
+impl std::future::Future for PanicsTwice {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        panic!("first panic")
+    }
+}
+
+impl Drop for PanicsTwice {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("destructor bug");
+        }
+    }
 }
