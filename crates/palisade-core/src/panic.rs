@@ -319,25 +319,25 @@ fn swallowed(options: CaptureOptions) {
     );
 }
 
-/// How many panics in a row cleanup reports: the cleanup's own, then those
-/// of payloads whose destructors panic in turn. Past that, payloads are
-/// dropped unreported.
-const CLEANUP_REPORTS: usize = 4;
+/// How many panics in a row [`contain_drop`] reports: the drop's own, then
+/// those of payloads whose destructors panic in turn. Past that, payloads
+/// are dropped unreported.
+const DROP_REPORTS: usize = 4;
 
-/// Runs the cleanup that follows a caught panic (dropping the future that
-/// panicked, or the panic's payload) inside a capture scope.
+/// Drops what palisade is done with (a future that finished or panicked,
+/// or a caught panic's payload) inside a capture scope, with `drop_fn`.
 ///
-/// A panic there, a destructor failing in turn, neither escapes nor
-/// replaces the first panic, which is the one the caller reports: it is
-/// logged as a `tracing` warning with the policy, its message and its
-/// location, unless [`CaptureOptions::print`] had the previous hook print
-/// it already.
+/// A destructor that panics there does not escape into the code that
+/// dropped it, and does not replace a first panic, which is the one the
+/// caller reports. It is logged as a `tracing` warning with the policy,
+/// its message and its location, unless [`CaptureOptions::print`] had the
+/// previous hook print it already.
 ///
 /// # Example
 ///
 /// ```
 /// use palisade_core::PolicyName;
-/// use palisade_core::panic::{CaptureOptions, catch, cleanup_after_panic};
+/// use palisade_core::panic::{CaptureOptions, catch, contain_drop};
 ///
 /// struct FailsOnDrop;
 /// impl Drop for FailsOnDrop {
@@ -353,17 +353,17 @@ const CLEANUP_REPORTS: usize = 4;
 /// let state = FailsOnDrop;
 /// let payload = catch(CaptureOptions::default(), || panic!("first")).unwrap_err();
 /// // The destructor's panic is logged, not raised.
-/// cleanup_after_panic(&policy, CaptureOptions::default(), move || drop(state));
-/// cleanup_after_panic(&policy, CaptureOptions::default(), move || drop(payload));
+/// contain_drop(&policy, CaptureOptions::default(), move || drop(state));
+/// contain_drop(&policy, CaptureOptions::default(), move || drop(payload));
 /// ```
-pub fn cleanup_after_panic(policy: &PolicyName, options: CaptureOptions, cleanup: impl FnOnce()) {
-    let Err(mut payload) = catch(options, cleanup) else {
+pub fn contain_drop(policy: &PolicyName, options: CaptureOptions, drop_fn: impl FnOnce()) {
+    let Err(mut payload) = catch(options, drop_fn) else {
         return;
     };
-    for _ in 0..CLEANUP_REPORTS {
-        let second = panicked(policy.clone(), &*payload);
+    for _ in 0..DROP_REPORTS {
+        let panicked = panicked(policy.clone(), &*payload);
         if !options.print {
-            report_cleanup_panic(&second);
+            report_drop_panic(&panicked);
         }
         match catch(options, move || drop(payload)) {
             Ok(()) => return,
@@ -376,13 +376,13 @@ pub fn cleanup_after_panic(policy: &PolicyName, options: CaptureOptions, cleanup
 
 #[cold]
 #[inline(never)]
-fn report_cleanup_panic(panicked: &Panicked) {
+fn report_drop_panic(panicked: &Panicked) {
     tracing::warn!(
         policy = panicked.policy().as_str(),
         panic.message = panicked.message(),
         panic.location = panicked.location().map(tracing::field::display),
-        "a destructor panicked while palisade cleaned up after a caught panic; \
-         the first panic is the one reported"
+        "a destructor panicked as palisade dropped a finished or panicked future; \
+         the panic was contained"
     );
 }
 

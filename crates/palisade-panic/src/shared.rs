@@ -138,7 +138,7 @@ impl Shared {
     ) -> Panicked {
         let panicked = capture::panicked(self.policy.clone(), &*payload);
         // A payload whose destructor panics must not escape the layer.
-        capture::cleanup_after_panic(&self.policy, self.capture, move || drop(payload));
+        capture::contain_drop(&self.policy, self.capture, move || drop(payload));
         self.report(&panicked, request);
         panicked
     }
@@ -174,7 +174,7 @@ impl Shared {
     /// Drops a future that panicked, inside a capture scope so that a
     /// destructor that panics too is contained (and logged).
     pub(crate) fn drop_after_panic<T>(&self, slot: Pin<&mut T>, empty: T) {
-        capture::cleanup_after_panic(&self.policy, self.capture, move || {
+        capture::contain_drop(&self.policy, self.capture, move || {
             let mut slot = slot;
             slot.set(empty);
         });

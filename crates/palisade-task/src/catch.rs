@@ -53,7 +53,7 @@ pub(crate) fn catch_call<T>(
 ) -> Result<T, Panicked> {
     capture::catch(options, f).map_err(|payload| {
         let panicked = capture::panicked(policy.clone(), &*payload);
-        capture::cleanup_after_panic(policy, options, move || drop(payload));
+        capture::contain_drop(policy, options, move || drop(payload));
         panicked
     })
 }
@@ -71,12 +71,16 @@ impl<F: Future> Future for CatchUnwind<F> {
         match catch_call(this.policy, *this.options, || future.poll(cx)) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {
-                state.set(State::Done);
+                // The future finished: its output stands, and a destructor
+                // that panics as it is dropped is logged, not raised.
+                capture::contain_drop(this.policy, *this.options, move || {
+                    state.set(State::Done);
+                });
                 Poll::Ready(Ok(output))
             }
             Err(panicked) => {
                 // A destructor that panics too must not escape.
-                capture::cleanup_after_panic(this.policy, *this.options, move || {
+                capture::contain_drop(this.policy, *this.options, move || {
                     state.set(State::Done);
                 });
                 Poll::Ready(Err(panicked))

@@ -58,7 +58,9 @@ pub enum TaskExit<T, E> {
     /// location and backtrace. Also the end of a task aborted (at a
     /// shutdown deadline, through its handle) whose future panicked in a
     /// destructor as it was dropped, and of a task whose supervision
-    /// panicked (a metrics sink, a `tracing` subscriber).
+    /// itself panicked. A metrics sink or `tracing` subscriber that panics
+    /// while the group reports on a task is contained and does not change
+    /// how the task ended.
     Panicked(Panicked),
     /// The task stopped because its group was cancelled: it returned `Ok`
     /// after the group's token fired (the value is kept), or it was waiting

@@ -1,4 +1,5 @@
-//! The `tracing` event of a task's panic.
+//! The `tracing` events of a task's panics, and of destructors and log
+//! formatting that panic around a task's end.
 //!
 //! This test sits in a binary of its own: `tracing` caches process-wide
 //! whether an event site is wanted, and a test panicking a task at the
@@ -7,10 +8,10 @@
 
 mod support;
 
-use palisade_task::TaskGroup;
+use palisade_task::{TaskExit, TaskGroup};
 
 #[test]
-fn a_task_panic_is_logged_with_location_and_backtrace() {
+fn task_panics_are_logged_and_nothing_the_log_or_a_destructor_does_changes_an_exit() {
     let subscriber = support::CaptureSubscriber::default();
     let logged = subscriber.0.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -36,6 +37,14 @@ fn a_task_panic_is_logged_with_location_and_backtrace() {
             });
             let c = group.spawn("ingest", PanicsTwice);
             assert_eq!(c.await.panicked().unwrap().message(), "first panic");
+            // A task that finished: its result stands, whatever its
+            // destructor does after.
+            let d = group.spawn("ingest", FinishesThenPanicsOnDrop);
+            assert!(matches!(d.await, TaskExit::Completed(7)));
+            // An error that panics as the log formats it: the run still
+            // ends as failed.
+            let e = group.spawn("ingest", async { Err::<(), _>(PanicsOnDisplay) });
+            assert!(matches!(e.await, TaskExit::Failed(PanicsOnDisplay)));
             (a.await, b.await)
         })
     });
@@ -79,6 +88,34 @@ fn a_task_panic_is_logged_with_location_and_backtrace() {
         second.fields["panic.location"].contains("tracing.rs:"),
         "{second:?}"
     );
+    let after_finish = logged
+        .iter()
+        .find(|e| e.fields.get("panic.message").map(String::as_str) == Some("drop after finish"))
+        .unwrap_or_else(|| panic!("the destructor's panic was not logged: {logged:?}"));
+    assert_eq!(after_finish.level, tracing::Level::WARN);
+    assert_eq!(group.live(), 0);
+}
+
+/// Finishes at once, then panics when dropped.
+struct FinishesThenPanicsOnDrop;
+
+impl std::future::Future for FinishesThenPanicsOnDrop {
+    type Output = Result<u32, String>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<u32, String>> {
+        std::task::Poll::Ready(Ok(7))
+    }
+}
+
+impl Drop for FinishesThenPanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("drop after finish");
+        }
+    }
 }
 
 /// Panics when polled, and again when dropped.
@@ -97,5 +134,15 @@ impl Drop for PanicsTwice {
         if !std::thread::panicking() {
             panic!("destructor bug");
         }
+    }
+}
+
+/// An error whose `Display` panics.
+#[derive(Debug)]
+struct PanicsOnDisplay;
+
+impl std::fmt::Display for PanicsOnDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("display bug")
     }
 }

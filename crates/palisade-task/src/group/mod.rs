@@ -301,12 +301,16 @@ impl GroupInner {
             Ok(value) if self.token.is_cancelled() => TaskExit::Cancelled(Some(value)),
             Ok(value) => TaskExit::Completed(value),
             Err(error) => {
-                tracing::warn!(
-                    group = self.name.as_str(),
-                    task,
-                    error = %error,
-                    "supervised task failed"
-                );
+                // Contained: the run's failure, not a subscriber's panic
+                // (nor the error's `Display`), is its exit.
+                contained(|| {
+                    tracing::warn!(
+                        group = self.name.as_str(),
+                        task,
+                        error = %error,
+                        "supervised task failed"
+                    );
+                });
                 TaskExit::Failed(error)
             }
         }
