@@ -492,3 +492,35 @@ async fn a_leaked_policy_around_the_router_answers_every_rejection() {
     assert!(limited.retry_after().is_some(), "{limited:?}");
     assert_eq!(bulkhead.in_flight(), 0, "every slot was given back");
 }
+
+#[tokio::test]
+async fn a_fallback_that_fails_still_answers_the_rejection_it_stood_in_for() {
+    let policy = Stack::new("catalog")
+        .fallback(
+            FallbackLayer::builder(source::from_async_fn(|_: Cause<Response<Body>>| async {
+                Err::<Response<Body>, _>(std::io::Error::other("the cache is down too"))
+            }))
+            .on_rejections(),
+        )
+        .rate_limit(quota(1))
+        .http_errors()
+        .build()
+        .unwrap();
+    let server = serve(
+        Router::new()
+            .route("/", get(|| async { "live catalog" }))
+            .layer(policy),
+    )
+    .await;
+    let client = HttpClient::new(&server);
+
+    assert_eq!(client.get("/").await.body, "live catalog");
+    // Limited, and the fallback fails too: the caller still learns it was
+    // rate limited and when to come back, not that something broke.
+    let answer = client.get("/").await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{answer:?}");
+    assert!(answer.retry_after().is_some(), "{answer:?}");
+    let problem = answer.json();
+    assert_eq!(problem["reason"], "rate_limited");
+    assert_eq!(problem["policy"], "catalog");
+}

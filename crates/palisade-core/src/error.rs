@@ -584,6 +584,30 @@ impl<'a> Rejection<'a> {
         )
     }
 
+    /// An owned copy of the rejection, boxed: for keeping it once the
+    /// error it was found in is gone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_core::{find_rejection, BoxError, KeyKind, PolicyName, RateLimited};
+    ///
+    /// let err: BoxError =
+    ///     RateLimited::new(PolicyName::new("api"), Duration::from_secs(1), KeyKind::Global).into();
+    /// let kept = find_rejection(&*err).unwrap().to_boxed();
+    /// drop(err);
+    /// assert!(kept.is::<RateLimited>());
+    /// ```
+    pub fn to_boxed(&self) -> BoxError {
+        match *self {
+            Rejection::Elapsed(e) => Box::new(e.clone()),
+            Rejection::RateLimited(e) => Box::new(e.clone()),
+            Rejection::MissingKey(e) => Box::new(e.clone()),
+            Rejection::CircuitOpen(e) => Box::new(e.clone()),
+            Rejection::Overloaded(e) => Box::new(e.clone()),
+            Rejection::Panicked(e) => Box::new(e.clone()),
+        }
+    }
+
     /// The rejection as a plain error.
     pub fn as_error(&self) -> &'a (dyn Error + 'static) {
         match *self {

@@ -6,10 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use palisade_core::shared::{Counted, SharedState, Sharing};
-use palisade_core::{BoxError, Event};
+use palisade_core::{BoxError, Event, PolicyName};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::error::FallbackFailed;
 use crate::layer::Shared;
 use crate::predicate::Predicate;
 use crate::source::{Cause, Source};
@@ -37,7 +38,9 @@ pin_project! {
     #[project = StateProj]
     enum State<Fut, A> {
         Inner { #[pin] future: Fut },
-        Answer { #[pin] future: A },
+        // `rejection`: a copy of the palisade rejection the answer stands
+        // in for, kept only by a source that can fail.
+        Answer { #[pin] future: A, rejection: Option<BoxError> },
     }
 }
 
@@ -62,9 +65,9 @@ where
         kept: F::Kept,
         shared: SharedState<Shared<P, F>, M>,
     ) -> Self {
-        let future = answer(&shared, kept, cause);
+        let (future, rejection) = answer(&shared, kept, cause);
         Self {
-            state: State::Answer { future },
+            state: State::Answer { future, rejection },
             kept: None,
             shared,
             _types: PhantomData,
@@ -72,8 +75,13 @@ where
     }
 }
 
-/// Reports the fallback and starts the source's answer.
-fn answer<P, F, Req, Res>(shared: &Shared<P, F>, kept: F::Kept, cause: Cause<Res>) -> F::Future
+/// Reports the fallback and starts the source's answer, with a copy of the
+/// rejection it answers for when the answer can fail.
+fn answer<P, F, Req, Res>(
+    shared: &Shared<P, F>,
+    kept: F::Kept,
+    cause: Cause<Res>,
+) -> (F::Future, Option<BoxError>)
 where
     F: Source<Req, Res>,
 {
@@ -83,7 +91,28 @@ where
         .metrics
         .emit(&Event::FallbackUsed { policy, trigger });
     tracing::debug!(policy, trigger = trigger.as_str(), "fallback answered");
-    shared.source.answer(kept, cause)
+    let rejection = if F::CAN_FAIL {
+        cause.rejection().map(|rejection| rejection.to_boxed())
+    } else {
+        None
+    };
+    (shared.source.answer(kept, cause), rejection)
+}
+
+/// The error of an answer that failed: the source's own, or, when the
+/// answer stood in for a rejection, [`FallbackFailed`] around both.
+#[cold]
+fn answer_failed(policy: &PolicyName, rejection: Option<BoxError>, error: BoxError) -> BoxError {
+    let Some(rejection) = rejection else {
+        return error;
+    };
+    tracing::warn!(
+        policy = policy.as_str(),
+        error = %error,
+        rejection = %rejection,
+        "fallback failed; answering with the rejection it stood in for"
+    );
+    Box::new(FallbackFailed::new(policy.clone(), rejection, error))
 }
 
 impl<Fut, E, P, F, Req, Res, M> Future for ResponseFuture<Fut, P, F, Req, Res, M>
@@ -123,10 +152,19 @@ where
                             .into_error()
                             .unwrap_or_else(|| "fallback polled after completion".into())));
                     };
-                    let future = answer(this.shared, kept, cause);
-                    this.state.set(State::Answer { future });
+                    let (future, rejection) = answer(this.shared, kept, cause);
+                    this.state.set(State::Answer { future, rejection });
                 }
-                StateProj::Answer { future } => return future.poll(cx),
+                StateProj::Answer { future, rejection } => {
+                    return match ready!(future.poll(cx)) {
+                        Ok(res) => Poll::Ready(Ok(res)),
+                        Err(error) => Poll::Ready(Err(answer_failed(
+                            &this.shared.name,
+                            rejection.take(),
+                            error,
+                        ))),
+                    };
+                }
             }
         }
     }

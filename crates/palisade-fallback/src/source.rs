@@ -151,6 +151,13 @@ pub trait Source<Req, Res> {
     /// The future of the answer.
     type Future: Future<Output = Result<Res, BoxError>>;
 
+    /// Whether an answer can fail. When it can, the fallback keeps a copy
+    /// of the palisade rejection it answers for (one allocation per
+    /// answer), so that a failed answer still reports that rejection (see
+    /// [`FallbackFailed`](crate::error::FallbackFailed)). Sources that
+    /// always answer set it to `false` and keep nothing.
+    const CAN_FAIL: bool = true;
+
     /// Keeps what [`answer`](Self::answer) will need of `req`.
     fn keep(&self, req: &Req) -> Self::Kept;
 
@@ -176,6 +183,8 @@ pub fn value<T: Clone>(value: T) -> Value<T> {
 impl<Req, Res: Clone> Source<Req, Res> for Value<Res> {
     type Kept = ();
     type Future = Ready<Result<Res, BoxError>>;
+
+    const CAN_FAIL: bool = false;
 
     #[inline]
     fn keep(&self, _req: &Req) -> Self::Kept {}
@@ -211,6 +220,8 @@ where
 {
     type Kept = ();
     type Future = Ready<Result<Res, BoxError>>;
+
+    const CAN_FAIL: bool = false;
 
     #[inline]
     fn keep(&self, _req: &Req) -> Self::Kept {}

@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use palisade_core::find_rejection;
 use palisade_core::{
     BoxError, CircuitOpen, CircuitState, Event, FallbackTrigger, KeyKind, LayerKind, Metrics,
     MetricsSink, PolicyName, RateLimited,
 };
+use palisade_fallback::error::FallbackFailed;
 use palisade_fallback::predicate::{AnyError, Or, Rejections, ServerErrors};
 use palisade_fallback::{Cause, FallbackLayer, source};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -330,15 +332,45 @@ async fn service_with_keeps_part_of_a_request_that_is_not_clone() {
 }
 
 #[tokio::test]
-async fn a_failing_fallback_service_returns_its_error() {
+async fn a_fallback_that_fails_for_a_rejection_answers_that_rejection() {
+    let backup =
+        service_fn(|_req: u32| async { Err::<String, _>(std::io::Error::other("backup down")) });
+    let layer = FallbackLayer::builder(source::service(backup))
+        .name("catalog")
+        .build()
+        .unwrap();
+    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    let err = svc.oneshot(1).await.unwrap_err();
+    // The rejection the fallback stood in for is still the answer (what
+    // the HTTP and gRPC mappings find along the chain), with the fallback's
+    // own failure beside it.
+    let failed = err
+        .downcast_ref::<FallbackFailed>()
+        .unwrap_or_else(|| panic!("expected FallbackFailed, got {err:?}"));
+    assert_eq!(failed.policy().as_str(), "catalog");
+    assert_eq!(failed.fallback_error().to_string(), "backup down");
+    assert!(failed.fallback_error().is::<std::io::Error>());
+    let rejection = find_rejection(&*err).expect("the rejection is in the chain");
+    assert_eq!(rejection.layer(), LayerKind::RateLimit);
+    assert_eq!(rejection.policy().as_str(), "api");
+    assert_eq!(rejection.retry_after(), Some(Duration::from_secs(2)));
+    assert_eq!(
+        err.to_string(),
+        format!("fallback \"catalog\" failed (backup down) standing in for: {rejection}")
+    );
+}
+
+#[tokio::test]
+async fn a_fallback_that_fails_for_a_plain_error_returns_its_own_error() {
     let backup =
         service_fn(|_req: u32| async { Err::<String, _>(std::io::Error::other("backup down")) });
     let layer = FallbackLayer::builder(source::service(backup))
         .build()
         .unwrap();
-    let svc = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    let svc = layer.layer(odd_fails(|| "boom".into(), |n: &u32| *n));
     let err = svc.oneshot(1).await.unwrap_err();
     assert_eq!(err.to_string(), "backup down");
+    assert!(err.is::<std::io::Error>());
 }
 
 #[tokio::test]

@@ -17,7 +17,10 @@
 //! [`Stack::grpc_client_errors`]), so that whatever the
 //! fallback did not answer becomes a 429/503/504/500 response (or the
 //! matching gRPC status) and the service stays `Infallible`, as axum
-//! requires.
+//! requires. A fallback that fails while it answers for a rejection
+//! leaves that rejection's answer ([`FallbackFailed`](crate::fallback::error::FallbackFailed)):
+//! a rate-limited request whose fallback failed is still a 429 with
+//! `Retry-After`.
 //!
 //! Every layer is optional: a layer that is not configured is
 //! [`Identity`], which costs nothing. The stack gives every layer the same
