@@ -456,8 +456,9 @@ pub enum Event<'a> {
         policy: &'a str,
     },
 
-    /// A header palisade reads (such as `grpc-timeout`) was malformed and
-    /// was ignored.
+    /// A header palisade reads (such as `grpc-timeout`, or the entry of
+    /// `X-Forwarded-For` or `Forwarded` where the rate limiter's client-IP
+    /// key stopped) was malformed and was ignored.
     ///
     /// Backend: increment `palisade_malformed_headers_total{policy,header}`;
     /// log at debug level. Never a reason to fail the request.

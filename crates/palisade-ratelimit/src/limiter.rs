@@ -555,6 +555,16 @@ impl Limiter {
         });
     }
 
+    /// Reports a header read for the key that was malformed and ignored.
+    #[cold]
+    pub(crate) fn emit_malformed(&self, header: &'static str) {
+        self.metrics.emit(&Event::MalformedHeader {
+            policy: self.policy.as_str(),
+            layer: LayerKind::RateLimit,
+            header,
+        });
+    }
+
     #[inline]
     pub(crate) fn emit_rejected(&self, reason: RejectReason) {
         self.metrics.emit(&Event::Rejected {

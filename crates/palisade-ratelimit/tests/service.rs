@@ -405,6 +405,7 @@ struct Counts {
     admitted: AtomicUsize,
     rate_limited: AtomicUsize,
     missing: AtomicUsize,
+    malformed: std::sync::Mutex<Vec<(String, &'static str)>>,
 }
 
 impl MetricsSink for Counts {
@@ -424,6 +425,16 @@ impl MetricsSink for Counts {
                 ..
             } => {
                 self.missing.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::MalformedHeader {
+                policy,
+                layer: palisade_core::LayerKind::RateLimit,
+                header,
+            } => {
+                self.malformed
+                    .lock()
+                    .unwrap()
+                    .push(((*policy).to_owned(), header));
             }
             _ => {}
         }
@@ -582,4 +593,73 @@ async fn inner_errors_and_responses_pass_through() {
     let response = teapot.oneshot(Request::new(())).await.unwrap();
     assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
     assert!(response.headers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_forwarding_entry_the_walk_reaches_is_reported_and_ignored() {
+    let counts = Arc::new(Counts::default());
+    let svc = RateLimitLayer::builder()
+        .name("edge")
+        .quota(100, Duration::from_secs(60))
+        .keyed_by(ClientIp::new().trust("10.0.0.0/8".parse().unwrap()))
+        .metrics(Metrics::from_arc(counts.clone()))
+        .build()
+        .unwrap()
+        .layer(echo());
+    let proxy = "10.0.0.1";
+    let malformed = || counts.malformed.lock().unwrap().clone();
+
+    // Well formed, `unknown` and obfuscated entries are not malformed.
+    send(&svc, with_xff(proxy, "203.0.113.7")).await.unwrap();
+    send(&svc, with_xff(proxy, "unknown")).await.unwrap();
+    send(&svc, from(proxy)).await.unwrap();
+    assert_eq!(malformed(), []);
+    // Garbage left of the client's address is never read.
+    send(&svc, with_xff(proxy, "garbage, 203.0.113.7"))
+        .await
+        .unwrap();
+    assert_eq!(malformed(), []);
+
+    // Garbage the walk reaches ends it (the key is the proxy), and says so.
+    send(&svc, with_xff(proxy, "203.0.113.7, 1.2.3.4.5"))
+        .await
+        .unwrap();
+    assert_eq!(malformed(), [("edge".to_owned(), "x-forwarded-for")]);
+
+    let forwarded = RateLimitLayer::builder()
+        .name("edge")
+        .quota(100, Duration::from_secs(60))
+        .keyed_by(
+            ClientIp::new()
+                .trust("10.0.0.0/8".parse().unwrap())
+                .header(ForwardedHeader::Forwarded),
+        )
+        .metrics(Metrics::from_arc(counts.clone()))
+        .build()
+        .unwrap()
+        .layer(echo());
+    let with_forwarded = |value: &str| {
+        let mut request = from(proxy);
+        request
+            .headers_mut()
+            .insert("forwarded", value.parse().unwrap());
+        request
+    };
+    send(&forwarded, with_forwarded("for=_hidden"))
+        .await
+        .unwrap();
+    send(&forwarded, with_forwarded("for=unknown;proto=https"))
+        .await
+        .unwrap();
+    assert_eq!(malformed().len(), 1);
+    send(&forwarded, with_forwarded("for=\"[2001:db8::1\""))
+        .await
+        .unwrap();
+    assert_eq!(
+        malformed(),
+        [
+            ("edge".to_owned(), "x-forwarded-for"),
+            ("edge".to_owned(), "forwarded")
+        ]
+    );
 }

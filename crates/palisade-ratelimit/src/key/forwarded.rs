@@ -51,9 +51,13 @@ impl ForwardedHeader {
 pub(crate) enum Hop {
     /// The address this hop reported.
     Addr(IpAddr),
-    /// An entry that names no address: malformed, `unknown`, or an
-    /// obfuscated identifier.
-    Unusable,
+    /// A well-formed entry that names no address: `unknown`, an
+    /// obfuscated identifier (`_hidden`), or a `Forwarded` element
+    /// without `for`.
+    Unnamed,
+    /// An entry that is neither: garbage, an address that does not parse,
+    /// unbalanced quotes, two `for` parameters.
+    Malformed,
 }
 
 /// The most hops a walk reads, over all lines of the header.
@@ -73,13 +77,49 @@ pub(crate) fn hops_from_right(
         .flat_map(move |value| FromRight::new(value.as_bytes(), quoted))
         .map(trim)
         .filter(|entry| !entry.is_empty())
-        .map(move |entry| {
-            let node = match header {
-                ForwardedHeader::XForwardedFor => Some(entry),
-                ForwardedHeader::Forwarded => for_parameter(entry),
-            };
-            node.and_then(parse_node).map_or(Hop::Unusable, Hop::Addr)
+        .map(move |entry| match header {
+            ForwardedHeader::XForwardedFor => node_hop(entry),
+            ForwardedHeader::Forwarded => match for_parameter(entry) {
+                ForParameter::Value(node) => node_hop(node),
+                ForParameter::Missing => Hop::Unnamed,
+                ForParameter::Malformed => Hop::Malformed,
+            },
         })
+}
+
+/// The hop a node names.
+fn node_hop(node: &[u8]) -> Hop {
+    match parse_node(node) {
+        Some(addr) => Hop::Addr(addr),
+        None if is_unnamed(node) => Hop::Unnamed,
+        None => Hop::Malformed,
+    }
+}
+
+/// RFC 7239's nodes that name no address: `unknown` and obfuscated
+/// identifiers (`_` then letters, digits, `.`, `_` or `-`), optionally
+/// quoted and with a port.
+fn is_unnamed(node: &[u8]) -> bool {
+    let node = match node {
+        [b'"', inner @ .., b'"'] => trim(inner),
+        _ => node,
+    };
+    let name = match node.iter().rposition(|byte| *byte == b':') {
+        Some(colon) => match std::str::from_utf8(&node[colon + 1..]) {
+            Ok(port) if is_port(port) => &node[..colon],
+            _ => return false,
+        },
+        None => node,
+    };
+    match name {
+        [b'_', rest @ ..] => {
+            !rest.is_empty()
+                && rest
+                    .iter()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+        }
+        _ => name.eq_ignore_ascii_case(b"unknown"),
+    }
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -196,11 +236,20 @@ impl<'a> Iterator for FromRight<'a> {
     }
 }
 
-/// The value of the `for` parameter of one `Forwarded` element, unless
-/// the element's quotes do not balance or it names `for` more than once.
-fn for_parameter(element: &[u8]) -> Option<&[u8]> {
+/// What one `Forwarded` element says of its `for` parameter.
+enum ForParameter<'a> {
+    /// Its value.
+    Value(&'a [u8]),
+    /// The element has none.
+    Missing,
+    /// The element's quotes do not balance, or it names `for` twice.
+    Malformed,
+}
+
+/// The `for` parameter of one `Forwarded` element.
+fn for_parameter(element: &[u8]) -> ForParameter<'_> {
     if !balanced(element) {
-        return None;
+        return ForParameter::Malformed;
     }
     let mut found = None;
     for pair in split_unquoted(element, b';') {
@@ -210,12 +259,12 @@ fn for_parameter(element: &[u8]) -> Option<&[u8]> {
         let (name, value) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
         if name.eq_ignore_ascii_case(b"for") {
             if found.is_some() {
-                return None;
+                return ForParameter::Malformed;
             }
             found = Some(value);
         }
     }
-    found
+    found.map_or(ForParameter::Missing, ForParameter::Value)
 }
 
 /// Parses a node: `192.0.2.1`, `192.0.2.1:8080`, `2001:db8::1`,
@@ -308,13 +357,26 @@ mod tests {
     }
 
     #[test]
-    fn garbage_entries_are_unusable() {
+    fn garbage_entries_are_malformed() {
         assert_eq!(
             hops(
                 ForwardedHeader::XForwardedFor,
-                &["nonsense, 1.2.3.4.5, [::1, 192.0.2.1:99999, 192.0.2.1:http"]
+                &[
+                    "nonsense, 1.2.3.4.5, [::1, 192.0.2.1:99999, 192.0.2.1:http, _, unknown:http, _a b"
+                ]
             ),
-            vec![Hop::Unusable; 5]
+            vec![Hop::Malformed; 8]
+        );
+    }
+
+    #[test]
+    fn unknown_and_obfuscated_nodes_are_unnamed_not_malformed() {
+        assert_eq!(
+            hops(
+                ForwardedHeader::XForwardedFor,
+                &["unknown, UNKNOWN:8080, _hidden, \"_proxy-1.a:_port\", _x:443"]
+            ),
+            vec![Hop::Unnamed; 5]
         );
     }
 
@@ -329,9 +391,9 @@ mod tests {
                 ]
             ),
             vec![
-                Hop::Unusable,
-                Hop::Unusable,
-                Hop::Unusable,
+                Hop::Unnamed,
+                Hop::Unnamed,
+                Hop::Unnamed,
                 addr("10.0.0.1"),
                 addr("2001:db8:cafe::17"),
                 addr("192.0.2.60"),
@@ -366,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn unbalanced_quotes_and_repeated_for_are_unusable() {
+    fn unbalanced_quotes_and_repeated_for_are_malformed() {
         assert_eq!(
             hops(
                 ForwardedHeader::Forwarded,
@@ -374,14 +436,14 @@ mod tests {
             ),
             // Read from the right, the lone quote swallows everything left
             // of it into one element.
-            vec![addr("10.0.0.2"), Hop::Unusable]
+            vec![addr("10.0.0.2"), Hop::Malformed]
         );
         assert_eq!(
             hops(
                 ForwardedHeader::Forwarded,
                 &["for=192.0.2.1;for=198.51.100.1", "for=10.0.0.1;x=\\\""]
             ),
-            vec![Hop::Unusable, Hop::Unusable]
+            vec![Hop::Malformed, Hop::Malformed]
         );
     }
 
@@ -394,11 +456,11 @@ mod tests {
                 ForwardedHeader::Forwarded,
                 &[r#"", for=203.0.113.7;host="a,for=6.6.6.6;x=\"""#]
             ),
-            vec![addr("203.0.113.7"), Hop::Unusable]
+            vec![addr("203.0.113.7"), Hop::Malformed]
         );
         assert_eq!(
             hops(ForwardedHeader::Forwarded, &[r#"x=", for=203.0.113.7"#]),
-            vec![addr("203.0.113.7"), Hop::Unusable]
+            vec![addr("203.0.113.7"), Hop::Malformed]
         );
         // An escaped backslash before a closing quote.
         assert_eq!(

@@ -208,7 +208,11 @@ impl<B> ExtractKey<http::Request<B>> for PeerIp {
 /// right, skipping trusted hops; the key is the right-most untrusted
 /// address. A malformed, `unknown` or obfuscated entry ends the walk and the
 /// key is the last trusted hop read (the peer itself when the first entry
-/// is unusable), never an address the client wrote. When every hop is
+/// is unusable), never an address the client wrote. The rate limiter
+/// reports a malformed one it reached (not `unknown`, not an obfuscated
+/// identifier, not an element without `for`) as
+/// [`Event::MalformedHeader`](palisade_core::Event::MalformedHeader) for
+/// the forwarding header. When every hop is
 /// trusted, the left-most one is the key; the walk reads at most 32 hops,
 /// and after 32 trusted ones the 32nd from the right is the key.
 ///
@@ -289,19 +293,27 @@ impl ClientIp {
 
     /// The client's address for a request from `peer` with `headers`.
     pub fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.walk(peer, headers).0
+    }
+
+    /// The client's address, and whether the walk ended on a malformed
+    /// entry (one it reached: entries left of where it stops are never
+    /// read).
+    fn walk(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) {
         let peer = canonical(peer);
         if !self.is_trusted(peer) {
-            return peer;
+            return (peer, false);
         }
         let mut last_trusted = peer;
         for hop in hops_from_right(self.header, headers).take(MAX_HOPS) {
             match hop {
                 Hop::Addr(addr) if self.is_trusted(addr) => last_trusted = canonical(addr),
-                Hop::Addr(addr) => return canonical(addr),
-                Hop::Unusable => return last_trusted,
+                Hop::Addr(addr) => return (canonical(addr), false),
+                Hop::Unnamed => return (last_trusted, false),
+                Hop::Malformed => return (last_trusted, true),
             }
         }
-        last_trusted
+        (last_trusted, false)
     }
 
     /// The key for a request from `peer` with `headers`.
@@ -338,6 +350,18 @@ impl<B> ExtractKey<http::Request<B>> for ClientIp {
 
     fn extract<'r>(&'r self, request: &'r http::Request<B>) -> Option<IpKey> {
         peer_ip(request).map(|peer| self.key(peer, request.headers()))
+    }
+
+    fn extract_checked<'r>(
+        &'r self,
+        request: &'r http::Request<B>,
+    ) -> (Option<IpKey>, Option<&'static str>) {
+        let Some(peer) = peer_ip(request) else {
+            return (None, None);
+        };
+        let (client, malformed) = self.walk(peer, request.headers());
+        let key = IpKey::new(client, self.ipv4_prefix, self.ipv6_prefix);
+        (Some(key), malformed.then(|| self.header.name().as_str()))
     }
 }
 

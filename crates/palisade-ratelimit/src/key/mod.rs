@@ -87,6 +87,18 @@ pub trait ExtractKey<Req>: KeyExtractor {
 
     /// The key of `request`, or `None` when it has none.
     fn extract<'r>(&'r self, request: &'r Req) -> Option<Self::Key<'r>>;
+
+    /// The key, as [`extract`](Self::extract) gives it, and the name of a
+    /// header read for it that was malformed and ignored, which the
+    /// limiter reports as
+    /// [`Event::MalformedHeader`](palisade_core::Event::MalformedHeader).
+    /// [`ClientIp`] names its forwarding header; the default names none.
+    fn extract_checked<'r>(
+        &'r self,
+        request: &'r Req,
+    ) -> (Option<Self::Key<'r>>, Option<&'static str>) {
+        (self.extract(request), None)
+    }
 }
 
 /// No key: one bucket shared by every request. The default.

@@ -47,7 +47,11 @@ impl<K, H> Shared<K, H> {
         H: ResponseHeaders<Res>,
     {
         let target = if self.limiter.is_keyed() {
-            match self.extractor.extract(request) {
+            let (key, malformed) = self.extractor.extract_checked(request);
+            if let Some(header) = malformed {
+                self.limiter.emit_malformed(header);
+            }
+            match key {
                 Some(key) => self.limiter.target_of(&key),
                 None => match self.on_missing_key {
                     OnMissingKey::Fallback => Target::Shared,
