@@ -362,6 +362,18 @@ const FORWARDED_GARBAGE: [&str; 6] = [
     "for=",
 ];
 
+/// Entries that name no address but are well formed (RFC 7239's
+/// `unknown`, obfuscated identifiers, an element without `for`): the walk
+/// stops there without reporting anything. The rest are malformed.
+const UNNAMED: [&str; 6] = [
+    "unknown",
+    "_hidden",
+    "for=unknown",
+    "for=_hidden",
+    "proto=https",
+    "by=192.0.2.9",
+];
+
 /// One entry of the header for `hop`.
 fn entry(hop: &Hop, header: ForwardedHeader, style: Style) -> String {
     let addr = match hop {
@@ -408,6 +420,24 @@ fn client_model(peer: IpAddr, hops: &[Hop], trusted: &[Net]) -> (IpAddr, usize) 
     (last, hops.len().saturating_sub(MAX_HOPS))
 }
 
+/// Whether the walk ends on a malformed entry, which the rate limiter
+/// reports: a malformed garbage entry, or the client's stray quote at the
+/// far left when the walk gets that far.
+fn malformed_model(chain: &Chain) -> bool {
+    let is_trusted = |a: IpAddr| chain.trusted.iter().any(|n| n.contains(a));
+    if !is_trusted(canonical(chain.peer)) {
+        return false;
+    }
+    for hop in chain.hops.iter().rev().take(MAX_HOPS) {
+        match hop {
+            Hop::Trusted(_) => {}
+            Hop::Untrusted(_) => return false,
+            Hop::Garbage(g) => return !UNNAMED.contains(g),
+        }
+    }
+    chain.stray_quote && chain.hops.len() < MAX_HOPS
+}
+
 /// A generated request: trusted networks, the peer, the chain and how it
 /// is written.
 #[derive(Clone, Debug)]
@@ -417,6 +447,8 @@ struct Chain {
     hops: Vec<Hop>,
     header: ForwardedHeader,
     lines: Vec<String>,
+    /// A lone quote left of the first element (`Forwarded` only).
+    stray_quote: bool,
     ipv4_prefix: u8,
     ipv6_prefix: u8,
 }
@@ -517,7 +549,8 @@ fn chain() -> impl Strategy<Value = Chain> {
                 // What a client may send at the far left: a lone quote,
                 // which must not change how the elements right of it split.
                 // The walk reads it, if it gets that far, as unusable.
-                if stray_quote && header == ForwardedHeader::Forwarded {
+                let stray_quote = stray_quote && header == ForwardedHeader::Forwarded;
+                if stray_quote {
                     lines[0] = format!("\", {}", lines[0]);
                 }
                 Chain {
@@ -526,6 +559,7 @@ fn chain() -> impl Strategy<Value = Chain> {
                     hops,
                     header,
                     lines,
+                    stray_quote,
                     ipv4_prefix: p4,
                     ipv6_prefix: p6,
                 }
@@ -577,6 +611,12 @@ fn check_chain(chain: &Chain) -> Result<(), TestCaseError> {
         key,
         Some(IpKey::new(expected, chain.ipv4_prefix, chain.ipv6_prefix))
     );
+    // The same key, and the header named exactly when the walk ended on a
+    // malformed entry.
+    let (checked, malformed) = extractor.extract_checked(&req);
+    prop_assert_eq!(checked, key);
+    let expected_malformed = malformed_model(chain).then(|| chain.header.name().as_str());
+    prop_assert_eq!(malformed, expected_malformed, "lines {:?}", chain.lines);
 
     // The stated properties, independently of the model's walk.
     let addr_of = |h: &Hop| match h {
