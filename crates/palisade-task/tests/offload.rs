@@ -218,6 +218,11 @@ async fn a_hung_dependency_never_blocks_the_caller() {
 
 /// An offload queue named "reports" in front of `service`, reporting to
 /// the returned recorder, with `max_attempts` 1 ms apart.
+/// Retries 1 ms apart.
+fn quick_retries() -> Backoff {
+    Backoff::new(Duration::from_millis(1), Duration::from_millis(1))
+}
+
 fn recorded_offload<S>(service: S, max_attempts: u32) -> (Offload<u32>, Arc<Recorder>)
 where
     S: tower::Service<u32, Response = (), Error = String> + Clone + Send + 'static,
@@ -228,10 +233,7 @@ where
         .name("reports")
         .metrics(Metrics::from_arc(recorder.clone()))
         .max_attempts(max_attempts)
-        .backoff(Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(1),
-        ))
+        .backoff(quick_retries())
         .build()
         .unwrap();
     (offload, recorder)
@@ -288,10 +290,7 @@ async fn an_item_whose_clone_panics_is_a_failed_attempt_and_the_worker_lives_on(
         .name("fragile")
         .workers(1)
         .max_attempts(2)
-        .backoff(Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(1),
-        ))
+        .backoff(quick_retries())
         .build()
         .unwrap();
     for i in [13, 1, 2] {
@@ -327,10 +326,7 @@ async fn a_sink_that_panics_on_every_report_neither_stops_a_worker_nor_loses_a_c
         .workers(1)
         .queue_capacity(4)
         .max_attempts(2)
-        .backoff(Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(1),
-        ))
+        .backoff(quick_retries())
         .build()
         .unwrap();
     for i in 0..4 {

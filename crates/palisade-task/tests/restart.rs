@@ -25,6 +25,29 @@ fn group() -> (TaskGroup, Arc<Recorder>) {
     (group, recorder)
 }
 
+/// Numbers the runs of a supervised task, from 1.
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<u32>>);
+
+impl Runs {
+    /// The number of the run starting now.
+    fn next(&self) -> u32 {
+        let mut runs = self.0.lock().unwrap();
+        *runs += 1;
+        *runs
+    }
+
+    /// How many runs started.
+    fn count(&self) -> u32 {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Restarts 10 ms apart, without jitter.
+fn every_10ms() -> Backoff {
+    Backoff::new(ms(10), ms(10)).jitter(0.0)
+}
+
 /// Offsets from `origin` of every run's start.
 fn offsets(starts: &Mutex<Vec<Instant>>, origin: Instant) -> Vec<Duration> {
     starts.lock().unwrap().iter().map(|t| *t - origin).collect()
@@ -163,7 +186,7 @@ async fn healthy_running_resets_the_backoff_and_the_window() {
         .unwrap();
     // Runs 1-2 fail at once, run 3 is healthy for 10 s then fails, runs 4-5
     // fail at once, run 6 fails at once and exceeds the limit.
-    let runs = Arc::new(Mutex::new(0_u32));
+    let runs = Runs::default();
     let counter = runs.clone();
     let starts = Arc::new(Mutex::new(Vec::new()));
     let log = starts.clone();
@@ -171,11 +194,7 @@ async fn healthy_running_resets_the_backoff_and_the_window() {
     let exit = group
         .spawn_supervised("flaky", policy, move |_| {
             log.lock().unwrap().push(Instant::now());
-            let run = {
-                let mut runs = counter.lock().unwrap();
-                *runs += 1;
-                *runs
-            };
+            let run = counter.next();
             async move {
                 if run == 3 {
                     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -224,15 +243,11 @@ async fn restarts_older_than_the_window_do_not_count() {
         .reset_after(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let runs = Arc::new(Mutex::new(0_u32));
+    let runs = Runs::default();
     let counter = runs.clone();
     let exit = group
         .spawn_supervised("slow-failures", policy, move |_| {
-            let run = {
-                let mut runs = counter.lock().unwrap();
-                *runs += 1;
-                *runs
-            };
+            let run = counter.next();
             async move {
                 if run < 6 {
                     Err(format!("run {run}"))
@@ -252,19 +267,15 @@ async fn restarts_older_than_the_window_do_not_count() {
 async fn panics_are_restarted_and_reported() {
     let (group, recorder) = group();
     let policy = RestartPolicy::builder()
-        .backoff(Backoff::new(ms(10), ms(10)).jitter(0.0))
+        .backoff(every_10ms())
         .max_restarts(3)
         .build()
         .unwrap();
-    let runs = Arc::new(Mutex::new(0_u32));
+    let runs = Runs::default();
     let counter = runs.clone();
     let exit = group
         .spawn_supervised("panicky", policy, move |_| {
-            let run = {
-                let mut runs = counter.lock().unwrap();
-                *runs += 1;
-                *runs
-            };
+            let run = counter.next();
             if run == 2 {
                 panic!("the factory itself panicked");
             }
@@ -387,19 +398,15 @@ fn faulty_group() -> (TaskGroup, Arc<Recorder>) {
 async fn a_sink_that_panics_on_a_restart_does_not_end_the_supervision() {
     let (group, recorder) = faulty_group();
     let policy = RestartPolicy::builder()
-        .backoff(Backoff::new(ms(10), ms(10)).jitter(0.0))
+        .backoff(every_10ms())
         .max_restarts(5)
         .build()
         .unwrap();
-    let runs = Arc::new(Mutex::new(0_u32));
+    let runs = Runs::default();
     let counter = runs.clone();
     let exit = group
         .spawn_supervised("flaky", policy, move |_| {
-            let run = {
-                let mut runs = counter.lock().unwrap();
-                *runs += 1;
-                *runs
-            };
+            let run = counter.next();
             async move { if run < 3 { Err("not yet") } else { Ok(run) } }
         })
         .await;
@@ -410,7 +417,7 @@ async fn a_sink_that_panics_on_a_restart_does_not_end_the_supervision() {
     );
     assert_eq!(exit.restarts, 2);
     assert!(!exit.gave_up);
-    assert_eq!(*runs.lock().unwrap(), 3);
+    assert_eq!(runs.count(), 3);
     assert_eq!(recorder.count(|e| matches!(e, Seen::Restarted(..))), 2);
     assert_eq!(
         recorder.count(|e| matches!(e, Seen::Ended(_, TaskEnd::Completed))),
@@ -424,7 +431,7 @@ async fn a_sink_that_panics_on_a_restart_does_not_end_the_supervision() {
 async fn a_sink_that_panics_on_a_give_up_keeps_the_tasks_own_exit() {
     let (group, recorder) = faulty_group();
     let policy = RestartPolicy::builder()
-        .backoff(Backoff::new(ms(10), ms(10)).jitter(0.0))
+        .backoff(every_10ms())
         .max_restarts(1)
         .build()
         .unwrap();
