@@ -324,6 +324,32 @@ fn loom_writers_of_an_outcome_already_in_place_race_changes_and_resets() {
 }
 
 #[test]
+fn loom_a_success_that_skips_a_clean_window_races_a_failure() {
+    model(|| {
+        // Two slots of plain successes: a success may skip the ring, while
+        // a failure takes a slot. Whichever lands first, the failure stays
+        // in the window and the aggregate matches the slots.
+        let window = Arc::new(CountWindow::new(2, 0));
+        for _ in 0..2 {
+            assert!(matches!(
+                window.record(0, code(false, false)),
+                Recorded::Counted { .. }
+            ));
+        }
+        let success = {
+            let window = window.clone();
+            thread::spawn(move || window.record(0, code(false, false)))
+        };
+        let failure = window.record(0, code(true, false));
+        assert!(matches!(failure, Recorded::Counted { .. }));
+        assert!(matches!(success.join().unwrap(), Recorded::Counted { .. }));
+        assert_eq!(window.counts(), window.recount(0));
+        assert_eq!(window.counts().calls, 2);
+        assert_eq!(window.counts().failures, 1);
+    });
+}
+
+#[test]
 fn loom_a_reset_racing_a_writer_keeps_the_window_consistent() {
     model(|| {
         let window = Arc::new(CountWindow::new(2, 0));

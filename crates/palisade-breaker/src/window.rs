@@ -79,6 +79,9 @@ pub(crate) const fn code(failure: bool, slow: bool) -> u32 {
     1 | (failure as u32) << 1 | (slow as u32) << 2
 }
 
+/// A success that was not slow.
+const CLEAN: u32 = code(false, false);
+
 const FIELD: u64 = 0xFFFF;
 
 #[inline]
@@ -182,9 +185,22 @@ impl CountWindow {
     }
 
     pub(crate) fn record(&self, epoch: u16, code: u32) -> Recorded {
+        let word = self.aggregate.load(Ordering::Acquire);
         // Cheap early out for a call admitted before the last transition.
-        if self.epoch() != epoch {
+        if tag_of(word) != epoch {
             return Recorded::Stale;
+        }
+        // The steady state of a healthy service: every slot holds a plain
+        // success, and so would the ring after this one pushed the oldest
+        // out, wherever the head stood. Taking a slot would only write the
+        // head, a line every core shares; the window is the same without.
+        // A writer whose outcome is not in the aggregate yet is ordered
+        // after this call, as it would be had it counted a moment later.
+        if code == CLEAN && word == pack(epoch, self.slots.len() as u64, 0, 0) {
+            return Recorded::Counted {
+                counts: counts_of(word),
+                changed: false,
+            };
         }
         let head = self.head.fetch_add(1, Ordering::Relaxed);
         let slot = &self.slots[self.index(head)];
@@ -568,6 +584,42 @@ mod tests {
     }
 
     #[test]
+    fn a_full_window_of_plain_successes_is_not_written_by_another() {
+        let w = CountWindow::new(3, 2);
+        for _ in 0..3 {
+            counted(w.record(2, OK));
+        }
+        let head = w.head.load(Ordering::Relaxed);
+        // The steady state of a healthy service: nothing to add, nothing to
+        // move, so no shared line is written.
+        for _ in 0..10 {
+            assert_eq!(
+                w.record(2, OK),
+                Recorded::Counted {
+                    counts: Counts {
+                        calls: 3,
+                        failures: 0,
+                        slow: 0
+                    },
+                    changed: false
+                }
+            );
+        }
+        assert_eq!(w.head.load(Ordering::Relaxed), head);
+        // A failure still takes the next place and leaves after three more.
+        assert_eq!(counted(w.record(2, FAIL)).failures, 1);
+        assert_eq!(counted(w.record(2, OK)).failures, 1);
+        assert_eq!(counted(w.record(2, OK)).failures, 1);
+        assert_eq!(counted(w.record(2, OK)).failures, 0);
+        assert_eq!(w.recount(2), w.counts());
+        // A window not yet full still counts every success.
+        let fresh = CountWindow::new(3, 0);
+        assert_eq!(counted(fresh.record(0, OK)).calls, 1);
+        assert_eq!(counted(fresh.record(0, OK)).calls, 2);
+        assert_eq!(fresh.head.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn count_window_reset_empties_and_drops_stale_writers() {
         let w = CountWindow::new(4, 7);
         counted(w.record(7, FAIL));
@@ -663,6 +715,38 @@ mod tests {
                     expected,
                     "{buckets} buckets, gap {gap}"
                 );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A count window always holds exactly the last `size` outcomes,
+        /// whatever mix of plain, failed and slow calls it is fed.
+        #[test]
+        fn count_window_matches_a_list_of_outcomes(
+            size in 1_usize..=8,
+            outcomes in proptest::collection::vec(0_u8..6, 1..80),
+        ) {
+            let w = CountWindow::new(size, 0);
+            let mut history: Vec<u32> = Vec::new();
+            for outcome in outcomes {
+                // Mostly plain successes, as in a healthy service.
+                let code = match outcome {
+                    0 => FAIL,
+                    1 => SLOW_OK,
+                    _ => OK,
+                };
+                let c = counted(w.record(0, code));
+                history.push(code);
+                let last = &history[history.len().saturating_sub(size)..];
+                let expected = Counts {
+                    calls: last.len() as u64,
+                    failures: last.iter().filter(|c| **c == FAIL).count() as u64,
+                    slow: last.iter().filter(|c| **c == SLOW_OK).count() as u64,
+                };
+                proptest::prop_assert_eq!(c, expected);
+                proptest::prop_assert_eq!(w.counts(), expected);
+                proptest::prop_assert_eq!(w.recount(0), expected);
             }
         }
     }
