@@ -409,9 +409,10 @@ MISSED_BECAUSE = {
         "against tower's `ConcurrencyLimit`* in the notes below."
     ),
     "scaling": (
-        "Every request writes cache lines shared by all workers: the rate limiter's bucket, the "
-        "bulkhead's slot word and the breaker's window, which any shared limit must write, and, "
-        "unless the stack is leaked, five reference counts. A second worker mostly waits for lines "
+        "Every request writes cache lines shared by all workers: the rate limiter's bucket and the "
+        "bulkhead's slot word, which any shared limit must write, and, unless the stack is leaked, "
+        "five reference counts (a closed breaker in front of a healthy service writes nothing "
+        "shared since its window skips outcomes that change nothing). A second worker mostly waits for lines "
         "held by the first. The table *Each layer alone, 64 tasks* shows where: the layers whose "
         "only shared write is a reference count slow down on two workers (leaking removes that "
         "write), and so do the bulkhead and, in some rounds, the rate limiter; see *Scaling with "

@@ -11,7 +11,10 @@
 //!
 //! - Closed admission is one load of the state word. Recording is one
 //!   increment of the ring head, one compare-and-swap of the slot and one of
-//!   the window's aggregate word. Neither locks nor allocates.
+//!   the window's aggregate word, each skipped when it would change
+//!   nothing: a plain success completing over a count window that holds
+//!   only plain successes reads the aggregate and writes nothing. Neither
+//!   locks nor allocates.
 //! - Half-open admission takes a probe slot with a compare-and-swap on one
 //!   word (epoch, slots taken, probes done, failures, slow). A probe that
 //!   ends without an outcome gives its slot back.
