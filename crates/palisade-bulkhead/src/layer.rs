@@ -101,6 +101,11 @@ pub(crate) struct Events<'a>(&'a Core);
 
 impl Report for Events<'_> {
     #[inline]
+    fn is_enabled(&self) -> bool {
+        self.0.metrics.is_enabled()
+    }
+
+    #[inline]
     fn change(&self, change: InFlightChange, in_flight: usize, limit: usize) {
         self.0.metrics.emit(&Event::InFlightChanged {
             policy: self.0.policy.as_str(),

@@ -21,6 +21,12 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock
 /// after it and the limit in force.
 pub(crate) trait Report {
     fn change(&self, change: InFlightChange, in_flight: usize, limit: usize);
+
+    /// Whether anyone receives the changes: when nobody does, the fast
+    /// path skips reading the limit they would carry.
+    fn is_enabled(&self) -> bool {
+        true
+    }
 }
 
 /// One packed state word: in-flight count (low half) and queued waiters
@@ -181,7 +187,9 @@ impl Limiter {
             let next = State::with(current.in_flight().saturating_sub(1), 0);
             match self.swap_state(current, next) {
                 Ok(()) => {
-                    report.change(InFlightChange::Released, next.in_flight(), self.limit());
+                    if report.is_enabled() {
+                        report.change(InFlightChange::Released, next.in_flight(), self.limit());
+                    }
                     return;
                 }
                 Err(actual) => current = actual,
