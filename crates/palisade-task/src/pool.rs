@@ -13,7 +13,7 @@ use palisade_core::{ConfigError, LayerKind, Metrics, PolicyName};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::catch::CatchUnwind;
+use crate::catch::{CatchUnwind, contained};
 use crate::exit::TaskOutput;
 use crate::group::{GroupInner, ShutdownReport, TaskGroup};
 
@@ -305,7 +305,11 @@ impl WorkerPool {
             match job.await.into_result() {
                 Ok(_) => JobEnd::Completed,
                 Err(error) => {
-                    tracing::warn!(pool = pool.as_str(), error = %error, "pool job failed");
+                    // Contained: the job failed, whatever formatting its
+                    // error for the log does.
+                    contained(|| {
+                        tracing::warn!(pool = pool.as_str(), error = %error, "pool job failed");
+                    });
                     JobEnd::Failed
                 }
             }

@@ -8,13 +8,14 @@
 
 mod support;
 
-use palisade_task::{TaskExit, TaskGroup};
+use palisade_task::{TaskExit, TaskGroup, WorkerPool};
 
 #[test]
 fn task_panics_are_logged_and_nothing_the_log_or_a_destructor_does_changes_an_exit() {
     let subscriber = support::CaptureSubscriber::default();
     let logged = subscriber.0.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let group = TaskGroup::builder().name("logged").build().unwrap();
@@ -45,6 +46,19 @@ fn task_panics_are_logged_and_nothing_the_log_or_a_destructor_does_changes_an_ex
             // ends as failed.
             let e = group.spawn("ingest", async { Err::<(), _>(PanicsOnDisplay) });
             assert!(matches!(e.await, TaskExit::Failed(PanicsOnDisplay)));
+            // The same for a pool job: failed, not panicked.
+            let pool = WorkerPool::builder()
+                .name("jobs")
+                .workers(1)
+                .build()
+                .unwrap();
+            pool.submit(async { Err::<(), _>(PanicsOnDisplay) })
+                .await
+                .unwrap();
+            let report = pool.shutdown(std::time::Duration::from_secs(5)).await;
+            assert!(report.is_clean(), "{report:?}");
+            let stats = pool.stats();
+            assert_eq!((stats.failed, stats.panicked), (1, 0), "{stats:?}");
             (a.await, b.await)
         })
     });
@@ -93,6 +107,14 @@ fn task_panics_are_logged_and_nothing_the_log_or_a_destructor_does_changes_an_ex
         .find(|e| e.fields.get("panic.message").map(String::as_str) == Some("drop after finish"))
         .unwrap_or_else(|| panic!("the destructor's panic was not logged: {logged:?}"));
     assert_eq!(after_finish.level, tracing::Level::WARN);
+    // The pool job's formatting panic, caught inside its capture scope, is
+    // logged rather than lost.
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.fields.get("panic.message").map(String::as_str) == Some("display bug")),
+        "{logged:?}"
+    );
     assert_eq!(group.live(), 0);
 }
 
