@@ -285,28 +285,30 @@ pub fn take_captured() -> Option<Captured> {
 ///
 /// When `f` returns normally but a panic was raised and caught inside it
 /// (by `f`'s own code), that panic is logged as a `tracing` error event,
-/// unless [`CaptureOptions::print`] had the previous hook print it: see the
-/// [module](self) docs.
+/// unless the previous hook printed it (the [`CaptureOptions::print`] of
+/// the innermost scope when it was raised): see the [module](self) docs.
 #[inline]
 pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
     let scope = CaptureScope::enter(options);
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     if scope.leave() && result.is_ok() {
-        swallowed(options);
+        swallowed();
     }
     result
 }
 
 /// Reports a panic raised in a capture scope that the code running there
-/// caught itself: logs it, unless the scope had the previous hook print
-/// it already.
+/// caught itself: logs it, unless the hook printed it already. What the
+/// hook did is read from its record, not from this scope's options: a
+/// nested scope with other options may have been the one in force.
 #[cold]
 #[inline(never)]
-fn swallowed(options: CaptureOptions) {
+fn swallowed() {
+    let shown = STATE.try_with(|state| state.get().shown).unwrap_or(false);
     let Some(captured) = take_captured() else {
         return;
     };
-    if options.print {
+    if shown {
         return;
     }
     let location = captured.location.as_ref().map(tracing::field::display);

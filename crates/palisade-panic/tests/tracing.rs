@@ -237,3 +237,33 @@ fn a_destructor_that_panics_after_a_caught_panic_is_logged_and_the_first_panic_k
         "nothing left behind"
     );
 }
+
+#[test]
+fn a_panic_left_unclaimed_by_a_quiet_inner_scope_is_logged_by_a_printing_outer_one() {
+    use palisade_core::panic::{CaptureOptions, catch};
+    palisade_core::panic::install_hook();
+    let printing = CaptureOptions {
+        backtrace: false,
+        print: true,
+    };
+    let quiet = CaptureOptions {
+        backtrace: false,
+        print: false,
+    };
+    let ((), logged) = capture(|| {
+        let outer = catch(printing, || {
+            // The inner scope's hook printed nothing, and its caller drops
+            // the payload without taking the record.
+            let inner = catch(quiet, || -> () { panic!("left unclaimed") });
+            assert!(inner.is_err());
+        });
+        assert!(outer.is_ok());
+    });
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.fields.get("panic.message").map(String::as_str) == Some("left unclaimed")),
+        "nobody printed it, so it must be logged: {logged:?}"
+    );
+    assert!(palisade_core::panic::take_captured().is_none());
+}
