@@ -68,23 +68,17 @@ impl<F: Future> Future for CatchUnwind<F> {
             // Never polled again after it resolved: the callers are ours.
             return Poll::Pending;
         };
-        match catch_call(this.policy, *this.options, || future.poll(cx)) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => {
-                // The future finished: its output stands, and a destructor
-                // that panics as it is dropped is logged, not raised.
-                capture::contain_drop(this.policy, *this.options, move || {
-                    state.set(State::Done);
-                });
-                Poll::Ready(Ok(output))
-            }
-            Err(panicked) => {
-                // A destructor that panics too must not escape.
-                capture::contain_drop(this.policy, *this.options, move || {
-                    state.set(State::Done);
-                });
-                Poll::Ready(Err(panicked))
-            }
-        }
+        let output = match catch_call(this.policy, *this.options, || future.poll(cx)) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(panicked) => Err(panicked),
+        };
+        // Finished or panicked, the future is dropped now: a destructor
+        // that panics then is logged, and neither replaces the output nor
+        // escapes.
+        capture::contain_drop(this.policy, *this.options, move || {
+            state.set(State::Done);
+        });
+        Poll::Ready(output)
     }
 }
