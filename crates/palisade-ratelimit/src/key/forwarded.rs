@@ -100,10 +100,7 @@ fn node_hop(node: &[u8]) -> Hop {
 /// identifiers (`_` then letters, digits, `.`, `_` or `-`), optionally
 /// quoted and with a port.
 fn is_unnamed(node: &[u8]) -> bool {
-    let node = match node {
-        [b'"', inner @ .., b'"'] => trim(inner),
-        _ => node,
-    };
+    let node = unquote(node);
     let name = match node.iter().rposition(|byte| *byte == b':') {
         Some(colon) => match std::str::from_utf8(&node[colon + 1..]) {
             Ok(port) if is_port(port) => &node[..colon],
@@ -112,14 +109,24 @@ fn is_unnamed(node: &[u8]) -> bool {
         None => node,
     };
     match name {
-        [b'_', rest @ ..] => {
-            !rest.is_empty()
-                && rest
-                    .iter()
-                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
-        }
+        [b'_', rest @ ..] => !rest.is_empty() && is_obfuscated_tail(rest),
         _ => name.eq_ignore_ascii_case(b"unknown"),
     }
+}
+
+/// A node without the double quotes it may be written in.
+fn unquote(node: &[u8]) -> &[u8] {
+    match node {
+        [b'"', inner @ .., b'"'] => trim(inner),
+        _ => node,
+    }
+}
+
+/// What may follow the `_` of an RFC 7239 obfuscated identifier or port:
+/// letters, digits, `.`, `_` and `-`.
+fn is_obfuscated_tail(rest: &[u8]) -> bool {
+    rest.iter()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -270,11 +277,7 @@ fn for_parameter(element: &[u8]) -> ForParameter<'_> {
 /// Parses a node: `192.0.2.1`, `192.0.2.1:8080`, `2001:db8::1`,
 /// `[2001:db8::1]`, `[2001:db8::1]:8080`, optionally in double quotes.
 fn parse_node(node: &[u8]) -> Option<IpAddr> {
-    let node = match node {
-        [b'"', inner @ .., b'"'] => trim(inner),
-        _ => node,
-    };
-    let node = std::str::from_utf8(node).ok()?;
+    let node = std::str::from_utf8(unquote(node)).ok()?;
     if let Some(rest) = node.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let ip: Ipv6Addr = host.parse().ok()?;
@@ -300,9 +303,7 @@ fn parse_node(node: &[u8]) -> Option<IpAddr> {
 fn is_port(port: &str) -> bool {
     match port.as_bytes() {
         [] => false,
-        [b'_', rest @ ..] => rest
-            .iter()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')),
+        [b'_', rest @ ..] => is_obfuscated_tail(rest),
         digits => digits.iter().all(u8::is_ascii_digit) && port.parse::<u16>().is_ok(),
     }
 }

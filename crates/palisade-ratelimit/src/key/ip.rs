@@ -349,7 +349,7 @@ impl<B> ExtractKey<http::Request<B>> for ClientIp {
         B: 'r;
 
     fn extract<'r>(&'r self, request: &'r http::Request<B>) -> Option<IpKey> {
-        peer_ip(request).map(|peer| self.key(peer, request.headers()))
+        self.extract_checked(request).0
     }
 
     fn extract_checked<'r>(
