@@ -699,12 +699,28 @@ impl Breaker {
             (PermitKind::Window, Some(failure)) => {
                 self.record_window(word, end, failure, slow);
             }
-            (PermitKind::Probe, None) => self.give_back_probe(word.epoch()),
+            (PermitKind::Probe, None) => {
+                self.give_back_probe(word.epoch());
+                self.probe_ended();
+            }
             (PermitKind::Probe, Some(failure)) => {
-                if let Some(probes) = self.finish_probe(word.epoch(), failure, slow) {
-                    self.judge_probes(word, probes);
+                match self.finish_probe(word.epoch(), failure, slow) {
+                    Some(probes) => self.judge_probes(word, probes),
+                    None => self.probe_ended(),
                 }
             }
+        }
+    }
+
+    /// A probe ended without ending its half-open period. A keyed map may
+    /// evict a half-open breaker sooner once no probe runs (see
+    /// [`eviction`](Self::eviction)), so it hears of this as it hears of
+    /// the transitions that may let it evict sooner; a half-open period
+    /// has at most `probes` of these.
+    #[cold]
+    fn probe_ended(&self) {
+        if let Some(changes) = &self.cfg.changes {
+            changes.fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -46,8 +46,9 @@
 //! the whole map and found nothing to evict, new keys go straight to the
 //! overflow breaker, without the write lock, until the earliest of the
 //! tracked breakers' waits ends or a tracked breaker moves in a way that
-//! may end one sooner (to closed, out of an operator's mode, or from
-//! half-open back to open): an outage that opens every tracked breaker does
+//! may end one sooner (to closed, out of an operator's mode, from
+//! half-open back to open, or a probe ending while its half-open period
+//! goes on): an outage that opens every tracked breaker does
 //! not make each new key's call stop every other. In a map of more than
 //! 1,024 keys that takes several searches, each of up to 1,024 breakers,
 //! with none of those moves in between. Admission and recording on the
@@ -166,7 +167,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
     /// map.
     ///
     /// `changes` is the map's count of moves that may free a place (see
-    /// `Breaker::apply`), read before the search: searches that find
+    /// `Breaker::apply` and `Breaker::probe_ended`), read before the search: searches that find
     /// nothing add up to [`Search::NoneAnywhere`] once they have examined
     /// every slot with none of those moves in between.
     fn evict_one(&mut self, clock: &Clock, changes: u64) -> Search {
@@ -260,8 +261,9 @@ struct Breakers<K> {
     uses: CachePadded<AtomicU64>,
     created: AtomicU64,
     /// Moves of the tracked breakers that may let one be evicted sooner
-    /// (to closed, out of an operator's mode, half-open back to open),
-    /// counted by each of them.
+    /// (to closed, out of an operator's mode, half-open back to open, and
+    /// a probe that ends while its half-open period goes on), counted by
+    /// each of them.
     changes: Arc<AtomicU64>,
     /// One more than the count of those moves at which searches found no
     /// breaker to evict anywhere in the full map; zero if they have not.
@@ -666,5 +668,75 @@ mod tests {
         assert_eq!(breakers.searches.load(Relaxed), 4);
         assert!(handle.get(&212).is_some());
         assert_eq!(handle.len(), 4);
+    }
+
+    #[test]
+    fn a_probe_that_ends_without_a_transition_lets_new_keys_search_again() {
+        use std::future::Future;
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        use std::task::{Context, Poll, Waker};
+
+        let clock = ManualClock::new();
+        // One key at most; two probes per half-open period. The key is the
+        // request's tens, the last digit says what the call does: 1 fails,
+        // 2 waits for `release`, anything else succeeds.
+        let layer = CircuitBreakerLayer::builder()
+            .clock(clock.clock())
+            .count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(10))
+            .half_open_probes(2)
+            .half_open_max_wait(Duration::from_secs(5))
+            .build_keyed(1, |r: &u32| *r / 10)
+            .unwrap();
+        let breakers = layer.breakers.clone();
+        let handle = layer.handle();
+        let release = Arc::new(AtomicBool::new(false));
+        let released = release.clone();
+        let mut svc = layer.layer(service_fn(move |r: u32| {
+            let released = released.clone();
+            std::future::poll_fn(move |_| match r % 10 {
+                1 => Poll::Ready(Err::<u32, BoxError>("down".into())),
+                2 if !released.load(Relaxed) => Poll::Pending,
+                _ => Poll::Ready(Ok(r)),
+            })
+        }));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut call_now = |req: u32| {
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_ready());
+            Box::pin(tower::Service::call(&mut svc, req))
+        };
+
+        // Key 1 opens; once its wait is over, a probe starts and runs.
+        assert!(matches!(
+            call_now(11).as_mut().poll(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+        clock.advance(Duration::from_secs(10));
+        let mut probe = call_now(12);
+        assert!(probe.as_mut().poll(&mut cx).is_pending());
+        // A new key finds the map full: a running probe keeps key 1 for
+        // its half-open wait and the longest open wait after it.
+        assert!(matches!(
+            call_now(20).as_mut().poll(&mut cx),
+            Poll::Ready(Ok(20))
+        ));
+        assert!(handle.get(&2).is_none());
+        assert_eq!(breakers.searches.load(Relaxed), 1);
+
+        // The probe succeeds; one more is needed, so key 1 stays half-open,
+        // but only until its half-open wait ends.
+        release.store(true, Relaxed);
+        assert!(matches!(probe.as_mut().poll(&mut cx), Poll::Ready(Ok(12))));
+        clock.advance(Duration::from_secs(5));
+        assert!(matches!(
+            call_now(30).as_mut().poll(&mut cx),
+            Poll::Ready(Ok(30))
+        ));
+        assert_eq!(breakers.searches.load(Relaxed), 2);
+        assert!(handle.get(&3).is_some(), "took the place of key 1");
+        assert!(handle.get(&1).is_none());
     }
 }
