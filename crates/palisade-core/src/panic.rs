@@ -327,7 +327,8 @@ fn swallowed() {
 const DROP_REPORTS: usize = 4;
 
 /// Drops what palisade is done with (a future that finished or panicked,
-/// or a caught panic's payload) inside a capture scope, with `drop_fn`.
+/// a caught panic's payload, an item a queue delivered) inside a capture
+/// scope, with `drop_fn`.
 ///
 /// A destructor that panics there does not escape into the code that
 /// dropped it, and does not replace a first panic, which is the one the
@@ -383,7 +384,8 @@ fn report_drop_panic(panicked: &Panicked) {
         policy = panicked.policy().as_str(),
         panic.message = panicked.message(),
         panic.location = panicked.location().map(tracing::field::display),
-        "a destructor panicked as palisade dropped a finished or panicked future; \
+        "a destructor panicked as palisade dropped what it was done with \
+         (a finished or panicked future, a panic's payload, a delivered item); \
          the panic was contained"
     );
 }

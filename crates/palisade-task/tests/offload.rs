@@ -302,6 +302,42 @@ async fn an_item_whose_clone_panics_is_a_failed_attempt_and_the_worker_lives_on(
     assert_eq!(stats.dropped_shutdown, 0, "{stats:?}");
 }
 
+/// An item whose destructor panics when it is the one pushed (a drop
+/// check left in a user's type); the clones the service gets drop quietly.
+#[derive(Debug)]
+struct Booby(bool);
+
+impl Clone for Booby {
+    fn clone(&self) -> Self {
+        Self(false)
+    }
+}
+
+impl Drop for Booby {
+    fn drop(&mut self) {
+        if self.0 && !std::thread::panicking() {
+            panic!("dropped a pushed item");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_whose_destructor_panics_is_delivered_and_the_worker_lives_on() {
+    let service = tower::service_fn(|_: Booby| async { Ok::<_, String>(()) });
+    let offload = Offload::builder(service)
+        .name("booby")
+        .workers(1)
+        .build()
+        .unwrap();
+    assert_eq!(offload.push(Booby(true)), Pushed::Queued);
+    assert_eq!(offload.push(Booby(false)), Pushed::Queued);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(offload.stats().delivered, 2, "{:?}", offload.stats());
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.delivered, 2, "the one worker went on: {stats:?}");
+    assert_eq!(stats.dropped_shutdown, 0, "{stats:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_sink_that_panics_on_every_report_neither_stops_a_worker_nor_loses_a_count() {
     let recorder = Arc::new(Recorder::default());

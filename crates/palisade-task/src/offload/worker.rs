@@ -73,6 +73,33 @@ pub(super) async fn work<S, Req>(
     }
 }
 
+/// The pushed item while it is delivered. The service gets clones; the
+/// item itself is dropped when delivery ends however it ends, and a
+/// destructor that panics there (a user's drop check) is logged instead of
+/// ending the worker or losing the item's count.
+struct Held<'a, Req> {
+    shared: &'a Shared<Req>,
+    item: Option<Req>,
+}
+
+impl<Req> Held<'_, Req> {
+    fn get(&self) -> &Req {
+        self.item
+            .as_ref()
+            .expect("an item is held until its delivery ends")
+    }
+}
+
+impl<Req> Drop for Held<'_, Req> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            palisade_core::panic::contain_drop(&self.shared.name, self.shared.capture, move || {
+                drop(item);
+            });
+        }
+    }
+}
+
 /// The next item: waits while the queue is open, empties it once it is
 /// closing, gives up when stopped.
 async fn next_item<Req>(shared: &Shared<Req>) -> Option<Req> {
@@ -110,10 +137,14 @@ where
     S::Error: Into<BoxError>,
     Req: Clone,
 {
+    let item = Held {
+        shared,
+        item: Some(item),
+    };
     let mut attempt = 0_u32;
     loop {
         attempt += 1;
-        let outcome = match catch_call(&shared.name, shared.capture, || item.clone()) {
+        let outcome = match catch_call(&shared.name, shared.capture, || item.get().clone()) {
             Ok(request) => {
                 let service = &mut *service;
                 let call = async move {
