@@ -42,6 +42,16 @@ use crate::clock::{self, GovernorClock};
 use crate::sync::{AtomicU64, Ordering};
 use crate::table::{Effects, KeyTable};
 
+/// Whether a request is checked for the first time or again after a
+/// wait ([`Mode::Wait`](crate::Mode::Wait)): a request reports what it
+/// meets on the way (a charge to the overflow bucket, a malformed header)
+/// once, however many times it is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    First,
+    Again,
+}
+
 /// Which bucket a request is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
@@ -157,15 +167,17 @@ pub(crate) struct Probe {
     /// stored one.
     tat: Cell<u64>,
     overflowed: Cell<bool>,
+    check: Check,
 }
 
 impl Probe {
-    fn new(hash: u64) -> Self {
+    fn new(hash: u64, check: Check) -> Self {
         Self {
             hash,
             now: Cell::new(0),
             tat: Cell::new(0),
             overflowed: Cell::new(false),
+            check,
         }
     }
 }
@@ -249,9 +261,11 @@ impl StateStore for Store {
             Some(result) => result,
             None => {
                 probe.overflowed.set(true);
-                inner.metrics.emit(&Event::OverflowUsed {
-                    policy: inner.policy.as_str(),
-                });
+                if probe.check == Check::First {
+                    inner.metrics.emit(&Event::OverflowUsed {
+                        policy: inner.policy.as_str(),
+                    });
+                }
                 inner.overflow.update(step)
             }
         }
@@ -448,7 +462,7 @@ impl Limiter {
     /// Keys are hashed with a per-limiter random seed; see the crate's
     /// memory notes for what a hash collision means.
     pub fn check_key<Q: Hash + ?Sized>(&self, key: &Q) -> Result<Admission, RateLimited> {
-        let decision = self.decide(self.target_of(key));
+        let decision = self.decide(self.target_of(key), Check::First);
         self.report(decision)
     }
 
@@ -456,7 +470,7 @@ impl Limiter {
     /// limiter, or the bucket that a keyed limiter shares between requests
     /// without a key.
     pub fn check(&self) -> Result<Admission, RateLimited> {
-        let decision = self.decide(Target::Shared);
+        let decision = self.decide(Target::Shared, Check::First);
         self.report(decision)
     }
 
@@ -468,11 +482,12 @@ impl Limiter {
         }
     }
 
-    /// Runs GCRA for `target` without emitting anything.
+    /// Runs GCRA for `target`. Emits nothing but, on a first check, a
+    /// charge to the overflow bucket.
     #[inline]
-    pub(crate) fn decide(&self, target: Target) -> Decision {
+    pub(crate) fn decide(&self, target: Target, check: Check) -> Decision {
         match (target, &self.keyed) {
-            (Target::Key(hash), Some(keyed)) => self.decide_key(keyed, hash),
+            (Target::Key(hash), Some(keyed)) => self.decide_key(keyed, hash, check),
             _ => self.decide_shared(),
         }
     }
@@ -497,8 +512,8 @@ impl Limiter {
     }
 
     /// A key's bucket, through governor and the key table.
-    fn decide_key(&self, keyed: &Keyed, hash: u64) -> Decision {
-        let probe = Probe::new(hash);
+    fn decide_key(&self, keyed: &Keyed, hash: u64, check: Check) -> Decision {
+        let probe = Probe::new(hash, check);
         let admitted = keyed.governor.check_key(&probe).is_ok();
         let (now, tat) = (probe.now.get(), probe.tat.get());
         if admitted {

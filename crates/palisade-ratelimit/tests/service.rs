@@ -405,6 +405,7 @@ struct Counts {
     admitted: AtomicUsize,
     rate_limited: AtomicUsize,
     missing: AtomicUsize,
+    overflow: AtomicUsize,
     malformed: std::sync::Mutex<Vec<(String, &'static str)>>,
 }
 
@@ -425,6 +426,9 @@ impl MetricsSink for Counts {
                 ..
             } => {
                 self.missing.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::OverflowUsed { .. } => {
+                self.overflow.fetch_add(1, Ordering::Relaxed);
             }
             Event::MalformedHeader {
                 policy,
@@ -593,6 +597,44 @@ async fn inner_errors_and_responses_pass_through() {
     let response = teapot.oneshot(Request::new(())).await.unwrap();
     assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
     assert!(response.headers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_reports_its_header_and_its_overflow_once() {
+    // One request a second, held up to 5 s; one key slot.
+    let counts = Arc::new(Counts::default());
+    let svc = RateLimitLayer::builder()
+        .name("edge")
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(5))
+        .keyed_by(ClientIp::new().trust("10.0.0.0/8".parse().unwrap()))
+        .max_keys(1)
+        .metrics(Metrics::from_arc(counts.clone()))
+        .build()
+        .unwrap()
+        .layer(echo());
+
+    // The walk stops at the malformed entry: both requests are keyed by
+    // the proxy, and the second waits a second for its turn, checked
+    // again after its wait. Each request reports the header once.
+    let start = Instant::now();
+    for _ in 0..2 {
+        send(&svc, with_xff("10.0.0.1", "203.0.113.7, 1.2.3.4.5"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(counts.malformed.lock().unwrap().len(), 2);
+
+    // The proxy holds the one slot: another client is charged to the
+    // overflow bucket, and its second request waits there. Each request
+    // reports the overflow once.
+    for _ in 0..2 {
+        send(&svc, from("192.0.2.1")).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(counts.overflow.load(Ordering::Relaxed), 2);
+    assert_eq!(counts.admitted.load(Ordering::Relaxed), 4);
 }
 
 #[tokio::test(start_paused = true)]

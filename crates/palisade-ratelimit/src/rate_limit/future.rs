@@ -45,6 +45,7 @@ use tower_service::Service;
 use super::service::{Shared, Verdict};
 use crate::headers::ResponseHeaders;
 use crate::key::ExtractKey;
+use crate::limiter::Check;
 
 pin_project! {
     /// The future of [`RateLimit`](super::RateLimit)'s responses.
@@ -254,7 +255,7 @@ where
                 return ControlFlow::Break(Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())));
             };
             let shared = &**waiting.shared;
-            let error: BoxError = match shared.decide::<Req, S::Response>(request) {
+            let error: BoxError = match shared.decide::<Req, S::Response>(request, Check::Again) {
                 Verdict::Admit(pending) => {
                     shared.limiter.emit_admitted();
                     *waiting.admitted = Some(Grant::Admit(pending));

@@ -34,7 +34,8 @@ pub enum Mode {
     /// and the wait runs on tokio's, so with a
     /// [`ManualClock`](palisade_core::ManualClock) that the test does not
     /// advance, a waiting request is checked again after each wait, still
-    /// limited, and rejected once `max_delay` of tokio time has passed.
+    /// limited, and rejected as soon as its next wait would end past
+    /// `max_delay` (of tokio time) from its arrival.
     Wait {
         /// The longest a request waits.
         max_delay: Duration,

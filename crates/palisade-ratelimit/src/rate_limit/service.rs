@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::layer::{Mode, OnMissingKey};
 use crate::headers::{NoHeaders, ResponseHeaders};
 use crate::key::{ExtractKey, Global};
-use crate::limiter::{Decision, Limiter, Target};
+use crate::limiter::{Check, Decision, Limiter, Target};
 
 /// State shared by a layer and every service it makes.
 pub(crate) struct Shared<K, H> {
@@ -38,17 +38,20 @@ pub(crate) enum Verdict<P> {
 }
 
 impl<K, H> Shared<K, H> {
-    /// Decides for `request`. Emits nothing: the caller knows whether a
-    /// refusal is final.
+    /// Decides for `request`. Emits no verdict (the caller knows whether a
+    /// refusal is final), and what the request met on the way (a malformed
+    /// header, a charge to the overflow bucket) only on its first `check`.
     #[inline]
-    pub(crate) fn decide<Req, Res>(&self, request: &Req) -> Verdict<H::Pending>
+    pub(crate) fn decide<Req, Res>(&self, request: &Req, check: Check) -> Verdict<H::Pending>
     where
         K: ExtractKey<Req>,
         H: ResponseHeaders<Res>,
     {
         let target = if self.limiter.is_keyed() {
             let (key, malformed) = self.extractor.extract_checked(request);
-            if let Some(header) = malformed {
+            if let Some(header) = malformed
+                && check == Check::First
+            {
                 self.limiter.emit_malformed(header);
             }
             match key {
@@ -62,7 +65,7 @@ impl<K, H> Shared<K, H> {
         } else {
             Target::Shared
         };
-        match self.limiter.decide(target) {
+        match self.limiter.decide(target, check) {
             Decision::Admitted(admission) => Verdict::Admit(self.headers.admitted(&admission)),
             Decision::Rejected { retry_after, kind } => Verdict::Limited { retry_after, kind },
         }
@@ -175,7 +178,7 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &*self.shared;
-        match shared.decide::<Req, S::Response>(&request) {
+        match shared.decide::<Req, S::Response>(&request, Check::First) {
             Verdict::Admit(pending) => {
                 shared.limiter.emit_admitted();
                 ResponseFuture::called(self.inner.call(request), pending)
