@@ -101,9 +101,9 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
         // queued then is turned away as overloaded (which a breaker does
         // not count as a failure of the service) instead of timing out in
         // the queue. Ready at the same instant, this inner wait wins, as
-        // the timeout polls its inner future first.
-        let wait = palisade_core::deadline::remaining().map_or(max_wait, |left| left.min(max_wait));
-        let sleep = tokio::time::sleep(wait);
+        // the timeout polls its inner future first: the wait ends at the
+        // deadline's own instant, not a duration from a later reading.
+        let sleep = tokio::time::sleep_until(palisade_core::deadline::wait_deadline(max_wait));
         Self {
             state: State::Waiting {
                 wait: Box::pin(Wait {

@@ -4,8 +4,8 @@
 //! each poll of the inner future, then puts back what was there: two
 //! thread-local writes and no clock read. Users read it through
 //! `palisade_timeout::Deadline::current`; layers read it with
-//! [`remaining`], so that a wait of their own (a bulkhead's queue) never
-//! outlives the caller's deadline.
+//! [`remaining`] and [`wait_deadline`], so that a wait of their own (a
+//! bulkhead's queue) never outlives the caller's deadline.
 //!
 //! # Example
 //!
@@ -127,6 +127,51 @@ pub fn remaining() -> Option<Duration> {
     }
 }
 
+/// When a wait of at most `max` that starts now must end: `max` from now,
+/// or this thread's deadline if that comes first.
+///
+/// Reads the clock once. A started deadline is returned as the very
+/// instant its timeout fires at, so a wait timed with
+/// `tokio::time::sleep_until` on it ends no later than that timeout,
+/// whatever time passes between this read and the timer's registration
+/// (a duration from [`remaining`] would be added to a later reading).
+/// A `max` too far away to represent is held about 30 years ahead, as
+/// `tokio::time::sleep` does.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::deadline::{Scope, wait_deadline};
+/// use tokio::time::Instant;
+///
+/// let start = Instant::now();
+/// let call = Scope::budget(2_000_000_000);
+/// let end = wait_deadline(Duration::from_secs(10));
+/// assert!(end >= start + Duration::from_secs(2));
+/// assert!(end <= Instant::now() + Duration::from_secs(2));
+/// drop(call);
+/// ```
+pub fn wait_deadline(max: Duration) -> Instant {
+    let now = Instant::now();
+    let after = |wait: Duration| {
+        now.checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+    };
+    let mut end = after(max);
+    if let Some(budget) = BUDGET
+        .try_with(Cell::get)
+        .ok()
+        .filter(|nanos| *nanos != UNSET)
+    {
+        end = end.min(after(Duration::from_nanos(budget)));
+    }
+    if let Some(until) = UNTIL.try_with(Cell::get).ok().flatten() {
+        end = end.min(until);
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +218,39 @@ mod tests {
         assert_eq!(remaining(), Some(Duration::ZERO));
         drop(started);
         assert_eq!(remaining(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_at_the_started_deadline_itself() {
+        let start = Instant::now();
+        assert_eq!(
+            wait_deadline(Duration::from_secs(10)),
+            start + Duration::from_secs(10)
+        );
+        assert!(wait_deadline(Duration::MAX) > start + Duration::from_secs(86_400 * 365));
+        let until = start + Duration::from_secs(3);
+        let started = Scope::enter(secs(3), Some(until));
+        tokio::time::advance(Duration::from_millis(1_250)).await;
+        // The deadline's own instant, not a duration added to a reading.
+        assert_eq!(wait_deadline(Duration::from_secs(10)), until);
+        assert_eq!(wait_deadline(Duration::MAX), until);
+        assert_eq!(
+            wait_deadline(Duration::from_secs(1)),
+            Instant::now() + Duration::from_secs(1)
+        );
+        {
+            // A call inside that has not waited: its budget from now.
+            let _inner = Scope::budget(500_000_000);
+            assert_eq!(
+                wait_deadline(Duration::from_secs(10)),
+                Instant::now() + Duration::from_millis(500)
+            );
+        }
+        drop(started);
+        assert_eq!(
+            wait_deadline(Duration::from_secs(10)),
+            Instant::now() + Duration::from_secs(10)
+        );
     }
 
     #[test]
