@@ -65,6 +65,7 @@ pub mod error;
 pub mod metrics;
 pub mod panic;
 mod policy;
+pub mod protocol;
 pub mod shared;
 
 pub use self::classify::{Classify, Outcome, RecordOutcome};

@@ -99,6 +99,7 @@ pub use self::grpc::GrpcResponseFuture;
 mod grpc {
     use super::*;
     use crate::grpc::{Flavour, grpc_response};
+    use palisade_core::protocol::Protocol;
 
     pin_project! {
         /// Response future of [`ErrorToStatus`](crate::grpc::ErrorToStatus).
@@ -106,21 +107,24 @@ mod grpc {
             #[pin]
             state: State<F>,
             flavour: Flavour,
+            protocol: Protocol,
         }
     }
 
     impl<F> GrpcResponseFuture<F> {
-        pub(crate) fn new(future: F, flavour: Flavour) -> Self {
+        pub(crate) fn new(future: F, flavour: Flavour, protocol: Protocol) -> Self {
             Self {
                 state: State::Inner { future },
                 flavour,
+                protocol,
             }
         }
 
-        pub(crate) fn not_ready(error: BoxError, flavour: Flavour) -> Self {
+        pub(crate) fn not_ready(error: BoxError, flavour: Flavour, protocol: Protocol) -> Self {
             Self {
                 state: State::NotReady { error: Some(error) },
                 flavour,
+                protocol,
             }
         }
     }
@@ -152,7 +156,7 @@ mod grpc {
                     None => "response future polled after completion".into(),
                 },
             };
-            Poll::Ready(Ok(grpc_response(error, *this.flavour)))
+            Poll::Ready(Ok(grpc_response(error, *this.flavour, *this.protocol)))
         }
     }
 }

@@ -32,7 +32,10 @@
 //! [`ErrorToStatusLayer`] answers an error with a trailers-only gRPC
 //! response (HTTP 200, `content-type: application/grpc`, `grpc-status`
 //! and `grpc-message` in the headers) and makes the service
-//! [`Infallible`]. Put it outermost on `tonic::transport::Server::builder()`
+//! [`Infallible`]. A gRPC-Web call (`application/grpc-web…` or
+//! `application/grpc-web-text…`) gets the same answer with its own
+//! protocol's content type, so the layer may sit outside a gRPC-Web
+//! translation. Put it outermost on `tonic::transport::Server::builder()`
 //! so clients receive the mapped code rather than a reset stream.
 //!
 //! # Client side
@@ -71,6 +74,7 @@ use std::task::{Context, Poll};
 
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
+use palisade_core::protocol::Protocol;
 use palisade_core::{BoxError, Leak, Rejection};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -190,8 +194,13 @@ pub(crate) enum Flavour {
     Client,
 }
 
-/// A trailers-only gRPC response for `err`, logged.
-pub(crate) fn grpc_response<B: Default>(err: BoxError, flavour: Flavour) -> http::Response<B> {
+/// A trailers-only gRPC response for `err`, logged, in the request's
+/// `protocol` (gRPC or gRPC-Web).
+pub(crate) fn grpc_response<B: Default>(
+    err: BoxError,
+    flavour: Flavour,
+    protocol: Protocol,
+) -> http::Response<B> {
     let problem = Problem::new(&*err, TimeoutStatus::default());
     let status = if flavour == Flavour::Client && problem.rejection().is_none() {
         // As `client_grpc_status`. The caller gets the error's text in the
@@ -205,7 +214,10 @@ pub(crate) fn grpc_response<B: Default>(err: BoxError, flavour: Flavour) -> http
     };
     let mut res = http::Response::new(B::default());
     let headers = res.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(protocol.grpc_content_type()),
+    );
     if status.add_header(headers).is_err() {
         // Only a header value tonic refuses gets here: keep the code.
         headers.insert("grpc-status", HeaderValue::from(i32::from(status.code())));
@@ -353,9 +365,9 @@ impl<S: fmt::Debug> fmt::Debug for ErrorToStatus<S> {
     }
 }
 
-impl<S, Req, B> Service<Req> for ErrorToStatus<S>
+impl<S, ReqBody, B> Service<http::Request<ReqBody>> for ErrorToStatus<S>
 where
-    S: Service<Req, Response = http::Response<B>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
     B: Default,
 {
@@ -373,10 +385,11 @@ where
     }
 
     #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let protocol = Protocol::of_request(&req);
         match self.not_ready.take() {
-            None => GrpcResponseFuture::new(self.inner.call(req), self.flavour),
-            Some(err) => GrpcResponseFuture::not_ready(err, self.flavour),
+            None => GrpcResponseFuture::new(self.inner.call(req), self.flavour, protocol),
+            Some(err) => GrpcResponseFuture::not_ready(err, self.flavour, protocol),
         }
     }
 }

@@ -221,6 +221,32 @@ async fn the_layer_answers_trailers_only_responses() {
     assert_eq!(status.code(), Code::ResourceExhausted);
 }
 
+#[tokio::test]
+async fn a_grpc_web_call_is_answered_in_its_own_protocol() {
+    // Outermost, the layer sees gRPC-Web calls before a gRPC-Web
+    // translation inside could: its answer speaks the caller's protocol.
+    for (sent, answered) in [
+        ("application/grpc-web+proto", "application/grpc-web"),
+        ("application/grpc-web-text", "application/grpc-web-text"),
+        ("application/grpc+proto", "application/grpc"),
+    ] {
+        let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
+            Err::<http::Response<tonic::body::Body>, BoxError>(error("rate_limited").unwrap())
+        });
+        let mut request = http::Request::new(tonic::body::Body::empty());
+        request
+            .headers_mut()
+            .insert("content-type", http::HeaderValue::from_static(sent));
+        let res = ErrorToStatusLayer::new()
+            .layer(inner)
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["content-type"], answered, "{sent}");
+        assert_eq!(res.headers()["grpc-status"], "8", "{sent}");
+    }
+}
+
 /// Hand-written protobuf messages: no protoc needed.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Ping {

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 use palisade_core::Panicked;
+pub(crate) use palisade_core::protocol::Protocol;
 
 /// What a [`ResponseForPanic`] hook knows about a caught panic.
 #[derive(Clone, Copy, Debug)]
@@ -15,56 +16,6 @@ pub struct PanicContext<'a> {
     pub(crate) path: &'a str,
     pub(crate) protocol: Protocol,
     pub(crate) expose_message: bool,
-}
-
-/// Which protocol a request speaks, from its `content-type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    /// Plain HTTP: not gRPC.
-    Http,
-    /// `application/grpc`, `application/grpc+proto`, ...
-    Grpc,
-    /// gRPC-Web: `application/grpc-web`, `application/grpc-web+proto`.
-    GrpcWeb,
-    /// gRPC-Web in base64: `application/grpc-web-text`.
-    GrpcWebText,
-}
-
-impl Protocol {
-    /// Reads a `content-type` value. Media types are compared without
-    /// regard to case, and a type must end where the value does or at its
-    /// `+suffix` or parameters: `application/grpcx` is not gRPC.
-    pub(crate) fn of(content_type: Option<&[u8]>) -> Self {
-        let Some(value) = content_type else {
-            return Self::Http;
-        };
-        let is = |name: &[u8]| {
-            value.len() >= name.len()
-                && value[..name.len()].eq_ignore_ascii_case(name)
-                && matches!(
-                    value.get(name.len()),
-                    None | Some(b'+' | b';' | b' ' | b'\t')
-                )
-        };
-        if is(b"application/grpc-web-text") {
-            Self::GrpcWebText
-        } else if is(b"application/grpc-web") {
-            Self::GrpcWeb
-        } else if is(b"application/grpc") {
-            Self::Grpc
-        } else {
-            Self::Http
-        }
-    }
-
-    /// The `content-type` of an answer in the same protocol.
-    fn content_type(self) -> &'static str {
-        match self {
-            Self::GrpcWeb => "application/grpc-web",
-            Self::GrpcWebText => "application/grpc-web-text",
-            Self::Http | Self::Grpc => "application/grpc",
-        }
-    }
 }
 
 impl<'a> PanicContext<'a> {
@@ -91,7 +42,7 @@ impl<'a> PanicContext<'a> {
     /// `application/grpc-web-text`, in any case, with or without a
     /// `+suffix`).
     pub fn is_grpc(&self) -> bool {
-        self.protocol != Protocol::Http
+        self.protocol.is_grpc()
     }
 
     /// Whether the layer was configured to show the panic message to
@@ -221,7 +172,7 @@ fn grpc_internal_with<B>(body: B, panic: &PanicContext<'_>) -> Response<B> {
     let headers: &mut HeaderMap = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
-        HeaderValue::from_static(panic.protocol.content_type()),
+        HeaderValue::from_static(panic.protocol.grpc_content_type()),
     );
     // 13 is INTERNAL in the gRPC status code table.
     headers.insert("grpc-status", HeaderValue::from_static("13"));
@@ -254,32 +205,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn grpc_content_types_are_read_without_regard_to_case() {
-        let of = |value: &str| Protocol::of(Some(value.as_bytes()));
-        assert_eq!(of("application/grpc"), Protocol::Grpc);
-        assert_eq!(of("Application/gRPC"), Protocol::Grpc);
-        assert_eq!(of("APPLICATION/GRPC+proto"), Protocol::Grpc);
-        assert_eq!(of("application/grpc; charset=utf-8"), Protocol::Grpc);
-        assert_eq!(of("application/grpc-web+proto"), Protocol::GrpcWeb);
-        assert_eq!(of("application/GRPC-WEB"), Protocol::GrpcWeb);
-        assert_eq!(of("application/grpc-web-text+proto"), Protocol::GrpcWebText);
-        for not_grpc in [
-            "application/grpcx",
-            "application/grpc-webby",
-            "text/plain",
-            "",
-        ] {
-            assert_eq!(of(not_grpc), Protocol::Http, "{not_grpc}");
-        }
-        assert_eq!(Protocol::of(None), Protocol::Http);
-        assert_eq!(Protocol::GrpcWeb.content_type(), "application/grpc-web");
-        assert_eq!(
-            Protocol::GrpcWebText.content_type(),
-            "application/grpc-web-text"
-        );
-    }
 
     fn decode(encoded: &str) -> Vec<u8> {
         let bytes = encoded.as_bytes();

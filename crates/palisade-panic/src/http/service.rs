@@ -1,7 +1,6 @@
 use std::task::{Context, Poll};
 
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use palisade_core::PolicyName;
 use palisade_core::shared::{Counted, SharedState, Sharing};
 
@@ -93,7 +92,7 @@ where
         let info = RequestInfo {
             method: request.method().clone(),
             path: PathPrefix::new(request.uri().path()),
-            protocol: protocol(&request),
+            protocol: Protocol::of_request(&request),
         };
         let inner = &mut self.inner;
         let shared = self.shared.clone();
@@ -105,13 +104,4 @@ where
             }
         }
     }
-}
-
-fn protocol<B>(request: &Request<B>) -> Protocol {
-    Protocol::of(
-        request
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(HeaderValue::as_bytes),
-    )
 }
