@@ -64,7 +64,9 @@ impl ErrorBody {
 /// default) and by closures `Fn(&Problem<'_>) -> ErrorBody`.
 ///
 /// A hook sees only the [`Problem`], never the error, so it cannot leak
-/// internal text by accident.
+/// internal text by accident. A hook that panics does not take the
+/// request down with it: the panic is logged as an error and the response,
+/// status and headers unchanged, gets the default problem-details body.
 pub trait MakeErrorBody {
     /// The body for `problem`.
     fn make_body(&self, problem: &Problem<'_>) -> ErrorBody;

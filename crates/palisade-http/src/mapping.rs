@@ -6,8 +6,10 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
+use palisade_core::PolicyName;
+use palisade_core::panic::CaptureOptions;
 
-use crate::body::{MakeErrorBody, ProblemJson};
+use crate::body::{ErrorBody, MakeErrorBody, ProblemJson};
 use crate::problem::{Problem, TimeoutStatus};
 
 /// How errors become HTTP responses: the status for a timeout and the body
@@ -92,7 +94,7 @@ impl<H: MakeErrorBody> HttpMapping<H> {
     /// itself, `Vec<u8>`.
     pub fn to_response<B: From<Bytes>>(&self, err: &(dyn Error + 'static)) -> Response<B> {
         let problem = self.problem(err);
-        let (content_type, bytes) = self.body.make_body(&problem).into_parts();
+        let (content_type, bytes) = self.body_for(&problem).into_parts();
         let mut res = Response::new(B::from(bytes));
         *res.status_mut() = problem.status();
         if let Some(content_type) = content_type {
@@ -104,6 +106,40 @@ impl<H: MakeErrorBody> HttpMapping<H> {
         }
         res
     }
+}
+
+impl<H: MakeErrorBody> HttpMapping<H> {
+    /// The hook's body for `problem`; the default body if the hook panics,
+    /// so that a bug in it still answers the request.
+    fn body_for(&self, problem: &Problem<'_>) -> ErrorBody {
+        let options = CaptureOptions {
+            backtrace: false,
+            print: false,
+        };
+        match palisade_core::panic::catch(options, || self.body.make_body(problem)) {
+            Ok(body) => body,
+            Err(payload) => hook_panicked(problem, payload, options),
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn hook_panicked(
+    problem: &Problem<'_>,
+    payload: Box<dyn std::any::Any + Send>,
+    options: CaptureOptions,
+) -> ErrorBody {
+    let policy = PolicyName::new(problem.policy().unwrap_or("error body"));
+    let panicked = palisade_core::panic::panicked(policy.clone(), &*payload);
+    tracing::error!(
+        panic.message = panicked.message(),
+        panic.location = panicked.location().map(tracing::field::display),
+        status = problem.status().as_u16(),
+        "the error-body hook panicked; the response has the default problem-details body"
+    );
+    palisade_core::panic::contain_drop(&policy, options, move || drop(payload));
+    ProblemJson::default().make_body(problem)
 }
 
 impl<H> fmt::Debug for HttpMapping<H> {

@@ -188,6 +188,23 @@ fn a_custom_body_hook_replaces_the_body_but_not_the_head() {
     assert!(res.body().is_empty());
 }
 
+#[test]
+fn a_body_hook_that_panics_leaves_the_default_body() {
+    let mapping = HttpMapping::new().body(|problem: &Problem<'_>| -> ErrorBody {
+        let policy = problem.policy().expect("a policy");
+        ErrorBody::text(policy.to_owned())
+    });
+    // A plain service error has no policy: the hook panics, and the
+    // answer keeps its head and gets the default body.
+    let res = mapping.to_response::<Bytes>(&*error("other").unwrap());
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(json(&res)["status"], 500);
+    let res = mapping.to_response::<Bytes>(&*error("rate_limited").unwrap());
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.body(), "api");
+}
+
 #[tokio::test]
 async fn the_layer_keeps_responses_and_maps_errors() {
     let inner = service_fn(|req: http::Request<()>| async move {
