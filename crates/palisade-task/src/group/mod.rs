@@ -439,6 +439,10 @@ impl TaskGroup {
         B: FnOnce(Arc<GroupInner>, Arc<str>) -> Fut,
         Fut: Future<Output = O> + Send + 'static,
     {
+        // Installed when the group was built, unless that was during an
+        // unwind (a destructor's cleanup), when it cannot be: a start
+        // outside one installs it then. A flag check once installed.
+        capture::install_hook();
         let inner = &self.inner;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(
