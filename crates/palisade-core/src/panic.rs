@@ -311,14 +311,42 @@ fn swallowed() {
     if shown {
         return;
     }
-    let location = captured.location.as_ref().map(tracing::field::display);
-    let backtrace = captured.backtrace.as_ref().map(tracing::field::display);
-    tracing::error!(
-        panic.message = &*captured.message,
-        panic.location = location,
-        panic.backtrace = backtrace,
-        "panic raised and caught inside a service before palisade could catch it"
-    );
+    contained(|| {
+        let location = captured.location.as_ref().map(tracing::field::display);
+        let backtrace = captured.backtrace.as_ref().map(tracing::field::display);
+        tracing::error!(
+            panic.message = &*captured.message,
+            panic.location = location,
+            panic.backtrace = backtrace,
+            "panic raised and caught inside a service before palisade could catch it"
+        );
+    });
+}
+
+/// Runs reporting code the user supplies (a metrics sink, a `tracing`
+/// subscriber) so that a panic of it cannot escape into what it reports
+/// on: a caught panic, a task's exit, a supervisor's loop, a queue's
+/// worker.
+///
+/// The panic itself meets the hook as any other: inside an enclosing
+/// capture scope it is recorded and reported when that scope ends (logged,
+/// as a panic caught inside a service); outside one, the previous hook
+/// prints it (the standard one to stderr).
+///
+/// # Example
+///
+/// ```
+/// let mut reported = false;
+/// palisade_core::panic::contained(|| panic!("a metrics sink with a bug"));
+/// palisade_core::panic::contained(|| reported = true);
+/// assert!(reported);
+/// ```
+pub fn contained(report: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(report)) {
+        // The payload's destructor is the reporter's code too: contained
+        // once more.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    }
 }
 
 /// How many panics in a row [`contain_drop`] reports: the drop's own, then
@@ -380,14 +408,16 @@ pub fn contain_drop(policy: &PolicyName, options: CaptureOptions, drop_fn: impl 
 #[cold]
 #[inline(never)]
 fn report_drop_panic(panicked: &Panicked) {
-    tracing::warn!(
-        policy = panicked.policy().as_str(),
-        panic.message = panicked.message(),
-        panic.location = panicked.location().map(tracing::field::display),
-        "a destructor panicked as palisade dropped what it was done with \
-         (a finished or panicked future, a panic's payload, a delivered item); \
-         the panic was contained"
-    );
+    contained(|| {
+        tracing::warn!(
+            policy = panicked.policy().as_str(),
+            panic.message = panicked.message(),
+            panic.location = panicked.location().map(tracing::field::display),
+            "a destructor panicked as palisade dropped what it was done with \
+             (a finished or panicked future, a panic's payload, a delivered item); \
+             the panic was contained"
+        );
+    });
 }
 
 /// The message of a panic payload: the text of `&str` and `String`

@@ -37,13 +37,7 @@ impl<F> CatchUnwind<F> {
     }
 }
 
-/// Runs reporting code the user supplies (a metrics sink, a `tracing`
-/// subscriber) so that a panic of it cannot escape into what it reports
-/// on: a task's guard, a supervisor's loop, an offload worker. The panic
-/// hook has already written that panic to stderr.
-pub(crate) fn contained(report: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(report));
-}
+pub(crate) use palisade_core::panic::contained;
 
 /// Calls `f` inside a capture scope, turning a panic into [`Panicked`].
 pub(crate) fn catch_call<T>(
