@@ -228,7 +228,10 @@ impl LimitAlgorithm for Gradient {
 
         if sample.max_in_flight * 2 < limit {
             // The callers, not the service, limit the load: no evidence to
-            // grow on.
+            // grow on, and none that the limit is what to lower, since it
+            // holds nobody back (as Gradient2's application-limited rule).
+            // Should the load rise to it while the service is slow, the
+            // windows from then on bring it down.
             return limit;
         }
         let gradient = (self.tolerance * self.baseline / short).clamp(0.5, 1.0);
