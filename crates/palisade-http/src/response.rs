@@ -22,6 +22,13 @@ use crate::mapping::HttpMapping;
 /// layer, so a palisade stack topped with this layer needs no
 /// `HandleErrorLayer`.
 ///
+/// Every answer is an HTTP one (status, `Retry-After`, body), gRPC calls
+/// included: the layer reads nothing of the request. On a router that
+/// also serves tonic services, give those routes their own stack topped
+/// with the gRPC flavour (`ErrorToStatusLayer`, with the `tonic` feature),
+/// so that a rejected gRPC call gets its mapped code and retry pushback
+/// rather than the code a gRPC client infers from the HTTP status.
+///
 /// # The response body type
 ///
 /// The inner service's body type `B` is kept: error responses are built
