@@ -11,8 +11,13 @@
 //! each (family, policy, labels) key once, the first time it is needed,
 //! with its labels behind an `Arc`, and keeps it per policy in a lock-free
 //! map: recording an event then costs a name lookup and the recorder's own
-//! lookup of a pre-hashed key, and allocates nothing in the sink (nor in
-//! `metrics-exporter-prometheus`, which clones the key's `Arc`s).
+//! lookup of a pre-hashed key, and allocates nothing in the sink. The
+//! recorder may: `metrics-exporter-prometheus` 0.18 finds the key without
+//! allocating (it clones the key's `Arc`s) but wraps the handle it returns
+//! for each update in a new `Arc`, one allocation per update, as it does
+//! for the `counter!` macros. Where that matters, `PrometheusSink`
+//! (feature `prometheus`) records with plain atomics and allocates
+//! nothing once a policy has been seen.
 //!
 //! `palisade_breaker_state{policy,state}` is written for every
 //! [`CircuitState`] on each transition, the new state's 1 before the old
