@@ -1100,6 +1100,27 @@ impl Breaker {
         }
     }
 
+    /// Reports that a keyed map evicted this breaker. Every key reports
+    /// under the layer's policy, so a state gauge follows the latest
+    /// transition of any key: a key whose breaker was open or half-open
+    /// meets a fresh, closed one next time, which is reported as its move
+    /// to closed, so the gauge does not stay open with no breaker open.
+    pub(crate) fn report_evicted(&self) {
+        if !self.cfg.metrics.is_enabled() {
+            return;
+        }
+        let _transitions = lock(&self.transitions);
+        let from = self.word().reported();
+        if from != CircuitState::Closed {
+            self.emit(&Event::StateChanged {
+                policy: self.cfg.policy.as_str(),
+                from,
+                to: CircuitState::Closed,
+                reason: TransitionReason::Evicted,
+            });
+        }
+    }
+
     /// The longest open wait this breaker's configuration can choose.
     fn longest_open_wait(&self) -> Duration {
         match self.cfg.backoff {

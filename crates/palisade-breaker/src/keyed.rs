@@ -57,8 +57,13 @@
 //! keys past it share the overflow breaker's verdict.
 //!
 //! Every key's breaker reports under the layer's policy name, so a backend's
-//! state gauge for that name follows the latest transition of any key; read
-//! one key's state with [`KeyedCircuitBreakerHandle::get`].
+//! state gauge for that name follows the latest transition of any key, and
+//! its rate gauges the latest rates any key reported. Evicting a key whose
+//! breaker was open or half-open reports that key's move to closed (reason
+//! [`Evicted`](palisade_core::TransitionReason::Evicted)): it meets a
+//! fresh breaker next time, and the gauge does not stay open with no
+//! breaker open. Read one key's state with
+//! [`KeyedCircuitBreakerHandle::get`].
 //!
 //! # Example
 //!
@@ -227,7 +232,9 @@ impl<K: Hash + Eq + Clone> Table<K> {
             return Search::NoneHere;
         }
         let key = self.slots.swap_remove(victim);
-        self.map.remove(&key);
+        if let Some(evicted) = self.map.remove(&key) {
+            evicted.breaker.report_evicted();
+        }
         self.barren = Barren {
             changes,
             ..Barren::default()

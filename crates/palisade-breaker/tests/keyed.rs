@@ -1,11 +1,14 @@
 //! Keyed breakers: one per key, bounded in number, never evicting a
 //! breaker within its open or half-open wait.
 
+mod common;
+
 use std::time::Duration;
 
+use common::Events;
 use palisade_breaker::CircuitBreakerLayer;
 use palisade_breaker::error::CircuitOpen;
-use palisade_core::{BoxError, CircuitState, ManualClock};
+use palisade_core::{BoxError, CircuitState, ManualClock, TransitionReason};
 use tower::{Layer, ServiceExt, service_fn};
 
 #[derive(Clone, Copy)]
@@ -100,6 +103,43 @@ async fn each_key_has_its_own_breaker() {
     // Clones of the layer share the map.
     let other = layer.clone().layer(inner());
     assert!(hit(&other, 1, false).await.unwrap_err().is::<CircuitOpen>());
+}
+
+#[tokio::test]
+async fn evicting_a_breaker_that_is_not_closed_reports_its_key_closed() {
+    // Every key reports under the policy: a state gauge follows the latest
+    // transition. A key whose open breaker is evicted faces a fresh closed
+    // one next time, and the report says so, rather than leaving the
+    // policy's gauge open with no breaker open.
+    let clock = ManualClock::new();
+    let events = Events::default();
+    let layer = keyed(builder(&clock).metrics(events.metrics()), 1);
+    let (svc, handle) = mount(layer);
+    hit(&svc, 1, true).await.unwrap_err();
+    assert_eq!(
+        events.transitions(),
+        [(
+            CircuitState::Closed,
+            CircuitState::Open,
+            TransitionReason::FailureRate
+        )]
+    );
+    clock.advance(Duration::from_secs(10));
+    hit(&svc, 2, false).await.unwrap();
+    assert!(handle.get(&1).is_none(), "key 1 was evicted");
+    assert_eq!(
+        events.transitions().last(),
+        Some(&(
+            CircuitState::Open,
+            CircuitState::Closed,
+            TransitionReason::Evicted
+        ))
+    );
+    // A closed breaker goes without a word.
+    events.clear();
+    hit(&svc, 3, false).await.unwrap();
+    assert!(handle.get(&2).is_none());
+    assert_eq!(events.transitions(), []);
 }
 
 #[tokio::test]

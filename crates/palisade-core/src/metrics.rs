@@ -775,6 +775,10 @@ label_enum! {
         Forced => ("forced", "forced by operator"),
         /// An operator reset the breaker.
         Reset => ("reset", "reset by operator"),
+        /// A keyed map evicted a key's open or half-open breaker (its wait
+        /// was over) to make room: the key meets a fresh, closed breaker
+        /// next time.
+        Evicted => ("evicted", "key evicted"),
     }
 }
 
