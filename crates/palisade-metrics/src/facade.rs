@@ -59,7 +59,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ::metrics::{Key, KeyName, Label, Level, Metadata, SharedString, Unit};
@@ -149,6 +149,10 @@ struct PolicyKeys {
     /// The concurrency limit last written, to skip rewriting it on every
     /// in-flight change.
     last_limit: AtomicU64,
+    /// Whether an adaptive limit has moved: from then on only its own
+    /// events write the limit, since an in-flight event may carry a limit
+    /// read before the latest move and arrive after it.
+    adaptive: AtomicBool,
     /// Index of the breaker state last written, or `UNKNOWN`.
     state: AtomicU8,
     /// Serialises the writes of one breaker's state series.
@@ -267,6 +271,7 @@ impl PolicyKeys {
             overflow: OnceLock::new(),
             malformed: NameMap::new(4, 64),
             last_limit: AtomicU64::new(u64::MAX),
+            adaptive: AtomicBool::new(false),
             state: AtomicU8::new(UNKNOWN),
             state_writes: Mutex::new(()),
         }
@@ -566,12 +571,17 @@ impl MetricsSink for FacadeSink {
                     p.plain(&p.in_flight, names::IN_FLIGHT),
                     change.delta() as f64,
                 );
-                if p.last_limit.swap(limit as u64, Ordering::Relaxed) != limit as u64 {
+                if !p.adaptive.load(Ordering::Relaxed)
+                    && p.last_limit.swap(limit as u64, Ordering::Relaxed) != limit as u64
+                {
                     p.write_limit(limit as u64);
                 }
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
+                if !p.adaptive.load(Ordering::Relaxed) {
+                    p.adaptive.store(true, Ordering::Relaxed);
+                }
                 p.last_limit.store(to as u64, Ordering::Relaxed);
                 p.write_limit(to as u64);
             }

@@ -464,8 +464,13 @@ impl Store {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(layer);
                 p.in_flight.fetch_add(change.delta(), Ordering::Relaxed);
+                // Once an adaptive limit has moved, its own events say
+                // where it is: an in-flight event may carry a limit read
+                // before the latest move and arrive after it.
                 let limit = limit as u64;
-                if p.limit.load(Ordering::Relaxed) != limit {
+                if p.sections.load(Ordering::Relaxed) & SEEN_ADAPTIVE == 0
+                    && p.limit.load(Ordering::Relaxed) != limit
+                {
                     p.limit.store(limit, Ordering::Relaxed);
                 }
                 p.see_section(SEEN_IN_FLIGHT | SEEN_LIMIT);

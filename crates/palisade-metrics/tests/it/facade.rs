@@ -209,8 +209,46 @@ mod held {
     }
 }
 
-/// An in-flight event carrying a stale limit (read before the limit
-/// moved) writes the gauge after an event with the new limit: the gauge
+#[test]
+fn an_adaptive_limit_is_not_undone_by_an_in_flight_event_that_read_it_before() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+
+    use palisade_core::InFlightChange;
+
+    let (entered, _) = mpsc::channel();
+    let (_, release) = mpsc::channel();
+    let gauge = Arc::new(held::LimitGauge {
+        value: AtomicU64::new(0),
+        hold: AtomicBool::new(false),
+        held: 0.0,
+        entered: Mutex::new(entered),
+        release: Mutex::new(release),
+    });
+    let recorder = held::LimitRecorder(Arc::clone(&gauge));
+    let sink = FacadeSink::new();
+    let in_flight = |limit| Event::InFlightChanged {
+        policy: "db",
+        layer: LayerKind::Bulkhead,
+        change: InFlightChange::Released,
+        in_flight: 0,
+        limit,
+    };
+    metrics::with_local_recorder(&recorder, || {
+        sink.record(&in_flight(10));
+        sink.record(&Event::LimitChanged {
+            policy: "db",
+            from: 10,
+            to: 5,
+        });
+        // A release that read the limit before it moved reports after it.
+        sink.record(&in_flight(10));
+    });
+    assert_eq!(f64::from_bits(gauge.value.load(Ordering::SeqCst)), 5.0);
+}
+
+/// An in-flight event that reports the limit in force before it moved
+/// writes the gauge after the move's event wrote the new limit: the gauge
 /// still ends at the new limit, and stays there.
 #[test]
 fn a_stale_limit_written_late_does_not_stick() {
@@ -230,7 +268,7 @@ fn a_stale_limit_written_late_does_not_stick() {
     let (release_tx, release) = mpsc::channel();
     let gauge = Arc::new(held::LimitGauge {
         value: AtomicU64::new(0),
-        hold: AtomicBool::new(false),
+        hold: AtomicBool::new(true),
         held: 4.0,
         entered: Mutex::new(entered_tx),
         release: Mutex::new(release),
@@ -239,30 +277,25 @@ fn a_stale_limit_written_late_does_not_stick() {
     let sink = Arc::new(FacadeSink::new());
     let limit = || f64::from_bits(gauge.value.load(Ordering::SeqCst));
 
-    metrics::with_local_recorder(&*recorder, || {
-        sink.record(&in_flight(4));
-        sink.record(&Event::LimitChanged {
-            policy: "api",
-            from: 4,
-            to: 5,
-        });
-    });
-    assert_eq!(limit(), 5.0);
-
-    // An event with the old limit starts writing it and is held there.
-    gauge.hold.store(true, Ordering::Release);
+    // The first event writes the limit of 4 and is held there.
     let stale = {
         let (sink, recorder) = (Arc::clone(&sink), Arc::clone(&recorder));
         std::thread::spawn(move || {
             metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(4)));
         })
     };
-    entered.recv().expect("the stale write started");
-    // Meanwhile an event with the limit in force writes it...
-    metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(5)));
-    // ...and then the stale write lands.
-    release_tx.send(()).expect("the stale write waits");
-    stale.join().expect("the stale event was recorded");
+    entered.recv().expect("the first write started");
+    // Meanwhile the limit moves to 5 and its event writes it...
+    metrics::with_local_recorder(&*recorder, || {
+        sink.record(&Event::LimitChanged {
+            policy: "api",
+            from: 4,
+            to: 5,
+        });
+    });
+    // ...and then the held write of 4 lands.
+    release_tx.send(()).expect("the first write waits");
+    stale.join().expect("the first event was recorded");
     metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(5)));
     assert_eq!(limit(), 5.0, "the gauge kept the stale limit");
 }

@@ -269,6 +269,31 @@ fn in_flight_follows_deltas_and_limit_follows_the_last_report() {
 }
 
 #[test]
+fn an_adaptive_limit_is_not_undone_by_an_in_flight_event_that_read_it_before() {
+    let (sink, registry) = fresh();
+    let in_flight = |limit| Event::InFlightChanged {
+        policy: "db",
+        layer: LayerKind::Bulkhead,
+        change: InFlightChange::Released,
+        in_flight: 0,
+        limit,
+    };
+    sink.record(&in_flight(10));
+    sink.record(&Event::LimitChanged {
+        policy: "db",
+        from: 10,
+        to: 5,
+    });
+    // A release that read the limit before it moved reports after it.
+    sink.record(&in_flight(10));
+    let text = render(&registry);
+    assert_eq!(
+        sample(&text, r#"palisade_concurrency_limit{policy="db"}"#),
+        Some(5.0)
+    );
+}
+
+#[test]
 fn names_past_the_limit_are_counted_not_tracked() {
     let mut registry = Registry::default();
     let sink = PrometheusSink::builder().max_names(2).build().unwrap();
