@@ -320,6 +320,9 @@ struct Transitions {
     rng: SplitMix,
     /// The last open wait chosen.
     last_wait: Duration,
+    /// A keyed map evicted this breaker: the calls it still admitted
+    /// finish, but its moves no longer speak for the policy.
+    evicted: bool,
 }
 
 /// One breaker: the state word, the window, the probe word and the
@@ -408,6 +411,7 @@ impl Breaker {
                 openings: 0,
                 rng: SplitMix(cfg.seed),
                 last_wait: Duration::ZERO,
+                evicted: false,
             }),
             origin,
             needs_start,
@@ -929,6 +933,9 @@ impl Breaker {
                 changes.fetch_add(1, Ordering::AcqRel);
             }
         }
+        if t.evicted {
+            return;
+        }
         // Shadow transitions (metrics-only mode) change no reported state;
         // they are reported as what enforcing would have done.
         let (from_state, to_state) = (from.reported(), to.reported());
@@ -1105,11 +1112,13 @@ impl Breaker {
     /// transition of any key: a key whose breaker was open or half-open
     /// meets a fresh, closed one next time, which is reported as its move
     /// to closed, so the gauge does not stay open with no breaker open.
+    /// The moves of its calls still running are not reported after this.
     pub(crate) fn report_evicted(&self) {
         if !self.cfg.metrics.is_enabled() {
             return;
         }
-        let _transitions = lock(&self.transitions);
+        let mut transitions = lock(&self.transitions);
+        transitions.evicted = true;
         let from = self.word().reported();
         if from != CircuitState::Closed {
             self.emit(&Event::StateChanged {

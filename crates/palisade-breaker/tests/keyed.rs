@@ -142,6 +142,78 @@ async fn evicting_a_breaker_that_is_not_closed_reports_its_key_closed() {
     assert_eq!(events.transitions(), []);
 }
 
+#[test]
+fn an_evicted_breaker_reports_no_transition_after_its_eviction() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::task::{Context, Poll, Waker};
+
+    // Key A's probe hangs past the time its breaker may be evicted; key B
+    // takes its place; then the probe fails. The evicted breaker moves
+    // back to open, but only the map's breakers speak for the policy.
+    let clock = ManualClock::new();
+    let events = Events::default();
+    let layer = keyed(
+        builder(&clock)
+            .half_open_probes(1)
+            .half_open_max_wait(Duration::from_secs(5))
+            .metrics(events.metrics()),
+        1,
+    );
+    let handle = layer.handle();
+    let release = Arc::new(AtomicBool::new(false));
+    let released = release.clone();
+    let mut svc = layer.layer(service_fn(move |r: Req| {
+        let released = released.clone();
+        std::future::poll_fn(move |_| {
+            if r.host == 1 && !r.fail && !released.load(Relaxed) {
+                return Poll::Pending;
+            }
+            Poll::Ready(if r.fail || r.host == 1 {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            })
+        })
+    }));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut call = |host, fail| {
+        assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_ready());
+        Box::pin(tower::Service::call(&mut svc, Req { host, fail }))
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(call(1, true).as_mut().poll(&mut cx).is_ready());
+    clock.advance(Duration::from_secs(10));
+    let mut probe = call(1, false);
+    assert!(probe.as_mut().poll(&mut cx).is_pending());
+    // Evictable once its half-open wait and the longest open wait after
+    // it are over.
+    clock.advance(Duration::from_secs(15));
+    assert!(matches!(
+        call(2, false).as_mut().poll(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    assert!(handle.get(&1).is_none(), "key 1 was evicted");
+    assert_eq!(
+        events.transitions().last(),
+        Some(&(
+            CircuitState::HalfOpen,
+            CircuitState::Closed,
+            TransitionReason::Evicted
+        ))
+    );
+    let before = events.transitions().len();
+    release.store(true, Relaxed);
+    assert!(matches!(probe.as_mut().poll(&mut cx), Poll::Ready(Err(_))));
+    assert_eq!(
+        events.transitions().len(),
+        before,
+        "{:?}",
+        events.transitions()
+    );
+}
+
 #[tokio::test]
 async fn the_least_recently_used_closed_breaker_makes_room() {
     let clock = ManualClock::new();
