@@ -299,17 +299,32 @@ const fn next_generation(from: Word) -> u64 {
 #[derive(Clone, Debug)]
 struct SplitMix(u64);
 
+/// SplitMix64's step.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a bijection that scatters nearby inputs.
+fn scatter(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl SplitMix {
     fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        self.0 = self.0.wrapping_add(GOLDEN);
+        let z = scatter(self.0);
         #[allow(clippy::cast_precision_loss)]
         let unit = (z >> 11) as f64 / (1_u64 << 53) as f64;
         unit
     }
+}
+
+/// The jitter seed of a keyed map's `n`th breaker, from the layer's. The
+/// sequence steps by a constant, so seeds a multiple of that step apart
+/// would give shifted copies of one sequence; scattered, the keys start at
+/// unrelated points of it, and none at the overflow breaker's (`seed`).
+pub(crate) fn key_seed(seed: u64, n: u64) -> u64 {
+    seed ^ scatter(n.wrapping_add(1).wrapping_mul(GOLDEN))
 }
 
 /// State that only transitions touch, under the lock.
@@ -1216,6 +1231,22 @@ mod tests {
             measure_latency: true,
             ..test_config(clock, 1)
         })
+    }
+
+    #[test]
+    fn keyed_breakers_draw_unrelated_jitter() {
+        // The overflow breaker's sequence and those of the first keys share
+        // no draw: none is a shifted copy of another.
+        for seed in [0, 1, 42, u64::MAX] {
+            let mut seen = std::collections::HashSet::new();
+            let seeds = std::iter::once(seed).chain((0..16).map(|n| key_seed(seed, n)));
+            for start in seeds {
+                let mut rng = SplitMix(start);
+                for _ in 0..64 {
+                    assert!(seen.insert(rng.next_unit().to_bits()), "seed {seed}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -381,9 +381,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
         let mut config = self.config.clone();
         // Each key's jitter follows its own sequence.
         let n = self.created.fetch_add(1, Ordering::Relaxed);
-        config.seed = config
-            .seed
-            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        config.seed = crate::breaker::key_seed(config.seed, n);
         let breaker = SharedState::new(Breaker::new(config));
         table.slots.push(key.clone());
         table.map.insert(

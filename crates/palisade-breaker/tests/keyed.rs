@@ -215,6 +215,23 @@ fn an_evicted_breaker_reports_no_transition_after_its_eviction() {
 }
 
 #[tokio::test]
+async fn every_key_draws_its_own_jitter() {
+    // One key at most, so that the second host shares the overflow
+    // breaker; every breaker opens at the same instant.
+    let clock = ManualClock::new();
+    let layer = keyed(builder(&clock).jitter(0.9).jitter_seed(1), 1);
+    let (svc, _handle) = mount(layer);
+    let mut waits = Vec::new();
+    for host in [1, 2] {
+        hit(&svc, host, true).await.unwrap_err();
+        let refused = hit(&svc, host, false).await.unwrap_err();
+        let open = refused.downcast_ref::<CircuitOpen>().expect("open");
+        waits.push(open.retry_after().expect("a wait"));
+    }
+    assert_ne!(waits[0], waits[1], "the key and the overflow drew alike");
+}
+
+#[tokio::test]
 async fn the_least_recently_used_closed_breaker_makes_room() {
     let clock = ManualClock::new();
     let layer = layer(3, &clock);
