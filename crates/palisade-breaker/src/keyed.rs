@@ -219,11 +219,20 @@ impl<K: Hash + Eq + Clone> Table<K> {
             let barren = &mut self.barren;
             barren.examined = barren.examined.saturating_add(examined);
             barren.next = earliest(barren.next, next);
-            return if barren.examined >= len {
-                Search::NoneAnywhere(barren.next)
-            } else {
-                Search::NoneHere
+            if barren.examined < len {
+                return Search::NoneHere;
+            }
+            // The map is full until `next`. Should a search be needed
+            // again (that time passed, and the breaker that held it moved
+            // to a later one without a change the map hears of, as to
+            // half-open), it starts a new round and learns the times the
+            // breakers hold then, not this one again.
+            let next = barren.next;
+            *barren = Barren {
+                changes,
+                ..Barren::default()
             };
+            return Search::NoneAnywhere(next);
         };
         // Calls reach tracked breakers without the table's lock: the
         // victim may have opened since it was examined.
@@ -673,6 +682,58 @@ mod tests {
         assert_eq!(breakers.searches.load(Relaxed), 4);
         assert!(handle.get(&212).is_some());
         assert_eq!(handle.len(), 4);
+    }
+
+    #[test]
+    fn a_full_map_is_marked_again_with_the_times_its_breakers_hold_now() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let clock = ManualClock::new();
+        // The key is the request's tens; the last digit says what the call
+        // does: 1 fails, 2 never ends, anything else succeeds.
+        let layer = CircuitBreakerLayer::builder()
+            .clock(clock.clock())
+            .count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(10))
+            .build_keyed(4, |r: &u32| *r / 10)
+            .unwrap();
+        let breakers = layer.breakers.clone();
+        let mut svc = layer.layer(service_fn(|r: u32| {
+            std::future::poll_fn(move |_| match r % 10 {
+                1 => Poll::Ready(Err::<u32, BoxError>("down".into())),
+                2 => Poll::Pending,
+                _ => Poll::Ready(Ok(r)),
+            })
+        }));
+        let mut call_now = |req: u32| {
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_ready());
+            let mut call = Box::pin(tower::Service::call(&mut svc, req));
+            let polled = call.as_mut().poll(&mut cx);
+            (call, polled)
+        };
+
+        // Key 1 opens at 0 s until 10 s, keys 2 to 4 at 5 s until 15 s; a
+        // new key then finds the map full until 10 s.
+        assert!(call_now(11).1.is_ready());
+        clock.advance(Duration::from_secs(5));
+        for req in [21, 31, 41] {
+            assert!(call_now(req).1.is_ready());
+        }
+        assert!(matches!(call_now(500).1, Poll::Ready(Ok(500))));
+        assert_eq!(breakers.searches.load(Relaxed), 1);
+        // At 10 s key 1 runs a probe that does not end, which keeps it past
+        // 15 s. The next new key searches again, finds the map full until
+        // 15 s, and the keys after it go to the overflow breaker at once.
+        clock.advance(Duration::from_secs(5));
+        let (_probe, polled) = call_now(12);
+        assert!(polled.is_pending());
+        for req in [600, 700, 800] {
+            assert!(matches!(call_now(req).1, Poll::Ready(Ok(_))));
+        }
+        assert_eq!(breakers.searches.load(Relaxed), 2);
     }
 
     #[test]
