@@ -926,6 +926,15 @@ impl Breaker {
         }
         if fresh_window {
             self.window.reset(to.epoch());
+            if !t.evicted && self.cfg.metrics.is_enabled() {
+                // The gauge must not keep the rates of a window that is
+                // gone (see `record_window` for the fence). The zeros go
+                // out before the new state is published: a call of the
+                // new window is admitted only once that store is seen, so
+                // its rates always land after them.
+                fence(Ordering::SeqCst);
+                self.emit_rates(Counts::default());
+            }
         }
         if reason == TransitionReason::ProbesSucceeded || reason == TransitionReason::Reset {
             t.openings = 0;
@@ -968,12 +977,6 @@ impl Breaker {
                 to: to.machine.as_state(),
                 reason,
             });
-        }
-        if fresh_window && self.cfg.metrics.is_enabled() {
-            // The gauge must not keep the rates of a window that is gone
-            // (see `record_window` for the fence).
-            fence(Ordering::SeqCst);
-            self.emit_rates(Counts::default());
         }
     }
 
@@ -1277,6 +1280,72 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Keeps the breaker's rates and holds the thread that reports a move
+    /// to closed until it is let go.
+    #[derive(Default)]
+    struct HoldsTheClose {
+        rates: std::sync::Mutex<Vec<u64>>,
+        entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+        release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl palisade_core::MetricsSink for HoldsTheClose {
+        fn record(&self, event: &Event<'_>) {
+            match *event {
+                Event::BreakerRates { calls, .. } => self.rates.lock().unwrap().push(calls),
+                Event::StateChanged {
+                    to: CircuitState::Closed,
+                    ..
+                } => {
+                    if let Some(entered) = self.entered.lock().unwrap().take() {
+                        entered.send(()).unwrap();
+                        let release = self.release.lock().unwrap().take().unwrap();
+                        release.recv().unwrap();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_windows_first_rates_are_not_replaced_by_the_closing_zeros() {
+        let clock = ManualClock::new();
+        let sink = std::sync::Arc::new(HoldsTheClose::default());
+        let breaker = std::sync::Arc::new(Breaker::new(Config {
+            minimum_calls: 2,
+            metrics: Metrics::from_arc(sink.clone()),
+            ..test_config(&clock, 1)
+        }));
+        for _ in 0..2 {
+            let permit = breaker.admit().unwrap();
+            breaker.complete(&permit, Outcome::Failure);
+        }
+        assert!(breaker.admit().is_err(), "open");
+        clock.advance(Duration::from_secs(1));
+        let probe = breaker.admit().unwrap();
+
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release_tx, release) = std::sync::mpsc::channel();
+        *sink.entered.lock().unwrap() = Some(entered_tx);
+        *sink.release.lock().unwrap() = Some(release);
+        // The probe succeeds: the breaker closes, and its report of the
+        // move is held...
+        let closing = std::thread::spawn({
+            let breaker = breaker.clone();
+            move || breaker.complete(&probe, Outcome::Success)
+        });
+        entered.recv().unwrap();
+        // ...while a call in the new window fails and reports its rates.
+        let permit = breaker.admit().unwrap();
+        breaker.complete(&permit, Outcome::Failure);
+        release_tx.send(()).unwrap();
+        closing.join().unwrap();
+        assert_eq!(breaker.window_counts().calls, 1);
+        let rates = sink.rates.lock().unwrap().clone();
+        assert_eq!(rates.last(), Some(&1), "{rates:?}");
     }
 
     #[test]

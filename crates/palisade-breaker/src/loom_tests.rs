@@ -518,6 +518,36 @@ fn loom_a_calls_rates_never_outlive_the_reset_they_race() {
 }
 
 #[test]
+fn loom_a_new_windows_rates_are_never_replaced_by_the_zeros_that_opened_it() {
+    // A reset racing a call that may be admitted into the window the reset
+    // opens: the gauge ends on that window's count, never on the reset's
+    // zeros.
+    model(|| {
+        let clock = ManualClock::new();
+        let gauge = std::sync::Arc::new(CallsGauge(crate::sync::AtomicU64::new(u64::MAX)));
+        let mut cfg = config(&clock, 1);
+        cfg.minimum_calls = 100;
+        cfg.metrics = Metrics::from_arc(gauge.clone());
+        let breaker = Arc::new(Breaker::new(cfg));
+        force_open(&breaker);
+        let call = {
+            let breaker = breaker.clone();
+            thread::spawn(move || {
+                if let Ok(permit) = breaker.admit() {
+                    breaker.complete(&permit, Outcome::Failure);
+                }
+            })
+        };
+        breaker.set_mode(crate::breaker::Mode::Normal, TransitionReason::Reset);
+        call.join().unwrap();
+        assert_eq!(
+            gauge.0.load(crate::sync::Ordering::Relaxed),
+            breaker.window_counts().calls
+        );
+    });
+}
+
+#[test]
 fn loom_a_trip_keeps_the_rates_of_its_window() {
     // A trip keeps the window that tripped it: the call's count stays on
     // the gauge (and the call takes no lock to send it again).
