@@ -573,7 +573,7 @@ impl Breaker {
                         started = moved.then_some(word);
                         continue;
                     }
-                    match self.take_probe(word.epoch()) {
+                    match self.take_probe(word.epoch(), now) {
                         Take::Taken => {
                             self.emit_admitted();
                             let start = self.needs_start.then_some(now);
@@ -604,8 +604,16 @@ impl Breaker {
         }
     }
 
-    /// Takes one probe slot of the half-open period `epoch`, if one is free.
-    pub(crate) fn take_probe(&self, epoch: u16) -> Take {
+    /// Takes one probe slot of the half-open period `epoch`, if one is free,
+    /// for a call that read the clock at `now`.
+    ///
+    /// The period's maximum wait counts from its first probe: a period a
+    /// metrics scrape started (see [`refresh`](Self::refresh)) may have
+    /// waited long for a call, and its first probe must not inherit that
+    /// wait. The start moves before the slot is taken, so a seal that sees
+    /// the slot taken also sees the start it moved (see
+    /// [`end_half_open`](Self::end_half_open)).
+    pub(crate) fn take_probe(&self, epoch: u16, now: Instant) -> Take {
         let limit = u64::from(self.cfg.probes);
         let mut current = self.half.load(Ordering::Acquire);
         loop {
@@ -615,6 +623,10 @@ impl Breaker {
             }
             if probes.taken >= limit {
                 return Take::Full;
+            }
+            if probes.taken == 0 {
+                self.half_open_since
+                    .fetch_max(self.since_origin(now), Ordering::AcqRel);
             }
             match self.half.compare_exchange_weak(
                 current,
@@ -628,7 +640,8 @@ impl Breaker {
         }
     }
 
-    /// Whether the half-open period has lasted its maximum wait at `now`.
+    /// Whether the half-open period has lasted its maximum wait at `now`,
+    /// counted from its first probe (or from its start, while none runs).
     fn half_open_expired(&self, now: Instant) -> bool {
         let since = self.half_open_since.load(Ordering::Acquire);
         self.since_origin(now).saturating_sub(since) >= nanos(self.cfg.half_open_max_wait)
@@ -838,7 +851,8 @@ impl Breaker {
     ///   and no event (the reported state stays half-open);
     /// - otherwise the finished probes are judged as a full set would be.
     ///
-    /// Does nothing when another thread changed the state first. Returns
+    /// Does nothing when another thread changed the state first, or when
+    /// a first probe taken meanwhile restarted the period's clock. Returns
     /// whether it moved.
     fn end_half_open(&self, from: Word) -> bool {
         let mut t = lock(&self.transitions);
@@ -850,8 +864,26 @@ impl Breaker {
         let now = self.cfg.clock.now();
         let next = next_generation(from);
         // Seal the period: from here on no probe joins it, gives its slot
-        // back or counts in it, so the counts swapped out are final.
-        let (epoch, probes) = unpack_half(self.half.swap(pack_half(next as u16), Ordering::AcqRel));
+        // back or counts in it, so the counts taken out are final. A first
+        // probe moves the period's start before it takes its slot: once the
+        // seal's read of the slots is current, the start read after it is
+        // too, and a period whose first probe just started is left to it.
+        let mut current = self.half.load(Ordering::Acquire);
+        let sealed = loop {
+            if !self.half_open_expired(now) {
+                return false;
+            }
+            match self.half.compare_exchange_weak(
+                current,
+                pack_half(next as u16),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(sealed) => break sealed,
+                Err(actual) => current = actual,
+            }
+        };
+        let (epoch, probes) = unpack_half(sealed);
         let probes = if epoch == from.epoch() {
             probes
         } else {
@@ -1105,7 +1137,9 @@ impl Breaker {
             Machine::Closed => Eviction::Now,
             // Stored before the state word that says open or half-open,
             // so these are the times of the state read above (or of a
-            // later one, which counts as a change for the map).
+            // later one, which counts as a change for the map). A first
+            // probe moves the half-open start forward only: the map, which
+            // looks again when the time it holds comes, is never early.
             Machine::Open => Eviction::From(self.at(self.open_until.load(Ordering::Acquire))),
             Machine::HalfOpen => {
                 let since = self.half_open_since.load(Ordering::Acquire);
@@ -1346,6 +1380,36 @@ mod tests {
         assert_eq!(breaker.window_counts().calls, 1);
         let rates = sink.rates.lock().unwrap().clone();
         assert_eq!(rates.last(), Some(&1), "{rates:?}");
+    }
+
+    #[test]
+    fn a_probe_admitted_late_in_a_period_a_scrape_started_gets_the_whole_max_wait() {
+        let clock = ManualClock::new();
+        let breaker = Breaker::new(test_config(&clock, 1));
+        let permit = breaker.admit().unwrap();
+        breaker.complete(&permit, Outcome::Failure);
+        clock.advance(Duration::from_secs(1));
+        // A scrape moves the breaker to half-open; no call comes for 59 s.
+        assert_eq!(breaker.refresh().machine, Machine::HalfOpen);
+        let period = breaker.word();
+        clock.advance(Duration::from_secs(59));
+        let probe = breaker.admit().unwrap();
+        // Past the 60 s since the scrape, the probe has run 2 s: the next
+        // call is refused as the period's probe is still out, and the
+        // period goes on.
+        clock.advance(Duration::from_secs(2));
+        let refused = breaker.admit().unwrap_err();
+        assert_eq!(refused.state, CircuitState::HalfOpen);
+        assert_eq!(breaker.refresh(), period);
+        breaker.complete(&probe, Outcome::Success);
+        assert_eq!(breaker.word().machine, Machine::Closed);
+        // 60 s after the probe started, a probe still out does end it.
+        let permit = breaker.admit().unwrap();
+        breaker.complete(&permit, Outcome::Failure);
+        clock.advance(Duration::from_secs(1));
+        let _probe = breaker.admit().unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(breaker.refresh().machine, Machine::Open);
     }
 
     #[test]

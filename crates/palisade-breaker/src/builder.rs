@@ -216,13 +216,13 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// How long the breaker waits in half-open for its probes. Once it has
-    /// run out, a probe still running re-opens the breaker; if every probe
-    /// admitted has finished, fewer than
-    /// [`half_open_probes`](Self::half_open_probes), they decide as a full
-    /// set would; if none was admitted, a fresh half-open period starts
-    /// with the arriving call as a probe (see "Open and half-open" in the
-    /// crate docs). Checked when a call arrives and by
+    /// How long the breaker waits in half-open for its probes, counted from
+    /// the period's first probe. Once it has run out, a probe still running
+    /// re-opens the breaker; if every probe admitted has finished, fewer
+    /// than [`half_open_probes`](Self::half_open_probes), they decide as a
+    /// full set would; if none was admitted, a fresh half-open period
+    /// starts with the arriving call as a probe (see "Open and half-open"
+    /// in the crate docs). Checked when a call arrives and by
     /// [`CircuitBreakerHandle::refresh`](crate::CircuitBreakerHandle::refresh).
     #[must_use]
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {

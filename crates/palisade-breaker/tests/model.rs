@@ -209,7 +209,17 @@ impl Model {
                     self.end_half_open();
                 }
                 // Calls are sequential: a probe slot is always free here.
-                MState::HalfOpen { .. } => break true,
+                // The max wait counts from the period's first probe.
+                MState::HalfOpen {
+                    ref mut since,
+                    done,
+                    ..
+                } => {
+                    if done == 0 {
+                        *since = self.now;
+                    }
+                    break true;
+                }
             }
         };
         self.now += millis * MS;
