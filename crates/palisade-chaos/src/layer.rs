@@ -7,7 +7,7 @@ use palisade_core::config::Validate;
 use palisade_core::{ConfigError, LayerKind, Metrics, PolicyName};
 use tower_layer::Layer;
 
-use crate::fault::{Draws, Fault, NoOverride};
+use crate::fault::{Draws, Fault, HttpFaults, NoOverride};
 use crate::service::Chaos;
 
 /// Where an injected panic is raised.
@@ -150,6 +150,69 @@ impl ChaosLayer {
     /// The policy name.
     pub fn name(&self) -> &PolicyName {
         &self.shared.name
+    }
+
+    /// A layer of this chaos policy whose services also force the faults
+    /// HTTP requests ask for: a [`FaultOverride`](crate::FaultOverride)
+    /// extension and, if `faults` enables it, the `x-palisade-chaos`
+    /// header. It shares this layer's switch and counts.
+    ///
+    /// ```
+    /// use palisade_chaos::{ChaosLayer, Fault, FaultOverride, HttpFaults, InjectedFault};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let chaos = ChaosLayer::disabled();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(chaos.http(HttpFaults::new()))
+    ///     .service(service_fn(|_req: http::Request<()>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    ///     }));
+    ///
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert(FaultOverride(Fault::error()));
+    /// let err = svc.oneshot(req).await.unwrap_err();
+    /// assert!(err.is::<InjectedFault>());
+    /// assert_eq!(chaos.stats().errors, 1);
+    /// # }
+    /// ```
+    pub fn http(&self, faults: HttpFaults) -> ChaosOverrideLayer<HttpFaults> {
+        self.with_overrides(faults)
+    }
+
+    /// A layer of this chaos policy whose services force the faults
+    /// `overrides` finds on a request (see [`FaultSource`](crate::FaultSource)). It shares
+    /// this layer's switch and counts.
+    pub fn with_overrides<O>(&self, overrides: O) -> ChaosOverrideLayer<O> {
+        ChaosOverrideLayer {
+            chaos: self.clone(),
+            overrides,
+        }
+    }
+}
+
+/// A [`ChaosLayer`] whose services read faults forced on each request from
+/// a [`FaultSource`](crate::FaultSource); made by [`ChaosLayer::http`] and
+/// [`ChaosLayer::with_overrides`].
+#[derive(Clone, Debug)]
+pub struct ChaosOverrideLayer<O> {
+    chaos: ChaosLayer,
+    overrides: O,
+}
+
+impl<O> ChaosOverrideLayer<O> {
+    /// The chaos policy: its switch and its counts.
+    pub fn chaos(&self) -> &ChaosLayer {
+        &self.chaos
+    }
+}
+
+impl<S, O: Clone> Layer<S> for ChaosOverrideLayer<O> {
+    type Service = Chaos<S, O>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Chaos::new(inner, self.chaos.clone(), self.overrides.clone())
     }
 }
 

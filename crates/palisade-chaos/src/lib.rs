@@ -19,7 +19,10 @@
 //! Faults can be forced per request with a [`FaultOverride`] request
 //! extension, and, only when the user enables it, with the
 //! `x-palisade-chaos` header (for test environments: a client that can send
-//! the header can make the service fail).
+//! the header can make the service fail). A plain [`ChaosLayer`] reads
+//! neither: [`ChaosLayer::http`] gives the layer that does, for HTTP
+//! requests, and [`ChaosLayer::with_overrides`] one that reads any
+//! [`FaultSource`].
 //!
 //! A disabled layer costs a branch: no generator step, no clock read, no
 //! allocation. It can be switched on and off at run time through
@@ -65,7 +68,7 @@ mod service;
 
 pub use self::error::InjectedFault;
 pub use self::fault::{Fault, FaultOverride, FaultSource, HttpFaults, NoOverride, parse_header};
-pub use self::layer::{ChaosBuilder, ChaosLayer, ChaosStats, PanicPoint};
+pub use self::layer::{ChaosBuilder, ChaosLayer, ChaosOverrideLayer, ChaosStats, PanicPoint};
 pub use self::service::Chaos;
 
 /// The request header read by [`HttpFaults::with_header`].

@@ -332,3 +332,39 @@ proptest::proptest! {
         proptest::prop_assert_eq!(parsed, Some(expected));
     }
 }
+
+#[tokio::test]
+async fn a_layer_built_for_http_forces_the_faults_requests_ask_for() {
+    let chaos = ChaosLayer::disabled();
+    let plain = tower::ServiceBuilder::new()
+        .layer(chaos.clone())
+        .service(http_echo());
+    let http = tower::ServiceBuilder::new()
+        .layer(chaos.http(HttpFaults::new().with_header()))
+        .service(http_echo());
+
+    // The plain layer reads neither the extension nor the header.
+    let mut req = request(Some("error"));
+    req.extensions_mut().insert(FaultOverride(Fault::error()));
+    assert!(plain.clone().oneshot(req).await.is_ok());
+    assert_eq!(chaos.stats().requests, 0);
+
+    // The HTTP layer reads both, and counts in the policy it came from.
+    let mut req = request(None);
+    req.extensions_mut().insert(FaultOverride(Fault::error()));
+    let err = http.clone().oneshot(req).await.unwrap_err();
+    assert!(err.is::<InjectedFault>());
+    let err = http
+        .clone()
+        .oneshot(request(Some("error")))
+        .await
+        .unwrap_err();
+    assert!(err.is::<InjectedFault>());
+    assert!(http.clone().oneshot(request(None)).await.is_ok());
+    assert_eq!(chaos.stats().errors, 2);
+
+    // Switching the policy on reaches the services of both layers.
+    let layer = chaos.http(HttpFaults::new());
+    layer.chaos().set_enabled(true);
+    assert!(chaos.is_enabled());
+}
