@@ -168,7 +168,9 @@ mod loom_tests {
     #[test]
     fn loom_reset_and_increment_lose_nothing() {
         let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
         builder.check(|| {
             let w = loom::sync::Arc::new(RateWindow::new(1, 1));
             // Slot of second 0 (and of second 2, which shares it).
