@@ -604,15 +604,54 @@ mod tests {
 
     use crate::CircuitBreakerLayer;
 
-    /// Keyed by the request; a request fails when it is odd.
-    fn layer(clock: &ManualClock) -> super::KeyedCircuitBreakerLayer<u32, fn(&u32) -> u32> {
+    /// One call decides; an open breaker waits 10 s.
+    fn builder(clock: &ManualClock) -> crate::CircuitBreakerBuilder {
         CircuitBreakerLayer::builder()
             .clock(clock.clock())
             .count_window(1)
             .minimum_calls(1)
             .open_wait(Duration::from_secs(10))
+    }
+
+    /// Keyed by the request; a request fails when it is odd.
+    fn layer(clock: &ManualClock) -> super::KeyedCircuitBreakerLayer<u32, fn(&u32) -> u32> {
+        builder(clock)
             .build_keyed(4, (|r: &u32| *r) as fn(&u32) -> u32)
             .unwrap()
+    }
+
+    /// Does what the request's last digit says: 1 fails, 2 stays pending
+    /// until `release` is set, anything else succeeds.
+    fn scripted(
+        release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> impl tower::Service<u32, Response = u32, Error = BoxError> {
+        service_fn(move |r: u32| {
+            let release = release.clone();
+            std::future::poll_fn(move |_| match r % 10 {
+                1 => std::task::Poll::Ready(Err::<u32, BoxError>("down".into())),
+                2 if !release.load(Relaxed) => std::task::Poll::Pending,
+                _ => std::task::Poll::Ready(Ok(r)),
+            })
+        })
+    }
+
+    /// Calls `svc` and polls the call once, with a waker that does nothing.
+    fn call_now<S>(
+        svc: &mut S,
+        req: u32,
+    ) -> (
+        std::pin::Pin<Box<S::Future>>,
+        std::task::Poll<Result<u32, S::Error>>,
+    )
+    where
+        S: tower::Service<u32, Response = u32>,
+    {
+        use std::future::Future;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut call = Box::pin(svc.call(req));
+        let polled = call.as_mut().poll(&mut cx);
+        (call, polled)
     }
 
     async fn call<S>(svc: &S, req: u32) -> Result<u32, BoxError>
@@ -686,34 +725,15 @@ mod tests {
 
     #[test]
     fn a_full_map_is_marked_again_with_the_times_its_breakers_hold_now() {
-        use std::future::Future;
-        use std::task::{Context, Poll, Waker};
+        use std::task::Poll;
 
         let clock = ManualClock::new();
         // The key is the request's tens; the last digit says what the call
-        // does: 1 fails, 2 never ends, anything else succeeds.
-        let layer = CircuitBreakerLayer::builder()
-            .clock(clock.clock())
-            .count_window(1)
-            .minimum_calls(1)
-            .open_wait(Duration::from_secs(10))
-            .build_keyed(4, |r: &u32| *r / 10)
-            .unwrap();
+        // does (see `scripted`; 2 never ends here).
+        let layer = builder(&clock).build_keyed(4, |r: &u32| *r / 10).unwrap();
         let breakers = layer.breakers.clone();
-        let mut svc = layer.layer(service_fn(|r: u32| {
-            std::future::poll_fn(move |_| match r % 10 {
-                1 => Poll::Ready(Err::<u32, BoxError>("down".into())),
-                2 => Poll::Pending,
-                _ => Poll::Ready(Ok(r)),
-            })
-        }));
-        let mut call_now = |req: u32| {
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_ready());
-            let mut call = Box::pin(tower::Service::call(&mut svc, req));
-            let polled = call.as_mut().poll(&mut cx);
-            (call, polled)
-        };
+        let mut svc = layer.layer(scripted(Default::default()));
+        let mut call_now = |req: u32| call_now(&mut svc, req);
 
         // Key 1 opens at 0 s until 10 s, keys 2 to 4 at 5 s until 15 s; a
         // new key then finds the map full until 10 s.
@@ -745,13 +765,9 @@ mod tests {
 
         let clock = ManualClock::new();
         // One key at most; two probes per half-open period. The key is the
-        // request's tens, the last digit says what the call does: 1 fails,
-        // 2 waits for `release`, anything else succeeds.
-        let layer = CircuitBreakerLayer::builder()
-            .clock(clock.clock())
-            .count_window(1)
-            .minimum_calls(1)
-            .open_wait(Duration::from_secs(10))
+        // request's tens, the last digit says what the call does (see
+        // `scripted`).
+        let layer = builder(&clock)
             .half_open_probes(2)
             .half_open_max_wait(Duration::from_secs(5))
             .build_keyed(1, |r: &u32| *r / 10)
@@ -759,36 +775,18 @@ mod tests {
         let breakers = layer.breakers.clone();
         let handle = layer.handle();
         let release = Arc::new(AtomicBool::new(false));
-        let released = release.clone();
-        let mut svc = layer.layer(service_fn(move |r: u32| {
-            let released = released.clone();
-            std::future::poll_fn(move |_| match r % 10 {
-                1 => Poll::Ready(Err::<u32, BoxError>("down".into())),
-                2 if !released.load(Relaxed) => Poll::Pending,
-                _ => Poll::Ready(Ok(r)),
-            })
-        }));
+        let mut svc = layer.layer(scripted(release.clone()));
         let mut cx = Context::from_waker(Waker::noop());
-        let mut call_now = |req: u32| {
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_ready());
-            Box::pin(tower::Service::call(&mut svc, req))
-        };
+        let mut call_now = |req: u32| call_now(&mut svc, req);
 
         // Key 1 opens; once its wait is over, a probe starts and runs.
-        assert!(matches!(
-            call_now(11).as_mut().poll(&mut cx),
-            Poll::Ready(Err(_))
-        ));
+        assert!(matches!(call_now(11).1, Poll::Ready(Err(_))));
         clock.advance(Duration::from_secs(10));
-        let mut probe = call_now(12);
-        assert!(probe.as_mut().poll(&mut cx).is_pending());
+        let (mut probe, polled) = call_now(12);
+        assert!(polled.is_pending());
         // A new key finds the map full: a running probe keeps key 1 for
         // its half-open wait and the longest open wait after it.
-        assert!(matches!(
-            call_now(20).as_mut().poll(&mut cx),
-            Poll::Ready(Ok(20))
-        ));
+        assert!(matches!(call_now(20).1, Poll::Ready(Ok(20))));
         assert!(handle.get(&2).is_none());
         assert_eq!(breakers.searches.load(Relaxed), 1);
 
@@ -797,10 +795,7 @@ mod tests {
         release.store(true, Relaxed);
         assert!(matches!(probe.as_mut().poll(&mut cx), Poll::Ready(Ok(12))));
         clock.advance(Duration::from_secs(5));
-        assert!(matches!(
-            call_now(30).as_mut().poll(&mut cx),
-            Poll::Ready(Ok(30))
-        ));
+        assert!(matches!(call_now(30).1, Poll::Ready(Ok(30))));
         assert_eq!(breakers.searches.load(Relaxed), 2);
         assert!(handle.get(&3).is_some(), "took the place of key 1");
         assert!(handle.get(&1).is_none());
