@@ -88,6 +88,7 @@ where
             // Polled again after expiring: answer the same way, never panic.
             return Poll::Ready(Err(elapsed(this.shared, *this.budget)));
         };
+        let had_budget = tokio::task::coop::has_budget_remaining();
         let polled = {
             let _running = Scope::enter(this.budget.nanos(), this.timer.deadline());
             inner.poll(cx)
@@ -96,7 +97,13 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         let timeout = this.budget.timeout();
-        ready!(this.timer.poll_elapsed(timeout, cx));
+        // A call that spent its task's whole cooperative budget leaves none
+        // for the timer, which would then never see its deadline pass while
+        // the call always has work ready: its timer is read regardless, as
+        // tokio's own timeout does. A task that came in with no budget is
+        // left to yield.
+        let exempt = had_budget && !tokio::task::coop::has_budget_remaining();
+        ready!(this.timer.poll_elapsed(timeout, exempt, cx));
         // Drop the inner future now: the call is cancelled and whatever it
         // holds (connections, permits) is released before the caller sees
         // the error. On the layer's own deadline the drop is marked, so

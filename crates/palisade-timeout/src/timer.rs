@@ -62,8 +62,14 @@ impl Timer {
     }
 
     /// Polls the timer, starting it on the first poll to elapse `after`
-    /// from now on tokio's clock: ready once it has elapsed.
-    pub(crate) fn poll_elapsed(&mut self, after: Duration, cx: &mut Context<'_>) -> Poll<()> {
+    /// from now on tokio's clock: ready once it has elapsed. `exempt` polls
+    /// it outside tokio's cooperative budget.
+    pub(crate) fn poll_elapsed(
+        &mut self,
+        after: Duration,
+        exempt: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         let slot = self.slot.get_or_insert_with(|| {
             let reused = FREE
                 .try_with(|free| free.try_borrow_mut().ok().and_then(|mut free| free.pop()))
@@ -74,6 +80,9 @@ impl Timer {
             slot
         });
         match slot.as_mut().as_pin_mut() {
+            Some(sleep) if exempt => {
+                std::pin::pin!(tokio::task::coop::unconstrained(sleep)).poll(cx)
+            }
             Some(sleep) => sleep.poll(cx),
             // Not reachable: a started slot holds its `Sleep` until the
             // timer is dropped.
@@ -128,7 +137,7 @@ mod tests {
     fn started(after: Duration) -> Timer {
         let mut timer = Timer::idle();
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(timer.poll_elapsed(after, &mut cx).is_pending());
+        assert!(timer.poll_elapsed(after, false, &mut cx).is_pending());
         timer
     }
 
@@ -148,7 +157,7 @@ mod tests {
         assert!(!Timer::idle().is_started());
         let mut timer = started(after);
         let slot = slot_of(&timer);
-        std::future::poll_fn(|cx| timer.poll_elapsed(after, cx)).await;
+        std::future::poll_fn(|cx| timer.poll_elapsed(after, false, cx)).await;
         drop(timer);
         assert_eq!(kept(), before + 1);
         let again = started(after);
@@ -175,7 +184,8 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let mut timer = Timer::idle();
-                std::future::poll_fn(|cx| timer.poll_elapsed(Duration::from_millis(5), cx)).await;
+                std::future::poll_fn(|cx| timer.poll_elapsed(Duration::from_millis(5), false, cx))
+                    .await;
             });
             assert!(kept() > 0);
         }

@@ -679,3 +679,25 @@ fn the_http_flavour_allocates_only_to_insert_the_deadline_extension() {
     // carries a RequestTimeout).
     assert_eq!(measure(HttpDeadline::new().expose_deadline(true)), 1);
 }
+
+/// A call that always has work ready spends its task's whole cooperative
+/// budget on every poll, which leaves none for tokio's timer: the timeout
+/// must still see its deadline pass. Real time on a current-thread
+/// runtime (a paused clock never moves while the task stays busy),
+/// bounded by an outer timeout.
+#[tokio::test]
+async fn a_call_that_spends_its_whole_budget_still_times_out() {
+    let svc = plain_layer(Duration::from_millis(20)).layer(service_fn(|()| async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        loop {
+            tx.send(()).unwrap();
+            rx.recv().await;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), Infallible>(())
+    }));
+    let outcome = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(()))
+        .await
+        .expect("the layer's 20 ms deadline ends the call");
+    assert!(outcome.unwrap_err().is::<Elapsed>());
+}
