@@ -109,7 +109,7 @@ fn is_unnamed(node: &[u8]) -> bool {
         None => node,
     };
     match name {
-        [b'_', rest @ ..] => !rest.is_empty() && is_obfuscated_tail(rest),
+        [b'_', rest @ ..] => is_obfuscated_tail(rest),
         _ => name.eq_ignore_ascii_case(b"unknown"),
     }
 }
@@ -122,11 +122,13 @@ fn unquote(node: &[u8]) -> &[u8] {
     }
 }
 
-/// What may follow the `_` of an RFC 7239 obfuscated identifier or port:
-/// letters, digits, `.`, `_` and `-`.
+/// What follows the `_` of an RFC 7239 obfuscated identifier or port: one
+/// or more letters, digits, `.`, `_` and `-`.
 fn is_obfuscated_tail(rest: &[u8]) -> bool {
-    rest.iter()
-        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    !rest.is_empty()
+        && rest
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -425,6 +427,21 @@ mod tests {
                 &[r#"for=192.0.2.1;host="x,y", for=10.0.0.1"#]
             ),
             vec![addr("10.0.0.1"), addr("192.0.2.1")]
+        );
+    }
+
+    #[test]
+    fn an_obfuscated_port_or_identifier_needs_a_character_after_its_underscore() {
+        for entry in ["192.0.2.1:_", "_x:_", "[2001:db8::1]:_", "_"] {
+            assert_eq!(
+                hops(ForwardedHeader::XForwardedFor, &[entry]),
+                vec![Hop::Malformed],
+                "{entry}"
+            );
+        }
+        assert_eq!(
+            hops(ForwardedHeader::XForwardedFor, &["192.0.2.1:_p"]),
+            vec![addr("192.0.2.1")]
         );
     }
 
