@@ -146,6 +146,13 @@ pub(crate) fn rng(seed: Option<u64>) -> fastrand::Rng {
     seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)
 }
 
+/// The seed of the `n`-th user of `seed`: one step of the generator over
+/// both, which mixes every bit, so users with nearby `n` draw unrelated
+/// sequences.
+pub(crate) fn seed_of(seed: u64, n: u64) -> u64 {
+    fastrand::Rng::with_seed(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).u64(..)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -7,7 +7,7 @@ use palisade_core::config::Validate;
 use palisade_core::{ConfigError, LayerKind, PolicyName};
 use tokio::time::Instant;
 
-use crate::backoff::{Backoff, rng};
+use crate::backoff::{Backoff, rng, seed_of};
 
 /// How a supervised task is restarted after a panic or an error.
 ///
@@ -90,10 +90,13 @@ impl RestartPolicy {
         self.reset_after
     }
 
-    pub(crate) fn start(&self) -> RestartState {
+    /// The restart state of task `id` of its group. With a seed, each task
+    /// draws a jitter sequence of its own: tasks that fail together on a
+    /// shared outage must not restart together.
+    pub(crate) fn start(&self, id: u64) -> RestartState {
         RestartState {
             policy: self.clone(),
-            rng: rng(self.seed),
+            rng: rng(self.seed.map(|seed| seed_of(seed, id))),
             step: 0,
             recent: VecDeque::with_capacity(self.max_restarts.min(64) as usize),
         }
@@ -137,6 +140,10 @@ impl RestartPolicyBuilder {
     }
 
     /// Seeds the jitter, for reproducible waits. Default: a random seed.
+    ///
+    /// Each task a group supervises with the policy derives a sequence of
+    /// its own from the seed and its place in the group's spawn order, so
+    /// tasks restarted by one outage spread apart even with a fixed seed.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
         self.policy.seed = Some(seed);
@@ -169,6 +176,11 @@ pub(crate) struct RestartState {
 }
 
 impl RestartState {
+    /// The policy this task restarts by.
+    pub(crate) fn policy(&self) -> &RestartPolicy {
+        &self.policy
+    }
+
     /// Decides on a failure at `now` of a run started at `run_started`:
     /// the restart number within the window and the wait before it, or
     /// `None` to give up.

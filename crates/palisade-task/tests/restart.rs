@@ -174,6 +174,43 @@ async fn jitter_is_bounded_and_reproducible_with_a_seed() {
     }
 }
 
+/// The backoffs of two tasks supervised by one seeded policy in one group,
+/// both failing at once on every run.
+async fn backoffs_of_two_tasks(seed: u64) -> [Vec<Duration>; 2] {
+    let (group, recorder) = group();
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(ms(1_000), Duration::from_secs(60)).jitter(0.5))
+        .max_restarts(4)
+        .seed(seed)
+        .build()
+        .unwrap();
+    let a = group.spawn_supervised("a", policy.clone(), |_| async { Err::<(), _>("down") });
+    let b = group.spawn_supervised("b", policy, |_| async { Err::<(), _>("down") });
+    assert!(a.await.gave_up && b.await.gave_up);
+    ["a", "b"].map(|name| {
+        recorder
+            .events()
+            .into_iter()
+            .filter_map(|seen| match seen {
+                Seen::Restarted(task, _, backoff) if task == name => Some(backoff),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_sharing_a_seeded_policy_restart_apart() {
+    let [a, b] = backoffs_of_two_tasks(42).await;
+    assert_eq!((a.len(), b.len()), (4, 4));
+    assert_ne!(a, b, "one outage must not restart both tasks together");
+    assert_eq!(
+        backoffs_of_two_tasks(42).await,
+        [a, b],
+        "still reproducible"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn healthy_running_resets_the_backoff_and_the_window() {
     let (group, recorder) = group();

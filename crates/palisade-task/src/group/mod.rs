@@ -24,7 +24,7 @@ use self::tracked::Tracked;
 use crate::catch::{CatchUnwind, catch_call, contained};
 use crate::exit::{SupervisedExit, TaskExit, TaskOutput, Terminal, end_from_u8, end_to_u8};
 use crate::handle::{Join, SupervisedHandle, TaskHandle};
-use crate::restart::RestartPolicy;
+use crate::restart::{RestartPolicy, RestartState};
 
 /// A named set of supervised tasks.
 ///
@@ -395,7 +395,7 @@ impl TaskGroup {
         F::Output: TaskOutput,
     {
         let name = name.into();
-        let join = self.start(name, |group, task| async move {
+        let join = self.start(name, |group, task, _| async move {
             group.run_once(&task, future).await
         });
         TaskHandle::new(join)
@@ -424,8 +424,8 @@ impl TaskGroup {
         F::Output: TaskOutput,
     {
         let name = name.into();
-        let join = self.start(name, move |group, task| async move {
-            supervise(&group, &task, policy, factory).await
+        let join = self.start(name, move |group, task, id| async move {
+            supervise(&group, &task, policy.start(id), factory).await
         });
         SupervisedHandle::new(join)
     }
@@ -436,7 +436,7 @@ impl TaskGroup {
     fn start<O, B, Fut>(&self, name: Arc<str>, body: B) -> Join<O>
     where
         O: Terminal + Send + 'static,
-        B: FnOnce(Arc<GroupInner>, Arc<str>) -> Fut,
+        B: FnOnce(Arc<GroupInner>, Arc<str>, u64) -> Fut,
         Fut: Future<Output = O> + Send + 'static,
     {
         // Installed when the group was built, unless that was during an
@@ -494,7 +494,7 @@ impl TaskGroup {
         };
         // The registry lock is not held here: spawning onto a runtime that
         // is shutting down drops the future (and so the guard) at once.
-        let join = runtime.spawn(Tracked::new(body(inner.clone(), name.clone()), guard));
+        let join = runtime.spawn(Tracked::new(body(inner.clone(), name.clone(), id), guard));
         {
             let mut registry = inner.lock();
             let aborting = registry.aborting;
@@ -633,7 +633,7 @@ impl fmt::Debug for TaskGroup {
 async fn supervise<M, F>(
     group: &Arc<GroupInner>,
     task: &str,
-    policy: RestartPolicy,
+    mut state: RestartState,
     mut factory: M,
 ) -> SupervisedExit<<F::Output as TaskOutput>::Ok, <F::Output as TaskOutput>::Err>
 where
@@ -641,7 +641,6 @@ where
     F: Future,
     F::Output: TaskOutput,
 {
-    let mut state = policy.start();
     let mut restarts = 0_u32;
     loop {
         let run_started = Instant::now();
@@ -669,8 +668,8 @@ where
                     group = group.name.as_str(),
                     task,
                     restarts,
-                    max_restarts = policy.max_restarts(),
-                    window = ?policy.window(),
+                    max_restarts = state.policy().max_restarts(),
+                    window = ?state.policy().window(),
                     "supervised task keeps failing; giving up"
                 );
             });
