@@ -322,6 +322,14 @@ impl WorkerPool {
         Err(error)
     }
 
+    /// Drops a job that will not run. Its future is the user's: a
+    /// destructor that panics is logged, not let out into a submit or a
+    /// shutdown, whose counts it would cut short.
+    fn discard<J>(&self, job: J) {
+        let group = self.inner.group.inner();
+        palisade_core::panic::contain_drop(&self.inner.name, group.capture, move || drop(job));
+    }
+
     /// Queues a job without waiting.
     ///
     /// # Errors
@@ -334,6 +342,7 @@ impl WorkerPool {
         F::Output: TaskOutput,
     {
         if self.inner.shared.closed.load(Ordering::Acquire) {
+            self.discard(job);
             return self.refuse(SubmitError::Closed);
         }
         match self.inner.sender.try_send(self.boxed(job)) {
@@ -341,8 +350,14 @@ impl WorkerPool {
                 self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => self.refuse(SubmitError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.refuse(SubmitError::Closed),
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                self.discard(job);
+                self.refuse(SubmitError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                self.discard(job);
+                self.refuse(SubmitError::Closed)
+            }
         }
     }
 
@@ -358,20 +373,25 @@ impl WorkerPool {
         F::Output: TaskOutput,
     {
         if self.inner.shared.closed.load(Ordering::Acquire) {
+            self.discard(job);
             return self.refuse(SubmitError::Closed);
         }
-        let job = self.boxed(job);
         let token = self.inner.group.token();
-        tokio::select! {
+        let slot = tokio::select! {
             biased;
-            () = token.cancelled() => self.refuse(SubmitError::Closed),
-            sent = self.inner.sender.send(job) => match sent {
-                Ok(()) => {
-                    self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-                Err(_) => self.refuse(SubmitError::Closed),
-            },
+            () = token.cancelled() => None,
+            slot = self.inner.sender.reserve() => slot.ok(),
+        };
+        match slot {
+            Some(slot) => {
+                slot.send(self.boxed(job));
+                self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            None => {
+                self.discard(job);
+                self.refuse(SubmitError::Closed)
+            }
         }
     }
 
@@ -418,7 +438,11 @@ impl WorkerPool {
     ///
     /// The shutdown runs in a task of its own: dropping the returned future
     /// stops the wait, not the shutdown, which still aborts the workers at
-    /// the deadline and counts every job left.
+    /// the deadline and counts every job left. It does not wait for a
+    /// [`submit`](Self::submit) still waiting for room: polled again, that
+    /// submit is refused with [`SubmitError::Closed`] (or, if it was
+    /// sending its job as the queue closed, the job is counted as dropped
+    /// when it arrives).
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let this = self.clone();
         let name = self.inner.name.clone();
@@ -435,25 +459,52 @@ impl WorkerPool {
         let report = self.inner.group.shut_down(deadline).await;
         let mut receiver = self.inner.shared.receiver.lock().await;
         receiver.close();
-        // `recv` ends only once the queue is empty and no submit holds a
-        // slot: a job that reserved its slot before `close` and is sent
-        // after it is counted here instead of being lost.
         let mut dropped = 0;
-        while receiver.recv().await.is_some() {
-            dropped += 1;
+        let slots_out = loop {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    dropped += 1;
+                    self.discard(job);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break true,
+                Err(mpsc::error::TryRecvError::Disconnected) => break false,
+            }
+        };
+        drop(receiver);
+        self.count_dropped(dropped);
+        if slots_out {
+            // A submit holds a slot it has not sent its job into yet: one
+            // racing the close, or one that was handed the slot while
+            // waiting and is not being polled (the `select!` loop that
+            // called it may be this very shutdown's caller). The shutdown
+            // does not wait for it; a task counts the job when it is sent,
+            // and ends once every slot is back.
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut receiver = this.inner.shared.receiver.lock().await;
+                while let Some(job) = receiver.recv().await {
+                    this.discard(job);
+                    this.count_dropped(1);
+                }
+            });
         }
+        report
+    }
+
+    fn count_dropped(&self, dropped: u64) {
         if dropped > 0 {
             self.inner
                 .shared
                 .dropped_at_shutdown
                 .fetch_add(dropped, Ordering::Relaxed);
-            tracing::warn!(
-                pool = self.inner.name.as_str(),
-                dropped,
-                "jobs still queued at the shutdown deadline were dropped"
-            );
+            contained(|| {
+                tracing::warn!(
+                    pool = self.inner.name.as_str(),
+                    dropped,
+                    "jobs still queued at the shutdown deadline were dropped"
+                );
+            });
         }
-        report
     }
 }
 

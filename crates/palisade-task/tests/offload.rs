@@ -12,7 +12,7 @@ use palisade_core::{AttemptFailure, DropReason, Metrics};
 use palisade_task::offload::{Offload, OffloadStats, Pushed};
 use palisade_task::{Backoff, TaskGroup};
 use proptest::prelude::*;
-use support::{Faulty, Recorder, Seen};
+use support::{Booby, Faulty, Recorder, Seen};
 use tokio::time::Instant;
 
 type Call = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -300,25 +300,6 @@ async fn an_item_whose_clone_panics_is_a_failed_attempt_and_the_worker_lives_on(
     assert_eq!(stats.dropped_retries_exhausted, 1, "{stats:?}");
     assert_eq!(stats.delivered, 2, "the one worker went on: {stats:?}");
     assert_eq!(stats.dropped_shutdown, 0, "{stats:?}");
-}
-
-/// An item whose destructor panics when it is the one pushed (a drop
-/// check left in a user's type); the clones the service gets drop quietly.
-#[derive(Debug)]
-struct Booby(bool);
-
-impl Clone for Booby {
-    fn clone(&self) -> Self {
-        Self(false)
-    }
-}
-
-impl Drop for Booby {
-    fn drop(&mut self) {
-        if self.0 && !std::thread::panicking() {
-            panic!("dropped a pushed item");
-        }
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -627,4 +608,77 @@ async fn a_shutdown_whose_caller_stops_waiting_still_counts_every_item() {
     );
     assert!(stats.dropped_shutdown > 0, "{stats:?}");
     assert_adds_up(&stats, &recorder);
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_whose_destructors_panic_are_counted_when_refused_or_left_at_shutdown() {
+    let service = tower::service_fn(|_: Booby| std::future::pending::<Result<(), String>>());
+    let offload = Offload::builder(service)
+        .name("booby")
+        .workers(1)
+        .queue_capacity(2)
+        .drain_deadline(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    // One in the worker's hands, two queued, one refused.
+    assert_eq!(offload.push(Booby(true)), Pushed::Queued);
+    tokio::task::yield_now().await;
+    for _ in 0..2 {
+        assert_eq!(offload.push(Booby(true)), Pushed::Queued);
+    }
+    assert_eq!(
+        offload.push(Booby(true)),
+        Pushed::Dropped(DropReason::QueueFull)
+    );
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.pushed, 4, "{stats:?}");
+    assert_eq!(stats.dropped_queue_full, 1, "{stats:?}");
+    assert_eq!(stats.dropped_shutdown, 3, "{stats:?}");
+    assert_eq!(stats.pushed, stats.delivered + stats.dropped_total());
+    assert_eq!(
+        offload.push(Booby(true)),
+        Pushed::Dropped(DropReason::Closed)
+    );
+}
+
+/// An error whose destructor panics (a drop check in a user's error type).
+#[derive(Debug)]
+struct BoobyError;
+
+impl std::fmt::Display for BoobyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for BoobyError {}
+
+impl Drop for BoobyError {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped an error");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_whose_destructor_panics_neither_ends_the_worker_nor_counts_twice() {
+    let service = tower::service_fn(|_: u32| async { Err::<(), _>(BoobyError) });
+    let offload = Offload::builder(service)
+        .name("booby-error")
+        .workers(1)
+        .max_attempts(2)
+        .backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ))
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(offload.push(i), Pushed::Queued);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.dropped_retries_exhausted, 3, "{stats:?}");
+    assert_eq!(stats.pushed, stats.delivered + stats.dropped_total());
 }

@@ -1,10 +1,13 @@
 //! The worker pool never runs more than N jobs at once.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_task::{SubmitError, WorkerPool};
+use support::Booby;
 
 /// Tracks how many jobs run at once, and the most ever seen.
 #[derive(Default)]
@@ -273,4 +276,88 @@ async fn a_shutdown_whose_caller_stops_waiting_still_accounts_for_every_job() {
         "{stats:?}"
     );
     assert_eq!((stats.completed, stats.abandoned), (1, 1));
+}
+
+/// A submit that waited for room, was handed the slot a started job freed,
+/// and is not polled again (the `select!` loop that called it went on to
+/// shut the pool down): the shutdown does not wait for it, and its job is
+/// still counted.
+#[tokio::test(start_paused = true)]
+async fn a_submit_left_unpolled_with_its_slot_does_not_hold_up_the_shutdown() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let (release, running) = tokio::sync::oneshot::channel::<()>();
+    pool.try_submit(async move { running.await.map_err(|_| "dropped") })
+        .unwrap();
+    tokio::task::yield_now().await;
+    pool.try_submit(async { Ok::<(), &str>(()) }).unwrap();
+    let mut waiting = Box::pin(pool.submit(async { Ok::<(), &str>(()) }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        waiting.as_mut().poll(&mut cx).is_pending(),
+        "the queue is full"
+    );
+    // The first job ends; the worker takes the queued one, and the freed
+    // slot goes to the waiting submit, which is not polled again.
+    release.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        pool.shutdown(Duration::from_secs(1)),
+    )
+    .await
+    .expect("the shutdown ends without the waiting submit");
+    assert!(report.is_clean(), "{report}");
+    // Polled at last, the submit is refused (the pool is shut down) and
+    // gives its slot back; its job is counted as refused.
+    assert!(matches!(
+        waiting.as_mut().poll(&mut cx),
+        Poll::Ready(Err(SubmitError::Closed))
+    ));
+    drop(waiting);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let stats = pool.stats();
+    assert_eq!(stats.submitted + stats.rejected, 3, "{stats:?}");
+    assert_eq!(
+        stats.completed + stats.dropped_at_shutdown,
+        stats.submitted,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_whose_destructors_panic_are_counted_when_refused_or_left_at_shutdown() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let trapped = |booby: Booby| async move {
+        let _booby = booby;
+        std::future::pending::<Result<(), &str>>().await
+    };
+    // One running, two queued, one refused.
+    pool.try_submit(trapped(Booby(true))).unwrap();
+    tokio::task::yield_now().await;
+    pool.try_submit(trapped(Booby(true))).unwrap();
+    pool.try_submit(trapped(Booby(true))).unwrap();
+    assert_eq!(
+        pool.try_submit(trapped(Booby(true))),
+        Err(SubmitError::Full)
+    );
+    pool.shutdown(Duration::from_millis(10)).await;
+    let stats = pool.stats();
+    assert_eq!((stats.submitted, stats.rejected), (3, 1), "{stats:?}");
+    assert_eq!(stats.dropped_at_shutdown, 2, "{stats:?}");
+    assert_eq!(
+        pool.try_submit(trapped(Booby(true))),
+        Err(SubmitError::Closed)
+    );
 }

@@ -190,6 +190,14 @@ fn drop_index(reason: DropReason) -> usize {
 }
 
 impl<Req> Shared<Req> {
+    /// Drops what the user gave or the service returned: an item not
+    /// delivered, an error. A destructor that panics (a drop check left in
+    /// a user's type) is logged instead of ending a worker, a push or a
+    /// shutdown, whose counts it would cut short.
+    pub(crate) fn discard<T>(&self, value: T) {
+        palisade_core::panic::contain_drop(&self.name, self.capture, move || drop(value));
+    }
+
     /// Counts a dropped item, then reports it. The reports are contained:
     /// a sink or subscriber that panics must not make `push` panic, nor
     /// end a worker (whose item would be dropped, and reported, again).
@@ -437,16 +445,17 @@ impl<Req> Offload<Req> {
     pub fn push(&self, item: Req) -> Pushed {
         let shared = &self.inner.shared;
         shared.pushed.fetch_add(1, Ordering::Relaxed);
-        let reason = if shared.closed.load(Ordering::Acquire) {
-            DropReason::Closed
+        let (reason, item) = if shared.closed.load(Ordering::Acquire) {
+            (DropReason::Closed, item)
         } else {
             match self.inner.sender.try_send(item) {
                 Ok(()) => return Pushed::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => DropReason::QueueFull,
-                Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Closed,
+                Err(mpsc::error::TrySendError::Full(item)) => (DropReason::QueueFull, item),
+                Err(mpsc::error::TrySendError::Closed(item)) => (DropReason::Closed, item),
             }
         };
         shared.drop_item(reason, None);
+        shared.discard(item);
         Pushed::Dropped(reason)
     }
 
@@ -537,8 +546,9 @@ impl<Req> Offload<Req> {
         // `recv` ends only once the queue is empty and no push holds a
         // slot: a push that reserved its slot before `close` and sends
         // after it is still counted, here, instead of being lost.
-        while receiver.recv().await.is_some() {
+        while let Some(item) = receiver.recv().await {
             shared.drop_item(DropReason::Shutdown, None);
+            shared.discard(item);
         }
         drop(receiver);
         drop(workers);

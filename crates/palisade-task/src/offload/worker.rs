@@ -62,12 +62,15 @@ pub(super) async fn work<S, Req>(
                     });
                 });
             }
-            Err((attempts, error)) => shared.drop_item(
-                DropReason::RetriesExhausted,
-                Some(&format_args!(
-                    "{attempts} attempts failed, last error: {error}"
-                )),
-            ),
+            Err((attempts, error)) => {
+                shared.drop_item(
+                    DropReason::RetriesExhausted,
+                    Some(&format_args!(
+                        "{attempts} attempts failed, last error: {error}"
+                    )),
+                );
+                shared.discard(error);
+            }
         }
         flight.recorded = true;
     }
@@ -93,9 +96,7 @@ impl<Req> Held<'_, Req> {
 impl<Req> Drop for Held<'_, Req> {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
-            palisade_core::panic::contain_drop(&self.shared.name, self.shared.capture, move || {
-                drop(item);
-            });
+            self.shared.discard(item);
         }
     }
 }
@@ -198,6 +199,7 @@ where
                 "offload attempt failed; retrying"
             );
         });
+        shared.discard(error);
         tokio::time::sleep(wait).await;
     }
 }

@@ -170,3 +170,22 @@ impl tracing::Subscriber for PanickingSubscriber {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// A value whose destructor panics when it is an original, not a clone (a
+/// drop check left in a user's type); clones drop quietly.
+#[derive(Debug)]
+pub struct Booby(pub bool);
+
+impl Clone for Booby {
+    fn clone(&self) -> Self {
+        Self(false)
+    }
+}
+
+impl Drop for Booby {
+    fn drop(&mut self) {
+        if self.0 && !std::thread::panicking() {
+            panic!("dropped a booby-trapped value");
+        }
+    }
+}
