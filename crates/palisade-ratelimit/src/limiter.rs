@@ -49,7 +49,18 @@ use crate::table::{Effects, KeyTable};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Check {
     First,
-    Again,
+    /// A check after a wait; `overflowed` says whether an earlier check of
+    /// the request was charged to the overflow bucket (and reported it).
+    Again {
+        overflowed: bool,
+    },
+}
+
+impl Check {
+    /// Whether a charge to the overflow bucket is still to be reported.
+    fn reports_overflow(self) -> bool {
+        !matches!(self, Self::Again { overflowed: true })
+    }
 }
 
 /// Which bucket a request is charged to.
@@ -261,7 +272,7 @@ impl StateStore for Store {
             Some(result) => result,
             None => {
                 probe.overflowed.set(true);
-                if probe.check == Check::First {
+                if probe.check.reports_overflow() {
                     inner.metrics.emit(&Event::OverflowUsed {
                         policy: inner.policy.as_str(),
                     });

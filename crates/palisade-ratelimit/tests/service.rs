@@ -638,6 +638,36 @@ async fn a_waiting_request_reports_its_header_and_its_overflow_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiting_request_that_lands_in_the_overflow_bucket_on_its_recheck_reports_it() {
+    use std::task::{Context, Waker};
+
+    // One request a second, held up to 5 s; one key slot.
+    let counts = Arc::new(Counts::default());
+    let svc = RateLimitLayer::builder()
+        .quota(1, Duration::from_secs(1))
+        .wait_up_to(Duration::from_secs(5))
+        .keyed_by(ClientIp::new())
+        .max_keys(1)
+        .metrics(Metrics::from_arc(counts.clone()))
+        .build()
+        .unwrap()
+        .layer(echo());
+    send(&svc, from("192.0.2.1")).await.unwrap();
+    // The client's second request waits a second for its own key...
+    let mut waiting = Box::pin(svc.clone().oneshot(from("192.0.2.1")));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(counts.overflow.load(Ordering::Relaxed), 0);
+    // ...during which another client takes the slot its full bucket frees,
+    // so its check after the wait lands in the overflow bucket.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    send(&svc, from("192.0.2.2")).await.unwrap();
+    assert_eq!(counts.overflow.load(Ordering::Relaxed), 0);
+    waiting.await.unwrap();
+    assert_eq!(counts.overflow.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_malformed_forwarding_entry_the_walk_reaches_is_reported_and_ignored() {
     let counts = Arc::new(Counts::default());
     let svc = RateLimitLayer::builder()

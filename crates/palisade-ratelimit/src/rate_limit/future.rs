@@ -37,7 +37,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::shared::{Counted, SharedState, Sharing};
-use palisade_core::{BoxError, MissingKey, RateLimited};
+use palisade_core::{BoxError, KeyKind, MissingKey, RateLimited};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -110,6 +110,9 @@ pin_project! {
         // `None` when `max_delay` reaches past what the clock can
         // represent: the request then waits as long as it takes.
         deadline: Option<Instant>,
+        // Whether a check of the request was charged to the overflow
+        // bucket, which it reports once.
+        overflowed: bool,
         // Set once the bucket admitted the request: what remains is the
         // service's readiness.
         admitted: Option<Grant<P>>,
@@ -161,6 +164,7 @@ where
         shared: SharedState<Shared<K, H>, M>,
         retry_after: Duration,
         max_delay: Duration,
+        overflowed: bool,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -172,6 +176,7 @@ where
                     request: Some(request),
                     shared,
                     deadline: now.checked_add(max_delay),
+                    overflowed,
                     admitted: None,
                 }),
             },
@@ -255,7 +260,10 @@ where
                 return ControlFlow::Break(Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())));
             };
             let shared = &**waiting.shared;
-            let error: BoxError = match shared.decide::<Req, S::Response>(request, Check::Again) {
+            let check = Check::Again {
+                overflowed: *waiting.overflowed,
+            };
+            let error: BoxError = match shared.decide::<Req, S::Response>(request, check) {
                 Verdict::Admit(pending) => {
                     shared.limiter.emit_admitted();
                     *waiting.admitted = Some(Grant::Admit(pending));
@@ -267,6 +275,7 @@ where
                     continue;
                 }
                 Verdict::Limited { retry_after, kind } => {
+                    *waiting.overflowed |= kind == KeyKind::Overflow;
                     let wake = Instant::now().checked_add(retry_after);
                     if let Some(wake) =
                         wake.filter(|wake| waiting.deadline.is_none_or(|d| *wake <= d))

@@ -200,6 +200,7 @@ where
                         self.shared.clone(),
                         retry_after,
                         max_delay,
+                        kind == KeyKind::Overflow,
                     )
                 }
                 _ => ResponseFuture::limited(shared.reject(retry_after, kind)),
