@@ -28,6 +28,12 @@ pub enum Mode {
     /// checked again, and it waits again (within the same `max_delay` from
     /// its arrival) if another request took the capacity first; once
     /// admitted, it waits for its service to be ready, then calls it.
+    /// Admission charges the bucket: a request dropped while its service
+    /// is not ready yet (a full `ConcurrencyLimit` below, a caller that
+    /// gave up) has spent its capacity, as one dropped during its call
+    /// has, and `max_delay` bounds the wait for the bucket only, not the
+    /// wait for readiness after it (a timeout above the layer bounds
+    /// both).
     /// Waiting uses tokio's timer: the service must be called inside a
     /// tokio runtime with the timer enabled (as every axum and tonic
     /// server is). The bucket reads the layer's [clock](RateLimitBuilder::clock)
