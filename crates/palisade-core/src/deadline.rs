@@ -35,9 +35,34 @@ const UNSET: u64 = u64::MAX;
 // apart so that the common case, a call that has not waited, reads and
 // writes one word: a wider value written in parts and read whole would
 // stall the loads that follow.
+//
+// Each also says whether the deadline is a remote caller's (a
+// `grpc-timeout`) rather than the service's own: the budget in its lowest
+// bit (`nanos << 1 | caller`), the instant beside it. The smallest wins
+// either way, and on a tie the service's own, whose bit is the lower.
 std::thread_local! {
     static BUDGET: Cell<u64> = const { Cell::new(UNSET) };
-    static UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
+    static UNTIL: Cell<Option<(Instant, bool)>> = const { Cell::new(None) };
+}
+
+/// The budget word of `nanos` (held below [`UNSET`]'s), from a remote
+/// caller or not.
+const fn budget_word(nanos: u64, caller: bool) -> u64 {
+    let nanos = if nanos > (UNSET >> 1) - 1 {
+        (UNSET >> 1) - 1
+    } else {
+        nanos
+    };
+    nanos << 1 | caller as u64
+}
+
+/// The budget set on this thread, and whether it is a caller's.
+fn budget() -> Option<(Duration, bool)> {
+    BUDGET
+        .try_with(Cell::get)
+        .ok()
+        .filter(|word| *word != UNSET)
+        .map(|word| (Duration::from_nanos(word >> 1), word & 1 == 1))
 }
 
 /// Narrows this thread's deadline until dropped, then puts back the one
@@ -53,40 +78,48 @@ enum Previous {
     /// A call that has not waited yet narrowed the budget from this.
     Budget(u64),
     /// A call that has waited narrowed the instant from this.
-    Until(Option<Instant>),
+    Until(Option<(Instant, bool)>),
 }
 
 impl Scope {
-    /// Enters the deadline of a call that has not waited yet: `nanos`
-    /// from when it first does.
+    /// Enters the service's own deadline for a call that has not waited
+    /// yet: `nanos` from when it first does.
     #[inline]
     pub fn budget(nanos: u64) -> Option<Self> {
+        Self::enter_budget(budget_word(nanos, false))
+    }
+
+    /// Enters the deadline of a call: `nanos` while its timer has not
+    /// started, `until` once it has. `caller` says the deadline is the
+    /// remote caller's (a `grpc-timeout` shorter than the policy's), which
+    /// [`remaining_with_origin`] passes on.
+    #[inline]
+    pub fn enter(nanos: u64, until: Option<Instant>, caller: bool) -> Option<Self> {
+        match until {
+            None => Self::enter_budget(budget_word(nanos, caller)),
+            Some(until) => Self::until(until, caller),
+        }
+    }
+
+    #[inline]
+    fn enter_budget(word: u64) -> Option<Self> {
         BUDGET
             .try_with(|budget| {
                 let previous = budget.get();
-                budget.set(previous.min(nanos));
+                budget.set(previous.min(word));
                 Self(Previous::Budget(previous))
             })
             .ok()
     }
 
-    /// Enters the deadline of a call: `nanos` while its timer has not
-    /// started, `until` once it has.
-    #[inline]
-    pub fn enter(nanos: u64, until: Option<Instant>) -> Option<Self> {
-        match until {
-            None => Self::budget(nanos),
-            Some(until) => Self::until(until),
-        }
-    }
-
     /// Enters the deadline of a call that has waited: every poll after
     /// its first.
-    fn until(until: Instant) -> Option<Self> {
+    fn until(until: Instant, caller: bool) -> Option<Self> {
         UNTIL
             .try_with(|current| {
                 let previous = current.get();
-                current.set(Some(previous.map_or(until, |outer| outer.min(until))));
+                let mine = (until, caller);
+                current.set(Some(previous.map_or(mine, |outer| outer.min(mine))));
                 Self(Previous::Until(previous))
             })
             .ok()
@@ -111,17 +144,33 @@ impl Drop for Scope {
 /// here (`None` otherwise). A deadline whose timer has not started yet is
 /// its whole budget.
 pub fn remaining() -> Option<Duration> {
-    let budget = BUDGET
-        .try_with(Cell::get)
-        .ok()
-        .filter(|nanos| *nanos != UNSET)
-        .map(Duration::from_nanos);
+    remaining_with_origin().map(|(left, _)| left)
+}
+
+/// What is left of this thread's deadline, as [`remaining`], and whether
+/// that deadline is a remote caller's rather than the service's own.
+///
+/// A client stack that follows the deadline of the call it serves marks
+/// it the same way, so that a downstream call cut short by a client in a
+/// hurry is not taken for a failing dependency.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::deadline::{remaining_with_origin, Scope};
+///
+/// let own = Scope::budget(5_000_000_000);
+/// assert_eq!(remaining_with_origin(), Some((Duration::from_secs(5), false)));
+/// let asked = Scope::enter(2_000_000_000, None, true);
+/// assert_eq!(remaining_with_origin(), Some((Duration::from_secs(2), true)));
+/// drop((asked, own));
+/// ```
+pub fn remaining_with_origin() -> Option<(Duration, bool)> {
     let left = UNTIL
         .try_with(Cell::get)
         .ok()
         .flatten()
-        .map(|until| until.saturating_duration_since(Instant::now()));
-    match (budget, left) {
+        .map(|(until, caller)| (until.saturating_duration_since(Instant::now()), caller));
+    match (budget(), left) {
         (Some(budget), Some(left)) => Some(budget.min(left)),
         (budget, left) => budget.or(left),
     }
@@ -159,14 +208,10 @@ pub fn wait_deadline(max: Duration) -> Instant {
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
     };
     let mut end = after(max);
-    if let Some(budget) = BUDGET
-        .try_with(Cell::get)
-        .ok()
-        .filter(|nanos| *nanos != UNSET)
-    {
-        end = end.min(after(Duration::from_nanos(budget)));
+    if let Some((budget, _)) = budget() {
+        end = end.min(after(budget));
     }
-    if let Some(until) = UNTIL.try_with(Cell::get).ok().flatten() {
+    if let Some((until, _)) = UNTIL.try_with(Cell::get).ok().flatten() {
         end = end.min(until);
     }
     end
@@ -203,7 +248,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_started_deadline_counts_down_and_meets_a_budget() {
         let until = Instant::now() + Duration::from_secs(3);
-        let started = Scope::enter(secs(3), Some(until));
+        let started = Scope::enter(secs(3), Some(until), false);
         assert_eq!(remaining(), Some(Duration::from_secs(3)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(remaining(), Some(Duration::from_secs(2)));
@@ -229,7 +274,7 @@ mod tests {
         );
         assert!(wait_deadline(Duration::MAX) > start + Duration::from_secs(86_400 * 365));
         let until = start + Duration::from_secs(3);
-        let started = Scope::enter(secs(3), Some(until));
+        let started = Scope::enter(secs(3), Some(until), false);
         tokio::time::advance(Duration::from_millis(1_250)).await;
         // The deadline's own instant, not a duration added to a reading.
         assert_eq!(wait_deadline(Duration::from_secs(10)), until);
@@ -251,6 +296,52 @@ mod tests {
             wait_deadline(Duration::from_secs(10)),
             Instant::now() + Duration::from_secs(10)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tightest_deadline_says_whose_it_is() {
+        let own = Scope::budget(secs(5));
+        assert_eq!(
+            remaining_with_origin(),
+            Some((Duration::from_secs(5), false))
+        );
+        {
+            let _asked = Scope::enter(secs(2), None, true);
+            assert_eq!(
+                remaining_with_origin(),
+                Some((Duration::from_secs(2), true))
+            );
+            // On a tie the service's own wins.
+            let _tie = Scope::budget(secs(2));
+            assert_eq!(
+                remaining_with_origin(),
+                Some((Duration::from_secs(2), false))
+            );
+        }
+        // A started caller's deadline, tighter than the budget.
+        let until = Instant::now() + Duration::from_secs(3);
+        let started = Scope::enter(secs(3), Some(until), true);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            remaining_with_origin(),
+            Some((Duration::from_secs(2), true))
+        );
+        {
+            let _own = Scope::enter(secs(1), None, false);
+            assert_eq!(
+                remaining_with_origin(),
+                Some((Duration::from_secs(1), false))
+            );
+        }
+        drop((started, own));
+        assert_eq!(remaining_with_origin(), None);
+        // The longest budget keeps its origin too.
+        let huge = Scope::enter(u64::MAX, None, true);
+        assert_eq!(
+            remaining_with_origin().map(|(_, caller)| caller),
+            Some(true)
+        );
+        drop(huge);
     }
 
     #[test]

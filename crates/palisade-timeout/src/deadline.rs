@@ -12,6 +12,8 @@
 //!   extension (set by an earlier layer or by the caller of a client) and
 //!   the `grpc-timeout` header, and on request puts the applied
 //!   [`Deadline`] in the request's extensions too.
+//! - [`FollowDeadline`] reads what is left of the deadline of the call
+//!   running now: the source of a client stack called from a handler.
 //! - A closure `Fn(&Req) -> Option<Duration>` is a source too.
 //!
 //! Whatever the source, the inner service reads what is left of its
@@ -215,15 +217,31 @@ pub struct RequestTimeout(pub Duration);
 /// timeout, while the layer's clock starts at the end of the inner
 /// future's first poll; a handler that subtracts the time it has spent
 /// since it started, with [`Deadline::remaining_after`], stays within it.
+///
+/// A deadline also says whether it is the remote caller's (a
+/// `grpc-timeout` shorter than the policy's) rather than the service's
+/// own; [`FollowDeadline`] carries that on to a client stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Deadline {
     budget: Duration,
+    caller: bool,
 }
 
 impl Deadline {
-    /// A deadline of `budget`.
+    /// The service's own deadline of `budget`.
     pub const fn new(budget: Duration) -> Self {
-        Self { budget }
+        Self::with_origin(budget, false)
+    }
+
+    /// A deadline of `budget`, the remote caller's if `caller`.
+    pub const fn with_origin(budget: Duration, caller: bool) -> Self {
+        Self { budget, caller }
+    }
+
+    /// Whether the deadline is the remote caller's rather than the
+    /// service's own.
+    pub const fn is_from_caller(&self) -> bool {
+        self.caller
     }
 
     /// How long the call may take: on a value from [`Deadline::current`],
@@ -249,7 +267,7 @@ impl Deadline {
     /// ```
     #[must_use]
     pub const fn remaining_after(&self, spent: Duration) -> Self {
-        Self::new(self.budget.saturating_sub(spent))
+        Self::with_origin(self.budget.saturating_sub(spent), self.caller)
     }
 
     /// The budget as a `grpc-timeout` value, rounded down.
@@ -279,9 +297,8 @@ impl Deadline {
     /// driven from inside the call (a nested `block_on`, a `LocalSet`) runs
     /// its other tasks under this deadline too.
     ///
-    /// A client-side timeout inside the handler can follow it with a
-    /// closure source, `|_: &Req| Deadline::current().map(|d| d.budget())`:
-    /// the source is read before the layer publishes its own deadline.
+    /// A client-side timeout inside the handler follows it with the
+    /// [`FollowDeadline`] source, which also keeps whose deadline it is.
     ///
     /// ```
     /// use std::time::Duration;
@@ -307,7 +324,72 @@ impl Deadline {
     /// # }
     /// ```
     pub fn current() -> Option<Self> {
-        palisade_core::deadline::remaining().map(Self::new)
+        palisade_core::deadline::remaining_with_origin()
+            .map(|(budget, caller)| Self::with_origin(budget, caller))
+    }
+}
+
+/// A deadline source for a client stack called from inside a served call:
+/// it asks for what is left of that call's deadline ([`Deadline::current`]),
+/// for any request type.
+///
+/// A deadline that was the remote caller's stays the caller's, so the
+/// client's [`Elapsed`](palisade_core::Elapsed) says
+/// [`is_caller_deadline`](palisade_core::Elapsed::is_caller_deadline), and
+/// its circuit breaker (which ignores those by default) does not open
+/// because one client asked for deadlines nothing can meet. A closure
+/// source, `|_| Deadline::current().map(|d| d.budget())`, would make it
+/// the client's own.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::Elapsed;
+/// use palisade_timeout::{FollowDeadline, HttpDeadline, TimeoutLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// // A downstream client, called by the handler: 1 s of its own at most.
+/// let client = TimeoutLayer::builder()
+///     .timeout(Duration::from_secs(1))
+///     .deadline_source(FollowDeadline)
+///     .build()
+///     .unwrap()
+///     .layer(service_fn(|_: ()| async {
+///         tokio::time::sleep(Duration::from_millis(200)).await;
+///         Ok::<_, std::convert::Infallible>(())
+///     }));
+/// let server = TimeoutLayer::builder()
+///     .timeout(Duration::from_secs(10))
+///     .http()
+///     .build()
+///     .unwrap()
+///     .layer(service_fn(move |_: http::Request<()>| {
+///         let client = client.clone();
+///         async move { client.oneshot(()).await }
+///     }));
+///
+/// // The client in a hurry: 50 ms. The downstream call runs out of it, and
+/// // says the deadline was the caller's.
+/// let mut req = http::Request::new(());
+/// req.headers_mut().insert("grpc-timeout", "50m".parse().unwrap());
+/// let err = server.oneshot(req).await.unwrap_err();
+/// assert!(err.downcast_ref::<Elapsed>().unwrap().is_caller_deadline());
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FollowDeadline;
+
+impl<Req> DeadlineSource<Req> for FollowDeadline {
+    #[inline]
+    fn requested(&self, _request: &Req) -> Requested {
+        match Deadline::current() {
+            Some(deadline) if deadline.is_from_caller() => {
+                Requested::none().with_caller_timeout(deadline.budget())
+            }
+            Some(deadline) => Requested::none().with_timeout(deadline.budget()),
+            None => Requested::none(),
+        }
     }
 }
 

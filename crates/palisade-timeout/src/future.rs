@@ -90,7 +90,11 @@ where
         };
         let had_budget = tokio::task::coop::has_budget_remaining();
         let polled = {
-            let _running = Scope::enter(this.budget.nanos(), this.timer.deadline());
+            let _running = Scope::enter(
+                this.budget.nanos(),
+                this.timer.deadline(),
+                this.budget.is_caller(),
+            );
             inner.poll(cx)
         };
         if let Poll::Ready(result) = polled {
@@ -160,7 +164,7 @@ impl Budget {
         self.0 & !Self::CALLER
     }
 
-    fn is_caller(self) -> bool {
+    pub(crate) fn is_caller(self) -> bool {
         self.0 & Self::CALLER != 0
     }
 }

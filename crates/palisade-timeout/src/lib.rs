@@ -12,8 +12,9 @@
 //!
 //! so a client can shorten its deadline but never extend the server's. The
 //! handler reads what is left of it with [`Deadline::current`] and passes
-//! it on to the calls it makes; the HTTP flavour can also put the applied
-//! [`Deadline`] in the request's extensions
+//! it on to the calls it makes (a palisade client stack follows it with
+//! the [`FollowDeadline`] source); the HTTP flavour can also put the
+//! applied [`Deadline`] in the request's extensions
 //! ([`HttpDeadline::expose_deadline`]).
 //!
 //! When the deadline passes, the inner future is dropped, which cancels the
@@ -23,7 +24,9 @@
 //! for it. When the deadline that passed was a client's `grpc-timeout`,
 //! shorter than the layer's, [`Elapsed::is_caller_deadline`](error::Elapsed::is_caller_deadline)
 //! says so: the client was in a hurry, the service did not fail, and a
-//! circuit breaker above does not count it.
+//! circuit breaker above does not count it. That holds downstream too: a
+//! client stack that follows the caller's deadline with [`FollowDeadline`]
+//! marks its own expiry the same way.
 //!
 //! # Example
 //!
@@ -65,6 +68,8 @@ mod layer;
 mod service;
 mod timer;
 
-pub use self::deadline::{Deadline, DeadlineSource, HttpDeadline, NoOverride, RequestTimeout};
+pub use self::deadline::{
+    Deadline, DeadlineSource, FollowDeadline, HttpDeadline, NoOverride, RequestTimeout,
+};
 pub use self::layer::{TimeoutLayer, TimeoutLayerBuilder};
 pub use self::service::Timeout;

@@ -88,10 +88,11 @@ where
             Some(asked) if asked < self.shared.timeout => (asked, requested.is_from_caller()),
             _ => (self.shared.timeout, false),
         };
-        self.source.expose(&mut request, Deadline::new(timeout));
+        self.source
+            .expose(&mut request, Deadline::with_origin(timeout, caller));
         let budget = Budget::new(timeout, caller);
         let future = {
-            let _running = Scope::budget(budget.nanos());
+            let _running = Scope::enter(budget.nanos(), None, caller);
             self.inner.call(request)
         };
         ResponseFuture::new(future, budget, self.shared.clone())

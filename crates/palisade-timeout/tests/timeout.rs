@@ -123,10 +123,16 @@ async fn the_deadline_extension_is_opt_in() {
         .unwrap();
     let svc = layer.layer(extension_reader());
     let exposed = svc.oneshot(request(Some(b"700m"), None)).await.unwrap();
-    assert_eq!(exposed, Some(Deadline::new(Duration::from_millis(700))));
+    assert_eq!(
+        exposed,
+        Some(Deadline::with_origin(Duration::from_millis(700), true))
+    );
     // The handler that checks the extension against `Deadline::current()`.
     let (seen, waited, _) = expiry_of(&layer, request(Some(b"700m"), None)).await;
-    assert_eq!(seen, Some(Deadline::new(Duration::from_millis(700))));
+    assert_eq!(
+        seen,
+        Some(Deadline::with_origin(Duration::from_millis(700), true))
+    );
     assert_eq!(waited, Duration::from_millis(700));
     let svc = http_layer(Duration::from_secs(2), &Arc::default()).layer(extension_reader());
     assert_eq!(svc.oneshot(request(None, None)).await.unwrap(), None);

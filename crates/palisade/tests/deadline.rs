@@ -1,0 +1,93 @@
+//! A client stack inside a served call follows that call's deadline: when
+//! the deadline was a remote caller's, a downstream call that runs out of
+//! it does not count against the dependency.
+
+#![cfg(all(feature = "breaker", feature = "timeout"))]
+
+use std::time::Duration;
+
+use palisade::breaker::CircuitBreakerLayer;
+use palisade::core::CircuitState;
+use palisade::timeout::{FollowDeadline, TimeoutLayer};
+use palisade::{BoxError, Elapsed};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+
+#[tokio::test(start_paused = true)]
+async fn a_client_in_a_hurry_cannot_open_the_breaker_every_client_shares() {
+    // The downstream client: a breaker that opens on half of four calls
+    // failing, and a 1 s timeout that follows the served call's deadline.
+    // The dependency is healthy and answers in 200 ms.
+    let breaker = CircuitBreakerLayer::builder()
+        .name("inventory")
+        .count_window(4)
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let client = ServiceBuilder::new()
+        .layer(breaker)
+        .layer(
+            TimeoutLayer::builder()
+                .timeout(Duration::from_secs(1))
+                .deadline_source(FollowDeadline)
+                .build()
+                .unwrap(),
+        )
+        .service(service_fn(|(): ()| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok::<_, BoxError>("stock")
+        }));
+    // The server: 5 s of its own, shorter if the caller asks.
+    let server = TimeoutLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .http()
+        .build()
+        .unwrap()
+        .layer(service_fn(move |_: http::Request<()>| {
+            let client = client.clone();
+            async move { client.oneshot(()).await }
+        }));
+    let hurried = || {
+        let mut request = http::Request::new(());
+        request
+            .headers_mut()
+            .insert("grpc-timeout", "50m".parse().unwrap());
+        request
+    };
+
+    // One client asks for 50 ms, four times: each downstream call runs out
+    // of the caller's deadline, and says so.
+    for _ in 0..4 {
+        let error = server.clone().oneshot(hurried()).await.unwrap_err();
+        let elapsed = error.downcast_ref::<Elapsed>().expect("timed out");
+        assert!(elapsed.is_caller_deadline(), "{elapsed}");
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+    // The next client, with no deadline of its own, is served.
+    let served = server.clone().oneshot(http::Request::new(())).await;
+    assert_eq!(served.unwrap(), "stock");
+
+    // A deadline of the service's own is the dependency's problem: too
+    // slow for it, three calls (with the success, half of four) open the
+    // breaker.
+    let strict = TimeoutLayer::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .layer(server);
+    for _ in 0..3 {
+        let error = strict
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap_err();
+        assert!(
+            !error
+                .downcast_ref::<Elapsed>()
+                .unwrap()
+                .is_caller_deadline()
+        );
+    }
+    assert_eq!(handle.state(), CircuitState::Open);
+}
