@@ -308,12 +308,18 @@ pub enum Event<'a> {
 
     /// A call ran past its deadline and was cancelled.
     ///
-    /// Backend: increment `palisade_timeouts_total{policy}`.
+    /// Backend: increment `palisade_timeouts_total{policy,deadline}`, with
+    /// `deadline` `caller` or `policy` (see `caller`), so that an alert on
+    /// slow calls is not set off by clients that ask for tiny deadlines.
     TimedOut {
         /// Policy name of the timeout layer.
         policy: &'a str,
         /// The deadline that was applied to this request.
         timeout: Duration,
+        /// Whether the deadline was the remote caller's (a `grpc-timeout`
+        /// shorter than the policy's, followed downstream too): the client
+        /// was in a hurry, the service did not fail.
+        caller: bool,
     },
 
     /// A circuit breaker moved from one state to another.
@@ -913,6 +919,7 @@ mod tests {
             Event::TimedOut {
                 policy,
                 timeout: Duration::from_secs(1),
+                caller: false,
             },
             Event::StateChanged {
                 policy,

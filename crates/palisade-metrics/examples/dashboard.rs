@@ -229,6 +229,7 @@ async fn main() {
             metrics.emit(&Event::TimedOut {
                 policy: "checkout",
                 timeout: Duration::from_secs(2),
+                caller: false,
             });
         }
         metrics.emit(&Event::Admitted {

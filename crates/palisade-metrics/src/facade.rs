@@ -131,7 +131,7 @@ struct PolicyKeys {
     requests: [Slot; LAYERS * OUTCOMES],
     durations: [Slot; LAYERS],
     panics: Slot,
-    timeouts: Slot,
+    timeouts: [Slot; 2],
     fallbacks: [Slot; TRIGGERS],
     breaker_state: [Slot; STATES],
     transitions: [Slot; STATES * STATES],
@@ -255,7 +255,7 @@ impl PolicyKeys {
             requests: [const { OnceLock::new() }; LAYERS * OUTCOMES],
             durations: [const { OnceLock::new() }; LAYERS],
             panics: OnceLock::new(),
-            timeouts: OnceLock::new(),
+            timeouts: [const { OnceLock::new() }; 2],
             fallbacks: [const { OnceLock::new() }; TRIGGERS],
             breaker_state: [const { OnceLock::new() }; STATES],
             transitions: [const { OnceLock::new() }; STATES * STATES],
@@ -515,9 +515,15 @@ impl MetricsSink for FacadeSink {
                 let Some(p) = self.policy(policy) else { return };
                 increment(p.plain(&p.panics, names::PANICS_TOTAL), 1);
             }
-            Event::TimedOut { policy, .. } => {
+            Event::TimedOut { policy, caller, .. } => {
                 let Some(p) = self.policy(policy) else { return };
-                increment(p.plain(&p.timeouts, names::TIMEOUTS_TOTAL), 1);
+                increment_at(
+                    &p.timeouts,
+                    usize::from(caller),
+                    names::TIMEOUTS_TOTAL,
+                    ("policy", &p.name),
+                    &[("deadline", names::deadline(caller))],
+                );
             }
             Event::StateChanged {
                 policy, from, to, ..

@@ -79,8 +79,8 @@ families! {
     PANICS_TOTAL = "palisade_panics_total", Counter, ["policy"],
         "Panics caught in the service and turned into errors.";
     /// Calls cancelled at their deadline.
-    TIMEOUTS_TOTAL = "palisade_timeouts_total", Counter, ["policy"],
-        "Calls cancelled because they ran past their deadline.";
+    TIMEOUTS_TOTAL = "palisade_timeouts_total", Counter, ["policy", "deadline"],
+        "Calls cancelled because they ran past their deadline, the policy's or the caller's.";
     /// Fallback answers, by what they answered for.
     FALLBACKS_TOTAL = "palisade_fallbacks_total", Counter, ["policy", "trigger"],
         "Answers given by a fallback in place of the service.";
@@ -162,6 +162,19 @@ families! {
 /// The family named `name`, if palisade exports it.
 pub fn family(name: &str) -> Option<&'static Family> {
     ALL.iter().find(|f| f.name == name)
+}
+
+/// The `deadline` label of a timeout: `caller` when the deadline that ran
+/// out was the remote caller's, `policy` when it was the layer's own.
+///
+/// ```
+/// use palisade_metrics::names;
+///
+/// assert_eq!(names::deadline(true), "caller");
+/// assert_eq!(names::deadline(false), "policy");
+/// ```
+pub const fn deadline(caller: bool) -> &'static str {
+    if caller { "caller" } else { "policy" }
 }
 
 #[cfg(test)]

@@ -338,9 +338,12 @@ impl Collector for PrometheusCollector {
                 }
                 names::TIMEOUTS_TOTAL => {
                     for (policy, p) in &policies {
-                        let v = load(&p.timeouts);
-                        if v > 0 {
-                            counter(&mut m, &[("policy", *policy)], v)?;
+                        for (caller, timeouts) in [false, true].into_iter().zip(&p.timeouts) {
+                            let v = load(timeouts);
+                            if v > 0 {
+                                let deadline = names::deadline(caller);
+                                counter(&mut m, &[("policy", *policy), ("deadline", deadline)], v)?;
+                            }
                         }
                     }
                 }

@@ -145,7 +145,8 @@ pub(crate) struct PolicyCells {
     pub(crate) rejections: [AtomicU64; LAYERS * REASONS],
     pub(crate) durations: [OnceLock<Histogram>; LAYERS],
     pub(crate) panics: AtomicU64,
-    pub(crate) timeouts: AtomicU64,
+    /// By whose deadline ran out: the policy's, the caller's.
+    pub(crate) timeouts: [AtomicU64; 2],
     pub(crate) fallbacks: [AtomicU64; TRIGGERS],
     /// Index of the breaker's state, or `STATE_UNKNOWN`.
     pub(crate) state: AtomicU8,
@@ -181,7 +182,7 @@ impl PolicyCells {
             rejections: [const { AtomicU64::new(0) }; LAYERS * REASONS],
             durations: [const { OnceLock::new() }; LAYERS],
             panics: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
+            timeouts: [const { AtomicU64::new(0) }; 2],
             fallbacks: [const { AtomicU64::new(0) }; TRIGGERS],
             state: AtomicU8::new(STATE_UNKNOWN),
             transitions: [const { AtomicU64::new(0) }; STATES * STATES],
@@ -409,10 +410,10 @@ impl Store {
                 p.panics.fetch_add(1, Ordering::Relaxed);
                 p.count_recent(self.timeline.as_ref(), RECENT_PANICS);
             }
-            Event::TimedOut { policy, .. } => {
+            Event::TimedOut { policy, caller, .. } => {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::Timeout);
-                p.timeouts.fetch_add(1, Ordering::Relaxed);
+                p.timeouts[usize::from(caller)].fetch_add(1, Ordering::Relaxed);
                 p.count_recent(self.timeline.as_ref(), RECENT_TIMEOUTS);
             }
             Event::StateChanged {

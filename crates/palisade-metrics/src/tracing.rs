@@ -109,12 +109,17 @@ impl MetricsSink for TracingSink {
                 panic.location = location.map(::tracing::field::display),
                 "panic caught"
             ),
-            Event::TimedOut { policy, timeout } => debug!(
+            Event::TimedOut {
+                policy,
+                timeout,
+                caller,
+            } => debug!(
                 target: "palisade",
                 policy,
                 layer = "timeout",
                 reason = "timed_out",
                 timeout_seconds = timeout.as_secs_f64(),
+                deadline = crate::names::deadline(caller),
                 "request timed out"
             ),
             Event::StateChanged {

@@ -121,6 +121,7 @@ where
         this.shared.metrics.emit(&Event::TimedOut {
             policy: this.shared.policy.as_str(),
             timeout,
+            caller: this.budget.is_caller(),
         });
         Poll::Ready(Err(elapsed(this.shared, *this.budget)))
     }

@@ -15,18 +15,22 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 #[derive(Debug, Default)]
 struct Recorder {
-    timed_out: Mutex<Vec<(String, Duration)>>,
+    timed_out: Mutex<Vec<(String, Duration, bool)>>,
     malformed: Mutex<Vec<(String, &'static str)>>,
 }
 
 impl MetricsSink for Recorder {
     fn record(&self, event: &Event<'_>) {
         match *event {
-            Event::TimedOut { policy, timeout } => {
+            Event::TimedOut {
+                policy,
+                timeout,
+                caller,
+            } => {
                 self.timed_out
                     .lock()
                     .unwrap()
-                    .push((policy.to_owned(), timeout));
+                    .push((policy.to_owned(), timeout, caller));
             }
             Event::MalformedHeader {
                 policy,
@@ -150,7 +154,7 @@ async fn the_default_applies_without_overrides() {
     assert_eq!(deadline, Some(Deadline::new(Duration::from_secs(2))));
     assert_eq!(
         *recorder.timed_out.lock().unwrap(),
-        vec![("api".to_owned(), Duration::from_secs(2))]
+        vec![("api".to_owned(), Duration::from_secs(2), false)]
     );
 }
 
@@ -190,6 +194,14 @@ async fn a_shorter_grpc_timeout_wins_and_a_longer_one_is_ignored() {
     assert!(
         !elapsed.is_caller_deadline(),
         "the policy's deadline applied"
+    );
+    // The events say whose deadline ran out.
+    assert_eq!(
+        *recorder.timed_out.lock().unwrap(),
+        vec![
+            ("api".to_owned(), Duration::from_millis(150), true),
+            ("api".to_owned(), Duration::from_secs(2), false)
+        ]
     );
 
     // Asking for exactly the policy's deadline leaves it the policy's.

@@ -445,7 +445,7 @@ fn policy_snapshot(name: &str, p: &PolicyCells, now: &Now) -> PolicySnapshot {
     };
 
     let panics = now.recent(p, store::RECENT_PANICS, load(&p.panics));
-    let timeouts = now.recent(p, store::RECENT_TIMEOUTS, load(&p.timeouts));
+    let timeouts = now.recent(p, store::RECENT_TIMEOUTS, p.timeouts.iter().map(load).sum());
     let by_trigger: Vec<TriggerCount> = FallbackTrigger::ALL
         .iter()
         .zip(&p.fallbacks)

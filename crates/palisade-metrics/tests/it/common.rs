@@ -34,6 +34,7 @@ pub fn every_event(location: &PanicLocation) -> Vec<Event<'_>> {
         Event::TimedOut {
             policy,
             timeout: Duration::from_secs(1),
+            caller: false,
         },
         Event::StateChanged {
             policy,
@@ -174,7 +175,7 @@ pub fn expected_samples() -> Vec<(&'static str, &'static str, f64)> {
         ),
         (
             "palisade.timeout.elapsed",
-            r#"palisade_timeouts_total{policy="p"}"#,
+            r#"palisade_timeouts_total{policy="p",deadline="policy"}"#,
             1.0,
         ),
         (

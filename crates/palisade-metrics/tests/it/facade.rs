@@ -136,15 +136,26 @@ fn keys_follow_the_recorder_current_at_each_event() {
     let event = Event::TimedOut {
         policy: "p",
         timeout: std::time::Duration::from_secs(1),
+        caller: false,
     };
     metrics::with_local_recorder(&first, || sink.record(&event));
     metrics::with_local_recorder(&second, || {
         sink.record(&event);
         sink.record(&event);
     });
-    let series = r#"palisade_timeouts_total{policy="p"}"#;
+    let series = r#"palisade_timeouts_total{policy="p",deadline="policy"}"#;
     assert_eq!(sample(&first.handle().render(), series), Some(1.0));
     assert_eq!(sample(&second.handle().render(), series), Some(2.0));
+    let caller = Event::TimedOut {
+        policy: "p",
+        timeout: std::time::Duration::from_millis(50),
+        caller: true,
+    };
+    metrics::with_local_recorder(&first, || sink.record(&caller));
+    let render = first.handle().render();
+    let caller_series = r#"palisade_timeouts_total{policy="p",deadline="caller"}"#;
+    assert_eq!(sample(&render, caller_series), Some(1.0));
+    assert_eq!(sample(&render, series), Some(1.0));
 }
 
 /// A recorder whose gauges keep their last value and whose limit gauge can

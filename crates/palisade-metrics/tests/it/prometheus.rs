@@ -372,11 +372,30 @@ fn collector_under_a_prefixed_sub_registry() {
     sink.record(&Event::TimedOut {
         policy: "p",
         timeout: std::time::Duration::from_secs(1),
+        caller: false,
     });
+    for _ in 0..2 {
+        sink.record(&Event::TimedOut {
+            policy: "p",
+            timeout: std::time::Duration::from_millis(50),
+            caller: true,
+        });
+    }
     let text = render(&registry);
     assert_eq!(
-        sample(&text, r#"shop_palisade_timeouts_total{policy="p"}"#),
+        sample(
+            &text,
+            r#"shop_palisade_timeouts_total{policy="p",deadline="policy"}"#
+        ),
         Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"shop_palisade_timeouts_total{policy="p",deadline="caller"}"#
+        ),
+        Some(2.0),
         "{text}"
     );
 }

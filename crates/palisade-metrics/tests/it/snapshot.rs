@@ -116,6 +116,7 @@ fn sequence_of_events_reads_back_as_json() {
     sink.record(&Event::TimedOut {
         policy: "payments",
         timeout: Duration::from_secs(2),
+        caller: false,
     });
     sink.record(&Event::FallbackUsed {
         policy: "payments",
