@@ -67,7 +67,8 @@ struct PoolInner {
 
 /// What the workers share.
 struct WorkerShared {
-    receiver: Mutex<mpsc::Receiver<Job>>,
+    /// Taken out by the shutdown that drains it last.
+    receiver: Mutex<Option<mpsc::Receiver<Job>>>,
     closed: AtomicBool,
     submitted: AtomicU64,
     rejected: AtomicU64,
@@ -195,7 +196,7 @@ impl WorkerPoolBuilder {
             .build()?;
         let (sender, receiver) = mpsc::channel(self.capacity);
         let shared = Arc::new(WorkerShared {
-            receiver: Mutex::new(receiver),
+            receiver: Mutex::new(Some(receiver)),
             closed: AtomicBool::new(false),
             submitted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -248,6 +249,9 @@ async fn work(group: &GroupInner, shared: &WorkerShared, token: &CancellationTok
     loop {
         let job = {
             let mut receiver = shared.receiver.lock().await;
+            let Some(receiver) = receiver.as_mut() else {
+                return;
+            };
             if token.is_cancelled() {
                 // Draining: run what is queued, then stop.
                 match receiver.try_recv() {
@@ -345,16 +349,17 @@ impl WorkerPool {
             self.discard(job);
             return self.refuse(SubmitError::Closed);
         }
-        match self.inner.sender.try_send(self.boxed(job)) {
-            Ok(()) => {
+        match self.inner.sender.try_reserve() {
+            Ok(slot) => {
                 self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+                slot.send(self.boxed(job));
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(job)) => {
+            Err(mpsc::error::TrySendError::Full(())) => {
                 self.discard(job);
                 self.refuse(SubmitError::Full)
             }
-            Err(mpsc::error::TrySendError::Closed(job)) => {
+            Err(mpsc::error::TrySendError::Closed(())) => {
                 self.discard(job);
                 self.refuse(SubmitError::Closed)
             }
@@ -384,8 +389,10 @@ impl WorkerPool {
         };
         match slot {
             Some(slot) => {
-                slot.send(self.boxed(job));
+                // Counted before it is sent: a drain that counts it as
+                // dropped never sees more jobs than were submitted.
                 self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+                slot.send(self.boxed(job));
                 Ok(())
             }
             None => {
@@ -457,7 +464,12 @@ impl WorkerPool {
         // Already in a task of its own: the group's shutdown need not spawn
         // another.
         let report = self.inner.group.shut_down(deadline).await;
-        let mut receiver = self.inner.shared.receiver.lock().await;
+        // Taken out of the pool: a later or concurrent shutdown finds it
+        // gone and has nothing to drain, and the task below owns it
+        // without holding the lock.
+        let Some(mut receiver) = self.inner.shared.receiver.lock().await.take() else {
+            return report;
+        };
         receiver.close();
         let mut dropped = 0;
         let slots_out = loop {
@@ -470,7 +482,6 @@ impl WorkerPool {
                 Err(mpsc::error::TryRecvError::Disconnected) => break false,
             }
         };
-        drop(receiver);
         self.count_dropped(dropped);
         if slots_out {
             // A submit holds a slot it has not sent its job into yet: one
@@ -481,7 +492,6 @@ impl WorkerPool {
             // and ends once every slot is back.
             let this = self.clone();
             tokio::spawn(async move {
-                let mut receiver = this.inner.shared.receiver.lock().await;
                 while let Some(job) = receiver.recv().await {
                     this.discard(job);
                     this.count_dropped(1);

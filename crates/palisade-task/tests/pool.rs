@@ -315,6 +315,13 @@ async fn a_submit_left_unpolled_with_its_slot_does_not_hold_up_the_shutdown() {
     .await
     .expect("the shutdown ends without the waiting submit");
     assert!(report.is_clean(), "{report}");
+    // So does a second one, while the submit still holds its slot.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        pool.shutdown(Duration::from_secs(1)),
+    )
+    .await
+    .expect("a second shutdown does not wait for the submit either");
     // Polled at last, the submit is refused (the pool is shut down) and
     // gives its slot back; its job is counted as refused.
     assert!(matches!(
