@@ -171,9 +171,9 @@ impl Shared {
         }
     }
 
-    /// Drops a future that panicked, inside a capture scope so that a
-    /// destructor that panics too is contained (and logged).
-    pub(crate) fn drop_after_panic<T>(&self, slot: Pin<&mut T>, empty: T) {
+    /// Drops a future that panicked or was cancelled, inside a capture
+    /// scope so that a destructor that panics is contained (and logged).
+    pub(crate) fn drop_contained<T>(&self, slot: Pin<&mut T>, empty: T) {
         capture::contain_drop(&self.policy, self.capture, move || {
             let mut slot = slot;
             slot.set(empty);

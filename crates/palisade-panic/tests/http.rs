@@ -214,3 +214,29 @@ async fn a_tonic_body_gets_internal_through_the_grpc_hook() {
     assert_eq!(status.code(), tonic::Code::Internal);
     assert_eq!(status.message(), "handler bug");
 }
+
+#[tokio::test]
+async fn a_destructor_that_panics_never_escapes_the_http_layer() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::Poll;
+    use support::{PanicOnDrop, poll_once};
+
+    let svc = CatchPanicHttpLayer::new().layer(service_fn(|request: Request<()>| {
+        let pending_polls = u32::from(request.uri().path() == "/slow");
+        let future = PanicOnDrop { pending_polls };
+        async move {
+            future.await.unwrap();
+            Ok::<_, Infallible>(Response::new(Body::from("fine")))
+        }
+    }));
+
+    let mut call = Box::pin(svc.clone().oneshot(get("/")));
+    let Poll::Ready(Ok(response)) = poll_once(&mut call) else {
+        panic!("answered");
+    };
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    let mut call = Box::pin(svc.oneshot(get("/slow")));
+    assert!(poll_once(&mut call).is_pending());
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(call))).is_ok());
+}

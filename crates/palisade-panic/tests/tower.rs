@@ -245,3 +245,30 @@ fn the_builder_refuses_an_invalid_name() {
     );
     assert!(CatchPanicLayer::can_catch());
 }
+
+#[tokio::test]
+async fn a_destructor_that_panics_never_escapes_the_layer() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use support::PanicOnDrop;
+
+    let sink = Arc::new(PanicSink::default());
+    let mut svc = layer("drops", &sink).layer(service_fn(|pending_polls: u32| PanicOnDrop {
+        pending_polls,
+    }));
+
+    // Finished: the future is dropped as it completes, and its panic is
+    // the call's.
+    let mut call = svc.ready().await.unwrap().call(0);
+    let Poll::Ready(Err(err)) = poll_once(&mut call) else {
+        panic!("the destructor's panic is the call's failure");
+    };
+    assert_eq!(panicked(&err).message(), "dropped in the wrong place");
+    assert_eq!(sink.events().len(), 1);
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(call))).is_ok());
+
+    // Cancelled while pending (a timeout above, a client gone): contained
+    // and logged, never unwound into the caller.
+    let mut call = svc.ready().await.unwrap().call(1);
+    assert!(poll_once(&mut call).is_pending());
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(call))).is_ok());
+}

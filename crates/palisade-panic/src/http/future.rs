@@ -48,6 +48,15 @@ pin_project! {
         shared: SharedState<HttpShared<H>, M>,
         request: RequestInfo,
     }
+
+    impl<F, H: 'static, M: Sharing> PinnedDrop for HttpResponseFuture<F, H, M> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if matches!(*this.kind, Kind::Inner { .. }) {
+                this.shared.core.drop_contained(this.kind, Kind::Done);
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -61,6 +70,23 @@ pin_project! {
             panicked: Option<Panicked>,
         },
         Done,
+    }
+}
+
+impl<F: Future> Kind<F> {
+    /// Polls the inner future, if it runs, and drops it as soon as it
+    /// completes, so inside the caller's capture scope: `None` when it
+    /// does not run.
+    #[inline]
+    fn poll_and_finish(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<Poll<F::Output>> {
+        let KindProj::Inner { future } = self.as_mut().project() else {
+            return None;
+        };
+        let polled = future.poll(cx);
+        if polled.is_ready() {
+            self.set(Kind::Done);
+        }
+        Some(polled)
     }
 }
 
@@ -119,15 +145,19 @@ where
         let mut kind = this.kind;
         let shared: &HttpShared<H> = this.shared;
         let request: &RequestInfo = this.request;
-        match kind.as_mut().project() {
-            KindProj::Inner { future } => match shared.core.catch(|| future.poll(cx)) {
-                Ok(ready) => ready,
+        if matches!(*kind, Kind::Inner { .. }) {
+            return match shared.core.catch(|| kind.as_mut().poll_and_finish(cx)) {
+                Ok(Some(polled)) => polled,
+                Ok(None) => polled_after_completion(),
                 Err(payload) => {
                     let panicked = shared.core.caught(payload, Some(request.label()));
-                    shared.core.drop_after_panic(kind, Kind::Done);
+                    shared.core.drop_contained(kind, Kind::Done);
                     Poll::Ready(Ok(respond(shared, request, &panicked)))
                 }
-            },
+            };
+        }
+        match kind.as_mut().project() {
+            KindProj::Inner { .. } => polled_after_completion(),
             KindProj::Panicked { panicked } => match panicked.take() {
                 Some(panicked) => {
                     kind.set(Kind::Done);

@@ -152,3 +152,31 @@ pub fn panicked(err: &palisade_panic::error::BoxError) -> &palisade_panic::error
     err.downcast_ref::<palisade_panic::error::Panicked>()
         .unwrap_or_else(|| panic!("expected Panicked, got {err:?}"))
 }
+
+/// A future that is ready after `pending_polls` pending polls, and whose
+/// destructor panics (a guard with a bug, a blocking client dropped in an
+/// async context).
+pub struct PanicOnDrop {
+    pub pending_polls: u32,
+}
+
+impl Future for PanicOnDrop {
+    type Output = Result<u32, std::io::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.pending_polls == 0 {
+            return Poll::Ready(Ok(7));
+        }
+        self.pending_polls -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped in the wrong place");
+        }
+    }
+}
