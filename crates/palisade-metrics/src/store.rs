@@ -414,7 +414,11 @@ impl Store {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::Timeout);
                 p.timeouts[usize::from(caller)].fetch_add(1, Ordering::Relaxed);
-                p.count_recent(self.timeline.as_ref(), RECENT_TIMEOUTS);
+                // A caller's deadline says nothing of the service's health:
+                // only the policy's own count in the recent window.
+                if !caller {
+                    p.count_recent(self.timeline.as_ref(), RECENT_TIMEOUTS);
+                }
             }
             Event::StateChanged {
                 policy,

@@ -445,7 +445,8 @@ fn policy_snapshot(name: &str, p: &PolicyCells, now: &Now) -> PolicySnapshot {
     };
 
     let panics = now.recent(p, store::RECENT_PANICS, load(&p.panics));
-    let timeouts = now.recent(p, store::RECENT_TIMEOUTS, p.timeouts.iter().map(load).sum());
+    let timeouts = now.recent(p, store::RECENT_TIMEOUTS, load(&p.timeouts[0]));
+    let caller_timeouts = load(&p.timeouts[1]);
     let by_trigger: Vec<TriggerCount> = FallbackTrigger::ALL
         .iter()
         .zip(&p.fallbacks)
@@ -502,6 +503,7 @@ fn policy_snapshot(name: &str, p: &PolicyCells, now: &Now) -> PolicySnapshot {
         rejections,
         panics,
         timeouts,
+        caller_timeouts,
         fallbacks,
         malformed_headers,
     }

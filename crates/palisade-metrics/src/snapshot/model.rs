@@ -96,8 +96,13 @@ pub struct PolicySnapshot {
     pub rejections: Rejections,
     /// Panics caught.
     pub panics: Recent,
-    /// Calls cancelled at their deadline.
+    /// Calls cancelled at the policy's own deadline; these count toward
+    /// the policy's health.
     pub timeouts: Recent,
+    /// Calls cancelled at a shorter deadline their remote caller asked for
+    /// (a `grpc-timeout`): the client was in a hurry, so they say nothing
+    /// of the service's health.
+    pub caller_timeouts: u64,
     /// Fallback answers.
     pub fallbacks: Fallbacks,
     /// Malformed headers ignored, by header.

@@ -561,3 +561,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_callers_short_deadline_is_counted_apart_and_leaves_health_alone() {
+    let clock = ManualClock::new();
+    let sink = sink(&clock, 10);
+    sink.record(&Event::Admitted {
+        policy: "edge",
+        layer: LayerKind::RateLimit,
+    });
+    for _ in 0..5 {
+        sink.record(&Event::TimedOut {
+            policy: "edge",
+            timeout: Duration::from_millis(1),
+            caller: true,
+        });
+    }
+    clock.advance(Duration::from_secs(1));
+    let json = serde_json::to_value(sink.snapshot()).unwrap();
+    let p = policy(&json, "edge");
+    assert_eq!(p["health"], "ok", "{p}");
+    assert_eq!(p["timeouts"]["total"], 0);
+    assert_eq!(p["caller_timeouts"], 5);
+
+    // The policy's own deadline is the service's problem.
+    sink.record(&Event::TimedOut {
+        policy: "edge",
+        timeout: Duration::from_secs(2),
+        caller: false,
+    });
+    let json = serde_json::to_value(sink.snapshot()).unwrap();
+    let p = policy(&json, "edge");
+    assert_eq!(p["health"], "degraded", "{p}");
+    assert_eq!(p["timeouts"]["recent"], 1);
+}
