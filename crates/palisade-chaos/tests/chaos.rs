@@ -363,8 +363,23 @@ async fn a_layer_built_for_http_forces_the_faults_requests_ask_for() {
     assert!(http.clone().oneshot(request(None)).await.is_ok());
     assert_eq!(chaos.stats().errors, 2);
 
-    // Switching the policy on reaches the services of both layers.
-    let layer = chaos.http(HttpFaults::new());
-    layer.chaos().set_enabled(true);
-    assert!(chaos.is_enabled());
+    // Switching the policy on, through either layer, reaches the services
+    // of both: with every request drawn to fail, both fail.
+    let always = ChaosLayer::builder()
+        .enabled(false)
+        .error_rate(1.0)
+        .build()
+        .unwrap();
+    let plain = tower::ServiceBuilder::new()
+        .layer(always.clone())
+        .service(http_echo());
+    let http_layer = always.http(HttpFaults::new());
+    let http = tower::ServiceBuilder::new()
+        .layer(http_layer.clone())
+        .service(http_echo());
+    assert!(plain.clone().oneshot(request(None)).await.is_ok());
+    http_layer.chaos().set_enabled(true);
+    assert!(plain.oneshot(request(None)).await.is_err());
+    assert!(http.oneshot(request(None)).await.is_err());
+    assert_eq!(always.stats().errors, 2);
 }
