@@ -641,7 +641,8 @@ impl Breaker {
     }
 
     /// Whether the half-open period has lasted its maximum wait at `now`,
-    /// counted from its first probe (or from its start, while none runs).
+    /// counted from its first probe (from its start while none has been
+    /// taken; after every probe gave its slot back, from the next one).
     fn half_open_expired(&self, now: Instant) -> bool {
         let since = self.half_open_since.load(Ordering::Acquire);
         self.since_origin(now).saturating_sub(since) >= nanos(self.cfg.half_open_max_wait)

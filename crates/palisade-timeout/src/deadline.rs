@@ -220,7 +220,8 @@ pub struct RequestTimeout(pub Duration);
 ///
 /// A deadline also says whether it is the remote caller's (a
 /// `grpc-timeout` shorter than the policy's) rather than the service's
-/// own; [`FollowDeadline`] carries that on to a client stack.
+/// own; [`FollowDeadline`] carries that on to a client stack. Equality
+/// compares both: compare [`budget`](Self::budget)s to compare durations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Deadline {
     budget: Duration,

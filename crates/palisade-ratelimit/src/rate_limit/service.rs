@@ -39,8 +39,9 @@ pub(crate) enum Verdict<P> {
 
 impl<K, H> Shared<K, H> {
     /// Decides for `request`. Emits no verdict (the caller knows whether a
-    /// refusal is final), and what the request met on the way (a malformed
-    /// header, a charge to the overflow bucket) only on its first `check`.
+    /// refusal is final); what the request met on the way it reports once:
+    /// a malformed header on its first `check`, a charge to the overflow
+    /// bucket on the first check that makes one (see [`Check`]).
     #[inline]
     pub(crate) fn decide<Req, Res>(&self, request: &Req, check: Check) -> Verdict<H::Pending>
     where
