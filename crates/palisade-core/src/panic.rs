@@ -185,7 +185,10 @@ pub fn install_hook() {
                     let captured = Captured {
                         location: info.location().map(PanicLocation::from_std),
                         backtrace: options.backtrace.then(Backtrace::force_capture),
-                        message: payload_message(info.payload()),
+                        // Never the payload's own `Display`: a panic in
+                        // the hook aborts the process.
+                        message: text_of(info.payload())
+                            .unwrap_or_else(|| describe(info.payload()).into()),
                     };
                     let shown = options.print || pile_up;
                     let _ = CAPTURED.try_with(|slot| {
@@ -421,19 +424,42 @@ fn report_drop_panic(panicked: &Panicked) {
 }
 
 /// The message of a panic payload: the text of `&str` and `String`
-/// payloads, a description of the payload's type otherwise.
+/// payloads, that of a `Box<dyn Error>` payload after a description of its
+/// type, a description of the payload's type otherwise.
+///
+/// An error whose `Display` panics is described by its type only: the
+/// panic is contained (see [`contained`]).
 pub fn payload_message(payload: &(dyn Any + Send)) -> Box<str> {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).into()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.as_str().into()
-    } else if let Some(s) = payload.downcast_ref::<Box<str>>() {
-        s.clone()
-    } else if let Some(e) = payload.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
-        format!("panic payload of type Box<dyn Error>: {e}").into()
-    } else {
-        describe_other(payload).into()
+    if let Some(text) = text_of(payload) {
+        return text;
     }
+    if let Some(e) = payload.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
+        let mut message = None;
+        contained(|| message = Some(format!("panic payload of type Box<dyn Error>: {e}")));
+        if let Some(message) = message {
+            return message.into();
+        }
+    }
+    describe(payload).into()
+}
+
+/// The text of a `&str`, `String` or `Box<str>` payload.
+fn text_of(payload: &(dyn Any + Send)) -> Option<Box<str>> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        Some((*s).into())
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        Some(s.as_str().into())
+    } else {
+        payload.downcast_ref::<Box<str>>().cloned()
+    }
+}
+
+/// A description of a payload's type, for payloads that are not text.
+fn describe(payload: &(dyn Any + Send)) -> &'static str {
+    if payload.is::<Box<dyn std::error::Error + Send + Sync>>() {
+        return "panic payload of type Box<dyn Error>";
+    }
+    describe_other(payload)
 }
 
 fn describe_other(payload: &(dyn Any + Send)) -> &'static str {
@@ -480,6 +506,39 @@ pub fn panicked(policy: PolicyName, payload: &(dyn Any + Send)) -> Panicked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_payload_whose_display_panics_is_caught_not_aborted() {
+        #[derive(Debug)]
+        struct Broken;
+        impl std::fmt::Display for Broken {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                panic!("a Display with a bug")
+            }
+        }
+        impl std::error::Error for Broken {}
+
+        install_hook();
+        let quiet = CaptureOptions {
+            backtrace: false,
+            print: false,
+        };
+        // Formatting it in the hook would abort the process.
+        let payload = catch(quiet, || {
+            std::panic::panic_any(Box::<dyn std::error::Error + Send + Sync>::from(Broken))
+        })
+        .unwrap_err();
+        let panicked = panicked(PolicyName::new("api"), &*payload);
+        assert_eq!(panicked.message(), "panic payload of type Box<dyn Error>");
+        let p = catch(quiet, || {
+            std::panic::panic_any(Box::<dyn std::error::Error + Send + Sync>::from("plain"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            &*payload_message(&*p),
+            "panic payload of type Box<dyn Error>: plain"
+        );
+    }
 
     #[test]
     fn string_payloads_and_others() {
