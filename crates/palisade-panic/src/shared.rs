@@ -143,12 +143,20 @@ impl Shared {
         panicked
     }
 
+    /// Reports a caught panic. Contained: a metrics sink or log backend
+    /// that panics must not let a panic out of the layer that caught one.
     fn report(&self, panicked: &Panicked, request: Option<RequestLabel<'_>>) {
-        self.metrics.emit(&Event::PanicCaught {
-            policy: self.policy.as_str(),
-            message: panicked.message(),
-            location: panicked.location(),
+        capture::contained(|| {
+            self.metrics.emit(&Event::PanicCaught {
+                policy: self.policy.as_str(),
+                message: panicked.message(),
+                location: panicked.location(),
+            });
         });
+        capture::contained(|| self.log(panicked, request));
+    }
+
+    fn log(&self, panicked: &Panicked, request: Option<RequestLabel<'_>>) {
         let location = panicked.location().map(tracing::field::display);
         let backtrace = panicked.backtrace().map(tracing::field::display);
         match request {

@@ -272,3 +272,37 @@ async fn a_destructor_that_panics_never_escapes_the_layer() {
     assert!(poll_once(&mut call).is_pending());
     assert!(catch_unwind(AssertUnwindSafe(|| drop(call))).is_ok());
 }
+
+/// A metrics backend with a bug: it panics on every caught panic.
+#[derive(Debug)]
+struct PanicsOnReport;
+
+impl palisade_core::MetricsSink for PanicsOnReport {
+    fn record(&self, event: &palisade_core::Event<'_>) {
+        if let palisade_core::Event::PanicCaught { .. } = event {
+            panic!("the metrics backend failed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_panics_on_the_report_lets_no_panic_out() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    let layer = CatchPanicLayer::builder()
+        .name("reports")
+        .metrics(Metrics::from_arc(Arc::new(PanicsOnReport)))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|_: u32| async {
+        panic!("the handler failed");
+        #[allow(unreachable_code)]
+        Ok::<u32, std::io::Error>(0)
+    }));
+    let mut call = Box::pin(svc.ready().await.unwrap().call(1));
+    let polled = catch_unwind(AssertUnwindSafe(|| poll_once(&mut call)));
+    let Ok(Poll::Ready(Err(err))) = polled else {
+        panic!("the panic became the call's error");
+    };
+    assert_eq!(panicked(&err).message(), "the handler failed");
+}
