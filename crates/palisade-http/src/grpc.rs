@@ -176,7 +176,11 @@ pub fn client_grpc_status(err: BoxError) -> Status {
 /// status with code `OK` in the error (which tonic keeps as it is) becomes
 /// `UNKNOWN`, with its message, since a client reads `OK` as a success.
 fn tonic_status(err: BoxError) -> Status {
-    let status = Status::from_error(err);
+    // The status's message is the error's `Display`, the service's code: a
+    // panic there is contained, and the status says only that it failed.
+    let mut status = None;
+    palisade_core::panic::contained(|| status = Some(Status::from_error(err)));
+    let status = status.unwrap_or_else(|| Status::unknown("error"));
     if status.code() == Code::Ok {
         Status::new(Code::Unknown, status.message().to_owned())
     } else {
@@ -205,7 +209,9 @@ pub(crate) fn grpc_response<B: Default>(
     let status = if flavour == Flavour::Client && problem.rejection().is_none() {
         // As `client_grpc_status`. The caller gets the error's text in the
         // status: a debug line is enough here.
-        tracing::debug!(error = %err, "client error passed on as a gRPC status");
+        palisade_core::panic::contained(|| {
+            tracing::debug!(error = %err, "client error passed on as a gRPC status");
+        });
         tonic_status(err)
     } else {
         let status = status_for(&problem, &*err);

@@ -194,8 +194,9 @@ pub(crate) fn log_mapped(
             status = %status,
             "rejection mapped to a response"
         ),
-        None => {
-            tracing::error!(error = %err, status = %status, "service error mapped to a response")
-        }
+        // The error's `Display` is the service's code: contained.
+        None => palisade_core::panic::contained(|| {
+            tracing::error!(error = %err, status = %status, "service error mapped to a response");
+        }),
     }
 }

@@ -103,6 +103,22 @@ fn a_status_in_the_chain_is_kept() {
 }
 
 #[test]
+fn an_error_whose_display_panics_becomes_an_unknown_status() {
+    #[derive(Debug)]
+    struct Broken;
+    impl std::fmt::Display for Broken {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("a Display with a bug")
+        }
+    }
+    impl std::error::Error for Broken {}
+
+    let status = std::panic::catch_unwind(|| client_grpc_status(Box::new(Broken)))
+        .expect("the panic stays inside the mapping");
+    assert_eq!(status.code(), Code::Unknown);
+}
+
+#[test]
 fn an_ok_status_in_the_chain_of_an_error_is_unknown() {
     let err: BoxError = Wrapped(Box::new(Status::ok("all good"))).into();
     let status = to_grpc_status(&*err);
