@@ -239,6 +239,12 @@ pub(crate) fn grpc_response<B: Default>(
 /// [`client`](Self::client)). The response body type `B` is kept; error responses
 /// use `B::default()`, an empty body (`tonic::body::Body` qualifies).
 ///
+/// Every failed request gets a gRPC answer (HTTP 200 with `grpc-status`),
+/// whatever its content type: on a tonic server that also serves plain
+/// HTTP routes (`Routes::from(router)`, a health check), put
+/// [`ErrorToResponseLayer`](crate::ErrorToResponseLayer) on those routes,
+/// or a load balancer reads a rejected health check as a 200.
+///
 /// ```
 /// use std::time::Duration;
 /// use palisade_core::{BoxError, Overloaded, OverloadKind, PolicyName};
