@@ -43,13 +43,13 @@ pub use crate::http::future::HttpResponseFuture;
 pin_project! {
     /// Response future of [`CatchPanic`](crate::CatchPanic).
     ///
-    /// Polls the inner future inside a capture scope, and drops it there
-    /// as soon as it completes. A panic on any poll, or in the inner
-    /// future's destructor as it completes, becomes a [`Panicked`] error
-    /// and the inner future is dropped at once. An inner future dropped
-    /// unfinished (the call cancelled) is dropped in a capture scope too:
-    /// a destructor that panics then is logged, never unwound into the
-    /// code that cancelled the call.
+    /// Polls the inner future inside a capture scope. A panic on any poll
+    /// becomes a [`Panicked`] error and the inner future is dropped at
+    /// once. The inner future's destructor never lets a panic out either:
+    /// a future that completed is dropped at once, and a panic there is
+    /// logged while the call's result stands; one dropped unfinished (the
+    /// call cancelled, by a timeout above or a client gone) is dropped in
+    /// a capture scope, and its panic logged.
     ///
     /// # Panics
     ///
@@ -57,15 +57,15 @@ pin_project! {
     /// `Future` contract allows.
     pub struct ResponseFuture<F, M: Sharing = Counted> {
         #[pin]
-        kind: Kind<F>,
-        shared: SharedState<Shared, M>,
+        kind: Kind<F, M>,
     }
 
     impl<F, M: Sharing> PinnedDrop for ResponseFuture<F, M> {
         fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if matches!(*this.kind, Kind::Inner { .. }) {
-                this.shared.drop_contained(this.kind, Kind::Done);
+            let mut kind = this.project().kind;
+            if let KindProj::Inner { shared, .. } = kind.as_mut().project() {
+                let shared = shared.clone();
+                shared.drop_contained(kind, Kind::Done);
             }
         }
     }
@@ -73,10 +73,11 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, M: Sharing> {
         Inner {
             #[pin]
             future: F,
+            shared: SharedState<Shared, M>,
         },
         // Boxed: a panic in `call` is rare, and the box becomes the
         // returned error as it is, while an inline `Panicked` would make
@@ -91,37 +92,16 @@ pin_project! {
 impl<F, M: Sharing> ResponseFuture<F, M> {
     pub(crate) fn new(future: F, shared: SharedState<Shared, M>) -> Self {
         Self {
-            kind: Kind::Inner { future },
-            shared,
+            kind: Kind::Inner { future, shared },
         }
     }
 
-    pub(crate) fn panicked(error: Panicked, shared: SharedState<Shared, M>) -> Self {
+    pub(crate) fn panicked(error: Panicked) -> Self {
         Self {
             kind: Kind::Panicked {
                 error: Some(Box::new(error)),
             },
-            shared,
         }
-    }
-}
-
-impl<F: Future> Kind<F> {
-    /// Polls the inner future, if it runs, and drops it as soon as it
-    /// completes, so inside the caller's capture scope: `None` when it
-    /// does not run.
-    #[inline]
-    fn poll_and_finish(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<Poll<F::Output>> {
-        let KindProj::Inner { future } = self.as_mut().project() else {
-            return None;
-        };
-        let polled = future.poll(cx);
-        if polled.is_ready() {
-            // The inner future's own destructor runs here, in the scope
-            // that polled it: a panic there is the call's.
-            self.set(Kind::Done);
-        }
-        Some(polled)
     }
 }
 
@@ -135,26 +115,24 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut kind = this.kind;
-        let shared: &Shared = this.shared;
-        if matches!(*kind, Kind::Inner { .. }) {
-            return match shared.catch(|| kind.as_mut().poll_and_finish(cx)) {
-                Ok(Some(Poll::Ready(result))) => Poll::Ready(result.map_err(Into::into)),
-                Ok(Some(Poll::Pending)) => Poll::Pending,
-                Ok(None) => polled_after_completion(),
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
+            KindProj::Inner { future, shared } => match shared.catch(|| future.poll(cx)) {
+                Ok(Poll::Ready(result)) => {
+                    crate::shared::finish(kind, Kind::Done);
+                    Poll::Ready(result.map_err(Into::into))
+                }
+                Ok(Poll::Pending) => Poll::Pending,
                 Err(payload) => {
                     // Build the rejection before dropping the future: a
                     // destructor that panics too must not overwrite what the
                     // hook recorded for this panic.
+                    let shared = shared.clone();
                     let panicked = shared.caught(payload, None);
                     shared.drop_contained(kind, Kind::Done);
                     Poll::Ready(Err(panicked.into()))
                 }
-            };
-        }
-        match kind.as_mut().project() {
-            KindProj::Inner { .. } => polled_after_completion(),
+            },
             KindProj::Panicked { error } => match error.take() {
                 Some(panicked) => {
                     kind.set(Kind::Done);

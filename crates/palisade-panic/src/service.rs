@@ -71,9 +71,7 @@ where
         let inner = &mut self.inner;
         match self.shared.catch(|| inner.call(request)) {
             Ok(future) => ResponseFuture::new(future, self.shared.clone()),
-            Err(payload) => {
-                ResponseFuture::panicked(self.shared.caught(payload, None), self.shared.clone())
-            }
+            Err(payload) => ResponseFuture::panicked(self.shared.caught(payload, None)),
         }
     }
 }

@@ -189,6 +189,34 @@ impl Shared {
     }
 }
 
+/// Drops a future that has just completed. The call's result stands: a
+/// destructor that panics is contained and logged. A plain `catch_unwind`,
+/// not a capture scope, keeps this off the cost of every call; the panic
+/// hook then prints the panic as it would without palisade.
+#[inline]
+pub(crate) fn finish<T>(slot: Pin<&mut T>, empty: T) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut slot = slot;
+        slot.set(empty);
+    }));
+    if let Err(payload) = dropped {
+        finish_panicked(payload);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn finish_panicked(payload: Box<dyn Any + Send>) {
+    capture::contained(|| {
+        tracing::warn!(
+            panic.message = &*capture::payload_message(&*payload),
+            "a finished call's future panicked as the panic-catch layer dropped it; \
+             the panic was contained and the call's result stands"
+        );
+    });
+    capture::contained(move || drop(payload));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

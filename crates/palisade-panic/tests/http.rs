@@ -230,6 +230,8 @@ async fn a_destructor_that_panics_never_escapes_the_http_layer() {
         }
     }));
 
+    // The future the layer wraps ends, dropping the trapped one within its
+    // poll: a panic of the call, answered 500.
     let mut call = Box::pin(svc.clone().oneshot(get("/")));
     let Poll::Ready(Ok(response)) = poll_once(&mut call) else {
         panic!("answered");
@@ -239,4 +241,31 @@ async fn a_destructor_that_panics_never_escapes_the_http_layer() {
     let mut call = Box::pin(svc.oneshot(get("/slow")));
     assert!(poll_once(&mut call).is_pending());
     assert!(catch_unwind(AssertUnwindSafe(|| drop(call))).is_ok());
+
+    // The wrapped future itself panics as it is dropped once finished:
+    // contained, and the answer stands.
+    struct Trapped;
+    impl std::future::Future for Trapped {
+        type Output = Result<Response<Body>, Infallible>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Self::Output> {
+            Poll::Ready(Ok(Response::new(Body::from("fine"))))
+        }
+    }
+    impl Drop for Trapped {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("dropped in the wrong place");
+            }
+        }
+    }
+    let svc = CatchPanicHttpLayer::new().layer(service_fn(|_: Request<()>| Trapped));
+    let mut call = Box::pin(svc.oneshot(get("/")));
+    let polled = catch_unwind(AssertUnwindSafe(|| poll_once(&mut call)));
+    let Ok(Poll::Ready(Ok(response))) = polled else {
+        panic!("answered, and no panic let out");
+    };
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -37,6 +37,8 @@ pin_project! {
     ///
     /// Polls the inner future inside a capture scope; a panic on any poll
     /// drops the inner future and resolves to the layer's panic response.
+    /// The inner future's destructor never lets a panic out either (see
+    /// [`ResponseFuture`](crate::future::ResponseFuture)).
     ///
     /// # Panics
     ///
@@ -70,23 +72,6 @@ pin_project! {
             panicked: Option<Panicked>,
         },
         Done,
-    }
-}
-
-impl<F: Future> Kind<F> {
-    /// Polls the inner future, if it runs, and drops it as soon as it
-    /// completes, so inside the caller's capture scope: `None` when it
-    /// does not run.
-    #[inline]
-    fn poll_and_finish(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<Poll<F::Output>> {
-        let KindProj::Inner { future } = self.as_mut().project() else {
-            return None;
-        };
-        let polled = future.poll(cx);
-        if polled.is_ready() {
-            self.set(Kind::Done);
-        }
-        Some(polled)
     }
 }
 
@@ -145,19 +130,19 @@ where
         let mut kind = this.kind;
         let shared: &HttpShared<H> = this.shared;
         let request: &RequestInfo = this.request;
-        if matches!(*kind, Kind::Inner { .. }) {
-            return match shared.core.catch(|| kind.as_mut().poll_and_finish(cx)) {
-                Ok(Some(polled)) => polled,
-                Ok(None) => polled_after_completion(),
+        match kind.as_mut().project() {
+            KindProj::Inner { future } => match shared.core.catch(|| future.poll(cx)) {
+                Ok(Poll::Ready(result)) => {
+                    crate::shared::finish(kind, Kind::Done);
+                    Poll::Ready(result)
+                }
+                Ok(Poll::Pending) => Poll::Pending,
                 Err(payload) => {
                     let panicked = shared.core.caught(payload, Some(request.label()));
                     shared.core.drop_contained(kind, Kind::Done);
                     Poll::Ready(Ok(respond(shared, request, &panicked)))
                 }
-            };
-        }
-        match kind.as_mut().project() {
-            KindProj::Inner { .. } => polled_after_completion(),
+            },
             KindProj::Panicked { panicked } => match panicked.take() {
                 Some(panicked) => {
                     kind.set(Kind::Done);
