@@ -577,7 +577,10 @@ impl MetricsSink for FacadeSink {
                     p.plain(&p.in_flight, names::IN_FLIGHT),
                     change.delta() as f64,
                 );
+                // Read first: a fixed limit never changes, and a swap on
+                // every event would write a line all workers share.
                 if !p.adaptive.load(Ordering::Relaxed)
+                    && p.last_limit.load(Ordering::Relaxed) != limit as u64
                     && p.last_limit.swap(limit as u64, Ordering::Relaxed) != limit as u64
                 {
                     p.write_limit(limit as u64);

@@ -490,7 +490,13 @@ impl Store {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::Fallback);
                 bump(p.fallbacks.get(index::trigger(trigger)));
-                p.count_recent(self.timeline.as_ref(), RECENT_FALLBACKS);
+                // An answer for a rejection repeats what the rejection's
+                // own event said (a caller's short deadline, a client over
+                // its rate): only those for the service's errors and
+                // responses count in the recent window, and toward health.
+                if trigger != palisade_core::FallbackTrigger::Rejection {
+                    p.count_recent(self.timeline.as_ref(), RECENT_FALLBACKS);
+                }
             }
             Event::KeysTracked { policy, keys, cap } => {
                 let Some(p) = self.policy(policy) else { return };

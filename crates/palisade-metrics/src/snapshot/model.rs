@@ -243,7 +243,9 @@ pub struct ReasonCount {
 pub struct Fallbacks {
     /// Since the sink was built.
     pub total: u64,
-    /// Within the window.
+    /// Within the window, answers for the service's errors and responses
+    /// only: one for a rejection is counted with that rejection (or
+    /// timeout, or panic).
     pub recent: u64,
     /// `recent` per second of the window.
     pub per_second: f64,

@@ -576,6 +576,11 @@ fn a_callers_short_deadline_is_counted_apart_and_leaves_health_alone() {
             timeout: Duration::from_millis(1),
             caller: true,
         });
+        // The stack's fallback answers each of them.
+        sink.record(&Event::FallbackUsed {
+            policy: "edge",
+            trigger: FallbackTrigger::Rejection,
+        });
     }
     clock.advance(Duration::from_secs(1));
     let json = serde_json::to_value(sink.snapshot()).unwrap();
@@ -583,6 +588,8 @@ fn a_callers_short_deadline_is_counted_apart_and_leaves_health_alone() {
     assert_eq!(p["health"], "ok", "{p}");
     assert_eq!(p["timeouts"]["total"], 0);
     assert_eq!(p["caller_timeouts"], 5);
+    assert_eq!(p["fallbacks"]["total"], 5);
+    assert_eq!(p["fallbacks"]["recent"], 0);
 
     // The policy's own deadline is the service's problem.
     sink.record(&Event::TimedOut {
