@@ -415,7 +415,9 @@ pub enum Event<'a> {
     /// A fallback was chosen to answer in place of the service. It fires
     /// when the source is asked, before its answer is ready: a source that
     /// then fails (an async closure's or a fallback service's error) has
-    /// still been counted here, and its error is what the caller gets.
+    /// still been counted here. The caller then gets, for a palisade
+    /// rejection, a `FallbackFailed` error that keeps the rejection (so a
+    /// 429 stays a 429), and for any other error, the source's error.
     ///
     /// Backend: increment `palisade_fallbacks_total{policy}` (optionally by
     /// trigger).
@@ -791,8 +793,8 @@ label_enum! {
 label_enum! {
     /// What a fallback answered for.
     pub enum FallbackTrigger {
-        /// A palisade rejection (rate limit, open circuit, overload, timeout,
-        /// panic).
+        /// A palisade rejection (rate limit, missing key, open circuit,
+        /// overload, timeout, panic).
         Rejection => ("rejection", "palisade rejection"),
         /// Any other error from the service.
         Error => ("error", "service error"),

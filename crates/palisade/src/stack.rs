@@ -5,12 +5,12 @@
 //!
 //! | # | layer | why it sits here |
 //! |---|---|---|
-//! | 1 | fallback | it must see every rejection and failure below it to turn them into a degraded answer |
+//! | 1 | fallback | it must see every rejection and failure below it to turn them into a degraded answer; its source and predicates run outside the panic-catch below, so they must not panic; a readiness error of the service it answers without calling the layers below, so the breaker does not count it |
 //! | 2 | rate limit | the cheapest rejection comes first, before any work is queued or counted; a limiter that waits ([`Mode::Wait`](crate::ratelimit::Mode::Wait)) holds a request before the timeout below has seen it, so that wait adds to a call's time and a client's `grpc-timeout` counts from when the request leaves it: keep `max_delay` short next to the deadlines, or put a timeout around the whole stack |
 //! | 3 | circuit breaker | it fails fast while the service is failing, and it counts the panics of the layers below, and their timeouts on the policy's own deadline, as failures; rate-limit rejections above it never reach it, and a full bulkhead below it or a client's short `grpc-timeout` are not failures |
 //! | 4 | timeout | it bounds the total time of a call from when it passes the breaker, time spent waiting at the bulkhead included: a request still queued when the deadline comes is turned away by the bulkhead as overloaded (503), not timed out, so waiting in the queue is not counted as a failure; a request that leaves the queue with little of its deadline left and then runs out of it is the timeout's, and counts, so keep the bulkhead's `max_wait` short next to the timeout |
 //! | 5 | concurrency limit | it bounds the work in flight inside the service |
-//! | 6 | panic-catch | innermost, so that a panic becomes an ordinary failure that every layer above counts and releases its permits for; the HTTP flavour ([`CatchPanicHttpBuilder`](crate::panic::http::CatchPanicHttpBuilder)) answers a 500 response instead of an error, which layers above count only with a classifier that counts server errors ([`ServerErrorsAsFailures`](crate::core::classify::ServerErrorsAsFailures)), and which the fallback does not see |
+//! | 6 | panic-catch | innermost, so that a panic becomes an ordinary failure that every layer above counts and releases its permits for; the HTTP flavour ([`CatchPanicHttpBuilder`](crate::panic::http::CatchPanicHttpBuilder)) answers a 500 response instead of an error, which layers above count only with a classifier that counts server errors ([`ServerErrorsAsFailures`](crate::core::classify::ServerErrorsAsFailures)), and which the fallback answers only when told to replace server errors |
 //!
 //! For HTTP and gRPC servers (and gRPC clients), an error-mapping envelope
 //! goes around all six ([`Stack::http_errors`], [`Stack::grpc_errors`],
