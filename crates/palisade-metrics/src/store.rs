@@ -169,7 +169,12 @@ pub(crate) struct PolicyCells {
     pub(crate) overflow: AtomicU64,
     /// Malformed headers, by header name.
     pub(crate) malformed: NameMap<AtomicU64>,
-    pub(crate) recent: Option<RateWindow>,
+    /// The recent window's length in seconds, if the sink keeps one.
+    window: Option<u32>,
+    /// Made on the first event it counts: a policy that never rejects,
+    /// times out, panics or falls back keeps none, however long the
+    /// window (a window of 3,600 s is about 340 KiB).
+    recent: OnceLock<RateWindow>,
 }
 
 impl PolicyCells {
@@ -200,7 +205,8 @@ impl PolicyCells {
             overflow: AtomicU64::new(0),
             // Headers palisade reads are few and static.
             malformed: NameMap::new(4, 64),
-            recent: window.map(|seconds| RateWindow::new(seconds, RECENT_CATEGORIES)),
+            window,
+            recent: OnceLock::new(),
         }
     }
 
@@ -278,9 +284,18 @@ impl PolicyCells {
 
     #[inline]
     fn count_recent(&self, timeline: Option<&Timeline>, category: usize) {
-        if let (Some(recent), Some(timeline)) = (&self.recent, timeline) {
-            recent.record(category, timeline.elapsed().as_secs());
+        if let (Some(seconds), Some(timeline)) = (self.window, timeline) {
+            self.recent
+                .get_or_init(|| RateWindow::new(seconds, RECENT_CATEGORIES))
+                .record(category, timeline.elapsed().as_secs());
         }
+    }
+
+    /// Events of `category` counted in the recent window's `second`.
+    pub(crate) fn recent_count(&self, category: usize, second: u64) -> u64 {
+        self.recent
+            .get()
+            .map_or(0, |window| window.count(category, second))
     }
 }
 

@@ -322,10 +322,7 @@ impl Now {
     }
 
     fn recent(&self, cells: &PolicyCells, category: usize, total: u64) -> Recent {
-        let recent = cells
-            .recent
-            .as_ref()
-            .map_or(0, |w| w.count(category, self.second));
+        let recent = cells.recent_count(category, self.second);
         Recent {
             total,
             recent,

@@ -96,3 +96,35 @@ fn tracing_sink_without_interested_subscriber_allocates_nothing() {
         }
     });
 }
+
+/// A policy's recent window is made on the first event it counts: a name
+/// that only ever admits, as most do, keeps none, however long the window.
+#[test]
+fn a_policy_that_only_admits_keeps_no_recent_window() {
+    use palisade_core::{Event, LayerKind, RejectReason};
+    use std::time::Duration;
+
+    let clock = ManualClock::new();
+    let sink = SnapshotSink::builder()
+        .clock(clock.clock())
+        .window(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
+    let admitted = |policy| Event::Admitted {
+        policy,
+        layer: LayerKind::RateLimit,
+    };
+    let first = allocation_counter::measure(|| sink.record(&admitted("quiet")));
+    assert!(first.bytes_total < 4_096, "{first:?}");
+    let rejected = allocation_counter::measure(|| {
+        sink.record(&Event::Rejected {
+            policy: "quiet",
+            layer: LayerKind::RateLimit,
+            reason: RejectReason::RateLimited,
+        });
+    });
+    assert!(
+        rejected.bytes_total > 100_000,
+        "the window, now: {rejected:?}"
+    );
+}
