@@ -59,7 +59,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ::metrics::{Key, KeyName, Label, Level, Metadata, SharedString, Unit};
@@ -72,6 +72,9 @@ use crate::name_map::NameMap;
 use crate::names::{self, Kind};
 
 static METADATA: Metadata<'static> = Metadata::new("palisade", Level::INFO, Some(module_path!()));
+
+/// Marks the last limit of a policy whose adaptive limit has moved.
+const ADAPTIVE: u64 = 1 << 63;
 
 /// The most policies, task groups and offload queues (each) a sink keeps
 /// keys for.
@@ -146,13 +149,13 @@ struct PolicyKeys {
     evictions: Slot,
     overflow: Slot,
     malformed: NameMap<Key>,
-    /// The concurrency limit last written, to skip rewriting it on every
-    /// in-flight change.
+    /// The concurrency limit last written (`0` before any), to skip
+    /// rewriting it on every in-flight change, with [`ADAPTIVE`] set once
+    /// an adaptive limit has moved: from then on only its own events write
+    /// the limit, since an in-flight event may carry a limit read before
+    /// the latest move and arrive after it. One word, so that an in-flight
+    /// event checks the mark and stores its limit in one step.
     last_limit: AtomicU64,
-    /// Whether an adaptive limit has moved: from then on only its own
-    /// events write the limit, since an in-flight event may carry a limit
-    /// read before the latest move and arrive after it.
-    adaptive: AtomicBool,
     /// Index of the breaker state last written, or `UNKNOWN`.
     state: AtomicU8,
     /// Serialises the writes of one breaker's state series.
@@ -270,8 +273,7 @@ impl PolicyKeys {
             evictions: OnceLock::new(),
             overflow: OnceLock::new(),
             malformed: NameMap::new(4, 64),
-            last_limit: AtomicU64::new(u64::MAX),
-            adaptive: AtomicBool::new(false),
+            last_limit: AtomicU64::new(0),
             state: AtomicU8::new(UNKNOWN),
             state_writes: Mutex::new(()),
         }
@@ -297,7 +299,7 @@ impl PolicyKeys {
         loop {
             gauge_set(key, limit as f64);
             fence(Ordering::SeqCst);
-            let last = self.last_limit.load(Ordering::Relaxed);
+            let last = self.last_limit.load(Ordering::Relaxed) & !ADAPTIVE;
             if last == limit {
                 return;
             }
@@ -577,21 +579,23 @@ impl MetricsSink for FacadeSink {
                     p.plain(&p.in_flight, names::IN_FLIGHT),
                     change.delta() as f64,
                 );
-                // Read first: a fixed limit never changes, and a swap on
-                // every event would write a line all workers share.
-                if !p.adaptive.load(Ordering::Relaxed)
-                    && p.last_limit.load(Ordering::Relaxed) != limit as u64
-                    && p.last_limit.swap(limit as u64, Ordering::Relaxed) != limit as u64
+                // Read first: a fixed limit never changes, and a write on
+                // every event would dirty a line all workers share. The
+                // exchange fails if an adaptive move marked the word since.
+                let limit = limit as u64;
+                let last = p.last_limit.load(Ordering::Relaxed);
+                if last & ADAPTIVE == 0
+                    && last != limit
+                    && p.last_limit
+                        .compare_exchange(last, limit, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
                 {
-                    p.write_limit(limit as u64);
+                    p.write_limit(limit);
                 }
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
-                if !p.adaptive.load(Ordering::Relaxed) {
-                    p.adaptive.store(true, Ordering::Relaxed);
-                }
-                p.last_limit.store(to as u64, Ordering::Relaxed);
+                p.last_limit.store(to as u64 | ADAPTIVE, Ordering::Relaxed);
                 p.write_limit(to as u64);
             }
             Event::FallbackUsed { policy, trigger } => {

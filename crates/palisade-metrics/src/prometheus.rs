@@ -430,7 +430,7 @@ impl Collector for PrometheusCollector {
                 names::CONCURRENCY_LIMIT => {
                     for (policy, p) in &policies {
                         if p.has_section(store::SEEN_LIMIT) {
-                            gauge(&mut m, &[("policy", *policy)], load(&p.limit))?;
+                            gauge(&mut m, &[("policy", *policy)], p.limit())?;
                         }
                     }
                 }

@@ -33,6 +33,9 @@ pub(crate) const SEEN_IN_FLIGHT: u32 = 1 << 1;
 pub(crate) const SEEN_LIMIT: u32 = 1 << 2;
 /// `sections` bit: the limit is adaptive (it moved at least once).
 pub(crate) const SEEN_ADAPTIVE: u32 = 1 << 3;
+
+/// Set in a policy's limit word once its adaptive limit has moved.
+const LIMIT_MOVED: u64 = 1 << 63;
 /// `sections` bit: a keyed rate limiter reported its keys.
 pub(crate) const SEEN_KEYS: u32 = 1 << 4;
 /// `sections` bit: a keyed rate limiter evicted keys or used its overflow.
@@ -162,7 +165,8 @@ pub(crate) struct PolicyCells {
     pub(crate) slow_rate: AtomicU64,
     pub(crate) window_calls: AtomicU64,
     pub(crate) in_flight: AtomicI64,
-    pub(crate) limit: AtomicU64,
+    /// Read with [`limit`](Self::limit).
+    limit: AtomicU64,
     pub(crate) keys: AtomicU64,
     pub(crate) key_cap: AtomicU64,
     pub(crate) evictions: AtomicU64,
@@ -289,6 +293,11 @@ impl PolicyCells {
                 .get_or_init(|| RateWindow::new(seconds, RECENT_CATEGORIES))
                 .record(category, timeline.elapsed().as_secs());
         }
+    }
+
+    /// The concurrency limit last reported.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed) & !LIMIT_MOVED
     }
 
     /// Events of `category` counted in the recent window's `second`.
@@ -487,18 +496,22 @@ impl Store {
                 // Once an adaptive limit has moved, its own events say
                 // where it is: an in-flight event may carry a limit read
                 // before the latest move and arrive after it.
+                // The limit word carries that mark, so the check and the
+                // store are one exchange, which fails if a move came
+                // between them.
                 let limit = limit as u64;
-                if p.sections.load(Ordering::Relaxed) & SEEN_ADAPTIVE == 0
-                    && p.limit.load(Ordering::Relaxed) != limit
-                {
-                    p.limit.store(limit, Ordering::Relaxed);
+                let last = p.limit.load(Ordering::Relaxed);
+                if last & LIMIT_MOVED == 0 && last != limit {
+                    let _ =
+                        p.limit
+                            .compare_exchange(last, limit, Ordering::Relaxed, Ordering::Relaxed);
                 }
                 p.see_section(SEEN_IN_FLIGHT | SEEN_LIMIT);
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::Bulkhead);
-                p.limit.store(to as u64, Ordering::Relaxed);
+                p.limit.store(to as u64 | LIMIT_MOVED, Ordering::Relaxed);
                 p.see_section(SEEN_LIMIT | SEEN_ADAPTIVE);
             }
             Event::FallbackUsed { policy, trigger } => {

@@ -361,7 +361,7 @@ fn policy_snapshot(name: &str, p: &PolicyCells, now: &Now) -> PolicySnapshot {
         (p.has_section(store::SEEN_IN_FLIGHT) || p.has_section(store::SEEN_LIMIT)).then(|| {
             BulkheadSnapshot {
                 in_flight: p.in_flight.load(Ordering::Relaxed),
-                limit: p.has_section(store::SEEN_LIMIT).then(|| load(&p.limit)),
+                limit: p.has_section(store::SEEN_LIMIT).then(|| p.limit()),
                 adaptive: p.has_section(store::SEEN_ADAPTIVE),
             }
         });
