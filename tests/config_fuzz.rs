@@ -755,7 +755,7 @@ fn bulkhead_plan() -> impl Strategy<Value = BulkheadPlan> {
     let backoff = (0_u32..1_000_000).prop_map(|n| 0.5 + f64::from(n) / 2e6);
     let algorithm = prop_oneof![
         (
-            prop_oneof![Just(1.0), 1.0_f64..1e6, Just(f64::INFINITY)],
+            prop_oneof![Just(1.0), 1.0_f64..1e6, Just(1e12)],
             fraction(),
             1_u32..=u32::MAX,
             backoff.clone(),
@@ -772,7 +772,7 @@ fn bulkhead_plan() -> impl Strategy<Value = BulkheadPlan> {
                     }
                 }
             ),
-        (backoff, prop::option::of(duration(0, u64::MAX)))
+        (backoff, prop::option::of(duration(1, u64::MAX)))
             .prop_map(|(backoff, latency)| Algorithm::Aimd { backoff, latency }),
     ];
     let adaptive = (
@@ -846,7 +846,7 @@ fn gradient_mut(p: &mut BulkheadPlan) -> &mut Algorithm {
     &mut a.algorithm
 }
 
-static BULKHEAD_CORRUPTIONS: [Corruption<BulkheadPlan>; 14] = [
+static BULKHEAD_CORRUPTIONS: [Corruption<BulkheadPlan>; 15] = [
     Corruption {
         field: "name",
         apply: |p, b| p.name = bad_name(b),
@@ -915,8 +915,17 @@ static BULKHEAD_CORRUPTIONS: [Corruption<BulkheadPlan>; 14] = [
         field: "tolerance",
         apply: |p, b| {
             if let Algorithm::Gradient { tolerance, .. } = gradient_mut(p) {
-                *tolerance = [0.999, 0.0, -1.0, f64::NAN][(b % 4) as usize];
+                *tolerance = [0.999, 0.0, -1.0, f64::NAN, f64::INFINITY][(b % 5) as usize];
             }
+        },
+    },
+    Corruption {
+        field: "latency_threshold",
+        apply: |p, _| {
+            adaptive_mut(p).algorithm = Algorithm::Aimd {
+                backoff: 0.9,
+                latency: Some(Duration::ZERO),
+            };
         },
     },
     Corruption {

@@ -44,7 +44,7 @@ impl Aimd {
         self
     }
 
-    /// A mean latency above which a window counts as congested.
+    /// A mean latency above which a window counts as congested. `x > 0s`.
     #[must_use]
     pub fn latency_threshold(mut self, threshold: Duration) -> Self {
         self.latency_threshold = Some(threshold);
@@ -60,6 +60,10 @@ impl Default for Aimd {
 
 impl LimitAlgorithm for Aimd {
     fn validate(&self, check: &Validate<'_>) -> Result<(), ConfigError> {
+        if let Some(threshold) = self.latency_threshold {
+            // Zero would call every window congested.
+            check.positive_duration("latency_threshold", threshold)?;
+        }
         check_backoff(check, self.backoff)
     }
 

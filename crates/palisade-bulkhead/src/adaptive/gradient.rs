@@ -120,7 +120,7 @@ impl Gradient {
     }
 
     /// How much slower than the baseline a window may be before the limit
-    /// stops growing, at least 1.0 (default 1.5).
+    /// stops growing: finite, at least 1.0 (default 1.5).
     #[must_use]
     pub fn tolerance(mut self, tolerance: f64) -> Self {
         self.tolerance = tolerance;
@@ -178,7 +178,11 @@ impl Default for Gradient {
 
 impl LimitAlgorithm for Gradient {
     fn validate(&self, check: &Validate<'_>) -> Result<(), ConfigError> {
-        check.at_least("tolerance", self.tolerance, 1.0)?;
+        // An infinite tolerance would call every window calm: the limit
+        // would only ever grow, whatever the latency.
+        if !(self.tolerance >= 1.0 && self.tolerance.is_finite()) {
+            return Err(check.error("tolerance", self.tolerance, "1.0 <= x, finite"));
+        }
         check.fraction("smoothing", self.smoothing)?;
         check.at_least("long_window", self.long_window, 1)?;
         check_backoff(check, self.backoff)?;
