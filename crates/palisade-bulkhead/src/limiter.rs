@@ -149,7 +149,16 @@ impl Limiter {
     pub(crate) fn acquire_or_enqueue(&self, report: &impl Report) -> Admission {
         let mut waiters = lock(&self.waiters);
         // Serve anyone a raised limit left waiting before judging.
-        self.grant_free_slots(&mut waiters, report);
+        let granted = self.grant_free_slots(&mut waiters);
+        let admission = self.admit_or_queue(&mut waiters);
+        drop(waiters);
+        granted.wake_and_report(report);
+        admission
+    }
+
+    /// [`acquire_or_enqueue`](Self::acquire_or_enqueue)'s decision, with
+    /// the queue locked.
+    fn admit_or_queue(&self, waiters: &mut VecDeque<Arc<WaitNode>>) -> Admission {
         let limit = self.limit();
         let mut current = self.load();
         loop {
@@ -214,12 +223,20 @@ impl Limiter {
             match self.swap_state(current, next) {
                 Ok(()) => {
                     if let Some(node) = hand_off.then(|| waiters.pop_front()).flatten() {
-                        // Granted before the events: a sink that panics
-                        // must not strand a slot on a node left unwoken.
-                        node.grant();
+                        // Granted under the lock, so that a waiter leaving
+                        // the queue sees it; woken and reported after it,
+                        // so that no waker or sink runs with the queue
+                        // locked, and woken before the events, so that a
+                        // sink that panics cannot strand the slot.
+                        let waker = node.grant();
+                        drop(waiters);
+                        if let Some(waker) = waker {
+                            waker.wake();
+                        }
                         report.change(InFlightChange::Released, in_flight - 1, limit);
                         report.change(InFlightChange::Acquired, in_flight, limit);
                     } else {
+                        drop(waiters);
                         report.change(InFlightChange::Released, next.in_flight(), limit);
                     }
                     return;
@@ -237,7 +254,9 @@ impl Limiter {
     pub(crate) fn set_limit(&self, limit: usize, report: &impl Report) {
         let mut waiters = lock(&self.waiters);
         self.limit.store(limit, Ordering::Release);
-        self.grant_free_slots(&mut waiters, report);
+        let granted = self.grant_free_slots(&mut waiters);
+        drop(waiters);
+        granted.wake_and_report(report);
     }
 
     /// Leaves the queue. Returns `true` when the node had been granted a
@@ -261,28 +280,55 @@ impl Limiter {
     }
 
     /// Moves waiters from the queue into free slots, oldest first. Called
-    /// with the queue locked.
-    fn grant_free_slots(&self, waiters: &mut VecDeque<Arc<WaitNode>>, report: &impl Report) {
+    /// with the queue locked; the caller wakes them and reports once it is
+    /// unlocked (see [`Granted`]).
+    #[must_use]
+    fn grant_free_slots(&self, waiters: &mut VecDeque<Arc<WaitNode>>) -> Granted {
         let limit = self.limit();
         let mut current = self.load();
-        // Every grant before any event: a sink that panics must not leave
-        // the waiters after the first queued while slots are free.
-        let mut granted = Vec::new();
+        let mut granted = Granted {
+            limit,
+            nodes: Vec::new(),
+        };
         while current.queued() > 0 && current.in_flight() < limit {
             let next = State::with(current.in_flight() + 1, current.queued() - 1);
             match self.swap_state(current, next) {
                 Ok(()) => {
                     if let Some(node) = waiters.pop_front() {
-                        node.grant();
-                        granted.push(next.in_flight());
+                        granted.nodes.push((node.grant(), next.in_flight()));
                     }
                     current = next;
                 }
                 Err(actual) => current = actual,
             }
         }
-        for in_flight in granted {
-            report.change(InFlightChange::Acquired, in_flight, limit);
+        granted
+    }
+}
+
+/// Waiters granted a slot under the queue's lock, to wake and report once
+/// it is released: no waker or sink runs with the queue locked.
+struct Granted {
+    limit: usize,
+    nodes: Vec<(Option<Waker>, usize)>,
+}
+
+impl Granted {
+    /// Every waiter woken before any event: a sink that panics must not
+    /// leave the others asleep while they hold slots.
+    fn wake_and_report(self, report: &impl Report) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let mut in_flight = Vec::with_capacity(self.nodes.len());
+        for (waker, count) in self.nodes {
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            in_flight.push(count);
+        }
+        for count in in_flight {
+            report.change(InFlightChange::Acquired, count, self.limit);
         }
     }
 }
@@ -300,12 +346,12 @@ impl fmt::Debug for Limiter {
 }
 
 impl WaitNode {
-    fn grant(&self) {
+    /// Hands the node its slot; returns the waker to wake once the queue
+    /// is unlocked.
+    #[must_use]
+    fn grant(&self) -> Option<Waker> {
         self.granted.store(true, Ordering::Release);
-        let waker = lock(&self.waker).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        lock(&self.waker).take()
     }
 
     pub(crate) fn is_granted(&self) -> bool {
@@ -430,6 +476,55 @@ mod tests {
         limiter.set_limit(3, &gauge);
         assert!(node.is_granted());
         assert_eq!(limiter.in_flight(), 2);
+    }
+
+    /// A waker that notes whether the queue was locked when it was woken
+    /// (a waker that polls inline, or a sink that re-enters the bulkhead,
+    /// would deadlock on it).
+    struct SeesTheQueue {
+        limiter: std::sync::Arc<Limiter>,
+        locked: StdMutex<Vec<bool>>,
+    }
+
+    impl std::task::Wake for SeesTheQueue {
+        fn wake(self: std::sync::Arc<Self>) {
+            let locked = self.limiter.waiters.try_lock().is_err();
+            self.locked.lock().unwrap().push(locked);
+        }
+    }
+
+    impl Report for std::sync::Arc<SeesTheQueue> {
+        fn change(&self, _: InFlightChange, _: usize, _: usize) {
+            let locked = self.limiter.waiters.try_lock().is_err();
+            self.locked.lock().unwrap().push(locked);
+        }
+    }
+
+    #[test]
+    fn wakers_and_sinks_run_with_the_queue_unlocked() {
+        let limiter = std::sync::Arc::new(Limiter::new(1, 4));
+        let seen = std::sync::Arc::new(SeesTheQueue {
+            limiter: limiter.clone(),
+            locked: StdMutex::default(),
+        });
+        let waker = Waker::from(seen.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(limiter.try_acquire(), Some(1));
+        let queue = || match limiter.acquire_or_enqueue(&seen) {
+            Admission::Queued(node) => node,
+            _ => panic!("expected to queue"),
+        };
+        // A release hands the slot on; a raised limit grants the others.
+        let nodes = [queue(), queue(), queue()];
+        for node in &nodes {
+            assert!(node.poll_granted(&mut cx).is_pending());
+        }
+        limiter.release(&seen);
+        limiter.set_limit(3, &seen);
+        assert!(nodes.iter().all(|node| node.is_granted()));
+        let locked = seen.locked.lock().unwrap().clone();
+        assert_eq!(locked.len(), 3 + 4, "three wakes, four events");
+        assert!(locked.iter().all(|locked| !locked), "{locked:?}");
     }
 
     /// A sink that panics on the first grant's event.
