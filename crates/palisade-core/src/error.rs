@@ -685,9 +685,35 @@ pub fn find_rejection<'a>(err: &'a (dyn Error + 'static)) -> Option<Rejection<'a
         if let Some(rejection) = Rejection::of(err) {
             return Some(rejection);
         }
-        current = err.source();
+        current = next_in_chain(err);
     }
     None
+}
+
+/// The error after `err` in its chain: its `source()`, except for a
+/// `std::io::Error` wrapping a custom error, whose `source()` skips that
+/// error and gives the wrapped error's own source; there it is the wrapped
+/// error itself, so a rejection carried through an I/O adapter
+/// (`io::Error::other(rejection)`) is still found.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::error::next_in_chain;
+/// use palisade_core::{find_rejection, KeyKind, PolicyName, RateLimited};
+///
+/// let limited = RateLimited::new(PolicyName::new("api"), Duration::from_secs(1), KeyKind::Global);
+/// let io = std::io::Error::other(limited);
+/// assert!(next_in_chain(&io).unwrap().is::<RateLimited>());
+/// assert!(find_rejection(&io).is_some());
+/// ```
+pub fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'static)> {
+    if let Some(wrapped) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        return Some(wrapped);
+    }
+    err.source()
 }
 
 #[cfg(test)]
@@ -767,6 +793,19 @@ mod tests {
             assert_eq!(found.retry_after(), retry_after);
             assert_eq!(found.policy(), "p");
         }
+    }
+
+    #[test]
+    fn a_rejection_carried_in_an_io_error_is_found() {
+        let err = std::io::Error::other(Overloaded::new(policy(), 1, OverloadKind::Full));
+        let found = find_rejection(&err).expect("through the io::Error");
+        assert_eq!(found.reason(), RejectReason::ConcurrencyFull);
+        let wrapped = Wrapper(Box::new(std::io::Error::other(Wrapper(
+            RateLimited::new(policy(), Duration::ZERO, KeyKind::Global).into(),
+        ))));
+        assert!(find_rejection(&wrapped).is_some());
+        let plain = std::io::Error::other("plain");
+        assert!(find_rejection(&plain).is_none());
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl<E: Error + 'static, Res> Predicate<Res> for ErrorIs<E> {
             if e.is::<E>() {
                 return Some(trigger_for(err));
             }
-            current = e.source();
+            current = palisade_core::error::next_in_chain(e);
         }
         None
     }

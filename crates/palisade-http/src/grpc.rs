@@ -113,7 +113,7 @@ fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
         {
             return Some(status);
         }
-        current = e.source();
+        current = palisade_core::error::next_in_chain(e);
     }
     None
 }
