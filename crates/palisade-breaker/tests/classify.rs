@@ -173,3 +173,29 @@ async fn a_user_predicate_decides() {
     let counts = layer.handle().counts();
     assert_eq!((counts.calls, counts.failures), (2, 1));
 }
+
+/// A load balancer answering for a dead backend (an HTML 503, no
+/// `grpc-status`), then streams cut off without one: a gRPC client reads
+/// UNAVAILABLE and UNKNOWN, and the breaker opens.
+#[tokio::test]
+async fn a_proxys_error_page_and_a_cut_off_stream_open_a_grpc_breaker() {
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(GrpcErrorsAsFailures::new())
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|proxy: bool| async move {
+        let body = Frames(VecDeque::from([Frame::data(Bytes::from_static(
+            b"<html>bad gateway</html>",
+        ))]));
+        let status = if proxy { 503 } else { 200 };
+        Ok::<_, BoxError>(Response::builder().status(status).body(body).unwrap())
+    }));
+    let res = svc.clone().oneshot(true).await.unwrap();
+    assert_eq!(layer.handle().counts().failures, 1, "decided at once");
+    drop(res);
+    let res = svc.clone().oneshot(false).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert_eq!(layer.handle().state(), CircuitState::Open);
+}

@@ -5,7 +5,7 @@ use std::task::{Context, Poll, ready};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower_http::classify::{ClassifyEos, GrpcEosErrorsAsFailures};
+use tower_http::classify::{ClassifyEos, GrpcEosErrorsAsFailures, GrpcFailureClass};
 
 use super::{Outcome, RecordOutcome};
 
@@ -22,10 +22,53 @@ pin_project! {
     /// If the body is dropped first, the recorder is dropped unrecorded and
     /// the layer reports the call as cancelled. Once the outcome is known
     /// the body is a plain pass-through.
-    pub struct ClassifiedBody<B, R, Eos = GrpcEosErrorsAsFailures> {
+    pub struct ClassifiedBody<B, R, Eos = GrpcEos> {
         #[pin]
         inner: B,
         pending: Option<(Eos, R)>,
+    }
+}
+
+/// How [`GrpcErrorsAsFailures`](super::GrpcErrorsAsFailures) judges a
+/// gRPC body's end: by the trailers' `grpc-status`, and a stream that ends
+/// without one as UNKNOWN, as a gRPC client reads it (a proxy that cut
+/// the stream off, an upstream gone mid-call).
+#[derive(Clone, Debug)]
+pub struct GrpcEos {
+    codes: GrpcEosErrorsAsFailures,
+    unknown_fails: bool,
+}
+
+impl GrpcEos {
+    pub(crate) fn new(codes: GrpcEosErrorsAsFailures, unknown_fails: bool) -> Self {
+        Self {
+            codes,
+            unknown_fails,
+        }
+    }
+}
+
+impl ClassifyEos for GrpcEos {
+    type FailureClass = GrpcFailureClass;
+
+    fn classify_eos(self, trailers: Option<&HeaderMap>) -> Result<(), Self::FailureClass> {
+        if trailers.is_some_and(|trailers| trailers.contains_key("grpc-status")) {
+            return self.codes.classify_eos(trailers);
+        }
+        if self.unknown_fails {
+            Err(GrpcFailureClass::Error(
+                "the stream ended without a grpc-status".to_owned(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn classify_error<E>(self, error: &E) -> Self::FailureClass
+    where
+        E: fmt::Display + 'static,
+    {
+        self.codes.classify_error(error)
     }
 }
 

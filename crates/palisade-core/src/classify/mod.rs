@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | [`ErrorsAsFailures`] (the default) | `Ok(_)` | any `Err(_)` | — |
 //! | [`ServerErrorsAsFailures`] | `Ok` with status < 500 | `Ok` with 5xx, any `Err` | — |
-//! | [`GrpcErrorsAsFailures`] | `grpc-status` OK or a non-failure code | UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED (configurable), any `Err` | — |
+//! | [`GrpcErrorsAsFailures`] | `grpc-status` OK or a non-failure code | UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED (configurable), an invalid code, no status (read as UNKNOWN, or from a non-200 HTTP status), any `Err` | — |
 //! | [`ClassifyFn`] | whatever the closure says | | |
 //! | [`IgnoreLocalRejections`] | as the inner classifier | as the inner classifier | palisade's rate-limit, bulkhead and missing-key rejections, and timeouts on a deadline the caller chose |
 //!
@@ -57,7 +57,7 @@ mod response;
 use std::fmt;
 use std::time::Duration;
 
-pub use self::body::ClassifiedBody;
+pub use self::body::{ClassifiedBody, GrpcEos};
 pub use self::response::{GrpcErrorsAsFailures, ServerErrorsAsFailures};
 pub use crate::metrics::Outcome;
 pub use tower_http::classify::GrpcCode;

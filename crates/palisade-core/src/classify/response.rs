@@ -1,10 +1,10 @@
-use http::Response;
+use http::{Response, StatusCode};
 use tower_http::classify::{
     ClassifiedResponse, ClassifyResponse, GrpcCode, GrpcErrorsAsFailures as TowerGrpc,
     ServerErrorsAsFailures as TowerServerErrors,
 };
 
-use super::body::ClassifiedBody;
+use super::body::{ClassifiedBody, GrpcEos};
 use super::{Classify, Outcome, RecordOutcome};
 
 /// HTTP responses with a 5xx status, and every `Err`, are failures.
@@ -53,9 +53,17 @@ where
 ///
 /// By default UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and
 /// RESOURCE_EXHAUSTED are failures: they say the server is unhealthy or
-/// overloaded. Every other code (NOT_FOUND, INVALID_ARGUMENT, ...) is the
-/// caller's business and counts as a success. Built on
+/// overloaded. Every other valid code (NOT_FOUND, INVALID_ARGUMENT, ...)
+/// is the caller's business and counts as a success; a `grpc-status` that
+/// is no valid code is a failure. Built on
 /// [`tower_http::classify::GrpcErrorsAsFailures`].
+///
+/// A response with no `grpc-status` is read as a gRPC client reads it:
+/// an HTTP status other than 200 (a proxy's 503 page, say) by gRPC's
+/// HTTP-to-status table (429, 502, 503 and 504 are UNAVAILABLE; 400
+/// INTERNAL; 401 UNAUTHENTICATED; 403 PERMISSION_DENIED; 404
+/// UNIMPLEMENTED; others UNKNOWN), and a stream that ends without one
+/// as UNKNOWN.
 ///
 /// ```
 /// use palisade_core::classify::{GrpcCode, GrpcErrorsAsFailures};
@@ -156,6 +164,15 @@ where
                 return Err(err);
             }
         };
+        if res.status() != StatusCode::OK && !res.headers().contains_key("grpc-status") {
+            let code = code_of_http_status(res.status());
+            recorder.record(if self.is_failure(code) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            });
+            return Ok(res.map(ClassifiedBody::done));
+        }
         match self.tower.clone().classify_response(&res) {
             ClassifiedResponse::Ready(ready) => {
                 recorder.record(if ready.is_ok() {
@@ -166,8 +183,22 @@ where
                 Ok(res.map(ClassifiedBody::done))
             }
             ClassifiedResponse::RequiresEos(eos) => {
+                let eos = GrpcEos::new(eos, self.is_failure(GrpcCode::Unknown));
                 Ok(res.map(|body| ClassifiedBody::pending(body, eos, recorder)))
             }
         }
+    }
+}
+
+/// The gRPC code a client gives a response with no `grpc-status` and this
+/// HTTP status (gRPC's `http-grpc-status-mapping`).
+fn code_of_http_status(status: StatusCode) -> GrpcCode {
+    match status.as_u16() {
+        400 => GrpcCode::Internal,
+        401 => GrpcCode::Unauthenticated,
+        403 => GrpcCode::PermissionDenied,
+        404 => GrpcCode::Unimplemented,
+        429 | 502..=504 => GrpcCode::Unavailable,
+        _ => GrpcCode::Unknown,
     }
 }

@@ -187,14 +187,34 @@ async fn grpc_status_only_in_trailers_is_decided_at_end_of_stream() {
 }
 
 #[tokio::test]
-async fn grpc_body_without_any_status_is_a_success() {
+async fn grpc_body_without_any_status_is_unknown() {
+    // A stream cut off (a proxy's RST_STREAM, read as a clean end): the
+    // client sees UNKNOWN, a failure by default.
+    for (classifier, outcome) in [
+        (GrpcErrorsAsFailures::new(), Outcome::Failure),
+        (
+            GrpcErrorsAsFailures::failing_on(&[GrpcCode::Unavailable]),
+            Outcome::Success,
+        ),
+    ] {
+        let seen = Seen::default();
+        let res = grpc_response(vec![Frame::data(Bytes::from_static(b"abc"))]);
+        let out = classifier
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        let _ = out.into_body().collect().await.unwrap();
+        assert_eq!(seen.get(), Some(outcome));
+    }
+    // Trailers without a status are no better.
     let seen = Seen::default();
-    let res = grpc_response(vec![Frame::data(Bytes::from_static(b"abc"))]);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-other", "1".parse().unwrap());
+    let res = grpc_response(vec![Frame::trailers(trailers)]);
     let out = GrpcErrorsAsFailures::new()
         .classify(Ok::<_, Infallible>(res), seen.recorder())
         .unwrap();
     let _ = out.into_body().collect().await.unwrap();
-    assert_eq!(seen.get(), Some(Outcome::Success));
+    assert_eq!(seen.get(), Some(Outcome::Failure));
 }
 
 #[test]
@@ -205,7 +225,31 @@ fn grpc_empty_body_is_decided_at_once() {
         .classify(Ok::<_, Infallible>(res), seen.recorder())
         .unwrap();
     assert!(!out.body().is_pending());
-    assert_eq!(seen.get(), Some(Outcome::Success));
+    assert_eq!(seen.get(), Some(Outcome::Failure), "no status at all");
+}
+
+#[test]
+fn a_non_200_answer_without_a_grpc_status_is_read_as_a_client_reads_it() {
+    for (status, outcome) in [
+        (503, Outcome::Failure),
+        (502, Outcome::Failure),
+        (504, Outcome::Failure),
+        (429, Outcome::Failure),
+        (400, Outcome::Failure),
+        (500, Outcome::Failure),
+        (404, Outcome::Success),
+        (403, Outcome::Success),
+        (401, Outcome::Success),
+    ] {
+        let seen = Seen::default();
+        let mut res = grpc_response(vec![Frame::data(Bytes::from_static(b"<html>"))]);
+        *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        let out = GrpcErrorsAsFailures::new()
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        assert!(!out.body().is_pending(), "{status}");
+        assert_eq!(seen.get(), Some(outcome), "{status}");
+    }
 }
 
 #[tokio::test]
