@@ -607,11 +607,12 @@ impl Breaker {
     /// Takes one probe slot of the half-open period `epoch`, if one is free,
     /// for a call that read the clock at `now`.
     ///
-    /// The period's maximum wait counts from its first probe: a period a
+    /// The period's maximum wait counts from its latest probe: a period a
     /// metrics scrape started (see [`refresh`](Self::refresh)) may have
-    /// waited long for a call, and its first probe must not inherit that
-    /// wait. The start moves before the slot is taken, so a seal that sees
-    /// the slot taken also sees the start it moved (see
+    /// waited long for a call, and a probe that just started must not be
+    /// taken for a hung one because an earlier probe started the clock.
+    /// The start moves before the slot is taken, so a seal that sees the
+    /// slot taken also sees the start it moved (see
     /// [`end_half_open`](Self::end_half_open)).
     pub(crate) fn take_probe(&self, epoch: u16, now: Instant) -> Take {
         let limit = u64::from(self.cfg.probes);
@@ -624,10 +625,8 @@ impl Breaker {
             if probes.taken >= limit {
                 return Take::Full;
             }
-            if probes.taken == 0 {
-                self.half_open_since
-                    .fetch_max(self.since_origin(now), Ordering::AcqRel);
-            }
+            self.half_open_since
+                .fetch_max(self.since_origin(now), Ordering::AcqRel);
             match self.half.compare_exchange_weak(
                 current,
                 current + (1 << H_TAKEN),
@@ -641,8 +640,8 @@ impl Breaker {
     }
 
     /// Whether the half-open period has lasted its maximum wait at `now`,
-    /// counted from its first probe (from its start while none has been
-    /// taken; after every probe gave its slot back, from the next one).
+    /// counted from its latest probe (from its start while none has been
+    /// taken).
     fn half_open_expired(&self, now: Instant) -> bool {
         let since = self.half_open_since.load(Ordering::Acquire);
         self.since_origin(now).saturating_sub(since) >= nanos(self.cfg.half_open_max_wait)
@@ -853,7 +852,7 @@ impl Breaker {
     /// - otherwise the finished probes are judged as a full set would be.
     ///
     /// Does nothing when another thread changed the state first, or when
-    /// a first probe taken meanwhile restarted the period's clock. Returns
+    /// a probe taken meanwhile restarted the period's clock. Returns
     /// whether it moved.
     fn end_half_open(&self, from: Word) -> bool {
         let mut t = lock(&self.transitions);
@@ -865,10 +864,10 @@ impl Breaker {
         let now = self.cfg.clock.now();
         let next = next_generation(from);
         // Seal the period: from here on no probe joins it, gives its slot
-        // back or counts in it, so the counts taken out are final. A first
-        // probe moves the period's start before it takes its slot: once the
+        // back or counts in it, so the counts taken out are final. A probe
+        // moves the period's start before it takes its slot: once the
         // seal's read of the slots is current, the start read after it is
-        // too, and a period whose first probe just started is left to it.
+        // too, and a period whose latest probe just started is left to it.
         let mut current = self.half.load(Ordering::Acquire);
         let sealed = loop {
             if !self.half_open_expired(now) {
@@ -1138,8 +1137,8 @@ impl Breaker {
             Machine::Closed => Eviction::Now,
             // Stored before the state word that says open or half-open,
             // so these are the times of the state read above (or of a
-            // later one, which counts as a change for the map). A first
-            // probe moves the half-open start forward only: the map, which
+            // later one, which counts as a change for the map). A probe
+            // moves the half-open start forward only: the map, which
             // looks again when the time it holds comes, is never early.
             Machine::Open => Eviction::From(self.at(self.open_until.load(Ordering::Acquire))),
             Machine::HalfOpen => {
@@ -1411,6 +1410,32 @@ mod tests {
         let _probe = breaker.admit().unwrap();
         clock.advance(Duration::from_secs(60));
         assert_eq!(breaker.refresh().machine, Machine::Open);
+    }
+
+    #[test]
+    fn a_probe_admitted_late_in_a_period_is_not_taken_for_a_hung_one() {
+        let clock = ManualClock::new();
+        let breaker = Breaker::new(test_config(&clock, 5));
+        let permit = breaker.admit().unwrap();
+        breaker.complete(&permit, Outcome::Failure);
+        clock.advance(Duration::from_secs(1));
+        // A healthy probe at 0 s, another admitted at 58 s and still out.
+        let first = breaker.admit().unwrap();
+        breaker.complete(&first, Outcome::Success);
+        clock.advance(Duration::from_secs(58));
+        let late = breaker.admit().unwrap();
+        // At 60 s the late probe has run 2 s: the period goes on, and the
+        // arriving call is one more probe.
+        clock.advance(Duration::from_secs(2));
+        let third = breaker.admit().unwrap();
+        assert_eq!(breaker.word().machine, Machine::HalfOpen);
+        assert_eq!(breaker.probes().taken, 3);
+        breaker.complete(&late, Outcome::Success);
+        breaker.complete(&third, Outcome::Success);
+        // 60 s after the latest probe, with every probe done, the three
+        // healthy probes close it.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(breaker.refresh().machine, Machine::Closed);
     }
 
     #[test]

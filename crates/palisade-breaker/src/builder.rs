@@ -217,7 +217,7 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// How long the breaker waits in half-open for its probes, counted from
-    /// the period's first probe. Once it has run out, a probe still running
+    /// the period's latest probe. Once it has run out, a probe still running
     /// re-opens the breaker; if every probe admitted has finished, fewer
     /// than [`half_open_probes`](Self::half_open_probes), they decide as a
     /// full set would; if none was admitted, a fresh half-open period
@@ -233,6 +233,12 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Count a cancelled call (its future or response body dropped before
     /// the outcome was known) as a failure. Default: ignored, and a
     /// cancelled probe gives its slot back.
+    ///
+    /// A timeout *above* the breaker cancels the calls it cuts off: put the
+    /// timeout below (as [`Stack`](https://docs.rs/palisade) does), where
+    /// its `Elapsed` reaches the breaker as a failure, or count cancelled
+    /// calls here; otherwise probes of a hung dependency give their slots
+    /// back and the breaker stays half-open.
     #[must_use]
     pub fn cancelled_as_failure(mut self, failure: bool) -> Self {
         self.cancelled_as_failure = failure;

@@ -37,7 +37,10 @@ use crate::window::Counts;
 /// [`retry_after`](Self::retry_after) and [`policy`](Self::policy) only
 /// load atomics and are safe there (`state` already shows the state a
 /// `StateChanged` entered). Hand anything else off to another thread or
-/// task.
+/// task. The same holds for a keyed breaker's handle
+/// ([`KeyedCircuitBreakerHandle`](crate::KeyedCircuitBreakerHandle)): a map
+/// that evicts a key reports it while holding the map's lock, so a sink
+/// must not read the map from inside `record`.
 ///
 /// # Example
 ///

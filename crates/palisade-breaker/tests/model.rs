@@ -209,15 +209,9 @@ impl Model {
                     self.end_half_open();
                 }
                 // Calls are sequential: a probe slot is always free here.
-                // The max wait counts from the period's first probe.
-                MState::HalfOpen {
-                    ref mut since,
-                    done,
-                    ..
-                } => {
-                    if done == 0 {
-                        *since = self.now;
-                    }
+                // The max wait counts from the period's latest probe.
+                MState::HalfOpen { ref mut since, .. } => {
+                    *since = self.now;
                     break true;
                 }
             }
