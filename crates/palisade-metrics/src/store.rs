@@ -157,6 +157,9 @@ pub(crate) struct PolicyCells {
     pub(crate) transitions: [AtomicU64; STATES * STATES],
     /// Shadow-mode transitions, indexed by the state entered.
     pub(crate) shadow_transitions: [AtomicU64; STATES],
+    /// What a breaker in metrics-only mode would be in, plus one (`0`:
+    /// none reported).
+    shadow_state: AtomicU8,
     /// Nanoseconds since the store's start of the last transition.
     pub(crate) last_transition_nanos: AtomicU64,
     /// `from << 16 | to << 8 | reason` of the last transition.
@@ -196,6 +199,7 @@ impl PolicyCells {
             state: AtomicU8::new(STATE_UNKNOWN),
             transitions: [const { AtomicU64::new(0) }; STATES * STATES],
             shadow_transitions: [const { AtomicU64::new(0) }; STATES],
+            shadow_state: AtomicU8::new(0),
             last_transition_nanos: AtomicU64::new(NEVER),
             last_transition: AtomicU32::new(0),
             failure_rate: AtomicU64::new(0),
@@ -261,6 +265,16 @@ impl PolicyCells {
     pub(crate) fn breaker_state(&self) -> Option<CircuitState> {
         CircuitState::ALL
             .get(usize::from(self.state.load(Ordering::Acquire)))
+            .copied()
+    }
+
+    /// What a breaker in metrics-only mode would be in, once known.
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
+    pub(crate) fn shadow_state(&self) -> Option<CircuitState> {
+        let shadow = usize::from(self.shadow_state.load(Ordering::Acquire));
+        shadow
+            .checked_sub(1)
+            .and_then(|i| CircuitState::ALL.get(i))
             .copied()
     }
 
@@ -454,6 +468,13 @@ impl Store {
                 p.see_layer(LayerKind::CircuitBreaker);
                 let (f, t) = (index::state(from), index::state(to));
                 p.state.store(t as u8, Ordering::Release);
+                // Metrics-only mode starts its shadow machine closed.
+                let shadow = if to == CircuitState::MetricsOnly {
+                    index::state(CircuitState::Closed) as u8 + 1
+                } else {
+                    0
+                };
+                p.shadow_state.store(shadow, Ordering::Release);
                 bump(p.transitions.get(f * STATES + t));
                 if let Some(timeline) = &self.timeline {
                     let r = index::transition_reason(reason);
@@ -467,6 +488,8 @@ impl Store {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::CircuitBreaker);
                 bump(p.shadow_transitions.get(index::state(to)));
+                p.shadow_state
+                    .store(index::state(to) as u8 + 1, Ordering::Release);
             }
             Event::BreakerRates {
                 policy,

@@ -354,6 +354,10 @@ fn policy_snapshot(name: &str, p: &PolicyCells, now: &Now) -> PolicySnapshot {
                     reason: reason.as_str(),
                     seconds_ago: now.elapsed.saturating_sub(at).as_secs_f64(),
                 }),
+            shadow_state: (state == CircuitState::MetricsOnly)
+                .then(|| p.shadow_state())
+                .flatten()
+                .map(CircuitState::as_str),
         }
     });
 
@@ -531,6 +535,15 @@ fn assess(
                 worse(Health::Degraded, "circuit half-open, probing".to_owned());
             }
             _ => {}
+        }
+        // Shadow mode enforces nothing: said, without changing health.
+        if let Some(shadow) = b.shadow_state
+            && shadow != CircuitState::Closed.as_str()
+        {
+            worse(
+                Health::Ok,
+                format!("metrics-only breaker would be {}", shadow.replace('_', "-")),
+            );
         }
     }
     if let Some(b) = bulkhead

@@ -126,6 +126,9 @@ pub struct BreakerSnapshot {
     pub transitions: u64,
     /// The last transition.
     pub last_transition: Option<Transition>,
+    /// In metrics-only mode, the state enforcing would have entered
+    /// (`closed`, `open`, `half_open`).
+    pub shadow_state: Option<&'static str>,
 }
 
 /// One breaker transition.

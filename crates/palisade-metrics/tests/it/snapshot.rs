@@ -240,7 +240,8 @@ fn sequence_of_events_reads_back_as_json() {
             "slow_rate": 0.125,
             "window_calls": 4,
             "transitions": 3,
-            "last_transition": {"from": "half_open", "to": "open", "reason": "failure_rate", "seconds_ago": 2.0}
+            "last_transition": {"from": "half_open", "to": "open", "reason": "failure_rate", "seconds_ago": 2.0},
+            "shadow_state": null
         })
     );
     assert_eq!(
@@ -601,4 +602,42 @@ fn a_callers_short_deadline_is_counted_apart_and_leaves_health_alone() {
     let p = policy(&json, "edge");
     assert_eq!(p["health"], "degraded", "{p}");
     assert_eq!(p["timeouts"]["recent"], 1);
+}
+
+#[test]
+fn a_metrics_only_breaker_shows_what_enforcing_would_do() {
+    let clock = ManualClock::new();
+    let sink = sink(&clock, 10);
+    sink.record(&Event::StateChanged {
+        policy: "shadow",
+        from: CircuitState::Closed,
+        to: CircuitState::MetricsOnly,
+        reason: TransitionReason::Forced,
+    });
+    let json = serde_json::to_value(sink.snapshot()).unwrap();
+    assert_eq!(policy(&json, "shadow")["breaker"]["shadow_state"], "closed");
+    sink.record(&Event::ShadowStateChanged {
+        policy: "shadow",
+        from: CircuitState::Closed,
+        to: CircuitState::Open,
+        reason: TransitionReason::FailureRate,
+    });
+    let json = serde_json::to_value(sink.snapshot()).unwrap();
+    let p = policy(&json, "shadow");
+    assert_eq!(p["breaker"]["state"], "metrics_only");
+    assert_eq!(p["breaker"]["shadow_state"], "open");
+    assert_eq!(p["health"], "ok", "shadow mode enforces nothing");
+    assert_eq!(p["concerns"], json!(["metrics-only breaker would be open"]));
+    // Back to normal: no shadow state.
+    sink.record(&Event::StateChanged {
+        policy: "shadow",
+        from: CircuitState::MetricsOnly,
+        to: CircuitState::Closed,
+        reason: TransitionReason::Reset,
+    });
+    let json = serde_json::to_value(sink.snapshot()).unwrap();
+    assert_eq!(
+        policy(&json, "shadow")["breaker"]["shadow_state"],
+        Value::Null
+    );
 }
