@@ -189,13 +189,24 @@ async fn a_proxys_error_page_and_a_cut_off_stream_open_a_grpc_breaker() {
         let body = Frames(VecDeque::from([Frame::data(Bytes::from_static(
             b"<html>bad gateway</html>",
         ))]));
-        let status = if proxy { 503 } else { 200 };
-        Ok::<_, BoxError>(Response::builder().status(status).body(body).unwrap())
+        let res = if proxy {
+            Response::builder()
+                .status(503)
+                .header("content-type", "text/html")
+        } else {
+            Response::builder().header("content-type", "application/grpc")
+        };
+        Ok::<_, BoxError>(res.body(body).unwrap())
     }));
     let res = svc.clone().oneshot(true).await.unwrap();
     assert_eq!(layer.handle().counts().failures, 1, "decided at once");
     drop(res);
     let res = svc.clone().oneshot(false).await.unwrap();
     res.into_body().collect().await.unwrap();
+    assert_eq!(
+        layer.handle().counts().failures,
+        2,
+        "the cut-off stream too"
+    );
     assert_eq!(layer.handle().state(), CircuitState::Open);
 }

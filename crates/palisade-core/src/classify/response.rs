@@ -58,12 +58,15 @@ where
 /// is no valid code is a failure. Built on
 /// [`tower_http::classify::GrpcErrorsAsFailures`].
 ///
-/// A response with no `grpc-status` is read as a gRPC client reads it:
-/// an HTTP status other than 200 (a proxy's 503 page, say) by gRPC's
+/// A gRPC response (`application/grpc`) with no `grpc-status` is read as a
+/// gRPC client reads it: an HTTP status other than 200 by gRPC's
 /// HTTP-to-status table (429, 502, 503 and 504 are UNAVAILABLE; 400
 /// INTERNAL; 401 UNAUTHENTICATED; 403 PERMISSION_DENIED; 404
 /// UNIMPLEMENTED; others UNKNOWN), and a stream that ends without one
-/// as UNKNOWN.
+/// as UNKNOWN. Any other response without one (a proxy's HTML 503 page,
+/// a plain HTTP route of the same server, gRPC-Web, whose status travels
+/// in the body) counts by the same table when its status is 5xx or 429,
+/// and as a success otherwise.
 ///
 /// ```
 /// use palisade_core::classify::{GrpcCode, GrpcErrorsAsFailures};
@@ -164,8 +167,24 @@ where
                 return Err(err);
             }
         };
-        if res.status() != StatusCode::OK && !res.headers().contains_key("grpc-status") {
-            let code = code_of_http_status(res.status());
+        // gRPC proper, not gRPC-Web (whose status travels in the body) nor
+        // a plain HTTP route of the same server.
+        let grpc = crate::protocol::Protocol::of(
+            res.headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(http::HeaderValue::as_bytes),
+        ) == crate::protocol::Protocol::Grpc;
+        let status = res.status();
+        if status != StatusCode::OK && !res.headers().contains_key("grpc-status") {
+            // A gRPC answer, or what a proxy says of its upstream (an HTML
+            // 503 page), read as a client reads it; a plain route's 4xx is
+            // its caller's business.
+            let code =
+                if grpc || status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    code_of_http_status(status)
+                } else {
+                    GrpcCode::Ok
+                };
             recorder.record(if self.is_failure(code) {
                 Outcome::Failure
             } else {
@@ -183,7 +202,7 @@ where
                 Ok(res.map(ClassifiedBody::done))
             }
             ClassifiedResponse::RequiresEos(eos) => {
-                let eos = GrpcEos::new(eos, self.is_failure(GrpcCode::Unknown));
+                let eos = GrpcEos::new(eos, grpc && self.is_failure(GrpcCode::Unknown));
                 Ok(res.map(|body| ClassifiedBody::pending(body, eos, recorder)))
             }
         }

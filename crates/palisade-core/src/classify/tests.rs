@@ -228,6 +228,34 @@ fn grpc_empty_body_is_decided_at_once() {
     assert_eq!(seen.get(), Some(Outcome::Failure), "no status at all");
 }
 
+#[tokio::test]
+async fn a_plain_http_answer_without_a_grpc_status_is_judged_by_its_status() {
+    // A plain route of a gRPC server, or a proxy's page: 200 and 4xx are
+    // successes, 5xx and 429 failures.
+    for (status, outcome) in [
+        (200, Outcome::Success),
+        (404, Outcome::Success),
+        (400, Outcome::Success),
+        (503, Outcome::Failure),
+        (500, Outcome::Failure),
+        (429, Outcome::Failure),
+    ] {
+        let seen = Seen::default();
+        let res = Response::builder()
+            .status(status)
+            .header("content-type", "text/html")
+            .body(Frames(
+                vec![Frame::data(Bytes::from_static(b"<html>"))].into(),
+            ))
+            .unwrap();
+        let out = GrpcErrorsAsFailures::new()
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        let _ = out.into_body().collect().await.unwrap();
+        assert_eq!(seen.get(), Some(outcome), "{status}");
+    }
+}
+
 #[test]
 fn a_non_200_answer_without_a_grpc_status_is_read_as_a_client_reads_it() {
     for (status, outcome) in [
