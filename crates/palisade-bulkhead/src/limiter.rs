@@ -148,12 +148,17 @@ impl Limiter {
     /// otherwise joins the queue if it has room.
     pub(crate) fn acquire_or_enqueue(&self, report: &impl Report) -> Admission {
         let mut waiters = lock(&self.waiters);
-        // Serve anyone a raised limit left waiting before judging.
+        // Serve anyone a raised limit left waiting before judging (rare: a
+        // raised limit grants at once), woken and reported before this
+        // request takes or queues for a place, so that a sink that panics
+        // cannot leave that place without an owner.
         let granted = self.grant_free_slots(&mut waiters);
-        let admission = self.admit_or_queue(&mut waiters);
-        drop(waiters);
-        granted.wake_and_report(report);
-        admission
+        if !granted.is_empty() {
+            drop(waiters);
+            granted.wake_and_report(report);
+            waiters = lock(&self.waiters);
+        }
+        self.admit_or_queue(&mut waiters)
     }
 
     /// [`acquire_or_enqueue`](Self::acquire_or_enqueue)'s decision, with
@@ -314,10 +319,14 @@ struct Granted {
 }
 
 impl Granted {
+    fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// Every waiter woken before any event: a sink that panics must not
     /// leave the others asleep while they hold slots.
     fn wake_and_report(self, report: &impl Report) {
-        if self.nodes.is_empty() {
+        if self.is_empty() {
             return;
         }
         let mut in_flight = Vec::with_capacity(self.nodes.len());
