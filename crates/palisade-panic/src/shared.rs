@@ -207,6 +207,9 @@ pub(crate) fn finish<T>(slot: Pin<&mut T>, empty: T) {
 #[cold]
 #[inline(never)]
 fn finish_panicked(payload: Box<dyn Any + Send>) {
+    // Inside an outer capture scope the hook recorded this panic for it:
+    // claimed here, so that scope does not report it a second time.
+    let _ = capture::take_captured();
     capture::contained(|| {
         tracing::warn!(
             panic.message = &*capture::payload_message(&*payload),
