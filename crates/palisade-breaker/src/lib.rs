@@ -94,8 +94,8 @@
 //! how long the breaker waits for its probes, counted from the latest probe
 //! the period admits (from the period's start while none has been), so a
 //! probe admitted long after a scrape moved the breaker to half-open, or
-//! after an earlier probe, still gets the whole wait, and a period whose
-//! probes hang ends at most `half_open_probes` waits after it began. Once it has run out, the first call to arrive (or a
+//! after an earlier probe, still gets the whole wait; a period whose probes
+//! all hang ends one wait after the latest of them started. Once it has run out, the first call to arrive (or a
 //! [`refresh`](CircuitBreakerHandle::refresh)) ends the half-open period
 //! and decides on what it saw:
 //!

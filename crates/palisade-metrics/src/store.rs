@@ -6,7 +6,9 @@
 //! label of an event maps to a fixed index (see [`crate::index`]), so
 //! recording an event is a name lookup in a [`NameMap`] followed by one or
 //! two relaxed atomic operations: no lock and, once a name has been seen,
-//! no allocation.
+//! no allocation, except that a policy's recent window (snapshot sink) is
+//! made on the first rejection, timeout, panic or fallback it counts,
+//! which other threads counting one for that policy wait for.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};

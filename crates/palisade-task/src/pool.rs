@@ -449,7 +449,9 @@ impl WorkerPool {
     /// [`submit`](Self::submit) still waiting for room: polled again, that
     /// submit is refused with [`SubmitError::Closed`] (or, if it was
     /// sending its job as the queue closed, the job is counted as dropped
-    /// when it arrives).
+    /// when it arrives). A second shutdown, or one racing the first,
+    /// returns once the workers are done, without waiting for the first
+    /// one's drain: read the stats after the first returns.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let this = self.clone();
         let name = self.inner.name.clone();

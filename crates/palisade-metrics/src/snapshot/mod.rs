@@ -16,10 +16,13 @@
 //! [`Health`] from what it reports:
 //!
 //! - `critical`: its breaker is open or forced open;
-//! - `degraded`: its breaker is half-open, its bulkhead is full, or it
-//!   rejected, panicked, timed out or answered with a fallback within the
-//!   window;
-//! - `ok`: none of that.
+//! - `degraded`: its breaker is half-open, its bulkhead is full, or within
+//!   the window it rejected, panicked, timed out on its own deadline, or a
+//!   fallback answered one of the service's errors or responses (an answer
+//!   for a rejection, and a timeout on a caller's shorter deadline, say
+//!   nothing more of the service's health);
+//! - `ok`: none of that (a metrics-only breaker that would be open is a
+//!   concern, not a change of health).
 //!
 //! A breaker is known from its first transition, or from its first
 //! admission, completion or rates report, which makes it `closed` (the state
@@ -27,7 +30,8 @@
 //!
 //! Recording is cheap: a lock-free name lookup, then relaxed atomic updates
 //! in cells allocated when the name was first seen. Only the events off the
-//! happy path (rejections, panics, timeouts, fallbacks) read the clock.
+//! happy path (rejections, panics, timeouts, fallbacks) read the clock; the
+//! first of them for a policy also makes its recent window.
 //!
 //! # Example
 //!
