@@ -68,13 +68,11 @@ use palisade_core::{CircuitState, Event, LayerKind, MetricsSink};
 use crate::index::{
     self, ATTEMPT_FAILURES, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS,
 };
+use crate::limit_word;
 use crate::name_map::NameMap;
 use crate::names::{self, Kind};
 
 static METADATA: Metadata<'static> = Metadata::new("palisade", Level::INFO, Some(module_path!()));
-
-/// Marks the last limit of a policy whose adaptive limit has moved.
-const ADAPTIVE: u64 = 1 << 63;
 
 /// The most policies, task groups and offload queues (each) a sink keeps
 /// keys for.
@@ -149,12 +147,8 @@ struct PolicyKeys {
     evictions: Slot,
     overflow: Slot,
     malformed: NameMap<Key>,
-    /// The concurrency limit last written (`0` before any), to skip
-    /// rewriting it on every in-flight change, with [`ADAPTIVE`] set once
-    /// an adaptive limit has moved: from then on only its own events write
-    /// the limit, since an in-flight event may carry a limit read before
-    /// the latest move and arrive after it. One word, so that an in-flight
-    /// event checks the mark and stores its limit in one step.
+    /// The concurrency limit last written, to skip rewriting it on every
+    /// in-flight change (see [`crate::limit_word`]).
     last_limit: AtomicU64,
     /// Index of the breaker state last written, or `UNKNOWN`.
     state: AtomicU8,
@@ -299,7 +293,7 @@ impl PolicyKeys {
         loop {
             gauge_set(key, limit as f64);
             fence(Ordering::SeqCst);
-            let last = self.last_limit.load(Ordering::Relaxed) & !ADAPTIVE;
+            let last = limit_word::limit(&self.last_limit);
             if last == limit {
                 return;
             }
@@ -579,23 +573,13 @@ impl MetricsSink for FacadeSink {
                     p.plain(&p.in_flight, names::IN_FLIGHT),
                     change.delta() as f64,
                 );
-                // Read first: a fixed limit never changes, and a write on
-                // every event would dirty a line all workers share. The
-                // exchange fails if an adaptive move marked the word since.
-                let limit = limit as u64;
-                let last = p.last_limit.load(Ordering::Relaxed);
-                if last & ADAPTIVE == 0
-                    && last != limit
-                    && p.last_limit
-                        .compare_exchange(last, limit, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    p.write_limit(limit);
+                if limit_word::offer(&p.last_limit, limit as u64) {
+                    p.write_limit(limit as u64);
                 }
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
-                p.last_limit.store(to as u64 | ADAPTIVE, Ordering::Relaxed);
+                limit_word::moved(&p.last_limit, to as u64);
                 p.write_limit(to as u64);
             }
             Event::FallbackUsed { policy, trigger } => {

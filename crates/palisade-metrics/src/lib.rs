@@ -5,6 +5,8 @@
 mod config;
 mod index;
 #[cfg(any(feature = "metrics", feature = "prometheus", feature = "snapshot"))]
+mod limit_word;
+#[cfg(any(feature = "metrics", feature = "prometheus", feature = "snapshot"))]
 mod name_map;
 pub mod names;
 #[cfg(any(feature = "prometheus", feature = "snapshot"))]

@@ -19,6 +19,7 @@ use palisade_core::{CircuitState, Clock, Event, LayerKind};
 use crate::index::{
     self, ATTEMPT_FAILURES, DROP_REASONS, LAYERS, OUTCOMES, REASONS, STATES, TASK_ENDS, TRIGGERS,
 };
+use crate::limit_word;
 use crate::name_map::NameMap;
 use crate::window::RateWindow;
 
@@ -36,8 +37,6 @@ pub(crate) const SEEN_LIMIT: u32 = 1 << 2;
 /// `sections` bit: the limit is adaptive (it moved at least once).
 pub(crate) const SEEN_ADAPTIVE: u32 = 1 << 3;
 
-/// Set in a policy's limit word once its adaptive limit has moved.
-const LIMIT_MOVED: u64 = 1 << 63;
 /// `sections` bit: a keyed rate limiter reported its keys.
 pub(crate) const SEEN_KEYS: u32 = 1 << 4;
 /// `sections` bit: a keyed rate limiter evicted keys or used its overflow.
@@ -170,7 +169,7 @@ pub(crate) struct PolicyCells {
     pub(crate) slow_rate: AtomicU64,
     pub(crate) window_calls: AtomicU64,
     pub(crate) in_flight: AtomicI64,
-    /// Read with [`limit`](Self::limit).
+    /// Read with [`limit`](Self::limit); see [`crate::limit_word`].
     limit: AtomicU64,
     pub(crate) keys: AtomicU64,
     pub(crate) key_cap: AtomicU64,
@@ -313,7 +312,7 @@ impl PolicyCells {
 
     /// The concurrency limit last reported.
     pub(crate) fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed) & !LIMIT_MOVED
+        limit_word::limit(&self.limit)
     }
 
     /// Events of `category` counted in the recent window's `second`.
@@ -518,25 +517,13 @@ impl Store {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(layer);
                 p.in_flight.fetch_add(change.delta(), Ordering::Relaxed);
-                // Once an adaptive limit has moved, its own events say
-                // where it is: an in-flight event may carry a limit read
-                // before the latest move and arrive after it.
-                // The limit word carries that mark, so the check and the
-                // store are one exchange, which fails if a move came
-                // between them.
-                let limit = limit as u64;
-                let last = p.limit.load(Ordering::Relaxed);
-                if last & LIMIT_MOVED == 0 && last != limit {
-                    let _ =
-                        p.limit
-                            .compare_exchange(last, limit, Ordering::Relaxed, Ordering::Relaxed);
-                }
+                limit_word::offer(&p.limit, limit as u64);
                 p.see_section(SEEN_IN_FLIGHT | SEEN_LIMIT);
             }
             Event::LimitChanged { policy, to, .. } => {
                 let Some(p) = self.policy(policy) else { return };
                 p.see_layer(LayerKind::Bulkhead);
-                p.limit.store(to as u64 | LIMIT_MOVED, Ordering::Relaxed);
+                limit_word::moved(&p.limit, to as u64);
                 p.see_section(SEEN_LIMIT | SEEN_ADAPTIVE);
             }
             Event::FallbackUsed { policy, trigger } => {
