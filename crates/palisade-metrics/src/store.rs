@@ -316,6 +316,7 @@ impl PolicyCells {
     }
 
     /// Events of `category` counted in the recent window's `second`.
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     pub(crate) fn recent_count(&self, category: usize, second: u64) -> u64 {
         self.recent
             .get()
