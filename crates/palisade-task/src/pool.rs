@@ -320,10 +320,26 @@ impl WorkerPool {
         })
     }
 
-    fn refuse(&self, error: SubmitError) -> Result<(), SubmitError> {
+    /// Refuses `job`: drops it unrun (see [`discard`](Self::discard)) and
+    /// counts it.
+    fn refuse<J>(&self, job: J, error: SubmitError) -> Result<(), SubmitError> {
+        self.discard(job);
         self.inner.shared.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pool = self.inner.name.as_str(), %error, "job refused");
         Err(error)
+    }
+
+    /// Queues `job` in the slot reserved for it. Counted before it is
+    /// sent: a drain that counts it as dropped never sees more jobs than
+    /// were submitted.
+    fn queue<F>(&self, slot: mpsc::Permit<'_, Job>, job: F) -> Result<(), SubmitError>
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        slot.send(self.boxed(job));
+        Ok(())
     }
 
     /// Drops a job that will not run. Its future is the user's: a
@@ -346,23 +362,12 @@ impl WorkerPool {
         F::Output: TaskOutput,
     {
         if self.inner.shared.closed.load(Ordering::Acquire) {
-            self.discard(job);
-            return self.refuse(SubmitError::Closed);
+            return self.refuse(job, SubmitError::Closed);
         }
         match self.inner.sender.try_reserve() {
-            Ok(slot) => {
-                self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
-                slot.send(self.boxed(job));
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(())) => {
-                self.discard(job);
-                self.refuse(SubmitError::Full)
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => {
-                self.discard(job);
-                self.refuse(SubmitError::Closed)
-            }
+            Ok(slot) => self.queue(slot, job),
+            Err(mpsc::error::TrySendError::Full(())) => self.refuse(job, SubmitError::Full),
+            Err(mpsc::error::TrySendError::Closed(())) => self.refuse(job, SubmitError::Closed),
         }
     }
 
@@ -378,8 +383,7 @@ impl WorkerPool {
         F::Output: TaskOutput,
     {
         if self.inner.shared.closed.load(Ordering::Acquire) {
-            self.discard(job);
-            return self.refuse(SubmitError::Closed);
+            return self.refuse(job, SubmitError::Closed);
         }
         let token = self.inner.group.token();
         let slot = tokio::select! {
@@ -388,17 +392,8 @@ impl WorkerPool {
             slot = self.inner.sender.reserve() => slot.ok(),
         };
         match slot {
-            Some(slot) => {
-                // Counted before it is sent: a drain that counts it as
-                // dropped never sees more jobs than were submitted.
-                self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
-                slot.send(self.boxed(job));
-                Ok(())
-            }
-            None => {
-                self.discard(job);
-                self.refuse(SubmitError::Closed)
-            }
+            Some(slot) => self.queue(slot, job),
+            None => self.refuse(job, SubmitError::Closed),
         }
     }
 
