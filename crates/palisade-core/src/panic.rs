@@ -345,10 +345,27 @@ fn swallowed() {
 /// assert!(reported);
 /// ```
 pub fn contained(report: impl FnOnce()) {
-    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(report)) {
-        // The payload's destructor is the reporter's code too: contained
-        // once more.
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    let _ = contained_value(report);
+}
+
+/// [`contained`] for user code that gives a value (formatting a user's
+/// error, say): `None` when it panicked.
+///
+/// ```
+/// use palisade_core::panic::contained_value;
+///
+/// assert_eq!(contained_value(|| 2 + 2), Some(4));
+/// assert_eq!(contained_value(|| -> u32 { panic!("a Display with a bug") }), None);
+/// ```
+pub fn contained_value<T>(f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            // The payload's destructor is the user's code too: contained
+            // once more.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            None
+        }
     }
 }
 
@@ -433,12 +450,11 @@ pub fn payload_message(payload: &(dyn Any + Send)) -> Box<str> {
     if let Some(text) = text_of(payload) {
         return text;
     }
-    if let Some(e) = payload.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
-        let mut message = None;
-        contained(|| message = Some(format!("panic payload of type Box<dyn Error>: {e}")));
-        if let Some(message) = message {
-            return message.into();
-        }
+    if let Some(e) = payload.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>()
+        && let Some(message) =
+            contained_value(|| format!("panic payload of type Box<dyn Error>: {e}"))
+    {
+        return message.into();
     }
     describe(payload).into()
 }

@@ -178,9 +178,8 @@ pub fn client_grpc_status(err: BoxError) -> Status {
 fn tonic_status(err: BoxError) -> Status {
     // The status's message is the error's `Display`, the service's code: a
     // panic there is contained, and the status says only that it failed.
-    let mut status = None;
-    palisade_core::panic::contained(|| status = Some(Status::from_error(err)));
-    let status = status.unwrap_or_else(|| Status::unknown("error"));
+    let status = palisade_core::panic::contained_value(|| Status::from_error(err))
+        .unwrap_or_else(|| Status::unknown("error"));
     if status.code() == Code::Ok {
         Status::new(Code::Unknown, status.message().to_owned())
     } else {
