@@ -325,19 +325,12 @@ impl Granted {
 
     /// Every waiter woken before any event: a sink that panics must not
     /// leave the others asleep while they hold slots.
-    fn wake_and_report(self, report: &impl Report) {
-        if self.is_empty() {
-            return;
+    fn wake_and_report(mut self, report: &impl Report) {
+        for waker in self.nodes.iter_mut().filter_map(|(waker, _)| waker.take()) {
+            waker.wake();
         }
-        let mut in_flight = Vec::with_capacity(self.nodes.len());
-        for (waker, count) in self.nodes {
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-            in_flight.push(count);
-        }
-        for count in in_flight {
-            report.change(InFlightChange::Acquired, count, self.limit);
+        for &(_, in_flight) in &self.nodes {
+            report.change(InFlightChange::Acquired, in_flight, self.limit);
         }
     }
 }
