@@ -63,12 +63,14 @@ impl Protocol {
     /// Reads the request's (first) `content-type` header.
     #[inline]
     pub fn of_request<B>(request: &http::Request<B>) -> Self {
-        Self::of(
-            request
-                .headers()
-                .get(CONTENT_TYPE)
-                .map(http::HeaderValue::as_bytes),
-        )
+        Self::of_headers(request.headers())
+    }
+
+    /// Reads the (first) `content-type` header of a request's or a
+    /// response's headers.
+    #[inline]
+    pub fn of_headers(headers: &http::HeaderMap) -> Self {
+        Self::of(headers.get(CONTENT_TYPE).map(http::HeaderValue::as_bytes))
     }
 
     /// Whether this is gRPC or gRPC-Web.

@@ -6,6 +6,7 @@ use tower_http::classify::{
 
 use super::body::{ClassifiedBody, GrpcEos};
 use super::{Classify, Outcome, RecordOutcome};
+use crate::protocol::Protocol;
 
 /// HTTP responses with a 5xx status, and every `Err`, are failures.
 ///
@@ -169,11 +170,7 @@ where
         };
         // gRPC proper, not gRPC-Web (whose status travels in the body) nor
         // a plain HTTP route of the same server.
-        let grpc = crate::protocol::Protocol::of(
-            res.headers()
-                .get(http::header::CONTENT_TYPE)
-                .map(http::HeaderValue::as_bytes),
-        ) == crate::protocol::Protocol::Grpc;
+        let grpc = Protocol::of_headers(res.headers()) == Protocol::Grpc;
         let status = res.status();
         if status != StatusCode::OK && !res.headers().contains_key("grpc-status") {
             // A gRPC answer, or what a proxy says of its upstream (an HTML
