@@ -963,9 +963,12 @@ impl Breaker {
                 // gone (see `record_window` for the fence). The zeros go
                 // out before the new state is published: a call of the
                 // new window is admitted only once that store is seen, so
-                // its rates always land after them.
+                // its rates always land after them. A sink that panics
+                // here must not leave the window reset and the state
+                // unpublished: every call would then find its window
+                // stale and count nowhere.
                 fence(Ordering::SeqCst);
-                self.emit_rates(Counts::default());
+                palisade_core::panic::contained(|| self.emit_rates(Counts::default()));
             }
         }
         if reason == TransitionReason::ProbesSucceeded || reason == TransitionReason::Reset {

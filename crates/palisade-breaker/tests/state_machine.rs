@@ -1350,3 +1350,46 @@ async fn a_refresh_reports_the_sliding_rates_of_a_forced_closed_breaker_too() {
     assert_eq!(handle.refresh(), CircuitState::ForcedClosed);
     assert_eq!(rig.events.last_rates(), Some((0.0, 0.0, 0)));
 }
+
+/// A sink that panics on the first zeroed rates it receives (the report a
+/// transition makes of its fresh window).
+#[derive(Clone, Default)]
+struct PanicsOnFreshRates(Arc<std::sync::atomic::AtomicBool>);
+
+impl palisade_core::metrics::MetricsSink for PanicsOnFreshRates {
+    fn record(&self, event: &palisade_core::metrics::Event<'_>) {
+        if let palisade_core::metrics::Event::BreakerRates { calls: 0, .. } = event
+            && !self.0.swap(true, Ordering::SeqCst)
+        {
+            panic!("a sink with a bug");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
+    let layer = CircuitBreakerLayer::builder()
+        .name("dep")
+        .count_window(2)
+        .minimum_calls(2)
+        .metrics(palisade_core::Metrics::new(PanicsOnFreshRates::default()))
+        .build()
+        .unwrap();
+    let inner = service_fn(|r: Req| async move {
+        if r.fail {
+            Err::<(), BoxError>("dependency failed".into())
+        } else {
+            Ok(())
+        }
+    });
+    let svc = layer.layer(inner);
+    let handle = layer.handle();
+    // The reset's report of its fresh window panics; the panic stays in
+    // the report and the reset is done whole.
+    let reset = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.reset()));
+    assert!(reset.is_ok(), "the sink's panic reached the caller");
+    for _ in 0..2 {
+        let _ = svc.clone().oneshot(FAIL).await;
+    }
+    assert_eq!(handle.state(), Open, "failures are still counted");
+}
