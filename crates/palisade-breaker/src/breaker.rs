@@ -780,10 +780,23 @@ impl Breaker {
         }
         if word.automatic()
             && counts.calls >= self.cfg.minimum_calls
-            && let Some(reason) = self.over_threshold(counts)
+            && self.over_threshold(counts).is_some()
+            && let Some(reason) = self.confirmed_trip(word, counts)
         {
             self.transition(word, word.mode, Machine::Open, reason, end);
         }
+    }
+
+    /// The reason to trip, if the window's slots agree with the counts
+    /// that call for it (see [`CountWindow::recount`](crate::window::CountWindow::recount)).
+    #[cold]
+    #[inline(never)]
+    fn confirmed_trip(&self, word: Word, counts: Counts) -> Option<TransitionReason> {
+        let counts = self.window.confirm(word.epoch(), counts);
+        if counts.calls < self.cfg.minimum_calls {
+            return None;
+        }
+        self.over_threshold(counts)
     }
 
     #[cold]
@@ -1287,6 +1300,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_failure_counted_ahead_of_a_replaced_one_does_not_trip() {
+        let clock = ManualClock::new();
+        let breaker = Breaker::new(Config {
+            window: WindowConfig::Count(2),
+            minimum_calls: 2,
+            failure_rate_threshold: 1.0,
+            ..test_config(&clock, 1)
+        });
+        let epoch = breaker.word().epoch();
+        for outcome in [Outcome::Failure, Outcome::Success] {
+            let permit = breaker.admit().unwrap();
+            breaker.complete(&permit, outcome);
+        }
+        // A success a whole ring later has swapped itself in over the
+        // failure of slot 0 and has not taken that failure out of the
+        // aggregate yet when the failure of the call before it lands in
+        // the same slot: the aggregate counts two failures for a moment,
+        // the slots never held more than one.
+        breaker
+            .window
+            .put_slot(0, epoch, crate::window::code(false, false));
+        let permit = breaker.admit().unwrap();
+        breaker.complete(&permit, Outcome::Failure);
+        assert_eq!(breaker.word().machine, Machine::Closed);
+        // Two failures that are really there do trip it.
+        let permit = breaker.admit().unwrap();
+        breaker.complete(&permit, Outcome::Failure);
+        assert_eq!(breaker.word().machine, Machine::Open);
     }
 
     #[test]

@@ -71,7 +71,10 @@
 //!
 //! Window counts are exact under concurrency: writers never lose an
 //! outcome, and a call admitted before a transition never counts in the
-//! window or the probes of the state that transition started.
+//! window or the probes of the state that transition started. A count
+//! window's running total can be one outcome ahead for a moment (two calls
+//! a whole window apart writing the same slot); the breaker trips only
+//! when the recorded outcomes themselves reach the threshold.
 //!
 //! # Open and half-open
 //!

@@ -275,8 +275,13 @@ impl CountWindow {
         }
     }
 
-    /// Sums the slots of `epoch` directly, for tests of the aggregate.
-    #[cfg(test)]
+    /// Sums the slots of `epoch` directly.
+    ///
+    /// The aggregate can run one outcome ahead of the slots for a moment:
+    /// two writers that took the same slot a whole ring apart may apply
+    /// their differences in the other order. Each slot holds an outcome
+    /// that really happened, so a trip the aggregate calls for is checked
+    /// against them before it is taken.
     pub(crate) fn recount(&self, epoch: u16) -> Counts {
         let mut c = Counts::default();
         for slot in self.slots.iter() {
@@ -494,6 +499,27 @@ impl Window {
         match self {
             Window::Count(w) => w.counts(),
             Window::Time(w) => w.counts(now()),
+        }
+    }
+
+    /// `counts`, as [`record`](Self::record) gave them for `epoch`,
+    /// checked against what a count window's slots hold; a time window's
+    /// buckets hold their counts whole, so its counts stand.
+    #[cold]
+    pub(crate) fn confirm(&self, epoch: u16, counts: Counts) -> Counts {
+        match self {
+            Window::Count(w) => w.recount(epoch),
+            Window::Time(_) => counts,
+        }
+    }
+
+    /// Writes one slot of a count window directly, as a writer that has
+    /// swapped its outcome in but not yet added it to the aggregate would
+    /// leave it.
+    #[cfg(test)]
+    pub(crate) fn put_slot(&self, index: usize, epoch: u16, code: u32) {
+        if let Window::Count(w) = self {
+            w.slots[index].store(u32::from(epoch) << 16 | code, Ordering::Release);
         }
     }
 
