@@ -120,11 +120,14 @@
 //!   state stays half-open) and the arriving call is its first probe.
 //!
 //! So the breaker re-opens on the max wait only for a probe that failed,
-//! was slow or is still running, never because calls were few: with the
-//! defaults (5 probes, 60 s), a healthy dependency called every 20 s closes
-//! on the call that arrives after the 60 s, and the first call after a long
-//! quiet spell (even one in which a metrics scrape's `refresh` moved the
-//! breaker to half-open) is admitted as a probe.
+//! was slow or is still running, never because calls were few. With the
+//! defaults (5 probes, 60 s), a healthy dependency called every 20 s keeps
+//! the max wait from running out (each probe starts it over) and closes
+//! the breaker with its fifth probe; one called every 100 s closes it on
+//! the call after its first probe, which finds the max wait over. The
+//! first call after a long quiet spell (even one in which a metrics
+//! scrape's `refresh` moved the breaker to half-open) is admitted as a
+//! probe.
 //!
 //! # Outcomes
 //!

@@ -615,8 +615,8 @@ async fn sparse_healthy_traffic_closes_the_breaker() {
     assert_eq!(rig.state(), Closed);
     assert_eq!(rejected, 1, "only the call during the open wait (t = 20 s)");
     assert_eq!(openings, 0, "a healthy close starts the growth over");
-    // Half-open at t = 40 s; probes at 40, 60 and 80 s all succeeded; the
-    // call at 100 s finds the max wait over and closes the breaker.
+    // Half-open at t = 40 s; probes at 40, 60, 80, 100 and 120 s all
+    // succeed, each starting the max wait over: the fifth closes it.
     assert_eq!(
         rig.events.transitions(),
         vec![
@@ -632,10 +632,36 @@ async fn sparse_healthy_traffic_closes_the_breaker() {
         "no call was rejected because traffic was sparse"
     );
 
-    // Sparser still: one call every 100 s, one probe per half-open period.
     let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
-    let (rejected, openings) = sparse_traffic(&rig, 100, 10).await;
+    let _ = sparse_traffic(&rig, 20, 5).await;
+    assert_eq!(rig.state(), HalfOpen, "four probes by t = 100 s");
+    assert_eq!(rig.layer.handle().probes().completed, 4);
+    advance(20).await;
+    rig.hit(OK).await.unwrap();
+    assert_eq!(rig.state(), Closed, "the fifth probe, at t = 120 s");
+
+    // Sparser than the max wait: one call every 100 s. The probe at
+    // t = 100 s is alone in its period; the call at 200 s finds the max
+    // wait over and closes the breaker.
+    let rig = Rig::new(|b| b.count_window(4).minimum_calls(4));
+    let _ = sparse_traffic(&rig, 100, 1).await;
+    assert_eq!(rig.state(), HalfOpen);
+    let (rejected, openings) = sparse_traffic_more(&rig, 100, 1).await;
     assert_eq!((rig.state(), rejected, openings), (Closed, 0, 0));
+    let (rejected, openings) = sparse_traffic_more(&rig, 100, 8).await;
+    assert_eq!((rig.state(), rejected, openings), (Closed, 0, 0));
+}
+
+/// Calls that succeed, one every `every` seconds, after [`sparse_traffic`].
+async fn sparse_traffic_more(rig: &Rig, every: u64, calls: usize) -> (usize, u32) {
+    let mut rejected = 0;
+    for _ in 0..calls {
+        advance(every).await;
+        if rig.hit(OK).await.is_err() {
+            rejected += 1;
+        }
+    }
+    (rejected, rig.layer.handle().consecutive_openings().0)
 }
 
 #[tokio::test(start_paused = true)]
