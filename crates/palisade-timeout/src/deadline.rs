@@ -11,7 +11,10 @@
 //! - [`HttpDeadline`] reads, from an `http::Request`, a [`RequestTimeout`]
 //!   extension (set by an earlier layer or by the caller of a client) and
 //!   the `grpc-timeout` header, and on request puts the applied
-//!   [`Deadline`] in the request's extensions too.
+//!   [`Deadline`] in the request's extensions too. The header is the remote
+//!   caller's on a server (the default); on a client stack, where the
+//!   application writes it, [`HttpDeadline::client_side`] makes it the
+//!   stack's own.
 //! - [`FollowDeadline`] reads what is left of the deadline of the call
 //!   running now: the source of a client stack called from a handler.
 //! - A closure `Fn(&Req) -> Option<Duration>` is a source too.
@@ -405,6 +408,12 @@ impl<Req> DeadlineSource<Req> for FollowDeadline {
 ///   `tracing` debug event, and the request goes on with the other
 ///   deadlines. It never fails the request.
 ///
+/// By default it serves a server: the header is the remote caller's, and
+/// so is a deadline read from it. On a client stack, where the application
+/// writes the header itself, set [`client_side(true)`](Self::client_side)
+/// so that the deadline is the stack's own and a dependency that hangs
+/// still opens the client's circuit breaker.
+///
 /// The handler reads the applied deadline with [`Deadline::current`],
 /// which allocates nothing. [`expose_deadline(true)`](Self::expose_deadline)
 /// also inserts it into the request's extensions, for code that sees the
@@ -425,6 +434,7 @@ pub struct HttpDeadline {
     extension: bool,
     grpc_timeout: bool,
     expose: bool,
+    client_side: bool,
 }
 
 impl HttpDeadline {
@@ -435,6 +445,7 @@ impl HttpDeadline {
             extension: true,
             grpc_timeout: true,
             expose: false,
+            client_side: false,
         }
     }
 
@@ -448,7 +459,8 @@ impl HttpDeadline {
     /// Whether to read the `grpc-timeout` header (default `true`). Turn it
     /// off when clients outside your control must not shorten deadlines.
     ///
-    /// A deadline read from the header is the caller's: when it is shorter
+    /// On a server, a deadline read from the header is the caller's (on a
+    /// client stack, see [`client_side`](Self::client_side)): when it is shorter
     /// than the policy's and the call outlives it, the
     /// [`Elapsed`](palisade_core::Elapsed) says so, and circuit breakers
     /// ignore it by default, so a client that asks for deadlines nothing
@@ -463,6 +475,61 @@ impl HttpDeadline {
     #[must_use]
     pub const fn read_grpc_timeout(mut self, enabled: bool) -> Self {
         self.grpc_timeout = enabled;
+        self
+    }
+
+    /// Whether this source serves a client stack rather than a server
+    /// (default `false`): whether the `grpc-timeout` header was written on
+    /// this side, not by a remote caller.
+    ///
+    /// On a server (the default) the header comes from the remote caller,
+    /// and a deadline read from it is the caller's (see
+    /// [`read_grpc_timeout`](Self::read_grpc_timeout)). On a client stack,
+    /// a timeout layer wrapped around a tonic `Channel` or a hyper client,
+    /// the header was written by the application itself (tonic's
+    /// `Request::set_timeout` writes it): turn this on there, so that a
+    /// deadline read from it is the stack's own, like a [`RequestTimeout`].
+    /// Its expiry then gives an [`Elapsed`](palisade_core::Elapsed) whose
+    /// [`is_caller_deadline`](palisade_core::Elapsed::is_caller_deadline)
+    /// is false, which the client's circuit breaker counts, so a
+    /// dependency that hangs opens it. Left off, every such timeout would
+    /// be taken for a caller in a hurry, and the breaker would never open.
+    ///
+    /// A header that a handler copied from the deadline of the call it
+    /// serves then counts as the client's own too. To keep a served
+    /// caller's deadline the caller's downstream, give the client stack
+    /// the [`FollowDeadline`] source instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_core::Elapsed;
+    /// use palisade_timeout::{HttpDeadline, TimeoutLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // Around a dependency that never answers.
+    /// let client = TimeoutLayer::builder()
+    ///     .timeout(Duration::from_secs(10))
+    ///     .deadline_source(HttpDeadline::new().client_side(true))
+    ///     .build()
+    ///     .unwrap()
+    ///     .layer(service_fn(|_: http::Request<()>| async {
+    ///         std::future::pending::<Result<(), std::convert::Infallible>>().await
+    ///     }));
+    ///
+    /// // The application set its own deadline, as `Request::set_timeout` does.
+    /// let mut req = http::Request::new(());
+    /// req.headers_mut().insert("grpc-timeout", "100m".parse().unwrap());
+    /// let err = client.oneshot(req).await.unwrap_err();
+    /// let elapsed = err.downcast_ref::<Elapsed>().unwrap();
+    /// assert_eq!(elapsed.timeout(), Duration::from_millis(100));
+    /// assert!(!elapsed.is_caller_deadline());
+    /// # }
+    /// ```
+    #[must_use]
+    pub const fn client_side(mut self, enabled: bool) -> Self {
+        self.client_side = enabled;
         self
     }
 
@@ -494,6 +561,7 @@ impl<B> DeadlineSource<http::Request<B>> for HttpDeadline {
             && let Some(value) = request.headers().get(&GRPC_TIMEOUT_NAME)
         {
             requested = match GrpcTimeout::parse(value.as_bytes()) {
+                Ok(parsed) if self.client_side => requested.with_timeout(parsed.duration()),
                 Ok(parsed) => requested.with_caller_timeout(parsed.duration()),
                 Err(err) => requested.with_malformed(GRPC_TIMEOUT, err.as_str()),
             };
@@ -593,6 +661,11 @@ mod tests {
         assert!(header.is_from_caller());
         let extension = HttpDeadline::new().requested(&request(None, Some(Duration::from_secs(1))));
         assert!(!extension.is_from_caller());
+        let client = HttpDeadline::new()
+            .client_side(true)
+            .requested(&request(Some("100m"), Some(Duration::from_secs(1))));
+        assert_eq!(client.timeout(), Some(Duration::from_millis(100)));
+        assert!(!client.is_from_caller());
     }
 
     #[test]

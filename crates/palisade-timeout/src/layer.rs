@@ -119,10 +119,12 @@ impl<O> TimeoutLayerBuilder<O> {
     /// more than zero).
     ///
     /// tokio's timer waits at most about 30 years, so a longer timeout
-    /// (`Duration::MAX` included) fires after about 30 years; the
-    /// [`Elapsed`](crate::error::Elapsed) error and
-    /// [`Deadline::current`](crate::Deadline::current) still speak of the
-    /// configured duration (held at about 292 years beyond that).
+    /// (`Duration::MAX` included) fires after about 30 years. The
+    /// [`Elapsed`](crate::error::Elapsed) error still speaks of the
+    /// configured duration (held at about 292 years beyond that), and so
+    /// does [`Deadline::current`](crate::Deadline::current) until the call
+    /// first waits; from then on it counts down what is left of the
+    /// timer's 30 years, the moment the call is actually cut off.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -160,6 +162,10 @@ impl<O> TimeoutLayerBuilder<O> {
     /// `grpc-timeout` header. Same as
     /// `deadline_source(HttpDeadline::new())`; the handler reads the
     /// applied deadline with [`Deadline::current`](crate::Deadline::current).
+    /// This reads the header as a server does, as the remote caller's; on a
+    /// client stack use
+    /// `deadline_source(HttpDeadline::new().client_side(true))` (see
+    /// [`HttpDeadline::client_side`]).
     #[must_use]
     pub fn http(self) -> TimeoutLayerBuilder<HttpDeadline> {
         self.deadline_source(HttpDeadline::new())

@@ -26,7 +26,9 @@
 //! says so: the client was in a hurry, the service did not fail, and a
 //! circuit breaker above does not count it. That holds downstream too: a
 //! client stack that follows the caller's deadline with [`FollowDeadline`]
-//! marks its own expiry the same way.
+//! marks its own expiry the same way. On a client stack whose application
+//! writes the header itself, [`HttpDeadline::client_side`] makes its
+//! deadline the stack's own, which the breaker counts.
 //!
 //! # Example
 //!

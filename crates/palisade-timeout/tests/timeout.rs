@@ -212,6 +212,83 @@ async fn a_shorter_grpc_timeout_wins_and_a_longer_one_is_ignored() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn on_a_client_side_stack_the_grpc_timeout_is_the_stacks_own_deadline() {
+    let recorder = Arc::new(Recorder::default());
+    let layer_with = |source: HttpDeadline| {
+        TimeoutLayer::builder()
+            .name("api")
+            .timeout(Duration::from_secs(10))
+            .metrics(Metrics::from_arc(recorder.clone()))
+            .deadline_source(source)
+            .build()
+            .unwrap()
+    };
+
+    // A client stack: the application wrote the header itself, so a
+    // dependency that never answers within it is the stack's own timeout,
+    // which a circuit breaker counts.
+    let client = layer_with(HttpDeadline::new().client_side(true));
+    let (deadline, waited, elapsed) = expiry_of(&client, request(Some(b"100m"), None)).await;
+    assert_eq!(waited, Duration::from_millis(100));
+    assert_eq!(elapsed.timeout(), Duration::from_millis(100));
+    assert!(!elapsed.is_caller_deadline());
+    assert!(!palisade_core::classify::is_local_rejection(
+        &elapsed.clone().into()
+    ));
+    assert_eq!(deadline, Some(Deadline::new(Duration::from_millis(100))));
+
+    // A server stack (the default): the same header is the remote caller's.
+    let server = layer_with(HttpDeadline::new());
+    let (deadline, waited, elapsed) = expiry_of(&server, request(Some(b"100m"), None)).await;
+    assert_eq!(waited, Duration::from_millis(100));
+    assert!(elapsed.is_caller_deadline());
+    assert!(palisade_core::classify::is_local_rejection(&elapsed.into()));
+    assert_eq!(
+        deadline,
+        Some(Deadline::with_origin(Duration::from_millis(100), true))
+    );
+    assert_eq!(
+        *recorder.timed_out.lock().unwrap(),
+        vec![
+            ("api".to_owned(), Duration::from_millis(100), false),
+            ("api".to_owned(), Duration::from_millis(100), true)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_beyond_thirty_years_fires_then_and_counts_down_from_then() {
+    const THIRTY_YEARS: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let held = Duration::from_nanos(u64::MAX >> 1);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = plain_layer(Duration::MAX).layer(service_fn({
+        let seen = seen.clone();
+        move |_: ()| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push(Deadline::current().unwrap().budget());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                seen.lock()
+                    .unwrap()
+                    .push(Deadline::current().unwrap().budget());
+                std::future::pending::<Result<(), Infallible>>().await
+            }
+        }
+    }));
+    let start = Instant::now();
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert_eq!(start.elapsed(), THIRTY_YEARS);
+    assert_eq!(err.downcast_ref::<Elapsed>().unwrap().timeout(), held);
+    // About 292 years before the first wait; the timer's 30 years, less
+    // the second waited, after it.
+    let seen = seen.lock().unwrap();
+    assert!(seen[0] > THIRTY_YEARS * 9, "{:?}", seen[0]);
+    assert_eq!(seen[1..], [THIRTY_YEARS - Duration::from_secs(1)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_smallest_of_default_extension_and_header_wins() {
     let recorder = Arc::new(Recorder::default());
     let layer = http_layer(Duration::from_secs(2), &recorder);
