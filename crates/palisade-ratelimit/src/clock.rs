@@ -21,12 +21,19 @@ thread_local! {
     static LAST_READING: Cell<u64> = const { Cell::new(0) };
 }
 
+/// The latest reading: half of `u64`'s range, about 292 years after the
+/// origin. A bucket's arrival time runs at most a full bucket ahead of the
+/// clock, and the builder bounds a full bucket by the other half, so no
+/// sum of the two overflows, in palisade's bucket or in governor's.
+pub(crate) const MAX_READING: u64 = u64::MAX / 2;
+
 /// The time on `clock`, in nanoseconds since `origin` (zero before it;
-/// saturates after about 584 years).
+/// it stops at [`MAX_READING`], which only a manual clock moved that far
+/// reaches).
 #[inline]
 pub(crate) fn nanos_since(clock: &palisade_core::Clock, origin: Instant) -> u64 {
     let elapsed = clock.now().saturating_duration_since(origin);
-    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(elapsed.as_nanos()).map_or(MAX_READING, |nanos| nanos.min(MAX_READING))
 }
 
 /// Governor's clock: nanoseconds since `base`, read through palisade's

@@ -336,6 +336,14 @@ fn the_longest_buckets_allowed_never_overflow_a_keyed_or_global_limiter() {
             assert_eq!(keyed, global, "{requests}/{burst} after {years} more years");
             assert!(keyed <= burst);
         }
+        // Past the range: the clock stops there, and the buckets still
+        // admit no more than the burst.
+        manual.advance(Duration::MAX);
+        for _ in 0..2 {
+            let [keyed, global] = both(burst + 2);
+            assert_eq!(keyed, global, "{requests}/{burst} at the end of time");
+            assert!(keyed <= burst, "{requests}/{burst} at the end of time");
+        }
     }
 }
 

@@ -237,8 +237,10 @@ impl<K: KeyExtractor> RateLimitBuilder<K, RateLimitHeaders> {
 }
 
 /// The longest a full bucket (`burst * period / requests`) may take to
-/// refill, in nanoseconds: half of `u64`'s range, about 292 years.
-const MAX_BUCKET_NANOS: u64 = u64::MAX / 2;
+/// refill, in nanoseconds: half of `u64`'s range, about 292 years; the
+/// clock's readings keep the other half (see
+/// [`MAX_READING`](crate::clock::MAX_READING)).
+const MAX_BUCKET_NANOS: u64 = u64::MAX - crate::clock::MAX_READING - 1;
 
 /// The shortest interval per request that may be rounded down to whole
 /// nanoseconds: the rate then moves by less than 1%.
