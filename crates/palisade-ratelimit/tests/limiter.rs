@@ -390,6 +390,15 @@ fn invalid_settings_are_typed_errors() {
                 .build()
                 .unwrap_err(),
         ),
+        // The same bucket with the burst left at its default (the
+        // quota's requests): the period is what was set too long.
+        (
+            "period",
+            RateLimitLayer::builder()
+                .quota(2, Duration::from_nanos(u64::MAX / 2 + 2))
+                .build()
+                .unwrap_err(),
+        ),
         (
             "max_delay",
             RateLimitLayer::builder()

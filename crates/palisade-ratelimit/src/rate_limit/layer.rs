@@ -267,11 +267,20 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
             return Err(check.error("period", period, format!("period / requests <= {most:?}")));
         }
         if interval.as_nanos() * u128::from(burst) > u128::from(MAX_BUCKET_NANOS) {
-            return Err(check.error(
-                "burst",
-                burst,
-                format!("burst * (period / requests) <= {most:?}"),
-            ));
+            // Left at its default, the burst is the quota's requests and
+            // the bucket is the period: that is what was set too long.
+            return Err(match self.burst {
+                Some(_) => check.error(
+                    "burst",
+                    burst,
+                    format!("burst * (period / requests) <= {most:?}"),
+                ),
+                None => check.error(
+                    "period",
+                    period,
+                    format!("period <= {most:?} with the burst left at the quota's requests"),
+                ),
+            });
         }
         let quota = NonZeroU32::new(burst)
             .and_then(|burst| Quota::with_period(interval).map(|quota| quota.allow_burst(burst)))
