@@ -208,7 +208,8 @@ struct RateLimitPlan {
 }
 
 /// Valid limits. The emission interval (`period / requests`) is at most
-/// 1000 s and a full bucket (`interval * burst`) stays under 2^62 ns, well
+/// 1000 s, a layer that waits holds at least a millisecond of the quota,
+/// and a full bucket (`interval * burst`) stays under 2^62 ns, well
 /// inside the `u64` nanoseconds GCRA needs (see
 /// `rate_limit_with_a_bucket_past_584_years_is_refused`).
 fn rate_limit_plan() -> impl Strategy<Value = RateLimitPlan> {
@@ -231,14 +232,21 @@ fn rate_limit_plan() -> impl Strategy<Value = RateLimitPlan> {
             let room = ((1_u64 << 62) / interval).clamp(1, u64::from(u32::MAX));
             let burst = burst.map(|b| 1 + u32::try_from(u64::from(b) % room).unwrap_or(0));
             let requests_fit = u64::from(requests) <= room;
+            // Without a burst, the bucket holds `requests`.
+            let mut burst = if requests_fit {
+                burst
+            } else {
+                burst.or(Some(1))
+            };
+            // Waiting requests wake once a millisecond: the bucket holds
+            // at least a millisecond of the quota.
+            let tick = 1_000_000_u64.div_ceil(interval);
+            if wait.is_some() && u64::from(burst.unwrap_or(requests)) < tick {
+                burst = Some(u32::try_from(tick).unwrap_or(u32::MAX));
+            }
             RateLimitPlan {
                 name,
-                // Without a burst, the bucket holds `requests`.
-                burst: if requests_fit {
-                    burst
-                } else {
-                    burst.or(Some(1))
-                },
+                burst,
                 requests,
                 period,
                 wait,

@@ -406,6 +406,17 @@ fn invalid_settings_are_typed_errors() {
                 .build()
                 .unwrap_err(),
         ),
+        // Waiting requests wake once a millisecond: a bucket smaller than
+        // a millisecond of the quota would cap the rate they get.
+        (
+            "burst",
+            RateLimitLayer::builder()
+                .quota(5_000, Duration::from_secs(1))
+                .burst(4)
+                .wait_up_to(Duration::from_secs(1))
+                .build()
+                .unwrap_err(),
+        ),
         (
             "max_keys",
             RateLimitLayer::builder()

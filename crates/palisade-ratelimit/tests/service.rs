@@ -126,6 +126,34 @@ async fn waiting_mode_holds_a_request_until_its_turn() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiters_get_the_whole_rate_when_the_bucket_holds_a_millisecond() {
+    // 5,000 a second with a bucket of 5 (one millisecond of the quota, the
+    // least a waiting layer accepts): waiters wake once a millisecond and
+    // 5 go through each time, so 100 requests take 19 ms.
+    let layer = RateLimitLayer::builder()
+        .quota(5_000, Duration::from_secs(1))
+        .burst(5)
+        .wait_up_to(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let svc = layer.layer(echo());
+    let start = Instant::now();
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let svc = svc.clone();
+        waiting.spawn(async move { send(&svc, Request::new(())).await });
+    }
+    while let Some(result) = waiting.join_next().await {
+        result.unwrap().unwrap();
+    }
+    assert!(
+        start.elapsed() <= Duration::from_millis(20),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn waiting_mode_rejects_at_once_past_the_maximum_delay() {
     let layer = waiting_layer(Duration::from_secs(10), Duration::from_secs(2));
     let svc = layer.layer(echo());

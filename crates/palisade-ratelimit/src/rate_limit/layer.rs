@@ -26,8 +26,12 @@ pub enum Mode {
     /// `max_delay`; reject it at once otherwise. A waiting request holds no
     /// slot, of the limiter or of the inner service: after its wait it is
     /// checked again, and it waits again (within the same `max_delay` from
-    /// its arrival) if another request took the capacity first; once
-    /// admitted, it waits for its service to be ready, then calls it.
+    /// its arrival) if another request took the capacity first. tokio's
+    /// timer wakes waiting requests once a millisecond, so the burst must
+    /// hold at least a millisecond of the quota (5 at 5,000 a second);
+    /// `build` refuses a smaller one, which would cap waiting requests at
+    /// `burst` a millisecond. Once admitted, it waits for its service to be
+    /// ready, then calls it.
     /// Admission charges the bucket: a request dropped while its service
     /// is not ready yet (a full `ConcurrencyLimit` below, a caller that
     /// gave up) has spent its capacity, as one dropped during its call
@@ -242,6 +246,9 @@ impl<K: KeyExtractor> RateLimitBuilder<K, RateLimitHeaders> {
 /// [`MAX_READING`](crate::clock::MAX_READING)).
 const MAX_BUCKET_NANOS: u64 = u64::MAX - crate::clock::MAX_READING - 1;
 
+/// How often, at most, tokio's timer wakes a waiting request.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// The shortest interval per request that may be rounded down to whole
 /// nanoseconds: the rate then moves by less than 1%.
 const MIN_INEXACT_INTERVAL: Duration = Duration::from_nanos(100);
@@ -300,6 +307,21 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         }
         if let Mode::Wait { max_delay } = self.mode {
             check.positive_duration("max_delay", max_delay)?;
+            // tokio's timer wakes waiting requests once a millisecond at
+            // most, and a bucket keeps no more than its burst: a bucket
+            // smaller than one millisecond of the quota would let waiting
+            // requests through at `burst` a millisecond, below the rate.
+            let per_tick = TIMER_TICK.as_nanos().div_ceil(interval.as_nanos());
+            if u128::from(burst) < per_tick {
+                return Err(check.error(
+                    "burst",
+                    burst,
+                    format!(
+                        "burst >= {per_tick} when requests wait (the requests of one \
+                         millisecond of the quota: waiting requests wake once a millisecond)"
+                    ),
+                ));
+            }
         }
         let keyed = self.extractor.kind() != palisade_core::KeyKind::Global;
         if keyed {
