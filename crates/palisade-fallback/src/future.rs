@@ -141,7 +141,7 @@ where
                         Err(err) => {
                             let err: BoxError = err.into();
                             match this.shared.predicate.check_error(&*err) {
-                                Some(trigger) => Cause::from_error(trigger, err),
+                                Some(_) => Cause::from_error(err),
                                 None => return Poll::Ready(Err(err)),
                             }
                         }

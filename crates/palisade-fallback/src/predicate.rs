@@ -18,7 +18,7 @@
 //! The [`FallbackTrigger`] reported for an error is
 //! [`Rejection`](FallbackTrigger::Rejection) when a palisade rejection is
 //! in its chain and [`Error`](FallbackTrigger::Error) otherwise, whichever
-//! predicate claimed it.
+//! predicate claimed it and whatever trigger that predicate returned.
 //!
 //! # Example
 //!
@@ -66,8 +66,14 @@ use palisade_core::{FallbackTrigger, find_rejection};
     note = "a response closure must take `&{Res}`; see `palisade_fallback::predicate`"
 )]
 pub trait Predicate<Res> {
-    /// `Some(trigger)` when the fallback should answer for this error;
-    /// `None` lets the error pass through unchanged.
+    /// `Some` when the fallback should answer for this error; `None` lets
+    /// the error pass through unchanged.
+    ///
+    /// Only whether it is `Some` matters to the fallback: the trigger it
+    /// reports, and the [`Cause`](crate::Cause) it hands to the source, are
+    /// derived from the error itself ([`trigger_for`]), so a predicate
+    /// cannot report a palisade rejection as a service error. The
+    /// predicates of this module return that same trigger.
     fn check_error(&self, err: &(dyn Error + 'static)) -> Option<FallbackTrigger>;
 
     /// Whether the fallback should answer instead of this response.

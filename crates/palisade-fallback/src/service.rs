@@ -1,8 +1,8 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
+use palisade_core::BoxError;
 use palisade_core::shared::{Counted, SharedState, Sharing};
-use palisade_core::{BoxError, FallbackTrigger};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -29,7 +29,7 @@ pub struct Fallback<S, P: 'static, F: 'static, M: Sharing = Counted> {
     inner: S,
     shared: SharedState<Shared<P, F>, M>,
     /// A readiness error the predicate claimed, answered by the next call.
-    not_ready: Option<(FallbackTrigger, BoxError)>,
+    not_ready: Option<BoxError>,
 }
 
 impl<S, P, F, M: Sharing> Fallback<S, P, F, M> {
@@ -100,8 +100,8 @@ where
             Poll::Ready(Err(err)) => {
                 let err: BoxError = err.into();
                 match self.shared.predicate.check_error(&*err) {
-                    Some(trigger) => {
-                        self.not_ready = Some((trigger, err));
+                    Some(_) => {
+                        self.not_ready = Some(err);
                         Poll::Ready(Ok(()))
                     }
                     None => Poll::Ready(Err(err)),
@@ -115,9 +115,7 @@ where
         let kept = self.shared.source.keep(&req);
         match self.not_ready.take() {
             None => ResponseFuture::new(self.inner.call(req), kept, self.shared.clone()),
-            Some((trigger, err)) => {
-                ResponseFuture::answer(Cause::from_error(trigger, err), kept, self.shared.clone())
-            }
+            Some(err) => ResponseFuture::answer(Cause::from_error(err), kept, self.shared.clone()),
         }
     }
 }

@@ -50,6 +50,7 @@ use palisade_core::{BoxError, FallbackTrigger, Rejection, find_rejection};
 use tower_service::Service;
 
 use crate::future::{AsyncAnswer, ServiceAnswer};
+use crate::predicate::trigger_for;
 
 /// Why the fallback answers: the error the service returned, or the
 /// response a predicate rejected. Handed, owned, to the [`Source`].
@@ -64,9 +65,11 @@ pub enum Cause<Res> {
 }
 
 impl<Res> Cause<Res> {
-    /// The cause of an error: `Rejection` or `Error` as `trigger` says.
-    pub(crate) fn from_error(trigger: FallbackTrigger, err: BoxError) -> Self {
-        match trigger {
+    /// The cause of a claimed error: `Rejection` when a palisade rejection
+    /// is in its chain, `Error` otherwise, whatever trigger the predicate
+    /// returned, so that metrics never count a rejection as a failure.
+    pub(crate) fn from_error(err: BoxError) -> Self {
+        match trigger_for(&*err) {
             FallbackTrigger::Rejection => Cause::Rejection(err),
             _ => Cause::Error(err),
         }

@@ -258,6 +258,51 @@ async fn error_closure_predicate_decides() {
     assert!(limited.oneshot(1).await.unwrap_err().is::<RateLimited>());
 }
 
+/// A custom predicate that claims every error and says it is a plain error.
+#[derive(Clone, Copy, Debug)]
+struct ClaimsEverythingAsError;
+
+impl<Res> palisade_fallback::predicate::Predicate<Res> for ClaimsEverythingAsError {
+    fn check_error(&self, _err: &(dyn Error + 'static)) -> Option<FallbackTrigger> {
+        Some(FallbackTrigger::Error)
+    }
+
+    fn check_response(&self, _res: &Res) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_rejection_claimed_by_a_custom_predicate_is_reported_as_a_rejection() {
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::from_fn(|cause: Cause<String>| {
+        let rejected = matches!(cause, Cause::Rejection(_)) && cause.rejection().is_some();
+        format!("{} {rejected}", cause.trigger().as_str())
+    }))
+    .metrics(recorder.clone())
+    .when(ClaimsEverythingAsError)
+    .build()
+    .unwrap();
+
+    let limited = layer.layer(odd_fails(rate_limited, |n: &u32| *n));
+    assert_eq!(limited.oneshot(1).await.unwrap(), "rejection true");
+    assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
+
+    // The same holds for a rejection met while the inner service gets ready.
+    let mut not_ready = layer.layer(FailsReadinessOnce {
+        failed: Arc::default(),
+        calls: Arc::default(),
+    });
+    let answer = not_ready.ready().await.unwrap().call(1).await.unwrap();
+    assert_eq!(answer, "rejection true");
+    assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
+
+    // An error without a rejection in its chain stays an error.
+    let failing = layer.layer(odd_fails(|| "disk on fire".into(), |n: &u32| *n));
+    assert_eq!(failing.oneshot(1).await.unwrap(), "error false");
+    assert_eq!(recorder.take()[0].1, FallbackTrigger::Error);
+}
+
 #[tokio::test]
 async fn or_when_widens_the_predicate() {
     let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
