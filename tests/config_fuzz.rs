@@ -1849,7 +1849,19 @@ fn chaos_latency_and_spike_saturate() {
         .build()
         .expect("a valid configuration");
     let mut svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, Infallible>(x) }));
-    let call = catch_unwind(AssertUnwindSafe(|| drop(svc.call(1))));
-    assert!(call.is_ok(), "drawing the delay overflowed");
+    let call = catch_unwind(AssertUnwindSafe(|| {
+        let mut future = std::pin::pin!(svc.call(1));
+        // The first poll starts the wait.
+        let waker = std::task::Waker::noop();
+        future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_pending()
+    }));
+    assert_eq!(
+        call.ok(),
+        Some(true),
+        "drawing or starting the delay overflowed"
+    );
     assert_eq!(layer.stats().delayed, 1);
 }

@@ -829,8 +829,9 @@ fn check_chaos_header(input: &[u8]) -> Result<(), TestCaseError> {
     req.headers_mut().insert("x-palisade-chaos", value);
     let rt = runtime();
     let _enter = rt.enter();
-    // The fault is chosen and counted in `call`; the future is not polled,
-    // so a forced panic or delay never runs.
+    // The fault is chosen in `call`, which counts the request; the future
+    // is not polled, so a forced panic, error or delay never happens and
+    // is not counted.
     drop(tower::Service::call(&mut svc, req));
     let stats = chaos.stats();
     prop_assert_eq!(stats.requests, u64::from(parsed.is_some()));
@@ -838,11 +839,7 @@ fn check_chaos_header(input: &[u8]) -> Result<(), TestCaseError> {
         events.malformed.load(Ordering::Relaxed),
         u64::from(parsed.is_none())
     );
-    if let Some(fault) = parsed {
-        prop_assert_eq!(stats.panics, u64::from(fault.panic));
-        prop_assert_eq!(stats.errors, u64::from(fault.error && !fault.panic));
-        prop_assert_eq!(stats.delayed, u64::from(!fault.delay.is_zero()));
-    }
+    prop_assert_eq!((stats.panics, stats.errors, stats.delayed), (0, 0, 0));
     Ok(())
 }
 

@@ -467,17 +467,31 @@ impl Report {
         assert!(acquired - s.admitted(Bulkhead) <= cancelled);
         assert_eq!(
             self.bulkhead_admitted,
-            self.outage.errors + self.chaos.requests,
+            self.outage.requests + self.chaos.requests,
             "every admitted call reached the outage layer, then the chaos layer"
         );
-        assert_eq!(
-            self.chaos.requests,
-            self.inner_calls + self.chaos.errors + self.chaos.panics,
-            "the service was called for every request without an injected fault"
+        // The chaos layers count a panic or an error when it takes effect.
+        // A call drawn to panic or fail calls no service, and when it is
+        // timed out or cancelled during its delay its fault never happens.
+        let faulted = self.chaos.requests - self.inner_calls;
+        assert!(
+            faulted >= self.chaos.errors + self.chaos.panics,
+            "more faults took effect than calls were drawn to fail"
         );
         assert!(
-            s.panics.load(Ordering::Relaxed) <= self.chaos.panics,
-            "more panics caught than injected"
+            faulted - self.chaos.errors - self.chaos.panics
+                <= t.degraded(Kind::TimedOut) + cancelled,
+            "a drawn fault vanished from a call that was neither timed out nor cancelled"
+        );
+        assert_eq!(
+            s.panics.load(Ordering::Relaxed),
+            self.chaos.panics,
+            "every panic raised was caught"
+        );
+        assert_eq!(
+            self.chaos.errors + self.outage.errors,
+            t.degraded(Kind::InjectedError),
+            "every injected error reached the client as one"
         );
 
         // Nothing is leaked.

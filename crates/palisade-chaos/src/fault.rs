@@ -16,8 +16,8 @@ pub struct Fault {
     /// Panic (in `call` or on the first poll, see
     /// [`PanicPoint`](crate::PanicPoint)).
     pub panic: bool,
-    /// Sleep this long before the inner future is polled (ignored with a
-    /// panic raised in `call`).
+    /// Sleep this long, from the first poll of the response future, before
+    /// the inner future is polled (ignored with a panic raised in `call`).
     pub delay: Duration,
 }
 

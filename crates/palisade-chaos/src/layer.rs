@@ -13,8 +13,9 @@ use crate::service::Chaos;
 /// Where an injected panic is raised.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PanicPoint {
-    /// On the first poll of the response future (the default): the panic
-    /// happens inside the future, as most handler panics do.
+    /// When the response future is polled, after the delay if there is one
+    /// (the default): the panic happens inside the future, as most handler
+    /// panics do. A request dropped before then never panics.
     #[default]
     Poll,
     /// Synchronously in `Service::call`. `call` cannot sleep, so a request
@@ -24,18 +25,31 @@ pub enum PanicPoint {
 }
 
 /// What a chaos layer has injected so far, across all its clones.
+///
+/// A fault is counted when it takes effect, not when it is drawn: a request
+/// whose response future is dropped first (cancelled by its caller, or
+/// timed out by a layer above while it waits out its delay) counts in
+/// [`requests`](Self::requests) and in nothing its fault did not get to
+/// do. So [`panics`](Self::panics) is exactly the number of panics raised,
+/// which a panic-catch layer wrapping the chaos layer catches one for one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChaosStats {
     /// Requests that reached the layer while it was enabled, or with a
-    /// forced fault.
+    /// forced fault; counted in `call`, whatever became of their fault.
     pub requests: u64,
-    /// Injected errors.
+    /// Injected errors, counted when the response future answers one.
     pub errors: u64,
-    /// Injected panics.
+    /// Injected panics, counted when raised: in `call` with
+    /// [`PanicPoint::Call`], else when the response future is polled after
+    /// its delay.
     pub panics: u64,
-    /// Requests delayed (a panic raised in `call` is never delayed).
+    /// Requests whose delay started: counted at the first poll of the
+    /// response future, when the wait begins (a panic raised in `call` is
+    /// never delayed).
     pub delayed: u64,
-    /// Sum of the injected delays.
+    /// The time actually waited on tokio's clock, added when a wait ends:
+    /// the whole delay when it runs out, the part served when the response
+    /// future is dropped during it.
     pub total_delay: Duration,
 }
 
@@ -88,24 +102,35 @@ impl Shared {
         }
     }
 
-    /// Counts a fault that is about to be applied.
-    pub(crate) fn count(&self, fault: &Fault) {
+    /// Counts a request that gets a fault, drawn or forced.
+    pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if fault.panic {
-            self.panics.fetch_add(1, Ordering::Relaxed);
-        } else if fault.error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if !fault.delay.is_zero() {
-            self.delayed.fetch_add(1, Ordering::Relaxed);
-            let nanos = u64::try_from(fault.delay.as_nanos()).unwrap_or(u64::MAX);
-            // Saturates, as the delays themselves do.
-            let _ = self
-                .delay_nanos
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
-                    Some(total.saturating_add(nanos))
-                });
-        }
+    }
+
+    /// Counts a panic about to be raised.
+    pub(crate) fn count_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an error about to be answered.
+    pub(crate) fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a delay whose wait begins.
+    pub(crate) fn count_delay_started(&self) {
+        self.delayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the time a delay was waited, once its wait ends.
+    pub(crate) fn count_waited(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        // Saturates, as the delays themselves do.
+        let _ = self
+            .delay_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                Some(total.saturating_add(nanos))
+            });
     }
 }
 
@@ -390,11 +415,9 @@ mod tests {
     #[test]
     fn the_total_delay_saturates() {
         let layer = ChaosLayer::builder().build().unwrap();
-        let spike = Fault::delay(Duration::from_nanos(1 << 63));
-        layer.shared.count(&spike);
-        layer.shared.count(&spike);
+        layer.shared.count_waited(Duration::from_nanos(1 << 63));
+        layer.shared.count_waited(Duration::from_nanos(1 << 63));
         let stats = layer.stats();
-        assert_eq!(stats.delayed, 2);
         assert_eq!(stats.total_delay, Duration::from_nanos(u64::MAX));
     }
 

@@ -126,11 +126,13 @@ impl<S, O> Chaos<S, O> {
         };
         let panic_in_call = fault.panic && shared.panic_point == PanicPoint::Call;
         if panic_in_call {
-            // `call` cannot sleep, so the panic comes at once: drop the delay
-            // so that the stats count only what happens.
+            // `call` cannot sleep, so the panic comes at once without its
+            // delay.
             fault.delay = Duration::ZERO;
         }
-        shared.count(&fault);
+        // The fault itself is counted where it takes effect, so that a
+        // request dropped before then counts as a request only.
+        shared.count_request();
         if fault == Fault::NONE {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
@@ -139,9 +141,10 @@ impl<S, O> Chaos<S, O> {
             error = fault.error,
             panic = fault.panic,
             delay_ms = u64::try_from(fault.delay.as_millis()).unwrap_or(u64::MAX),
-            "chaos fault injected"
+            "chaos fault chosen"
         );
         if panic_in_call {
+            shared.count_panic();
             panic!("chaos {:?}: injected panic", shared.name.as_str());
         }
         let inner = if fault.panic || fault.error {
@@ -149,6 +152,6 @@ impl<S, O> Chaos<S, O> {
         } else {
             Some(self.inner.call(req))
         };
-        ResponseFuture::faulty(inner, fault, shared.name.clone())
+        ResponseFuture::faulty(inner, fault, self.layer.shared.clone())
     }
 }

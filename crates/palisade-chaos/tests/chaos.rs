@@ -136,6 +136,61 @@ async fn a_panic_on_poll_comes_after_the_delay() {
     assert_eq!(stats.total_delay, Duration::from_secs(5));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_before_its_first_poll_counts_no_fault() {
+    let panics = ChaosLayer::builder()
+        .panic_rate(1.0)
+        .latency(Duration::from_secs(1), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let errors = ChaosLayer::builder().error_rate(1.0).build().unwrap();
+    for layer in [&panics, &errors] {
+        drop(layer.layer(echo()).call(1));
+        let stats = layer.stats();
+        assert_eq!(stats.requests, 1, "{layer:?}");
+        assert_eq!((stats.panics, stats.errors), (0, 0), "{layer:?}");
+        assert_eq!(stats.delayed, 0, "{layer:?}");
+        assert_eq!(stats.total_delay, Duration::ZERO, "{layer:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_cut_short_counts_only_the_time_waited() {
+    let layer = ChaosLayer::builder()
+        .panic_rate(1.0)
+        .latency(Duration::from_secs(1), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(echo());
+    let mut call = Box::pin(svc.call(1));
+    assert!(poll_once(call.as_mut()).is_pending());
+    let stats = layer.stats();
+    assert_eq!((stats.delayed, stats.total_delay), (1, Duration::ZERO));
+
+    tokio::time::advance(Duration::from_millis(300)).await;
+    drop(call);
+    let stats = layer.stats();
+    assert_eq!(stats.delayed, 1);
+    assert_eq!(stats.total_delay, Duration::from_millis(300));
+    assert_eq!(stats.panics, 0, "the panic never came");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_past_the_end_of_the_clock_starts_without_overflow() {
+    let layer = ChaosLayer::builder()
+        .latency(Duration::MAX, Duration::MAX)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(echo());
+    let mut call = Box::pin(svc.call(1));
+    assert!(poll_once(call.as_mut()).is_pending());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    drop(call);
+    let stats = layer.stats();
+    assert_eq!(stats.delayed, 1);
+    assert_eq!(stats.total_delay, Duration::from_secs(1));
+}
+
 #[test]
 fn panic_point_poll_panics_on_first_poll() {
     quiet_panics();
