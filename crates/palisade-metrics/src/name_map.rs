@@ -19,7 +19,9 @@
 
 use std::fmt;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(test)]
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 type Link<T> = OnceLock<Box<Node<T>>>;
 
@@ -29,34 +31,67 @@ struct Node<T> {
     next: Link<T>,
 }
 
+/// A place taken in [`NameMap::places`].
+const TAKEN: u64 = 1;
+/// An insertion under way in [`NameMap::places`].
+const UNDER_WAY: u64 = 1 << 32;
+
+/// Places taken, in the low half of a `places` word.
+fn taken(places: u64) -> u64 {
+    places & (UNDER_WAY - 1)
+}
+
+/// Insertions under way, in the high half of a `places` word.
+fn under_way(places: u64) -> u64 {
+    places >> 32
+}
+
+/// Ends an insertion under way when dropped: takes `done` off `places`.
+struct InsertionEnd<'a> {
+    places: &'a AtomicU64,
+    done: u64,
+}
+
+impl Drop for InsertionEnd<'_> {
+    fn drop(&mut self) {
+        self.places.fetch_sub(self.done, Ordering::Release);
+    }
+}
+
 /// A map from names to `T`, read without locks; see the module docs.
 pub(crate) struct NameMap<T> {
     buckets: Box<[Link<T>]>,
-    len: AtomicUsize,
-    /// Insertions under way: a thread that finds the map at its cap waits
-    /// for them before refusing, since one may be inserting its name.
-    inserting: AtomicUsize,
-    cap: usize,
+    /// Places taken (low half) and insertions under way (high half), in
+    /// one word: an insertion takes its place and announces itself in one
+    /// step, and only while a place is free, so a lookup that finds the
+    /// map at its cap waits for exactly the insertions that hold a place
+    /// (one may be inserting its name) and never for another refused one.
+    places: AtomicU64,
+    cap: u64,
     refused: AtomicU64,
     /// Lookups that found the map at its cap and waited, for tests that
     /// must know a thread got there.
     #[cfg(test)]
     waited_at_cap: AtomicUsize,
+    /// Insertions announced to the lookups waiting at the cap.
+    #[cfg(test)]
+    announced: AtomicUsize,
 }
 
 impl<T> NameMap<T> {
     /// A map with `buckets` chains (rounded up to a power of two) that
-    /// tracks at most `cap` names.
+    /// tracks at most `cap` names (at most `u32::MAX`).
     pub(crate) fn new(buckets: usize, cap: usize) -> Self {
         let buckets = buckets.max(1).next_power_of_two();
         Self {
             buckets: (0..buckets).map(|_| OnceLock::new()).collect(),
-            len: AtomicUsize::new(0),
-            inserting: AtomicUsize::new(0),
-            cap,
+            places: AtomicU64::new(0),
+            cap: u64::try_from(cap).map_or(UNDER_WAY - 1, |cap| cap.min(UNDER_WAY - 1)),
             refused: AtomicU64::new(0),
             #[cfg(test)]
             waited_at_cap: AtomicUsize::new(0),
+            #[cfg(test)]
+            announced: AtomicUsize::new(0),
         }
     }
 
@@ -96,57 +131,73 @@ impl<T> NameMap<T> {
         }
     }
 
+    /// While a place is free, takes one and links `name`. At the cap,
+    /// `name` is tracked only if it is already linked or is being linked
+    /// by an insertion under way: those are waited for (they are a few
+    /// instructions from done), so an event of a name that another thread
+    /// is adding is never refused. A lookup refused at the cap writes
+    /// nothing but the refusal count, so it makes no one else wait.
     #[cold]
     fn insert_slow(&self, name: &str, make: impl FnOnce() -> T) -> Option<&T> {
+        #[cfg(test)]
+        let mut waited = false;
+        let mut places = self.places.load(Ordering::Acquire);
         loop {
-            // Announced before the reservation: a thread whose reservation
-            // lands after this one's (and finds the cap reached) sees it.
-            self.inserting.fetch_add(1, Ordering::AcqRel);
-            if self.len.fetch_add(1, Ordering::AcqRel) < self.cap {
-                let found = self.link(name, make);
-                self.inserting.fetch_sub(1, Ordering::Release);
+            if taken(places) < self.cap {
+                let take = places + TAKEN + UNDER_WAY;
+                match self.places.compare_exchange_weak(
+                    places,
+                    take,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        #[cfg(test)]
+                        self.announced.fetch_add(1, Ordering::Relaxed);
+                        // Ends the insertion even if `make` panics, so that
+                        // no lookup at the cap waits for it forever.
+                        let mut end = InsertionEnd {
+                            places: &self.places,
+                            done: UNDER_WAY + TAKEN,
+                        };
+                        let (found, stored) = self.link(name, make);
+                        // An insertion that found its name linked by
+                        // another gives its place back as it ends.
+                        if stored {
+                            end.done = UNDER_WAY;
+                        }
+                        return Some(found);
+                    }
+                    Err(now) => {
+                        places = now;
+                        continue;
+                    }
+                }
+            }
+            // Read after `places`: every insertion that had ended by then
+            // (all of them, once none is under way) is visible to it.
+            if let Some(found) = self.get(name) {
                 return Some(found);
             }
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            self.inserting.fetch_sub(1, Ordering::AcqRel);
-            if let Some(found) = self.find_at_cap(name) {
-                return Some(found);
-            }
-            // The insertions waited for may have been of one name: all but
-            // the first gave their place back, so the map may have room.
-            if self.len.load(Ordering::Acquire) >= self.cap {
+            if under_way(places) == 0 {
+                // Every place holds a linked name, and only an insertion
+                // under way gives one back: the map stays full.
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-        }
-    }
-
-    /// At the cap, `name` is tracked only if it is already linked or is
-    /// being linked by an insertion under way: those are waited for (they
-    /// are a few instructions from done, and at most `cap` ever run), so
-    /// an event of a name that another thread is adding is never refused.
-    /// `None` once no insertion is under way and `name` is not linked.
-    #[cold]
-    fn find_at_cap(&self, name: &str) -> Option<&T> {
-        #[cfg(test)]
-        self.waited_at_cap.fetch_add(1, Ordering::AcqRel);
-        loop {
-            // Read before the lookup: once no insertion is under way, every
-            // node linked before is visible to it.
-            let busy = self.inserting.load(Ordering::Acquire) > 0;
-            if let Some(value) = self.get(name) {
-                return Some(value);
-            }
-            if !busy {
-                return None;
+            #[cfg(test)]
+            if !std::mem::replace(&mut waited, true) {
+                self.waited_at_cap.fetch_add(1, Ordering::AcqRel);
             }
             std::thread::yield_now();
+            places = self.places.load(Ordering::Acquire);
         }
     }
 
     /// Links a node for `name` under a reservation, unless another thread
-    /// linked one first; either way, the value stored for `name`.
-    fn link(&self, name: &str, make: impl FnOnce() -> T) -> &T {
+    /// linked one first; either way, the value stored for `name`, and
+    /// whether this call stored it.
+    fn link(&self, name: &str, make: impl FnOnce() -> T) -> (&T, bool) {
         let mut pending = Some(Box::new(Node {
             name: name.into(),
             value: make(),
@@ -155,13 +206,9 @@ impl<T> NameMap<T> {
         let mut link = self.bucket(name);
         loop {
             match link.get() {
-                Some(node) if *node.name == *name => {
-                    if pending.is_some() {
-                        // Another thread inserted the same name first.
-                        self.len.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    return &node.value;
-                }
+                // With `pending` still ours, another thread inserted the
+                // same name first.
+                Some(node) if *node.name == *name => return (&node.value, pending.is_none()),
                 Some(node) => link = &node.next,
                 None => {
                     if let Some(node) = pending.take() {
@@ -180,7 +227,8 @@ impl<T> NameMap<T> {
 
     /// How many names are tracked.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire).min(self.cap)
+        let taken = taken(self.places.load(Ordering::Acquire)).min(self.cap);
+        usize::try_from(taken).unwrap_or(usize::MAX)
     }
 
     /// How many lookups of a new name were refused because the map was full.
@@ -351,6 +399,51 @@ mod tests {
         assert_eq!(map.refused(), 0);
         assert_eq!(map.len(), 3);
         assert_eq!(map.get("y").map(|v| v.load(Ordering::Relaxed)), Some(7));
+    }
+
+    /// Lookups of new names refused at the cap announce no insertion, so
+    /// a lookup waiting at the cap for an insertion under way never waits
+    /// for them as well.
+    #[test]
+    fn refused_lookups_announce_no_insertion() {
+        let map = NameMap::new(4, 1);
+        assert!(map.get_or_insert_with("a", || ()).is_some());
+        assert_eq!(map.announced.load(Ordering::Relaxed), 1);
+        for i in 0..100 {
+            assert!(map.get_or_insert_with(&format!("n{i}"), || ()).is_none());
+        }
+        assert_eq!(map.refused(), 100);
+        assert_eq!(
+            map.announced.load(Ordering::Relaxed),
+            1,
+            "refused lookups announced insertions"
+        );
+    }
+
+    /// A `make` that panics ends its insertion and gives its place back:
+    /// the next new name takes that place instead of waiting for it.
+    #[test]
+    fn a_panicking_make_gives_its_place_back() {
+        let map = Arc::new(NameMap::new(4, 1));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            map.get_or_insert_with("a", || panic!("make failed"));
+        }));
+        assert!(panicked.is_err());
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let next = {
+            let map = Arc::clone(&map);
+            std::thread::spawn(move || {
+                let tracked = map.get_or_insert_with("b", || 7).copied();
+                done_tx.send(tracked).expect("test is waiting");
+            })
+        };
+        let tracked = done
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("\"b\" waited for an insertion that had ended");
+        next.join().expect("thread finished");
+        assert_eq!(tracked, Some(7));
+        assert!(map.get("a").is_none());
+        assert_eq!((map.len(), map.refused()), (1, 0));
     }
 
     /// Threads race to insert overlapping names in seeded random orders and
