@@ -31,7 +31,9 @@
 //! Recording is cheap: a lock-free name lookup, then relaxed atomic updates
 //! in cells allocated when the name was first seen. Only the events off the
 //! happy path (rejections, panics, timeouts, fallbacks) read the clock; the
-//! first of them for a policy also makes its recent window.
+//! first of them that a policy counts in its recent window allocates that
+//! window. A header's first malformed value under a policy allocates its
+//! counter; no other event allocates.
 //!
 //! # Example
 //!
@@ -523,12 +525,8 @@ fn assess(
     fallbacks: &Fallbacks,
     window: u64,
 ) -> (Health, Vec<String>) {
-    let mut health = Health::Ok;
-    let mut concerns = Vec::new();
-    let mut worse = |level: Health, concern: String| {
-        health = health.max(level);
-        concerns.push(concern);
-    };
+    let mut concerns: Vec<(Health, String)> = Vec::new();
+    let mut worse = |level: Health, concern: String| concerns.push((level, concern));
     if let Some(b) = breaker {
         let state = CircuitState::ALL.iter().find(|s| s.as_str() == b.state);
         match state {
@@ -585,7 +583,10 @@ fn assess(
             );
         }
     }
-    (health, concerns)
+    // Worst first; a stable sort keeps the order above among equals.
+    concerns.sort_by_key(|(level, _)| std::cmp::Reverse(*level));
+    let health = concerns.first().map_or(Health::Ok, |(level, _)| *level);
+    (health, concerns.into_iter().map(|(_, c)| c).collect())
 }
 
 fn describe(state: Option<&CircuitState>) -> &'static str {

@@ -641,3 +641,33 @@ fn a_metrics_only_breaker_shows_what_enforcing_would_do() {
         Value::Null
     );
 }
+
+#[test]
+fn concerns_put_a_rejection_before_what_a_metrics_only_breaker_would_do() {
+    let clock = ManualClock::new();
+    let sink = sink(&clock, 10);
+    clock.advance(Duration::from_secs(30));
+    sink.record(&Event::StateChanged {
+        policy: "shadow",
+        from: CircuitState::Closed,
+        to: CircuitState::MetricsOnly,
+        reason: TransitionReason::Forced,
+    });
+    sink.record(&Event::ShadowStateChanged {
+        policy: "shadow",
+        from: CircuitState::Closed,
+        to: CircuitState::Open,
+        reason: TransitionReason::FailureRate,
+    });
+    reject(&sink, "shadow", RejectReason::RateLimited, 1);
+    let snapshot = sink.snapshot();
+    let p = &snapshot.policies[0];
+    assert_eq!(p.health, Health::Degraded);
+    assert_eq!(
+        p.concerns,
+        [
+            "0.1 rejections/s, mostly rate limited",
+            "metrics-only breaker would be open",
+        ]
+    );
+}
