@@ -91,6 +91,13 @@ fn policy_row(out: &mut String, p: &PolicySnapshot) {
                 r#"<span class="breaker-state" data-state="{state}">{}</span>"#,
                 human(b.state)
             );
+            if let Some(shadow) = b.shadow_state {
+                let _ = write!(
+                    out,
+                    r#"<span class="since">would be {}</span>"#,
+                    human(shadow)
+                );
+            }
             if let Some(t) = &b.last_transition {
                 let _ = write!(
                     out,

@@ -216,3 +216,34 @@ async fn metrics_route_serves_the_registry() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn page_shows_what_a_metrics_only_breaker_would_be() {
+    bounded(async {
+        let sink = SnapshotSink::new();
+        let metrics = Metrics::new(sink.clone());
+        metrics.emit(&Event::StateChanged {
+            policy: "shadow",
+            from: CircuitState::Closed,
+            to: CircuitState::MetricsOnly,
+            reason: TransitionReason::Forced,
+        });
+        metrics.emit(&Event::ShadowStateChanged {
+            policy: "shadow",
+            from: CircuitState::Closed,
+            to: CircuitState::HalfOpen,
+            reason: TransitionReason::WaitElapsed,
+        });
+        let server = serve(dashboard::router(sink)).await;
+        let (status, _, html) = get(server.addr, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains(concat!(
+                r#"<span class="breaker-state" data-state="metrics_only">metrics only</span>"#,
+                r#"<span class="since">would be half open</span>"#,
+            )),
+            "{html}"
+        );
+    })
+    .await;
+}
