@@ -1,10 +1,12 @@
 //! palisade's events as structured [`tracing`] events.
 //!
 //! [`TracingSink`] writes one event per fact under the target `palisade`,
-//! with the policy (or task group, or queue) and every label of the event as
-//! fields, so a subscriber can filter with `palisade=debug` and a log
-//! search can group by `policy`, `layer` or `reason`. Levels follow what an
-//! operator needs to see:
+//! with the event's stable [name](Event::name) as the field `event` (such
+//! as `palisade.request.rejected`), and the policy (or task group, or
+//! queue) and every label of the event as fields, so a subscriber can
+//! filter with `palisade=debug` and a log search can group by `event`,
+//! `policy`, `layer` or `reason`. Levels follow what an operator needs to
+//! see:
 //!
 //! | event | level | message |
 //! |---|---|---|
@@ -66,9 +68,11 @@ impl TracingSink {
 
 impl MetricsSink for TracingSink {
     fn record(&self, event: &Event<'_>) {
+        let name = event.name();
         match *event {
             Event::Admitted { policy, layer } => trace!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = layer.as_str(),
                 "request admitted"
@@ -79,6 +83,7 @@ impl MetricsSink for TracingSink {
                 reason,
             } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = layer.as_str(),
                 reason = reason.as_str(),
@@ -91,6 +96,7 @@ impl MetricsSink for TracingSink {
                 latency,
             } => trace!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = layer.as_str(),
                 outcome = outcome.as_str(),
@@ -103,6 +109,7 @@ impl MetricsSink for TracingSink {
                 location,
             } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "panic_catch",
                 panic.message = message,
@@ -115,6 +122,7 @@ impl MetricsSink for TracingSink {
                 caller,
             } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "timeout",
                 reason = "timed_out",
@@ -129,6 +137,7 @@ impl MetricsSink for TracingSink {
                 reason,
             } => warn!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "circuit_breaker",
                 from = from.as_str(),
@@ -143,6 +152,7 @@ impl MetricsSink for TracingSink {
                 reason,
             } => info!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "circuit_breaker",
                 from = from.as_str(),
@@ -157,6 +167,7 @@ impl MetricsSink for TracingSink {
                 calls,
             } => trace!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "circuit_breaker",
                 failure_rate,
@@ -172,6 +183,7 @@ impl MetricsSink for TracingSink {
                 limit,
             } => trace!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = layer.as_str(),
                 change = change.as_str(),
@@ -181,6 +193,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::LimitChanged { policy, from, to } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "bulkhead",
                 from,
@@ -189,6 +202,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::FallbackUsed { policy, trigger } => trace!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "fallback",
                 trigger = trigger.as_str(),
@@ -196,6 +210,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::KeysTracked { policy, keys, cap } => trace!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "rate_limit",
                 keys,
@@ -204,6 +219,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::KeysEvicted { policy, count } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "rate_limit",
                 count,
@@ -211,6 +227,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::OverflowUsed { policy } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = "rate_limit",
                 reason = "no_slot",
@@ -222,6 +239,7 @@ impl MetricsSink for TracingSink {
                 header,
             } => debug!(
                 target: "palisade",
+                event = name,
                 policy,
                 layer = layer.as_str(),
                 header,
@@ -229,6 +247,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::TaskStarted { group, task } => trace!(
                 target: "palisade",
+                event = name,
                 group,
                 task,
                 "task started"
@@ -236,6 +255,7 @@ impl MetricsSink for TracingSink {
             Event::TaskEnded { group, task, end } => match end {
                 TaskEnd::Failed | TaskEnd::Aborted => warn!(
                     target: "palisade",
+                event = name,
                     group,
                     task,
                     end = end.as_str(),
@@ -243,6 +263,7 @@ impl MetricsSink for TracingSink {
                 ),
                 _ => debug!(
                     target: "palisade",
+                event = name,
                     group,
                     task,
                     end = end.as_str(),
@@ -256,6 +277,7 @@ impl MetricsSink for TracingSink {
                 location,
             } => debug!(
                 target: "palisade",
+                event = name,
                 group,
                 task,
                 panic.message = message,
@@ -269,6 +291,7 @@ impl MetricsSink for TracingSink {
                 backoff,
             } => warn!(
                 target: "palisade",
+                event = name,
                 group,
                 task,
                 attempt,
@@ -281,6 +304,7 @@ impl MetricsSink for TracingSink {
                 restarts,
             } => error!(
                 target: "palisade",
+                event = name,
                 group,
                 task,
                 restarts,
@@ -288,6 +312,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::OffloadDropped { queue, reason } => warn!(
                 target: "palisade",
+                event = name,
                 queue,
                 reason = reason.as_str(),
                 "offloaded work dropped"
@@ -298,6 +323,7 @@ impl MetricsSink for TracingSink {
                 cause,
             } => trace!(
                 target: "palisade",
+                event = name,
                 queue,
                 attempt,
                 cause = cause.as_str(),
@@ -305,6 +331,7 @@ impl MetricsSink for TracingSink {
             ),
             Event::OffloadDelivered { queue, attempts } => trace!(
                 target: "palisade",
+                event = name,
                 queue,
                 attempts,
                 "offloaded work delivered"

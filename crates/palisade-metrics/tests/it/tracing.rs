@@ -201,3 +201,25 @@ fn per_request_events_are_trace() {
         "{captured:?}"
     );
 }
+
+#[test]
+fn every_event_carries_its_stable_name() {
+    let location = PanicLocation::new("src/lib.rs", 1, 2);
+    for event in every_event(&location) {
+        let captured = capture(&[event]);
+        assert_eq!(
+            captured[0].field("event"),
+            Some(event.name()),
+            "{captured:?}"
+        );
+    }
+    let captured = capture(&[Event::Rejected {
+        policy: "payments",
+        layer: LayerKind::CircuitBreaker,
+        reason: RejectReason::CircuitOpen,
+    }]);
+    assert_eq!(
+        captured[0].field("event"),
+        Some("palisade.request.rejected")
+    );
+}
