@@ -10,14 +10,17 @@
 //! Building a metric key allocates its label vector, so the sink builds
 //! each (family, policy, labels) key once, the first time it is needed,
 //! with its labels behind an `Arc`, and keeps it per policy in a lock-free
-//! map: recording an event then costs a name lookup and the recorder's own
-//! lookup of a pre-hashed key, and allocates nothing in the sink. The
+//! map (a name's first event allocates its entry there). Recording an
+//! event whose keys were built before then costs a name lookup and the
+//! recorder's own lookup of a pre-hashed key, and allocates nothing in
+//! the sink. The
 //! recorder may: `metrics-exporter-prometheus` 0.18 finds the key without
 //! allocating (it clones the key's `Arc`s) but wraps the handle it returns
 //! for each update in a new `Arc`, one allocation per update, as it does
 //! for the `counter!` macros. Where that matters, `PrometheusSink`
-//! (feature `prometheus`) records with plain atomics and allocates
-//! nothing once a policy has been seen.
+//! (feature `prometheus`) records with plain atomics and allocates only
+//! the first time it meets a name, a layer's latencies or a malformed
+//! header.
 //!
 //! `palisade_breaker_state{policy,state}` is written for every
 //! [`CircuitState`] on each transition, the new state's 1 before the old

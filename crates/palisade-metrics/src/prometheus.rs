@@ -1,13 +1,37 @@
 //! palisade's metric families in a `prometheus-client` registry.
 //!
-//! [`PrometheusSink`] records every event in atomics (no lock, and no
-//! allocation once a policy name has been seen) and registers a collector
-//! in your own [`Registry`], which renders the [families](crate::names) at
-//! scrape time:
+//! [`PrometheusSink`] records every event in atomics, with no lock, and
+//! registers a collector in your own [`Registry`], which renders the
+//! [families](crate::names) at scrape time. Recording allocates only the
+//! first time it meets a policy, task group or offload queue name (its
+//! cells), a layer's first latency (that layer's histogram), and a
+//! header's first malformed value under a policy (its counter); every
+//! other event allocates nothing.
 //!
-//! - counters and gauges appear once their policy, group or queue reported
-//!   something of the kind (a policy without a rate limiter has no
-//!   `palisade_ratelimit_keys` series);
+//! Counters are rendered at 0 from the moment they can count, so that
+//! `increase()` and `rate()` see their first event:
+//!
+//! - for every known task group and offload queue, each of its counters,
+//!   by every `end`, `reason` and `cause`;
+//! - for every known policy, `palisade_panics_total`,
+//!   `palisade_timeouts_total` (both `deadline`s) and
+//!   `palisade_fallbacks_total` (every `trigger`): those layers report
+//!   nothing before their first fault, and one policy name usually covers
+//!   a whole stack;
+//! - for each layer that reported under the policy, only what that layer
+//!   does: `palisade_admitted_total` and `palisade_rejections_total` with
+//!   the reasons it refuses with (a rate limiter `rate_limited` and
+//!   `missing_key`, a breaker `circuit_open` and `half_open_full`, a
+//!   bulkhead `concurrency_full`, `queue_full` and `wait_timed_out`),
+//!   `palisade_requests_total` by outcome for a breaker or a bulkhead,
+//!   the rate limiter's evictions and overflow, and the breaker's own
+//!   transitions (closed to open, open to half-open, half-open to closed
+//!   or open); its shadow transitions once it entered metrics-only mode.
+//!
+//! Any other label combination (an operator's transition, a header) and
+//! the gauges appear once they have something to show (a policy without a
+//! rate limiter has no `palisade_ratelimit_keys` series), and:
+//!
 //! - `palisade_breaker_state{policy,state}` has one series per
 //!   [`CircuitState`] once the breaker is known, and exactly one of them is
 //!   1 in every scrape, because the collector renders them all from one
@@ -63,7 +87,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::config;
-use crate::index::{OUTCOMES, REASONS, STATES};
+use crate::index::{self, OUTCOMES, REASONS, STATES};
 use crate::names::{self, Family, Kind};
 use crate::store::{self, Store, StoreConfig};
 
@@ -241,23 +265,69 @@ fn load(cell: &std::sync::atomic::AtomicU64) -> u64 {
     cell.load(Ordering::Relaxed)
 }
 
-/// One counter per label value whose cell is non-zero, each beside the
-/// `owner` label (`("policy", name)`, `("queue", name)`, …): the cells are
-/// indexed like the label enum's `ALL`.
+/// One counter per label value, each beside the `owner` label
+/// (`("policy", name)`, `("queue", name)`, …): the cells are indexed like
+/// the label enum's `ALL`. A value is rendered when `applies` says it can
+/// occur for the owner (at 0 until its first event, so `increase()` sees
+/// that event) or once its cell is non-zero.
 fn counters_by(
     m: &mut MetricEncoder<'_>,
     owner: (&str, &str),
     key: &str,
     labels: impl IntoIterator<Item = &'static str>,
     cells: &[std::sync::atomic::AtomicU64],
+    applies: impl Fn(usize) -> bool,
 ) -> fmt::Result {
-    for (label, cell) in labels.into_iter().zip(cells) {
+    for (i, (label, cell)) in labels.into_iter().zip(cells).enumerate() {
         let v = load(cell);
-        if v > 0 {
+        if v > 0 || applies(i) {
             counter(m, &[owner, (key, label)], v)?;
         }
     }
     Ok(())
+}
+
+/// Whether `layer` refuses requests with `reason`: the rejection series a
+/// layer of a policy has, at 0, from the layer's first event. Timeouts and
+/// panics have families of their own.
+fn rejects(layer: LayerKind, reason: RejectReason) -> bool {
+    use RejectReason as R;
+    match layer {
+        LayerKind::RateLimit => matches!(reason, R::RateLimited | R::MissingKey),
+        LayerKind::CircuitBreaker => matches!(reason, R::CircuitOpen | R::HalfOpenFull),
+        LayerKind::Bulkhead => {
+            matches!(reason, R::ConcurrencyFull | R::QueueFull | R::WaitTimedOut)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `layer` admits requests: the layers that can refuse them.
+fn admits(layer: LayerKind) -> bool {
+    RejectReason::ALL.iter().any(|r| rejects(layer, *r))
+}
+
+/// Whether `layer` classifies the calls it let through.
+fn classifies(layer: LayerKind) -> bool {
+    matches!(layer, LayerKind::CircuitBreaker | LayerKind::Bulkhead)
+}
+
+/// The transitions a breaker makes on its own (the others are an
+/// operator's), rendered at 0 once the breaker is known.
+fn automatic(from: CircuitState, to: CircuitState) -> bool {
+    use CircuitState as S;
+    matches!(
+        (from, to),
+        (S::Closed, S::Open) | (S::Open, S::HalfOpen) | (S::HalfOpen, S::Closed | S::Open)
+    )
+}
+
+/// The states a metrics-only breaker's shadow machine moves between.
+fn shadow(state: CircuitState) -> bool {
+    matches!(
+        state,
+        CircuitState::Closed | CircuitState::Open | CircuitState::HalfOpen
+    )
 }
 
 impl Collector for PrometheusCollector {
@@ -272,15 +342,22 @@ impl Collector for PrometheusCollector {
                 names::ADMITTED_TOTAL => {
                     for (policy, p) in &policies {
                         let layers = LayerKind::ALL.iter().map(|l| l.as_str());
-                        counters_by(&mut m, ("policy", policy), "layer", layers, &p.admitted)?;
+                        let applies = |l: usize| {
+                            LayerKind::ALL
+                                .get(l)
+                                .is_some_and(|l| admits(*l) && p.has_layer(*l))
+                        };
+                        let owner = ("policy", *policy);
+                        counters_by(&mut m, owner, "layer", layers, &p.admitted, applies)?;
                     }
                 }
                 names::REJECTIONS_TOTAL => {
                     for (policy, p) in &policies {
                         for (l, layer) in LayerKind::ALL.iter().enumerate() {
+                            let seen = p.has_layer(*layer);
                             for (r, reason) in RejectReason::ALL.iter().enumerate() {
                                 let v = p.rejections.get(l * REASONS + r).map_or(0, load);
-                                if v > 0 {
+                                if v > 0 || (seen && rejects(*layer, *reason)) {
                                     let labels = [
                                         ("policy", *policy),
                                         ("layer", layer.as_str()),
@@ -295,9 +372,10 @@ impl Collector for PrometheusCollector {
                 names::REQUESTS_TOTAL => {
                     for (policy, p) in &policies {
                         for (l, layer) in LayerKind::ALL.iter().enumerate() {
+                            let seen = classifies(*layer) && p.has_layer(*layer);
                             for (o, outcome) in Outcome::ALL.iter().enumerate() {
                                 let v = p.requests.get(l * OUTCOMES + o).map_or(0, load);
-                                if v > 0 {
+                                if v > 0 || seen {
                                     let labels = [
                                         ("policy", *policy),
                                         ("layer", layer.as_str()),
@@ -328,22 +406,20 @@ impl Collector for PrometheusCollector {
                         }
                     }
                 }
+                // A panic-catch, timeout or fallback layer reports nothing
+                // before its first fault: its counters are rendered for
+                // every policy (one name covers a whole stack).
                 names::PANICS_TOTAL => {
                     for (policy, p) in &policies {
-                        let v = load(&p.panics);
-                        if v > 0 {
-                            counter(&mut m, &[("policy", *policy)], v)?;
-                        }
+                        counter(&mut m, &[("policy", *policy)], load(&p.panics))?;
                     }
                 }
                 names::TIMEOUTS_TOTAL => {
                     for (policy, p) in &policies {
                         for (caller, timeouts) in [false, true].into_iter().zip(&p.timeouts) {
-                            let v = load(timeouts);
-                            if v > 0 {
-                                let deadline = names::deadline(caller);
-                                counter(&mut m, &[("policy", *policy), ("deadline", deadline)], v)?;
-                            }
+                            let deadline = names::deadline(caller);
+                            let labels = [("policy", *policy), ("deadline", deadline)];
+                            counter(&mut m, &labels, load(timeouts))?;
                         }
                     }
                 }
@@ -356,6 +432,7 @@ impl Collector for PrometheusCollector {
                             "trigger",
                             triggers,
                             &p.fallbacks,
+                            |_| true,
                         )?;
                     }
                 }
@@ -373,10 +450,11 @@ impl Collector for PrometheusCollector {
                 }
                 names::BREAKER_TRANSITIONS_TOTAL => {
                     for (policy, p) in &policies {
+                        let known = p.has_layer(LayerKind::CircuitBreaker);
                         for (f, from) in CircuitState::ALL.iter().enumerate() {
                             for (t, to) in CircuitState::ALL.iter().enumerate() {
                                 let v = p.transitions.get(f * STATES + t).map_or(0, load);
-                                if v > 0 {
+                                if v > 0 || (known && automatic(*from, *to)) {
                                     let labels = [
                                         ("policy", *policy),
                                         ("from", from.as_str()),
@@ -390,6 +468,15 @@ impl Collector for PrometheusCollector {
                 }
                 names::BREAKER_SHADOW_TRANSITIONS_TOTAL => {
                     for (policy, p) in &policies {
+                        // From the breaker's first move into metrics-only
+                        // mode on, even after it leaves that mode.
+                        let to_shadow = index::state(CircuitState::MetricsOnly);
+                        let shadowed = (0..STATES)
+                            .filter_map(|f| p.transitions.get(f * STATES + to_shadow))
+                            .any(|cell| load(cell) > 0);
+                        let applies = |t: usize| {
+                            shadowed && CircuitState::ALL.get(t).is_some_and(|s| shadow(*s))
+                        };
                         let states = CircuitState::ALL.iter().map(|s| s.as_str());
                         counters_by(
                             &mut m,
@@ -397,6 +484,7 @@ impl Collector for PrometheusCollector {
                             "to",
                             states,
                             &p.shadow_transitions,
+                            applies,
                         )?;
                     }
                 }
@@ -454,7 +542,7 @@ impl Collector for PrometheusCollector {
                             &p.overflow
                         };
                         let v = load(cell);
-                        if v > 0 {
+                        if v > 0 || p.has_layer(LayerKind::RateLimit) {
                             counter(&mut m, &[("policy", *policy)], v)?;
                         }
                     }
@@ -483,7 +571,7 @@ impl Collector for PrometheusCollector {
                 names::TASKS_ENDED_TOTAL => {
                     for (group, g) in &groups {
                         let ends = TaskEnd::ALL.iter().map(|e| e.as_str());
-                        counters_by(&mut m, ("group", group), "end", ends, &g.ended)?;
+                        counters_by(&mut m, ("group", group), "end", ends, &g.ended, |_| true)?;
                     }
                 }
                 names::TASK_PANICS_TOTAL => {
@@ -493,24 +581,19 @@ impl Collector for PrometheusCollector {
                 }
                 names::TASK_RESTARTS_TOTAL => {
                     for (group, g) in &groups {
-                        let v = load(&g.restarts);
-                        if v > 0 {
-                            counter(&mut m, &[("group", *group)], v)?;
-                        }
+                        counter(&mut m, &[("group", *group)], load(&g.restarts))?;
                     }
                 }
                 names::TASK_GAVE_UP_TOTAL => {
                     for (group, g) in &groups {
-                        let v = load(&g.gave_up);
-                        if v > 0 {
-                            counter(&mut m, &[("group", *group)], v)?;
-                        }
+                        counter(&mut m, &[("group", *group)], load(&g.gave_up))?;
                     }
                 }
                 names::OFFLOAD_DROPPED_TOTAL => {
                     for (queue, q) in &queues {
                         let reasons = DropReason::ALL.iter().map(|r| r.as_str());
-                        counters_by(&mut m, ("queue", queue), "reason", reasons, &q.dropped)?;
+                        let owner = ("queue", *queue);
+                        counters_by(&mut m, owner, "reason", reasons, &q.dropped, |_| true)?;
                     }
                 }
                 names::OFFLOAD_DELIVERED_TOTAL => {
@@ -527,6 +610,7 @@ impl Collector for PrometheusCollector {
                             "cause",
                             causes,
                             &q.attempt_failures,
+                            |_| true,
                         )?;
                     }
                 }

@@ -5,10 +5,12 @@
 //! and read the cells when they are scraped or asked for a snapshot. Every
 //! label of an event maps to a fixed index (see [`crate::index`]), so
 //! recording an event is a name lookup in a [`NameMap`] followed by one or
-//! two relaxed atomic operations: no lock and, once a name has been seen,
-//! no allocation, except that a policy's recent window (snapshot sink) is
-//! made on the first rejection, timeout, panic or fallback it counts,
-//! which other threads counting one for that policy wait for.
+//! two relaxed atomic operations, with no lock. It allocates only on a
+//! first sight: a name's cells, a layer's histogram at its first latency
+//! (when the store keeps histograms), a header's counter at its first
+//! malformed value, and a policy's recent window (snapshot sink) at the
+//! first rejection, timeout, panic or fallback it counts, which other
+//! threads counting one for that policy wait for.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -130,6 +132,7 @@ impl Histogram {
     }
 
     /// The sum of the observed durations, in seconds.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) fn sum_seconds(&self) -> f64 {
         f64::from_bits(self.sum_nanos.load(Ordering::Relaxed)) / 1e9
     }
@@ -252,7 +255,6 @@ impl PolicyCells {
     }
 
     /// Whether `layer` reported for this policy.
-    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     pub(crate) fn has_layer(&self, layer: LayerKind) -> bool {
         self.layers.load(Ordering::Relaxed) & (1 << index::layer(layer)) != 0
     }

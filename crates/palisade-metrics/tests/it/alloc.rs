@@ -1,4 +1,5 @@
-//! Once a policy has been seen, recording its events allocates nothing.
+//! Once each name, layer and label of the events has been seen, recording
+//! them allocates nothing.
 
 use palisade_core::{ManualClock, MetricsSink, PanicLocation};
 use palisade_metrics::SnapshotSink;

@@ -399,3 +399,140 @@ fn collector_under_a_prefixed_sub_registry() {
         "{text}"
     );
 }
+
+#[test]
+fn a_task_group_renders_its_counters_at_zero_from_its_first_event() {
+    let (sink, registry) = fresh();
+    sink.record(&Event::TaskStarted {
+        group: "w",
+        task: "mailer",
+    });
+    let text = render(&registry);
+    for series in [
+        r#"palisade_task_gave_up_total{group="w"}"#,
+        r#"palisade_task_restarts_total{group="w"}"#,
+        r#"palisade_task_panics_total{group="w"}"#,
+        r#"palisade_tasks_ended_total{group="w",end="failed"}"#,
+        r#"palisade_tasks_ended_total{group="w",end="panicked"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+    assert!(text.contains(r#"palisade_task_gave_up_total{group="w"} 0"#));
+}
+
+#[test]
+fn an_offload_queue_renders_its_counters_at_zero_from_its_first_event() {
+    let (sink, registry) = fresh();
+    sink.record(&Event::OffloadDelivered {
+        queue: "mail",
+        attempts: 1,
+    });
+    let text = render(&registry);
+    for reason in palisade_core::DropReason::ALL {
+        let series = format!(
+            r#"palisade_offload_dropped_total{{queue="mail",reason="{}"}}"#,
+            reason.as_str()
+        );
+        assert_eq!(sample(&text, &series), Some(0.0), "{series} in:\n{text}");
+    }
+    for cause in palisade_core::AttemptFailure::ALL {
+        let series = format!(
+            r#"palisade_offload_attempt_failures_total{{queue="mail",cause="{}"}}"#,
+            cause.as_str()
+        );
+        assert_eq!(sample(&text, &series), Some(0.0), "{series} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_policy_renders_its_first_rejection_counters_at_zero_for_the_reasons_of_its_layers() {
+    let (sink, registry) = fresh();
+    sink.record(&Event::Admitted {
+        policy: "api",
+        layer: LayerKind::RateLimit,
+    });
+    let text = render(&registry);
+    assert!(
+        text.contains(
+            r#"palisade_rejections_total{policy="api",layer="rate_limit",reason="rate_limited"} 0"#
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"palisade_rejections_total{policy="api",layer="rate_limit",reason="missing_key"}"#
+        ),
+        Some(0.0)
+    );
+    // Only the reasons a rate limiter refuses with, and only for the layers
+    // that reported.
+    let rejections = crate::common::samples(&text, "palisade_rejections_total");
+    assert_eq!(rejections.len(), 2, "{rejections:?}");
+    assert!(!text.contains(r#"layer="circuit_breaker""#), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"palisade_admitted_total{policy="api",layer="rate_limit"}"#
+        ),
+        Some(1.0)
+    );
+    // The faults of the layers that report only when they happen.
+    for series in [
+        r#"palisade_panics_total{policy="api"}"#,
+        r#"palisade_timeouts_total{policy="api",deadline="policy"}"#,
+        r#"palisade_timeouts_total{policy="api",deadline="caller"}"#,
+        r#"palisade_fallbacks_total{policy="api",trigger="error"}"#,
+        r#"palisade_ratelimit_evictions_total{policy="api"}"#,
+        r#"palisade_ratelimit_overflow_total{policy="api"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_known_breaker_renders_its_trip_and_outcomes_at_zero() {
+    let (sink, registry) = fresh();
+    sink.record(&Event::Admitted {
+        policy: "db",
+        layer: LayerKind::CircuitBreaker,
+    });
+    let text = render(&registry);
+    for series in [
+        r#"palisade_breaker_transitions_total{policy="db",from="closed",to="open"}"#,
+        r#"palisade_breaker_transitions_total{policy="db",from="open",to="half_open"}"#,
+        r#"palisade_breaker_transitions_total{policy="db",from="half_open",to="closed"}"#,
+        r#"palisade_breaker_transitions_total{policy="db",from="half_open",to="open"}"#,
+        r#"palisade_rejections_total{policy="db",layer="circuit_breaker",reason="circuit_open"}"#,
+        r#"palisade_rejections_total{policy="db",layer="circuit_breaker",reason="half_open_full"}"#,
+        r#"palisade_requests_total{policy="db",layer="circuit_breaker",outcome="failure"}"#,
+        r#"palisade_requests_total{policy="db",layer="circuit_breaker",outcome="success"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+    // Operators' transitions and shadow-mode ones appear when they happen.
+    assert!(!text.contains(r#"to="forced_open""#), "{text}");
+    assert!(
+        !text.contains("palisade_breaker_shadow_transitions_total{"),
+        "{text}"
+    );
+    // No rate limiter reported under this name.
+    assert!(!text.contains(r#"layer="rate_limit""#), "{text}");
+    assert!(
+        !text.contains("palisade_ratelimit_evictions_total{"),
+        "{text}"
+    );
+
+    sink.record(&Event::StateChanged {
+        policy: "db",
+        from: CircuitState::Closed,
+        to: CircuitState::MetricsOnly,
+        reason: palisade_core::TransitionReason::Forced,
+    });
+    let text = render(&registry);
+    for to in ["closed", "open", "half_open"] {
+        let series =
+            format!(r#"palisade_breaker_shadow_transitions_total{{policy="db",to="{to}"}}"#);
+        assert_eq!(sample(&text, &series), Some(0.0), "{series} in:\n{text}");
+    }
+}
