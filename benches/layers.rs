@@ -118,7 +118,62 @@ fn rate_limit(c: &mut Criterion) {
     let svc =
         support::peer_rate_limit(support::PLENTY as usize, Duration::from_secs(1)).layer(Echo);
     bench_u64(&mut group, &rt, "tower_resilience", svc, Expect::Ok);
+    let svc = {
+        let _guard = rt.enter();
+        SharedClockFloor::new(Echo)
+    };
+    bench_u64(&mut group, &rt, "floor", svc, Expect::Ok);
     group.finish();
+}
+
+/// The least a limit shared by every clone of a service does per request,
+/// and no more: one read of tokio's clock and one compare-and-swap of a
+/// shared word, then the inner call with its future as it is. Not a
+/// limiter: the floor under any rate limiter whose clones share a bucket.
+#[derive(Clone)]
+struct SharedClockFloor<S> {
+    inner: S,
+    origin: tokio::time::Instant,
+    word: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S> SharedClockFloor<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            origin: tokio::time::Instant::now(),
+            word: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl<S: Service<u64>> Service<u64> for SharedClockFloor<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: u64) -> S::Future {
+        use std::sync::atomic::Ordering;
+        let now = tokio::time::Instant::now().duration_since(self.origin);
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let seen = self.word.load(Ordering::Acquire);
+        let _ = self.word.compare_exchange(
+            seen,
+            seen.max(now).wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.inner.call(request)
+    }
 }
 
 fn breaker(c: &mut Criterion) {
