@@ -1,9 +1,9 @@
 //! An axum server with one global palisade policy and stricter per-route
 //! policies.
 //!
-//! - The global policy `api`, applied to the whole `Router`, limits each
-//!   client IP, bounds every request's time, caps the work in flight and
-//!   contains panics.
+//! - The global policy `api`, wrapped around the whole `Router` (so that
+//!   paths no route matches meet it too), limits each client IP, bounds
+//!   every request's time, caps the work in flight and contains panics.
 //! - `POST /checkout` has its own policy `checkout`: a much tighter rate
 //!   limit and concurrency limit, independent of the global one.
 //! - `GET /recommendations` calls a flaky dependency; its policy
@@ -39,6 +39,7 @@ use palisade::ratelimit::key::PeerIp;
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, Stack};
 use tokio::net::TcpListener;
+use tower::Layer;
 
 async fn products() -> &'static str {
     "[\"apple\", \"pear\", \"plum\"]"
@@ -67,7 +68,23 @@ async fn recommendations(calls: Arc<AtomicU64>) -> (StatusCode, &'static str) {
     }
 }
 
-fn app() -> Result<Router, BoxError> {
+/// The routes inside the global policy.
+///
+/// The policy wraps the whole `Router` rather than going through
+/// `Router::layer`, which would run it after routing, on matched routes
+/// only: wrapped, it meets every request, paths no route matches
+/// included, so a flood of unknown paths is limited too.
+fn app() -> Result<
+    impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static,
+    BoxError,
+> {
     // One policy for everything: one limiter per client IP shared by every
     // route, one bulkhead, one deadline.
     let api = Stack::new("api")
@@ -123,7 +140,7 @@ fn app() -> Result<Router, BoxError> {
         .build()?;
 
     let calls = Arc::new(AtomicU64::new(0));
-    Ok(Router::new()
+    let router = Router::new()
         .route("/products", get(products))
         .route("/slow", get(slow))
         .route("/broken", get(broken))
@@ -131,8 +148,8 @@ fn app() -> Result<Router, BoxError> {
         .route(
             "/recommendations",
             get(move || recommendations(calls.clone())).route_layer(recommendations_policy),
-        )
-        .layer(api))
+        );
+    Ok(api.layer(router))
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
@@ -202,7 +219,9 @@ async fn main() -> Result<(), BoxError> {
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .with_graceful_shutdown(async {
             let _ = stopped.await;
