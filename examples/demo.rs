@@ -31,7 +31,9 @@ use tracing_subscriber::EnvFilter;
 const GRACE: Duration = Duration::from_secs(3);
 
 /// What the demo logs unless `RUST_LOG` says otherwise: breaker
-/// transitions and caught panics, from palisade's `tracing` sink.
+/// transitions, from palisade's `tracing` sink. The panics its routes
+/// raise on purpose are counted on the dashboard; `RUST_LOG=palisade=debug`
+/// logs each one as it is caught.
 const DEFAULT_LOG: &str = "off,palisade=warn,palisade_http=off,palisade_panic=off";
 
 #[tokio::main]
@@ -236,7 +238,8 @@ async fn serve(server: &DemoServer, args: &DemoArgs) -> Result<(), std::io::Erro
     println!("  curl -i {bare}    # now and then a stall, or a connection a panic broke");
     println!();
     println!(
-        "Breaker transitions and caught panics are logged below (RUST_LOG to change). Ctrl-C stops."
+        "Breaker transitions are logged below (RUST_LOG=palisade=debug adds every caught panic). \
+         Ctrl-C stops."
     );
     println!();
     let stopped = tokio::signal::ctrl_c().await;
