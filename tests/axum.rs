@@ -144,8 +144,10 @@ async fn a_slow_handler_answers_504() {
     let started = std::time::Instant::now();
     let answer = client.get("/slow").await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    // Cut at 100 ms; the handler would take 30 s, and the client gives up
+    // after 10 s on its own, so only a bound well below that tells.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(5),
         "the handler was cut short"
     );
     assert_eq!(answer.json()["reason"], "timed_out");

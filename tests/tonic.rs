@@ -283,7 +283,8 @@ async fn the_clients_grpc_timeout_shortens_the_servers_deadline() {
     let started = std::time::Instant::now();
     // 100 ms, where the server's own deadline is a minute: DEADLINE_EXCEEDED.
     assert_eq!(lookup_with_grpc_timeout(addr, "slow", "100m").await, "4");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Well below the 10 s after which the call gives up on its own.
+    assert!(started.elapsed() < Duration::from_secs(5));
     // A malformed header is ignored: the call is served.
     assert_eq!(lookup_with_grpc_timeout(addr, "fast", "soon").await, "0");
 }
