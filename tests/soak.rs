@@ -27,7 +27,7 @@
 //!   half of the run.
 //!
 //! `soak_bounded` runs 200 000 requests (`PALISADE_SOAK_REQUESTS` to
-//! change it). `soak_long` is ignored by default and runs for
+//! change it, 10 000 at least). `soak_long` is ignored by default and runs for
 //! `PALISADE_SOAK_SECS` seconds (default 300):
 //!
 //! ```text
@@ -807,6 +807,12 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn soak_bounded() {
     let requests = env_u64("PALISADE_SOAK_REQUESTS").unwrap_or(200_000);
+    // The first outage starts halfway to `OUTAGE_EVERY`: a shorter run
+    // never meets one, and the checks that its breaker opened would fail.
+    assert!(
+        requests >= OUTAGE_EVERY,
+        "PALISADE_SOAK_REQUESTS = {requests}: at least {OUTAGE_EVERY}, so that the run meets an outage"
+    );
     let report = soak(Length::Requests(requests), 0x50A4);
     report.print();
     report.check();
