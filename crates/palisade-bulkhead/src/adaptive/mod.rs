@@ -91,6 +91,9 @@ pub use self::gradient::Gradient;
 /// The result is clamped to the adaptive limit's minimum and maximum.
 pub trait LimitAlgorithm: fmt::Debug + Send + 'static {
     /// The new limit, given the window's `sample` and the `limit` in force.
+    ///
+    /// A panic here is contained: the limit stays as it is for that window
+    /// and the algorithm is asked again at the next one.
     fn update(&mut self, sample: &Sample, limit: usize) -> usize;
 
     /// Checks the algorithm's parameters when the bulkhead is built.
@@ -434,14 +437,21 @@ impl AdaptiveState {
         let Some(harvest) = self.add(failed, latency, in_flight_at_start, window as u64) else {
             return;
         };
-        // Harvests never overlap, so the lock is free unless an algorithm
-        // panicked while holding it; then the limit stays as it is.
+        // Harvests never overlap, so the lock is free.
         let Ok(mut algorithm) = self.algorithm.try_lock() else {
             return;
         };
         let from = limit();
         let sample = harvest.totals.sample(self.min, self.max);
-        let to = algorithm.update(&sample, from).clamp(self.min, self.max);
+        // A user's algorithm that panics leaves the limit as it is for this
+        // window: the panic must not reach the call being classified (or
+        // abort a thread already unwinding), nor poison the lock and freeze
+        // the limit for good.
+        let Some(to) = palisade_core::panic::contained_value(|| algorithm.update(&sample, from))
+        else {
+            return;
+        };
+        let to = to.clamp(self.min, self.max);
         drop(algorithm);
         if to != from {
             apply(from, to);
@@ -709,6 +719,44 @@ mod tests {
         }
         assert_eq!(reported.samples, THREADS * CALLS);
         assert_eq!(reported.failures, failures);
+    }
+
+    /// Panics on its first window, then adds one to the limit.
+    #[derive(Debug, Default)]
+    struct PanicsOnce(bool);
+
+    impl LimitAlgorithm for PanicsOnce {
+        fn update(&mut self, _: &Sample, limit: usize) -> usize {
+            if !std::mem::replace(&mut self.0, true) {
+                panic!("an algorithm with a bug");
+            }
+            limit + 1
+        }
+    }
+
+    #[test]
+    fn an_algorithm_that_panics_once_leaves_the_limit_and_keeps_adapting() {
+        let state = AdaptiveLimit::new(PanicsOnce::default())
+            .window(1)
+            .into_state();
+        let limit = std::cell::Cell::new(10);
+        let record = || {
+            state.record(
+                Outcome::Success,
+                Duration::from_millis(1),
+                1,
+                || limit.get(),
+                |_, to| limit.set(to),
+            );
+        };
+        // The panic stays in the algorithm: the caller's call goes on.
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(record));
+        assert!(first.is_ok(), "the algorithm's panic reached the caller");
+        assert_eq!(limit.get(), 10);
+        for _ in 0..3 {
+            record();
+        }
+        assert_eq!(limit.get(), 13, "the limit still follows the algorithm");
     }
 
     /// Adds one to the limit on every window.
