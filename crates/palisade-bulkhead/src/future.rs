@@ -152,7 +152,15 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Running { future, permit } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let polled = if permit.is_sampled() {
+                        let mut guard = FailOnUnwind(Some(&mut *permit));
+                        let polled = future.poll(cx);
+                        guard.0 = None;
+                        polled
+                    } else {
+                        future.poll(cx)
+                    };
+                    let result = ready!(polled).map_err(Into::into);
                     let output = this.classify.classify(result, permit.recorder());
                     // Free the slot now, not when the caller drops this
                     // future: it may be slow to take the response.
@@ -197,7 +205,12 @@ where
                         core.admitted();
                     }
                     let ready = match wait.service.as_mut() {
-                        Some(service) => ready!(service.poll_ready(cx)).map_err(Into::into),
+                        Some(service) => {
+                            let mut guard = FailOnUnwind(wait.permit.as_mut());
+                            let polled = service.poll_ready(cx);
+                            guard.0 = None;
+                            ready!(polled).map_err(Into::into)
+                        }
                         None => Err(BoxError::from(POLLED_AFTER_COMPLETION)),
                     };
                     let (Some(mut permit), Some(mut service), Some(request)) =
@@ -229,6 +242,20 @@ where
                     return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
                 }
             }
+        }
+    }
+}
+
+/// Records a failure for the sampled call whose poll it guards if that
+/// poll unwinds. A layer above that catches the panic may drop this future
+/// only later, once the thread is no longer unwinding, and the call would
+/// otherwise count as cancelled, which an adaptive limit ignores.
+struct FailOnUnwind<'a, M: Sharing>(Option<&'a mut Permit<M>>);
+
+impl<M: Sharing> Drop for FailOnUnwind<'_, M> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.0.take() {
+            permit.recorder().finish(Outcome::Failure);
         }
     }
 }

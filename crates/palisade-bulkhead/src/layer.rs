@@ -141,6 +141,12 @@ impl<M: Sharing> Permit<M> {
         Self { core, sample }
     }
 
+    /// Whether the call's outcome feeds an adaptive limit.
+    #[inline(always)]
+    pub(crate) fn is_sampled(&self) -> bool {
+        self.sample.is_some()
+    }
+
     /// The recorder of this call's outcome. The permit keeps the slot.
     #[inline(always)]
     pub(crate) fn recorder(&mut self) -> OutcomeRecorder<M> {

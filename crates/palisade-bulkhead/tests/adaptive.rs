@@ -357,3 +357,38 @@ async fn the_limit_recovers_after_a_slow_spell() {
     assert!(layer.limit() >= 64, "limit {}", layer.limit());
     assert!(answered > 15_000, "{answered} answers in time");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_caught_above_the_bulkhead_counts_as_a_failure() {
+    use std::future::Future;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::{Context, Waker};
+    use tower::Service;
+
+    let layer = BulkheadLayer::builder()
+        .adaptive(
+            AdaptiveLimit::new(Aimd::new())
+                .min_limit(1)
+                .initial_limit(10)
+                .max_limit(100)
+                .window(1),
+        )
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|(): ()| async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        panic!("a handler with a bug");
+        #[allow(unreachable_code)]
+        Ok::<(), Infallible>(())
+    }));
+    let mut call = Box::pin(svc.ready().await.unwrap().call(()));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // A layer above catches the panic of a poll, and drops the future only
+    // later, once the thread is no longer unwinding.
+    let caught = catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut cx)));
+    assert!(caught.is_err());
+    drop(call);
+    assert_eq!(layer.limit(), 9, "AIMD backs off on the failure");
+}
