@@ -843,6 +843,40 @@ fn check_chaos_header(input: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// What the corpus entries parse to: at most 9 digits and 60 s, case
+/// ignored, whitespace around items allowed, anything else refused.
+#[test]
+fn chaos_header_corpus_answers() {
+    use std::time::Duration;
+    let fault = |error, panic, delay_ms| Fault {
+        error,
+        panic,
+        delay: Duration::from_millis(delay_ms),
+    };
+    let expected: [(&str, Option<Fault>); 12] = [
+        ("delay-and-panic", Some(fault(false, true, 250))),
+        ("error", Some(fault(true, false, 0))),
+        ("max-delay", Some(fault(false, false, 60_000))),
+        ("none", Some(Fault::NONE)),
+        ("padded", Some(Fault::NONE)),
+        ("over-max", None),
+        ("ten-digits", None),
+        ("no-unit", None),
+        ("non-ascii", None),
+        ("non-ascii-after-prefix", None),
+        ("not-utf8", None),
+        ("trailing-comma", None),
+    ];
+    let corpus = corpus("chaos_header");
+    for (entry, answer) in expected {
+        let (_, bytes) = corpus
+            .iter()
+            .find(|(name, _)| name.ends_with(&format!("/{entry}")))
+            .unwrap_or_else(|| panic!("no corpus entry {entry}"));
+        assert_eq!(parse_header(bytes), answer, "{entry}");
+    }
+}
+
 #[test]
 fn chaos_header_follows_the_grammar() {
     TestRunner::new(config(1024))
@@ -1110,4 +1144,55 @@ fn panic_request_fuzz() {
 #[test]
 fn panic_request_corpus() {
     replay("panic_request", check_panic_request);
+}
+
+/// What the corpus entries resolve to behind one trusted proxy network
+/// (10.0.0.0/8), from a trusted peer: the right-most address that is not
+/// a trusted proxy; an entry that names no usable address stops the walk,
+/// and the last address reached (the peer, if none) is the client.
+#[test]
+fn forwarded_corpus_answers() {
+    use ForwardedHeader::{Forwarded, XForwardedFor};
+    let expected: [(&str, ForwardedHeader, &str); 16] = [
+        ("xff-two-hops", XForwardedFor, "203.0.113.9"),
+        ("mapped-ipv4", XForwardedFor, "203.0.113.4"),
+        ("xff-ports-brackets-quotes", XForwardedFor, "192.0.2.3"),
+        ("more-than-32-trusted-hops", XForwardedFor, "198.51.100.1"),
+        // Never past the garbage to 6.6.6.6.
+        ("xff-garbage-in-middle", XForwardedFor, "10.2.2.2"),
+        ("malformed-nodes", XForwardedFor, "10.1.2.3"),
+        ("lone-quotes", XForwardedFor, "10.1.2.3"),
+        ("only-separators", XForwardedFor, "10.1.2.3"),
+        // A quoted value is one value: never 6.6.6.6, 8.8.8.8 or 9.9.9.9
+        // from inside the quotes, and an unterminated quote stops the walk.
+        ("quoted-host-in-proxy-element", Forwarded, "10.0.0.2"),
+        ("quoted-comma", Forwarded, "10.0.0.2"),
+        ("non-utf8-and-zone", Forwarded, "10.0.0.1"),
+        // `for=_hidden` names no address: the walk stops at the peer.
+        ("rfc7239-two-lines", Forwarded, "10.1.2.3"),
+        ("lone-quotes", Forwarded, "10.1.2.3"),
+        ("only-separators", Forwarded, "10.1.2.3"),
+        ("mapped-ipv4", Forwarded, "10.1.2.3"),
+        ("xff-two-hops", Forwarded, "10.1.2.3"),
+    ];
+    let trusted = [Net {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)),
+        prefix: 8,
+    }];
+    let peer: IpAddr = "10.1.2.3".parse().unwrap();
+    let corpus: Vec<_> = corpus("forwarded");
+    for (entry, header, answer) in expected {
+        let (_, bytes) = corpus
+            .iter()
+            .find(|(name, _)| name.ends_with(&format!("/{entry}")))
+            .unwrap_or_else(|| panic!("no corpus entry {entry}"));
+        let mut headers = HeaderMap::new();
+        for line in bytes.split(|b| *b == b'\n') {
+            if let Ok(value) = HeaderValue::from_bytes(line) {
+                headers.append(header.name(), value);
+            }
+        }
+        let got = client_ip(&trusted, header, 32, 128).client_addr(peer, &headers);
+        assert_eq!(got.to_string(), answer, "{entry} as {header:?}");
+    }
 }
