@@ -498,3 +498,40 @@ async fn a_sink_that_panics_on_a_tasks_start_or_end_still_lets_the_group_go_idle
         assert_eq!(recorder.count(|e| matches!(e, Seen::Ended(..))), 1);
     }
 }
+
+#[test]
+fn a_task_still_blocking_its_thread_after_the_abort_is_reported_as_still_running() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (entered, on_entered) = std::sync::mpsc::channel::<()>();
+    let (release, on_release) = std::sync::mpsc::channel::<()>();
+    let group = palisade_task::TaskGroup::builder()
+        .name("blocking")
+        .abort_grace(std::time::Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let handle = {
+        let _entered = runtime.enter();
+        group.spawn("stuck", async move {
+            entered.send(()).unwrap();
+            // Synchronous I/O: blocks its thread, out of reach of an abort.
+            let _ = on_release.recv_timeout(std::time::Duration::from_secs(30));
+        })
+    };
+    on_entered
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    let report = runtime.block_on(group.shutdown(std::time::Duration::from_millis(20)));
+    assert_eq!(report.tasks.len(), 1);
+    assert_eq!(report.tasks[0].end, palisade_core::TaskEnd::Aborted);
+    assert!(report.tasks[0].still_running, "{report:?}");
+    assert_eq!(report.still_running().collect::<Vec<_>>(), ["stuck"]);
+    assert!(!report.is_clean());
+    // Once released, it ends by itself, and its handle says how.
+    release.send(()).unwrap();
+    let exit = runtime.block_on(handle);
+    assert_ne!(exit.end(), palisade_core::TaskEnd::Aborted, "{exit:?}");
+}

@@ -591,9 +591,15 @@ impl TaskGroup {
 
         let tasks = snapshot
             .into_iter()
-            .map(|(_, name, end)| TaskReport {
-                name,
-                end: end_from_u8(end.load(Ordering::Acquire)).unwrap_or(TaskEnd::Aborted),
+            .map(|(_, name, end)| {
+                // Not ended yet: aborted at the deadline, and still
+                // blocking its thread after the grace.
+                let end = end_from_u8(end.load(Ordering::Acquire));
+                TaskReport {
+                    name,
+                    end: end.unwrap_or(TaskEnd::Aborted),
+                    still_running: end.is_none(),
+                }
             })
             .collect();
         ShutdownReport {

@@ -13,6 +13,11 @@ pub struct TaskReport {
     /// aborted at the deadline, or [`TaskEnd::Panicked`] for one of them
     /// whose future panicked in a destructor as it was dropped.
     pub end: TaskEnd,
+    /// Whether the task was aborted but had not stopped when the abort
+    /// grace ran out: it blocks its thread, out of reach of an abort. It
+    /// ends when its blocking call returns; its `TaskEnded` event and its
+    /// handle then say how, and until then the group counts it as live.
+    pub still_running: bool,
 }
 
 /// What [`TaskGroup::shutdown`](crate::TaskGroup::shutdown) did.
@@ -48,6 +53,15 @@ impl ShutdownReport {
         self.with_end(TaskEnd::Aborted)
     }
 
+    /// The names of the tasks that were aborted but still ran when the
+    /// report was made (see [`TaskReport::still_running`]).
+    pub fn still_running(&self) -> impl Iterator<Item = &str> {
+        self.tasks
+            .iter()
+            .filter(|t| t.still_running)
+            .map(|t| &*t.name)
+    }
+
     /// The names of the tasks that ended with `end`.
     pub fn with_end(&self, end: TaskEnd) -> impl Iterator<Item = &str> {
         self.tasks
@@ -73,6 +87,9 @@ impl fmt::Display for ShutdownReport {
         )?;
         for task in &self.tasks {
             write!(f, ", {} {}", task.name, task.end.as_str())?;
+            if task.still_running {
+                f.write_str(" (still running)")?;
+            }
         }
         Ok(())
     }
