@@ -535,3 +535,21 @@ fn a_task_still_blocking_its_thread_after_the_abort_is_reported_as_still_running
     let exit = runtime.block_on(handle);
     assert_ne!(exit.end(), palisade_core::TaskEnd::Aborted, "{exit:?}");
 }
+
+#[tokio::test]
+async fn a_refused_spawn_contains_the_destructor_of_the_future_it_drops() {
+    let group = TaskGroup::builder().name("closed").build().unwrap();
+    let _ = group.shutdown(Duration::from_secs(1)).await;
+    let future = {
+        let guard = PanicsOnDrop("refused");
+        async move {
+            let _guard = guard;
+        }
+    };
+    // The group is shut down: the task is not started and its future is
+    // dropped, whose destructor panics. `spawn` itself must not.
+    let spawned =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.spawn("late", future)));
+    let handle = spawned.expect("the destructor's panic reached the caller of spawn");
+    assert_eq!(handle.await.end(), TaskEnd::Aborted, "never started");
+}

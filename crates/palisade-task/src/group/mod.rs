@@ -444,12 +444,18 @@ impl TaskGroup {
         // outside one installs it then. A flag check once installed.
         capture::install_hook();
         let inner = &self.inner;
+        // A task refused drops its body, the user's future with it, whose
+        // destructor must not panic into the caller of `spawn`.
+        let refuse = |body: B| {
+            palisade_core::panic::contain_drop(&inner.name, inner.capture, move || drop(body));
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(
                 group = inner.name.as_str(),
                 task = &*name,
                 "task not started: no tokio runtime on this thread"
             );
+            refuse(body);
             return Join::new(inner.name.clone(), name, None);
         };
         let end = Arc::new(AtomicU8::new(0));
@@ -462,6 +468,7 @@ impl TaskGroup {
                     task = &*name,
                     "task not started: the group is shut down"
                 );
+                refuse(body);
                 return Join::new(inner.name.clone(), name, None);
             }
             let id = registry.next_id;
