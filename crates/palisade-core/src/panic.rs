@@ -48,6 +48,7 @@
 use std::any::Any;
 use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
+use std::io::Write as _;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::sync::{Arc, Once};
@@ -143,12 +144,16 @@ fn show_unreported() {
                 .location
                 .as_ref()
                 .map_or_else(|| "an unknown location".to_owned(), ToString::to_string);
-            eprintln!(
+            // Never `eprintln!`, which panics when stderr cannot be
+            // written (a closed pipe): a panic in the hook aborts.
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(
+                stderr,
                 "thread '{name}' panicked at {location}:\n{}",
                 captured.message
             );
             if let Some(backtrace) = &captured.backtrace {
-                eprintln!("stack backtrace:\n{backtrace}");
+                let _ = writeln!(stderr, "stack backtrace:\n{backtrace}");
             }
         }
     });
@@ -554,6 +559,48 @@ mod tests {
             &*payload_message(&*p),
             "panic payload of type Box<dyn Error>: plain"
         );
+    }
+
+    /// Run in a child process whose stderr is a pipe nobody reads: a
+    /// panic while an earlier one is unreported writes both to stderr from
+    /// the hook, where a write error must not panic (which would abort).
+    #[test]
+    fn the_hook_survives_a_stderr_it_cannot_write_to() {
+        const CHILD: &str = "PALISADE_HOOK_STDERR_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            struct Cleanup;
+            impl Drop for Cleanup {
+                fn drop(&mut self) {
+                    let _ = std::panic::catch_unwind(|| panic!("cleanup"));
+                }
+            }
+            install_hook();
+            let quiet = CaptureOptions {
+                backtrace: false,
+                print: false,
+            };
+            let caught = catch(quiet, || {
+                let _cleanup = Cleanup;
+                panic!("first")
+            });
+            assert!(caught.is_err());
+            return;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "panic::tests::the_hook_survives_a_stderr_it_cannot_write_to",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Every write to the child's stderr now fails.
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child ended with {status:?}");
     }
 
     #[test]
