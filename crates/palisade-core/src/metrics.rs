@@ -851,6 +851,10 @@ label_enum! {
         Shutdown => ("shutdown", "dropped at shutdown"),
         /// The queue was already closed when the work was pushed.
         Closed => ("closed", "queue closed"),
+        /// The service's readiness failed (`poll_ready` returned an
+        /// error), which a tower service does not recover from: the work
+        /// was not retried.
+        ServiceFailed => ("service_failed", "service failed"),
     }
 }
 

@@ -682,3 +682,52 @@ async fn an_error_whose_destructor_panics_neither_ends_the_worker_nor_counts_twi
     assert_eq!(stats.dropped_retries_exhausted, 3, "{stats:?}");
     assert_eq!(stats.pushed, stats.delivered + stats.dropped_total());
 }
+
+/// A service whose readiness has failed for good, as a `Buffer` whose
+/// worker is gone reports: every `poll_ready` is an error.
+#[derive(Clone, Default)]
+struct DeadService {
+    ready_checks: Arc<Mutex<u32>>,
+}
+
+impl tower::Service<u32> for DeadService {
+    type Response = ();
+    type Error = String;
+    type Future = std::future::Ready<Result<(), String>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), String>> {
+        *self.ready_checks.lock().unwrap() += 1;
+        std::task::Poll::Ready(Err("the service is gone".to_owned()))
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_for_a_service_whose_readiness_failed_is_dropped_without_retries() {
+    let service = DeadService::default();
+    let recorder = Arc::new(Recorder::default());
+    let offload = Offload::builder(service.clone())
+        .metrics(Metrics::from_arc(recorder.clone()))
+        .max_attempts(4)
+        .backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).jitter(0.0))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..3 {
+        assert_eq!(offload.push(i), Pushed::Queued);
+    }
+    let stats = offload.shutdown().await;
+    // tower services do not recover from a readiness error: no retry, no
+    // backoff, and the reason says so.
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(*service.ready_checks.lock().unwrap(), 3);
+    assert_eq!(stats.dropped(DropReason::ServiceFailed), 3, "{stats:?}");
+    assert_eq!(stats.dropped_total(), 3);
+    assert_adds_up(&stats, &recorder);
+}

@@ -11,6 +11,9 @@
 //!
 //! - the queue is full when it is pushed ([`DropReason::QueueFull`]),
 //! - every attempt failed ([`DropReason::RetriesExhausted`]),
+//! - the service's readiness failed: `poll_ready` returned an error, after
+//!   which a tower service is not used again, so the work is not retried
+//!   ([`DropReason::ServiceFailed`]),
 //! - it is still queued or in progress when [`shutdown`](Offload::shutdown)'s
 //!   drain deadline passes, or its push raced with shutdown and it reached
 //!   the queue after the workers had stopped ([`DropReason::Shutdown`]),
@@ -107,6 +110,8 @@ pub struct OffloadStats {
     pub dropped_queue_full: u64,
     /// Items dropped after every attempt failed.
     pub dropped_retries_exhausted: u64,
+    /// Items dropped because the service's readiness failed.
+    pub dropped_service_failed: u64,
     /// Items dropped by shutdown: still queued or in progress at the drain
     /// deadline, or queued by a push that raced with shutdown.
     pub dropped_shutdown: u64,
@@ -126,6 +131,7 @@ impl OffloadStats {
             DropReason::RetriesExhausted => self.dropped_retries_exhausted,
             DropReason::Shutdown => self.dropped_shutdown,
             DropReason::Closed => self.dropped_closed,
+            DropReason::ServiceFailed => self.dropped_service_failed,
             _ => 0,
         }
     }
@@ -134,6 +140,7 @@ impl OffloadStats {
     pub fn dropped_total(&self) -> u64 {
         self.dropped_queue_full
             + self.dropped_retries_exhausted
+            + self.dropped_service_failed
             + self.dropped_shutdown
             + self.dropped_closed
     }
@@ -176,7 +183,7 @@ struct Shared<Req> {
     stop: CancellationToken,
     pushed: AtomicU64,
     delivered: AtomicU64,
-    dropped: [AtomicU64; 4],
+    dropped: [AtomicU64; 5],
     in_flight: AtomicUsize,
 }
 
@@ -185,6 +192,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::QueueFull => 0,
         DropReason::RetriesExhausted => 1,
         DropReason::Shutdown => 2,
+        DropReason::ServiceFailed => 4,
         _ => 3,
     }
 }
@@ -468,6 +476,7 @@ impl<Req> Offload<Req> {
             delivered: s.delivered.load(Ordering::Relaxed),
             dropped_queue_full: dropped(DropReason::QueueFull),
             dropped_retries_exhausted: dropped(DropReason::RetriesExhausted),
+            dropped_service_failed: dropped(DropReason::ServiceFailed),
             dropped_shutdown: dropped(DropReason::Shutdown),
             dropped_closed: dropped(DropReason::Closed),
             queued: self.inner.capacity - self.inner.sender.capacity(),

@@ -62,12 +62,19 @@ pub(super) async fn work<S, Req>(
                     });
                 });
             }
-            Err((attempts, error)) => {
+            Err(Undelivered::RetriesExhausted(attempts, error)) => {
                 shared.drop_item(
                     DropReason::RetriesExhausted,
                     Some(&format_args!(
                         "{attempts} attempts failed, last error: {error}"
                     )),
+                );
+                shared.discard(error);
+            }
+            Err(Undelivered::ServiceFailed(error)) => {
+                shared.drop_item(
+                    DropReason::ServiceFailed,
+                    Some(&format_args!("the service's readiness failed: {error}")),
                 );
                 shared.discard(error);
             }
@@ -132,7 +139,7 @@ async fn deliver<S, Req>(
     worker: &str,
     item: Req,
     rng: &mut fastrand::Rng,
-) -> Result<u32, (u32, BoxError)>
+) -> Result<u32, Undelivered>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -149,10 +156,14 @@ where
             Ok(request) => {
                 let service = &mut *service;
                 let call = async move {
-                    poll_fn(|cx| service.poll_ready(cx))
+                    if let Err(error) = poll_fn(|cx| service.poll_ready(cx)).await {
+                        return Err((error.into(), true));
+                    }
+                    service
+                        .call(request)
                         .await
-                        .map_err(Into::into)?;
-                    service.call(request).await.map(drop).map_err(Into::into)
+                        .map(drop)
+                        .map_err(|error| (error.into(), false))
                 };
                 CatchUnwind::new(call, shared.name.clone(), shared.capture).await
             }
@@ -160,7 +171,13 @@ where
         };
         let (error, cause): (BoxError, _) = match outcome {
             Ok(Ok(())) => return Ok(attempt),
-            Ok(Err(error)) => (error, AttemptFailure::Error),
+            Ok(Err((error, true))) => {
+                // tower services do not recover from a readiness error:
+                // retrying would only wait out the backoff.
+                report_failed_attempt(shared, attempt, AttemptFailure::Error);
+                return Err(Undelivered::ServiceFailed(error));
+            }
+            Ok(Err((error, false))) => (error, AttemptFailure::Error),
             Err(panicked) => {
                 // A failed attempt, logged with its stack and counted by
                 // cause below: the worker is no group's task and the queue
@@ -179,15 +196,9 @@ where
                 (Box::new(panicked), AttemptFailure::Panic)
             }
         };
-        contained(|| {
-            shared.metrics.emit(&Event::OffloadAttemptFailed {
-                queue: shared.name.as_str(),
-                attempt,
-                cause,
-            });
-        });
+        report_failed_attempt(shared, attempt, cause);
         if attempt >= shared.max_attempts {
-            return Err((attempt, error));
+            return Err(Undelivered::RetriesExhausted(attempt, error));
         }
         let wait = shared.backoff.delay(attempt - 1, rng);
         contained(|| {
@@ -202,4 +213,24 @@ where
         shared.discard(error);
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Why an item was not delivered.
+enum Undelivered {
+    /// Every attempt failed: how many, and the last error.
+    RetriesExhausted(u32, BoxError),
+    /// The service's readiness failed.
+    ServiceFailed(BoxError),
+}
+
+/// Reports a failed attempt, contained: a sink that panics must not end
+/// the worker.
+fn report_failed_attempt<Req>(shared: &Shared<Req>, attempt: u32, cause: AttemptFailure) {
+    contained(|| {
+        shared.metrics.emit(&Event::OffloadAttemptFailed {
+            queue: shared.name.as_str(),
+            attempt,
+            cause,
+        });
+    });
 }
