@@ -106,6 +106,11 @@ struct ThreadState {
     unclaimed: bool,
     /// Whether the unclaimed record was already written to stderr.
     shown: bool,
+    /// How many records the hook has made on this thread (wrapping): a
+    /// scope tells a record made while it ran from one an enclosing scope
+    /// left unclaimed (a catch run by a destructor while an outer panic
+    /// unwinds).
+    records: u32,
 }
 
 thread_local! {
@@ -114,6 +119,7 @@ thread_local! {
             scope: None,
             unclaimed: false,
             shown: false,
+            records: 0,
         })
     };
     static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
@@ -199,7 +205,15 @@ pub fn install_hook() {
                     let _ = CAPTURED.try_with(|slot| {
                         if let Ok(mut slot) = slot.try_borrow_mut() {
                             *slot = Some(captured);
-                            set_unclaimed(true, shown);
+                            let _ = STATE.try_with(|state| {
+                                let current = state.get();
+                                state.set(ThreadState {
+                                    unclaimed: true,
+                                    shown,
+                                    records: current.records.wrapping_add(1),
+                                    ..current
+                                });
+                            });
                         }
                     });
                     if shown {
@@ -219,6 +233,8 @@ pub fn install_hook() {
 #[derive(Debug)]
 pub struct CaptureScope {
     previous: Option<CaptureOptions>,
+    /// The thread's record count when the scope was entered.
+    records: u32,
     left: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -227,34 +243,36 @@ impl CaptureScope {
     /// Enters a scope with `options`.
     #[inline]
     pub fn enter(options: CaptureOptions) -> Self {
-        let previous = STATE.with(|state| {
+        let (previous, records) = STATE.with(|state| {
             let current = state.get();
             state.set(ThreadState {
                 scope: Some(options),
                 ..current
             });
-            current.scope
+            (current.scope, current.records)
         });
         Self {
             previous,
+            records,
             left: false,
             _not_send: PhantomData,
         }
     }
 
     /// Leaves the scope, restoring the previous one, and tells whether a
-    /// panic record is left unclaimed on this thread.
+    /// panic raised while it ran left its record unclaimed. A record an
+    /// enclosing scope left (its panic unwinding through the destructor
+    /// that entered this scope) is not this scope's, and stays for it.
     #[inline]
     fn leave(mut self) -> bool {
         self.left = true;
-        restore(self.previous)
+        restore(self.previous).is_some_and(|state| state.unclaimed && state.records != self.records)
     }
 }
 
-/// Restores `previous` as the thread's scope; returns whether a record is
-/// unclaimed.
+/// Restores `previous` as the thread's scope; returns the state it found.
 #[inline]
-fn restore(previous: Option<CaptureOptions>) -> bool {
+fn restore(previous: Option<CaptureOptions>) -> Option<ThreadState> {
     STATE
         .try_with(|state| {
             let current = state.get();
@@ -262,16 +280,16 @@ fn restore(previous: Option<CaptureOptions>) -> bool {
                 scope: previous,
                 ..current
             });
-            current.unclaimed
+            current
         })
-        .unwrap_or(false)
+        .ok()
 }
 
 impl Drop for CaptureScope {
     #[inline]
     fn drop(&mut self) {
         if !self.left {
-            restore(self.previous);
+            let _ = restore(self.previous);
         }
     }
 }
@@ -514,7 +532,11 @@ fn describe_other(payload: &(dyn Any + Send)) -> &'static str {
 /// Builds the [`Panicked`] rejection for a caught payload, with the location
 /// and backtrace the hook recorded on this thread, if any.
 pub fn panicked(policy: PolicyName, payload: &(dyn Any + Send)) -> Panicked {
-    let captured = take_captured();
+    // The record is this payload's unless a panic caught during its unwind
+    // (a destructor's own `catch_unwind`) replaced it: that one's location
+    // and backtrace must not be lent to this panic.
+    let captured = take_captured()
+        .filter(|c| c.message == text_of(payload).unwrap_or_else(|| describe(payload).into()));
     let (location, backtrace) = match captured {
         Some(c) => (c.location, c.backtrace.map(Arc::new)),
         None => (None, None),
@@ -601,6 +623,64 @@ mod tests {
         drop(child.stderr.take());
         let status = child.wait().unwrap();
         assert!(status.success(), "the child ended with {status:?}");
+    }
+
+    /// Runs a palisade catch from its destructor, as code dropped during
+    /// an unwind may (an offload push, a contained drop).
+    struct CatchesOnDrop;
+
+    impl Drop for CatchesOnDrop {
+        fn drop(&mut self) {
+            contain_drop(
+                &PolicyName::new("cleanup"),
+                CaptureOptions::default(),
+                || (),
+            );
+        }
+    }
+
+    #[test]
+    fn a_catch_run_during_an_unwind_leaves_the_unwinding_panic_its_record() {
+        install_hook();
+        let quiet = CaptureOptions {
+            backtrace: false,
+            print: false,
+        };
+        let line = line!() + 3;
+        let payload = catch(quiet, || {
+            let _cleanup = CatchesOnDrop;
+            panic!("boom")
+        })
+        .unwrap_err();
+        let panicked = panicked(PolicyName::new("api"), &*payload);
+        assert_eq!(panicked.message(), "boom");
+        assert_eq!(panicked.location().map(|l| l.line()), Some(line));
+    }
+
+    #[test]
+    fn a_panic_caught_in_a_destructor_during_an_unwind_lends_it_no_location() {
+        struct CatchesItsOwnPanic;
+        impl Drop for CatchesItsOwnPanic {
+            fn drop(&mut self) {
+                let _ = std::panic::catch_unwind(|| panic!("cleanup"));
+            }
+        }
+        install_hook();
+        let quiet = CaptureOptions {
+            backtrace: false,
+            print: false,
+        };
+        let payload = catch(quiet, || {
+            let _cleanup = CatchesItsOwnPanic;
+            panic!("boom")
+        })
+        .unwrap_err();
+        let panicked = panicked(PolicyName::new("api"), &*payload);
+        assert_eq!(panicked.message(), "boom");
+        // The destructor's panic replaced the record (both went to stderr):
+        // no location rather than the destructor's.
+        assert_eq!(panicked.location(), None);
+        assert!(take_captured().is_none());
     }
 
     #[test]
