@@ -348,9 +348,11 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
     }
 
     fn breaker_for(&self, key: &K) -> SharedState<Breaker> {
-        // Recency is counted in insertions, not calls: a lookup writes
-        // nothing shared unless its key was not yet marked as used since the
-        // last insertion, so hot keys cost no contended write.
+        // Recency is counted in insertions, not calls: a lookup marks its
+        // key as used only when it was not yet since the last insertion.
+        // It still takes the map's read lock and clones the key's breaker
+        // handle, both writes to memory that every caller of a hot key
+        // shares.
         let tick = self.uses.load(Ordering::Relaxed);
         if let Some(entry) = self.read().map.get(key) {
             entry.touch(tick);

@@ -1,6 +1,7 @@
 //! A circuit breaker for tower services: exact sliding windows, slow-call
 //! detection, exactly-N half-open probes, manual control and keyed
-//! breakers, lock-free and allocation-free while closed.
+//! breakers. A breaker is lock-free and allocation-free while closed; a
+//! keyed one finds its key's breaker under a read lock.
 //!
 //! A circuit breaker watches the outcomes of the calls it lets through.
 //! When too many of the recent ones failed, or were too slow, it *opens*:

@@ -13,9 +13,11 @@
 //!   the layer works with axum's clone-per-request model (see below).
 //! - **Nothing leaks.** A slot is given back when the call completes,
 //!   fails, panics, or when its response future is dropped, and it goes to
-//!   the oldest waiter first. The in-flight count reported through
-//!   [`Event::InFlightChanged`](palisade_core::Event::InFlightChanged) is
-//!   exact at all times.
+//!   the oldest waiter first. Every slot taken or given back is one
+//!   [`Event::InFlightChanged`](palisade_core::Event::InFlightChanged),
+//!   so the sum of their deltas is exact; the count an event carries is the
+//!   count right after its own change, and events of different threads
+//!   may reach a sink in another order.
 //! - **Cheap when there is room.** Taking a free slot is one
 //!   compare-and-swap: no lock, no allocation, no clock read (an adaptive
 //!   limit reads the clock once at admission and once at completion).

@@ -13,8 +13,8 @@ pub struct Fault {
     /// Answer an [`InjectedFault`](crate::InjectedFault) without calling the
     /// service.
     pub error: bool,
-    /// Panic (in `call` or on the first poll, see
-    /// [`PanicPoint`](crate::PanicPoint)).
+    /// Panic (in `call`, or when the response future is polled after the
+    /// delay, see [`PanicPoint`](crate::PanicPoint)).
     pub panic: bool,
     /// Sleep this long, from the first poll of the response future, before
     /// the inner future is polled (ignored with a panic raised in `call`).

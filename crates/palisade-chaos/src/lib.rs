@@ -10,8 +10,9 @@
 //!
 //! - **Errors** answer [`InjectedFault`] without calling the inner service,
 //!   as a failing dependency would.
-//! - **Panics** are raised in `call` or on the first poll of the response
-//!   future ([`PanicPoint`]), for a panic-catch layer to contain.
+//! - **Panics** are raised in `call` or when the response future is first
+//!   polled after its delay ([`PanicPoint`]), for a panic-catch layer to
+//!   contain.
 //! - **Latency** is a uniform delay and/or rare spikes, slept on tokio's
 //!   timer before the inner future is polled, so tests drive it with paused
 //!   time.
