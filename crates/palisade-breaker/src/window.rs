@@ -438,8 +438,13 @@ impl TimeWindow {
                 Err(actual) => word = actual,
             }
         }
+        // Judged with the window as it stands: a writer that read its clock
+        // before others moved the head on (a slow sink, a descheduled
+        // thread) still counts while its bucket is in the window, but the
+        // window then ends at the head, not at its own tick.
+        let head = self.head.load(Ordering::Acquire);
         Recorded::Counted {
-            counts: self.sum(tick),
+            counts: self.sum(tick.max(head)),
             changed: true,
         }
     }
@@ -704,6 +709,32 @@ mod tests {
         assert_eq!(w.counts(at(70_000)), Counts::default());
         assert_eq!(w.record(0, at(70_000), FAIL), Recorded::Stale);
         assert_eq!(counted(w.record(1, at(70_000), OK)).calls, 1);
+    }
+
+    #[test]
+    fn a_late_outcome_is_judged_with_the_whole_window_it_lands_in() {
+        let origin = Instant::now();
+        let at = |s: u64| origin + Duration::from_secs(s);
+        let w = TimeWindow::new(origin, 1_000_000_000, 10, 0);
+        for t in 0..7 {
+            for _ in 0..100 {
+                counted(w.record(0, at(t), OK));
+            }
+        }
+        for _ in 0..16 {
+            counted(w.record(0, at(8), FAIL));
+        }
+        for t in 9..=16 {
+            for _ in 0..100 {
+                counted(w.record(0, at(t), OK));
+            }
+        }
+        // A failure read its clock at t=8 and counts only now, at t=16:
+        // still inside the window, and judged with all of it (ticks 7 to
+        // 16), not with the two buckets up to its own tick.
+        let c = counted(w.record(0, at(8), FAIL));
+        assert_eq!((c.calls, c.failures), (817, 17));
+        assert_eq!(c, w.counts(at(16)));
     }
 
     #[test]
