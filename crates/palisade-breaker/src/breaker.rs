@@ -1175,20 +1175,26 @@ impl Breaker {
         }
     }
 
-    /// Reports that a keyed map evicted this breaker. Every key reports
+    /// Lets a keyed map evict this breaker if `allowed` says it may, and
+    /// reports the eviction. Every key reports
     /// under the layer's policy, so a state gauge follows the latest
     /// transition of any key: a key whose breaker was open or half-open
     /// meets a fresh, closed one next time, which is reported as its move
     /// to closed, so the gauge does not stay open with no breaker open.
     /// The moves of its calls still running are not reported after this.
-    pub(crate) fn report_evicted(&self) {
-        if !self.cfg.metrics.is_enabled() {
-            return;
-        }
+    ///
+    /// Decided under the transition lock, which every move of the state
+    /// takes: a trip lands either before (`allowed` then sees the breaker
+    /// open and keeps it) or after, on a breaker no longer in the map.
+    /// Returns whether `allowed` let the map evict it.
+    pub(crate) fn evict_if(&self, allowed: impl FnOnce(Eviction) -> bool) -> bool {
         let mut transitions = lock(&self.transitions);
+        if !allowed(self.eviction()) {
+            return false;
+        }
         transitions.evicted = true;
         let from = self.word().reported();
-        if from != CircuitState::Closed {
+        if from != CircuitState::Closed && self.cfg.metrics.is_enabled() {
             self.emit(&Event::StateChanged {
                 policy: self.cfg.policy.as_str(),
                 from,
@@ -1196,6 +1202,7 @@ impl Breaker {
                 reason: TransitionReason::Evicted,
             });
         }
+        true
     }
 
     /// The longest open wait this breaker's configuration can choose.

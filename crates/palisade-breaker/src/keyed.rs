@@ -235,15 +235,17 @@ impl<K: Hash + Eq + Clone> Table<K> {
             return Search::NoneAnywhere(next);
         };
         // Calls reach tracked breakers without the table's lock: the
-        // victim may have opened since it was examined.
-        let still = self.map.get(&self.slots[victim]);
-        if !still.is_some_and(|e| e.breaker.eviction().allowed_at(&mut now)) {
+        // victim may have opened since it was examined, or may open now,
+        // which the breaker's own transition lock settles.
+        let evicted = self
+            .map
+            .get(&self.slots[victim])
+            .is_some_and(|e| e.breaker.evict_if(|eviction| eviction.allowed_at(&mut now)));
+        if !evicted {
             return Search::NoneHere;
         }
         let key = self.slots.swap_remove(victim);
-        if let Some(evicted) = self.map.remove(&key) {
-            evicted.breaker.report_evicted();
-        }
+        self.map.remove(&key);
         self.barren = Barren {
             changes,
             ..Barren::default()
