@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use palisade_core::panic::{self as capture, CaptureOptions};
 use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event, PolicyName};
 use pin_project_lite::pin_project;
@@ -41,6 +42,9 @@ pin_project! {
         // `rejection`: a copy of the palisade rejection the answer stands
         // in for, kept only by a source that can fail.
         Answer { #[pin] future: A, rejection: Option<BoxError> },
+        // The source panicked making or polling its answer: the error to
+        // answer with instead, taken once.
+        Failed { error: Option<BoxError> },
     }
 }
 
@@ -65,9 +69,9 @@ where
         kept: F::Kept,
         shared: SharedState<Shared<P, F>, M>,
     ) -> Self {
-        let (future, rejection) = answer(&shared, kept, cause);
+        let state = answer(&shared, kept, cause);
         Self {
-            state: State::Answer { future, rejection },
+            state,
             kept: None,
             shared,
             _types: PhantomData,
@@ -75,13 +79,74 @@ where
     }
 }
 
+/// What the fallback's own code runs under: the predicate judging an
+/// error, the source making and polling its answer. It runs on the
+/// degraded path only, and a panic there must not unwind through the
+/// stack (the fallback is its outermost layer, above the panic-catch).
+const CAPTURE: CaptureOptions = CaptureOptions {
+    backtrace: true,
+    print: false,
+};
+
+/// Whether the predicate claims `err`: a predicate that panics claims
+/// nothing, and the error goes on as it is.
+pub(crate) fn claims<P, F, Res>(shared: &Shared<P, F>, err: &BoxError) -> bool
+where
+    P: Predicate<Res>,
+{
+    match capture::catch(CAPTURE, || shared.predicate.check_error(&**err).is_some()) {
+        Ok(claimed) => claimed,
+        Err(payload) => {
+            let _ = report_panic(
+                &shared.name,
+                &shared.metrics,
+                payload,
+                "fallback predicate panicked; the error goes on",
+            );
+            false
+        }
+    }
+}
+
+/// Reports a panic of the fallback's own code (an event, and a `tracing`
+/// error with its stack) and returns it as an error.
+#[cold]
+#[inline(never)]
+fn report_panic(
+    policy: &PolicyName,
+    metrics: &palisade_core::Metrics,
+    payload: Box<dyn std::any::Any + Send>,
+    what: &'static str,
+) -> BoxError {
+    let panicked = capture::panicked(policy.clone(), &*payload);
+    capture::contain_drop(policy, CAPTURE, move || drop(payload));
+    capture::contained(|| {
+        metrics.emit(&Event::PanicCaught {
+            policy: policy.as_str(),
+            message: panicked.message(),
+            location: panicked.location(),
+        });
+    });
+    capture::contained(|| {
+        tracing::error!(
+            policy = policy.as_str(),
+            panic.message = panicked.message(),
+            panic.location = panicked.location().map(tracing::field::display),
+            panic.backtrace = panicked.backtrace().map(tracing::field::display),
+            "{what}"
+        );
+    });
+    Box::new(panicked)
+}
+
 /// Reports the fallback and starts the source's answer, with a copy of the
-/// rejection it answers for when the answer can fail.
-fn answer<P, F, Req, Res>(
+/// rejection it answers for when the answer can fail; a source that panics
+/// fails the answer (see [`answer_failed`]).
+fn answer<P, F, Req, Res, Fut>(
     shared: &Shared<P, F>,
     kept: F::Kept,
     cause: Cause<Res>,
-) -> (F::Future, Option<BoxError>)
+) -> State<Fut, F::Future>
 where
     F: Source<Req, Res>,
 {
@@ -96,7 +161,20 @@ where
     } else {
         None
     };
-    (shared.source.answer(kept, cause), rejection)
+    match capture::catch(CAPTURE, || shared.source.answer(kept, cause)) {
+        Ok(future) => State::Answer { future, rejection },
+        Err(payload) => {
+            let error = report_panic(
+                &shared.name,
+                &shared.metrics,
+                payload,
+                "fallback source panicked",
+            );
+            State::Failed {
+                error: Some(answer_failed(&shared.name, rejection, error)),
+            }
+        }
+    }
 }
 
 /// The error of an answer that failed: the source's own, or, when the
@@ -140,10 +218,10 @@ where
                         }
                         Err(err) => {
                             let err: BoxError = err.into();
-                            match this.shared.predicate.check_error(&*err) {
-                                Some(_) => Cause::from_error(err),
-                                None => return Poll::Ready(Err(err)),
+                            if !claims(this.shared, &err) {
+                                return Poll::Ready(Err(err));
                             }
+                            Cause::from_error(err)
                         }
                     };
                     // `kept` is taken once: the state leaves `Inner` below.
@@ -152,18 +230,48 @@ where
                             .into_error()
                             .unwrap_or_else(|| "fallback polled after completion".into())));
                     };
-                    let (future, rejection) = answer(this.shared, kept, cause);
-                    this.state.set(State::Answer { future, rejection });
+                    let next = answer(this.shared, kept, cause);
+                    this.state.set(next);
                 }
-                StateProj::Answer { future, rejection } => {
-                    return match ready!(future.poll(cx)) {
-                        Ok(res) => Poll::Ready(Ok(res)),
-                        Err(error) => Poll::Ready(Err(answer_failed(
-                            &this.shared.name,
-                            rejection.take(),
-                            error,
-                        ))),
+                StateProj::Answer {
+                    mut future,
+                    rejection,
+                } => {
+                    let error = match capture::catch(CAPTURE, || future.as_mut().poll(cx)) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(Ok(res))) => return Poll::Ready(Ok(res)),
+                        Ok(Poll::Ready(Err(error))) => error,
+                        Err(payload) => {
+                            let error = report_panic(
+                                &this.shared.name,
+                                &this.shared.metrics,
+                                payload,
+                                "fallback source panicked",
+                            );
+                            let rejection = rejection.take();
+                            // The broken answer is dropped now; a destructor
+                            // that panics too is contained.
+                            let state = &mut this.state;
+                            capture::contain_drop(&this.shared.name, CAPTURE, || {
+                                state.set(State::Failed { error: None });
+                            });
+                            return Poll::Ready(Err(answer_failed(
+                                &this.shared.name,
+                                rejection,
+                                error,
+                            )));
+                        }
                     };
+                    return Poll::Ready(Err(answer_failed(
+                        &this.shared.name,
+                        rejection.take(),
+                        error,
+                    )));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "fallback polled after completion".into())));
                 }
             }
         }
@@ -264,6 +372,7 @@ where
         let state = match self.state {
             State::Inner { .. } => "inner",
             State::Answer { .. } => "answer",
+            State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
             .field("policy", &self.shared.name)

@@ -193,6 +193,8 @@ impl<P, F> FallbackBuilder<P, F> {
         F: 'static,
     {
         Validate::new(LayerKind::Fallback, &self.name).label("name", self.name.as_str())?;
+        // The location and stack of a panic of the degraded path.
+        palisade_core::panic::install_hook();
         Ok(FallbackLayer {
             shared: SharedState::new(Shared {
                 name: self.name,

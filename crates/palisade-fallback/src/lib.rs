@@ -43,6 +43,17 @@
 //!
 //! Outermost, so it sees every rejection and failure of the layers below.
 //!
+//! That puts it above any panic-catch layer, so it contains the panics of
+//! its own degraded path: a predicate that panics judging an error lets
+//! the error go on; a source that panics making or polling its answer
+//! fails that answer, with the rejection it stood in for when the source
+//! can fail (a [`FallbackFailed`](error::FallbackFailed)), or else with
+//! the panic itself ([`Panicked`](palisade_core::Panicked), a 500). Each
+//! such panic is an
+//! [`Event::PanicCaught`](palisade_core::Event::PanicCaught) and a
+//! `tracing` error with its stack. A predicate's check of a response, on
+//! every successful call, runs as it is.
+//!
 //! # Example
 //!
 //! ```

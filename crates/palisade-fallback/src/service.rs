@@ -99,12 +99,11 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(err)) => {
                 let err: BoxError = err.into();
-                match self.shared.predicate.check_error(&*err) {
-                    Some(_) => {
-                        self.not_ready = Some(err);
-                        Poll::Ready(Ok(()))
-                    }
-                    None => Poll::Ready(Err(err)),
+                if crate::future::claims(&self.shared, &err) {
+                    self.not_ready = Some(err);
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(err))
                 }
             }
         }

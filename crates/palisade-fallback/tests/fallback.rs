@@ -704,3 +704,74 @@ fn readiness_is_the_inner_services() {
     };
     assert_eq!(res, "inner 5");
 }
+
+/// Fails with a rate-limit rejection for odd requests, answers even ones.
+fn limited_when_odd() -> impl Service<
+    u32,
+    Response = String,
+    Error = BoxError,
+    Future = impl std::future::Future<Output = Result<String, BoxError>> + Send,
+> + Clone {
+    service_fn(|n: u32| async move {
+        if n % 2 == 1 {
+            Err(rate_limited())
+        } else {
+            Ok(format!("served {n}"))
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_source_that_panics_answers_with_the_panic_and_the_service_goes_on() {
+    let layer = FallbackLayer::builder(source::from_fn(|_: Cause<String>| -> String {
+        panic!("a fallback with a bug")
+    }))
+    .build()
+    .unwrap();
+    let svc = layer.layer(limited_when_odd());
+    let err = svc.clone().oneshot(1).await.unwrap_err();
+    let panicked = err
+        .downcast_ref::<palisade_core::Panicked>()
+        .unwrap_or_else(|| panic!("not a panic: {err}"));
+    assert_eq!(panicked.message(), "a fallback with a bug");
+    assert_eq!(svc.oneshot(2).await.unwrap(), "served 2");
+}
+
+#[tokio::test]
+async fn a_fallible_source_whose_answer_panics_answers_with_the_rejection() {
+    let layer = FallbackLayer::builder(source::from_async_fn(|_: Cause<String>| async {
+        if true {
+            panic!("a fallback with a bug");
+        }
+        Ok::<String, BoxError>(String::new())
+    }))
+    .build()
+    .unwrap();
+    let svc = layer.layer(limited_when_odd());
+    let err = svc.oneshot(1).await.unwrap_err();
+    let failed = err
+        .downcast_ref::<FallbackFailed>()
+        .unwrap_or_else(|| panic!("not a failed fallback: {err}"));
+    assert!(find_rejection(&*err).unwrap().retry_after().is_some());
+    assert!(failed.fallback_error().is::<palisade_core::Panicked>());
+}
+
+#[tokio::test]
+async fn a_predicate_that_panics_lets_the_error_go_on() {
+    struct Panics;
+    impl palisade_fallback::predicate::Predicate<String> for Panics {
+        fn check_error(&self, _: &(dyn Error + 'static)) -> Option<FallbackTrigger> {
+            panic!("a predicate with a bug")
+        }
+        fn check_response(&self, _: &String) -> bool {
+            false
+        }
+    }
+    let layer = FallbackLayer::builder(source::from_fn(|_: Cause<String>| "fallback".to_owned()))
+        .when(Panics)
+        .build()
+        .unwrap();
+    let svc = layer.layer(limited_when_odd());
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert!(find_rejection(&*err).is_some(), "{err}");
+}
