@@ -1076,7 +1076,7 @@ fn check_panic_request(input: &[u8]) -> Result<(), TestCaseError> {
     let grpc = match HeaderValue::from_bytes(content_type) {
         Ok(value) => {
             builder = builder.header("content-type", value);
-            content_type.starts_with(b"application/grpc")
+            is_grpc_type(content_type)
         }
         Err(_) => false,
     };
@@ -1115,6 +1115,22 @@ fn check_panic_request(input: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The model of a gRPC (or gRPC-Web) content type: the media type,
+/// compared without regard to case, ends where the value does or at its
+/// `+suffix` or parameters (`application/grpcx` is not gRPC).
+fn is_grpc_type(value: &[u8]) -> bool {
+    let value = value.to_ascii_lowercase();
+    let ends_type = |rest: &[u8]| matches!(rest.first(), None | Some(b'+' | b';' | b' ' | b'\t'));
+    let Some(rest) = value.strip_prefix(b"application/grpc") else {
+        return false;
+    };
+    ends_type(rest)
+        || rest
+            .strip_prefix(b"-web-text")
+            .or_else(|| rest.strip_prefix(b"-web"))
+            .is_some_and(ends_type)
+}
+
 fn panic_request() -> impl Strategy<Value = Vec<u8>> {
     let method = prop_oneof![
         Just(b"GET".to_vec()),
@@ -1128,6 +1144,9 @@ fn panic_request() -> impl Strategy<Value = Vec<u8>> {
     let content_type = prop_oneof![
         Just(b"application/grpc".to_vec()),
         Just(b"application/grpc+proto".to_vec()),
+        Just(b"APPLICATION/GRPC".to_vec()),
+        Just(b"application/grpcx".to_vec()),
+        Just(b"application/grpc-web-text+proto".to_vec()),
         Just(b"text/plain".to_vec()),
         bytes_like(b"application/grpc+;= \xff", 40),
     ];
