@@ -98,6 +98,52 @@ fn tracing_sink_without_interested_subscriber_allocates_nothing() {
     });
 }
 
+/// A subscriber that wants every event and reads every field, keeping
+/// nothing: what a formatting subscriber does short of writing.
+#[cfg(feature = "tracing")]
+struct ReadsEverything;
+
+#[cfg(feature = "tracing")]
+struct Discard;
+
+#[cfg(feature = "tracing")]
+impl tracing::field::Visit for Discard {
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+#[cfg(feature = "tracing")]
+impl tracing::Subscriber for ReadsEverything {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        event.record(&mut Discard);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[cfg(feature = "tracing")]
+#[test]
+fn tracing_sink_with_an_interested_subscriber_allocates_nothing() {
+    let _serial = crate::common::tracing_serial();
+    let location = PanicLocation::new("src/lib.rs", 1, 1);
+    let events = every_event(&location);
+    let sink = palisade_metrics::TracingSink::new();
+    tracing::subscriber::with_default(ReadsEverything, || {
+        assert_no_allocation("tracing, read by a subscriber", || {
+            for e in &events {
+                sink.record(std::hint::black_box(e));
+            }
+        });
+    });
+}
+
 /// A policy's recent window is made on the first event it counts: a name
 /// that only ever admits, as most do, keeps none, however long the window.
 #[test]
