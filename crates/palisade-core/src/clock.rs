@@ -69,7 +69,10 @@ impl Clock {
     pub fn now(&self) -> Instant {
         match &self.source {
             Source::Tokio => tokio::time::Instant::now().into_std(),
-            Source::Manual(manual) => manual.now(),
+            Source::Manual(manual) => {
+                manual.inner.reads.fetch_add(1, Ordering::Relaxed);
+                manual.now()
+            }
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct ManualClock {
 struct ManualInner {
     base: Instant,
     offset_nanos: AtomicU64,
+    /// Reads through a [`Clock`] that follows this clock.
+    reads: AtomicU64,
 }
 
 impl ManualClock {
@@ -95,6 +100,7 @@ impl ManualClock {
             inner: Arc::new(ManualInner {
                 base: Instant::now(),
                 offset_nanos: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
             }),
         }
     }
@@ -118,6 +124,23 @@ impl ManualClock {
     /// The current instant of this clock.
     pub fn now(&self) -> Instant {
         self.inner.base + self.elapsed()
+    }
+
+    /// How many times a [`Clock`] that follows this manual clock has been
+    /// read (direct calls of [`now`](Self::now) are not counted): for
+    /// tests that hold a layer to the clock reads it documents.
+    ///
+    /// ```
+    /// use palisade_core::ManualClock;
+    ///
+    /// let manual = ManualClock::new();
+    /// let clock = manual.clock();
+    /// let _ = clock.now();
+    /// let _ = manual.now();
+    /// assert_eq!(manual.reads(), 1);
+    /// ```
+    pub fn reads(&self) -> u64 {
+        self.inner.reads.load(Ordering::Relaxed)
     }
 
     /// A [`Clock`] that follows this manual clock.
