@@ -23,10 +23,12 @@
 //!   the reasons it refuses with (a rate limiter `rate_limited` and
 //!   `missing_key`, a breaker `circuit_open` and `half_open_full`, a
 //!   bulkhead `concurrency_full`, `queue_full` and `wait_timed_out`),
-//!   `palisade_requests_total` by outcome for a breaker or a bulkhead,
-//!   the rate limiter's evictions and overflow, and the breaker's own
-//!   transitions (closed to open, open to half-open, half-open to closed
-//!   or open); its shadow transitions once it entered metrics-only mode.
+//!   `palisade_requests_total` by outcome for a breaker (a bulkhead
+//!   reports outcomes only with an adaptive limit, and its series appear
+//!   with its first), the rate limiter's evictions and overflow, and the
+//!   breaker's own transitions (closed to open, open to half-open,
+//!   half-open to closed or open); its shadow transitions once it entered
+//!   metrics-only mode.
 //!
 //! Any other label combination (an operator's transition, a header) and
 //! the gauges appear once they have something to show (a policy without a
@@ -307,9 +309,11 @@ fn admits(layer: LayerKind) -> bool {
     RejectReason::ALL.iter().any(|r| rejects(layer, *r))
 }
 
-/// Whether `layer` classifies the calls it let through.
+/// Whether `layer` reports the outcome of every call it let through: a
+/// breaker does; a bulkhead only with an adaptive limit, so its outcome
+/// series appear with its first completion.
 fn classifies(layer: LayerKind) -> bool {
-    matches!(layer, LayerKind::CircuitBreaker | LayerKind::Bulkhead)
+    matches!(layer, LayerKind::CircuitBreaker)
 }
 
 /// The transitions a breaker makes on its own (the others are an
