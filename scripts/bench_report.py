@@ -478,14 +478,14 @@ def evaluate(report: Report, footprint: dict | None, alloc: dict | None, e2e: di
         met = None if pal is None or other is None else pal <= bound * other
         why = MISSED_BECAUSE.get(key, "")
         floor = report.overhead(group, "floor") if f"{group}/floor" in report.medians else None
-        if floor is not None and other:
+        if floor is not None and other and pal is not None and floor > other:
             why = (
                 f"{why} The *floor* row of the table (one clock read and one compare-and-swap of "
                 f"a shared word, the least any limit shared by every clone does, with no "
                 f"response future of its own) costs {fmt_ns(floor)} in this run, "
                 f"{fmt_ratio(ratio(floor, other))} {counterpart_label}'s overhead: no shared "
                 f"limiter that reads the clock per request can meet this target; palisade's "
-                f"is {fmt_ns(pal - floor) if pal is not None else 'n/a'} above that floor."
+                f"is {fmt_ns(pal - floor)} above that floor."
             )
         report.ratio_target(
             f"{label}: overhead {bound_text} {counterpart_label}'s",
