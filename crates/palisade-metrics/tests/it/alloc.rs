@@ -107,8 +107,18 @@ struct ReadsEverything;
 struct Discard;
 
 #[cfg(feature = "tracing")]
+impl std::fmt::Write for Discard {
+    fn write_str(&mut self, _: &str) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tracing")]
 impl tracing::field::Visit for Discard {
-    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+    fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        // Formats every value, as a subscriber writing it would.
+        let _ = std::fmt::Write::write_fmt(self, format_args!("{value:?}"));
+    }
 }
 
 #[cfg(feature = "tracing")]
