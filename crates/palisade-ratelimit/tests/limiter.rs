@@ -480,3 +480,30 @@ fn a_quota_the_nanosecond_cannot_keep_within_one_percent_is_refused() {
         assert!(build(requests, period).is_ok(), "{requests} per {period:?}");
     }
 }
+
+#[test]
+fn a_waiting_limiter_needs_a_millisecond_of_its_quota_counted_on_the_quota_as_given() {
+    let build = |requests, period, burst: Option<u32>| {
+        let mut builder = RateLimitLayer::builder()
+            .quota(requests, period)
+            .wait_up_to(Duration::from_secs(1));
+        if let Some(burst) = burst {
+            builder = builder.burst(burst);
+        }
+        builder.build().map(drop)
+    };
+    // 6,000 a second is 6 a millisecond, though 1 s / 6,000 is not a whole
+    // number of nanoseconds.
+    assert!(build(6_000, Duration::from_secs(1), Some(6)).is_ok());
+    assert!(build(3, Duration::from_millis(1), None).is_ok());
+    // 1,666 a second is 1.7 a millisecond: a burst of 1 would cap waiting
+    // requests at 1,000 a second.
+    let err = build(1_666, Duration::from_secs(1), Some(1)).unwrap_err();
+    assert_eq!(err.field(), "burst", "{err}");
+    assert!(err.to_string().contains("burst >= 2"), "{err}");
+    let err = build(2, Duration::from_micros(999), None).unwrap_err();
+    assert!(
+        err.to_string().contains("left at the quota's requests"),
+        "{err}"
+    );
+}

@@ -311,14 +311,22 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
             // most, and a bucket keeps no more than its burst: a bucket
             // smaller than one millisecond of the quota would let waiting
             // requests through at `burst` a millisecond, below the rate.
-            let per_tick = TIMER_TICK.as_nanos().div_ceil(interval.as_nanos());
+            // Counted on the quota as given, not on the interval rounded
+            // to whole nanoseconds, which would ask for one more.
+            let per_tick =
+                (TIMER_TICK.as_nanos() * u128::from(requests)).div_ceil(period.as_nanos().max(1));
             if u128::from(burst) < per_tick {
+                let left = if self.burst.is_none() {
+                    ", left at the quota's requests"
+                } else {
+                    ""
+                };
                 return Err(check.error(
                     "burst",
                     burst,
                     format!(
                         "burst >= {per_tick} when requests wait (the requests of one \
-                         millisecond of the quota: waiting requests wake once a millisecond)"
+                         millisecond of the quota: waiting requests wake once a millisecond){left}"
                     ),
                 ));
             }
