@@ -792,6 +792,11 @@ impl Breaker {
     #[cold]
     #[inline(never)]
     fn confirmed_trip(&self, word: Word, counts: Counts) -> Option<TransitionReason> {
+        // A call finishing after the trip (the window is kept while open)
+        // has nothing to decide: no scan.
+        if self.word() != word {
+            return None;
+        }
         let counts = self.window.confirm(word.epoch(), counts);
         if counts.calls < self.cfg.minimum_calls {
             return None;
