@@ -99,7 +99,6 @@ where
         Err(payload) => {
             let _ = report_panic(
                 &shared.name,
-                &shared.metrics,
                 payload,
                 "fallback predicate panicked; the error goes on",
             );
@@ -108,25 +107,18 @@ where
     }
 }
 
-/// Reports a panic of the fallback's own code (an event, and a `tracing`
-/// error with its stack) and returns it as an error.
+/// Reports a panic of the fallback's own code (a `tracing` error with its
+/// stack; not a `PanicCaught` event, which says the service panicked) and
+/// returns it as an error.
 #[cold]
 #[inline(never)]
 fn report_panic(
     policy: &PolicyName,
-    metrics: &palisade_core::Metrics,
     payload: Box<dyn std::any::Any + Send>,
     what: &'static str,
 ) -> BoxError {
     let panicked = capture::panicked(policy.clone(), &*payload);
     capture::contain_drop(policy, CAPTURE, move || drop(payload));
-    capture::contained(|| {
-        metrics.emit(&Event::PanicCaught {
-            policy: policy.as_str(),
-            message: panicked.message(),
-            location: panicked.location(),
-        });
-    });
     capture::contained(|| {
         tracing::error!(
             policy = policy.as_str(),
@@ -164,12 +156,7 @@ where
     match capture::catch(CAPTURE, || shared.source.answer(kept, cause)) {
         Ok(future) => State::Answer { future, rejection },
         Err(payload) => {
-            let error = report_panic(
-                &shared.name,
-                &shared.metrics,
-                payload,
-                "fallback source panicked",
-            );
+            let error = report_panic(&shared.name, payload, "fallback source panicked");
             State::Failed {
                 error: Some(answer_failed(&shared.name, rejection, error)),
             }
@@ -244,7 +231,6 @@ where
                         Err(payload) => {
                             let error = report_panic(
                                 &this.shared.name,
-                                &this.shared.metrics,
                                 payload,
                                 "fallback source panicked",
                             );

@@ -49,9 +49,9 @@
 //! fails that answer, with the rejection it stood in for when the source
 //! can fail (a [`FallbackFailed`](error::FallbackFailed)), or else with
 //! the panic itself ([`Panicked`](palisade_core::Panicked), a 500). Each
-//! such panic is an
-//! [`Event::PanicCaught`](palisade_core::Event::PanicCaught) and a
-//! `tracing` error with its stack. A predicate's check of a response, on
+//! such panic is logged as a `tracing` error with its stack (not as an
+//! [`Event::PanicCaught`](palisade_core::Event::PanicCaught), which
+//! reports a panic of the service). A predicate's check of a response, on
 //! every successful call, runs as it is.
 //!
 //! # Example

@@ -330,7 +330,8 @@ pub struct OffloadQueueSnapshot {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct DropCount {
-    /// Why (`queue_full`, `retries_exhausted`, `shutdown`, `closed`).
+    /// Why (`queue_full`, `retries_exhausted`, `service_failed`,
+    /// `shutdown`, `closed`).
     pub reason: &'static str,
     /// How many.
     pub total: u64,
