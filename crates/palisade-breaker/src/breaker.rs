@@ -780,28 +780,35 @@ impl Breaker {
         }
         if word.automatic()
             && counts.calls >= self.cfg.minimum_calls
-            && self.over_threshold(counts).is_some()
-            && let Some(reason) = self.confirmed_trip(word, counts)
+            && let Some(reason) = self.over_threshold(counts)
         {
-            self.transition(word, word.mode, Machine::Open, reason, end);
+            self.trip(word, reason, end);
         }
     }
 
-    /// The reason to trip, if the window's slots agree with the counts
-    /// that call for it (see [`CountWindow::recount`](crate::window::CountWindow::recount)).
+    /// Trips the breaker for `reason`, once a count window's slots agree
+    /// with the running total that called for it (see
+    /// [`CountWindow::recount`](crate::window::CountWindow::recount)); a
+    /// time window's buckets hold their counts whole. Takes what
+    /// [`transition`](Self::transition) takes, so the closed path is as
+    /// it was without the check.
     #[cold]
     #[inline(never)]
-    fn confirmed_trip(&self, word: Word, counts: Counts) -> Option<TransitionReason> {
+    fn trip(&self, word: Word, reason: TransitionReason, end: Option<Instant>) {
         // A call finishing after the trip (the window is kept while open)
         // has nothing to decide: no scan.
         if self.word() != word {
-            return None;
+            return;
         }
-        let counts = self.window.confirm(word.epoch(), counts);
-        if counts.calls < self.cfg.minimum_calls {
-            return None;
-        }
-        self.over_threshold(counts)
+        let reason = match self.window.recount(word.epoch()) {
+            Some(counts) if counts.calls < self.cfg.minimum_calls => return,
+            Some(counts) => match self.over_threshold(counts) {
+                Some(reason) => reason,
+                None => return,
+            },
+            None => reason,
+        };
+        self.transition(word, word.mode, Machine::Open, reason, end);
     }
 
     #[cold]

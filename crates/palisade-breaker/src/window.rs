@@ -507,14 +507,13 @@ impl Window {
         }
     }
 
-    /// `counts`, as [`record`](Self::record) gave them for `epoch`,
-    /// checked against what a count window's slots hold; a time window's
-    /// buckets hold their counts whole, so its counts stand.
+    /// What a count window's slots hold for `epoch`; `None` for a time
+    /// window, whose buckets hold their counts whole.
     #[cold]
-    pub(crate) fn confirm(&self, epoch: u16, counts: Counts) -> Counts {
+    pub(crate) fn recount(&self, epoch: u16) -> Option<Counts> {
         match self {
-            Window::Count(w) => w.recount(epoch),
-            Window::Time(_) => counts,
+            Window::Count(w) => Some(w.recount(epoch)),
+            Window::Time(_) => None,
         }
     }
 
