@@ -106,11 +106,6 @@ struct ThreadState {
     unclaimed: bool,
     /// Whether the unclaimed record was already written to stderr.
     shown: bool,
-    /// How many records the hook has made on this thread (wrapping): a
-    /// scope tells a record made while it ran from one an enclosing scope
-    /// left unclaimed (a catch run by a destructor while an outer panic
-    /// unwinds).
-    records: u32,
 }
 
 thread_local! {
@@ -119,9 +114,14 @@ thread_local! {
             scope: None,
             unclaimed: false,
             shown: false,
-            records: 0,
         })
     };
+    /// How many records the hook has made on this thread (wrapping): a
+    /// scope tells a record made while it ran from one an enclosing scope
+    /// left unclaimed (a catch run by a destructor while an outer panic
+    /// unwinds). A cell of its own, so that the state above stays small
+    /// enough to be read and written whole.
+    static RECORDS: Cell<u32> = const { Cell::new(0) };
     static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
 }
 
@@ -205,14 +205,9 @@ pub fn install_hook() {
                     let _ = CAPTURED.try_with(|slot| {
                         if let Ok(mut slot) = slot.try_borrow_mut() {
                             *slot = Some(captured);
-                            let _ = STATE.try_with(|state| {
-                                let current = state.get();
-                                state.set(ThreadState {
-                                    unclaimed: true,
-                                    shown,
-                                    records: current.records.wrapping_add(1),
-                                    ..current
-                                });
+                            set_unclaimed(true, shown);
+                            let _ = RECORDS.try_with(|records| {
+                                records.set(records.get().wrapping_add(1));
                             });
                         }
                     });
@@ -243,14 +238,15 @@ impl CaptureScope {
     /// Enters a scope with `options`.
     #[inline]
     pub fn enter(options: CaptureOptions) -> Self {
-        let (previous, records) = STATE.with(|state| {
+        let previous = STATE.with(|state| {
             let current = state.get();
             state.set(ThreadState {
                 scope: Some(options),
                 ..current
             });
-            (current.scope, current.records)
+            current.scope
         });
+        let records = RECORDS.with(Cell::get);
         Self {
             previous,
             records,
@@ -266,13 +262,17 @@ impl CaptureScope {
     #[inline]
     fn leave(mut self) -> bool {
         self.left = true;
-        restore(self.previous).is_some_and(|state| state.unclaimed && state.records != self.records)
+        restore(self.previous)
+            && RECORDS
+                .try_with(Cell::get)
+                .is_ok_and(|records| records != self.records)
     }
 }
 
-/// Restores `previous` as the thread's scope; returns the state it found.
+/// Restores `previous` as the thread's scope; returns whether a record is
+/// unclaimed.
 #[inline]
-fn restore(previous: Option<CaptureOptions>) -> Option<ThreadState> {
+fn restore(previous: Option<CaptureOptions>) -> bool {
     STATE
         .try_with(|state| {
             let current = state.get();
@@ -280,16 +280,16 @@ fn restore(previous: Option<CaptureOptions>) -> Option<ThreadState> {
                 scope: previous,
                 ..current
             });
-            current
+            current.unclaimed
         })
-        .ok()
+        .unwrap_or(false)
 }
 
 impl Drop for CaptureScope {
     #[inline]
     fn drop(&mut self) {
         if !self.left {
-            let _ = restore(self.previous);
+            restore(self.previous);
         }
     }
 }
