@@ -597,14 +597,7 @@ async fn the_handle_applies_due_transitions_without_traffic() {
 async fn sparse_traffic(rig: &Rig, every: u64, calls: usize) -> (usize, u32) {
     rig.hit_all(&[FAIL; 4]).await;
     assert_eq!(rig.state(), Open);
-    let mut rejected = 0;
-    for _ in 0..calls {
-        advance(every).await;
-        if rig.hit(OK).await.is_err() {
-            rejected += 1;
-        }
-    }
-    (rejected, rig.layer.handle().consecutive_openings().0)
+    sparse_traffic_more(rig, every, calls).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -652,7 +645,8 @@ async fn sparse_healthy_traffic_closes_the_breaker() {
     assert_eq!((rig.state(), rejected, openings), (Closed, 0, 0));
 }
 
-/// Calls that succeed, one every `every` seconds, after [`sparse_traffic`].
+/// Calls that succeed, one every `every` seconds: how many were rejected,
+/// and the openings counted at the end.
 async fn sparse_traffic_more(rig: &Rig, every: u64, calls: usize) -> (usize, u32) {
     let mut rejected = 0;
     for _ in 0..calls {
