@@ -550,6 +550,12 @@ pub fn panicked(policy: PolicyName, payload: &(dyn Any + Send)) -> Panicked {
 mod tests {
     use super::*;
 
+    /// No backtrace, no print: what these tests capture is the record.
+    const QUIET: CaptureOptions = CaptureOptions {
+        backtrace: false,
+        print: false,
+    };
+
     #[test]
     fn an_error_payload_whose_display_panics_is_caught_not_aborted() {
         #[derive(Debug)]
@@ -562,18 +568,14 @@ mod tests {
         impl std::error::Error for Broken {}
 
         install_hook();
-        let quiet = CaptureOptions {
-            backtrace: false,
-            print: false,
-        };
         // Formatting it in the hook would abort the process.
-        let payload = catch(quiet, || {
+        let payload = catch(QUIET, || {
             std::panic::panic_any(Box::<dyn std::error::Error + Send + Sync>::from(Broken))
         })
         .unwrap_err();
         let panicked = panicked(PolicyName::new("api"), &*payload);
         assert_eq!(panicked.message(), "panic payload of type Box<dyn Error>");
-        let p = catch(quiet, || {
+        let p = catch(QUIET, || {
             std::panic::panic_any(Box::<dyn std::error::Error + Send + Sync>::from("plain"))
         })
         .unwrap_err();
@@ -597,11 +599,7 @@ mod tests {
                 }
             }
             install_hook();
-            let quiet = CaptureOptions {
-                backtrace: false,
-                print: false,
-            };
-            let caught = catch(quiet, || {
+            let caught = catch(QUIET, || {
                 let _cleanup = Cleanup;
                 panic!("first")
             });
@@ -642,12 +640,8 @@ mod tests {
     #[test]
     fn a_catch_run_during_an_unwind_leaves_the_unwinding_panic_its_record() {
         install_hook();
-        let quiet = CaptureOptions {
-            backtrace: false,
-            print: false,
-        };
         let line = line!() + 3;
-        let payload = catch(quiet, || {
+        let payload = catch(QUIET, || {
             let _cleanup = CatchesOnDrop;
             panic!("boom")
         })
@@ -666,11 +660,7 @@ mod tests {
             }
         }
         install_hook();
-        let quiet = CaptureOptions {
-            backtrace: false,
-            print: false,
-        };
-        let payload = catch(quiet, || {
+        let payload = catch(QUIET, || {
             let _cleanup = CatchesItsOwnPanic;
             panic!("boom")
         })
@@ -686,19 +676,15 @@ mod tests {
     #[test]
     fn string_payloads_and_others() {
         install_hook();
-        let quiet = CaptureOptions {
-            backtrace: false,
-            print: false,
-        };
-        let p = catch(quiet, || panic!("static {}", "str")).unwrap_err();
+        let p = catch(QUIET, || panic!("static {}", "str")).unwrap_err();
         assert_eq!(&*payload_message(&*p), "static str");
-        let p = catch(quiet, || std::panic::panic_any(String::from("owned"))).unwrap_err();
+        let p = catch(QUIET, || std::panic::panic_any(String::from("owned"))).unwrap_err();
         assert_eq!(&*payload_message(&*p), "owned");
-        let p = catch(quiet, || std::panic::panic_any(42_u32)).unwrap_err();
+        let p = catch(QUIET, || std::panic::panic_any(42_u32)).unwrap_err();
         assert_eq!(&*payload_message(&*p), "panic payload of type u32");
         #[derive(Debug)]
         struct Custom;
-        let p = catch(quiet, || std::panic::panic_any(Custom)).unwrap_err();
+        let p = catch(QUIET, || std::panic::panic_any(Custom)).unwrap_err();
         assert_eq!(&*payload_message(&*p), "panic payload of a non-string type");
     }
 
