@@ -62,20 +62,25 @@ pub(super) async fn work<S, Req>(
                     });
                 });
             }
-            Err(Undelivered::RetriesExhausted(attempts, error)) => {
-                shared.drop_item(
-                    DropReason::RetriesExhausted,
-                    Some(&format_args!(
-                        "{attempts} attempts failed, last error: {error}"
-                    )),
-                );
-                shared.discard(error);
-            }
-            Err(Undelivered::ServiceFailed(error)) => {
-                shared.drop_item(
-                    DropReason::ServiceFailed,
-                    Some(&format_args!("the service's readiness failed: {error}")),
-                );
+            Err(undelivered) => {
+                let error = match undelivered {
+                    Undelivered::RetriesExhausted(attempts, error) => {
+                        shared.drop_item(
+                            DropReason::RetriesExhausted,
+                            Some(&format_args!(
+                                "{attempts} attempts failed, last error: {error}"
+                            )),
+                        );
+                        error
+                    }
+                    Undelivered::ServiceFailed(error) => {
+                        shared.drop_item(
+                            DropReason::ServiceFailed,
+                            Some(&format_args!("the service's readiness failed: {error}")),
+                        );
+                        error
+                    }
+                };
                 shared.discard(error);
             }
         }
