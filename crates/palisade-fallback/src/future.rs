@@ -107,6 +107,32 @@ where
     }
 }
 
+/// Whether the predicate claims the response `res`: a predicate that
+/// panics claims nothing, and the response goes on as it is. Judged on
+/// every response, so a plain `catch_unwind` (free unless the predicate
+/// can panic at all) and not a capture scope: the panic hook prints the
+/// panic with its location as it would without palisade.
+#[inline]
+fn claims_response<P, F, Res>(shared: &Shared<P, F>, res: &Res) -> bool
+where
+    P: Predicate<Res>,
+{
+    let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.predicate.check_response(res)
+    }));
+    match judged {
+        Ok(claimed) => claimed,
+        Err(payload) => {
+            let _ = report_panic(
+                &shared.name,
+                payload,
+                "fallback predicate panicked; the response goes on",
+            );
+            false
+        }
+    }
+}
+
 /// Reports a panic of the fallback's own code (a `tracing` error with its
 /// stack; not a `PanicCaught` event, which says the service panicked) and
 /// returns it as an error.
@@ -198,7 +224,7 @@ where
                 StateProj::Inner { future } => {
                     let cause = match ready!(future.poll(cx)) {
                         Ok(res) => {
-                            if !this.shared.predicate.check_response(&res) {
+                            if !claims_response(this.shared, &res) {
                                 return Poll::Ready(Ok(res));
                             }
                             Cause::Response(res)

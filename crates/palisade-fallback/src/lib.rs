@@ -44,15 +44,18 @@
 //! Outermost, so it sees every rejection and failure of the layers below.
 //!
 //! That puts it above any panic-catch layer, so it contains the panics of
-//! its own degraded path: a predicate that panics judging an error lets
-//! the error go on; a source that panics making or polling its answer
+//! its own code: a predicate that panics judging an error lets the error
+//! go on, and one that panics judging a response lets the response go on;
+//! a source that panics making or polling its answer
 //! fails that answer, with the rejection it stood in for when the source
 //! can fail (a [`FallbackFailed`](error::FallbackFailed)), or else with
 //! the panic itself ([`Panicked`](palisade_core::Panicked), a 500). Each
 //! such panic is logged as a `tracing` error with its stack (not as an
 //! [`Event::PanicCaught`](palisade_core::Event::PanicCaught), which
-//! reports a panic of the service). A predicate's check of a response, on
-//! every successful call, runs as it is.
+//! reports a panic of the service). A predicate's check of a response
+//! runs on every successful call, so it is caught without a capture
+//! scope, which would cost every call: its log line carries no location
+//! or stack, and the panic hook prints both as it would without palisade.
 //!
 //! # Example
 //!

@@ -775,3 +775,18 @@ async fn a_predicate_that_panics_lets_the_error_go_on() {
     let err = svc.oneshot(1).await.unwrap_err();
     assert!(find_rejection(&*err).is_some(), "{err}");
 }
+
+#[tokio::test]
+async fn a_response_predicate_that_panics_lets_the_response_go_on() {
+    let layer = FallbackLayer::builder(source::from_fn(|_: Cause<String>| "fallback".to_owned()))
+        .on_response_if(|res: &String| -> bool { panic!("a response predicate with a bug: {res}") })
+        .build()
+        .unwrap();
+    let svc = layer.layer(limited_when_odd());
+    assert_eq!(svc.clone().oneshot(2).await.unwrap(), "served 2");
+    // The service goes on, its errors judged as before (this predicate
+    // claims none).
+    assert_eq!(svc.clone().oneshot(4).await.unwrap(), "served 4");
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert!(find_rejection(&*err).is_some(), "{err}");
+}
