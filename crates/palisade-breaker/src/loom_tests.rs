@@ -1,6 +1,6 @@
 //! Loom models of the lock-free paths: half-open admission, probe
-//! give-back, the deciding probe, concurrent window writers, and a call's
-//! rates racing a reset.
+//! give-back, the deciding probe, concurrent window writers, a call's
+//! rates racing a reset, and a keyed map's eviction racing a trip.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-breaker --release --lib loom`.
@@ -8,9 +8,11 @@
 use std::time::Duration;
 
 use loom::thread;
-use palisade_core::{ManualClock, Metrics, Outcome, TransitionReason};
+use palisade_core::{CircuitState, ManualClock, Metrics, Outcome, TransitionReason};
 
-use crate::breaker::{Breaker, Machine, PermitKind, Take, WindowConfig, test_config as config};
+use crate::breaker::{
+    Breaker, Eviction, Machine, PermitKind, Take, WindowConfig, test_config as config,
+};
 use crate::sync::Arc;
 use crate::window::{CountWindow, Counts, Recorded, code};
 
@@ -567,4 +569,68 @@ fn loom_a_trip_keeps_the_rates_of_its_window() {
         });
         assert_eq!(rates, 1);
     });
+}
+
+/// The state changes a breaker reported, in order.
+#[derive(Default)]
+struct Transitions(std::sync::Mutex<Vec<(CircuitState, CircuitState, TransitionReason)>>);
+
+impl palisade_core::MetricsSink for Transitions {
+    fn record(&self, event: &palisade_core::Event<'_>) {
+        if let palisade_core::Event::StateChanged {
+            from, to, reason, ..
+        } = *event
+        {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((from, to, reason));
+        }
+    }
+}
+
+#[test]
+fn loom_an_eviction_racing_a_trip_never_evicts_the_opened_breaker() {
+    // A keyed map evicts a closed breaker while a call, which reached the
+    // breaker without the map's lock, trips it. Either the trip comes
+    // first and the map keeps the open breaker, or the eviction does and
+    // the trip lands on a breaker no longer in the map, which reports
+    // nothing more. Never is an open breaker evicted, which would let the
+    // key's next call meet a fresh closed one.
+    let reached = std::sync::Arc::new(Reached::default());
+    let seen = reached.clone();
+    model(move || {
+        let clock = ManualClock::new();
+        let sink = std::sync::Arc::new(Transitions::default());
+        let mut cfg = config(&clock, 1);
+        cfg.metrics = Metrics::from_arc(sink.clone());
+        let breaker = Arc::new(Breaker::new(cfg));
+        let permit = breaker.admit().unwrap();
+        let trip = {
+            let breaker = breaker.clone();
+            thread::spawn(move || breaker.complete(&permit, Outcome::Failure))
+        };
+        let evicted = breaker.evict_if(|eviction| eviction == Eviction::Now);
+        trip.join().unwrap();
+        let reported = sink
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if evicted {
+            seen.saw(0);
+            assert_eq!(reported, [], "evicted after the trip");
+        } else {
+            seen.saw(1);
+            assert_eq!(
+                reported,
+                [(
+                    CircuitState::Closed,
+                    CircuitState::Open,
+                    TransitionReason::FailureRate
+                )]
+            );
+        }
+    });
+    reached.assert_both();
 }
