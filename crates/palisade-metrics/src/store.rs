@@ -27,8 +27,19 @@ use crate::window::RateWindow;
 
 /// `state` before the breaker of a policy was seen.
 pub(crate) const STATE_UNKNOWN: u8 = u8::MAX;
-/// `last_transition_nanos` before any transition.
+/// `last_transition` before any transition: no transition packs to it,
+/// as every state and reason index is below 15.
 const NEVER: u64 = u64::MAX;
+
+/// Bits of `last_transition` that hold its time, in microseconds since the
+/// store's start (about 142 years); the 12 above hold `from`, `to` and the
+/// reason, four bits each.
+const TIME_BITS: u32 = 52;
+
+const _: () = assert!(
+    CircuitState::ALL.len() < 16 && palisade_core::TransitionReason::ALL.len() < 16,
+    "a transition's state and reason indices fit in four bits, none all ones"
+);
 
 /// `sections` bit: the breaker reported its rates.
 pub(crate) const SEEN_RATES: u32 = 1;
@@ -164,10 +175,11 @@ pub(crate) struct PolicyCells {
     /// What a breaker in metrics-only mode would be in, plus one (`0`:
     /// none reported).
     shadow_state: AtomicU8,
-    /// Nanoseconds since the store's start of the last transition.
-    pub(crate) last_transition_nanos: AtomicU64,
-    /// `from << 16 | to << 8 | reason` of the last transition.
-    pub(crate) last_transition: AtomicU32,
+    /// The last transition and when it happened, in one word so that a
+    /// snapshot never pairs one transition with another's time:
+    /// `from << 60 | to << 56 | reason << 52 | microseconds since the
+    /// store's start`, or [`NEVER`].
+    pub(crate) last_transition: AtomicU64,
     pub(crate) failure_rate: AtomicU64,
     pub(crate) slow_rate: AtomicU64,
     pub(crate) window_calls: AtomicU64,
@@ -204,8 +216,7 @@ impl PolicyCells {
             transitions: [const { AtomicU64::new(0) }; STATES * STATES],
             shadow_transitions: [const { AtomicU64::new(0) }; STATES],
             shadow_state: AtomicU8::new(0),
-            last_transition_nanos: AtomicU64::new(NEVER),
-            last_transition: AtomicU32::new(0),
+            last_transition: AtomicU64::new(NEVER),
             failure_rate: AtomicU64::new(0),
             slow_rate: AtomicU64::new(0),
             window_calls: AtomicU64::new(0),
@@ -292,15 +303,16 @@ impl PolicyCells {
         palisade_core::TransitionReason,
         Duration,
     )> {
-        let nanos = self.last_transition_nanos.load(Ordering::Acquire);
-        if nanos == NEVER {
+        let word = self.last_transition.load(Ordering::Acquire);
+        if word == NEVER {
             return None;
         }
-        let packed = self.last_transition.load(Ordering::Acquire);
-        let from = CircuitState::ALL.get((packed >> 16) as usize & 0xff)?;
-        let to = CircuitState::ALL.get((packed >> 8) as usize & 0xff)?;
-        let reason = palisade_core::TransitionReason::ALL.get(packed as usize & 0xff)?;
-        Some((*from, *to, *reason, Duration::from_nanos(nanos)))
+        let field = |shift: u32| (word >> (TIME_BITS + shift)) as usize & 0xf;
+        let from = CircuitState::ALL.get(field(8))?;
+        let to = CircuitState::ALL.get(field(4))?;
+        let reason = palisade_core::TransitionReason::ALL.get(field(0))?;
+        let micros = word & ((1 << TIME_BITS) - 1);
+        Some((*from, *to, *reason, Duration::from_micros(micros)))
     }
 
     #[inline]
@@ -482,10 +494,12 @@ impl Store {
                 bump(p.transitions.get(f * STATES + t));
                 if let Some(timeline) = &self.timeline {
                     let r = index::transition_reason(reason);
-                    let packed = ((f as u32) << 16) | ((t as u32) << 8) | r as u32;
-                    p.last_transition.store(packed, Ordering::Release);
-                    let nanos = u64::try_from(timeline.elapsed().as_nanos()).unwrap_or(NEVER - 1);
-                    p.last_transition_nanos.store(nanos, Ordering::Release);
+                    let kind = ((f as u64) << 8) | ((t as u64) << 4) | r as u64;
+                    let micros = u64::try_from(timeline.elapsed().as_micros())
+                        .unwrap_or(u64::MAX)
+                        .min((1 << TIME_BITS) - 1);
+                    p.last_transition
+                        .store(kind << TIME_BITS | micros, Ordering::Release);
                 }
             }
             Event::ShadowStateChanged { policy, to, .. } => {

@@ -671,3 +671,81 @@ fn concerns_put_a_rejection_before_what_a_metrics_only_breaker_would_do() {
         ]
     );
 }
+
+#[test]
+fn a_snapshot_racing_transitions_pairs_each_with_its_own_time() {
+    // The writer makes transition `i` at millisecond `i` of the clock, the
+    // kind following `i % 3`; a snapshot taken meanwhile must show a last
+    // transition whose time and kind belong together.
+    const KINDS: [(CircuitState, CircuitState, TransitionReason); 3] = [
+        (
+            CircuitState::Closed,
+            CircuitState::Open,
+            TransitionReason::FailureRate,
+        ),
+        (
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            TransitionReason::WaitElapsed,
+        ),
+        (
+            CircuitState::HalfOpen,
+            CircuitState::Closed,
+            TransitionReason::ProbesSucceeded,
+        ),
+    ];
+    // Bounded both ways: the writer stops after `TRANSITIONS` or once the
+    // reader has checked `SNAPSHOTS` snapshots taken while it ran.
+    const TRANSITIONS: u64 = 5_000_000;
+    const SNAPSHOTS: u64 = 20_000;
+    let clock = ManualClock::new();
+    let sink = std::sync::Arc::new(sink(&clock, 10));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (sink, clock, done) = (sink.clone(), clock.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while i < TRANSITIONS && !done.load(std::sync::atomic::Ordering::Acquire) {
+                i += 1;
+                clock.advance(Duration::from_millis(1));
+                let (from, to, reason) = KINDS[(i % 3) as usize];
+                sink.record(&Event::StateChanged {
+                    policy: "racing",
+                    from,
+                    to,
+                    reason,
+                });
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        })
+    };
+    let mut checked = 0_u64;
+    while checked < SNAPSHOTS && !writer.is_finished() {
+        let json = serde_json::to_value(sink.snapshot()).unwrap();
+        let Some(p) = json["policies"].as_array().and_then(|p| p.first()) else {
+            continue;
+        };
+        let last = &p["breaker"]["last_transition"];
+        let (Some(uptime), Some(ago)) = (
+            json["uptime_seconds"].as_f64(),
+            last["seconds_ago"].as_f64(),
+        ) else {
+            continue;
+        };
+        if ago == 0.0 {
+            // Made after the snapshot read its clock: its time is unknown.
+            continue;
+        }
+        let at_ms = ((uptime - ago) * 1000.0).round() as u64;
+        let (from, to, _) = KINDS[(at_ms % 3) as usize];
+        assert_eq!(
+            (last["from"].as_str(), last["to"].as_str()),
+            (Some(from.as_str()), Some(to.as_str())),
+            "transition at {at_ms} ms: {last}"
+        );
+        checked += 1;
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    writer.join().unwrap();
+    assert!(checked > 0, "no snapshot raced the transitions");
+}
