@@ -25,7 +25,11 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Inner { #[pin] future: F },
+        // `finished` once the inner future has answered: it is not polled
+        // again (an `async` block panics when resumed after completion).
+        // A flag, not a move to another state, which would have to keep
+        // the answer aside while the inner future is dropped.
+        Inner { #[pin] future: F, finished: bool },
         NotReady { error: Option<BoxError> },
     }
 }
@@ -33,7 +37,10 @@ pin_project! {
 impl<F, H, M: Sharing> ResponseFuture<F, H, M> {
     pub(crate) fn new(future: F, mapping: SharedState<HttpMapping<H>, M>) -> Self {
         Self {
-            state: State::Inner { future },
+            state: State::Inner {
+                future,
+                finished: false,
+            },
             mapping,
         }
     }
@@ -61,14 +68,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let error = match this.state.project() {
-            StateProj::Inner { future } => match ready!(future.poll(cx)) {
-                Ok(res) => return Poll::Ready(Ok(res)),
-                Err(err) => err.into(),
-            },
-            StateProj::NotReady { error } => match error.take() {
-                Some(error) => error,
-                None => "response future polled after completion".into(),
-            },
+            StateProj::Inner { future, finished } => {
+                if *finished {
+                    polled_after_completion()
+                } else {
+                    let result = ready!(future.poll(cx));
+                    *finished = true;
+                    match result {
+                        Ok(res) => return Poll::Ready(Ok(res)),
+                        Err(err) => err.into(),
+                    }
+                }
+            }
+            StateProj::NotReady { error } => error.take().unwrap_or_else(polled_after_completion),
         };
         Poll::Ready(Ok(respond(this.mapping, error)))
     }
@@ -80,6 +92,12 @@ impl<F, H, M: Sharing> std::fmt::Debug for ResponseFuture<F, H, M> {
             .field("mapping", &self.mapping)
             .finish_non_exhaustive()
     }
+}
+
+/// The error a response future answers when polled after it completed.
+#[cold]
+fn polled_after_completion() -> BoxError {
+    "response future polled after completion".into()
 }
 
 /// The mapped response for `error`, logged.
@@ -114,7 +132,10 @@ mod grpc {
     impl<F> GrpcResponseFuture<F> {
         pub(crate) fn new(future: F, flavour: Flavour, protocol: Protocol) -> Self {
             Self {
-                state: State::Inner { future },
+                state: State::Inner {
+                    future,
+                    finished: false,
+                },
                 flavour,
                 protocol,
             }
@@ -147,14 +168,21 @@ mod grpc {
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.project();
             let error = match this.state.project() {
-                StateProj::Inner { future } => match ready!(future.poll(cx)) {
-                    Ok(res) => return Poll::Ready(Ok(res)),
-                    Err(err) => err.into(),
-                },
-                StateProj::NotReady { error } => match error.take() {
-                    Some(error) => error,
-                    None => "response future polled after completion".into(),
-                },
+                StateProj::Inner { future, finished } => {
+                    if *finished {
+                        polled_after_completion()
+                    } else {
+                        let result = ready!(future.poll(cx));
+                        *finished = true;
+                        match result {
+                            Ok(res) => return Poll::Ready(Ok(res)),
+                            Err(err) => err.into(),
+                        }
+                    }
+                }
+                StateProj::NotReady { error } => {
+                    error.take().unwrap_or_else(polled_after_completion)
+                }
             };
             Poll::Ready(Ok(grpc_response(error, *this.flavour, *this.protocol)))
         }

@@ -440,3 +440,32 @@ async fn around_a_channel_the_client_sees_its_own_rejections_as_statuses() {
         .expect("the server stops")
         .unwrap();
 }
+
+#[test]
+fn polling_a_finished_grpc_response_again_answers_instead_of_polling_the_service() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    for layer in [ErrorToStatusLayer::new(), ErrorToStatusLayer::client()] {
+        let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
+            Ok::<_, BoxError>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut svc = layer.layer(inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            tower::Service::poll_ready(&mut svc, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        let mut future = std::pin::pin!(tower::Service::call(
+            &mut svc,
+            http::Request::new(tonic::body::Body::empty())
+        ));
+        let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
+            panic!("answers at once")
+        };
+        assert!(first.headers().get("grpc-status").is_none());
+        let Poll::Ready(Ok(again)) = future.as_mut().poll(&mut cx) else {
+            panic!("answers again at once")
+        };
+        assert!(again.headers().get("grpc-status").is_some(), "{layer:?}");
+    }
+}

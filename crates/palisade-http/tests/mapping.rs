@@ -340,3 +340,30 @@ proptest::proptest! {
         proptest::prop_assert_eq!(body["policy"].as_str(), Some(name.as_str()));
     }
 }
+
+#[test]
+fn polling_a_finished_response_again_answers_instead_of_polling_the_service() {
+    // An `async` block panics when resumed after completion: the layer,
+    // whose service is `Infallible`, must not reach it again.
+    for fails in [false, true] {
+        let inner = service_fn(move |()| async move {
+            if fails {
+                Err::<http::Response<Bytes>, BoxError>(error("overloaded").unwrap())
+            } else {
+                Ok(http::Response::new(Bytes::new()))
+            }
+        });
+        let mut svc = ErrorToResponseLayer::new().layer(inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let mut future = pin!(svc.call(()));
+        let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
+            panic!("answers at once")
+        };
+        assert_eq!(first.status(), if fails { 503 } else { 200 });
+        let Poll::Ready(Ok(again)) = future.as_mut().poll(&mut cx) else {
+            panic!("answers again at once")
+        };
+        assert_eq!(again.status(), 500, "fails: {fails}");
+    }
+}
