@@ -305,15 +305,20 @@ impl WorkerPool {
         F::Output: TaskOutput,
     {
         let pool = self.inner.name.clone();
+        let capture = self.inner.group.inner().capture;
         Box::pin(async move {
+            // The result is the user's: whatever its formatting for the
+            // log or its destructor does, the job ended as it returned.
             match job.await.into_result() {
-                Ok(_) => JobEnd::Completed,
+                Ok(value) => {
+                    palisade_core::panic::contain_drop(&pool, capture, move || drop(value));
+                    JobEnd::Completed
+                }
                 Err(error) => {
-                    // Contained: the job failed, whatever formatting its
-                    // error for the log does.
                     contained(|| {
                         tracing::warn!(pool = pool.as_str(), error = %error, "pool job failed");
                     });
+                    palisade_core::panic::contain_drop(&pool, capture, move || drop(error));
                     JobEnd::Failed
                 }
             }

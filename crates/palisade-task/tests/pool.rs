@@ -368,3 +368,32 @@ async fn jobs_whose_destructors_panic_are_counted_when_refused_or_left_at_shutdo
         Err(SubmitError::Closed)
     );
 }
+
+/// An error whose destructor panics.
+#[derive(Debug)]
+struct TrappedError(#[allow(dead_code)] Booby);
+
+impl std::fmt::Display for TrappedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("trapped")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jobs_result_whose_destructor_panics_counts_as_what_the_job_returned() {
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    pool.submit(async { Err::<(), _>(TrappedError(Booby(true))) })
+        .await
+        .unwrap();
+    pool.submit(async { Ok::<_, String>(Booby(true)) })
+        .await
+        .unwrap();
+    let report = pool.shutdown(Duration::from_secs(1)).await;
+    assert!(report.is_clean(), "{report}");
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.completed, stats.failed, stats.panicked),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+}
