@@ -411,8 +411,17 @@ impl WorkerPool {
         <S::Item as Future>::Output: TaskOutput,
     {
         let mut jobs = pin!(jobs);
+        let token = self.inner.group.token();
         let mut queued = 0;
-        while let Some(job) = poll_fn(|cx| jobs.as_mut().poll_next(cx)).await {
+        loop {
+            // A stream that has nothing yet must not hold the pool's
+            // shutdown up, nor lose the job it would yield afterwards.
+            let next = tokio::select! {
+                biased;
+                () = token.cancelled() => None,
+                next = poll_fn(|cx| jobs.as_mut().poll_next(cx)) => next,
+            };
+            let Some(job) = next else { break };
             if self.submit(job).await.is_err() {
                 break;
             }

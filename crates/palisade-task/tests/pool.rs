@@ -369,6 +369,25 @@ async fn jobs_whose_destructors_panic_are_counted_when_refused_or_left_at_shutdo
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stream_waiting_for_its_next_job_stops_when_the_pool_shuts_down() {
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let feeder = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let idle = futures_util::stream::pending::<std::future::Ready<Result<(), String>>>();
+            pool.submit_stream(idle).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    pool.shutdown(Duration::from_secs(1)).await;
+    let queued = tokio::time::timeout(Duration::from_secs(60), feeder)
+        .await
+        .expect("submit_stream returns once the pool shuts down")
+        .unwrap();
+    assert_eq!(queued, 0);
+}
+
 /// An error whose destructor panics.
 #[derive(Debug)]
 struct TrappedError(#[allow(dead_code)] Booby);
