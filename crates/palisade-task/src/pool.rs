@@ -330,7 +330,7 @@ impl WorkerPool {
     fn refuse<J>(&self, job: J, error: SubmitError) -> Result<(), SubmitError> {
         self.discard(job);
         self.inner.shared.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(pool = self.inner.name.as_str(), %error, "job refused");
+        contained(|| tracing::debug!(pool = self.inner.name.as_str(), %error, "job refused"));
         Err(error)
     }
 

@@ -50,3 +50,57 @@ fn a_log_backend_that_panics_changes_no_exit() {
         });
     });
 }
+
+#[test]
+fn a_log_backend_that_panics_does_not_stop_a_shutdown() {
+    use std::time::Duration;
+
+    use palisade_task::Offload;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(support::PanickingSubscriber, || {
+        runtime.block_on(async {
+            // The group logs a warning for the task it aborts, and the
+            // subscriber panics on it: the task is aborted all the same.
+            let group = TaskGroup::builder().name("logged").build().unwrap();
+            let stubborn = group.spawn("stubborn", async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, Refused>(())
+            });
+            // Spawned, to see whether it panics: the runtime has one
+            // thread, so the subscriber is in force there too.
+            let shutdown = {
+                let group = group.clone();
+                tokio::spawn(async move { group.shutdown(Duration::from_secs(1)).await })
+            };
+            assert!(shutdown.await.is_ok(), "the shutdown panicked");
+            assert_eq!(group.live(), 0);
+            assert!(matches!(stubborn.await, TaskExit::Aborted));
+
+            // The offload queue logs a warning as its drain deadline
+            // passes: its workers are stopped and what is left counted.
+            let hung = tower::service_fn(|_: u32| std::future::pending::<Result<(), String>>());
+            let offload = Offload::builder(hung)
+                .queue_capacity(4)
+                .drain_deadline(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            for i in 0..3 {
+                offload.push(i);
+                tokio::task::yield_now().await;
+            }
+            let stats = {
+                let offload = offload.clone();
+                tokio::spawn(async move { offload.shutdown().await })
+            }
+            .await
+            .expect("the shutdown does not panic");
+            assert_eq!(stats.pushed, 3);
+            assert_eq!(stats.dropped_shutdown, 3, "{stats:?}");
+        });
+    });
+}

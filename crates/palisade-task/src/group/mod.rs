@@ -450,11 +450,13 @@ impl TaskGroup {
             palisade_core::panic::contain_drop(&inner.name, inner.capture, move || drop(body));
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::error!(
-                group = inner.name.as_str(),
-                task = &*name,
-                "task not started: no tokio runtime on this thread"
-            );
+            contained(|| {
+                tracing::error!(
+                    group = inner.name.as_str(),
+                    task = &*name,
+                    "task not started: no tokio runtime on this thread"
+                );
+            });
             refuse(body);
             return Join::new(inner.name.clone(), name, None);
         };
@@ -463,11 +465,13 @@ impl TaskGroup {
             let mut registry = inner.lock();
             if registry.closed {
                 drop(registry);
-                tracing::error!(
-                    group = inner.name.as_str(),
-                    task = &*name,
-                    "task not started: the group is shut down"
-                );
+                contained(|| {
+                    tracing::error!(
+                        group = inner.name.as_str(),
+                        task = &*name,
+                        "task not started: the group is shut down"
+                    );
+                });
                 refuse(body);
                 return Join::new(inner.name.clone(), name, None);
             }
@@ -555,12 +559,14 @@ impl TaskGroup {
         };
         snapshot.sort_by_key(|(id, _, _)| *id);
         inner.token.cancel();
-        tracing::info!(
-            group = inner.name.as_str(),
-            tasks = snapshot.len(),
-            deadline = ?deadline,
-            "task group shutting down"
-        );
+        contained(|| {
+            tracing::info!(
+                group = inner.name.as_str(),
+                tasks = snapshot.len(),
+                deadline = ?deadline,
+                "task group shutting down"
+            );
+        });
 
         let ended_in_time = tokio::time::timeout(deadline, self.idle()).await.is_ok();
         let waited = started.elapsed();
@@ -575,11 +581,13 @@ impl TaskGroup {
                     .collect()
             };
             for (name, abort) in &left {
-                tracing::warn!(
-                    group = inner.name.as_str(),
-                    task = &**name,
-                    "task ignored cancellation; aborting it at the shutdown deadline"
-                );
+                contained(|| {
+                    tracing::warn!(
+                        group = inner.name.as_str(),
+                        task = &**name,
+                        "task ignored cancellation; aborting it at the shutdown deadline"
+                    );
+                });
                 if let Some(abort) = abort {
                     abort.abort();
                 }
@@ -588,11 +596,13 @@ impl TaskGroup {
                 .await
                 .is_err()
             {
-                tracing::error!(
-                    group = inner.name.as_str(),
-                    "aborted tasks did not stop within the grace period; \
-                     a task may be blocking its thread"
-                );
+                contained(|| {
+                    tracing::error!(
+                        group = inner.name.as_str(),
+                        "aborted tasks did not stop within the grace period; \
+                         a task may be blocking its thread"
+                    );
+                });
             }
         }
 

@@ -523,11 +523,13 @@ impl<Req> Offload<Req> {
             .await
             .is_ok();
         if !drained {
-            tracing::warn!(
-                queue = shared.name.as_str(),
-                deadline = ?self.inner.drain_deadline,
-                "offload drain deadline passed; dropping what is left"
-            );
+            contained(|| {
+                tracing::warn!(
+                    queue = shared.name.as_str(),
+                    deadline = ?self.inner.drain_deadline,
+                    "offload drain deadline passed; dropping what is left"
+                );
+            });
             shared.stop.cancel();
             for worker in workers.iter() {
                 worker.join.abort();
@@ -541,13 +543,15 @@ impl<Req> Offload<Req> {
                     .filter(|w| !w.join.is_finished())
                     .map(|w| &*w.name)
                     .collect();
-                tracing::warn!(
-                    queue = shared.name.as_str(),
-                    workers = ?running,
-                    grace = ?self.inner.abort_grace,
-                    "offload workers did not stop within the abort grace; \
-                     a service may be blocking its thread"
-                );
+                contained(|| {
+                    tracing::warn!(
+                        queue = shared.name.as_str(),
+                        workers = ?running,
+                        grace = ?self.inner.abort_grace,
+                        "offload workers did not stop within the abort grace; \
+                         a service may be blocking its thread"
+                    );
+                });
             }
         }
         let mut receiver = shared.receiver.lock().await;
