@@ -731,3 +731,53 @@ async fn work_for_a_service_whose_readiness_failed_is_dropped_without_retries() 
     assert_eq!(stats.dropped_total(), 3);
     assert_adds_up(&stats, &recorder);
 }
+
+/// A service whose clone first asked for readiness fails it for good;
+/// every other clone is healthy.
+#[derive(Clone, Default)]
+struct FirstPolledFails {
+    tripped: Arc<std::sync::atomic::AtomicBool>,
+    failed: bool,
+}
+
+impl tower::Service<u32> for FirstPolledFails {
+    type Response = ();
+    type Error = String;
+    type Future = std::future::Ready<Result<(), String>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), String>> {
+        if !self.tripped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.failed = true;
+        }
+        std::task::Poll::Ready(if self.failed {
+            Err("broken".to_owned())
+        } else {
+            Ok(())
+        })
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_service_failed_goes_on_with_a_fresh_one() {
+    let offload = Offload::builder(FirstPolledFails::default())
+        .workers(2)
+        .queue_capacity(4)
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        assert_eq!(offload.push(i), Pushed::Queued);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = offload.shutdown().await;
+    // The worker with the failed clone drops one item, then serves with a
+    // fresh clone instead of using the failed one again.
+    assert_eq!(stats.dropped_service_failed, 1, "{stats:?}");
+    assert_eq!(stats.delivered, 19, "{stats:?}");
+}

@@ -13,7 +13,8 @@
 //! - every attempt failed ([`DropReason::RetriesExhausted`]),
 //! - the service's readiness failed: `poll_ready` returned an error, after
 //!   which a tower service is not used again, so the work is not retried
-//!   ([`DropReason::ServiceFailed`]),
+//!   and the worker goes on with a fresh clone of the service the queue
+//!   was built with ([`DropReason::ServiceFailed`]),
 //! - it is still queued or in progress when [`shutdown`](Offload::shutdown)'s
 //!   drain deadline passes, or its push raced with shutdown and it reached
 //!   the queue after the workers had stopped ([`DropReason::Shutdown`]),

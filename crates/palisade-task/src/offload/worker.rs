@@ -29,16 +29,23 @@ impl<Req> Drop for InFlight<'_, Req> {
 
 /// Serves the queue until it is closed and empty, or until the drain
 /// deadline stops it.
+///
+/// `template` is the service the queue was built with: a worker whose
+/// service's readiness failed, which a tower service does not recover
+/// from, goes on with a fresh clone of it instead of using the failed one
+/// again.
 pub(super) async fn work<S, Req>(
     shared: Arc<Shared<Req>>,
-    mut service: S,
+    template: S,
     worker: Arc<str>,
     mut rng: fastrand::Rng,
 ) where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     Req: Clone,
 {
+    let mut service = template.clone();
+    let mut failed = false;
     while let Some(item) = next_item(&shared).await {
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut flight = InFlight {
@@ -78,6 +85,7 @@ pub(super) async fn work<S, Req>(
                             DropReason::ServiceFailed,
                             Some(&format_args!("the service's readiness failed: {error}")),
                         );
+                        failed = true;
                         error
                     }
                 };
@@ -85,6 +93,24 @@ pub(super) async fn work<S, Req>(
             }
         }
         flight.recorded = true;
+        if std::mem::take(&mut failed) {
+            // The service's clone is the user's code: one that panics ends
+            // this worker, logged, and the others serve the queue.
+            match catch_call(&shared.name, shared.capture, || template.clone()) {
+                Ok(fresh) => shared.discard(std::mem::replace(&mut service, fresh)),
+                Err(panicked) => {
+                    contained(|| {
+                        tracing::error!(
+                            queue = shared.name.as_str(),
+                            worker = &*worker,
+                            panic.message = panicked.message(),
+                            "offload worker stopped: cloning its service panicked"
+                        );
+                    });
+                    return;
+                }
+            }
+        }
     }
 }
 
