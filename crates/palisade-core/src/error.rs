@@ -680,14 +680,31 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
 /// assert_eq!(found.policy(), "db");
 /// ```
 pub fn find_rejection<'a>(err: &'a (dyn Error + 'static)) -> Option<Rejection<'a>> {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if let Some(rejection) = Rejection::of(err) {
-            return Some(rejection);
-        }
-        current = next_in_chain(err);
-    }
-    None
+    chain(err).find_map(Rejection::of)
+}
+
+/// How many errors of a chain [`chain`] walks at most.
+pub const MAX_CHAIN: usize = 64;
+
+/// The errors of `err`'s chain, `err` first, each followed by
+/// [`next_in_chain`]; at most [`MAX_CHAIN`] of them, so that a `source()`
+/// that leads back into the chain (an error that is its own source) ends
+/// the walk instead of looping forever.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::error::chain;
+/// use palisade_core::{KeyKind, PolicyName, RateLimited};
+///
+/// let limited = RateLimited::new(PolicyName::new("api"), Duration::from_secs(1), KeyKind::Global);
+/// let io = std::io::Error::other(limited);
+/// assert_eq!(chain(&io).count(), 2);
+/// ```
+pub fn chain<'a>(
+    err: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> + 'a {
+    std::iter::successors(Some(err), |&e: &&'a (dyn Error + 'static)| next_in_chain(e))
+        .take(MAX_CHAIN)
 }
 
 /// The error after `err` in its chain: its `source()`, except for a

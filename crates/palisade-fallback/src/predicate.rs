@@ -164,14 +164,9 @@ impl<E> fmt::Debug for ErrorIs<E> {
 
 impl<E: Error + 'static, Res> Predicate<Res> for ErrorIs<E> {
     fn check_error(&self, err: &(dyn Error + 'static)) -> Option<FallbackTrigger> {
-        let mut current = Some(err);
-        while let Some(e) = current {
-            if e.is::<E>() {
-                return Some(trigger_for(err));
-            }
-            current = palisade_core::error::next_in_chain(e);
-        }
-        None
+        palisade_core::error::chain(err)
+            .any(<dyn Error>::is::<E>)
+            .then(|| trigger_for(err))
     }
 
     #[inline]

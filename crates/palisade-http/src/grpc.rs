@@ -105,17 +105,15 @@ fn code_for(rejection: Rejection<'_>) -> Code {
     }
 }
 
+/// The first status other than `OK` in `err`'s chain. The chain's
+/// `source()`s are the service's code: one that panics ends the search.
 fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(status) = e.downcast_ref::<Status>()
-            && status.code() != Code::Ok
-        {
-            return Some(status);
-        }
-        current = palisade_core::error::next_in_chain(e);
-    }
-    None
+    palisade_core::panic::contained_value(|| {
+        palisade_core::error::chain(err)
+            .filter_map(|e| e.downcast_ref::<Status>())
+            .find(|status| status.code() != Code::Ok)
+    })
+    .flatten()
 }
 
 /// The [`Status`] for `err`, safe to send to a client: the code from the

@@ -64,9 +64,11 @@ pub struct Problem<'a> {
 
 impl<'a> Problem<'a> {
     /// Maps `err`: the first palisade rejection in its `source()` chain
-    /// decides; anything else is a `500 Internal Server Error`.
+    /// decides; anything else is a `500 Internal Server Error`. The
+    /// chain's `source()`s are the service's code: one that panics ends
+    /// the search, contained.
     pub fn new(err: &'a (dyn Error + 'static), timeout: TimeoutStatus) -> Self {
-        let rejection = find_rejection(err);
+        let rejection = palisade_core::panic::contained_value(|| find_rejection(err)).flatten();
         let status = match rejection {
             Some(rejection) => status_for(rejection, timeout),
             None => StatusCode::INTERNAL_SERVER_ERROR,

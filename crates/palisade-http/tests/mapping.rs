@@ -367,3 +367,45 @@ fn polling_a_finished_response_again_answers_instead_of_polling_the_service() {
         assert_eq!(again.status(), 500, "fails: {fails}");
     }
 }
+
+/// An error whose `source()` is the service's code with a bug: it panics,
+/// or it names the error itself.
+#[derive(Debug)]
+struct OddSource {
+    panics: bool,
+}
+
+impl std::fmt::Display for OddSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("odd source")
+    }
+}
+
+impl std::error::Error for OddSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.panics {
+            panic!("a source() with a bug")
+        }
+        Some(self)
+    }
+}
+
+#[test]
+fn an_error_whose_source_panics_or_loops_still_gets_a_500() {
+    for panics in [true, false] {
+        let inner = service_fn(move |()| async move {
+            Err::<http::Response<Bytes>, BoxError>(Box::new(OddSource { panics }))
+        });
+        let mut svc = ErrorToResponseLayer::new().layer(inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let future = pin!(svc.call(()));
+        let Poll::Ready(Ok(res)) = future.poll(&mut cx) else {
+            panic!("answers at once")
+        };
+        assert_eq!(res.status(), 500, "panics: {panics}");
+        let err = OddSource { panics };
+        assert_eq!(to_status_code(&err), 500);
+        assert!(palisade_core::find_rejection(&OddSource { panics: false }).is_none());
+    }
+}
