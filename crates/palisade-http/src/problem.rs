@@ -178,6 +178,15 @@ impl fmt::Display for Detail<'_> {
                 f,
                 "Policy \"{policy}\" is at its concurrency limit and no slot freed up in time."
             )?,
+            // The caller's own deadline (a `grpc-timeout` shorter than the
+            // policy's) ran out: the caller is told it was its own, not
+            // that the policy's was exceeded.
+            RejectReason::TimedOut if matches!(rejection, Rejection::Elapsed(e) if e.is_caller_deadline()) => {
+                write!(
+                    f,
+                    "The request ran out of the deadline its caller set (policy \"{policy}\")."
+                )?
+            }
             RejectReason::TimedOut => write!(
                 f,
                 "The request took longer than policy \"{policy}\" allows."

@@ -409,3 +409,21 @@ fn an_error_whose_source_panics_or_loops_still_gets_a_500() {
         assert!(palisade_core::find_rejection(&OddSource { panics: false }).is_none());
     }
 }
+
+#[test]
+fn a_callers_own_deadline_is_named_as_the_callers() {
+    let policy = PolicyName::new("api");
+    let own = Elapsed::new(policy.clone(), Duration::from_millis(5));
+    let callers = Elapsed::caller_deadline(policy, Duration::from_millis(5));
+    let own = Problem::new(&own, TimeoutStatus::default());
+    let callers = Problem::new(&callers, TimeoutStatus::default());
+    assert_eq!(own.status(), callers.status());
+    assert_eq!(
+        own.detail().to_string(),
+        r#"The request took longer than policy "api" allows."#
+    );
+    assert_eq!(
+        callers.detail().to_string(),
+        r#"The request ran out of the deadline its caller set (policy "api")."#
+    );
+}
