@@ -181,6 +181,11 @@ async fn a_stack_around_a_tonic_channel_fails_fast_with_unavailable() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("inventory-client"), "{status:?}");
+    // The open breaker's rejection is the status's source: passed on to
+    // axum, it still answers 503 with its Retry-After.
+    let rejection = palisade::core::find_rejection(&status).expect("the rejection is kept");
+    assert_eq!(rejection.policy(), "inventory-client");
+    assert!(rejection.retry_after().is_some());
     assert_eq!(
         calls.load(Ordering::Relaxed),
         3,

@@ -111,12 +111,12 @@ fn respond<B: From<Bytes>, H: MakeErrorBody>(
 }
 
 #[cfg(feature = "tonic")]
-pub use self::grpc::GrpcResponseFuture;
+pub use self::grpc::{ClientStatusFuture, GrpcResponseFuture};
 
 #[cfg(feature = "tonic")]
 mod grpc {
     use super::*;
-    use crate::grpc::{Flavour, grpc_response};
+    use crate::grpc::{client_error, grpc_response};
     use palisade_core::protocol::Protocol;
 
     pin_project! {
@@ -124,27 +124,24 @@ mod grpc {
         pub struct GrpcResponseFuture<F> {
             #[pin]
             state: State<F>,
-            flavour: Flavour,
             protocol: Protocol,
         }
     }
 
     impl<F> GrpcResponseFuture<F> {
-        pub(crate) fn new(future: F, flavour: Flavour, protocol: Protocol) -> Self {
+        pub(crate) fn new(future: F, protocol: Protocol) -> Self {
             Self {
                 state: State::Inner {
                     future,
                     finished: false,
                 },
-                flavour,
                 protocol,
             }
         }
 
-        pub(crate) fn not_ready(error: BoxError, flavour: Flavour, protocol: Protocol) -> Self {
+        pub(crate) fn not_ready(error: BoxError, protocol: Protocol) -> Self {
             Self {
                 state: State::NotReady { error: Some(error) },
-                flavour,
                 protocol,
             }
         }
@@ -184,7 +181,53 @@ mod grpc {
                     error.take().unwrap_or_else(polled_after_completion)
                 }
             };
-            Poll::Ready(Ok(grpc_response(error, *this.flavour, *this.protocol)))
+            Poll::Ready(Ok(grpc_response(error, *this.protocol)))
+        }
+    }
+
+    pin_project! {
+        /// Response future of
+        /// [`ClientErrorToStatus`](crate::grpc::ClientErrorToStatus).
+        pub struct ClientStatusFuture<F> {
+            #[pin]
+            inner: F,
+            // Set once the inner future has answered: it is not polled
+            // again.
+            finished: bool,
+        }
+    }
+
+    impl<F> ClientStatusFuture<F> {
+        pub(crate) fn new(inner: F) -> Self {
+            Self {
+                inner,
+                finished: false,
+            }
+        }
+    }
+
+    impl<F> std::fmt::Debug for ClientStatusFuture<F> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ClientStatusFuture").finish_non_exhaustive()
+        }
+    }
+
+    impl<F, T, E> Future for ClientStatusFuture<F>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
+        type Output = Result<T, BoxError>;
+
+        #[inline]
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.project();
+            if *this.finished {
+                return Poll::Ready(Err(client_error(polled_after_completion())));
+            }
+            let result = ready!(this.inner.poll(cx));
+            *this.finished = true;
+            Poll::Ready(result.map_err(|err| client_error(err.into())))
         }
     }
 }

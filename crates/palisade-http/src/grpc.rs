@@ -40,16 +40,21 @@
 //!
 //! # Client side
 //!
-//! Around a `tonic::transport::Channel`, [`ErrorToStatusLayer::client`]
-//! makes a rejection of the client's own stack (an open breaker, a rate
-//! limit) reach the generated client as the mapped [`tonic::Status`], and
-//! any other error as tonic would map it without the layer
-//! ([`client_grpc_status`]): a connection refused stays `UNAVAILABLE`, with
-//! its text, where the server flavour would answer `UNKNOWN` and hide the
-//! text from a remote client. A status with code `OK` in an error becomes
-//! `UNKNOWN` here too (with its message): tonic keeps it as it is, and its
-//! client would then read the failed call as a success. To map a
-//! `BoxError` yourself, use [`client_grpc_status`].
+//! Around a `tonic::transport::Channel`, [`ClientErrorToStatusLayer`]
+//! (also [`ErrorToStatusLayer::client`]) makes a rejection of the client's
+//! own stack (an open breaker, a rate limit) reach the generated client as
+//! the mapped [`tonic::Status`], and any other error as tonic would map it
+//! without the layer ([`client_grpc_status`]): a connection refused stays
+//! `UNAVAILABLE`, with its text, where the server flavour would answer
+//! `UNKNOWN` and hide the text from a remote client. The status is passed
+//! to the client as an error, not encoded in a response, so it keeps the
+//! error it stands for as its [`source`](std::error::Error::source): a
+//! handler that returns it to axum through `Rejected` (with the `axum`
+//! feature) still answers the rejection's 429, 503 or 504, and code that
+//! inspects a transport error still finds it. A status with code `OK` in an error
+//! becomes `UNKNOWN` here too (with its message), so that a failed call
+//! never carries a success code. To map a `BoxError` yourself, use
+//! [`client_grpc_status`].
 //!
 //! # Example
 //!
@@ -81,7 +86,7 @@ use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::future::GrpcResponseFuture;
+use crate::future::{ClientStatusFuture, GrpcResponseFuture};
 use crate::mapping::log_mapped;
 use crate::problem::{Problem, TimeoutStatus};
 
@@ -161,10 +166,26 @@ fn pushback_millis(delay: std::time::Duration) -> u64 {
 /// `Channel`): a palisade rejection maps as [`to_grpc_status`] does;
 /// anything else goes through [`Status::from_error`], which keeps a status
 /// from the server and maps transport errors, with their text (the caller's
-/// own process is the audience).
+/// own process is the audience). Either way the status keeps `err` as its
+/// [`source`](std::error::Error::source), so the rejection or transport
+/// error is still found in its chain.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::{find_rejection, KeyKind, PolicyName, RateLimited};
+/// use palisade_http::grpc::client_grpc_status;
+///
+/// let limited = RateLimited::new(PolicyName::new("api"), Duration::from_secs(2), KeyKind::Global);
+/// let status = client_grpc_status(limited.into());
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// assert!(find_rejection(&status).is_some());
+/// ```
 pub fn client_grpc_status(err: BoxError) -> Status {
-    if palisade_core::find_rejection(&*err).is_some() {
-        to_grpc_status(&*err)
+    let problem = Problem::new(&*err, TimeoutStatus::default());
+    if problem.rejection().is_some() {
+        let mut status = status_for(&problem, &*err);
+        status.set_source(std::sync::Arc::from(err));
+        status
     } else {
         tonic_status(err)
     }
@@ -179,42 +200,20 @@ fn tonic_status(err: BoxError) -> Status {
     let status = palisade_core::panic::contained_value(|| Status::from_error(err))
         .unwrap_or_else(|| Status::unknown("error"));
     if status.code() == Code::Ok {
-        Status::new(Code::Unknown, status.message().to_owned())
+        let mut unknown = Status::new(Code::Unknown, status.message().to_owned());
+        unknown.set_source(std::sync::Arc::new(status));
+        unknown
     } else {
         status
     }
 }
 
-/// Whom an [`ErrorToStatus`] answers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Flavour {
-    /// A remote client: [`to_grpc_status`], never the error's text.
-    #[default]
-    Server,
-    /// The process's own client code: [`client_grpc_status`].
-    Client,
-}
-
 /// A trailers-only gRPC response for `err`, logged, in the request's
 /// `protocol` (gRPC or gRPC-Web).
-pub(crate) fn grpc_response<B: Default>(
-    err: BoxError,
-    flavour: Flavour,
-    protocol: Protocol,
-) -> http::Response<B> {
+pub(crate) fn grpc_response<B: Default>(err: BoxError, protocol: Protocol) -> http::Response<B> {
     let problem = Problem::new(&*err, TimeoutStatus::default());
-    let status = if flavour == Flavour::Client && problem.rejection().is_none() {
-        // As `client_grpc_status`. The caller gets the error's text in the
-        // status: a debug line is enough here.
-        palisade_core::panic::contained(|| {
-            tracing::debug!(error = %err, "client error passed on as a gRPC status");
-        });
-        tonic_status(err)
-    } else {
-        let status = status_for(&problem, &*err);
-        log_mapped(&problem, &*err, &format_args!("{:?}", status.code()));
-        status
-    };
+    let status = status_for(&problem, &*err);
+    log_mapped(&problem, &*err, &format_args!("{:?}", status.code()));
     let mut res = http::Response::new(B::default());
     let headers = res.headers_mut();
     headers.insert(
@@ -228,13 +227,32 @@ pub(crate) fn grpc_response<B: Default>(
     res
 }
 
+/// The error a client stack's layer passes on for `err`: its
+/// [`client_grpc_status`], logged.
+pub(crate) fn client_error(err: BoxError) -> BoxError {
+    let problem = Problem::new(&*err, TimeoutStatus::default());
+    match problem.reason() {
+        Some(reason) => tracing::debug!(
+            policy = problem.policy().unwrap_or_default(),
+            reason = reason.as_str(),
+            "client rejection passed on as a gRPC status"
+        ),
+        // The caller gets the error's text in the status: a debug line is
+        // enough here. Its `Display` is the service's code: contained.
+        None => palisade_core::panic::contained(|| {
+            tracing::debug!(error = %err, "client error passed on as a gRPC status");
+        }),
+    }
+    Box::new(client_grpc_status(err))
+}
+
 /// Turns the errors of a gRPC service into trailers-only responses
 /// carrying the mapped [`Status`], so the service becomes [`Infallible`].
 ///
-/// Works on a tonic server (`Server::builder().layer(..)`, with
-/// [`new`](Self::new)) and around a client `Channel` (with
-/// [`client`](Self::client)). The response body type `B` is kept; error responses
-/// use `B::default()`, an empty body (`tonic::body::Body` qualifies).
+/// For a tonic server (`Server::builder().layer(..)`); around a client
+/// `Channel`, use [`client`](Self::client) instead. The response body
+/// type `B` is kept; error responses use `B::default()`, an empty body
+/// (`tonic::body::Body` qualifies).
 ///
 /// Every failed request gets a gRPC answer (HTTP 200 with `grpc-status`),
 /// whatever its content type: on a tonic server that also serves plain
@@ -263,7 +281,7 @@ pub(crate) fn grpc_response<B: Default>(
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorToStatusLayer {
-    flavour: Flavour,
+    _private: (),
 }
 
 /// Returns the layer as it is: it shares no state.
@@ -279,39 +297,13 @@ impl ErrorToStatusLayer {
     /// The layer for a server: every error becomes the [module](self)
     /// table's status, whose message never carries the error's text.
     pub const fn new() -> Self {
-        Self {
-            flavour: Flavour::Server,
-        }
+        Self { _private: () }
     }
 
     /// The layer for a client stack around a `tonic` `Channel`: a
-    /// palisade rejection becomes the table's status, and any other error
-    /// the status tonic would give it ([`client_grpc_status`]), so a
-    /// transport failure stays `UNAVAILABLE` with its text and a retry
-    /// policy keyed on codes still sees it.
-    ///
-    /// ```
-    /// use palisade_core::BoxError;
-    /// use palisade_http::grpc::ErrorToStatusLayer;
-    /// use tower::{service_fn, Layer, ServiceExt};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let channel = service_fn(|_req: http::Request<tonic::body::Body>| async {
-    ///     Err::<http::Response<tonic::body::Body>, BoxError>(
-    ///         tonic::Status::unavailable("connection refused").into(),
-    ///     )
-    /// });
-    /// let svc = ErrorToStatusLayer::client().layer(channel);
-    /// let res = svc.oneshot(http::Request::new(tonic::body::Body::empty())).await.unwrap();
-    /// assert_eq!(res.headers()["grpc-status"], "14"); // UNAVAILABLE
-    /// assert_eq!(res.headers()["grpc-message"], "connection%20refused");
-    /// # }
-    /// ```
-    pub const fn client() -> Self {
-        Self {
-            flavour: Flavour::Client,
-        }
+    /// [`ClientErrorToStatusLayer`].
+    pub const fn client() -> ClientErrorToStatusLayer {
+        ClientErrorToStatusLayer::new()
     }
 }
 
@@ -321,7 +313,6 @@ impl<S> Layer<S> for ErrorToStatusLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ErrorToStatus {
             inner,
-            flavour: self.flavour,
             not_ready: None,
         }
     }
@@ -334,7 +325,6 @@ impl<S> Layer<S> for ErrorToStatusLayer {
 /// call, which then does not reach the inner service.
 pub struct ErrorToStatus<S> {
     inner: S,
-    flavour: Flavour,
     not_ready: Option<BoxError>,
 }
 
@@ -359,7 +349,6 @@ impl<S: Clone> Clone for ErrorToStatus<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            flavour: self.flavour,
             not_ready: None,
         }
     }
@@ -369,7 +358,6 @@ impl<S: fmt::Debug> fmt::Debug for ErrorToStatus<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorToStatus")
             .field("inner", &self.inner)
-            .field("flavour", &self.flavour)
             .finish_non_exhaustive()
     }
 }
@@ -397,8 +385,114 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let protocol = Protocol::of_request(&req);
         match self.not_ready.take() {
-            None => GrpcResponseFuture::new(self.inner.call(req), self.flavour, protocol),
-            Some(err) => GrpcResponseFuture::not_ready(err, self.flavour, protocol),
+            None => GrpcResponseFuture::new(self.inner.call(req), protocol),
+            Some(err) => GrpcResponseFuture::not_ready(err, protocol),
         }
+    }
+}
+
+/// Passes the errors of a client stack (around a tonic `Channel`) on to
+/// the generated client as the [`Status`] it should see
+/// ([`client_grpc_status`]): a palisade rejection as the [module](self)
+/// table's status, with its retry metadata, and any other error as tonic
+/// would map it without the layer. The status keeps the error as its
+/// [`source`](std::error::Error::source), so a handler that hands it to
+/// axum through `Rejected` (with the `axum` feature) still answers the
+/// rejection's status, and code that inspects a transport error still
+/// finds it.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::{BoxError, KeyKind, PolicyName, RateLimited};
+/// use palisade_http::grpc::ClientErrorToStatusLayer;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let limited = service_fn(|_req: http::Request<tonic::body::Body>| async {
+///     Err::<http::Response<tonic::body::Body>, BoxError>(
+///         RateLimited::new(PolicyName::new("api"), Duration::from_secs(2), KeyKind::Global).into(),
+///     )
+/// });
+/// let svc = ClientErrorToStatusLayer::new().layer(limited);
+/// let err = svc.oneshot(http::Request::new(tonic::body::Body::empty())).await.unwrap_err();
+/// let status = err.downcast_ref::<tonic::Status>().unwrap();
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+/// // The rejection is still in the chain, to map to HTTP's 429.
+/// assert_eq!(palisade_http::to_status_code(&*err), 429);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientErrorToStatusLayer {
+    _private: (),
+}
+
+impl ClientErrorToStatusLayer {
+    /// The layer.
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Returns the layer as it is: it shares no state.
+impl Leak for ClientErrorToStatusLayer {
+    type Leaked = Self;
+
+    fn leak(self) -> Self {
+        self
+    }
+}
+
+impl<S> Layer<S> for ClientErrorToStatusLayer {
+    type Service = ClientErrorToStatus<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientErrorToStatus { inner }
+    }
+}
+
+/// Passes errors on as [`Status`]es for a client. Built by
+/// [`ClientErrorToStatusLayer`].
+#[derive(Clone, Debug)]
+pub struct ClientErrorToStatus<S> {
+    inner: S,
+}
+
+impl<S> ClientErrorToStatus<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for ClientErrorToStatus<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ClientStatusFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|err| client_error(err.into()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        ClientStatusFuture::new(self.inner.call(req))
     }
 }

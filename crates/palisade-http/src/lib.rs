@@ -36,7 +36,10 @@
 //!   `Router::layer` and `route_layer` require, with no
 //!   `HandleErrorLayer`), and with the `tonic` feature
 //!   [`grpc::ErrorToStatusLayer`], which answers trailers-only gRPC
-//!   responses, for tonic servers and around tonic channels.
+//!   responses, for tonic servers. Around tonic channels,
+//!   [`grpc::ClientErrorToStatusLayer`] passes errors on to the generated
+//!   client as the `tonic::Status` it should see, each keeping the error
+//!   it stands for as its source.
 //!
 //! # Where the layers go
 //!

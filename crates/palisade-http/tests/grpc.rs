@@ -9,7 +9,9 @@ mod support;
 use std::net::SocketAddr;
 
 use palisade_core::BoxError;
-use palisade_http::grpc::{ErrorToStatusLayer, client_grpc_status, to_grpc_code, to_grpc_status};
+use palisade_http::grpc::{
+    ClientErrorToStatusLayer, ErrorToStatusLayer, client_grpc_status, to_grpc_code, to_grpc_status,
+};
 use support::{RejectLayer, SECRET, TABLE, Wrapped, error};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -93,6 +95,27 @@ async fn answer_to(
         .unwrap()
 }
 
+/// The error the client flavour passes on when the inner service fails
+/// with `make()`: a boxed [`Status`].
+async fn client_error_of(make: fn() -> BoxError) -> BoxError {
+    let inner = service_fn(move |_req: http::Request<tonic::body::Body>| async move {
+        Err::<http::Response<tonic::body::Body>, BoxError>(make())
+    });
+    ClientErrorToStatusLayer::new()
+        .layer(inner)
+        .oneshot(http::Request::new(tonic::body::Body::empty()))
+        .await
+        .unwrap_err()
+}
+
+/// [`client_error_of`], as the status the generated client sees.
+async fn client_status_of(make: fn() -> BoxError) -> Status {
+    let err = client_error_of(make).await;
+    err.downcast_ref::<Status>()
+        .unwrap_or_else(|| panic!("not a status: {err}"))
+        .clone()
+}
+
 #[test]
 fn a_status_in_the_chain_is_kept() {
     let err: BoxError = Wrapped(Box::new(Status::not_found("no such book"))).into();
@@ -135,15 +158,13 @@ fn an_ok_status_in_the_chain_of_an_error_is_unknown() {
 async fn the_layer_never_answers_a_failed_call_with_status_ok() {
     let res = answer_to(ErrorToStatusLayer::new(), || Status::ok("").into()).await;
     assert_eq!(res.headers()["grpc-status"], "2");
-    // Nor does the client flavour: tonic's client would read `OK` as a
-    // success (an empty stream, or a missing message).
-    let res = answer_to(ErrorToStatusLayer::client(), || Status::ok("").into()).await;
-    assert_eq!(res.headers()["grpc-status"], "2");
-    let res = answer_to(ErrorToStatusLayer::client(), || {
-        Wrapped(Box::new(Status::ok("middleware said fine"))).into()
-    })
-    .await;
-    assert_eq!(res.headers()["grpc-status"], "2");
+    // Nor does the client flavour: a failed call never carries a success
+    // code.
+    let status = client_status_of(|| Status::ok("").into()).await;
+    assert_eq!(status.code(), Code::Unknown);
+    let status =
+        client_status_of(|| Wrapped(Box::new(Status::ok("middleware said fine"))).into()).await;
+    assert_eq!(status.code(), Code::Unknown);
 }
 
 #[test]
@@ -168,27 +189,52 @@ fn client_status_maps_rejections_and_keeps_other_errors() {
 
 #[tokio::test]
 async fn the_client_flavour_keeps_tonics_mapping_of_other_errors() {
-    let answer = |layer: ErrorToStatusLayer| async move {
-        let res = answer_to(layer, || error("other").unwrap()).await;
-        Status::from_header_map(res.headers()).unwrap()
-    };
-    let server = answer(ErrorToStatusLayer::new()).await;
+    let res = answer_to(ErrorToStatusLayer::new(), || error("other").unwrap()).await;
+    let server = Status::from_header_map(res.headers()).unwrap();
     assert_eq!(server.code(), Code::Unknown);
     assert!(
         !server.message().contains(SECRET),
         "hidden from a remote client"
     );
-    let client = answer(ErrorToStatusLayer::client()).await;
+    let client = client_status_of(|| error("other").unwrap()).await;
     assert_eq!(client.code(), Code::Unknown);
     assert!(client.message().contains(SECRET), "{}", client.message());
+    // The error it stands for stays its source, as without the layer.
+    let source = std::error::Error::source(&client).expect("the error is kept");
+    assert!(source.to_string().contains(SECRET), "{source}");
 
     // A rejection maps the same way in both flavours.
-    let res = answer_to(ErrorToStatusLayer::client(), || {
-        error("rate_limited").unwrap()
-    })
-    .await;
-    assert_eq!(res.headers()["grpc-status"], "8");
-    assert_eq!(res.headers()["retry-after"], "2");
+    let status = client_status_of(|| error("rate_limited").unwrap()).await;
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn a_client_stacks_rejection_still_maps_to_its_http_status_in_a_handler() {
+    use axum::response::IntoResponse;
+    // A handler calls a gRPC client whose stack rejects the call, and
+    // returns the client's error to axum.
+    for (kind, http, retry_after) in [
+        ("rate_limited", 429, Some("2")),
+        ("circuit_open", 503, Some("3")),
+        ("elapsed", 504, None),
+    ] {
+        let inner = service_fn(move |_req: http::Request<tonic::body::Body>| async move {
+            Err::<http::Response<tonic::body::Body>, BoxError>(error(kind).unwrap())
+        });
+        let err = ClientErrorToStatusLayer::new()
+            .layer(inner)
+            .oneshot(http::Request::new(tonic::body::Body::empty()))
+            .await
+            .unwrap_err();
+        let status = err.downcast_ref::<Status>().unwrap().clone();
+        let res = palisade_http::Rejected::from(status).into_response();
+        assert_eq!(res.status(), http, "{kind}");
+        if let Some(retry_after) = retry_after {
+            assert_eq!(res.headers()["retry-after"], retry_after, "{kind}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -203,25 +249,35 @@ async fn around_a_channel_to_a_closed_port_the_client_flavour_answers_unavailabl
         .unwrap()
         .connect_lazy();
     let path = PathAndQuery::from_static("/test.Pinger/Ping");
-    for (layer, expected) in [
-        (ErrorToStatusLayer::client(), Code::Unavailable),
-        (ErrorToStatusLayer::new(), Code::Unknown),
-    ] {
-        let svc = ServiceBuilder::new().layer(layer).service(channel.clone());
-        let mut grpc = tonic::client::Grpc::new(svc);
-        grpc.ready().await.unwrap();
-        let status = grpc
-            .unary::<Ping, Pong, _>(
-                tonic::Request::new(Ping {
-                    name: "x".to_owned(),
-                }),
-                path.clone(),
-                tonic_prost::ProstCodec::default(),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), expected, "{status:?}");
-    }
+    let ping = || {
+        tonic::Request::new(Ping {
+            name: "x".to_owned(),
+        })
+    };
+
+    let svc = ServiceBuilder::new()
+        .layer(ClientErrorToStatusLayer::new())
+        .service(channel.clone());
+    let mut grpc = tonic::client::Grpc::new(svc);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<Ping, Pong, _>(ping(), path.clone(), tonic_prost::ProstCodec::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The transport error is still there, as without the layer.
+    assert!(std::error::Error::source(&status).is_some(), "{status:?}");
+
+    let svc = ServiceBuilder::new()
+        .layer(ErrorToStatusLayer::new())
+        .service(channel);
+    let mut grpc = tonic::client::Grpc::new(svc);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<Ping, Pong, _>(ping(), path, tonic_prost::ProstCodec::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
 }
 
 #[tokio::test]
@@ -445,27 +501,43 @@ async fn around_a_channel_the_client_sees_its_own_rejections_as_statuses() {
 fn polling_a_finished_grpc_response_again_answers_instead_of_polling_the_service() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
-    for layer in [ErrorToStatusLayer::new(), ErrorToStatusLayer::client()] {
-        let inner = service_fn(|_req: http::Request<tonic::body::Body>| async {
+    let inner = || {
+        service_fn(|_req: http::Request<tonic::body::Body>| async {
             Ok::<_, BoxError>(http::Response::new(tonic::body::Body::empty()))
-        });
-        let mut svc = layer.layer(inner);
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(matches!(
-            tower::Service::poll_ready(&mut svc, &mut cx),
-            Poll::Ready(Ok(()))
-        ));
-        let mut future = std::pin::pin!(tower::Service::call(
-            &mut svc,
-            http::Request::new(tonic::body::Body::empty())
-        ));
-        let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
-            panic!("answers at once")
-        };
-        assert!(first.headers().get("grpc-status").is_none());
-        let Poll::Ready(Ok(again)) = future.as_mut().poll(&mut cx) else {
-            panic!("answers again at once")
-        };
-        assert!(again.headers().get("grpc-status").is_some(), "{layer:?}");
-    }
+        })
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut svc = ErrorToStatusLayer::new().layer(inner());
+    assert!(matches!(
+        tower::Service::poll_ready(&mut svc, &mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    let mut future = std::pin::pin!(tower::Service::call(
+        &mut svc,
+        http::Request::new(tonic::body::Body::empty())
+    ));
+    let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
+        panic!("answers at once")
+    };
+    assert!(first.headers().get("grpc-status").is_none());
+    let Poll::Ready(Ok(again)) = future.as_mut().poll(&mut cx) else {
+        panic!("answers again at once")
+    };
+    assert!(again.headers().get("grpc-status").is_some());
+
+    let mut svc = ClientErrorToStatusLayer::new().layer(inner());
+    assert!(matches!(
+        tower::Service::poll_ready(&mut svc, &mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    let mut future = std::pin::pin!(tower::Service::call(
+        &mut svc,
+        http::Request::new(tonic::body::Body::empty())
+    ));
+    assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+    let Poll::Ready(Err(again)) = future.as_mut().poll(&mut cx) else {
+        panic!("answers again at once, with an error")
+    };
+    assert!(again.is::<Status>(), "{again}");
 }

@@ -123,3 +123,12 @@ impl Part for palisade_http::grpc::ErrorToStatusLayer {
         Ok(self)
     }
 }
+
+#[cfg(feature = "tonic")]
+impl Part for palisade_http::grpc::ClientErrorToStatusLayer {
+    type Layer = Self;
+
+    fn build_part(self, _shared: &Shared) -> Result<Self, ConfigError> {
+        Ok(self)
+    }
+}

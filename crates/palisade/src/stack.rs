@@ -12,12 +12,13 @@
 //! | 5 | concurrency limit | it bounds the work in flight inside the service |
 //! | 6 | panic-catch | innermost, so that a panic becomes an ordinary failure that every layer above counts and releases its permits for; the HTTP flavour ([`CatchPanicHttpBuilder`](crate::panic::http::CatchPanicHttpBuilder)) answers a 500 response instead of an error, which layers above count only with a classifier that counts server errors ([`ServerErrorsAsFailures`](crate::core::classify::ServerErrorsAsFailures)), and which the fallback answers only when told to replace server errors |
 //!
-//! For HTTP and gRPC servers (and gRPC clients), an error-mapping envelope
-//! goes around all six ([`Stack::http_errors`], [`Stack::grpc_errors`],
-//! [`Stack::grpc_client_errors`]), so that whatever the
-//! fallback did not answer becomes a 429/503/504/500 response (or the
+//! For HTTP and gRPC servers, an error-mapping envelope goes around all
+//! six ([`Stack::http_errors`], [`Stack::grpc_errors`]), so that whatever
+//! the fallback did not answer becomes a 429/503/504/500 response (or the
 //! matching gRPC status) and the service stays `Infallible`, as axum
-//! requires. A fallback that fails while it answers for a rejection
+//! requires; around a gRPC client's channel, [`Stack::grpc_client_errors`]
+//! passes each error on to the generated client as the matching status. A
+//! fallback that fails while it answers for a rejection
 //! leaves that rejection's answer ([`FallbackFailed`](crate::fallback::error::FallbackFailed)):
 //! a rate-limited request whose fallback failed is still a 429 with
 //! `Retry-After`.
@@ -438,11 +439,14 @@ impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
     /// error mapping for clients: the stack's rejections reach the
     /// generated client as the matching `Status`, and any other error as
     /// tonic maps it (a refused connection stays `UNAVAILABLE`, with its
-    /// text); see [`ErrorToStatusLayer::client`](palisade_http::grpc::ErrorToStatusLayer::client).
+    /// text). Each status keeps the error it stands for as its source, so
+    /// a handler that passes it on to axum still answers the rejection's
+    /// HTTP status; see
+    /// [`ClientErrorToStatusLayer`](palisade_http::grpc::ClientErrorToStatusLayer).
     pub fn grpc_client_errors(
         self,
-    ) -> Stack<F, R, B, T, C, P, palisade_http::grpc::ErrorToStatusLayer> {
-        self.map_errors(palisade_http::grpc::ErrorToStatusLayer::client())
+    ) -> Stack<F, R, B, T, C, P, palisade_http::grpc::ClientErrorToStatusLayer> {
+        self.map_errors(palisade_http::grpc::ClientErrorToStatusLayer::new())
     }
 }
 
