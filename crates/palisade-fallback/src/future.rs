@@ -30,8 +30,32 @@ pin_project! {
         #[pin]
         state: State<Fut, F::Future>,
         kept: Option<F::Kept>,
+        // Set once the inner call's result went out unanswered: the
+        // finished future is not polled again (an `async` block panics
+        // when resumed after completion). Beside `kept`, not in the
+        // state, where it would grow every future of the stack.
+        finished: bool,
         shared: SharedState<Shared<P, F>, M>,
         _types: PhantomData<fn(Req) -> Res>,
+    }
+
+    impl<Fut, P: 'static, F, Req, Res, M: Sharing> PinnedDrop for ResponseFuture<Fut, P, F, Req, Res, M>
+    where
+        F: Source<Req, Res>,
+        F: 'static,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // The source's answer is the user's code: a destructor that
+            // panics as a client gives up on it is contained.
+            if matches!(*this.state, State::Answer { .. }) {
+                let state = this.state;
+                capture::contain_drop(&this.shared.name, CAPTURE, move || {
+                    let mut state = state;
+                    state.set(State::Failed { error: None });
+                });
+            }
+        }
     }
 }
 
@@ -53,26 +77,43 @@ where
     F: Source<Req, Res>,
     M: Sharing,
 {
-    pub(crate) fn new(future: Fut, kept: F::Kept, shared: SharedState<Shared<P, F>, M>) -> Self {
+    /// The future of a call; `kept` is what the source kept of its
+    /// request, `None` when keeping it panicked.
+    pub(crate) fn new(
+        future: Fut,
+        kept: Option<F::Kept>,
+        shared: SharedState<Shared<P, F>, M>,
+    ) -> Self {
         Self {
             state: State::Inner { future },
-            kept: Some(kept),
+            kept,
+            finished: false,
             shared,
             _types: PhantomData,
         }
     }
 
     /// A future that answers from the source at once, for a readiness
-    /// failure.
+    /// failure; with nothing kept, the failure is the answer.
     pub(crate) fn answer(
         cause: Cause<Res>,
-        kept: F::Kept,
+        kept: Option<F::Kept>,
         shared: SharedState<Shared<P, F>, M>,
     ) -> Self {
-        let state = answer(&shared, kept, cause);
+        let state = match kept {
+            Some(kept) => answer(&shared, kept, cause),
+            None => State::Failed {
+                error: Some(
+                    unanswered(cause)
+                        .err()
+                        .unwrap_or_else(polled_after_completion),
+                ),
+            },
+        };
         Self {
             state,
             kept: None,
+            finished: false,
             shared,
             _types: PhantomData,
         }
@@ -131,6 +172,43 @@ where
             false
         }
     }
+}
+
+/// What the source keeps of `req`, for an answer it may have to make:
+/// `None` when keeping it panicked, logged, so that the call goes on
+/// without a fallback instead of the panic leaving the layer. Run on every
+/// call, so a plain `catch_unwind`, free for a source whose keeping cannot
+/// panic.
+#[inline]
+pub(crate) fn keep<P, F, Req, Res>(shared: &Shared<P, F>, req: &Req) -> Option<F::Kept>
+where
+    F: Source<Req, Res>,
+{
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.source.keep(req))) {
+        Ok(kept) => Some(kept),
+        Err(payload) => {
+            let _ = report_panic(
+                &shared.name,
+                payload,
+                "fallback source panicked keeping the request; the call goes on without a fallback",
+            );
+            None
+        }
+    }
+}
+
+/// The result of a call that is not answered by the source: the claimed
+/// response or error itself.
+fn unanswered<Res>(cause: Cause<Res>) -> Result<Res, BoxError> {
+    match cause {
+        Cause::Response(res) => Ok(res),
+        Cause::Rejection(error) | Cause::Error(error) => Err(error),
+    }
+}
+
+#[cold]
+fn polled_after_completion() -> BoxError {
+    "fallback polled after completion".into()
 }
 
 /// Reports a panic of the fallback's own code (a `tracing` error with its
@@ -197,12 +275,15 @@ fn answer_failed(policy: &PolicyName, rejection: Option<BoxError>, error: BoxErr
     let Some(rejection) = rejection else {
         return error;
     };
-    tracing::warn!(
-        policy = policy.as_str(),
-        error = %error,
-        rejection = %rejection,
-        "fallback failed; answering with the rejection it stood in for"
-    );
+    // The source's error is the user's code, and so is its `Display`.
+    capture::contained(|| {
+        tracing::warn!(
+            policy = policy.as_str(),
+            error = %error,
+            rejection = %rejection,
+            "fallback failed; answering with the rejection it stood in for"
+        );
+    });
     Box::new(FallbackFailed::new(policy.clone(), rejection, error))
 }
 
@@ -222,7 +303,12 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
-                    let cause = match ready!(future.poll(cx)) {
+                    if *this.finished {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    }
+                    let result = ready!(future.poll(cx));
+                    *this.finished = true;
+                    let cause = match result {
                         Ok(res) => {
                             if !claims_response(this.shared, &res) {
                                 return Poll::Ready(Ok(res));
@@ -237,11 +323,9 @@ where
                             Cause::from_error(err)
                         }
                     };
-                    // `kept` is taken once: the state leaves `Inner` below.
+                    // Nothing kept: keeping it panicked, so no answer.
                     let Some(kept) = this.kept.take() else {
-                        return Poll::Ready(Err(cause
-                            .into_error()
-                            .unwrap_or_else(|| "fallback polled after completion".into())));
+                        return Poll::Ready(unanswered(cause));
                     };
                     let next = answer(this.shared, kept, cause);
                     this.state.set(next);
@@ -250,40 +334,28 @@ where
                     mut future,
                     rejection,
                 } => {
-                    let error = match capture::catch(CAPTURE, || future.as_mut().poll(cx)) {
+                    let result = match capture::catch(CAPTURE, || future.as_mut().poll(cx)) {
                         Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(Ok(res))) => return Poll::Ready(Ok(res)),
-                        Ok(Poll::Ready(Err(error))) => error,
-                        Err(payload) => {
-                            let error = report_panic(
-                                &this.shared.name,
-                                payload,
-                                "fallback source panicked",
-                            );
-                            let rejection = rejection.take();
-                            // The broken answer is dropped now; a destructor
-                            // that panics too is contained.
-                            let state = &mut this.state;
-                            capture::contain_drop(&this.shared.name, CAPTURE, || {
-                                state.set(State::Failed { error: None });
-                            });
-                            return Poll::Ready(Err(answer_failed(
-                                &this.shared.name,
-                                rejection,
-                                error,
-                            )));
-                        }
+                        Ok(Poll::Ready(result)) => result,
+                        Err(payload) => Err(report_panic(
+                            &this.shared.name,
+                            payload,
+                            "fallback source panicked",
+                        )),
                     };
-                    return Poll::Ready(Err(answer_failed(
-                        &this.shared.name,
-                        rejection.take(),
-                        error,
-                    )));
+                    let rejection = rejection.take();
+                    // The answer is done, or broken: dropped now and never
+                    // polled again; a destructor that panics is contained.
+                    let state = &mut this.state;
+                    capture::contain_drop(&this.shared.name, CAPTURE, || {
+                        state.set(State::Failed { error: None });
+                    });
+                    return Poll::Ready(
+                        result.map_err(|error| answer_failed(&this.shared.name, rejection, error)),
+                    );
                 }
                 StateProj::Failed { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .unwrap_or_else(|| "fallback polled after completion".into())));
+                    return Poll::Ready(Err(error.take().unwrap_or_else(polled_after_completion)));
                 }
             }
         }

@@ -111,7 +111,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let kept = self.shared.source.keep(&req);
+        let kept = crate::future::keep(&self.shared, &req);
         match self.not_ready.take() {
             None => ResponseFuture::new(self.inner.call(req), kept, self.shared.clone()),
             Some(err) => ResponseFuture::answer(Cause::from_error(err), kept, self.shared.clone()),

@@ -790,3 +790,81 @@ async fn a_response_predicate_that_panics_lets_the_response_go_on() {
     let err = svc.oneshot(1).await.unwrap_err();
     assert!(find_rejection(&*err).is_some(), "{err}");
 }
+
+#[tokio::test]
+async fn a_keep_that_panics_lets_the_call_go_on_and_its_error_through() {
+    // What the source keeps of each request is the user's code, run on
+    // every call: a panic there neither leaves the layer nor stops a call
+    // that needs no fallback; one that does gets its own error.
+    let fallback = service_fn(|_: ()| async { Ok::<_, BoxError>("fallback".to_owned()) });
+    let layer = FallbackLayer::builder(source::service_with(fallback, |n: &u32| {
+        assert!(*n < 100, "a keep with a bug");
+    }))
+    .build()
+    .unwrap();
+    let svc = layer.layer(limited_when_odd());
+    assert_eq!(svc.clone().oneshot(102).await.unwrap(), "served 102");
+    let err = svc.clone().oneshot(101).await.unwrap_err();
+    assert!(find_rejection(&*err).is_some(), "{err}");
+    // A request it keeps is answered as before.
+    assert_eq!(svc.oneshot(1).await.unwrap(), "fallback");
+}
+
+#[test]
+fn polling_a_finished_response_again_is_an_error_not_a_panic() {
+    // An `async` block panics when resumed after completion: the fallback,
+    // outermost, must not reach a finished inner or answer future again.
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(limited_when_odd());
+    let mut cx = Context::from_waker(Waker::noop());
+    for (n, first) in [(2, "served 2"), (1, "fallback")] {
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let mut future = pin!(svc.call(n));
+        let Poll::Ready(Ok(res)) = future.as_mut().poll(&mut cx) else {
+            panic!("answers at once")
+        };
+        assert_eq!(res, first);
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut cx)
+        }))
+        .expect("no panic");
+        let Poll::Ready(Err(err)) = again else {
+            panic!("an error at once")
+        };
+        assert!(
+            err.downcast_ref::<palisade_fallback::error::FallbackFailed>()
+                .is_none(),
+            "{err}"
+        );
+    }
+}
+
+/// Panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a destructor with a bug");
+        }
+    }
+}
+
+#[test]
+fn dropping_a_pending_answer_contains_its_destructors_panic() {
+    let layer = FallbackLayer::builder(source::from_async_fn(|_: Cause<String>| async {
+        let _guard = PanicsOnDrop;
+        std::future::pending::<Result<String, BoxError>>().await
+    }))
+    .build()
+    .unwrap();
+    let mut svc = layer.layer(limited_when_odd());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut future = Box::pin(svc.call(1));
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future)));
+    assert!(dropped.is_ok(), "the destructor's panic left the layer");
+}
