@@ -36,14 +36,24 @@ pin_project! {
 #[derive(Clone, Debug)]
 pub struct GrpcEos {
     codes: GrpcEosErrorsAsFailures,
+    /// Whether a stream that ends with no `grpc-status` fails (gRPC
+    /// proper, where a client reads it as `UNKNOWN`).
     unknown_fails: bool,
+    /// Whether a `grpc-status` that is no code fails: a client reads it as
+    /// `UNKNOWN` too.
+    no_code_fails: bool,
 }
 
 impl GrpcEos {
-    pub(crate) fn new(codes: GrpcEosErrorsAsFailures, unknown_fails: bool) -> Self {
+    pub(crate) fn new(
+        codes: GrpcEosErrorsAsFailures,
+        unknown_fails: bool,
+        no_code_fails: bool,
+    ) -> Self {
         Self {
             codes,
             unknown_fails,
+            no_code_fails,
         }
     }
 }
@@ -52,8 +62,19 @@ impl ClassifyEos for GrpcEos {
     type FailureClass = GrpcFailureClass;
 
     fn classify_eos(self, trailers: Option<&HeaderMap>) -> Result<(), Self::FailureClass> {
-        if trailers.is_some_and(|trailers| trailers.contains_key("grpc-status")) {
-            return self.codes.classify_eos(trailers);
+        if let Some(value) =
+            trailers.and_then(|trailers| trailers.get(&super::response::GRPC_STATUS))
+        {
+            if super::response::is_grpc_code(value.as_bytes()) {
+                return self.codes.classify_eos(trailers);
+            }
+            return if self.no_code_fails {
+                Err(GrpcFailureClass::Error(
+                    "the grpc-status is no code; a client reads it as UNKNOWN".to_owned(),
+                ))
+            } else {
+                Ok(())
+            };
         }
         if self.unknown_fails {
             Err(GrpcFailureClass::Error(

@@ -56,7 +56,8 @@ where
 /// RESOURCE_EXHAUSTED are failures: they say the server is unhealthy or
 /// overloaded. Every other valid code (NOT_FOUND, INVALID_ARGUMENT, ...)
 /// is the caller's business and counts as a success; a `grpc-status` that
-/// is no valid code is a failure. Built on
+/// is no valid code (anything but `0` to `16` written plainly, which a
+/// client reads as UNKNOWN) counts as UNKNOWN does. Built on
 /// [`tower_http::classify::GrpcErrorsAsFailures`].
 ///
 /// A gRPC response (`application/grpc`) with no `grpc-status` is read as a
@@ -189,6 +190,17 @@ where
             });
             return Ok(res.map(ClassifiedBody::done));
         }
+        if let Some(value) = res.headers().get(&GRPC_STATUS)
+            && !is_grpc_code(value.as_bytes())
+        {
+            // Not a code a client can read: it reads UNKNOWN.
+            recorder.record(if self.is_failure(GrpcCode::Unknown) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            });
+            return Ok(res.map(ClassifiedBody::done));
+        }
         match self.tower.clone().classify_response(&res) {
             ClassifiedResponse::Ready(ready) => {
                 recorder.record(if ready.is_ok() {
@@ -199,11 +211,25 @@ where
                 Ok(res.map(ClassifiedBody::done))
             }
             ClassifiedResponse::RequiresEos(eos) => {
-                let eos = GrpcEos::new(eos, grpc && self.is_failure(GrpcCode::Unknown));
+                let eos = GrpcEos::new(
+                    eos,
+                    grpc && self.is_failure(GrpcCode::Unknown),
+                    self.is_failure(GrpcCode::Unknown),
+                );
                 Ok(res.map(|body| ClassifiedBody::pending(body, eos, recorder)))
             }
         }
     }
+}
+
+/// The `grpc-status` header's name, built once.
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// Whether `value` is a `grpc-status` code a client reads as such: `0` to
+/// `16`, in decimal with no sign, space or leading zero. A client reads
+/// anything else as `UNKNOWN` (tonic does).
+pub(crate) fn is_grpc_code(value: &[u8]) -> bool {
+    matches!(value, [b'0'..=b'9'] | [b'1', b'0'..=b'6'])
 }
 
 /// The gRPC code a client gives a response with no `grpc-status` and this

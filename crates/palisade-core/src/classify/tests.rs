@@ -395,3 +395,45 @@ fn cut_off_marks_only_its_own_scope_even_when_it_unwinds() {
     assert!(unwound.is_err());
     assert_eq!(being_cut_off(), None, "cleared on unwind");
 }
+
+#[test]
+fn a_grpc_status_that_is_no_code_is_unknown_in_the_headers() {
+    // A gRPC client reads anything but `0` to `16`, spelled exactly, as
+    // UNKNOWN, which the default codes count as a failure.
+    for code in ["abc", "", "1 4", " 14", "00", "+0", "017"] {
+        let seen = Seen::default();
+        let res = Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", code)
+            .body(Frames(VecDeque::new()))
+            .unwrap();
+        let _ = GrpcErrorsAsFailures::new().classify(Ok::<_, Infallible>(res), seen.recorder());
+        assert_eq!(seen.get(), Some(Outcome::Failure), "grpc-status {code:?}");
+    }
+    // Unless UNKNOWN is not one of the failure codes.
+    let seen = Seen::default();
+    let res = Response::builder()
+        .header("content-type", "application/grpc")
+        .header("grpc-status", "abc")
+        .body(Frames(VecDeque::new()))
+        .unwrap();
+    let _ = GrpcErrorsAsFailures::failing_on(&[GrpcCode::Unavailable])
+        .classify(Ok::<_, Infallible>(res), seen.recorder());
+    assert_eq!(seen.get(), Some(Outcome::Success));
+}
+
+#[tokio::test]
+async fn a_grpc_status_that_is_no_code_is_unknown_in_the_trailers() {
+    for code in ["abc", "00", " 0"] {
+        let seen = Seen::default();
+        let res = grpc_response(vec![
+            Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")),
+            Frame::trailers(trailers(code)),
+        ]);
+        let out = GrpcErrorsAsFailures::new()
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        let _ = out.into_body().collect().await.unwrap();
+        assert_eq!(seen.get(), Some(Outcome::Failure), "grpc-status {code:?}");
+    }
+}
