@@ -575,7 +575,11 @@ impl Breaker {
                     }
                     match self.take_probe(word.epoch(), now) {
                         Take::Taken => {
-                            self.emit_admitted();
+                            // The slot has no owner until the permit reaches
+                            // its recorder: a sink that panics must not
+                            // strand it (every call would then be refused
+                            // until the half-open period timed out).
+                            palisade_core::panic::contained(|| self.emit_admitted());
                             let start = self.needs_start.then_some(now);
                             return Ok(self.permit(word, PermitKind::Probe, start));
                         }
@@ -709,12 +713,19 @@ impl Breaker {
             (Some(start), Some(end)) => Some(end.saturating_duration_since(start)),
             _ => None,
         };
-        self.emit(&Event::Completed {
+        let completed = Event::Completed {
             policy: self.cfg.policy.as_str(),
             layer: LayerKind::CircuitBreaker,
             outcome,
             latency,
-        });
+        };
+        if permit.kind() == PermitKind::Probe {
+            // The probe's slot is given back or judged below: a sink that
+            // panics must not strand it.
+            palisade_core::panic::contained(|| self.emit(&completed));
+        } else {
+            self.emit(&completed);
+        }
         let failure = match outcome {
             Outcome::Success => Some(false),
             Outcome::Failure => Some(true),
@@ -1207,11 +1218,15 @@ impl Breaker {
         transitions.evicted = true;
         let from = self.word().reported();
         if from != CircuitState::Closed && self.cfg.metrics.is_enabled() {
-            self.emit(&Event::StateChanged {
-                policy: self.cfg.policy.as_str(),
-                from,
-                to: CircuitState::Closed,
-                reason: TransitionReason::Evicted,
+            // Contained: the map removes this breaker once this returns, and
+            // a panic here would leave it tracked with its reports off.
+            palisade_core::panic::contained(|| {
+                self.emit(&Event::StateChanged {
+                    policy: self.cfg.policy.as_str(),
+                    from,
+                    to: CircuitState::Closed,
+                    reason: TransitionReason::Evicted,
+                });
             });
         }
         true

@@ -557,3 +557,49 @@ proptest::proptest! {
         }
     }
 }
+
+/// Keeps every event, and panics on the first eviction it hears of.
+#[derive(Clone, Default)]
+struct PanicsOnEviction {
+    events: Events,
+    panicked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl palisade_core::MetricsSink for PanicsOnEviction {
+    fn record(&self, event: &palisade_core::Event<'_>) {
+        if let palisade_core::Event::StateChanged {
+            reason: TransitionReason::Evicted,
+            ..
+        } = event
+            && !self
+                .panicked
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("a sink with a bug");
+        }
+        self.events.record(event);
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_panics_reporting_an_eviction_leaves_the_map_whole() {
+    let clock = ManualClock::new();
+    let sink = PanicsOnEviction::default();
+    let (svc, handle) = mount(keyed(
+        builder(&clock).metrics(palisade_core::Metrics::new(sink.clone())),
+        1,
+    ));
+    assert!(hit(&svc, 1, true).await.is_err());
+    clock.advance(Duration::from_secs(10));
+    // Key 3 evicts key 1, whose open wait is over; the report of that
+    // eviction panics, and the panic stays in the report.
+    let call = tokio::spawn({
+        let svc = svc.clone();
+        async move { hit(&svc, 3, false).await }
+    });
+    call.await
+        .expect("no panic reaches the caller")
+        .expect("key 3 is served");
+    assert!(handle.get(&1).is_none(), "key 1 was evicted");
+    assert!(handle.get(&3).is_some(), "key 3 is tracked");
+}

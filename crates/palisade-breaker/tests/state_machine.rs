@@ -1413,3 +1413,55 @@ async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
     }
     assert_eq!(handle.state(), Open, "failures are still counted");
 }
+
+/// A sink that, once armed, panics on the first admission it hears of.
+#[derive(Clone, Default)]
+struct PanicsOnAdmission {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl palisade_core::metrics::MetricsSink for PanicsOnAdmission {
+    fn record(&self, event: &palisade_core::metrics::Event<'_>) {
+        if let palisade_core::metrics::Event::Admitted { .. } = event
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            panic!("a sink with a bug");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
+    let sink = PanicsOnAdmission::default();
+    let layer = CircuitBreakerLayer::builder()
+        .name("dep")
+        .count_window(1)
+        .minimum_calls(1)
+        .open_wait(Duration::from_secs(1))
+        .half_open_probes(1)
+        .half_open_max_wait(Duration::from_secs(60))
+        .metrics(palisade_core::Metrics::new(sink.clone()))
+        .build()
+        .unwrap();
+    let inner = service_fn(|r: Req| async move {
+        if r.fail {
+            Err::<(), BoxError>("dependency failed".into())
+        } else {
+            Ok(())
+        }
+    });
+    let svc = layer.layer(inner);
+    let handle = layer.handle();
+    let _ = svc.clone().oneshot(FAIL).await;
+    assert_eq!(handle.state(), Open);
+    advance(1).await;
+    sink.armed.store(true, Ordering::SeqCst);
+    // The sink's panic stays in its report: the probe runs, and its
+    // success closes the breaker.
+    let probe = tokio::spawn(svc.clone().oneshot(OK));
+    probe
+        .await
+        .expect("no panic reaches the caller")
+        .expect("admitted as the probe");
+    assert_eq!(handle.state(), Closed);
+}
