@@ -88,6 +88,14 @@ where
 {
     #[inline]
     fn record(self, outcome: Outcome) {
+        // A call is cancelled when its recorder is dropped unrecorded; an
+        // outcome given as `Cancelled` is a classifier's, which palisade's
+        // layers ignore (and `cancelled_as_failure` does not count).
+        let outcome = if outcome == Outcome::Cancelled {
+            Outcome::Ignored
+        } else {
+            outcome
+        };
         self.finish(outcome);
     }
 }

@@ -210,3 +210,27 @@ async fn a_proxys_error_page_and_a_cut_off_stream_open_a_grpc_breaker() {
     );
     assert_eq!(layer.handle().state(), CircuitState::Open);
 }
+
+#[tokio::test]
+async fn a_classifier_answering_cancelled_is_ignored_even_when_cancellations_fail() {
+    // A client that closed the connection (HTTP 499, say) mapped to
+    // `Cancelled` by the user: an outcome a classifier gives as cancelled
+    // is ignored; only a call dropped unfinished is the cancellation
+    // `cancelled_as_failure` counts.
+    let layer = CircuitBreakerLayer::builder()
+        .cancelled_as_failure(true)
+        .classifier(ClassifyFn::new(|res: Result<&u16, &BoxError>| match res {
+            Ok(499) => Outcome::Cancelled,
+            _ => Outcome::Success,
+        }))
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|n: u16| async move { Ok::<_, BoxError>(n) }));
+    for _ in 0..2 {
+        assert_eq!(svc.clone().oneshot(499).await.unwrap(), 499);
+    }
+    assert_eq!(layer.handle().state(), CircuitState::Closed);
+    assert_eq!(layer.handle().counts().calls, 0);
+}
