@@ -560,12 +560,55 @@ impl<K> Clone for KeyedCircuitBreakerHandle<K> {
 
 impl<K: Hash + Eq + Clone> KeyedCircuitBreakerHandle<K> {
     /// The handle of `key`'s breaker, if it is tracked.
+    ///
+    /// The handle stays with that breaker: once the map evicts it (which
+    /// it never does to one held in a mode), the handle no longer governs
+    /// the key, and a mode set through it is set on a breaker no call
+    /// meets. To hold a key in a mode, use [`with`](Self::with), which
+    /// keeps the map from evicting the breaker between the lookup and the
+    /// change.
     pub fn get(&self, key: &K) -> Option<CircuitBreakerHandle> {
         self.breakers
             .read()
             .map
             .get(key)
             .map(|e| CircuitBreakerHandle::new(e.breaker.to_any()))
+    }
+
+    /// Runs `f` on the handle of `key`'s breaker while the map cannot evict
+    /// it, and returns what `f` returns; `None` when `key` is not tracked.
+    /// A mode set in `f` then holds the key, since the map never evicts a
+    /// breaker held in a mode.
+    ///
+    /// The map stays locked for new keys while `f` runs: `f` should only
+    /// use the handle it is given, not this keyed handle.
+    ///
+    /// ```
+    /// use palisade_breaker::CircuitBreakerLayer;
+    /// use palisade_core::CircuitState;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .build_keyed(100, |host: &&'static str| *host)
+    ///     .unwrap();
+    /// let svc = layer.layer(service_fn(|_: &'static str| async { Ok::<_, std::io::Error>(()) }));
+    /// svc.clone().oneshot("db-1").await.unwrap();
+    ///
+    /// let keyed = layer.handle();
+    /// let held = keyed.with(&"db-1", |breaker| {
+    ///     breaker.force_open();
+    ///     breaker.state()
+    /// });
+    /// assert_eq!(held, Some(CircuitState::ForcedOpen));
+    /// assert!(svc.oneshot("db-1").await.is_err());
+    /// # }
+    /// ```
+    pub fn with<R>(&self, key: &K, f: impl FnOnce(&CircuitBreakerHandle) -> R) -> Option<R> {
+        let table = self.breakers.read();
+        let handle = CircuitBreakerHandle::new(table.map.get(key)?.breaker.to_any());
+        Some(f(&handle))
     }
 
     /// The keys tracked now.

@@ -603,3 +603,39 @@ async fn a_sink_that_panics_reporting_an_eviction_leaves_the_map_whole() {
     assert!(handle.get(&1).is_none(), "key 1 was evicted");
     assert!(handle.get(&3).is_some(), "key 3 is tracked");
 }
+
+#[tokio::test]
+async fn a_mode_set_through_with_holds_the_key_against_eviction() {
+    let clock = ManualClock::new();
+    let (svc, handle) = mount(layer(1, &clock));
+    assert!(hit(&svc, 2, false).await.is_ok());
+    // Through `get`, the handle stays with the breaker it found: evicted
+    // in between, the mode it sets no longer governs the key.
+    let stale = handle.get(&2).unwrap();
+    assert!(hit(&svc, 4, false).await.is_ok(), "key 4 evicts key 2");
+    stale.force_open();
+    assert!(
+        hit(&svc, 2, false).await.is_ok(),
+        "key 2 meets a fresh breaker"
+    );
+    // Through `with`, the breaker cannot be evicted before the mode is set,
+    // and a breaker held in a mode is never evicted.
+    assert_eq!(
+        handle.with(&2, |h| {
+            h.force_open();
+            h.state()
+        }),
+        Some(CircuitState::ForcedOpen)
+    );
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        hit(&svc, 6, false).await.is_ok(),
+        "key 6 goes to the overflow breaker"
+    );
+    let err = hit(&svc, 2, false).await.unwrap_err();
+    let open = err
+        .downcast_ref::<CircuitOpen>()
+        .expect("refused by key 2's breaker");
+    assert_eq!(open.state(), CircuitState::ForcedOpen);
+    assert!(handle.get(&6).is_none());
+}
