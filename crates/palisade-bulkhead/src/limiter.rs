@@ -128,6 +128,12 @@ impl Limiter {
 
     /// The fast path: takes a free slot unless requests are already waiting
     /// (they come first). Returns the count right after taking it.
+    ///
+    /// The limit is read once, before the slot is taken, and the queue's
+    /// lock, under which an adaptive limit changes, is not taken: a call
+    /// racing a lowered limit may still be admitted under the limit it read,
+    /// at most one per racing call, and counts above the new limit as the
+    /// calls already running do until they end.
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<usize> {
         let limit = self.limit();
