@@ -67,20 +67,9 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let error = match this.state.project() {
-            StateProj::Inner { future, finished } => {
-                if *finished {
-                    polled_after_completion()
-                } else {
-                    let result = ready!(future.poll(cx));
-                    *finished = true;
-                    match result {
-                        Ok(res) => return Poll::Ready(Ok(res)),
-                        Err(err) => err.into(),
-                    }
-                }
-            }
-            StateProj::NotReady { error } => error.take().unwrap_or_else(polled_after_completion),
+        let error = match ready!(poll_state(this.state, cx)) {
+            Ok(res) => return Poll::Ready(Ok(res)),
+            Err(error) => error,
         };
         Poll::Ready(Ok(respond(this.mapping, error)))
     }
@@ -92,6 +81,29 @@ impl<F, H, M: Sharing> std::fmt::Debug for ResponseFuture<F, H, M> {
             .field("mapping", &self.mapping)
             .finish_non_exhaustive()
     }
+}
+
+/// Polls a mapping's state: the inner future's response, or the error to
+/// map (the inner future's, a readiness error, or that of a poll after
+/// completion). A finished inner future is never polled again.
+#[inline]
+fn poll_state<F, T, E>(state: Pin<&mut State<F>>, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    Poll::Ready(match state.project() {
+        StateProj::Inner { future, finished } => {
+            if *finished {
+                Err(polled_after_completion())
+            } else {
+                let result = ready!(future.poll(cx));
+                *finished = true;
+                result.map_err(Into::into)
+            }
+        }
+        StateProj::NotReady { error } => Err(error.take().unwrap_or_else(polled_after_completion)),
+    })
 }
 
 /// The error a response future answers when polled after it completed.
@@ -164,22 +176,9 @@ mod grpc {
         #[inline]
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.project();
-            let error = match this.state.project() {
-                StateProj::Inner { future, finished } => {
-                    if *finished {
-                        polled_after_completion()
-                    } else {
-                        let result = ready!(future.poll(cx));
-                        *finished = true;
-                        match result {
-                            Ok(res) => return Poll::Ready(Ok(res)),
-                            Err(err) => err.into(),
-                        }
-                    }
-                }
-                StateProj::NotReady { error } => {
-                    error.take().unwrap_or_else(polled_after_completion)
-                }
+            let error = match ready!(poll_state(this.state, cx)) {
+                Ok(res) => return Poll::Ready(Ok(res)),
+                Err(error) => error,
             };
             Poll::Ready(Ok(grpc_response(error, *this.protocol)))
         }
