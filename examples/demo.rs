@@ -179,7 +179,7 @@ fn print_banner(server: &DemoServer, args: &DemoArgs, note: Option<&str>) {
         percent(protection.breaker_failure_rate),
     );
     println!(
-        "and wait {} before probing; panics become 500s; rate limits {}/s (orders), {}/s (catalog).",
+        "and wait {} before probing; panics become 500s (orders) or the cached catalog; rate limits {}/s (orders), {}/s (catalog).",
         setting(protection.breaker_open_wait),
         protection.orders_per_second,
         protection.catalog_per_second,
@@ -213,8 +213,7 @@ async fn run_load(server: &DemoServer, plan: LoadPlan) {
     println!("Reading it: a degraded answer is a 2xx that a fallback gave (header `x-degraded`);");
     println!("a rejection is a fast 429/503/504 that names its reason. Without palisade a panic");
     println!("breaks the connection and a stall holds the caller until it gives up, so the same");
-    println!("workers get fewer requests sent. A panic injected after a stall may never run: the");
-    println!("timeout cut its request first.");
+    println!("workers get fewer requests sent.");
 }
 
 async fn serve(server: &DemoServer, args: &DemoArgs) -> Result<(), std::io::Error> {

@@ -267,7 +267,15 @@ async fn worker(
         None => Tally::counts_only(),
     };
     for n in 0.. {
-        let at = ticks.tick().await;
+        // The phase's end is waited for too: a worker whose next turn comes
+        // after it (few requests a second for many workers) stops then.
+        let at = match end {
+            Some(end) => tokio::select! {
+                at = ticks.tick() => at,
+                () = tokio::time::sleep_until(end) => break,
+            },
+            None => ticks.tick().await,
+        };
         if end.is_some_and(|end| at >= end || Instant::now() >= end) {
             break;
         }
@@ -306,32 +314,33 @@ pub async fn run(addr: SocketAddr, side: Side, plan: LoadPlan, style: ProgressSt
     let base: Arc<str> = format!("http://{addr}").into();
     let live = Arc::new(Live::default());
     let start = Instant::now();
-    let workers: Vec<_> = (0..plan.workers.max(1))
-        .map(|index| {
-            tokio::spawn(worker(
-                index,
-                client.clone(),
-                base.clone(),
-                side,
-                plan,
-                start,
-                live.clone(),
-            ))
-        })
-        .collect();
-    let progress = (style != ProgressStyle::Quiet).then(|| {
-        let live = live.clone();
-        tokio::spawn(show_progress(side, plan, start, live, style))
-    });
+    // Owned here: when this task is dropped (background traffic stopped),
+    // its workers are aborted with it.
+    let mut workers = tokio::task::JoinSet::new();
+    for index in 0..plan.workers.max(1) {
+        workers.spawn(worker(
+            index,
+            client.clone(),
+            base.clone(),
+            side,
+            plan,
+            start,
+            live.clone(),
+        ));
+    }
+    // Owned here too, for the same reason.
+    let mut progress = tokio::task::JoinSet::new();
+    if style != ProgressStyle::Quiet {
+        progress.spawn(show_progress(side, plan, start, live.clone(), style));
+    }
     let mut tally = Tally::default();
-    for worker in workers {
-        if let Ok(worker_tally) = worker.await {
+    while let Some(worker) = workers.join_next().await {
+        if let Ok(worker_tally) = worker {
             tally.merge(worker_tally);
         }
     }
-    if let Some(progress) = progress {
-        progress.abort();
-        let _ = progress.await;
+    if !progress.is_empty() {
+        progress.shutdown().await;
         draw(side, plan, start.elapsed(), &live, style, true);
     }
     tally

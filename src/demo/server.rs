@@ -232,10 +232,12 @@ impl DemoServer {
     /// A server failed while it ran.
     pub async fn shutdown(self, grace: Duration) -> io::Result<()> {
         let _ = self.stop.send(true);
+        // One deadline for both servers, not `grace` each.
+        let deadline = tokio::time::Instant::now() + grace;
         let mut result = Ok(());
         for task in self.tasks {
             let abort = task.abort_handle();
-            match tokio::time::timeout(grace, task).await {
+            match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(err))) => result = Err(err),
                 Ok(Err(join)) if join.is_cancelled() => {}
