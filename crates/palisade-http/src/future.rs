@@ -189,18 +189,24 @@ mod grpc {
         /// [`ClientErrorToStatus`](crate::grpc::ClientErrorToStatus).
         pub struct ClientStatusFuture<F> {
             #[pin]
-            inner: F,
-            // Set once the inner future has answered: it is not polled
-            // again.
-            finished: bool,
+            state: State<F>,
         }
     }
 
     impl<F> ClientStatusFuture<F> {
-        pub(crate) fn new(inner: F) -> Self {
+        pub(crate) fn new(future: F) -> Self {
             Self {
-                inner,
-                finished: false,
+                state: State::Inner {
+                    future,
+                    finished: false,
+                },
+            }
+        }
+
+        /// A future answering the status of a readiness error.
+        pub(crate) fn not_ready(error: BoxError) -> Self {
+            Self {
+                state: State::NotReady { error: Some(error) },
             }
         }
     }
@@ -220,13 +226,7 @@ mod grpc {
 
         #[inline]
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let this = self.project();
-            if *this.finished {
-                return Poll::Ready(Err(client_error(polled_after_completion())));
-            }
-            let result = ready!(this.inner.poll(cx));
-            *this.finished = true;
-            Poll::Ready(result.map_err(|err| client_error(err.into())))
+            poll_state(self.project().state, cx).map_err(client_error)
         }
     }
 }

@@ -195,6 +195,21 @@ pub fn client_grpc_status(err: BoxError) -> Status {
 /// status with code `OK` in the error (which tonic keeps as it is) becomes
 /// `UNKNOWN`, with its message, since a client reads `OK` as a success.
 fn tonic_status(err: BoxError) -> Status {
+    // tonic walks the whole `source()` chain, with no bound: a chain as
+    // long as palisade's bound (one that leads back into itself, say) is
+    // not handed to it, and becomes UNKNOWN with the error as its source.
+    let endless = palisade_core::panic::contained_value(|| {
+        palisade_core::error::chain(&*err)
+            .nth(palisade_core::error::MAX_CHAIN - 1)
+            .is_some()
+    })
+    .unwrap_or(true);
+    if endless {
+        let message = palisade_core::panic::contained_value(|| err.to_string()).unwrap_or_default();
+        let mut status = Status::unknown(message);
+        status.set_source(std::sync::Arc::from(err));
+        return status;
+    }
     // The status's message is the error's `Display`, the service's code: a
     // panic there is contained, and the status says only that it failed.
     let status = palisade_core::panic::contained_value(|| Status::from_error(err))
@@ -448,15 +463,39 @@ impl<S> Layer<S> for ClientErrorToStatusLayer {
     type Service = ClientErrorToStatus<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientErrorToStatus { inner }
+        ClientErrorToStatus {
+            inner,
+            not_ready: None,
+        }
     }
 }
 
 /// Passes errors on as [`Status`]es for a client. Built by
 /// [`ClientErrorToStatusLayer`].
-#[derive(Clone, Debug)]
+///
+/// A readiness error of the inner service is kept and answered by the next
+/// call, as that call's status: tonic's client would otherwise report any
+/// readiness error as UNKNOWN, losing the status this layer maps.
 pub struct ClientErrorToStatus<S> {
     inner: S,
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for ClientErrorToStatus<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ClientErrorToStatus<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientErrorToStatus")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> ClientErrorToStatus<S> {
@@ -486,13 +525,19 @@ where
     type Future = ClientStatusFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|err| client_error(err.into()))
+        if self.not_ready.is_none()
+            && let Err(err) = std::task::ready!(self.inner.poll_ready(cx))
+        {
+            self.not_ready = Some(err.into());
+        }
+        Poll::Ready(Ok(()))
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        ClientStatusFuture::new(self.inner.call(req))
+        match self.not_ready.take() {
+            None => ClientStatusFuture::new(self.inner.call(req)),
+            Some(err) => ClientStatusFuture::not_ready(err),
+        }
     }
 }

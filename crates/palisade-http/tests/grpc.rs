@@ -541,3 +541,79 @@ fn polling_a_finished_grpc_response_again_answers_instead_of_polling_the_service
     };
     assert!(again.is::<Status>(), "{again}");
 }
+
+/// A channel whose readiness fails with a rate limit (a client stack's
+/// limiter in `Mode::Wait` refusing, say).
+#[derive(Clone)]
+struct NotReadyChannel;
+
+impl tower::Service<http::Request<tonic::body::Body>> for NotReadyChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err(error("rate_limited").unwrap()))
+    }
+
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(tonic::body::Body::empty())))
+    }
+}
+
+#[tokio::test]
+async fn a_readiness_error_reaches_the_generated_client_as_its_status() {
+    // tonic's client reports a readiness error as UNKNOWN: the layer keeps
+    // it and answers the call with its mapped status instead.
+    let svc = ServiceBuilder::new()
+        .layer(ClientErrorToStatusLayer::new())
+        .service(NotReadyChannel);
+    let mut grpc = tonic::client::Grpc::new(svc);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<Ping, Pong, _>(
+            tonic::Request::new(Ping {
+                name: "x".to_owned(),
+            }),
+            PathAndQuery::from_static("/test.Pinger/Ping"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+    assert!(palisade_core::find_rejection(&status).is_some());
+}
+
+/// An error that names itself as its source.
+#[derive(Debug)]
+struct OwnSource;
+
+impl std::fmt::Display for OwnSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("its own source")
+    }
+}
+
+impl std::error::Error for OwnSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self)
+    }
+}
+
+#[test]
+fn an_error_that_is_its_own_source_still_gets_a_client_status() {
+    // Bounded in time: a walk of the chain that never ends would hang.
+    let (sent, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(client_grpc_status(Box::new(OwnSource)));
+    });
+    let status = got
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the mapping ends");
+    assert_eq!(status.code(), Code::Unknown);
+    assert_eq!(status.message(), "its own source");
+}
