@@ -781,3 +781,65 @@ async fn a_worker_whose_service_failed_goes_on_with_a_fresh_one() {
     assert_eq!(stats.dropped_service_failed, 1, "{stats:?}");
     assert_eq!(stats.delivered, 19, "{stats:?}");
 }
+
+/// Fails its first readiness (any clone's), and panics on its third
+/// clone: the two the queue's single worker takes at build, then the
+/// fresh one after the failure.
+#[derive(Default)]
+struct FailsOnceThenCloneBreaks {
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+    failed_once: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Clone for FailsOnceThenCloneBreaks {
+    fn clone(&self) -> Self {
+        let n = self
+            .clones
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert_ne!(n, 2, "a clone with a bug");
+        Self {
+            clones: self.clones.clone(),
+            failed_once: self.failed_once.clone(),
+        }
+    }
+}
+
+impl tower::Service<u32> for FailsOnceThenCloneBreaks {
+    type Response = ();
+    type Error = String;
+    type Future = std::future::Ready<Result<(), String>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), String>> {
+        let first = !self
+            .failed_once
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(if first {
+            Err("broken once".to_owned())
+        } else {
+            Ok(())
+        })
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_service_that_cannot_be_cloned_leaves_the_worker_serving() {
+    let offload = Offload::builder(FailsOnceThenCloneBreaks::default())
+        .workers(1)
+        .queue_capacity(4)
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(offload.push(i), Pushed::Queued);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = offload.shutdown().await;
+    assert_eq!(stats.dropped_service_failed, 1, "{stats:?}");
+    assert_eq!(stats.delivered, 2, "{stats:?}");
+}

@@ -401,6 +401,7 @@ impl<S> OffloadBuilder<S> {
                 let join = runtime.spawn(worker::work(
                     shared.clone(),
                     self.service.clone(),
+                    self.service.clone(),
                     name.clone(),
                     rng,
                 ));

@@ -30,12 +30,13 @@ impl<Req> Drop for InFlight<'_, Req> {
 /// Serves the queue until it is closed and empty, or until the drain
 /// deadline stops it.
 ///
-/// `template` is the service the queue was built with: a worker whose
-/// service's readiness failed, which a tower service does not recover
-/// from, goes on with a fresh clone of it instead of using the failed one
-/// again.
+/// `template` is a clone of the service the queue was built with: a worker
+/// whose service's readiness failed, which a tower service does not
+/// recover from, goes on with a fresh clone of it instead of using the
+/// failed one again.
 pub(super) async fn work<S, Req>(
     shared: Arc<Shared<Req>>,
+    mut service: S,
     template: S,
     worker: Arc<str>,
     mut rng: fastrand::Rng,
@@ -44,7 +45,6 @@ pub(super) async fn work<S, Req>(
     S::Error: Into<BoxError>,
     Req: Clone,
 {
-    let mut service = template.clone();
     let mut failed = false;
     while let Some(item) = next_item(&shared).await {
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -94,8 +94,9 @@ pub(super) async fn work<S, Req>(
         }
         flight.recorded = true;
         if std::mem::take(&mut failed) {
-            // The service's clone is the user's code: one that panics ends
-            // this worker, logged, and the others serve the queue.
+            // The service's clone is the user's code: one that panics leaves
+            // the worker with the service it had, logged, and the next
+            // readiness failure tries again; the queue is still served.
             match catch_call(&shared.name, shared.capture, || template.clone()) {
                 Ok(fresh) => shared.discard(std::mem::replace(&mut service, fresh)),
                 Err(panicked) => {
@@ -104,10 +105,9 @@ pub(super) async fn work<S, Req>(
                             queue = shared.name.as_str(),
                             worker = &*worker,
                             panic.message = panicked.message(),
-                            "offload worker stopped: cloning its service panicked"
+                            "cloning the offload service panicked; the worker keeps the service it has"
                         );
                     });
-                    return;
                 }
             }
         }
