@@ -618,24 +618,32 @@ async fn a_mode_set_through_with_holds_the_key_against_eviction() {
         hit(&svc, 2, false).await.is_ok(),
         "key 2 meets a fresh breaker"
     );
-    // Through `with`, the breaker cannot be evicted before the mode is set,
-    // and a breaker held in a mode is never evicted.
-    assert_eq!(
-        handle.with(&2, |h| {
-            h.force_open();
-            h.state()
-        }),
-        Some(CircuitState::ForcedOpen)
-    );
-    clock.advance(Duration::from_secs(3600));
+    // Through `with`, the map cannot evict the breaker while the mode is
+    // set: a new key arriving meanwhile waits, then finds key 2 held and
+    // goes to the overflow breaker.
+    let held = handle.with(&2, |h| {
+        let svc = svc.clone();
+        let newcomer = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(async move { hit(&svc, 6, false).await })
+        });
+        // Time for the newcomer to evict key 2, were that possible now.
+        std::thread::sleep(Duration::from_millis(100));
+        h.force_open();
+        (h.state(), newcomer)
+    });
+    let (state, newcomer) = held.expect("key 2 is tracked");
+    assert_eq!(state, CircuitState::ForcedOpen);
+    assert!(newcomer.join().unwrap().is_ok(), "key 6 is served");
     assert!(
-        hit(&svc, 6, false).await.is_ok(),
-        "key 6 goes to the overflow breaker"
+        handle.get(&6).is_none(),
+        "key 6 went to the overflow breaker"
     );
     let err = hit(&svc, 2, false).await.unwrap_err();
     let open = err
         .downcast_ref::<CircuitOpen>()
         .expect("refused by key 2's breaker");
     assert_eq!(open.state(), CircuitState::ForcedOpen);
-    assert!(handle.get(&6).is_none());
 }
