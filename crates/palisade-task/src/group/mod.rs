@@ -444,36 +444,29 @@ impl TaskGroup {
         // outside one installs it then. A flag check once installed.
         capture::install_hook();
         let inner = &self.inner;
-        // A task refused drops its body, the user's future with it, whose
-        // destructor must not panic into the caller of `spawn`.
-        let refuse = |body: B| {
-            palisade_core::panic::contain_drop(&inner.name, inner.capture, move || drop(body));
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // A task refused is logged and drops its body, the user's future
+        // with it, whose destructor must not panic into the caller of
+        // `spawn`.
+        let refuse = |body: B, why: &str| {
             contained(|| {
                 tracing::error!(
                     group = inner.name.as_str(),
                     task = &*name,
-                    "task not started: no tokio runtime on this thread"
+                    "task not started: {why}"
                 );
             });
-            refuse(body);
-            return Join::new(inner.name.clone(), name, None);
+            palisade_core::panic::contain_drop(&inner.name, inner.capture, move || drop(body));
+            Join::new(inner.name.clone(), name.clone(), None)
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return refuse(body, "no tokio runtime on this thread");
         };
         let end = Arc::new(AtomicU8::new(0));
         let id = {
             let mut registry = inner.lock();
             if registry.closed {
                 drop(registry);
-                contained(|| {
-                    tracing::error!(
-                        group = inner.name.as_str(),
-                        task = &*name,
-                        "task not started: the group is shut down"
-                    );
-                });
-                refuse(body);
-                return Join::new(inner.name.clone(), name, None);
+                return refuse(body, "the group is shut down");
             }
             let id = registry.next_id;
             registry.next_id += 1;
