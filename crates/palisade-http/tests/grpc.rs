@@ -248,36 +248,45 @@ async fn around_a_channel_to_a_closed_port_the_client_flavour_answers_unavailabl
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
-    let path = PathAndQuery::from_static("/test.Pinger/Ping");
-    let ping = || {
-        tonic::Request::new(Ping {
-            name: "x".to_owned(),
-        })
-    };
-
-    let svc = ServiceBuilder::new()
-        .layer(ClientErrorToStatusLayer::new())
-        .service(channel.clone());
-    let mut grpc = tonic::client::Grpc::new(svc);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<Ping, Pong, _>(ping(), path.clone(), tonic_prost::ProstCodec::default())
-        .await
-        .unwrap_err();
+    let status = ping_status(
+        ServiceBuilder::new()
+            .layer(ClientErrorToStatusLayer::new())
+            .service(channel.clone()),
+    )
+    .await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     // The transport error is still there, as without the layer.
     assert!(std::error::Error::source(&status).is_some(), "{status:?}");
 
-    let svc = ServiceBuilder::new()
-        .layer(ErrorToStatusLayer::new())
-        .service(channel);
+    let status = ping_status(
+        ServiceBuilder::new()
+            .layer(ErrorToStatusLayer::new())
+            .service(channel),
+    )
+    .await;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+}
+
+/// Calls `/test.Pinger/Ping` through `svc` as generated client code does,
+/// for the status the call fails with.
+async fn ping_status<T>(svc: T) -> Status
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: std::fmt::Debug,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError>,
+{
     let mut grpc = tonic::client::Grpc::new(svc);
     grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<Ping, Pong, _>(ping(), path, tonic_prost::ProstCodec::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    grpc.unary::<Ping, Pong, _>(
+        tonic::Request::new(Ping {
+            name: "x".to_owned(),
+        }),
+        PathAndQuery::from_static("/test.Pinger/Ping"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .unwrap_err()
 }
 
 #[tokio::test]
@@ -404,6 +413,7 @@ async fn ping<T>(
 ) -> Result<String, Status>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: std::fmt::Debug,
     T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     <T::ResponseBody as http_body::Body>::Error: Into<BoxError>,
     T::Error: Into<BoxError>,
@@ -568,21 +578,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for NotReadyChannel {
 async fn a_readiness_error_reaches_the_generated_client_as_its_status() {
     // tonic's client reports a readiness error as UNKNOWN: the layer keeps
     // it and answers the call with its mapped status instead.
-    let svc = ServiceBuilder::new()
-        .layer(ClientErrorToStatusLayer::new())
-        .service(NotReadyChannel);
-    let mut grpc = tonic::client::Grpc::new(svc);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<Ping, Pong, _>(
-            tonic::Request::new(Ping {
-                name: "x".to_owned(),
-            }),
-            PathAndQuery::from_static("/test.Pinger/Ping"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = ping_status(
+        ServiceBuilder::new()
+            .layer(ClientErrorToStatusLayer::new())
+            .service(NotReadyChannel),
+    )
+    .await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
     assert!(palisade_core::find_rejection(&status).is_some());
