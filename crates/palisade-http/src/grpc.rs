@@ -89,6 +89,7 @@ use tower_service::Service;
 use crate::future::{ClientStatusFuture, GrpcResponseFuture};
 use crate::mapping::log_mapped;
 use crate::problem::{Problem, TimeoutStatus};
+use crate::response::keep_readiness_error;
 
 /// The gRPC code for `err`; see the [module](self) table.
 pub fn to_grpc_code(err: &(dyn Error + 'static)) -> Code {
@@ -388,12 +389,7 @@ where
     type Future = GrpcResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_none()
-            && let Err(err) = std::task::ready!(self.inner.poll_ready(cx))
-        {
-            self.not_ready = Some(err.into());
-        }
-        Poll::Ready(Ok(()))
+        keep_readiness_error(&mut self.inner, &mut self.not_ready, cx).map(Ok)
     }
 
     #[inline]
@@ -525,12 +521,7 @@ where
     type Future = ClientStatusFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.not_ready.is_none()
-            && let Err(err) = std::task::ready!(self.inner.poll_ready(cx))
-        {
-            self.not_ready = Some(err.into());
-        }
-        Poll::Ready(Ok(()))
+        keep_readiness_error(&mut self.inner, &mut self.not_ready, cx).map(Ok)
     }
 
     #[inline]

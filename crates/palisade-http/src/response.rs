@@ -219,12 +219,7 @@ where
     type Future = ResponseFuture<S::Future, H, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_none()
-            && let Err(err) = std::task::ready!(self.inner.poll_ready(cx))
-        {
-            self.not_ready = Some(err.into());
-        }
-        Poll::Ready(Ok(()))
+        keep_readiness_error(&mut self.inner, &mut self.not_ready, cx).map(Ok)
     }
 
     #[inline]
@@ -234,4 +229,24 @@ where
             Some(err) => ResponseFuture::not_ready(err, self.mapping.clone()),
         }
     }
+}
+
+/// Waits for `inner` to be ready, keeping a readiness error in `not_ready`
+/// for the next call to answer: an error-mapping service is always ready,
+/// and the call that follows a failed readiness does not reach `inner`.
+pub(crate) fn keep_readiness_error<S, Req>(
+    inner: &mut S,
+    not_ready: &mut Option<BoxError>,
+    cx: &mut Context<'_>,
+) -> Poll<()>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    if not_ready.is_none()
+        && let Err(err) = std::task::ready!(inner.poll_ready(cx))
+    {
+        *not_ready = Some(err.into());
+    }
+    Poll::Ready(())
 }
