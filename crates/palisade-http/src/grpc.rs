@@ -182,7 +182,14 @@ fn pushback_millis(delay: std::time::Duration) -> u64 {
 /// assert!(find_rejection(&status).is_some());
 /// ```
 pub fn client_grpc_status(err: BoxError) -> Status {
+    client_status(err, |_, _| {})
+}
+
+/// [`client_grpc_status`], with `report` told of the mapping first: the
+/// error's chain is walked once for both.
+fn client_status(err: BoxError, report: impl FnOnce(&Problem<'_>, &BoxError)) -> Status {
     let problem = Problem::new(&*err, TimeoutStatus::default());
+    report(&problem, &err);
     if problem.rejection().is_some() {
         let mut status = status_for(&problem, &*err);
         status.set_source(std::sync::Arc::from(err));
@@ -246,8 +253,7 @@ pub(crate) fn grpc_response<B: Default>(err: BoxError, protocol: Protocol) -> ht
 /// The error a client stack's layer passes on for `err`: its
 /// [`client_grpc_status`], logged.
 pub(crate) fn client_error(err: BoxError) -> BoxError {
-    let problem = Problem::new(&*err, TimeoutStatus::default());
-    match problem.reason() {
+    Box::new(client_status(err, |problem, err| match problem.reason() {
         Some(reason) => tracing::debug!(
             policy = problem.policy().unwrap_or_default(),
             reason = reason.as_str(),
@@ -258,8 +264,7 @@ pub(crate) fn client_error(err: BoxError) -> BoxError {
         None => palisade_core::panic::contained(|| {
             tracing::debug!(error = %err, "client error passed on as a gRPC status");
         }),
-    }
-    Box::new(client_grpc_status(err))
+    }))
 }
 
 /// Turns the errors of a gRPC service into trailers-only responses
