@@ -49,11 +49,7 @@ pin_project! {
             // The source's answer is the user's code: a destructor that
             // panics as a client gives up on it is contained.
             if matches!(*this.state, State::Answer { .. }) {
-                let state = this.state;
-                capture::contain_drop(&this.shared.name, CAPTURE, move || {
-                    let mut state = state;
-                    state.set(State::Failed { error: None });
-                });
+                end_answer(&this.shared.name, this.state);
             }
         }
     }
@@ -211,6 +207,14 @@ fn polled_after_completion() -> BoxError {
     "fallback polled after completion".into()
 }
 
+/// Drops the source's answer in place: its destructor is the user's code,
+/// so a panic there is contained.
+fn end_answer<Fut, A>(policy: &PolicyName, mut state: Pin<&mut State<Fut, A>>) {
+    capture::contain_drop(policy, CAPTURE, move || {
+        state.set(State::Failed { error: None });
+    });
+}
+
 /// Reports a panic of the fallback's own code (a `tracing` error with its
 /// stack; not a `PanicCaught` event, which says the service panicked) and
 /// returns it as an error.
@@ -346,10 +350,7 @@ where
                     let rejection = rejection.take();
                     // The answer is done, or broken: dropped now and never
                     // polled again; a destructor that panics is contained.
-                    let state = &mut this.state;
-                    capture::contain_drop(&this.shared.name, CAPTURE, || {
-                        state.set(State::Failed { error: None });
-                    });
+                    end_answer(&this.shared.name, this.state.as_mut());
                     return Poll::Ready(
                         result.map_err(|error| answer_failed(&this.shared.name, rejection, error)),
                     );
