@@ -45,7 +45,6 @@ pub(super) async fn work<S, Req>(
     S::Error: Into<BoxError>,
     Req: Clone,
 {
-    let mut failed = false;
     while let Some(item) = next_item(&shared).await {
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut flight = InFlight {
@@ -85,7 +84,7 @@ pub(super) async fn work<S, Req>(
                             DropReason::ServiceFailed,
                             Some(&format_args!("the service's readiness failed: {error}")),
                         );
-                        failed = true;
+                        renew(&shared, &worker, &template, &mut service);
                         error
                     }
                 };
@@ -93,24 +92,24 @@ pub(super) async fn work<S, Req>(
             }
         }
         flight.recorded = true;
-        if std::mem::take(&mut failed) {
-            // The service's clone is the user's code: one that panics leaves
-            // the worker with the service it had, logged, and the next
-            // readiness failure tries again; the queue is still served.
-            match catch_call(&shared.name, shared.capture, || template.clone()) {
-                Ok(fresh) => shared.discard(std::mem::replace(&mut service, fresh)),
-                Err(panicked) => {
-                    contained(|| {
-                        tracing::error!(
-                            queue = shared.name.as_str(),
-                            worker = &*worker,
-                            panic.message = panicked.message(),
-                            "cloning the offload service panicked; the worker keeps the service it has"
-                        );
-                    });
-                }
-            }
-        }
+    }
+}
+
+/// Replaces a worker's `service`, whose readiness failed, with a fresh
+/// clone of `template`. The clone is the user's code: one that panics
+/// leaves the worker with the service it had, logged, and the next
+/// readiness failure tries again; the queue is still served.
+fn renew<S: Clone, Req>(shared: &Shared<Req>, worker: &str, template: &S, service: &mut S) {
+    match catch_call(&shared.name, shared.capture, || template.clone()) {
+        Ok(fresh) => shared.discard(std::mem::replace(service, fresh)),
+        Err(panicked) => contained(|| {
+            tracing::error!(
+                queue = shared.name.as_str(),
+                worker,
+                panic.message = panicked.message(),
+                "cloning the offload service panicked; the worker keeps the service it has"
+            );
+        }),
     }
 }
 
