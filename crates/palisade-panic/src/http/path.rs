@@ -22,7 +22,7 @@ impl PathPrefix {
             end -= 1;
         }
         let mut bytes = [0; PATH_CAPACITY];
-        bytes[..end].copy_from_slice(&path.as_bytes()[..end]);
+        copy_short(&mut bytes[..end], &path.as_bytes()[..end]);
         Self {
             bytes,
             // `end <= PATH_CAPACITY`, which fits in a u8.
@@ -36,6 +36,37 @@ impl PathPrefix {
         // The copy ends on a char boundary of a `str`, so it is valid UTF-8;
         // the fallback is never taken.
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// Copies `src` into `dst` (of the same length, at most
+/// [`PATH_CAPACITY`]) with fixed-size moves the compiler emits inline: a
+/// path is usually a few dozen bytes, which a call to `memcpy` would cost
+/// more to reach than to copy. Lengths that are not a power of two are
+/// copied as two overlapping pieces.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    #[inline(always)]
+    fn piece<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        let len = src.len();
+        let (head, tail) = (&src[..N], &src[len - N..]);
+        dst[..N].copy_from_slice(head);
+        dst[len - N..].copy_from_slice(tail);
+    }
+    debug_assert_eq!(dst.len(), src.len());
+    match src.len() {
+        0 => {}
+        1 => dst[0] = src[0],
+        2..4 => piece::<2>(dst, src),
+        4..8 => piece::<4>(dst, src),
+        8..16 => piece::<8>(dst, src),
+        16..32 => piece::<16>(dst, src),
+        32..64 => piece::<32>(dst, src),
+        _ => {
+            // 64 to 96 bytes: two 64-byte moves, or one and a second that
+            // overlaps it.
+            piece::<64>(dst, src);
+        }
     }
 }
 
@@ -76,6 +107,18 @@ mod tests {
         assert_eq!(p.as_str().len(), PATH_CAPACITY);
         assert!(p.truncated);
         assert!(p.to_string().ends_with('…'));
+    }
+
+    #[test]
+    fn every_length_is_copied_exactly() {
+        let source: String = (0..PATH_CAPACITY)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        for len in 0..=PATH_CAPACITY {
+            let p = PathPrefix::new(&source[..len]);
+            assert_eq!(p.as_str(), &source[..len]);
+            assert!(p.bytes[len..].iter().all(|&b| b == 0), "len {len}");
+        }
     }
 
     proptest! {
