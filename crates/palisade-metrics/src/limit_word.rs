@@ -6,7 +6,8 @@
 //! arrive after it. With the mark in the limit's own word, an in-flight
 //! event checks it and stores its limit in one compare-and-exchange, which
 //! fails if a move came in between. `0` means no limit recorded yet
-//! (limits are at least 1).
+//! (limits are at least 1). A limit that would reach the mark's bit (at
+//! least 2^63, which no palisade layer reports) is kept as 2^63 - 1.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +26,7 @@ pub(crate) fn limit(word: &AtomicU64) -> u64 {
 /// and no write to a line every worker shares.
 #[inline]
 pub(crate) fn offer(word: &AtomicU64, limit: u64) -> bool {
+    let limit = limit.min(!MOVED);
     let last = word.load(Ordering::Relaxed);
     last & MOVED == 0
         && last != limit
@@ -36,7 +38,7 @@ pub(crate) fn offer(word: &AtomicU64, limit: u64) -> bool {
 /// Stores the limit an adaptive move set, and marks the word.
 #[inline]
 pub(crate) fn moved(word: &AtomicU64, to: u64) {
-    word.store(to | MOVED, Ordering::Relaxed);
+    word.store(to.min(!MOVED) | MOVED, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -51,5 +53,17 @@ mod tests {
         moved(&word, 20);
         assert!(!offer(&word, 10));
         assert_eq!(limit(&word), 20);
+    }
+
+    #[test]
+    fn a_limit_that_reaches_the_mark_bit_is_clamped_not_read_as_moved() {
+        let word = AtomicU64::new(0);
+        assert!(offer(&word, u64::MAX));
+        assert_eq!(limit(&word), !MOVED);
+        assert!(offer(&word, 8), "a fixed limit still replaces it");
+        assert_eq!(limit(&word), 8);
+        moved(&word, u64::MAX);
+        assert_eq!(limit(&word), !MOVED);
+        assert!(!offer(&word, 8), "marked as moved");
     }
 }
