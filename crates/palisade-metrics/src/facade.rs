@@ -148,6 +148,9 @@ struct PolicyKeys {
     keys: Slot,
     key_cap: Slot,
     evictions: Slot,
+    /// Keys evicted so far, saturating: what the evictions counter has
+    /// been incremented by, so that it never wraps.
+    evicted: AtomicU64,
     overflow: Slot,
     malformed: NameMap<Key>,
     /// The concurrency limit last written, to skip rewriting it on every
@@ -268,6 +271,7 @@ impl PolicyKeys {
             keys: OnceLock::new(),
             key_cap: OnceLock::new(),
             evictions: OnceLock::new(),
+            evicted: AtomicU64::new(0),
             overflow: OnceLock::new(),
             malformed: NameMap::new(4, 64),
             last_limit: AtomicU64::new(0),
@@ -602,9 +606,20 @@ impl MetricsSink for FacadeSink {
             }
             Event::KeysEvicted { policy, count } => {
                 let Some(p) = self.policy(policy) else { return };
+                // The count comes from the event: a recorder's counter
+                // wraps, so add no more than the room a saturating total
+                // has left.
+                let count = count as u64;
+                let before = p
+                    .evicted
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                        Some(total.saturating_add(count))
+                    })
+                    .unwrap_or_else(|total| total);
+                let added = before.saturating_add(count) - before;
                 increment(
                     p.plain(&p.evictions, names::RATELIMIT_EVICTIONS_TOTAL),
-                    count as u64,
+                    added,
                 );
             }
             Event::OverflowUsed { policy } => {

@@ -310,3 +310,23 @@ fn a_stale_limit_written_late_does_not_stick() {
     metrics::with_local_recorder(&*recorder, || sink.record(&in_flight(5)));
     assert_eq!(limit(), 5.0, "the gauge kept the stale limit");
 }
+
+#[test]
+fn evictions_saturate_instead_of_wrapping() {
+    let recorder = recorder();
+    let sink = FacadeSink::new();
+    let series = r#"palisade_ratelimit_evictions_total{policy="keys"}"#;
+    let mut last = 0.0;
+    for count in [usize::MAX, 1, usize::MAX] {
+        metrics::with_local_recorder(&recorder, || {
+            sink.record(&Event::KeysEvicted {
+                policy: "keys",
+                count,
+            });
+        });
+        let total = sample(&recorder.handle().render(), series).expect("an evictions sample");
+        assert!(total >= last, "{total} after {last}");
+        last = total;
+    }
+    assert_eq!(last, u64::MAX as f64);
+}
