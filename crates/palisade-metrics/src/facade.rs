@@ -24,10 +24,14 @@
 //!
 //! `palisade_breaker_state{policy,state}` is written for every
 //! [`CircuitState`] on each transition, the new state's 1 before the old
-//! state's 0, and transitions of one breaker are written one at a time; a
-//! scrape that races a transition may see both states at 1 for an instant,
-//! never none. A breaker's series appear at its first transition, or at its
-//! first admission, completion or rates report, which makes it `closed`.
+//! state's 0, and transitions of one breaker are written one at a time.
+//! Each state is a gauge of its own, and a recorder reads them one after
+//! another: a scrape that races a transition may see two states at 1, or
+//! none. Where exactly one state at 1 in every scrape matters (an alert
+//! on `palisade_breaker_state`), use `PrometheusSink`, which renders all
+//! of a breaker's states from one word. A breaker's series appear at its
+//! first transition, or at its first admission, completion or rates
+//! report, which makes it `closed`.
 //!
 //! Those two absolute gauges, `palisade_breaker_state` and
 //! `palisade_concurrency_limit`, are written when their value changes (or
