@@ -24,8 +24,9 @@
 //!   `missing_key`, a breaker `circuit_open` and `half_open_full`, a
 //!   bulkhead `concurrency_full`, `queue_full` and `wait_timed_out`),
 //!   `palisade_requests_total` by outcome for a breaker (a bulkhead
-//!   reports outcomes only with an adaptive limit, and its series appear
-//!   with its first), the rate limiter's evictions and overflow, and the
+//!   reports outcomes only with an adaptive limit, and its series, every
+//!   outcome, appear with its first), the rate limiter's evictions and
+//!   overflow, and the
 //!   breaker's own transitions (closed to open, open to half-open,
 //!   half-open to closed or open); its shadow transitions once it entered
 //!   metrics-only mode.
@@ -376,9 +377,14 @@ impl Collector for PrometheusCollector {
                 names::REQUESTS_TOTAL => {
                     for (policy, p) in &policies {
                         for (l, layer) in LayerKind::ALL.iter().enumerate() {
-                            let seen = classifies(*layer) && p.has_layer(*layer);
+                            let counts =
+                                |o: usize| p.requests.get(l * OUTCOMES + o).map_or(0, load);
+                            // Every outcome from the first on, so that the
+                            // first failure is an increase from 0.
+                            let seen = (classifies(*layer) && p.has_layer(*layer))
+                                || (0..OUTCOMES).any(|o| counts(o) > 0);
                             for (o, outcome) in Outcome::ALL.iter().enumerate() {
-                                let v = p.requests.get(l * OUTCOMES + o).map_or(0, load);
+                                let v = counts(o);
                                 if v > 0 || seen {
                                     let labels = [
                                         ("policy", *policy),

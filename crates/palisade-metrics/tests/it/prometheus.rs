@@ -536,3 +536,27 @@ fn a_known_breaker_renders_its_trip_and_outcomes_at_zero() {
         assert_eq!(sample(&text, &series), Some(0.0), "{series} in:\n{text}");
     }
 }
+
+#[test]
+fn a_bulkhead_renders_every_outcome_from_its_first_completion() {
+    let (sink, registry) = fresh();
+    sink.record(&Event::Completed {
+        policy: "db",
+        layer: LayerKind::Bulkhead,
+        outcome: Outcome::Success,
+        latency: Some(std::time::Duration::from_millis(1)),
+    });
+    let text = render(&registry);
+    for outcome in Outcome::ALL {
+        let series = format!(
+            r#"palisade_requests_total{{policy="db",layer="bulkhead",outcome="{}"}}"#,
+            outcome.as_str()
+        );
+        let expected = if *outcome == Outcome::Success {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(sample(&text, &series), Some(expected), "{series}");
+    }
+}
