@@ -32,10 +32,15 @@ fn concurrent_recording_is_exact() {
         );
         let threads = 4;
         let rounds = 2_000;
-        let results: Vec<_> = (0..threads)
+        // Every thread records at the same time: all are spawned before
+        // any is joined, and they start together.
+        let start = Arc::new(std::sync::Barrier::new(threads as usize));
+        let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let metrics = metrics.clone();
+                let start = Arc::clone(&start);
                 std::thread::spawn(move || {
+                    start.wait();
                     let mut rng = fastrand::Rng::with_seed(seed * 97 + t);
                     // Per policy: (rejections, successes).
                     let mut counts = [(0_u64, 0_u64); POLICIES.len()];
@@ -71,6 +76,9 @@ fn concurrent_recording_is_exact() {
                     counts
                 })
             })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
             .map(|h| h.join().expect("recording thread finished"))
             .collect();
 
@@ -106,6 +114,5 @@ fn concurrent_recording_is_exact() {
             );
         }
         assert_eq!(snap.policies.len(), POLICIES.len());
-        drop(Arc::new(()));
     }
 }
