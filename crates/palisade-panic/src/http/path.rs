@@ -63,12 +63,14 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
         16..32 => piece::<16>(dst, src),
         32..64 => piece::<32>(dst, src),
         _ => {
-            // 64 to 96 bytes: two 64-byte moves, or one and a second that
-            // overlaps it.
+            // 64 bytes up to the capacity: two 64-byte moves that overlap
+            // or meet, which covers every length up to 128.
             piece::<64>(dst, src);
         }
     }
 }
+
+const _: () = assert!(PATH_CAPACITY <= 128, "copy_short covers up to 128 bytes");
 
 impl fmt::Display for PathPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
