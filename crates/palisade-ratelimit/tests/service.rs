@@ -557,6 +557,47 @@ fn draft(
         .layer(echo())
 }
 
+/// `w` is the quota's period, rounded up, with the default burst, even
+/// where the interval per request is cut to whole nanoseconds; with
+/// another burst it is the time that burst takes at the quota's rate.
+#[tokio::test(start_paused = true)]
+async fn the_policy_window_follows_the_quota_as_given() {
+    let policy = |requests, period, burst: Option<u32>| {
+        let builder = RateLimitLayer::builder()
+            .name("api")
+            .quota(requests, period)
+            .headers(HeaderStyle::Draft);
+        let builder = match burst {
+            Some(burst) => builder.burst(burst),
+            None => builder,
+        };
+        let layer = builder.build().unwrap();
+        async move {
+            let response = send(&layer.layer(echo()), Request::new(())).await.unwrap();
+            response.headers()["ratelimit-policy"].clone()
+        }
+    };
+    let just_over = Duration::from_nanos(1_000_000_001);
+    assert_eq!(policy(2, just_over, None).await, "\"api\";q=2;w=2");
+    assert_eq!(
+        policy(3, Duration::from_secs(10), None).await,
+        "\"api\";q=3;w=10"
+    );
+    assert_eq!(
+        policy(100, Duration::from_millis(1500), None).await,
+        "\"api\";q=100;w=2"
+    );
+    // 10 a minute with room for 5: 30 s to fill.
+    assert_eq!(
+        policy(10, Duration::from_secs(60), Some(5)).await,
+        "\"api\";q=5;w=30"
+    );
+    assert_eq!(
+        policy(1, Duration::from_millis(10), None).await,
+        "\"api\";q=1;w=1"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn draft_headers_on_admitted_responses() {
     let svc = draft("api");

@@ -345,8 +345,10 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
             metrics: self.metrics,
             kind: self.extractor.kind(),
         });
-        // An empty bucket fills again in `burst` emission intervals.
-        let window = interval.saturating_mul(burst);
+        // An empty bucket fills again in `burst` emission intervals: taken
+        // from the quota as given, not from the interval cut to whole
+        // nanoseconds, so that with the default burst it is the period.
+        let window = fill_time(period, requests, burst);
         let headers = headers(&limiter, burst, window);
         Ok(RateLimitLayer {
             shared: SharedState::new(Shared {
@@ -472,5 +474,17 @@ impl<S, K, H, M: Sharing> Layer<S> for RateLimitLayer<K, H, M> {
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::from_shared(inner, self.shared.clone())
+    }
+}
+
+/// The time `burst` requests take at `requests` per `period`, rounded up
+/// to whole nanoseconds (saturating at `Duration::MAX`'s seconds).
+fn fill_time(period: Duration, requests: u32, burst: u32) -> Duration {
+    let nanos = (period.as_nanos() * u128::from(burst)).div_ceil(u128::from(requests.max(1)));
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    match u64::try_from(nanos / NANOS_PER_SEC) {
+        // The remainder is below a billion, which fits in a u32.
+        Ok(secs) => Duration::new(secs, (nanos % NANOS_PER_SEC) as u32),
+        Err(_) => Duration::MAX,
     }
 }
