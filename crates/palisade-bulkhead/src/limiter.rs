@@ -195,66 +195,42 @@ impl Limiter {
         Admission::Queued(node)
     }
 
-    /// Gives back one slot: hands it to the oldest waiter when there is one
-    /// and the limit still allows it, otherwise frees it.
+    /// Gives back one slot, which the caller holds: frees it, then hands
+    /// it to the oldest waiter when there is one and the limit still allows
+    /// it.
+    ///
+    /// One atomic subtraction when nobody waits, with no read of the word
+    /// before it. Freeing first never lets a newcomer take the slot ahead
+    /// of a waiter: the fast path refuses while anyone is queued, and the
+    /// slow path serves the queue before itself.
     #[inline]
     pub(crate) fn release(&self, report: &impl Report) {
-        let mut current = self.load();
-        loop {
-            if current.queued() > 0 {
-                return self.release_to_waiter(report);
-            }
-            let next = State::with(current.in_flight().saturating_sub(1), 0);
-            match self.swap_state(current, next) {
-                Ok(()) => {
-                    if report.is_enabled() {
-                        report.change(InFlightChange::Released, next.in_flight(), self.limit());
-                    }
-                    return;
-                }
-                Err(actual) => current = actual,
-            }
+        let before = State(self.state.fetch_sub(1, Ordering::AcqRel));
+        debug_assert!(before.in_flight() > 0, "a release without a slot");
+        let in_flight = before.in_flight().wrapping_sub(1);
+        if before.queued() > 0 {
+            return self.serve_waiters(in_flight, report);
+        }
+        if report.is_enabled() {
+            report.change(InFlightChange::Released, in_flight, self.limit());
         }
     }
 
-    fn release_to_waiter(&self, report: &impl Report) {
+    /// A slot was freed while requests waited (`in_flight` is the count
+    /// right after): grants it, and any other a lowered count left free,
+    /// to the oldest waiters the limit allows. Granted under the lock, so
+    /// that a waiter leaving the queue sees it; woken after it, so that no
+    /// waker or sink runs with the queue locked, and woken before the
+    /// events, so that a sink that panics cannot strand a slot.
+    #[cold]
+    #[inline(never)]
+    fn serve_waiters(&self, in_flight: usize, report: &impl Report) {
         let mut waiters = lock(&self.waiters);
-        let limit = self.limit();
-        let mut current = self.load();
-        loop {
-            let (in_flight, queued) = (current.in_flight(), current.queued());
-            // An adaptive limit may have dropped below the count: then the
-            // slot is freed, not passed on.
-            let hand_off = queued > 0 && in_flight <= limit;
-            let next = if hand_off {
-                State::with(in_flight, queued - 1)
-            } else {
-                State::with(in_flight.saturating_sub(1), queued)
-            };
-            match self.swap_state(current, next) {
-                Ok(()) => {
-                    if let Some(node) = hand_off.then(|| waiters.pop_front()).flatten() {
-                        // Granted under the lock, so that a waiter leaving
-                        // the queue sees it; woken and reported after it,
-                        // so that no waker or sink runs with the queue
-                        // locked, and woken before the events, so that a
-                        // sink that panics cannot strand the slot.
-                        let waker = node.grant();
-                        drop(waiters);
-                        if let Some(waker) = waker {
-                            waker.wake();
-                        }
-                        report.change(InFlightChange::Released, in_flight - 1, limit);
-                        report.change(InFlightChange::Acquired, in_flight, limit);
-                    } else {
-                        drop(waiters);
-                        report.change(InFlightChange::Released, next.in_flight(), limit);
-                    }
-                    return;
-                }
-                Err(actual) => current = actual,
-            }
-        }
+        let granted = self.grant_free_slots(&mut waiters);
+        drop(waiters);
+        let granted = granted.wake();
+        report.change(InFlightChange::Released, in_flight, granted.limit);
+        granted.report(report);
     }
 
     /// Changes the limit; a higher limit admits waiters at once.
@@ -331,10 +307,20 @@ impl Granted {
 
     /// Every waiter woken before any event: a sink that panics must not
     /// leave the others asleep while they hold slots.
-    fn wake_and_report(mut self, report: &impl Report) {
+    fn wake_and_report(self, report: &impl Report) {
+        self.wake().report(report);
+    }
+
+    /// Wakes every granted waiter.
+    fn wake(mut self) -> Self {
         for waker in self.nodes.iter_mut().filter_map(|(waker, _)| waker.take()) {
             waker.wake();
         }
+        self
+    }
+
+    /// Reports each grant, once every waiter is awake.
+    fn report(&self, report: &impl Report) {
         for &(_, in_flight) in &self.nodes {
             report.change(InFlightChange::Acquired, in_flight, self.limit);
         }
@@ -737,6 +723,30 @@ mod loom_tests {
                 state.release();
             }
             t.join().unwrap();
+            state.assert_empty();
+        });
+    }
+
+    #[test]
+    fn loom_a_freed_slot_goes_to_the_waiter_not_a_newcomer() {
+        // A release frees the slot before it serves the queue: a newcomer
+        // on the fast path in between must not take it, and the waiter
+        // must get it.
+        model(|| {
+            let state = Model::new(1, 1, 1);
+            assert!(state.fast());
+            let Admission::Queued(node) = state.limiter.acquire_or_enqueue(&*state) else {
+                panic!("expected to queue")
+            };
+            let holder = state.clone();
+            let releasing = loom::thread::spawn(move || holder.release());
+            let newcomer = state.clone();
+            let arriving = loom::thread::spawn(move || newcomer.fast());
+            assert!(!arriving.join().unwrap(), "a newcomer overtook the waiter");
+            releasing.join().unwrap();
+            assert!(node.is_granted());
+            state.hold();
+            state.release();
             state.assert_empty();
         });
     }
