@@ -177,21 +177,29 @@ impl Sample {
 #[derive(Debug)]
 pub struct AdaptiveLimit {
     algorithm: Box<dyn LimitAlgorithm>,
-    min: usize,
+    /// `None`: [`DEFAULT_MIN`], or the maximum if lower.
+    min: Option<usize>,
     max: usize,
-    initial: usize,
+    /// `None`: [`DEFAULT_INITIAL`], brought within the bounds.
+    initial: Option<usize>,
     window: Option<usize>,
 }
 
+/// The minimum limit when none is set (or the maximum, if lower).
+const DEFAULT_MIN: usize = 4;
+/// The first limit when none is set, brought within the bounds.
+const DEFAULT_INITIAL: usize = 20;
+
 impl AdaptiveLimit {
     /// An adaptive limit driven by `algorithm`, between 4 and 1000,
-    /// starting at 20.
+    /// starting at 20. Bounds left unset follow the ones set: a maximum of
+    /// 10 starts at 10, a minimum of 50 starts at 50.
     pub fn new(algorithm: impl LimitAlgorithm) -> Self {
         Self {
             algorithm: Box::new(algorithm),
-            min: 4,
+            min: None,
             max: 1000,
-            initial: 20,
+            initial: None,
             window: None,
         }
     }
@@ -206,10 +214,11 @@ impl AdaptiveLimit {
         Self::new(Aimd::new())
     }
 
-    /// The lowest the limit goes, at least 1 (default 4).
+    /// The lowest the limit goes, at least 1 (default 4, or the maximum
+    /// if that is lower).
     #[must_use]
     pub fn min_limit(mut self, min: usize) -> Self {
-        self.min = min;
+        self.min = Some(min);
         self
     }
 
@@ -220,11 +229,13 @@ impl AdaptiveLimit {
         self
     }
 
-    /// The limit before the first window (default 20). Start below the
-    /// capacity you expect: the limit grows quickly.
+    /// The limit before the first window, between the minimum and the
+    /// maximum (default 20, or the nearest bound when 20 lies outside
+    /// them). Start below the capacity you expect: the limit grows
+    /// quickly.
     #[must_use]
     pub fn initial_limit(mut self, initial: usize) -> Self {
-        self.initial = initial;
+        self.initial = Some(initial);
         self
     }
 
@@ -236,8 +247,16 @@ impl AdaptiveLimit {
         self
     }
 
+    /// The minimum in force: the one set, or the default within the
+    /// maximum.
+    fn min(&self) -> usize {
+        self.min.unwrap_or(DEFAULT_MIN.min(self.max))
+    }
+
+    /// The first limit: the one set, or the default within the bounds.
     pub(crate) fn initial(&self) -> usize {
         self.initial
+            .unwrap_or(DEFAULT_INITIAL.max(self.min()).min(self.max))
     }
 
     pub(crate) fn max(&self) -> usize {
@@ -249,9 +268,13 @@ impl AdaptiveLimit {
         check: &Validate<'_>,
         max_allowed: usize,
     ) -> Result<(), ConfigError> {
-        check.in_range("min_limit", self.min, 1, max_allowed)?;
-        check.in_range("max_limit", self.max, self.min, max_allowed)?;
-        check.in_range("initial_limit", self.initial, self.min, self.max)?;
+        if let Some(min) = self.min {
+            check.in_range("min_limit", min, 1, max_allowed)?;
+        }
+        check.in_range("max_limit", self.max, self.min.unwrap_or(1), max_allowed)?;
+        if let Some(initial) = self.initial {
+            check.in_range("initial_limit", initial, self.min(), self.max)?;
+        }
         if let Some(window) = self.window {
             check.in_range("window", window, 1, 1_000_000)?;
         }
@@ -260,7 +283,7 @@ impl AdaptiveLimit {
 
     pub(crate) fn into_state(self) -> AdaptiveState {
         AdaptiveState {
-            min: self.min,
+            min: self.min(),
             max: self.max,
             window: self.window,
             open: AtomicU64::new(0),
