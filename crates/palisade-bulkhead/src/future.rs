@@ -227,7 +227,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(output);
                     }
-                    let future = service.call(request);
+                    let future = FailOnUnwind::call(&mut permit, || service.call(request));
                     this.state.set(State::Running { future, permit });
                 }
                 StateProj::Rejected { error } => {
@@ -246,11 +246,27 @@ where
     }
 }
 
-/// Records a failure for the sampled call whose poll it guards if that
-/// poll unwinds. A layer above that catches the panic may drop this future
-/// only later, once the thread is no longer unwinding, and the call would
-/// otherwise count as cancelled, which an adaptive limit ignores.
-struct FailOnUnwind<'a, M: Sharing>(Option<&'a mut Permit<M>>);
+/// Records a failure for the sampled call whose `call` or poll it guards
+/// if that unwinds: the service panicked. A call dropped while the thread
+/// unwinds from a panic of someone else's (another branch of its caller)
+/// is cancelled, as any dropped call; and a layer above that catches the
+/// panic may drop this future only later, once the thread is no longer
+/// unwinding.
+pub(crate) struct FailOnUnwind<'a, M: Sharing>(Option<&'a mut Permit<M>>);
+
+impl<M: Sharing> FailOnUnwind<'_, M> {
+    /// Runs the service's `call`, guarded when the permit samples.
+    #[inline(always)]
+    pub(crate) fn call<F>(permit: &mut Permit<M>, call: impl FnOnce() -> F) -> F {
+        if !permit.is_sampled() {
+            return call();
+        }
+        let mut guard = FailOnUnwind(Some(permit));
+        let future = call();
+        guard.0 = None;
+        future
+    }
+}
 
 impl<M: Sharing> Drop for FailOnUnwind<'_, M> {
     fn drop(&mut self) {
@@ -309,9 +325,11 @@ impl<M: Sharing> Drop for Ticket<M> {
 /// a fixed limit it does nothing. With an adaptive limit it reads the
 /// clock when the outcome is recorded and adds the latency and the outcome
 /// to the current window. Dropped without recording, it counts the call as
-/// cancelled (not sampled), or as a failure if the thread is panicking or
-/// a timeout above cut the call off at its own deadline after it had run
-/// at least half of that deadline (see [`adaptive`](crate::adaptive)).
+/// cancelled (not sampled), or as a failure if a timeout above cut the
+/// call off at its own deadline after it had run at least half of that
+/// deadline (see [`adaptive`](crate::adaptive)). A service that panics in
+/// `call`, `poll_ready` or a poll has its call counted as failed where the
+/// panic is raised.
 ///
 /// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
 pub struct OutcomeRecorder<M: Sharing = Counted> {
@@ -364,9 +382,10 @@ impl<M: Sharing> OutcomeRecorder<M> {
         }
     }
 
-    /// Dropped without an outcome: the call was cancelled, or failed if
-    /// the thread is panicking or a timeout above cut it off at its own
-    /// deadline.
+    /// Dropped without an outcome: the call was cancelled, or failed if a
+    /// timeout above cut it off at its own deadline. A drop while the
+    /// thread unwinds is no different: where the service itself panicked,
+    /// [`FailOnUnwind`] recorded the failure already.
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
@@ -385,7 +404,6 @@ impl<M: Sharing> OutcomeRecorder<M> {
             })
         };
         let outcome = match &self.sample {
-            _ if std::thread::panicking() => Outcome::Failure,
             Some(sample) if cut_by_timeout(sample) => Outcome::Failure,
             _ => Outcome::Cancelled,
         };

@@ -122,9 +122,9 @@ impl Report for Events<'_> {
 ///
 /// With an adaptive limit it also holds the call's latency sample until
 /// the outcome is handed to an [`OutcomeRecorder`]; dropped before that,
-/// it records the call as cancelled (or failed, if the thread is
-/// panicking). A fixed limit samples nothing, and the recorder it hands
-/// out does nothing.
+/// it records the call as cancelled (unless a timeout above cut it off,
+/// or the service panicked, which count as failures). A fixed limit
+/// samples nothing, and the recorder it hands out does nothing.
 #[derive(Debug)]
 pub(crate) struct Permit<M: Sharing> {
     core: SharedState<Core, M>,
@@ -166,7 +166,7 @@ impl<M: Sharing> Drop for Permit<M> {
         self.core.limiter.release(&self.core.events());
         if self.sample.is_some() {
             // The call ended without an outcome: an unused recorder counts
-            // it as cancelled, or failed if the thread is panicking.
+            // it as cancelled, or failed if a timeout above cut it off.
             drop(self.recorder());
         }
     }

@@ -5,7 +5,7 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, InFlightChange, OverloadKind};
 use tower_service::Service;
 
-use crate::future::{OutcomeRecorder, ResponseFuture, Ticket};
+use crate::future::{FailOnUnwind, OutcomeRecorder, ResponseFuture, Ticket};
 use crate::layer::{Core, Permit};
 use crate::limiter::{Admission, Report};
 
@@ -133,7 +133,7 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
         S: Service<Req>,
         C: Clone,
     {
-        let permit = Permit::new(self.core.clone(), in_flight);
+        let mut permit = Permit::new(self.core.clone(), in_flight);
         let core = &self.core;
         // Checked here, not only inside `emit`: the limit the event carries
         // is an atomic load, which would otherwise wait behind the permit's
@@ -143,6 +143,7 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
                 .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
             core.admitted();
         }
-        ResponseFuture::running(self.inner.call(request), permit, self.classify.clone())
+        let future = FailOnUnwind::call(&mut permit, || self.inner.call(request));
+        ResponseFuture::running(future, permit, self.classify.clone())
     }
 }

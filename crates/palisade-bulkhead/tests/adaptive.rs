@@ -392,3 +392,100 @@ async fn a_panic_caught_above_the_bulkhead_counts_as_a_failure() {
     drop(call);
     assert_eq!(layer.limit(), 9, "AIMD backs off on the failure");
 }
+
+#[test]
+fn unset_bounds_follow_the_ones_set() {
+    // The default start (20) and minimum (4) move within the bounds given.
+    let layer = BulkheadLayer::builder()
+        .adaptive(AdaptiveLimit::aimd().max_limit(10))
+        .build()
+        .unwrap();
+    assert_eq!(layer.limit(), 10);
+    let layer = BulkheadLayer::builder()
+        .adaptive(AdaptiveLimit::gradient().min_limit(50).max_limit(500))
+        .build()
+        .unwrap();
+    assert_eq!(layer.limit(), 50);
+    let layer = BulkheadLayer::builder()
+        .adaptive(AdaptiveLimit::aimd().max_limit(3))
+        .build()
+        .unwrap();
+    assert_eq!(layer.limit(), 3);
+    let layer = BulkheadLayer::builder()
+        .adaptive(AdaptiveLimit::aimd())
+        .build()
+        .unwrap();
+    assert_eq!(layer.limit(), 20);
+    // What the user set is still checked as given.
+    let err = BulkheadLayer::builder()
+        .adaptive(AdaptiveLimit::aimd().max_limit(10).initial_limit(20))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "initial_limit");
+    let err = BulkheadLayer::builder()
+        .adaptive(AdaptiveLimit::aimd().max_limit(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_limit");
+}
+
+/// An adaptive bulkhead whose calls never end, one window a completion.
+fn pending_adaptive() -> (
+    palisade_bulkhead::BulkheadLayer,
+    impl tower::Service<
+        bool,
+        Response = (),
+        Error = palisade_core::BoxError,
+        Future = impl std::future::Future<Output = Result<(), palisade_core::BoxError>>,
+    > + Clone,
+) {
+    let layer = BulkheadLayer::builder()
+        .adaptive(
+            AdaptiveLimit::new(Aimd::new())
+                .min_limit(1)
+                .initial_limit(10)
+                .max_limit(100)
+                .window(1),
+        )
+        .build()
+        .unwrap();
+    let svc = layer.clone().layer(service_fn(|panic_in_call: bool| {
+        assert!(!panic_in_call, "a service whose call panics");
+        std::future::pending::<Result<(), Infallible>>()
+    }));
+    (layer, svc)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_by_someone_elses_panic_is_cancelled() {
+    use std::future::Future;
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    use std::task::{Context, Waker};
+    use tower::Service;
+
+    let (layer, mut svc) = pending_adaptive();
+    let mut call = Box::pin(svc.ready().await.unwrap().call(false));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    // Another branch of the caller panics; the call is dropped while the
+    // thread unwinds. The service did not fail.
+    let caught = catch_unwind(AssertUnwindSafe(move || {
+        let _held = call;
+        resume_unwind(Box::new("a bug elsewhere in the handler"));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(layer.limit(), 10, "a cancellation says nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_services_call_counts_as_a_failure() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tower::Service;
+
+    let (layer, mut svc) = pending_adaptive();
+    let ready = svc.ready().await.unwrap();
+    let caught = catch_unwind(AssertUnwindSafe(|| drop(ready.call(true))));
+    assert!(caught.is_err());
+    assert_eq!(layer.limit(), 9, "AIMD backs off on the failure");
+    assert_eq!(layer.in_flight(), 0);
+}
