@@ -21,6 +21,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -68,9 +69,20 @@ fn budget() -> Option<(Duration, bool)> {
 /// Narrows this thread's deadline until dropped, then puts back the one
 /// before, also when the inner service panics. Made by a timeout around
 /// the calls it runs; `None` only while the thread is being torn down.
+///
+/// A scope belongs to the thread that entered it: it is neither `Send` nor
+/// `Sync`, so it cannot be held across an `.await` in a future that moves
+/// between threads, where it would narrow the deadline of whatever else
+/// that thread ran, and put a stale one back on another thread.
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>(_: T) {}
+/// let scope = palisade_core::deadline::Scope::enter(1_000, None, false);
+/// send(scope);
+/// ```
 #[derive(Debug)]
 #[must_use = "the deadline is narrowed only while the scope lives"]
-pub struct Scope(Previous);
+pub struct Scope(Previous, PhantomData<*const ()>);
 
 /// What a [`Scope`] puts back.
 #[derive(Debug)]
@@ -107,7 +119,7 @@ impl Scope {
             .try_with(|budget| {
                 let previous = budget.get();
                 budget.set(previous.min(word));
-                Self(Previous::Budget(previous))
+                Self(Previous::Budget(previous), PhantomData)
             })
             .ok()
     }
@@ -120,7 +132,7 @@ impl Scope {
                 let previous = current.get();
                 let mine = (until, caller);
                 current.set(Some(previous.map_or(mine, |outer| outer.min(mine))));
-                Self(Previous::Until(previous))
+                Self(Previous::Until(previous), PhantomData)
             })
             .ok()
     }
