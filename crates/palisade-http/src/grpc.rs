@@ -8,6 +8,11 @@
 //! | [`Panicked`](palisade_core::Panicked) | `INTERNAL` |
 //! | [`MissingKey`](palisade_core::MissingKey) | `INVALID_ARGUMENT` |
 //! | a [`tonic::Status`] in the chain, other than `OK` | that status, as it is |
+//!
+//! The chain is read from the error outwards in: a status met before any
+//! rejection is kept (a handler that answers a rejection with a status of
+//! its own choosing, with the rejection as its source, keeps its code and
+//! message), and a rejection met first gives its code.
 //! | anything else | `UNKNOWN` |
 //!
 //! `MissingKey` is `INVALID_ARGUMENT`, like HTTP's 400: the request lacks
@@ -93,10 +98,14 @@ use crate::response::keep_readiness_error;
 
 /// The gRPC code for `err`; see the [module](self) table.
 pub fn to_grpc_code(err: &(dyn Error + 'static)) -> Code {
+    if let Some(status) = chosen_status(err) {
+        return status.code();
+    }
     let problem = Problem::new(err, TimeoutStatus::default());
     match problem.rejection() {
         Some(rejection) => code_for(rejection),
-        None => find_status(err).map_or(Code::Unknown, Status::code),
+        // A status anywhere in the chain was met above.
+        None => Code::Unknown,
     }
 }
 
@@ -111,11 +120,14 @@ fn code_for(rejection: Rejection<'_>) -> Code {
     }
 }
 
-/// The first status other than `OK` in `err`'s chain. The chain's
-/// `source()`s are the service's code: one that panics ends the search.
-fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
+/// A status other than `OK` met in `err`'s chain before any rejection:
+/// someone chose it as the answer, over the rejection it may wrap. The
+/// chain's `source()`s are the service's code: one that panics ends the
+/// search.
+fn chosen_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
     palisade_core::panic::contained_value(|| {
         palisade_core::error::chain(err)
+            .take_while(|e| Rejection::of(*e).is_none())
             .filter_map(|e| e.downcast_ref::<Status>())
             .find(|status| status.code() != Code::Ok)
     })
@@ -131,6 +143,9 @@ pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
 
 /// [`to_grpc_status`] for `err`, whose problem is already known.
 fn status_for(problem: &Problem<'_>, err: &(dyn Error + 'static)) -> Status {
+    if let Some(status) = chosen_status(err) {
+        return status.clone();
+    }
     match problem.rejection() {
         Some(rejection) => {
             let mut status = Status::new(code_for(rejection), problem.detail().to_string());
@@ -147,10 +162,7 @@ fn status_for(problem: &Problem<'_>, err: &(dyn Error + 'static)) -> Status {
             }
             status
         }
-        None => match find_status(err) {
-            Some(status) => status.clone(),
-            None => Status::new(Code::Unknown, problem.detail().to_string()),
-        },
+        None => Status::new(Code::Unknown, problem.detail().to_string()),
     }
 }
 

@@ -126,6 +126,22 @@ fn a_status_in_the_chain_is_kept() {
 }
 
 #[test]
+fn a_status_chosen_over_a_rejection_is_kept() {
+    // The handler answered with a status of its own whose source is a
+    // rejection: its choice stands.
+    let mut chosen = Status::aborted("try another shard");
+    chosen.set_source(std::sync::Arc::from(error("rate_limited").unwrap()));
+    let err: BoxError = Wrapped(Box::new(chosen)).into();
+    let status = to_grpc_status(&*err);
+    assert_eq!(status.code(), Code::Aborted);
+    assert_eq!(status.message(), "try another shard");
+    assert_eq!(to_grpc_code(&*err), Code::Aborted);
+    // A rejection reached before any status is the rejection's answer.
+    let err: BoxError = Wrapped(error("rate_limited").unwrap()).into();
+    assert_eq!(to_grpc_code(&*err), Code::ResourceExhausted);
+}
+
+#[test]
 fn an_error_whose_display_panics_becomes_an_unknown_status() {
     #[derive(Debug)]
     struct Broken;
