@@ -8,12 +8,13 @@
 //! | [`Panicked`](palisade_core::Panicked) | `INTERNAL` |
 //! | [`MissingKey`](palisade_core::MissingKey) | `INVALID_ARGUMENT` |
 //! | a [`tonic::Status`] in the chain, other than `OK` | that status, as it is |
-//!
-//! The chain is read from the error outwards in: a status met before any
-//! rejection is kept (a handler that answers a rejection with a status of
-//! its own choosing, with the rejection as its source, keeps its code and
-//! message), and a rejection met first gives its code.
 //! | anything else | `UNKNOWN` |
+//!
+//! The chain is read from the error itself down through its sources: a
+//! status met before any rejection is kept (a handler that answers a
+//! rejection with a status of its own choosing, with the rejection as its
+//! source, keeps its code and message), and a rejection met first gives
+//! its code.
 //!
 //! `MissingKey` is `INVALID_ARGUMENT`, like HTTP's 400: the request lacks
 //! what the limiter keys on, and retrying it unchanged fails the same way,
