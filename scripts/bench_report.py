@@ -796,8 +796,9 @@ def write_markdown(path: Path, info: dict, report: Report, footprint, alloc, e2e
         w("palisade's HTTP stack at its defaults allocates nothing: the handler reads the deadline "
           "with `Deadline::current()`. With `HttpDeadline::new().expose_deadline(true)` the applied "
           "`Deadline` is also inserted into the request's extensions; on a request whose extension "
-          "map is still empty that insertion allocates the map (the test checks it is the only "
-          "allocation).")
+          "map is still empty that insertion allocates three times (the map, its table and the "
+          "boxed value), and `tests/alloc.rs` checks that the stack allocates exactly what that "
+          "insertion does and nothing more.")
         w("")
 
         mem = footprint["keyed_memory"]
