@@ -160,6 +160,52 @@ impl<M: Sharing> Permit<M> {
     }
 }
 
+/// A slot taken for a call the service has not made yet: gives the slot
+/// back, and counts the call as failed, if the service's `call` panics.
+/// Borrowed rather than owned, so that the permit the call gets after is
+/// built straight into its future.
+pub(crate) struct Calling<'a, M: Sharing> {
+    core: &'a SharedState<Core, M>,
+    in_flight: usize,
+    start: Option<Instant>,
+}
+
+impl<'a, M: Sharing> Calling<'a, M> {
+    /// Owns a slot that was just taken; `in_flight` is the count right
+    /// after taking it.
+    #[inline]
+    pub(crate) fn new(core: &'a SharedState<Core, M>, in_flight: usize) -> Self {
+        Self {
+            core,
+            in_flight,
+            start: core.sample_start(),
+        }
+    }
+
+    /// The call was made: its slot and sample go to the permit.
+    #[inline]
+    pub(crate) fn into_permit(self) -> Permit<M> {
+        let this = std::mem::ManuallyDrop::new(self);
+        Permit {
+            core: this.core.clone(),
+            sample: this.start.map(|start| (start, this.in_flight)),
+        }
+    }
+}
+
+impl<M: Sharing> Drop for Calling<'_, M> {
+    /// Reached only when the service's `call` unwinds: `into_permit`
+    /// takes the slot over otherwise.
+    #[cold]
+    fn drop(&mut self) {
+        self.core.limiter.release(&self.core.events());
+        if let Some(start) = self.start.take() {
+            self.core
+                .sample(palisade_core::Outcome::Failure, start, self.in_flight);
+        }
+    }
+}
+
 impl<M: Sharing> Drop for Permit<M> {
     #[inline]
     fn drop(&mut self) {

@@ -5,8 +5,8 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, InFlightChange, OverloadKind};
 use tower_service::Service;
 
-use crate::future::{FailOnUnwind, OutcomeRecorder, ResponseFuture, Ticket};
-use crate::layer::{Core, Permit};
+use crate::future::{OutcomeRecorder, ResponseFuture, Ticket};
+use crate::layer::{Calling, Core};
 use crate::limiter::{Admission, Report};
 
 /// Limits how many calls to the inner service run at once.
@@ -120,9 +120,10 @@ where
 
 impl<S, C, M: Sharing> Bulkhead<S, C, M> {
     /// Runs an admitted request whose slot is already taken (`in_flight`
-    /// is the count right after): the permit owns the slot before any
-    /// event is emitted, so a metrics sink or an inner `call` that panics
-    /// still gives it back.
+    /// is the count right after): a [`Calling`] guard owns the slot before
+    /// any event is emitted, so a metrics sink or an inner `call` that
+    /// panics still gives it back, and the permit takes it over once the
+    /// call is made.
     #[inline]
     fn run<Req>(
         &mut self,
@@ -133,17 +134,17 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
         S: Service<Req>,
         C: Clone,
     {
-        let mut permit = Permit::new(self.core.clone(), in_flight);
+        let calling = Calling::new(&self.core, in_flight);
         let core = &self.core;
         // Checked here, not only inside `emit`: the limit the event carries
-        // is an atomic load, which would otherwise wait behind the permit's
-        // reference count for events nobody receives.
+        // is an atomic load, which would otherwise wait behind the slot's
+        // compare-and-swap for events nobody receives.
         if core.metrics.is_enabled() {
             core.events()
                 .change(InFlightChange::Acquired, in_flight, core.limiter.limit());
             core.admitted();
         }
-        let future = FailOnUnwind::call(&mut permit, || self.inner.call(request));
-        ResponseFuture::running(future, permit, self.classify.clone())
+        let future = self.inner.call(request);
+        ResponseFuture::running(future, calling.into_permit(), self.classify.clone())
     }
 }
