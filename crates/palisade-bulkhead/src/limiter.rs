@@ -84,11 +84,12 @@ pub(crate) enum Admission {
 
 impl Limiter {
     /// `limit` and `queue_capacity` must fit in 32 bits (the builder caps
-    /// them far below).
+    /// them far below). A limit is at least 1, which the fast path's first
+    /// guess relies on: a limit of 0 is held at 1 (the builder refuses it).
     pub(crate) fn new(limit: usize, queue_capacity: usize) -> Self {
         Self {
             state: AtomicU64::new(0),
-            limit: AtomicUsize::new(limit),
+            limit: AtomicUsize::new(limit.max(1)),
             waiters: Mutex::new(VecDeque::with_capacity(queue_capacity.min(1024))),
             queue_capacity,
         }
@@ -103,6 +104,16 @@ impl Limiter {
     fn swap_state(&self, current: State, new: State) -> Result<(), State> {
         self.state
             .compare_exchange_weak(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(State)
+    }
+
+    /// [`swap_state`](Self::swap_state) that fails only when the word is
+    /// not `current`.
+    #[inline]
+    fn swap_state_strong(&self, current: State, new: State) -> Result<(), State> {
+        self.state
+            .compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
             .map_err(State)
     }
@@ -134,10 +145,19 @@ impl Limiter {
     /// racing a lowered limit may still be admitted under the limit it read,
     /// at most one per racing call, and counts above the new limit as the
     /// calls already running do until they end.
+    ///
+    /// The first attempt guesses an idle bulkhead (nothing in flight,
+    /// nobody queued), which every limit admits (limits are at least 1):
+    /// one compare-and-swap, with no read of the word or the limit before
+    /// it. A wrong guess costs little more than the read it replaced: the
+    /// swap returns the word, and holds its line for the next attempt.
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<usize> {
+        let idle = State::with(0, 0);
+        let Err(mut current) = self.swap_state_strong(idle, State::with(1, 0)) else {
+            return Some(1);
+        };
         let limit = self.limit();
-        let mut current = self.load();
         loop {
             if current.queued() > 0 || current.in_flight() >= limit {
                 return None;
@@ -240,7 +260,7 @@ impl Limiter {
     /// sees the new limit or is in the queue by the time it is served.
     pub(crate) fn set_limit(&self, limit: usize, report: &impl Report) {
         let mut waiters = lock(&self.waiters);
-        self.limit.store(limit, Ordering::Release);
+        self.limit.store(limit.max(1), Ordering::Release);
         let granted = self.grant_free_slots(&mut waiters);
         drop(waiters);
         granted.wake_and_report(report);
