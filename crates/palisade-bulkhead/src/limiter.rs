@@ -648,6 +648,15 @@ mod loom_tests {
             self.limiter.release(self);
         }
 
+        /// Takes the one slot, then queues a second request behind it.
+        fn queue_behind_a_holder(&self) -> Arc<WaitNode> {
+            assert!(self.fast());
+            match self.limiter.acquire_or_enqueue(self) {
+                Admission::Queued(node) => node,
+                _ => panic!("expected to queue"),
+            }
+        }
+
         fn assert_empty(&self) {
             assert_eq!(self.limiter.in_flight(), 0);
             assert_eq!(self.limiter.queued(), 0);
@@ -732,10 +741,7 @@ mod loom_tests {
         // slot ends up free.
         model(|| {
             let state = Model::new(1, 1, 1);
-            assert!(state.fast());
-            let Admission::Queued(node) = state.limiter.acquire_or_enqueue(&*state) else {
-                panic!("expected to queue")
-            };
+            let node = state.queue_behind_a_holder();
             let holder = state.clone();
             let t = loom::thread::spawn(move || holder.release());
             if state.limiter.cancel(&node) {
@@ -754,10 +760,7 @@ mod loom_tests {
         // must get it.
         model(|| {
             let state = Model::new(1, 1, 1);
-            assert!(state.fast());
-            let Admission::Queued(node) = state.limiter.acquire_or_enqueue(&*state) else {
-                panic!("expected to queue")
-            };
+            let node = state.queue_behind_a_holder();
             let holder = state.clone();
             let releasing = loom::thread::spawn(move || holder.release());
             let newcomer = state.clone();

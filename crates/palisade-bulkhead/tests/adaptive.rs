@@ -358,14 +358,9 @@ async fn the_limit_recovers_after_a_slow_spell() {
     assert!(answered > 15_000, "{answered} answers in time");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panic_caught_above_the_bulkhead_counts_as_a_failure() {
-    use std::future::Future;
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    use std::task::{Context, Waker};
-    use tower::Service;
-
-    let layer = BulkheadLayer::builder()
+/// AIMD from a limit of 10, each completion a window of its own.
+fn aimd_from_10_one_completion_a_window() -> palisade_bulkhead::BulkheadLayer {
+    BulkheadLayer::builder()
         .adaptive(
             AdaptiveLimit::new(Aimd::new())
                 .min_limit(1)
@@ -374,7 +369,17 @@ async fn a_panic_caught_above_the_bulkhead_counts_as_a_failure() {
                 .window(1),
         )
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_caught_above_the_bulkhead_counts_as_a_failure() {
+    use std::future::Future;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::{Context, Waker};
+    use tower::Service;
+
+    let layer = aimd_from_10_one_completion_a_window();
     let mut svc = layer.layer(service_fn(|(): ()| async {
         tokio::time::sleep(Duration::from_millis(1)).await;
         panic!("a handler with a bug");
@@ -439,16 +444,7 @@ fn pending_adaptive() -> (
         Future = impl std::future::Future<Output = Result<(), palisade_core::BoxError>>,
     > + Clone,
 ) {
-    let layer = BulkheadLayer::builder()
-        .adaptive(
-            AdaptiveLimit::new(Aimd::new())
-                .min_limit(1)
-                .initial_limit(10)
-                .max_limit(100)
-                .window(1),
-        )
-        .build()
-        .unwrap();
+    let layer = aimd_from_10_one_completion_a_window();
     let svc = layer.clone().layer(service_fn(|panic_in_call: bool| {
         assert!(!panic_in_call, "a service whose call panics");
         std::future::pending::<Result<(), Infallible>>()
