@@ -225,6 +225,13 @@ pub fn install_hook() {
 ///
 /// Restores the previous scope when dropped, so scopes nest. Not `Send`: a
 /// scope belongs to the thread that entered it.
+///
+/// Catch the panics raised inside a scope with [`catch`], which ends each
+/// one. A panic caught by plain `catch_unwind` inside the scope stays
+/// unclaimed until the scope ends (which then reports it, as `catch` does
+/// for a panic its closure caught itself); a second panic raised before
+/// that is taken for one raised while the first still unwinds, and both
+/// go to stderr.
 #[derive(Debug)]
 pub struct CaptureScope {
     previous: Option<CaptureOptions>,
@@ -286,10 +293,20 @@ fn restore(previous: Option<CaptureOptions>) -> bool {
 }
 
 impl Drop for CaptureScope {
+    /// A panic raised in the scope and caught by its own code is reported
+    /// now, as [`catch`] does when its closure returns: left unclaimed,
+    /// the next panic would take it for one still unwinding.
     #[inline]
     fn drop(&mut self) {
         if !self.left {
-            restore(self.previous);
+            self.left = true;
+            let unclaimed = restore(self.previous)
+                && RECORDS
+                    .try_with(Cell::get)
+                    .is_ok_and(|records| records != self.records);
+            if unclaimed && !std::thread::panicking() {
+                swallowed();
+            }
         }
     }
 }
@@ -317,8 +334,16 @@ pub fn take_captured() -> Option<Captured> {
 pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
     let scope = CaptureScope::enter(options);
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
-    if scope.leave() && result.is_ok() {
-        swallowed();
+    if scope.leave() {
+        if result.is_ok() {
+            swallowed();
+        } else {
+            // The panic is over: its record stays for `panicked`, but it is
+            // no longer one unwinding, which the next panic would otherwise
+            // take for a pile-up and print with itself.
+            let shown = STATE.try_with(|state| state.get().shown).unwrap_or(false);
+            set_unclaimed(false, shown);
+        }
     }
     result
 }
@@ -582,6 +607,76 @@ mod tests {
         assert_eq!(
             &*payload_message(&*p),
             "panic payload of type Box<dyn Error>: plain"
+        );
+    }
+
+    /// Runs the test `name` again in a child process with `var` set, and
+    /// returns whether it passed and what it wrote to stderr.
+    fn in_child(name: &str, var: &str) -> (bool, String) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(var, "1")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A panic `catch` caught is over once `catch` returns, whether or not
+    /// its record is ever read: it is not a panic still unwinding when the
+    /// next one comes, and quiet scopes stay quiet.
+    #[test]
+    fn a_caught_panic_nobody_reads_leaves_later_quiet_panics_quiet() {
+        const CHILD: &str = "PALISADE_UNREAD_CATCH_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            install_hook();
+            assert!(catch(QUIET, || panic!("first, handled")).is_err());
+            let payload = catch(QUIET, || panic!("second")).unwrap_err();
+            assert_eq!(
+                panicked(PolicyName::new("api"), &*payload).message(),
+                "second"
+            );
+            return;
+        }
+        let (passed, stderr) = in_child(
+            "panic::tests::a_caught_panic_nobody_reads_leaves_later_quiet_panics_quiet",
+            CHILD,
+        );
+        assert!(passed, "{stderr}");
+        assert!(
+            !stderr.contains("panicked at"),
+            "a quiet scope printed:\n{stderr}"
+        );
+    }
+
+    /// A scope that ends with a panic its code caught itself reports it
+    /// then, as `catch` does: the next scope does not take it for a panic
+    /// still unwinding.
+    #[test]
+    fn a_scope_reports_a_panic_caught_inside_it_when_it_ends() {
+        const CHILD: &str = "PALISADE_SCOPE_SWALLOWED_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            install_hook();
+            {
+                let _scope = CaptureScope::enter(QUIET);
+                assert!(std::panic::catch_unwind(|| panic!("caught inside")).is_err());
+            }
+            assert!(catch(QUIET, || panic!("later")).is_err());
+            return;
+        }
+        let (passed, stderr) = in_child(
+            "panic::tests::a_scope_reports_a_panic_caught_inside_it_when_it_ends",
+            CHILD,
+        );
+        assert!(passed, "{stderr}");
+        assert!(
+            !stderr.contains("panicked at"),
+            "a quiet scope printed:\n{stderr}"
         );
     }
 
