@@ -410,8 +410,10 @@ pub fn contained_value<T>(f: impl FnOnce() -> T) -> Option<T> {
         Ok(value) => Some(value),
         Err(payload) => {
             // The payload's destructor is the user's code too: contained
-            // once more.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            // once more, and a payload that panics as it drops is leaked
+            // rather than dropped bare.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload)))
+                .map_err(std::mem::ManuallyDrop::new);
             None
         }
     }
@@ -469,7 +471,9 @@ pub fn contain_drop(policy: &PolicyName, options: CaptureOptions, drop_fn: impl 
             Err(next) => payload = next,
         }
     }
-    let _ = catch(options, move || drop(payload));
+    // Past the reports: dropped unreported, and leaked if it panics again
+    // rather than dropped bare.
+    let _ = catch(options, move || drop(payload)).map_err(std::mem::ManuallyDrop::new);
     let _ = take_captured();
 }
 
@@ -678,6 +682,32 @@ mod tests {
             !stderr.contains("panicked at"),
             "a quiet scope printed:\n{stderr}"
         );
+    }
+
+    /// A payload whose destructor panics, again and again.
+    struct Relay(u32);
+
+    impl Drop for Relay {
+        fn drop(&mut self) {
+            if self.0 > 0 {
+                std::panic::panic_any(Relay(self.0 - 1));
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_that_panic_as_they_drop_never_escape() {
+        install_hook();
+        let escaped = std::panic::catch_unwind(|| {
+            contained(|| std::panic::panic_any(Relay(3)));
+        });
+        assert!(escaped.is_ok(), "a panic escaped `contained`");
+        let escaped = std::panic::catch_unwind(|| {
+            contain_drop(&PolicyName::new("p"), QUIET, || {
+                std::panic::panic_any(Relay(10))
+            });
+        });
+        assert!(escaped.is_ok(), "a panic escaped `contain_drop`");
     }
 
     /// Run in a child process whose stderr is a pipe nobody reads: a
