@@ -2,7 +2,6 @@
 //! virtual-time delays and the cost of a disabled layer.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -26,7 +25,7 @@ fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
 /// Outcome of one request as a letter: o(k), e(rror), p(anic).
 fn run_one(layer: &ChaosLayer, i: u32) -> char {
     let mut svc = layer.layer(echo());
-    let result = catch_unwind(AssertUnwindSafe(|| poll_once(svc.call(i))));
+    let result = caught(|| poll_once(svc.call(i)));
     match result {
         Err(_) => 'p',
         Ok(Poll::Ready(Ok(v))) => {
@@ -46,6 +45,16 @@ fn quiet_panics() {
     palisade_core::panic::install_hook();
 }
 
+/// Catches an injected panic as palisade's own layers do, without printing
+/// it: the panics here are expected.
+fn caught<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let quiet = palisade_core::panic::CaptureOptions {
+        backtrace: false,
+        print: false,
+    };
+    palisade_core::panic::catch(quiet, f)
+}
+
 #[test]
 fn same_seed_same_faults_different_seed_different_faults() {
     quiet_panics();
@@ -57,10 +66,7 @@ fn same_seed_same_faults_different_seed_different_faults() {
             .build()
             .unwrap()
     };
-    let run = |layer: &ChaosLayer| -> String {
-        let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
-        (0..200).map(|i| run_one(layer, i)).collect()
-    };
+    let run = |layer: &ChaosLayer| -> String { (0..200).map(|i| run_one(layer, i)).collect() };
     let (a, b, c) = (make(11), make(11), make(12));
     let (ra, rb, rc) = (run(&a), run(&b), run(&c));
     assert_eq!(ra, rb);
@@ -81,11 +87,10 @@ fn panic_point_call_panics_before_any_future_exists() {
         .build()
         .unwrap();
     let mut svc = layer.layer(echo());
-    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
-    let caught = catch_unwind(AssertUnwindSafe(|| {
+    let payload = caught(|| {
         let _future = svc.call(1);
-    }));
-    let payload = caught.unwrap_err();
+    })
+    .unwrap_err();
     assert_eq!(
         &*palisade_core::panic::payload_message(&*payload),
         r#"chaos "chaos": injected panic"#
@@ -103,12 +108,11 @@ async fn a_panic_in_call_is_not_delayed_nor_counted_as_delayed() {
         .unwrap();
     let mut svc = layer.layer(echo());
     let start = tokio::time::Instant::now();
-    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
     for i in 0..3 {
-        let caught = catch_unwind(AssertUnwindSafe(|| {
+        let result = caught(|| {
             let _future = svc.call(i);
-        }));
-        assert!(caught.is_err(), "call {i} did not panic");
+        });
+        assert!(result.is_err(), "call {i} did not panic");
     }
     assert_eq!(start.elapsed(), Duration::ZERO);
     let stats = layer.stats();
@@ -129,8 +133,7 @@ async fn a_panic_on_poll_comes_after_the_delay() {
     let mut call = pin!(svc.call(1));
     assert!(poll_once(call.as_mut()).is_pending());
     tokio::time::advance(Duration::from_secs(5)).await;
-    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
-    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(call.as_mut()))).is_err());
+    assert!(caught(|| poll_once(call.as_mut())).is_err());
     let stats = layer.stats();
     assert_eq!((stats.panics, stats.delayed), (1, 1));
     assert_eq!(stats.total_delay, Duration::from_secs(5));
@@ -197,8 +200,7 @@ fn panic_point_poll_panics_on_first_poll() {
     let layer = ChaosLayer::builder().panic_rate(1.0).build().unwrap();
     let mut svc = layer.layer(echo());
     let fut = svc.call(1);
-    let _scope = palisade_core::panic::CaptureScope::enter(Default::default());
-    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(fut))).is_err());
+    assert!(caught(|| poll_once(fut)).is_err());
 }
 
 #[tokio::test(start_paused = true)]
