@@ -2,8 +2,9 @@
 //! policies.
 //!
 //! - The global policy `api`, wrapped around the whole `Router` (so that
-//!   paths no route matches meet it too), limits each client IP, bounds
-//!   every request's time, caps the work in flight and contains panics.
+//!   it runs once per request, before routing), limits each client IP,
+//!   bounds every request's time, caps the work in flight and contains
+//!   panics.
 //! - `POST /checkout` has its own policy `checkout`: a much tighter rate
 //!   limit and concurrency limit, independent of the global one.
 //! - `GET /recommendations` calls a flaky dependency; its policy
@@ -71,9 +72,10 @@ async fn recommendations(calls: Arc<AtomicU64>) -> (StatusCode, &'static str) {
 /// The routes inside the global policy.
 ///
 /// The policy wraps the whole `Router` rather than going through
-/// `Router::layer`, which would run it after routing, on matched routes
-/// only: wrapped, it meets every request, paths no route matches
-/// included, so a flood of unknown paths is limited too.
+/// `Router::layer`: both meet every request, paths no route matches
+/// included, but `Router::layer` runs the stack after routing, with a
+/// boxed clone of the layered route and a boxed future per request, where
+/// the wrapped router runs it once, before routing.
 fn app() -> Result<
     impl tower::Service<
         axum::extract::Request,

@@ -11,8 +11,9 @@
 //! `palisade` puts the stack around the whole router, as a server-wide
 //! policy is best applied: every request meets it once, before routing.
 //! `palisade-route-layer` applies the same stack with `Router::layer`, which
-//! axum runs per matched route and pays for with a boxed clone of the
-//! layered route service and a boxed response future on every request.
+//! axum runs after routing (on each route and on the fallback) and pays
+//! for with a boxed clone of the layered route service and a boxed
+//! response future on every request.
 //!
 //! It prints `listening on http://ADDR` once it accepts connections and
 //! serves `GET /` until Ctrl-C (SIGINT). The full stack is configured as

@@ -55,8 +55,9 @@
 //! ## Around the router, or on its routes
 //!
 //! `Router::layer` runs the stack after routing, on each of the router's
-//! routes. To put one policy in front of the whole server, paths no route
-//! matches included, wrap the router and serve the result:
+//! routes and on its fallback; `route_layer`, on matched routes only. To
+//! put one policy in front of the whole server, run once before routing,
+//! wrap the router and serve the result:
 //!
 //! ```no_run
 //! # use std::time::Duration;
