@@ -106,6 +106,9 @@ struct ThreadState {
     unclaimed: bool,
     /// Whether the unclaimed record was already written to stderr.
     shown: bool,
+    /// Whether the unclaimed record's panic was caught by [`catch`]: it is
+    /// over, not one still unwinding, whoever reads the record later.
+    caught: bool,
 }
 
 thread_local! {
@@ -114,6 +117,7 @@ thread_local! {
             scope: None,
             unclaimed: false,
             shown: false,
+            caught: false,
         })
     };
     /// How many records the hook has made on this thread (wrapping): a
@@ -126,12 +130,25 @@ thread_local! {
 }
 
 /// Sets whether a record is unclaimed and whether it was written to
-/// stderr, keeping the scope.
+/// stderr, keeping the scope. A new record, or none, is not caught yet.
 fn set_unclaimed(unclaimed: bool, shown: bool) {
     let _ = STATE.try_with(|state| {
         state.set(ThreadState {
             unclaimed,
             shown,
+            caught: false,
+            ..state.get()
+        });
+    });
+}
+
+/// Marks the unclaimed record's panic as caught: it stays for whoever
+/// reads it (an enclosing scope reports it if nobody does), but a panic
+/// raised after it is not one raised while it unwinds.
+fn mark_caught() {
+    let _ = STATE.try_with(|state| {
+        state.set(ThreadState {
+            caught: true,
             ..state.get()
         });
     });
@@ -189,7 +206,7 @@ pub fn install_hook() {
                     // panicking), and Rust may then abort the process,
                     // before anyone reads either record: both go to
                     // stderr, as they would without palisade.
-                    let pile_up = state.unclaimed;
+                    let pile_up = state.unclaimed && !state.caught;
                     if pile_up && !state.shown {
                         show_unreported();
                     }
@@ -338,11 +355,11 @@ pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box
         if result.is_ok() {
             swallowed();
         } else {
-            // The panic is over: its record stays for `panicked`, but it is
-            // no longer one unwinding, which the next panic would otherwise
-            // take for a pile-up and print with itself.
-            let shown = STATE.try_with(|state| state.get().shown).unwrap_or(false);
-            set_unclaimed(false, shown);
+            // The panic is over: its record stays for `panicked` (or for
+            // an enclosing scope to report, if nobody reads it), but it is
+            // no longer one unwinding, which the next panic would
+            // otherwise take for a pile-up and print with itself.
+            mark_caught();
         }
     }
     result
