@@ -5,9 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 
-use http::Method;
-
-use crate::http::path::PathPrefix;
+use crate::http::path::{MethodRecord, PathPrefix};
 use palisade_core::config::Validate;
 use palisade_core::panic::{self as capture, CaptureOptions};
 use palisade_core::{ConfigError, Event, LayerKind, Metrics, Panicked, PolicyName};
@@ -115,7 +113,7 @@ impl fmt::Debug for Shared {
 /// The method and the start of the path of an HTTP request, kept for the
 /// log line of a panic.
 pub(crate) struct RequestLabel<'a> {
-    pub(crate) method: &'a Method,
+    pub(crate) method: &'a MethodRecord,
     pub(crate) path: &'a PathPrefix,
 }
 

@@ -61,12 +61,19 @@ fn the_http_flavour_allocates_nothing_per_request() {
     let requests = || -> Vec<Request<()>> {
         (0..500)
             .map(|i| {
-                let (method, path, grpc) = match i % 4 {
+                let (method, path, grpc) = match i % 5 {
                     0 => (Method::GET, "/users/42?x=1".to_owned(), false),
                     1 => (Method::POST, long_path.clone(), false),
                     2 => (
                         Method::from_bytes(b"PURGE").unwrap(),
                         "/cache".to_owned(),
+                        false,
+                    ),
+                    // Longer than `http` keeps inline: a clone would
+                    // allocate.
+                    3 => (
+                        Method::from_bytes(b"VERSION-CONTROL-EXTENDED").unwrap(),
+                        "/repo".to_owned(),
                         false,
                     ),
                     _ => (Method::POST, "/pkg.Svc/Call".to_owned(), true),

@@ -4,21 +4,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Method, Response};
+use http::Response;
 use palisade_core::Panicked;
 use palisade_core::shared::{Counted, SharedState, Sharing};
 use pin_project_lite::pin_project;
 
 use super::layer::HttpShared;
-use super::path::PathPrefix;
+use super::path::{MethodRecord, PathPrefix};
 use super::response::{PanicContext, Protocol, ResponseForPanic};
 use crate::future::polled_after_completion;
 use crate::shared::RequestLabel;
 
 /// What the layer keeps of a request in case it panics: copied without
-/// allocating for standard methods and for any path.
+/// allocating, whatever the method and the path.
 pub(crate) struct RequestInfo {
-    pub(crate) method: Method,
+    pub(crate) method: MethodRecord,
     pub(crate) path: PathPrefix,
     pub(crate) protocol: Protocol,
 }
@@ -109,7 +109,7 @@ where
 {
     shared.hook.response_for_panic(&PanicContext {
         panicked,
-        method: &request.method,
+        method: request.method.method(),
         path: request.path.as_str(),
         protocol: request.protocol,
         expose_message: shared.expose_message,

@@ -25,8 +25,9 @@
 //! has an empty value.
 //!
 //! On the happy path the layer allocates nothing: it keeps the request's
-//! method (a copy for standard methods) and the first 96 bytes of its path
-//! inline in the response future, for the log line of a panic.
+//! method (cut to 15 bytes, past which `http` keeps it on the heap) and
+//! the first 96 bytes of its path inline in the response future, for the
+//! log line of a panic.
 //!
 //! # Example
 //!

@@ -27,7 +27,8 @@ impl<'a> PanicContext<'a> {
         self.panicked
     }
 
-    /// The request's method.
+    /// The request's method, cut to its first 15 bytes when longer (the
+    /// layer keeps what it can without allocating).
     pub fn method(&self) -> &'a Method {
         self.method
     }
