@@ -59,9 +59,9 @@ pin_project! {
     #[project = StateProj]
     enum State<Fut, A> {
         Inner { #[pin] future: Fut },
-        // `rejection`: a copy of the palisade rejection the answer stands
-        // in for, kept only by a source that can fail.
-        Answer { #[pin] future: A, rejection: Option<BoxError> },
+        // `stood_for`: what the answer stands in for, kept only by a
+        // source that can fail.
+        Answer { #[pin] future: A, stood_for: Option<StoodFor> },
         // The source panicked making or polling its answer: the error to
         // answer with instead, taken once.
         Failed { error: Option<BoxError> },
@@ -252,32 +252,78 @@ where
 {
     let trigger = cause.trigger();
     let policy = shared.name.as_str();
-    shared
-        .metrics
-        .emit(&Event::FallbackUsed { policy, trigger });
-    tracing::debug!(policy, trigger = trigger.as_str(), "fallback answered");
-    let rejection = if F::CAN_FAIL {
-        cause.rejection().map(|rejection| rejection.to_boxed())
+    // The sink and the log backend are the user's code, and the fallback
+    // is outermost: nothing of theirs unwinds through the stack.
+    capture::contained(|| {
+        shared
+            .metrics
+            .emit(&Event::FallbackUsed { policy, trigger });
+        tracing::debug!(policy, trigger = trigger.as_str(), "fallback answered");
+    });
+    let stood_for = if F::CAN_FAIL {
+        StoodFor::of(&cause)
     } else {
         None
     };
     match capture::catch(CAPTURE, || shared.source.answer(kept, cause)) {
-        Ok(future) => State::Answer { future, rejection },
+        Ok(future) => State::Answer { future, stood_for },
         Err(payload) => {
             let error = report_panic(&shared.name, payload, "fallback source panicked");
             State::Failed {
-                error: Some(answer_failed(&shared.name, rejection, error)),
+                error: Some(answer_failed(&shared.name, stood_for, error)),
             }
         }
     }
 }
 
+/// What an answer that can fail stands in for, kept to report its failure
+/// with: a copy of the palisade rejection, or the text of the service's
+/// own error (the error itself goes to the source).
+enum StoodFor {
+    Rejection(BoxError),
+    Error(Box<str>),
+}
+
+impl StoodFor {
+    #[cold]
+    fn of<Res>(cause: &Cause<Res>) -> Option<Self> {
+        match cause {
+            Cause::Rejection(_) => cause
+                .rejection()
+                .map(|rejection| Self::Rejection(rejection.to_boxed())),
+            // The error's `Display` is the service's code.
+            Cause::Error(error) => Some(Self::Error(
+                capture::contained_value(|| error.to_string())
+                    .unwrap_or_else(|| "an error whose Display panicked".to_owned())
+                    .into(),
+            )),
+            Cause::Response(_) => None,
+        }
+    }
+}
+
 /// The error of an answer that failed: the source's own, or, when the
-/// answer stood in for a rejection, [`FallbackFailed`] around both.
+/// answer stood in for a rejection, [`FallbackFailed`] around both. Where
+/// it stood in for the service's own error, that error is logged with the
+/// source's, so that neither is lost.
 #[cold]
-fn answer_failed(policy: &PolicyName, rejection: Option<BoxError>, error: BoxError) -> BoxError {
-    let Some(rejection) = rejection else {
-        return error;
+fn answer_failed(policy: &PolicyName, stood_for: Option<StoodFor>, error: BoxError) -> BoxError {
+    let rejection = match stood_for {
+        None => return error,
+        Some(StoodFor::Error(original)) => {
+            // The source's error is the user's code, and so is its
+            // `Display`.
+            capture::contained(|| {
+                tracing::warn!(
+                    policy = policy.as_str(),
+                    error = %error,
+                    original = &*original,
+                    "fallback failed; answering with its error, not the service's"
+                );
+            });
+            return error;
+        }
+        Some(StoodFor::Rejection(rejection)) => rejection,
     };
     // The source's error is the user's code, and so is its `Display`.
     capture::contained(|| {
@@ -336,7 +382,7 @@ where
                 }
                 StateProj::Answer {
                     mut future,
-                    rejection,
+                    stood_for,
                 } => {
                     let result = match capture::catch(CAPTURE, || future.as_mut().poll(cx)) {
                         Ok(Poll::Pending) => return Poll::Pending,
@@ -347,12 +393,12 @@ where
                             "fallback source panicked",
                         )),
                     };
-                    let rejection = rejection.take();
+                    let stood_for = stood_for.take();
                     // The answer is done, or broken: dropped now and never
                     // polled again; a destructor that panics is contained.
                     end_answer(&this.shared.name, this.state.as_mut());
                     return Poll::Ready(
-                        result.map_err(|error| answer_failed(&this.shared.name, rejection, error)),
+                        result.map_err(|error| answer_failed(&this.shared.name, stood_for, error)),
                     );
                 }
                 StateProj::Failed { error } => {
