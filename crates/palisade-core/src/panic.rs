@@ -101,23 +101,35 @@ pub struct Captured {
 struct ThreadState {
     /// The innermost scope's options; `None` outside any scope.
     scope: Option<CaptureOptions>,
-    /// Whether `CAPTURED` holds a record nobody has taken: tells [`catch`]
-    /// whether its closure swallowed a panic.
-    unclaimed: bool,
+    /// Whether `CAPTURED` holds a record nobody has taken (tells [`catch`]
+    /// whether its closure swallowed a panic), and whether its panic is
+    /// still unwinding.
+    record: Unclaimed,
     /// Whether the unclaimed record was already written to stderr.
     shown: bool,
-    /// Whether the unclaimed record's panic was caught by [`catch`]: it is
-    /// over, not one still unwinding, whoever reads the record later.
-    caught: bool,
+}
+
+/// The state of the record in `CAPTURED`. One byte, so that the whole
+/// thread state stays one word to read and write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Unclaimed {
+    /// No record, or one somebody took.
+    #[default]
+    No,
+    /// A record whose panic may still unwind: a panic raised now is one
+    /// raised while it does (a destructor's).
+    Unwinding,
+    /// A record whose panic [`catch`] caught: it is over, whoever reads
+    /// the record later.
+    Caught,
 }
 
 thread_local! {
     static STATE: Cell<ThreadState> = const {
         Cell::new(ThreadState {
             scope: None,
-            unclaimed: false,
+            record: Unclaimed::No,
             shown: false,
-            caught: false,
         })
     };
     /// How many records the hook has made on this thread (wrapping): a
@@ -132,11 +144,15 @@ thread_local! {
 /// Sets whether a record is unclaimed and whether it was written to
 /// stderr, keeping the scope. A new record, or none, is not caught yet.
 fn set_unclaimed(unclaimed: bool, shown: bool) {
+    let record = if unclaimed {
+        Unclaimed::Unwinding
+    } else {
+        Unclaimed::No
+    };
     let _ = STATE.try_with(|state| {
         state.set(ThreadState {
-            unclaimed,
+            record,
             shown,
-            caught: false,
             ..state.get()
         });
     });
@@ -147,10 +163,13 @@ fn set_unclaimed(unclaimed: bool, shown: bool) {
 /// raised after it is not one raised while it unwinds.
 fn mark_caught() {
     let _ = STATE.try_with(|state| {
-        state.set(ThreadState {
-            caught: true,
-            ..state.get()
-        });
+        let current = state.get();
+        if current.record == Unclaimed::Unwinding {
+            state.set(ThreadState {
+                record: Unclaimed::Caught,
+                ..current
+            });
+        }
     });
 }
 
@@ -206,7 +225,7 @@ pub fn install_hook() {
                     // panicking), and Rust may then abort the process,
                     // before anyone reads either record: both go to
                     // stderr, as they would without palisade.
-                    let pile_up = state.unclaimed && !state.caught;
+                    let pile_up = state.record == Unclaimed::Unwinding;
                     if pile_up && !state.shown {
                         show_unreported();
                     }
@@ -304,7 +323,7 @@ fn restore(previous: Option<CaptureOptions>) -> bool {
                 scope: previous,
                 ..current
             });
-            current.unclaimed
+            current.record != Unclaimed::No
         })
         .unwrap_or(false)
 }
@@ -316,14 +335,24 @@ impl Drop for CaptureScope {
     #[inline]
     fn drop(&mut self) {
         if !self.left {
-            self.left = true;
-            let unclaimed = restore(self.previous)
-                && RECORDS
-                    .try_with(Cell::get)
-                    .is_ok_and(|records| records != self.records);
-            if unclaimed && !std::thread::panicking() {
-                swallowed();
-            }
+            self.end();
+        }
+    }
+}
+
+impl CaptureScope {
+    /// Ends a scope dropped without [`leave`](Self::leave): out of line,
+    /// so that `catch`, which leaves its scope, stays small.
+    #[cold]
+    #[inline(never)]
+    fn end(&mut self) {
+        self.left = true;
+        let unclaimed = restore(self.previous)
+            && RECORDS
+                .try_with(Cell::get)
+                .is_ok_and(|records| records != self.records);
+        if unclaimed && !std::thread::panicking() {
+            swallowed();
         }
     }
 }
@@ -352,17 +381,24 @@ pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box
     let scope = CaptureScope::enter(options);
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
     if scope.leave() {
-        if result.is_ok() {
-            swallowed();
-        } else {
-            // The panic is over: its record stays for `panicked` (or for
-            // an enclosing scope to report, if nobody reads it), but it is
-            // no longer one unwinding, which the next panic would
-            // otherwise take for a pile-up and print with itself.
-            mark_caught();
-        }
+        left_a_record(result.is_ok());
     }
     result
+}
+
+/// What [`catch`] does when its scope left a record: a panic its closure
+/// caught itself is reported; one `catch` caught is over: its record stays
+/// for `panicked` (or for an enclosing scope to report, if nobody reads
+/// it), but it is no longer one unwinding, which the next panic would
+/// otherwise take for a pile-up and print with itself.
+#[cold]
+#[inline(never)]
+fn left_a_record(returned: bool) {
+    if returned {
+        swallowed();
+    } else {
+        mark_caught();
+    }
 }
 
 /// Reports a panic raised in a capture scope that the code running there
