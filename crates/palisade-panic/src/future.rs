@@ -4,7 +4,8 @@
 //! `Result<Response, BoxError>`; [`HttpResponseFuture`] belongs to the HTTP
 //! flavour and resolves to the inner service's result, with a panic turned
 //! into a response. Both are plain `pin-project` structs: the layer does
-//! not box or allocate per call.
+//! not box the future (see [`http`](crate::http) for the one method it
+//! keeps by allocating).
 //!
 //! # Example
 //!

@@ -5,7 +5,9 @@ use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 
-use crate::http::path::{MethodRecord, PathPrefix};
+use http::Method;
+
+use crate::http::path::PathPrefix;
 use palisade_core::config::Validate;
 use palisade_core::panic::{self as capture, CaptureOptions};
 use palisade_core::{ConfigError, Event, LayerKind, Metrics, Panicked, PolicyName};
@@ -113,7 +115,7 @@ impl fmt::Debug for Shared {
 /// The method and the start of the path of an HTTP request, kept for the
 /// log line of a panic.
 pub(crate) struct RequestLabel<'a> {
-    pub(crate) method: &'a MethodRecord,
+    pub(crate) method: &'a Method,
     pub(crate) path: &'a PathPrefix,
 }
 

@@ -4,21 +4,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::Response;
+use http::{Method, Response};
 use palisade_core::Panicked;
 use palisade_core::shared::{Counted, SharedState, Sharing};
 use pin_project_lite::pin_project;
 
 use super::layer::HttpShared;
-use super::path::{MethodRecord, PathPrefix};
+use super::path::PathPrefix;
 use super::response::{PanicContext, Protocol, ResponseForPanic};
 use crate::future::polled_after_completion;
 use crate::shared::RequestLabel;
 
 /// What the layer keeps of a request in case it panics: copied without
-/// allocating, whatever the method and the path.
+/// allocating for any path, and for every method but an extension longer
+/// than 15 bytes, which `http` keeps on the heap.
 pub(crate) struct RequestInfo {
-    pub(crate) method: MethodRecord,
+    pub(crate) method: Method,
     pub(crate) path: PathPrefix,
     pub(crate) protocol: Protocol,
 }
@@ -109,7 +110,7 @@ where
 {
     shared.hook.response_for_panic(&PanicContext {
         panicked,
-        method: request.method.method(),
+        method: &request.method,
         path: request.path.as_str(),
         protocol: request.protocol,
         expose_message: shared.expose_message,

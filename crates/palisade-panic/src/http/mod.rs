@@ -25,9 +25,12 @@
 //! has an empty value.
 //!
 //! On the happy path the layer allocates nothing: it keeps the request's
-//! method (cut to 15 bytes, past which `http` keeps it on the heap) and
-//! the first 96 bytes of its path inline in the response future, for the
-//! log line of a panic.
+//! method and the first 96 bytes of its path inline in the response
+//! future, for the log line of a panic. One exception: an extension
+//! method longer than 15 bytes, which `http` keeps on the heap (it
+//! allocated it when the request was parsed), costs one allocation of its
+//! length to keep; every standard method, and shorter extensions, are
+//! copied inline.
 //!
 //! # Example
 //!

@@ -1,9 +1,6 @@
-//! Bounded, inline copies of a request's path and method, for the log
-//! line of a panic.
+//! A bounded, inline copy of a request path, for the log line of a panic.
 
 use std::fmt;
-
-use http::Method;
 
 /// How many bytes of the path are kept. Longer paths are cut (at a UTF-8
 /// boundary) and shown with a trailing `…`.
@@ -75,64 +72,6 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
 
 const _: () = assert!(PATH_CAPACITY <= 128, "copy_short covers up to 128 bytes");
 
-/// The longest method `http` keeps inline: a longer one is on the heap,
-/// and cloning it would allocate.
-const METHOD_INLINE: usize = 15;
-
-/// A request's method, kept without allocating: as it is when `http`
-/// keeps it inline (every standard method, and extensions of up to 15
-/// bytes), cut to its first 15 bytes otherwise and shown with a trailing
-/// `…`.
-#[derive(Clone)]
-pub(crate) struct MethodRecord {
-    method: Method,
-    cut: bool,
-}
-
-impl MethodRecord {
-    #[inline]
-    pub(crate) fn new(method: &Method) -> Self {
-        let name = method.as_str();
-        if name.len() <= METHOD_INLINE {
-            return Self {
-                method: method.clone(),
-                cut: false,
-            };
-        }
-        Self::cut(name)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn cut(name: &str) -> Self {
-        // Every prefix of a valid method is one (its bytes are checked one
-        // by one): the default is never taken.
-        let method = Method::from_bytes(&name.as_bytes()[..METHOD_INLINE]).unwrap_or_default();
-        Self { method, cut: true }
-    }
-
-    /// The method, cut to 15 bytes if it was longer.
-    pub(crate) fn method(&self) -> &Method {
-        &self.method
-    }
-}
-
-impl fmt::Display for MethodRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.method.as_str())?;
-        if self.cut {
-            f.write_str("…")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for MethodRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.to_string(), f)
-    }
-}
-
 impl fmt::Display for PathPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())?;
@@ -182,23 +121,6 @@ mod tests {
             assert_eq!(p.as_str(), &source[..len]);
             assert!(p.bytes[len..].iter().all(|&b| b == 0), "len {len}");
         }
-    }
-
-    #[test]
-    fn methods_http_keeps_inline_are_kept_whole_and_longer_ones_cut() {
-        let get = MethodRecord::new(&Method::GET);
-        assert_eq!(
-            (get.method(), get.to_string().as_str()),
-            (&Method::GET, "GET")
-        );
-        let purge = Method::from_bytes(b"PURGE").unwrap();
-        assert_eq!(MethodRecord::new(&purge).method(), &purge);
-        let fifteen = Method::from_bytes(b"VERSION-CONTROL").unwrap();
-        assert_eq!(MethodRecord::new(&fifteen).to_string(), "VERSION-CONTROL");
-        let long = Method::from_bytes(b"VERSION-CONTROL-EXTENDED").unwrap();
-        let record = MethodRecord::new(&long);
-        assert_eq!(record.method().as_str(), "VERSION-CONTROL");
-        assert_eq!(record.to_string(), "VERSION-CONTROL…");
     }
 
     proptest! {

@@ -27,8 +27,7 @@ impl<'a> PanicContext<'a> {
         self.panicked
     }
 
-    /// The request's method, cut to its first 15 bytes when longer (the
-    /// layer keeps what it can without allocating).
+    /// The request's method.
     pub fn method(&self) -> &'a Method {
         self.method
     }

@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::DefaultResponseForPanic;
 use super::future::{HttpResponseFuture, RequestInfo};
 use super::layer::HttpShared;
-use super::path::{MethodRecord, PathPrefix};
+use super::path::PathPrefix;
 use super::response::{Protocol, ResponseForPanic};
 
 /// Catches panics raised by an HTTP service and answers them with a
@@ -90,7 +90,7 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let info = RequestInfo {
-            method: MethodRecord::new(request.method()),
+            method: request.method().clone(),
             path: PathPrefix::new(request.uri().path()),
             protocol: Protocol::of_request(&request),
         };
