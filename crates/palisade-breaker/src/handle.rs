@@ -98,7 +98,10 @@ impl CircuitBreakerHandle {
     /// no probe was admitted (see "Open and half-open" in the crate docs).
     /// No background task is needed: calls do the same when they arrive, and
     /// a metrics scrape can call this to keep a gauge current while no
-    /// traffic flows; it never makes the next call's admission stricter.
+    /// traffic flows. It does what a call arriving now would do, no more:
+    /// past the half-open maximum wait that includes re-opening for a probe
+    /// still running, which a slow but healthy probe would otherwise have
+    /// closed had nothing looked before it finished.
     /// With a time window, while the breaker is closed, forced closed or
     /// (in metrics-only mode) would be closed, it also reports the window's rates as
     /// they are now ([`Event::BreakerRates`](palisade_core::Event::BreakerRates)),

@@ -1465,3 +1465,51 @@ async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
         .expect("admitted as the probe");
     assert_eq!(handle.state(), Closed);
 }
+
+/// A scrape's `refresh()` does what a call arriving then would do: past
+/// the half-open maximum wait, with a slow probe still running, both
+/// re-open the breaker, where a probe left alone would have closed it.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_past_the_max_wait_does_what_a_call_then_would() {
+    async fn next_call_after_a_slow_probe(look: Option<bool>) -> Result<(), BoxError> {
+        let layer = CircuitBreakerLayer::builder()
+            .count_window(1)
+            .minimum_calls(1)
+            .open_wait(Duration::from_secs(5))
+            .half_open_probes(1)
+            .half_open_max_wait(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|takes: Option<u64>| async move {
+            match takes {
+                None => Err::<(), BoxError>("down".into()),
+                Some(secs) => {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    Ok(())
+                }
+            }
+        }));
+        let handle = layer.handle();
+        let _ = svc.clone().oneshot(None).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The probe starts at 5 s and takes 15 s: past the 10 s max wait.
+        let probe = tokio::spawn(svc.clone().oneshot(Some(15)));
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(11)).await;
+        match look {
+            Some(true) => assert_eq!(handle.refresh(), Open),
+            Some(false) => assert!(svc.clone().oneshot(Some(0)).await.is_err()),
+            None => {}
+        }
+        tokio::time::advance(Duration::from_secs(4)).await;
+        probe.await.unwrap().unwrap();
+        svc.clone().oneshot(Some(0)).await
+    }
+    assert!(
+        next_call_after_a_slow_probe(None).await.is_ok(),
+        "left alone"
+    );
+    let by_scrape = next_call_after_a_slow_probe(Some(true)).await.unwrap_err();
+    let by_call = next_call_after_a_slow_probe(Some(false)).await.unwrap_err();
+    assert!(by_scrape.is::<CircuitOpen>() && by_call.is::<CircuitOpen>());
+}
