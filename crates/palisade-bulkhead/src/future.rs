@@ -252,12 +252,12 @@ where
 /// is cancelled, as any dropped call; and a layer above that catches the
 /// panic may drop this future only later, once the thread is no longer
 /// unwinding.
-pub(crate) struct FailOnUnwind<'a, M: Sharing>(Option<&'a mut Permit<M>>);
+struct FailOnUnwind<'a, M: Sharing>(Option<&'a mut Permit<M>>);
 
 impl<M: Sharing> FailOnUnwind<'_, M> {
     /// Runs the service's `call`, guarded when the permit samples.
     #[inline(always)]
-    pub(crate) fn call<F>(permit: &mut Permit<M>, call: impl FnOnce() -> F) -> F {
+    fn call<F>(permit: &mut Permit<M>, call: impl FnOnce() -> F) -> F {
         if !permit.is_sampled() {
             return call();
         }
@@ -385,7 +385,7 @@ impl<M: Sharing> OutcomeRecorder<M> {
     /// Dropped without an outcome: the call was cancelled, or failed if a
     /// timeout above cut it off at its own deadline. A drop while the
     /// thread unwinds is no different: where the service itself panicked,
-    /// [`FailOnUnwind`] recorded the failure already.
+    /// the guard around its `call` or poll recorded the failure already.
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
