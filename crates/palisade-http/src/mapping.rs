@@ -69,8 +69,12 @@ impl<H> HttpMapping<H> {
     }
 
     /// Replaces the body hook (any [`MakeErrorBody`], such as a closure
-    /// `Fn(&Problem<'_>) -> ErrorBody`).
+    /// `Fn(&Problem<'_>) -> ErrorBody`). A hook that panics is caught and
+    /// logged, and the answer gets the default body; this installs
+    /// palisade's panic hook ([`palisade_core::panic::install_hook`]) so
+    /// that the panic is not also printed to stderr.
     pub fn body<H2>(self, body: H2) -> HttpMapping<H2> {
+        palisade_core::panic::install_hook();
         HttpMapping {
             timeout: self.timeout,
             body,

@@ -427,3 +427,32 @@ fn a_callers_own_deadline_is_named_as_the_callers() {
         r#"The request ran out of the deadline its caller set (policy "api")."#
     );
 }
+
+/// A panicking body hook is caught quietly, with the mapping built as the
+/// only palisade part of the process: building it installs palisade's
+/// panic hook, so the panic is logged, not printed to stderr. Run in a
+/// child process, whose stderr is read.
+#[test]
+fn a_body_hook_panic_is_not_printed_by_a_mapping_alone() {
+    const CHILD: &str = "PALISADE_MAPPING_HOOK_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let mapping = HttpMapping::new()
+            .body(|_: &Problem<'_>| -> ErrorBody { panic!("a body hook with a bug") });
+        let res = mapping.to_response::<Bytes>(&*error("rate_limited").unwrap());
+        assert_eq!(res.status(), 429);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_body_hook_panic_is_not_printed_by_a_mapping_alone",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked at"), "printed:\n{stderr}");
+}
