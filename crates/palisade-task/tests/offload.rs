@@ -732,15 +732,16 @@ async fn work_for_a_service_whose_readiness_failed_is_dropped_without_retries() 
     assert_adds_up(&stats, &recorder);
 }
 
-/// A service whose clone first asked for readiness fails it for good;
-/// every other clone is healthy.
-#[derive(Clone, Default)]
-struct FirstPolledFails {
-    tripped: Arc<std::sync::atomic::AtomicBool>,
-    failed: bool,
+/// What decides the readiness of a [`ReadyBy`] service.
+trait Readiness {
+    fn ready(&mut self) -> Result<(), String>;
 }
 
-impl tower::Service<u32> for FirstPolledFails {
+/// A service that answers every call at once, ready as `T` says.
+#[derive(Clone, Default)]
+struct ReadyBy<T>(T);
+
+impl<T: Readiness> tower::Service<u32> for ReadyBy<T> {
     type Response = ();
     type Error = String;
     type Future = std::future::Ready<Result<(), String>>;
@@ -749,14 +750,7 @@ impl tower::Service<u32> for FirstPolledFails {
         &mut self,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), String>> {
-        if !self.tripped.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.failed = true;
-        }
-        std::task::Poll::Ready(if self.failed {
-            Err("broken".to_owned())
-        } else {
-            Ok(())
-        })
+        std::task::Poll::Ready(self.0.ready())
     }
 
     fn call(&mut self, _: u32) -> Self::Future {
@@ -764,9 +758,30 @@ impl tower::Service<u32> for FirstPolledFails {
     }
 }
 
+/// The clone that first asks for readiness fails it for good; every other
+/// clone is healthy.
+#[derive(Clone, Default)]
+struct FirstPolledFails {
+    tripped: Arc<std::sync::atomic::AtomicBool>,
+    failed: bool,
+}
+
+impl Readiness for FirstPolledFails {
+    fn ready(&mut self) -> Result<(), String> {
+        if !self.tripped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.failed = true;
+        }
+        if self.failed {
+            Err("broken".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_worker_whose_service_failed_goes_on_with_a_fresh_one() {
-    let offload = Offload::builder(FirstPolledFails::default())
+    let offload = Offload::builder(ReadyBy(FirstPolledFails::default()))
         .workers(2)
         .queue_capacity(4)
         .build()
@@ -804,33 +819,22 @@ impl Clone for FailsOnceThenCloneBreaks {
     }
 }
 
-impl tower::Service<u32> for FailsOnceThenCloneBreaks {
-    type Response = ();
-    type Error = String;
-    type Future = std::future::Ready<Result<(), String>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), String>> {
-        let first = !self
+impl Readiness for FailsOnceThenCloneBreaks {
+    fn ready(&mut self) -> Result<(), String> {
+        if self
             .failed_once
-            .swap(true, std::sync::atomic::Ordering::SeqCst);
-        std::task::Poll::Ready(if first {
-            Err("broken once".to_owned())
-        } else {
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             Ok(())
-        })
-    }
-
-    fn call(&mut self, _: u32) -> Self::Future {
-        std::future::ready(Ok(()))
+        } else {
+            Err("broken once".to_owned())
+        }
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_service_that_cannot_be_cloned_leaves_the_worker_serving() {
-    let offload = Offload::builder(FailsOnceThenCloneBreaks::default())
+    let offload = Offload::builder(ReadyBy(FailsOnceThenCloneBreaks::default()))
         .workers(1)
         .queue_capacity(4)
         .build()
