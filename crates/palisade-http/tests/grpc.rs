@@ -534,15 +534,16 @@ fn polling_a_finished_grpc_response_again_answers_instead_of_polling_the_service
     };
     let mut cx = Context::from_waker(Waker::noop());
 
-    let mut svc = ErrorToStatusLayer::new().layer(inner());
-    assert!(matches!(
-        tower::Service::poll_ready(&mut svc, &mut cx),
-        Poll::Ready(Ok(()))
-    ));
-    let mut future = std::pin::pin!(tower::Service::call(
-        &mut svc,
-        http::Request::new(tonic::body::Body::empty())
-    ));
+    // Ready at once, then one call.
+    fn call_now<S>(mut svc: S, cx: &mut Context<'_>) -> S::Future
+    where
+        S: tower::Service<http::Request<tonic::body::Body>>,
+    {
+        assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+        svc.call(http::Request::new(tonic::body::Body::empty()))
+    }
+
+    let mut future = std::pin::pin!(call_now(ErrorToStatusLayer::new().layer(inner()), &mut cx));
     let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
         panic!("answers at once")
     };
@@ -552,14 +553,9 @@ fn polling_a_finished_grpc_response_again_answers_instead_of_polling_the_service
     };
     assert!(again.headers().get("grpc-status").is_some());
 
-    let mut svc = ClientErrorToStatusLayer::new().layer(inner());
-    assert!(matches!(
-        tower::Service::poll_ready(&mut svc, &mut cx),
-        Poll::Ready(Ok(()))
-    ));
-    let mut future = std::pin::pin!(tower::Service::call(
-        &mut svc,
-        http::Request::new(tonic::body::Body::empty())
+    let mut future = std::pin::pin!(call_now(
+        ClientErrorToStatusLayer::new().layer(inner()),
+        &mut cx
     ));
     assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
     let Poll::Ready(Err(again)) = future.as_mut().poll(&mut cx) else {
