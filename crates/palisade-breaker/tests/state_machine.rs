@@ -51,6 +51,19 @@ struct Rig {
     inner_calls: Arc<AtomicUsize>,
 }
 
+/// The dependency behind every breaker here: takes `r.takes`, then fails
+/// if `r.fail`.
+async fn dependency(r: Req) -> Result<(), BoxError> {
+    if !r.takes.is_zero() {
+        tokio::time::sleep(r.takes).await;
+    }
+    if r.fail {
+        Err("dependency failed".into())
+    } else {
+        Ok(())
+    }
+}
+
 impl Rig {
     fn new(configure: impl FnOnce(CircuitBreakerBuilder) -> CircuitBreakerBuilder) -> Self {
         let events = Events::default();
@@ -65,16 +78,7 @@ impl Rig {
         let counter = inner_calls.clone();
         let inner = service_fn(move |r: Req| {
             counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if !r.takes.is_zero() {
-                    tokio::time::sleep(r.takes).await;
-                }
-                if r.fail {
-                    Err::<(), BoxError>("dependency failed".into())
-                } else {
-                    Ok(())
-                }
-            }
+            dependency(r)
         });
         Self {
             svc: BoxCloneService::new(layer.layer(inner)),
@@ -1395,14 +1399,7 @@ async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
         .metrics(palisade_core::Metrics::new(PanicsOnFreshRates::default()))
         .build()
         .unwrap();
-    let inner = service_fn(|r: Req| async move {
-        if r.fail {
-            Err::<(), BoxError>("dependency failed".into())
-        } else {
-            Ok(())
-        }
-    });
-    let svc = layer.layer(inner);
+    let svc = layer.layer(service_fn(dependency));
     let handle = layer.handle();
     // The reset's report of its fresh window panics; the panic stays in
     // the report and the reset is done whole.
@@ -1443,14 +1440,7 @@ async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
         .metrics(palisade_core::Metrics::new(sink.clone()))
         .build()
         .unwrap();
-    let inner = service_fn(|r: Req| async move {
-        if r.fail {
-            Err::<(), BoxError>("dependency failed".into())
-        } else {
-            Ok(())
-        }
-    });
-    let svc = layer.layer(inner);
+    let svc = layer.layer(service_fn(dependency));
     let handle = layer.handle();
     let _ = svc.clone().oneshot(FAIL).await;
     assert_eq!(handle.state(), Open);
