@@ -75,6 +75,14 @@ fn trailers(code: &'static str) -> HeaderMap {
     t
 }
 
+/// A gRPC answer of one message, its status only in the trailers.
+fn message_then_status(code: &'static str) -> Response<Frames> {
+    grpc_response(vec![
+        Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")),
+        Frame::trailers(trailers(code)),
+    ])
+}
+
 fn grpc_response(frames: Vec<Frame<Bytes>>) -> Response<Frames> {
     Response::builder()
         .header("content-type", "application/grpc")
@@ -168,10 +176,7 @@ async fn grpc_status_only_in_trailers_is_decided_at_end_of_stream() {
     ];
     for (code, expected) in cases {
         let seen = Seen::default();
-        let res = grpc_response(vec![
-            Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")),
-            Frame::trailers(trailers(code)),
-        ]);
+        let res = message_then_status(code);
         let out = GrpcErrorsAsFailures::new()
             .classify(Ok::<_, Infallible>(res), seen.recorder())
             .unwrap();
@@ -426,10 +431,7 @@ fn a_grpc_status_that_is_no_code_is_unknown_in_the_headers() {
 async fn a_grpc_status_that_is_no_code_is_unknown_in_the_trailers() {
     for code in ["abc", "00", " 0"] {
         let seen = Seen::default();
-        let res = grpc_response(vec![
-            Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")),
-            Frame::trailers(trailers(code)),
-        ]);
+        let res = message_then_status(code);
         let out = GrpcErrorsAsFailures::new()
             .classify(Ok::<_, Infallible>(res), seen.recorder())
             .unwrap();
