@@ -677,23 +677,9 @@ fn a_snapshot_racing_transitions_pairs_each_with_its_own_time() {
     // The writer makes transition `i` at millisecond `i` of the clock, the
     // kind following `i % 3`; a snapshot taken meanwhile must show a last
     // transition whose time and kind belong together.
-    const KINDS: [(CircuitState, CircuitState, TransitionReason); 3] = [
-        (
-            CircuitState::Closed,
-            CircuitState::Open,
-            TransitionReason::FailureRate,
-        ),
-        (
-            CircuitState::Open,
-            CircuitState::HalfOpen,
-            TransitionReason::WaitElapsed,
-        ),
-        (
-            CircuitState::HalfOpen,
-            CircuitState::Closed,
-            TransitionReason::ProbesSucceeded,
-        ),
-    ];
+    // Closed to open, open to half-open, half-open to closed.
+    let kinds: [(CircuitState, CircuitState, TransitionReason); 3] =
+        crate::common::transition_tour()[..3].try_into().unwrap();
     // Bounded both ways: the writer stops after `TRANSITIONS` or once the
     // reader has checked `SNAPSHOTS` snapshots taken while it ran.
     const TRANSITIONS: u64 = 5_000_000;
@@ -708,7 +694,7 @@ fn a_snapshot_racing_transitions_pairs_each_with_its_own_time() {
             while i < TRANSITIONS && !done.load(std::sync::atomic::Ordering::Acquire) {
                 i += 1;
                 clock.advance(Duration::from_millis(1));
-                let (from, to, reason) = KINDS[(i % 3) as usize];
+                let (from, to, reason) = kinds[(i % 3) as usize];
                 sink.record(&Event::StateChanged {
                     policy: "racing",
                     from,
@@ -737,7 +723,7 @@ fn a_snapshot_racing_transitions_pairs_each_with_its_own_time() {
             continue;
         }
         let at_ms = ((uptime - ago) * 1000.0).round() as u64;
-        let (from, to, _) = KINDS[(at_ms % 3) as usize];
+        let (from, to, _) = kinds[(at_ms % 3) as usize];
         assert_eq!(
             (last["from"].as_str(), last["to"].as_str()),
             (Some(from.as_str()), Some(to.as_str())),
