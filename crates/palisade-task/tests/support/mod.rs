@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,55 +90,9 @@ impl MetricsSink for Faulty {
     }
 }
 
-/// One event seen by [`CaptureSubscriber`]: its level and its fields.
-#[derive(Clone, Debug)]
-pub struct Logged {
-    pub level: tracing::Level,
-    pub fields: BTreeMap<String, String>,
-}
-
-/// A minimal `tracing` subscriber that keeps every event's fields.
-#[derive(Clone, Debug, Default)]
-pub struct CaptureSubscriber(pub Arc<Mutex<Vec<Logged>>>);
-
-struct Visitor<'a>(&'a mut BTreeMap<String, String>);
-
-impl tracing::field::Visit for Visitor<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-impl tracing::Subscriber for CaptureSubscriber {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = BTreeMap::new();
-        event.record(&mut Visitor(&mut fields));
-        self.0.lock().unwrap().push(Logged {
-            level: *event.metadata().level(),
-            fields,
-        });
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+// Not every test binary that includes this module logs.
+#[allow(unused_imports)]
+pub use palisade_testkit::{CaptureSubscriber, Logged};
 
 /// A `tracing` subscriber that panics on every event at `WARN` or above:
 /// a logging backend with a bug.
