@@ -779,18 +779,27 @@ impl Readiness for FirstPolledFails {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_worker_whose_service_failed_goes_on_with_a_fresh_one() {
-    let offload = Offload::builder(ReadyBy(FirstPolledFails::default()))
-        .workers(2)
+/// Pushes `items` to an offload of `workers` around `service`, 10 ms
+/// apart, then shuts it down.
+async fn serve_one_by_one<T>(service: ReadyBy<T>, workers: usize, items: u32) -> OffloadStats
+where
+    T: Readiness + Clone + Send + 'static,
+{
+    let offload = Offload::builder(service)
+        .workers(workers)
         .queue_capacity(4)
         .build()
         .unwrap();
-    for i in 0..20 {
+    for i in 0..items {
         assert_eq!(offload.push(i), Pushed::Queued);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let stats = offload.shutdown().await;
+    offload.shutdown().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_service_failed_goes_on_with_a_fresh_one() {
+    let stats = serve_one_by_one(ReadyBy(FirstPolledFails::default()), 2, 20).await;
     // The worker with the failed clone drops one item, then serves with a
     // fresh clone instead of using the failed one again.
     assert_eq!(stats.dropped_service_failed, 1, "{stats:?}");
@@ -834,16 +843,7 @@ impl Readiness for FailsOnceThenCloneBreaks {
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_service_that_cannot_be_cloned_leaves_the_worker_serving() {
-    let offload = Offload::builder(ReadyBy(FailsOnceThenCloneBreaks::default()))
-        .workers(1)
-        .queue_capacity(4)
-        .build()
-        .unwrap();
-    for i in 0..3 {
-        assert_eq!(offload.push(i), Pushed::Queued);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let stats = offload.shutdown().await;
+    let stats = serve_one_by_one(ReadyBy(FailsOnceThenCloneBreaks::default()), 1, 3).await;
     assert_eq!(stats.dropped_service_failed, 1, "{stats:?}");
     assert_eq!(stats.delivered, 2, "{stats:?}");
 }
