@@ -232,8 +232,9 @@ impl DemoServer {
     /// A server failed while it ran.
     pub async fn shutdown(self, grace: Duration) -> io::Result<()> {
         let _ = self.stop.send(true);
-        // One deadline for both servers, not `grace` each.
-        let deadline = tokio::time::Instant::now() + grace;
+        // One deadline for both servers, not `grace` each; tokio's sleep
+        // caps a `grace` too long for an instant.
+        let deadline = tokio::time::sleep(grace).deadline();
         let mut result = Ok(());
         for task in self.tasks {
             let abort = task.abort_handle();
