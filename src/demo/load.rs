@@ -266,15 +266,20 @@ async fn worker(
         Some(_) => Tally::default(),
         None => Tally::counts_only(),
     };
+    // The phase's end is waited for too: a worker whose next turn comes
+    // after it (few requests a second for many workers) stops then. One
+    // timer for the whole phase, not one a request.
+    let phase_end = async move {
+        match end {
+            Some(end) => tokio::time::sleep_until(end).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(phase_end);
     for n in 0.. {
-        // The phase's end is waited for too: a worker whose next turn comes
-        // after it (few requests a second for many workers) stops then.
-        let at = match end {
-            Some(end) => tokio::select! {
-                at = ticks.tick() => at,
-                () = tokio::time::sleep_until(end) => break,
-            },
-            None => ticks.tick().await,
+        let at = tokio::select! {
+            at = ticks.tick() => at,
+            () = &mut phase_end => break,
         };
         if end.is_some_and(|end| at >= end || Instant::now() >= end) {
             break;
