@@ -99,14 +99,10 @@ use crate::response::keep_readiness_error;
 
 /// The gRPC code for `err`; see the [module](self) table.
 pub fn to_grpc_code(err: &(dyn Error + 'static)) -> Code {
-    if let Some(status) = chosen_status(err) {
-        return status.code();
-    }
-    let problem = Problem::new(err, TimeoutStatus::default());
-    match problem.rejection() {
-        Some(rejection) => code_for(rejection),
-        // A status anywhere in the chain was met above.
-        None => Code::Unknown,
+    match read_chain(err) {
+        (Some(chosen), _) => chosen.code(),
+        (None, Some(rejection)) => code_for(rejection),
+        (None, None) => Code::Unknown,
     }
 }
 
@@ -121,30 +117,43 @@ fn code_for(rejection: Rejection<'_>) -> Code {
     }
 }
 
-/// A status other than `OK` met in `err`'s chain before any rejection:
-/// someone chose it as the answer, over the rejection it may wrap. The
-/// chain's `source()`s are the service's code: one that panics ends the
-/// search.
-fn chosen_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
-    palisade_core::panic::contained_value(|| {
-        palisade_core::error::chain(err)
-            .take_while(|e| Rejection::of(*e).is_none())
-            .filter_map(|e| e.downcast_ref::<Status>())
-            .find(|status| status.code() != Code::Ok)
-    })
-    .flatten()
+/// One walk down `err`'s chain for both things that decide its answer: a
+/// status other than `OK` met before any rejection (someone chose it as
+/// the answer, over the rejection it may wrap), and the first palisade
+/// rejection. The chain's `source()`s are the service's code: one that
+/// panics ends the walk, keeping what was found before it.
+fn read_chain<'a>(err: &'a (dyn Error + 'static)) -> (Option<&'a Status>, Option<Rejection<'a>>) {
+    let mut chosen = None;
+    let mut rejection = None;
+    palisade_core::panic::contained(|| {
+        for e in palisade_core::error::chain(err) {
+            if let Some(found) = Rejection::of(e) {
+                rejection = Some(found);
+                return;
+            }
+            if chosen.is_none() {
+                chosen = e.downcast_ref::<Status>().filter(|s| s.code() != Code::Ok);
+            }
+        }
+    });
+    (chosen, rejection)
 }
 
 /// The [`Status`] for `err`, safe to send to a client: the code from the
 /// [module](self) table, the problem's detail as message, retry metadata
 /// when known, never the error's text.
 pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
-    status_for(&Problem::new(err, TimeoutStatus::default()), err)
+    let (chosen, rejection) = read_chain(err);
+    status_for(
+        &Problem::of_rejection(rejection, TimeoutStatus::default()),
+        chosen,
+    )
 }
 
-/// [`to_grpc_status`] for `err`, whose problem is already known.
-fn status_for(problem: &Problem<'_>, err: &(dyn Error + 'static)) -> Status {
-    if let Some(status) = chosen_status(err) {
+/// [`to_grpc_status`] for an error whose chain was read: `chosen` is the
+/// status it chose, if any, and `problem` comes from its rejection.
+fn status_for(problem: &Problem<'_>, chosen: Option<&Status>) -> Status {
+    if let Some(status) = chosen {
         return status.clone();
     }
     match problem.rejection() {
@@ -201,10 +210,11 @@ pub fn client_grpc_status(err: BoxError) -> Status {
 /// [`client_grpc_status`], with `report` told of the mapping first: the
 /// error's chain is walked once for both.
 fn client_status(err: BoxError, report: impl FnOnce(&Problem<'_>, &BoxError)) -> Status {
-    let problem = Problem::new(&*err, TimeoutStatus::default());
+    let (chosen, rejection) = read_chain(&*err);
+    let problem = Problem::of_rejection(rejection, TimeoutStatus::default());
     report(&problem, &err);
     if problem.rejection().is_some() {
-        let mut status = status_for(&problem, &*err);
+        let mut status = status_for(&problem, chosen);
         status.set_source(std::sync::Arc::from(err));
         status
     } else {
@@ -247,8 +257,9 @@ fn tonic_status(err: BoxError) -> Status {
 /// A trailers-only gRPC response for `err`, logged, in the request's
 /// `protocol` (gRPC or gRPC-Web).
 pub(crate) fn grpc_response<B: Default>(err: BoxError, protocol: Protocol) -> http::Response<B> {
-    let problem = Problem::new(&*err, TimeoutStatus::default());
-    let status = status_for(&problem, &*err);
+    let (chosen, rejection) = read_chain(&*err);
+    let problem = Problem::of_rejection(rejection, TimeoutStatus::default());
+    let status = status_for(&problem, chosen);
     log_mapped(&problem, &*err, &format_args!("{:?}", status.code()));
     let mut res = http::Response::new(B::default());
     let headers = res.headers_mut();

@@ -69,6 +69,12 @@ impl<'a> Problem<'a> {
     /// the search, contained.
     pub fn new(err: &'a (dyn Error + 'static), timeout: TimeoutStatus) -> Self {
         let rejection = palisade_core::panic::contained_value(|| find_rejection(err)).flatten();
+        Self::of_rejection(rejection, timeout)
+    }
+
+    /// The problem of an error whose chain was read already: `rejection`
+    /// is the first palisade rejection in it.
+    pub(crate) fn of_rejection(rejection: Option<Rejection<'a>>, timeout: TimeoutStatus) -> Self {
         let status = match rejection {
             Some(rejection) => status_for(rejection, timeout),
             None => StatusCode::INTERNAL_SERVER_ERROR,
