@@ -141,6 +141,15 @@ impl GrpcErrorsAsFailures {
     pub fn is_failure(&self, code: GrpcCode) -> bool {
         self.failures & bit(code) != 0
     }
+
+    /// The outcome of an answer with `code`.
+    fn outcome(&self, code: GrpcCode) -> Outcome {
+        if self.is_failure(code) {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        }
+    }
 }
 
 impl Default for GrpcErrorsAsFailures {
@@ -173,7 +182,8 @@ where
         // a plain HTTP route of the same server.
         let grpc = Protocol::of_headers(res.headers()) == Protocol::Grpc;
         let status = res.status();
-        if status != StatusCode::OK && !res.headers().contains_key("grpc-status") {
+        let grpc_status = res.headers().get(&GRPC_STATUS);
+        if status != StatusCode::OK && grpc_status.is_none() {
             // A gRPC answer, or what a proxy says of its upstream (an HTML
             // 503 page), read as a client reads it; a plain route's 4xx is
             // its caller's business.
@@ -183,22 +193,14 @@ where
                 } else {
                     GrpcCode::Ok
                 };
-            recorder.record(if self.is_failure(code) {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            });
+            recorder.record(self.outcome(code));
             return Ok(res.map(ClassifiedBody::done));
         }
-        if let Some(value) = res.headers().get(&GRPC_STATUS)
+        if let Some(value) = grpc_status
             && !is_grpc_code(value.as_bytes())
         {
             // Not a code a client can read: it reads UNKNOWN.
-            recorder.record(if self.is_failure(GrpcCode::Unknown) {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            });
+            recorder.record(self.outcome(GrpcCode::Unknown));
             return Ok(res.map(ClassifiedBody::done));
         }
         match self.tower.clone().classify_response(&res) {
