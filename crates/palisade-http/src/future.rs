@@ -34,13 +34,26 @@ pin_project! {
     }
 }
 
+impl<F> State<F> {
+    /// The inner future, not polled yet.
+    #[inline]
+    fn inner(future: F) -> Self {
+        Self::Inner {
+            future,
+            finished: false,
+        }
+    }
+
+    /// The answer to a readiness error, to give once.
+    fn not_ready(error: BoxError) -> Self {
+        Self::NotReady { error: Some(error) }
+    }
+}
+
 impl<F, H, M: Sharing> ResponseFuture<F, H, M> {
     pub(crate) fn new(future: F, mapping: SharedState<HttpMapping<H>, M>) -> Self {
         Self {
-            state: State::Inner {
-                future,
-                finished: false,
-            },
+            state: State::inner(future),
             mapping,
         }
     }
@@ -48,7 +61,7 @@ impl<F, H, M: Sharing> ResponseFuture<F, H, M> {
     /// A future answering the mapped response for a readiness error.
     pub(crate) fn not_ready(error: BoxError, mapping: SharedState<HttpMapping<H>, M>) -> Self {
         Self {
-            state: State::NotReady { error: Some(error) },
+            state: State::not_ready(error),
             mapping,
         }
     }
@@ -143,17 +156,14 @@ mod grpc {
     impl<F> GrpcResponseFuture<F> {
         pub(crate) fn new(future: F, protocol: Protocol) -> Self {
             Self {
-                state: State::Inner {
-                    future,
-                    finished: false,
-                },
+                state: State::inner(future),
                 protocol,
             }
         }
 
         pub(crate) fn not_ready(error: BoxError, protocol: Protocol) -> Self {
             Self {
-                state: State::NotReady { error: Some(error) },
+                state: State::not_ready(error),
                 protocol,
             }
         }
@@ -196,17 +206,14 @@ mod grpc {
     impl<F> ClientStatusFuture<F> {
         pub(crate) fn new(future: F) -> Self {
             Self {
-                state: State::Inner {
-                    future,
-                    finished: false,
-                },
+                state: State::inner(future),
             }
         }
 
         /// A future answering the status of a readiness error.
         pub(crate) fn not_ready(error: BoxError) -> Self {
             Self {
-                state: State::NotReady { error: Some(error) },
+                state: State::not_ready(error),
             }
         }
     }
