@@ -48,7 +48,7 @@ pin_project! {
             wait: Pin<Box<Wait<S, Req, M>>>,
         },
         Rejected {
-            error: Option<Overloaded>,
+            error: Option<Box<Overloaded>>,
         },
         Done,
     }
@@ -79,24 +79,31 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
         }
     }
 
-    pub(crate) fn rejected(error: Overloaded, classify: C) -> Self {
+    pub(crate) fn rejected(error: Box<Overloaded>, classify: C) -> Self {
         Self {
             state: State::Rejected { error: Some(error) },
             classify,
         }
     }
 
-    /// A request waiting in the queue. `ticket` owns its place from the
-    /// moment it was queued, so that a panic while the rest is made (a
-    /// service whose clone panics, a runtime without a timer) gives the
-    /// place back.
-    pub(crate) fn waiting(
-        service: S,
-        request: Req,
-        ticket: Ticket<M>,
-        max_wait: Duration,
-        classify: C,
-    ) -> Self {
+    /// A request waiting in the queue.
+    #[inline]
+    pub(crate) fn waiting(queued: Queued<S, Req, M>, classify: C) -> Self {
+        Self {
+            state: State::Waiting { wait: queued.0 },
+            classify,
+        }
+    }
+}
+
+/// The wait of a queued request, boxed as [`State::Waiting`] holds it.
+pub(crate) struct Queued<S, Req, M: Sharing>(Pin<Box<Wait<S, Req, M>>>);
+
+impl<S, Req, M: Sharing> Queued<S, Req, M> {
+    /// `ticket` owns the request's place from the moment it was queued, so
+    /// that a panic while the rest is made (a service whose clone panics,
+    /// a runtime without a timer) gives the place back.
+    pub(crate) fn new(service: S, request: Req, ticket: Ticket<M>, max_wait: Duration) -> Self {
         // Never past the deadline of an enclosing timeout: a request still
         // queued then is turned away as overloaded (which a breaker does
         // not count as a failure of the service) instead of timing out in
@@ -104,18 +111,13 @@ impl<F, S, Req, C, M: Sharing> ResponseFuture<F, S, Req, C, M> {
         // the timeout polls its inner future first: the wait ends at the
         // deadline's own instant, not a duration from a later reading.
         let sleep = tokio::time::sleep_until(palisade_core::deadline::wait_deadline(max_wait));
-        Self {
-            state: State::Waiting {
-                wait: Box::pin(Wait {
-                    service: Some(service),
-                    request: Some(request),
-                    ticket,
-                    permit: None,
-                    sleep,
-                }),
-            },
-            classify,
-        }
+        Self(Box::pin(Wait {
+            service: Some(service),
+            request: Some(request),
+            ticket,
+            permit: None,
+            sleep,
+        }))
     }
 }
 
@@ -231,10 +233,10 @@ where
                     this.state.set(State::Running { future, permit });
                 }
                 StateProj::Rejected { error } => {
-                    let error = error
-                        .take()
-                        .map(BoxError::from)
-                        .unwrap_or_else(|| POLLED_AFTER_COMPLETION.into());
+                    let error = match error.take() {
+                        Some(error) => error as BoxError,
+                        None => POLLED_AFTER_COMPLETION.into(),
+                    };
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
                 }

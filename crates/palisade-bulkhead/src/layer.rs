@@ -45,14 +45,20 @@ impl Core {
         });
     }
 
-    /// Reports a rejection and builds its error.
-    pub(crate) fn reject(&self, kind: OverloadKind) -> Overloaded {
+    /// Reports a rejection and builds its error, boxed as it will be
+    /// returned: the box comes back in a register, and becomes the
+    /// `BoxError` without another allocation.
+    pub(crate) fn reject(&self, kind: OverloadKind) -> Box<Overloaded> {
         self.metrics.emit(&Event::Rejected {
             policy: self.policy.as_str(),
             layer: LayerKind::Bulkhead,
             reason: kind.reason(),
         });
-        Overloaded::new(self.policy.clone(), self.limiter.limit(), kind)
+        Box::new(Overloaded::new(
+            self.policy.clone(),
+            self.limiter.limit(),
+            kind,
+        ))
     }
 
     /// Reads the clock when the limit is adaptive (the latency sample's

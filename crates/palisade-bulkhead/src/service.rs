@@ -2,12 +2,13 @@ use std::task::{Context, Poll};
 
 use palisade_core::classify::{Classify, ErrorsAsFailures, RecordOutcome};
 use palisade_core::shared::{Counted, SharedState, Sharing};
-use palisade_core::{BoxError, InFlightChange, OverloadKind};
+use palisade_core::{BoxError, InFlightChange, OverloadKind, Overloaded};
 use tower_service::Service;
 
-use crate::future::{OutcomeRecorder, ResponseFuture, Ticket};
+use crate::future::{OutcomeRecorder, Queued, ResponseFuture, Ticket};
 use crate::layer::{Calling, Core};
-use crate::limiter::{Admission, Report};
+use crate::limiter::{Admission, Report, WaitNode};
+use crate::sync::Arc as NodeArc;
 
 /// Limits how many calls to the inner service run at once.
 ///
@@ -96,25 +97,58 @@ where
 }
 
 /// The largest response future [`Bulkhead`]'s `call` builds in the
-/// caller's code. Built there, a small future needs no call to come back
-/// through (about 1.5 ns of the layer's 16 ns, `u64` bench); a large one
-/// inlined the same way was copied between temporaries more often than
-/// one built by a call straight into its place (three more copies of the
-/// HTTP stack's 312-byte bulkhead future per request).
+/// caller's code, where a small future needs no call to come back through
+/// and goes straight into the caller's place. A large one inlined the
+/// same way was copied between temporaries more often than one built by
+/// a call straight into its place (the HTTP stack, whose bulkhead future
+/// is 312 bytes, took about 10 ns longer per request).
 const BUILT_IN_PLACE: usize = 128;
+
+/// How a call that found no slot free at once goes on. Small enough to
+/// come back in registers.
+enum Contended {
+    /// A slot was free after all; the count right after taking it.
+    Acquired(usize),
+    /// Queued for a slot.
+    Queued(NodeArc<WaitNode>),
+    /// Turned away, with the error to answer.
+    Rejected(Box<Overloaded>),
+}
 
 impl<S, C, M: Sharing> Bulkhead<S, C, M> {
     /// `call`, inlined whole: the admitted path, with the rest out of line.
+    ///
+    /// Every call out of line answers in registers, never with the
+    /// response future or a value the future holds: a future that one
+    /// branch fills from a call's memory is built in a temporary and
+    /// copied to the caller after the branches meet (about 8 ns of the
+    /// `u64` bench's 16 ns), where one built only from inline stores goes
+    /// straight into the caller's place.
     #[inline(always)]
     fn call_in_place<Req>(&mut self, request: Req) -> ResponseFuture<S::Future, S, Req, C, M>
     where
         S: Service<Req> + Clone,
         C: Clone,
     {
-        if let Some(in_flight) = self.core.limiter.try_acquire() {
-            return self.run(request, in_flight);
-        }
-        self.call_contended(request)
+        let in_flight = match self.core.limiter.try_acquire() {
+            Some(in_flight) => in_flight,
+            // Without a queue, a full bulkhead turns the call away here.
+            None if self.core.limiter.queue_capacity() == 0 => {
+                let error = self.core.reject(OverloadKind::Full);
+                return ResponseFuture::rejected(error, self.classify.clone());
+            }
+            None => match self.contend() {
+                Contended::Acquired(in_flight) => in_flight,
+                Contended::Queued(node) => {
+                    let queued = self.queue(request, node);
+                    return ResponseFuture::waiting(queued, self.classify.clone());
+                }
+                Contended::Rejected(error) => {
+                    return ResponseFuture::rejected(error, self.classify.clone());
+                }
+            },
+        };
+        self.run(request, in_flight)
     }
 
     /// `call` for a large response future: one call that builds it in
@@ -128,39 +162,30 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
         self.call_in_place(request)
     }
 
-    /// The rest of `call` when no slot was free at once: reject, or queue.
+    /// No slot was free at once, and requests may queue: take one after
+    /// all, queue, or reject.
     #[inline(never)]
-    fn call_contended<Req>(&mut self, request: Req) -> ResponseFuture<S::Future, S, Req, C, M>
-    where
-        S: Service<Req> + Clone,
-        C: Clone,
-    {
+    fn contend(&self) -> Contended {
         let core = &self.core;
-        if core.limiter.queue_capacity() == 0 {
-            let error = core.reject(OverloadKind::Full);
-            return ResponseFuture::rejected(error, self.classify.clone());
-        }
         match core.limiter.acquire_or_enqueue(&core.events()) {
-            Admission::Acquired(in_flight) => self.run(request, in_flight),
-            Admission::Queued(node) => {
-                // The ticket owns the place before anything that may
-                // panic. The wait takes a clone and makes it ready once it
-                // has its slot: the ready service stays here, with
-                // whatever capacity its readiness holds, for the next call.
-                let ticket = Ticket::new(node, self.core.clone());
-                ResponseFuture::waiting(
-                    self.inner.clone(),
-                    request,
-                    ticket,
-                    core.max_wait,
-                    self.classify.clone(),
-                )
-            }
-            Admission::QueueFull => {
-                let error = core.reject(OverloadKind::QueueFull);
-                ResponseFuture::rejected(error, self.classify.clone())
-            }
+            Admission::Acquired(in_flight) => Contended::Acquired(in_flight),
+            Admission::Queued(node) => Contended::Queued(node),
+            Admission::QueueFull => Contended::Rejected(core.reject(OverloadKind::QueueFull)),
         }
+    }
+
+    /// The wait of a request queued at `node`.
+    #[inline(never)]
+    fn queue<Req>(&mut self, request: Req, node: NodeArc<WaitNode>) -> Queued<S, Req, M>
+    where
+        S: Clone,
+    {
+        // The ticket owns the place before anything that may panic. The
+        // wait takes a clone and makes it ready once it has its slot: the
+        // ready service stays here, with whatever capacity its readiness
+        // holds, for the next call.
+        let ticket = Ticket::new(node, self.core.clone());
+        Queued::new(self.inner.clone(), request, ticket, self.core.max_wait)
     }
 
     /// Runs an admitted request whose slot is already taken (`in_flight`
