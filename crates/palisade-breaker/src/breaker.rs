@@ -504,6 +504,11 @@ impl Breaker {
 
     #[inline]
     fn emit_admitted(&self) {
+        // Tested before the event is built, which would otherwise read the
+        // policy name on every admission.
+        if !self.cfg.metrics.is_enabled() {
+            return;
+        }
         self.emit(&Event::Admitted {
             policy: self.cfg.policy.as_str(),
             layer: LayerKind::CircuitBreaker,
