@@ -15,7 +15,7 @@ pub(crate) const MAX_BUCKETS: usize = 64;
 /// Validation for the builder of the sink called `sink`: errors name the
 /// sink in place of a policy.
 pub(crate) fn checker(sink: &'static str) -> (LayerKind, PolicyName) {
-    (LayerKind::Metrics, PolicyName::new(sink))
+    (LayerKind::Metrics, PolicyName::from_static(sink))
 }
 
 pub(crate) fn max_names(check: &Validate<'_>, value: usize) -> Result<usize, ConfigError> {
