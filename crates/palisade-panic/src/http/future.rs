@@ -70,7 +70,7 @@ pin_project! {
             future: F,
         },
         Panicked {
-            panicked: Option<Panicked>,
+            panicked: Option<Box<Panicked>>,
         },
         Done,
     }
@@ -90,7 +90,7 @@ impl<F, H, M: Sharing> HttpResponseFuture<F, H, M> {
     }
 
     pub(crate) fn panicked(
-        panicked: Panicked,
+        panicked: Box<Panicked>,
         shared: SharedState<HttpShared<H>, M>,
         request: RequestInfo,
     ) -> Self {

@@ -99,7 +99,7 @@ where
         match shared.core.catch(|| inner.call(request)) {
             Ok(future) => HttpResponseFuture::new(future, shared, info),
             Err(payload) => {
-                let panicked = shared.core.caught(payload, Some(info.label()));
+                let panicked = Box::new(shared.core.caught(payload, Some(info.label())));
                 HttpResponseFuture::panicked(panicked, shared, info)
             }
         }
