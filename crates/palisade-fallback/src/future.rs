@@ -65,6 +65,9 @@ pin_project! {
         // The source panicked making or polling its answer: the error to
         // answer with instead, taken once.
         Failed { error: Option<BoxError> },
+        // The service failed to become ready: the claimed error, answered
+        // for when first polled, taken once.
+        Unready { error: Option<BoxError> },
     }
 }
 
@@ -89,26 +92,22 @@ where
         }
     }
 
-    /// A future that answers from the source at once, for a readiness
-    /// failure; with nothing kept, the failure is the answer.
-    pub(crate) fn answer(
-        cause: Cause<Res>,
+    /// A future that answers from the source, for a readiness failure,
+    /// when first polled; with nothing kept, the failure is the answer.
+    ///
+    /// Not answered here: a `call` whose branches both built their future
+    /// inline has it built straight in its caller's place, while one
+    /// filled from the source's answer, made by a call, would have every
+    /// call's future built in a temporary and copied.
+    #[inline]
+    pub(crate) fn unready(
+        error: BoxError,
         kept: Option<F::Kept>,
         shared: SharedState<Shared<P, F>, M>,
     ) -> Self {
-        let state = match kept {
-            Some(kept) => answer(&shared, kept, cause),
-            None => State::Failed {
-                error: Some(
-                    unanswered(cause)
-                        .err()
-                        .unwrap_or_else(polled_after_completion),
-                ),
-            },
-        };
         Self {
-            state,
-            kept: None,
+            state: State::Unready { error: Some(error) },
+            kept,
             finished: false,
             shared,
             _types: PhantomData,
@@ -404,6 +403,17 @@ where
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(polled_after_completion)));
                 }
+                StateProj::Unready { error } => {
+                    let Some(error) = error.take() else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    let cause = Cause::from_error(error);
+                    let Some(kept) = this.kept.take() else {
+                        return Poll::Ready(unanswered(cause));
+                    };
+                    let next = answer(this.shared, kept, cause);
+                    this.state.set(next);
+                }
             }
         }
     }
@@ -504,6 +514,7 @@ where
             State::Inner { .. } => "inner",
             State::Answer { .. } => "answer",
             State::Failed { .. } => "failed",
+            State::Unready { .. } => "unready",
         };
         f.debug_struct("ResponseFuture")
             .field("policy", &self.shared.name)

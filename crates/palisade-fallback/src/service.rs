@@ -8,7 +8,7 @@ use tower_service::Service;
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
 use crate::predicate::Predicate;
-use crate::source::{Cause, Source};
+use crate::source::Source;
 
 /// Answers from a fallback source instead of the inner service's error or
 /// response, when the predicate claims it.
@@ -21,8 +21,10 @@ use crate::source::{Cause, Source};
 ///
 /// When the inner service fails in `poll_ready` with an error the
 /// predicate claims, the fallback reports itself ready and answers the next
-/// call from the source without calling the inner service. Errors the
-/// predicate does not claim are returned from `poll_ready` as they are.
+/// call from the source without calling the inner service. The source
+/// runs when that call's response future is first polled, so a future
+/// dropped unpolled costs nothing and reports nothing. Errors the predicate
+/// does not claim are returned from `poll_ready` as they are.
 ///
 /// `M` is the layer's kind of [shared-state handle](palisade_core::shared).
 pub struct Fallback<S, P: 'static, F: 'static, M: Sharing = Counted> {
@@ -114,7 +116,7 @@ where
         let kept = crate::future::keep(&self.shared, &req);
         match self.not_ready.take() {
             None => ResponseFuture::new(self.inner.call(req), kept, self.shared.clone()),
-            Some(err) => ResponseFuture::answer(Cause::from_error(err), kept, self.shared.clone()),
+            Some(err) => ResponseFuture::unready(err, kept, self.shared.clone()),
         }
     }
 }

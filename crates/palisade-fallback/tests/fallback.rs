@@ -504,6 +504,27 @@ async fn a_claimed_readiness_error_is_answered_without_calling_the_inner_service
 }
 
 #[tokio::test]
+async fn a_readiness_error_is_answered_when_its_future_is_polled() {
+    let recorder = Arc::new(Recorder::default());
+    let inner = FailsReadinessOnce {
+        failed: Arc::default(),
+        calls: Arc::default(),
+    };
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .metrics(recorder.clone())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+
+    // Dropped unpolled: the source never ran, and nothing was reported.
+    drop(svc.ready().await.unwrap().call(1));
+    assert!(recorder.take().is_empty());
+    // The readiness error was spent on that call: the next one is served.
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), "inner 2");
+    assert!(recorder.take().is_empty());
+}
+
+#[tokio::test]
 async fn an_unclaimed_readiness_error_is_returned() {
     let inner = FailsReadinessOnce {
         failed: Arc::default(),
