@@ -61,9 +61,9 @@ pin_project! {
 }
 
 pin_project! {
-    // Every variant but `Called` and `Allowed` holds at most one pointer,
-    // and an admission without headers carries nothing: the state adds
-    // one word to the inner future (24 bytes around a 16-byte one).
+    // Every variant but `Called` holds at most one pointer, and an
+    // admission without headers carries nothing: the state adds one word
+    // to the inner future (24 bytes around a 16-byte one).
     #[project = StateProj]
     #[project_replace = StateOwned]
     enum State<S, Req, K: 'static, H, M: Sharing>
@@ -72,16 +72,14 @@ pin_project! {
         H: ResponseHeaders<S::Response>,
         H: 'static,
     {
-        // Admitted: the inner call, and the headers of the admission.
+        // Admitted: the inner call, and the headers of the admission;
+        // none for a request let through without a key
+        // (`OnMissingKey::Allow`). One variant for both, so that `call`
+        // builds it from one inner call, straight into its caller's place.
         Called {
             #[pin]
             future: S::Future,
-            pending: H::Pending,
-        },
-        // Let through without a key (`OnMissingKey::Allow`): no headers.
-        Allowed {
-            #[pin]
-            future: S::Future,
+            pending: Option<H::Pending>,
         },
         Waiting {
             waiting: Pin<Box<Waiting<S, Req, K, H, M, H::Pending>>>,
@@ -134,15 +132,10 @@ where
     H: ResponseHeaders<S::Response>,
 {
     #[inline]
-    pub(crate) fn called(future: S::Future, pending: H::Pending) -> Self {
+    /// An admitted call (with the headers of its admission, if any).
+    pub(crate) fn called(future: S::Future, pending: Option<H::Pending>) -> Self {
         Self {
             state: State::Called { future, pending },
-        }
-    }
-
-    pub(crate) fn allowed(future: S::Future) -> Self {
-        Self {
-            state: State::Allowed { future },
         }
     }
 
@@ -201,22 +194,18 @@ where
         let mut state = self.project().state;
         loop {
             // Admitted calls inline; waits and refusals out of line.
-            match state.as_mut().project() {
-                StateProj::Called { future, .. } => {
-                    let result = ready!(future.poll(cx));
-                    let finished = state.project_replace(State::Done);
-                    let mut response = result.map_err(Into::into)?;
-                    if let StateOwned::Called { pending, .. } = finished {
-                        H::apply(pending, &mut response);
-                    }
-                    return Poll::Ready(Ok(response));
+            if let StateProj::Called { future, .. } = state.as_mut().project() {
+                let result = ready!(future.poll(cx));
+                let finished = state.project_replace(State::Done);
+                let mut response = result.map_err(Into::into)?;
+                if let StateOwned::Called {
+                    pending: Some(pending),
+                    ..
+                } = finished
+                {
+                    H::apply(pending, &mut response);
                 }
-                StateProj::Allowed { future } => {
-                    let result = ready!(future.poll(cx));
-                    state.set(State::Done);
-                    return Poll::Ready(result.map_err(Into::into));
-                }
-                _ => {}
+                return Poll::Ready(Ok(response));
             }
             if let ControlFlow::Break(output) = advance(state.as_mut(), cx) {
                 return output;
@@ -225,7 +214,7 @@ where
     }
 }
 
-/// Moves a request that is neither called nor allowed on: a waiting one
+/// Moves a request that is not called yet on: a waiting one
 /// to its admission and then, once its service is ready, to its call
 /// (`Continue`: poll the call), or to its rejection; a refused one to its
 /// error.
@@ -304,10 +293,11 @@ where
             return ControlFlow::Break(Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())));
         };
         let future = waiting.service.call(request);
-        match grant {
-            Grant::Admit(pending) => state.set(State::Called { future, pending }),
-            Grant::Allow => state.set(State::Allowed { future }),
-        }
+        let pending = match grant {
+            Grant::Admit(pending) => Some(pending),
+            Grant::Allow => None,
+        };
+        state.set(State::Called { future, pending });
         return ControlFlow::Continue(());
     }
 }
@@ -320,7 +310,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Called { .. } | State::Allowed { .. } => "called",
+            State::Called { .. } => "called",
             State::Waiting { .. } => "waiting",
             State::Limited { .. } | State::Missing { .. } => "rejected",
             State::Done => "done",

@@ -179,33 +179,29 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &*self.shared;
-        match shared.decide::<Req, S::Response>(&request, Check::First) {
-            Verdict::Admit(pending) => {
-                shared.limiter.emit_admitted();
-                ResponseFuture::called(self.inner.call(request), pending)
-            }
-            Verdict::Allow => {
-                shared.limiter.emit_admitted();
-                ResponseFuture::allowed(self.inner.call(request))
-            }
-            Verdict::Missing => ResponseFuture::missing(shared.reject_missing()),
+        let pending = match shared.decide::<Req, S::Response>(&request, Check::First) {
+            Verdict::Admit(pending) => Some(pending),
+            Verdict::Allow => None,
+            Verdict::Missing => return ResponseFuture::missing(shared.reject_missing()),
             Verdict::Limited { retry_after, kind } => match shared.mode {
                 Mode::Wait { max_delay } if retry_after <= max_delay => {
                     // The wait takes a clone and makes it ready once
                     // admitted: the ready service stays here, with
                     // whatever capacity its readiness holds, for the next
                     // call.
-                    ResponseFuture::waiting(
+                    return ResponseFuture::waiting(
                         self.inner.clone(),
                         request,
                         self.shared.clone(),
                         retry_after,
                         max_delay,
                         kind == KeyKind::Overflow,
-                    )
+                    );
                 }
-                _ => ResponseFuture::limited(shared.reject(retry_after, kind)),
+                _ => return ResponseFuture::limited(shared.reject(retry_after, kind)),
             },
-        }
+        };
+        shared.limiter.emit_admitted();
+        ResponseFuture::called(self.inner.call(request), pending)
     }
 }
