@@ -37,7 +37,7 @@ static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 
 impl PolicyName {
     /// Creates a policy name: the interned copy of `name`, stored the
-    /// first time it is seen.
+    /// first time it is seen and never freed.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         Self::intern(&name.into())
     }

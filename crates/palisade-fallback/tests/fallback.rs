@@ -524,6 +524,55 @@ async fn a_readiness_error_is_answered_when_its_future_is_polled() {
     assert!(recorder.take().is_empty());
 }
 
+#[test]
+fn an_answered_readiness_error_polled_again_is_an_error_not_a_panic() {
+    let inner = FailsReadinessOnce {
+        failed: Arc::default(),
+        calls: Arc::default(),
+    };
+    let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut future = pin!(svc.call(1));
+    assert!(
+        matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(ref answer)) if answer == "fallback")
+    );
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        future.as_mut().poll(&mut cx)
+    }))
+    .expect("no panic");
+    assert!(matches!(again, Poll::Ready(Err(_))));
+}
+
+#[tokio::test]
+async fn a_readiness_error_whose_request_a_panicking_keep_lost_is_returned() {
+    // Nothing kept, nothing to answer with: the claimed readiness error
+    // itself is the answer, and the source is never asked.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let fallback = service_fn({
+        let asked = asked.clone();
+        move |_: ()| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>("fallback".to_owned()) }
+        }
+    });
+    let layer = FallbackLayer::builder(source::service_with(fallback, |_: &u32| {
+        panic!("a keep with a bug");
+    }))
+    .build()
+    .unwrap();
+    let mut svc = layer.layer(FailsReadinessOnce {
+        failed: Arc::default(),
+        calls: Arc::default(),
+    });
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(err.is::<RateLimited>(), "{err}");
+    assert_eq!(asked.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn an_unclaimed_readiness_error_is_returned() {
     let inner = FailsReadinessOnce {
