@@ -289,10 +289,7 @@ async fn a_rejection_claimed_by_a_custom_predicate_is_reported_as_a_rejection() 
     assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
 
     // The same holds for a rejection met while the inner service gets ready.
-    let mut not_ready = layer.layer(FailsReadinessOnce {
-        failed: Arc::default(),
-        calls: Arc::default(),
-    });
+    let mut not_ready = layer.layer(FailsReadinessOnce::default());
     let answer = not_ready.ready().await.unwrap().call(1).await.unwrap();
     assert_eq!(answer, "rejection true");
     assert_eq!(recorder.take()[0].1, FallbackTrigger::Rejection);
@@ -454,7 +451,7 @@ async fn requests_that_are_not_clone_work_with_every_non_service_source() {
 }
 
 /// Fails `poll_ready` with a rate limit once, then is ready; counts calls.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct FailsReadinessOnce {
     failed: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
@@ -482,10 +479,7 @@ impl Service<u32> for FailsReadinessOnce {
 #[tokio::test]
 async fn a_claimed_readiness_error_is_answered_without_calling_the_inner_service() {
     let recorder = Arc::new(Recorder::default());
-    let inner = FailsReadinessOnce {
-        failed: Arc::default(),
-        calls: Arc::default(),
-    };
+    let inner = FailsReadinessOnce::default();
     let calls = inner.calls.clone();
     let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
         .metrics(recorder.clone())
@@ -506,10 +500,7 @@ async fn a_claimed_readiness_error_is_answered_without_calling_the_inner_service
 #[tokio::test]
 async fn a_readiness_error_is_answered_when_its_future_is_polled() {
     let recorder = Arc::new(Recorder::default());
-    let inner = FailsReadinessOnce {
-        failed: Arc::default(),
-        calls: Arc::default(),
-    };
+    let inner = FailsReadinessOnce::default();
     let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
         .metrics(recorder.clone())
         .build()
@@ -526,10 +517,7 @@ async fn a_readiness_error_is_answered_when_its_future_is_polled() {
 
 #[test]
 fn an_answered_readiness_error_polled_again_is_an_error_not_a_panic() {
-    let inner = FailsReadinessOnce {
-        failed: Arc::default(),
-        calls: Arc::default(),
-    };
+    let inner = FailsReadinessOnce::default();
     let layer = FallbackLayer::builder(source::value("fallback".to_owned()))
         .build()
         .unwrap();
@@ -564,10 +552,7 @@ async fn a_readiness_error_whose_request_a_panicking_keep_lost_is_returned() {
     }))
     .build()
     .unwrap();
-    let mut svc = layer.layer(FailsReadinessOnce {
-        failed: Arc::default(),
-        calls: Arc::default(),
-    });
+    let mut svc = layer.layer(FailsReadinessOnce::default());
     let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
     assert!(err.is::<RateLimited>(), "{err}");
     assert_eq!(asked.load(Ordering::SeqCst), 0);
@@ -575,10 +560,7 @@ async fn a_readiness_error_whose_request_a_panicking_keep_lost_is_returned() {
 
 #[tokio::test]
 async fn an_unclaimed_readiness_error_is_returned() {
-    let inner = FailsReadinessOnce {
-        failed: Arc::default(),
-        calls: Arc::default(),
-    };
+    let inner = FailsReadinessOnce::default();
     let layer = FallbackLayer::builder(source::value(String::new()))
         .on_error::<std::io::Error>()
         .build()
