@@ -101,8 +101,7 @@ use crate::response::keep_readiness_error;
 pub fn to_grpc_code(err: &(dyn Error + 'static)) -> Code {
     match read_chain(err) {
         (Some(chosen), _) => chosen.code(),
-        (None, Some(rejection)) => code_for(rejection),
-        (None, None) => Code::Unknown,
+        (None, problem) => problem.rejection().map_or(Code::Unknown, code_for),
     }
 }
 
@@ -119,10 +118,10 @@ fn code_for(rejection: Rejection<'_>) -> Code {
 
 /// One walk down `err`'s chain for both things that decide its answer: a
 /// status other than `OK` met before any rejection (someone chose it as
-/// the answer, over the rejection it may wrap), and the first palisade
-/// rejection. The chain's `source()`s are the service's code: one that
-/// panics ends the walk, keeping what was found before it.
-fn read_chain<'a>(err: &'a (dyn Error + 'static)) -> (Option<&'a Status>, Option<Rejection<'a>>) {
+/// the answer, over the rejection it may wrap), and the problem of the
+/// first palisade rejection. The chain's `source()`s are the service's
+/// code: one that panics ends the walk, keeping what was found before it.
+fn read_chain<'a>(err: &'a (dyn Error + 'static)) -> (Option<&'a Status>, Problem<'a>) {
     let mut chosen = None;
     let mut rejection = None;
     palisade_core::panic::contained(|| {
@@ -136,18 +135,18 @@ fn read_chain<'a>(err: &'a (dyn Error + 'static)) -> (Option<&'a Status>, Option
             }
         }
     });
-    (chosen, rejection)
+    (
+        chosen,
+        Problem::of_rejection(rejection, TimeoutStatus::default()),
+    )
 }
 
 /// The [`Status`] for `err`, safe to send to a client: the code from the
 /// [module](self) table, the problem's detail as message, retry metadata
 /// when known, never the error's text.
 pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
-    let (chosen, rejection) = read_chain(err);
-    status_for(
-        &Problem::of_rejection(rejection, TimeoutStatus::default()),
-        chosen,
-    )
+    let (chosen, problem) = read_chain(err);
+    status_for(&problem, chosen)
 }
 
 /// [`to_grpc_status`] for an error whose chain was read: `chosen` is the
@@ -210,8 +209,7 @@ pub fn client_grpc_status(err: BoxError) -> Status {
 /// [`client_grpc_status`], with `report` told of the mapping first: the
 /// error's chain is walked once for both.
 fn client_status(err: BoxError, report: impl FnOnce(&Problem<'_>, &BoxError)) -> Status {
-    let (chosen, rejection) = read_chain(&*err);
-    let problem = Problem::of_rejection(rejection, TimeoutStatus::default());
+    let (chosen, problem) = read_chain(&*err);
     report(&problem, &err);
     if problem.rejection().is_some() {
         let mut status = status_for(&problem, chosen);
@@ -257,8 +255,7 @@ fn tonic_status(err: BoxError) -> Status {
 /// A trailers-only gRPC response for `err`, logged, in the request's
 /// `protocol` (gRPC or gRPC-Web).
 pub(crate) fn grpc_response<B: Default>(err: BoxError, protocol: Protocol) -> http::Response<B> {
-    let (chosen, rejection) = read_chain(&*err);
-    let problem = Problem::of_rejection(rejection, TimeoutStatus::default());
+    let (chosen, problem) = read_chain(&*err);
     let status = status_for(&problem, chosen);
     log_mapped(&problem, &*err, &format_args!("{:?}", status.code()));
     let mut res = http::Response::new(B::default());
