@@ -668,8 +668,8 @@ mod tests {
     }
 
     /// Runs the test `name` again in a child process with `var` set, and
-    /// returns whether it passed and what it wrote to stderr.
-    fn in_child(name: &str, var: &str) -> (bool, String) {
+    /// asserts that it passed and that no quiet scope printed a panic.
+    fn assert_quiet_in_child(name: &str, var: &str) {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", name, "--nocapture", "--test-threads=1"])
             .env(var, "1")
@@ -678,10 +678,12 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("panicked at"),
+            "a quiet scope printed:\n{stderr}"
+        );
     }
 
     /// A panic `catch` caught is over once `catch` returns, whether or not
@@ -700,14 +702,9 @@ mod tests {
             );
             return;
         }
-        let (passed, stderr) = in_child(
+        assert_quiet_in_child(
             "panic::tests::a_caught_panic_nobody_reads_leaves_later_quiet_panics_quiet",
             CHILD,
-        );
-        assert!(passed, "{stderr}");
-        assert!(
-            !stderr.contains("panicked at"),
-            "a quiet scope printed:\n{stderr}"
         );
     }
 
@@ -726,14 +723,9 @@ mod tests {
             assert!(catch(QUIET, || panic!("later")).is_err());
             return;
         }
-        let (passed, stderr) = in_child(
+        assert_quiet_in_child(
             "panic::tests::a_scope_reports_a_panic_caught_inside_it_when_it_ends",
             CHILD,
-        );
-        assert!(passed, "{stderr}");
-        assert!(
-            !stderr.contains("panicked at"),
-            "a quiet scope printed:\n{stderr}"
         );
     }
 
