@@ -400,38 +400,25 @@ async fn a_panic_caught_above_the_bulkhead_counts_as_a_failure() {
 
 #[test]
 fn unset_bounds_follow_the_ones_set() {
+    fn build(adaptive: AdaptiveLimit) -> Result<BulkheadLayer, palisade_core::ConfigError> {
+        BulkheadLayer::builder().adaptive(adaptive).build()
+    }
     // The default start (20) and minimum (4) move within the bounds given.
-    let layer = BulkheadLayer::builder()
-        .adaptive(AdaptiveLimit::aimd().max_limit(10))
-        .build()
-        .unwrap();
-    assert_eq!(layer.limit(), 10);
-    let layer = BulkheadLayer::builder()
-        .adaptive(AdaptiveLimit::gradient().min_limit(50).max_limit(500))
-        .build()
-        .unwrap();
-    assert_eq!(layer.limit(), 50);
-    let layer = BulkheadLayer::builder()
-        .adaptive(AdaptiveLimit::aimd().max_limit(3))
-        .build()
-        .unwrap();
-    assert_eq!(layer.limit(), 3);
-    let layer = BulkheadLayer::builder()
-        .adaptive(AdaptiveLimit::aimd())
-        .build()
-        .unwrap();
-    assert_eq!(layer.limit(), 20);
+    let limit = |adaptive| build(adaptive).unwrap().limit();
+    assert_eq!(limit(AdaptiveLimit::aimd().max_limit(10)), 10);
+    assert_eq!(
+        limit(AdaptiveLimit::gradient().min_limit(50).max_limit(500)),
+        50
+    );
+    assert_eq!(limit(AdaptiveLimit::aimd().max_limit(3)), 3);
+    assert_eq!(limit(AdaptiveLimit::aimd()), 20);
     // What the user set is still checked as given.
-    let err = BulkheadLayer::builder()
-        .adaptive(AdaptiveLimit::aimd().max_limit(10).initial_limit(20))
-        .build()
-        .unwrap_err();
-    assert_eq!(err.field(), "initial_limit");
-    let err = BulkheadLayer::builder()
-        .adaptive(AdaptiveLimit::aimd().max_limit(0))
-        .build()
-        .unwrap_err();
-    assert_eq!(err.field(), "max_limit");
+    let field = |adaptive| build(adaptive).unwrap_err().field();
+    assert_eq!(
+        field(AdaptiveLimit::aimd().max_limit(10).initial_limit(20)),
+        "initial_limit"
+    );
+    assert_eq!(field(AdaptiveLimit::aimd().max_limit(0)), "max_limit");
 }
 
 /// An adaptive bulkhead whose calls never end, one window a completion.

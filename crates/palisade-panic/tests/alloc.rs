@@ -65,17 +65,24 @@ fn the_tower_flavour_allocates_nothing_per_request() {
     assert_eq!(boxed.count_total, 1);
 }
 
-#[test]
-fn the_http_flavour_allocates_nothing_per_request() {
-    let mut svc = CatchPanicHttpLayer::builder()
-        .name("alloc-http")
+/// The HTTP flavour, named `name`, around a service that answers "ok".
+fn http_answering_ok(
+    name: &'static str,
+) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> {
+    CatchPanicHttpLayer::builder()
+        .name(name)
         .build()
         .unwrap()
         .layer(service_fn(|_: Request<()>| {
             ready(Ok::<_, Infallible>(Response::new(Full::new(
                 Bytes::from_static(b"ok"),
             ))))
-        }));
+        }))
+}
+
+#[test]
+fn the_http_flavour_allocates_nothing_per_request() {
+    let mut svc = http_answering_ok("alloc-http");
     let long_path = format!("/{}", "segment/".repeat(40));
     // Requests are built before measuring: the client's allocations are not
     // the layer's. Long paths, extension methods (of up to 15 bytes, which
@@ -109,15 +116,7 @@ fn the_http_flavour_allocates_nothing_per_request() {
 
 #[test]
 fn an_extension_method_longer_than_http_keeps_inline_costs_one_allocation() {
-    let mut svc = CatchPanicHttpLayer::builder()
-        .name("alloc-long-method")
-        .build()
-        .unwrap()
-        .layer(service_fn(|_: Request<()>| {
-            ready(Ok::<_, Infallible>(Response::new(Full::new(
-                Bytes::from_static(b"ok"),
-            ))))
-        }));
+    let mut svc = http_answering_ok("alloc-long-method");
     const METHOD: &[u8] = b"VERSION-CONTROL-EXTENDED";
     let requests = || -> Vec<Request<()>> {
         (0..100)
