@@ -154,14 +154,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Running { future, permit } => {
-                    let polled = if permit.is_sampled() {
-                        let mut guard = FailOnUnwind(Some(&mut *permit));
-                        let polled = future.poll(cx);
-                        guard.0 = None;
-                        polled
-                    } else {
-                        future.poll(cx)
-                    };
+                    let polled = FailOnUnwind::run(permit, || future.poll(cx));
                     let result = ready!(polled).map_err(Into::into);
                     let output = this.classify.classify(result, permit.recorder());
                     // Free the slot now, not when the caller drops this
@@ -229,7 +222,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(output);
                     }
-                    let future = FailOnUnwind::call(&mut permit, || service.call(request));
+                    let future = FailOnUnwind::run(&mut permit, || service.call(request));
                     this.state.set(State::Running { future, permit });
                 }
                 StateProj::Rejected { error } => {
@@ -257,16 +250,17 @@ where
 struct FailOnUnwind<'a, M: Sharing>(Option<&'a mut Permit<M>>);
 
 impl<M: Sharing> FailOnUnwind<'_, M> {
-    /// Runs the service's `call`, guarded when the permit samples.
+    /// Runs `f` (the service's `call`, or a poll of its future), guarded
+    /// when the permit samples.
     #[inline(always)]
-    fn call<F>(permit: &mut Permit<M>, call: impl FnOnce() -> F) -> F {
+    fn run<T>(permit: &mut Permit<M>, f: impl FnOnce() -> T) -> T {
         if !permit.is_sampled() {
-            return call();
+            return f();
         }
         let mut guard = FailOnUnwind(Some(permit));
-        let future = call();
+        let output = f();
         guard.0 = None;
-        future
+        output
     }
 }
 
