@@ -51,6 +51,13 @@ pin_project! {
             if matches!(*this.state, State::Answer { .. }) {
                 end_answer(&this.shared.name, this.state);
             }
+            // So is what the source kept of a request it did not answer
+            // for; nothing to do for a source that keeps nothing.
+            if std::mem::needs_drop::<F::Kept>() {
+                if let Some(kept) = this.kept.take() {
+                    capture::contain_drop(&this.shared.name, CAPTURE, move || drop(kept));
+                }
+            }
         }
     }
 }
@@ -287,9 +294,12 @@ impl StoodFor {
     #[cold]
     fn of<Res>(cause: &Cause<Res>) -> Option<Self> {
         match cause {
-            Cause::Rejection(_) => cause
-                .rejection()
-                .map(|rejection| Self::Rejection(rejection.to_boxed())),
+            // The chain is the service's code: contained.
+            Cause::Rejection(_) => {
+                capture::contained_value(|| cause.rejection().map(|found| found.to_boxed()))
+                    .flatten()
+                    .map(Self::Rejection)
+            }
             // The error's `Display` is the service's code.
             Cause::Error(error) => Some(Self::Error(
                 capture::contained_value(|| error.to_string())

@@ -67,10 +67,12 @@ pub enum Cause<Res> {
 impl<Res> Cause<Res> {
     /// The cause of a claimed error: `Rejection` when a palisade rejection
     /// is in its chain, `Error` otherwise, whatever trigger the predicate
-    /// returned, so that metrics never count a rejection as a failure.
+    /// returned, so that metrics never count a rejection as a failure. The
+    /// chain is the service's code: one whose `source()` panics is
+    /// searched no further, and the error is the service's own.
     pub(crate) fn from_error(err: BoxError) -> Self {
-        match trigger_for(&*err) {
-            FallbackTrigger::Rejection => Cause::Rejection(err),
+        match palisade_core::panic::contained_value(|| trigger_for(&*err)) {
+            Some(FallbackTrigger::Rejection) => Cause::Rejection(err),
             _ => Cause::Error(err),
         }
     }

@@ -920,3 +920,78 @@ fn dropping_a_pending_answer_contains_its_destructors_panic() {
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future)));
     assert!(dropped.is_ok(), "the destructor's panic left the layer");
 }
+
+#[test]
+fn dropping_a_call_whose_kept_request_panics_as_it_drops_contains_the_panic() {
+    // What the source keeps of a request is dropped unused with any call
+    // it does not answer: its destructor is the user's code too.
+    let fallback = service_fn(|_: PanicsOnDrop| async { Ok::<_, BoxError>("fallback".to_owned()) });
+    let layer = FallbackLayer::builder(source::service_with(fallback, |_: &u32| PanicsOnDrop))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(limited_when_odd());
+    let mut cx = Context::from_waker(Waker::noop());
+    // One call answered by the service, one abandoned before it finished.
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut answered = Box::pin(svc.call(2));
+    let Poll::Ready(Ok(res)) = answered.as_mut().poll(&mut cx) else {
+        panic!("answers at once")
+    };
+    assert_eq!(res, "served 2");
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let abandoned = Box::pin(svc.call(4));
+    for future in [answered, abandoned] {
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future)));
+        assert!(dropped.is_ok(), "the kept request's panic left the layer");
+    }
+}
+
+/// An error whose `source()` panics: the chain a rejection is looked for
+/// in is the service's code.
+#[derive(Debug)]
+struct BrokenChain;
+
+impl fmt::Display for BrokenChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an error with a broken chain")
+    }
+}
+
+impl Error for BrokenChain {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        panic!("a source() with a bug")
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_error_whose_chain_panics_is_answered_as_the_services_error() {
+    // A predicate that claims without looking at the chain leaves the
+    // layer to look for a rejection in it.
+    struct ClaimsAll;
+    impl palisade_fallback::predicate::Predicate<String> for ClaimsAll {
+        fn check_error(&self, _: &(dyn Error + 'static)) -> Option<FallbackTrigger> {
+            Some(FallbackTrigger::Error)
+        }
+        fn check_response(&self, _: &String) -> bool {
+            false
+        }
+    }
+    let recorder = Arc::new(Recorder::default());
+    let layer = FallbackLayer::builder(source::from_fn(|cause: Cause<String>| {
+        format!("fallback for {:?}", cause.trigger())
+    }))
+    .name("catalog")
+    .when(ClaimsAll)
+    .metrics(recorder.clone())
+    .build()
+    .unwrap();
+    let svc = layer.layer(service_fn(|_: u32| {
+        ready(Err::<String, BoxError>(Box::new(BrokenChain)))
+    }));
+    let answered = svc.oneshot(1).await.unwrap();
+    assert_eq!(answered, "fallback for Error");
+    assert_eq!(
+        recorder.take(),
+        vec![("catalog".to_owned(), FallbackTrigger::Error)]
+    );
+}
