@@ -42,7 +42,10 @@
 //! `application/grpc-web-text…`) gets the same answer with its own
 //! protocol's content type, so the layer may sit outside a gRPC-Web
 //! translation. Put it outermost on `tonic::transport::Server::builder()`
-//! so clients receive the mapped code rather than a reset stream.
+//! so clients receive the mapped code rather than a reset stream; only a
+//! CORS layer for browser gRPC-Web clients goes outside it, or the
+//! answers it makes lack the CORS headers and a browser hides their
+//! status from the page.
 //!
 //! # Client side
 //!
