@@ -31,9 +31,11 @@
 //! - **Events**: [`Event::Admitted`](palisade_core::Event::Admitted),
 //!   [`Event::Rejected`](palisade_core::Event::Rejected),
 //!   [`Event::KeysTracked`](palisade_core::Event::KeysTracked),
-//!   [`Event::KeysEvicted`](palisade_core::Event::KeysEvicted) and
-//!   [`Event::OverflowUsed`](palisade_core::Event::OverflowUsed), with the
-//!   layer's policy name.
+//!   [`Event::KeysEvicted`](palisade_core::Event::KeysEvicted),
+//!   [`Event::OverflowUsed`](palisade_core::Event::OverflowUsed) and, for a
+//!   malformed header read for the key,
+//!   [`Event::MalformedHeader`](palisade_core::Event::MalformedHeader), with
+//!   the layer's policy name.
 //!
 //! # Example
 //!
