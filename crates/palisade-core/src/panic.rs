@@ -31,6 +31,9 @@
 //! With `panic = "abort"` in the profile, a panic ends the process before
 //! anything can catch it, and no palisade layer can turn it into an error.
 //! [`CAN_CATCH_PANICS`] tells at compile time which setting is in force.
+//! The hook then always passes a panic on to the previous hook (by default
+//! printed to stderr), [`CaptureOptions::print`] or not: it is the only
+//! report the panic gets.
 //!
 //! # Example
 //!
@@ -237,7 +240,10 @@ pub fn install_hook() {
                         message: text_of(info.payload())
                             .unwrap_or_else(|| describe(info.payload()).into()),
                     };
-                    let shown = options.print || pile_up;
+                    // Under `panic = "abort"` nothing catches it: the
+                    // process ends as soon as the hook returns, and the
+                    // previous hook is the only report there will be.
+                    let shown = options.print || pile_up || !CAN_CATCH_PANICS;
                     let _ = CAPTURED.try_with(|slot| {
                         if let Ok(mut slot) = slot.try_borrow_mut() {
                             *slot = Some(captured);
@@ -267,7 +273,9 @@ pub fn install_hook() {
 /// unclaimed until the scope ends (which then reports it, as `catch` does
 /// for a panic its closure caught itself); a second panic raised before
 /// that is taken for one raised while the first still unwinds, and both
-/// go to stderr.
+/// go to stderr. A panic that unwinds out of the outermost scope goes to
+/// stderr as the scope ends, as it would without palisade, since nothing
+/// of palisade's is left to report it.
 #[derive(Debug)]
 pub struct CaptureScope {
     previous: Option<CaptureOptions>,
@@ -351,8 +359,21 @@ impl CaptureScope {
             && RECORDS
                 .try_with(Cell::get)
                 .is_ok_and(|records| records != self.records);
-        if unclaimed && !std::thread::panicking() {
+        if !unclaimed {
+            return;
+        }
+        if !std::thread::panicking() {
             swallowed();
+        } else if self.previous.is_none() {
+            // The panic unwinds out of the outermost scope: nothing of
+            // palisade's will read its record, and whatever catches it
+            // (a task's harness, the thread's end) expects the hook to
+            // have printed it. Printed now, unless the hook did.
+            let shown = STATE.try_with(|state| state.get().shown).unwrap_or(true);
+            if !shown {
+                show_unreported();
+            }
+            let _ = take_captured();
         }
     }
 }

@@ -1,14 +1,15 @@
-//! A panic that ends the process (a destructor panicking while an earlier
-//! panic unwinds) leaves both panics on stderr, even inside a capture scope
-//! that does not print: nothing would read the scope's record afterwards.
+//! Panics that nothing catches leave their message on stderr even inside
+//! a capture scope that does not print, since nothing would read the
+//! scope's record afterwards: a destructor panicking while an earlier
+//! panic unwinds (which aborts), and a panic that unwinds out of a scope.
 //!
-//! The test runs itself again as a child process, which aborts.
+//! Each test runs itself again as a child process.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_core::panic::{CaptureOptions, catch, install_hook};
+use palisade_core::panic::{CaptureOptions, CaptureScope, catch, install_hook};
 
 const CHILD: &str = "PALISADE_PANIC_ABORT_CHILD";
 
@@ -20,22 +21,11 @@ impl Drop for PanicsInDrop {
     }
 }
 
-#[test]
-fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
-    if std::env::var_os(CHILD).is_some() {
-        install_hook();
-        let _ = catch(CaptureOptions::default(), || {
-            let _buffer = PanicsInDrop;
-            panic!("original bug: user 42 not found");
-        });
-        unreachable!("the double panic aborts the process");
-    }
+/// Runs the test `name` of this binary as a child process and returns how
+/// it ended and what it wrote to stderr.
+fn run_child(name: &str) -> (ExitStatus, String) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr",
-            "--exact",
-            "--nocapture",
-        ])
+        .args([name, "--exact", "--nocapture"])
         .env(CHILD, "1")
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::null())
@@ -48,8 +38,8 @@ fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
         let _ = pipe.read_to_end(&mut bytes);
         bytes
     });
-    // A hook that deadlocks on the second panic would leave the child
-    // running: give it a minute, then fail rather than hang.
+    // A hook that deadlocks would leave the child running: give it a
+    // minute, then fail rather than hang.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().expect("child status") {
@@ -63,7 +53,21 @@ fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
         std::thread::sleep(Duration::from_millis(10));
     };
     let stderr = reader.join().expect("stderr read");
-    let stderr = String::from_utf8_lossy(&stderr);
+    (status, String::from_utf8_lossy(&stderr).into_owned())
+}
+
+#[test]
+fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
+    if std::env::var_os(CHILD).is_some() {
+        install_hook();
+        let _ = catch(CaptureOptions::default(), || {
+            let _buffer = PanicsInDrop;
+            panic!("original bug: user 42 not found");
+        });
+        unreachable!("the double panic aborts the process");
+    }
+    let (status, stderr) =
+        run_child("an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr");
     assert!(!status.success(), "the child aborts");
     assert!(
         stderr.contains("original bug: user 42 not found"),
@@ -74,4 +78,24 @@ fn an_abort_inside_a_capture_scope_leaves_both_panics_on_stderr() {
         "{stderr}"
     );
     assert!(stderr.contains("panic_abort.rs"), "locations: {stderr}");
+}
+
+#[test]
+fn a_panic_unwinding_out_of_a_scope_reaches_stderr() {
+    if std::env::var_os(CHILD).is_some() {
+        install_hook();
+        let thread = std::thread::spawn(|| {
+            let _scope = CaptureScope::enter(CaptureOptions::default());
+            panic!("escaped the scope: user 42 not found");
+        });
+        assert!(thread.join().is_err(), "the thread panicked");
+        return;
+    }
+    let (status, stderr) = run_child("a_panic_unwinding_out_of_a_scope_reaches_stderr");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("escaped the scope: user 42 not found"),
+        "the thread ended silently: {stderr}"
+    );
+    assert!(stderr.contains("panic_abort.rs"), "location: {stderr}");
 }
