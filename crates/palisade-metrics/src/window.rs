@@ -81,6 +81,10 @@ impl RateWindow {
     /// The count of `category` over the seconds `now - seconds ..= now`.
     #[cfg_attr(not(any(test, feature = "snapshot")), allow(dead_code))]
     pub(crate) fn count(&self, category: usize, now: u64) -> u64 {
+        // An unknown category would index another category's cells.
+        if category >= self.categories {
+            return 0;
+        }
         let oldest = now.saturating_sub(self.slots - 1);
         (0..self.slots)
             .filter_map(|slot| {
@@ -134,8 +138,11 @@ mod tests {
         w.record(0, 20);
         w.record(0, 16);
         assert_eq!(w.count(0, 20), 1);
-        // Unknown categories are ignored.
+        // Unknown categories are ignored, and count nothing of another
+        // category's cells (index 7 is category 1's cell in slot 3).
         w.record(7, 20);
+        w.record(1, 19);
+        assert_eq!(w.count(1, 20), 1);
         assert_eq!(w.count(7, 20), 0);
     }
 
