@@ -53,10 +53,10 @@ pin_project! {
             }
             // So is what the source kept of a request it did not answer
             // for; nothing to do for a source that keeps nothing.
-            if std::mem::needs_drop::<F::Kept>() {
-                if let Some(kept) = this.kept.take() {
-                    capture::contain_drop(&this.shared.name, CAPTURE, move || drop(kept));
-                }
+            if std::mem::needs_drop::<F::Kept>()
+                && let Some(kept) = this.kept.take()
+            {
+                capture::contain_drop(&this.shared.name, CAPTURE, move || drop(kept));
             }
         }
     }
