@@ -1776,6 +1776,12 @@ fn http_mapping_of_every_rejection() {
                 Reject::Panicked(_) | Reject::Other(_) => 500,
             };
             prop_assert_eq!(res.status().as_u16(), expected);
+            // A wait the rejection carries is always sent, never as 0.
+            let waits = matches!(
+                reject,
+                Reject::RateLimited(_) | Reject::CircuitOpen(Some(_), _)
+            );
+            prop_assert_eq!(res.headers().contains_key("retry-after"), waits);
             if let Some(retry) = res.headers().get("retry-after") {
                 let secs: u64 = retry.to_str().unwrap_or("x").parse().unwrap_or(0);
                 prop_assert!(secs >= 1, "Retry-After {:?}", retry);
