@@ -79,9 +79,12 @@ impl Pending {
             }
         };
         ready!(wait.sleep.as_mut().poll(cx));
+        // The time waited, not the delay drawn: tokio's timer ends a wait
+        // on a whole millisecond, at or after its deadline.
+        let waited = wait.started.elapsed();
         self.wait = None;
         self.fault.delay = Duration::ZERO;
-        self.shared.count_waited(delay);
+        self.shared.count_waited(waited);
         Poll::Ready(())
     }
 }
@@ -90,8 +93,7 @@ impl Drop for Pending {
     fn drop(&mut self) {
         // A wait cut short counts the time it lasted.
         if let Some(wait) = &self.wait {
-            let waited = wait.started.elapsed().min(self.fault.delay);
-            self.shared.count_waited(waited);
+            self.shared.count_waited(wait.started.elapsed());
         }
     }
 }

@@ -179,6 +179,21 @@ async fn a_delay_cut_short_counts_only_the_time_waited() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_total_delay_is_the_time_waited_on_the_clock() {
+    // tokio's timer rounds a deadline up to its next millisecond: 150 µs
+    // drawn is a 1 ms wait, and the stats count the wait.
+    let layer = ChaosLayer::builder()
+        .latency(Duration::from_micros(150), Duration::from_micros(150))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    layer.layer(echo()).oneshot(1).await.unwrap();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_micros(150), "{waited:?}");
+    assert_eq!(layer.stats().total_delay, waited);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_delay_past_the_end_of_the_clock_starts_without_overflow() {
     let layer = ChaosLayer::builder()
         .latency(Duration::MAX, Duration::MAX)
