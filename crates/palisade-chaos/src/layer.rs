@@ -151,7 +151,10 @@ impl ChaosLayer {
     }
 
     /// Switches fault injection on or off for every service of this layer.
-    /// Faults forced on a request apply either way.
+    /// Faults forced on a request apply either way. A fault is drawn when
+    /// a request is called: requests already called keep theirs (a delay
+    /// in progress, and the error or panic after it), so switching off
+    /// takes full effect once they have finished.
     pub fn set_enabled(&self, enabled: bool) {
         self.shared.enabled.store(enabled, Ordering::Relaxed);
     }
