@@ -181,7 +181,7 @@ async fn a_timeout_is_deadline_exceeded() {
     let policy = Stack::new("inventory")
         .timeout(
             TimeoutLayer::builder()
-                .timeout(Duration::from_millis(100))
+                .timeout(Duration::from_secs(1))
                 .http(),
         )
         .grpc_errors()
@@ -319,7 +319,7 @@ async fn the_full_stack_serves_and_classifies_grpc_failures() {
         )
         .timeout(
             TimeoutLayer::builder()
-                .timeout(Duration::from_millis(100))
+                .timeout(Duration::from_secs(1))
                 .http(),
         )
         .concurrency_limit(BulkheadLayer::builder().max_concurrent(8))

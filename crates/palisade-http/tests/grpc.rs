@@ -247,20 +247,20 @@ async fn a_client_stacks_rejection_still_maps_to_its_http_status_in_a_handler() 
         let status = err.downcast_ref::<Status>().unwrap().clone();
         let res = palisade_http::Rejected::from(status).into_response();
         assert_eq!(res.status(), http, "{kind}");
-        if let Some(retry_after) = retry_after {
-            assert_eq!(res.headers()["retry-after"], retry_after, "{kind}");
+        match retry_after {
+            Some(retry_after) => assert_eq!(res.headers()["retry-after"], retry_after, "{kind}"),
+            None => assert!(res.headers().get("retry-after").is_none(), "{kind}"),
         }
     }
 }
 
 #[tokio::test]
 async fn around_a_channel_to_a_closed_port_the_client_flavour_answers_unavailable() {
-    // A port that was just free: nothing listens on it.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port held by a socket that never listens, for the whole test: a
+    // connection to it is refused, and no other test can take the port.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = reserved.local_addr().unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
@@ -281,6 +281,7 @@ async fn around_a_channel_to_a_closed_port_the_client_flavour_answers_unavailabl
     )
     .await;
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    drop(reserved);
 }
 
 /// Calls `/test.Pinger/Ping` through `svc` as generated client code does,
