@@ -600,6 +600,10 @@ async fn a_sink_that_panics_reporting_an_eviction_leaves_the_map_whole() {
     call.await
         .expect("no panic reaches the caller")
         .expect("key 3 is served");
+    assert!(
+        sink.panicked.load(std::sync::atomic::Ordering::SeqCst),
+        "the sink panicked"
+    );
     assert!(handle.get(&1).is_none(), "key 1 was evicted");
     assert!(handle.get(&3).is_some(), "key 3 is tracked");
 }
@@ -623,14 +627,21 @@ async fn a_mode_set_through_with_holds_the_key_against_eviction() {
     // goes to the overflow breaker.
     let held = handle.with(&2, |h| {
         let svc = svc.clone();
+        let (arriving, arrived) = std::sync::mpsc::channel();
         let newcomer = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap()
-                .block_on(async move { hit(&svc, 6, false).await })
+                .block_on(async move {
+                    arriving.send(()).unwrap();
+                    hit(&svc, 6, false).await
+                })
         });
-        // Time for the newcomer to evict key 2, were that possible now.
+        arrived.recv().unwrap();
+        // Time for the newcomer to evict key 2, were that possible now: it
+        // is still waiting.
         std::thread::sleep(Duration::from_millis(100));
+        assert!(!newcomer.is_finished(), "key 6 waits while key 2 is held");
         h.force_open();
         (h.state(), newcomer)
     });

@@ -1392,11 +1392,12 @@ impl palisade_core::metrics::MetricsSink for PanicsOnFreshRates {
 
 #[tokio::test(start_paused = true)]
 async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
+    let sink = PanicsOnFreshRates::default();
     let layer = CircuitBreakerLayer::builder()
         .name("dep")
         .count_window(2)
         .minimum_calls(2)
-        .metrics(palisade_core::Metrics::new(PanicsOnFreshRates::default()))
+        .metrics(palisade_core::Metrics::new(sink.clone()))
         .build()
         .unwrap();
     let svc = layer.layer(service_fn(dependency));
@@ -1405,6 +1406,7 @@ async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
     // the report and the reset is done whole.
     let reset = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.reset()));
     assert!(reset.is_ok(), "the sink's panic reached the caller");
+    assert!(sink.0.load(Ordering::SeqCst), "the sink panicked");
     for _ in 0..2 {
         let _ = svc.clone().oneshot(FAIL).await;
     }
@@ -1453,6 +1455,7 @@ async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
         .await
         .expect("no panic reaches the caller")
         .expect("admitted as the probe");
+    assert!(!sink.armed.load(Ordering::SeqCst), "the sink panicked");
     assert_eq!(handle.state(), Closed);
 }
 

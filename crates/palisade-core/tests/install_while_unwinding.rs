@@ -3,7 +3,7 @@
 //! panic hook cannot be replaced from a panicking thread. Its own test
 //! binary, so that no earlier test has installed the hook already.
 
-use palisade_core::panic::install_hook;
+use palisade_core::panic::{CaptureOptions, catch, install_hook, take_captured};
 
 struct InstallsOnDrop;
 
@@ -20,7 +20,20 @@ fn installing_the_hook_while_a_panic_unwinds_does_not_abort() {
         std::panic::resume_unwind(Box::new("unwinding"));
     });
     assert!(unwound.is_err());
-    // Outside the unwind, the hook is installed as usual (and only once).
+    // Outside the unwind, the hook is installed as usual (and only once):
+    // a panic in a capture scope is recorded with its location.
     install_hook();
     install_hook();
+    let options = CaptureOptions {
+        backtrace: false,
+        print: false,
+    };
+    assert!(catch(options, || panic!("after the unwind")).is_err());
+    let captured = take_captured().expect("the hook recorded the panic");
+    assert_eq!(&*captured.message, "after the unwind");
+    let location = captured.location.expect("the hook saw where");
+    assert!(
+        location.file().ends_with("install_while_unwinding.rs"),
+        "{location}"
+    );
 }

@@ -47,12 +47,14 @@ fn a_failed_answer_for_the_services_own_error_logs_both_errors() {
     assert_eq!(warning.fields["policy"], "profile");
 }
 
-/// A sink with a bug.
-struct Panics;
+/// A sink with a bug: counts the fallback events it panics on.
+#[derive(Default)]
+struct Panics(std::sync::atomic::AtomicUsize);
 
 impl MetricsSink for Panics {
     fn record(&self, event: &Event<'_>) {
         if matches!(event, Event::FallbackUsed { .. }) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             panic!("a metrics backend with a bug");
         }
     }
@@ -60,12 +62,13 @@ impl MetricsSink for Panics {
 
 #[test]
 fn a_sink_that_panics_on_the_fallback_event_does_not_stop_the_answer() {
+    let sink = std::sync::Arc::new(Panics::default());
     let answer = runtime().block_on(async {
         let failing = service_fn(|_: u32| async {
             Err::<String, BoxError>(std::io::Error::other("down").into())
         });
         FallbackLayer::builder(source::value("stale".to_owned()))
-            .metrics(Metrics::new(Panics))
+            .metrics(Metrics::from_arc(sink.clone()))
             .build()
             .unwrap()
             .layer(failing)
@@ -73,4 +76,9 @@ fn a_sink_that_panics_on_the_fallback_event_does_not_stop_the_answer() {
             .await
     });
     assert_eq!(answer.unwrap(), "stale");
+    assert_eq!(
+        sink.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the sink panicked"
+    );
 }

@@ -270,13 +270,15 @@ async fn a_destructor_that_panics_never_escapes_the_layer() {
     assert!(catch_unwind(AssertUnwindSafe(|| drop(call))).is_ok());
 }
 
-/// A metrics backend with a bug: it panics on every caught panic.
-#[derive(Debug)]
-struct PanicsOnReport;
+/// A metrics backend with a bug: it panics on every caught panic, and
+/// counts them.
+#[derive(Debug, Default)]
+struct PanicsOnReport(std::sync::atomic::AtomicUsize);
 
 impl palisade_core::MetricsSink for PanicsOnReport {
     fn record(&self, event: &palisade_core::Event<'_>) {
         if let palisade_core::Event::PanicCaught { .. } = event {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             panic!("the metrics backend failed");
         }
     }
@@ -286,9 +288,10 @@ impl palisade_core::MetricsSink for PanicsOnReport {
 async fn a_sink_that_panics_on_the_report_lets_no_panic_out() {
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
+    let sink = Arc::new(PanicsOnReport::default());
     let layer = CatchPanicLayer::builder()
         .name("reports")
-        .metrics(Metrics::from_arc(Arc::new(PanicsOnReport)))
+        .metrics(Metrics::from_arc(sink.clone()))
         .build()
         .unwrap();
     let mut svc = layer.layer(service_fn(|_: u32| async {
@@ -302,4 +305,9 @@ async fn a_sink_that_panics_on_the_report_lets_no_panic_out() {
         panic!("the panic became the call's error");
     };
     assert_eq!(panicked(&err).message(), "the handler failed");
+    assert_eq!(
+        sink.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the sink panicked"
+    );
 }

@@ -25,7 +25,8 @@ fn a_log_backend_that_panics_changes_no_exit() {
         .build()
         .unwrap();
     let group = TaskGroup::builder().name("logged").build().unwrap();
-    tracing::subscriber::with_default(support::PanickingSubscriber, || {
+    let subscriber = support::PanickingSubscriber::default();
+    tracing::subscriber::with_default(subscriber.clone(), || {
         runtime.block_on(async {
             // The task caught a panic of its own and went on: palisade logs
             // that panic, and the subscriber panics on the log.
@@ -49,6 +50,8 @@ fn a_log_backend_that_panics_changes_no_exit() {
             );
         });
     });
+    // One log of each run at least reached the subscriber and panicked.
+    assert!(subscriber.panics() >= 3, "{}", subscriber.panics());
 }
 
 #[test]
@@ -62,7 +65,8 @@ fn a_log_backend_that_panics_does_not_stop_a_shutdown() {
         .start_paused(true)
         .build()
         .unwrap();
-    tracing::subscriber::with_default(support::PanickingSubscriber, || {
+    let subscriber = support::PanickingSubscriber::default();
+    tracing::subscriber::with_default(subscriber.clone(), || {
         runtime.block_on(async {
             // The group logs a warning for the task it aborts, and the
             // subscriber panics on it: the task is aborted all the same.
@@ -103,4 +107,6 @@ fn a_log_backend_that_panics_does_not_stop_a_shutdown() {
             assert_eq!(stats.dropped_shutdown, 3, "{stats:?}");
         });
     });
+    // The abort's warning and the drain deadline's both panicked.
+    assert!(subscriber.panics() >= 2, "{}", subscriber.panics());
 }

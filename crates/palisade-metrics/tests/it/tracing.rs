@@ -196,6 +196,7 @@ fn per_request_events_are_trace() {
             latency: None,
         },
     ]);
+    assert_eq!(captured.len(), 2, "{captured:?}");
     assert!(
         captured.iter().all(|c| c.level == Level::TRACE),
         "{captured:?}"

@@ -95,9 +95,19 @@ impl MetricsSink for Faulty {
 pub use palisade_testkit::{CaptureSubscriber, Logged};
 
 /// A `tracing` subscriber that panics on every event at `WARN` or above:
-/// a logging backend with a bug.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PanickingSubscriber;
+/// a logging backend with a bug, which counts its panics.
+#[derive(Clone, Debug, Default)]
+pub struct PanickingSubscriber {
+    /// How many times it panicked.
+    pub panics: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PanickingSubscriber {
+    /// How many times it panicked so far.
+    pub fn panics(&self) -> usize {
+        self.panics.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 impl tracing::Subscriber for PanickingSubscriber {
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
@@ -114,6 +124,8 @@ impl tracing::Subscriber for PanickingSubscriber {
 
     fn event(&self, event: &tracing::Event<'_>) {
         if *event.metadata().level() <= tracing::Level::WARN {
+            self.panics
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             panic!("the log backend failed");
         }
     }
