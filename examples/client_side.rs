@@ -3,7 +3,10 @@
 //! A hyper client calls a pricing service that fails most calls and
 //! sometimes hangs. Around the client, one palisade stack:
 //!
-//! - a **timeout** of 300 ms, so a hung call costs 300 ms, not forever;
+//! - a **timeout** of 300 ms, so a hung call costs 300 ms, not forever:
+//!   the body is read inside the stack, so a downstream that sends its
+//!   headers and then stalls is cut off too (a stack around the bare
+//!   client would bound the time to the headers only);
 //! - a **circuit breaker**, so that once the downstream is clearly failing
 //!   the client stops calling it and fails fast;
 //! - a **fallback**, so the caller still gets a price: the last one known,
@@ -97,10 +100,16 @@ async fn main() -> Result<(), BoxError> {
     let breaker = policy.circuit_breaker().handle();
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    // The body is read below the policy, inside the timeout, and the
+    // breaker judges the whole call.
     let pricing = ServiceBuilder::new()
         .layer(policy)
-        .map_response(|res: Response<hyper::body::Incoming>| {
-            res.map(|body| body.map_err(BoxError::from).boxed())
+        .map_err(BoxError::from)
+        .and_then(|res: Response<hyper::body::Incoming>| async move {
+            let (parts, body) = res.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let body: Body = Full::new(bytes).map_err(|never| match never {}).boxed();
+            Ok::<_, BoxError>(Response::from_parts(parts, body))
         })
         .service(client);
 
