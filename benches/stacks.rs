@@ -164,6 +164,7 @@ fn contended<S>(
     svc: S,
 ) where
     S: Service<u64> + Clone + Send + 'static,
+    S::Response: support::Served,
     S::Future: Send,
     S::Error: std::fmt::Debug + Send,
 {

@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
+use std::ops::Not as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -89,10 +90,22 @@ impl Service<Request<()>> for Echo {
     }
 }
 
-/// An `http::Request` as a server would hand it over: GET with a path.
+/// An `http::Request` as a server would hand it over: GET with a path and
+/// the headers every client sends, so that a layer looking a header up
+/// pays for searching a map that is not empty.
 pub(crate) fn http_request(_n: u64) -> Request<()> {
     let mut request = Request::new(());
-    *request.uri_mut() = http::Uri::from_static("/");
+    *request.uri_mut() = http::Uri::from_static("/api/v1/items/42");
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("127.0.0.1:8080"),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("bench/1.0"),
+    );
+    headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
     request
 }
 
@@ -124,6 +137,53 @@ impl Future for Answer {
         match *self {
             Answer::Now(x) => Poll::Ready(Ok(x)),
             Answer::Never => Poll::Pending,
+        }
+    }
+}
+
+/// Like [`Echo`] for `u64` requests, except that its answer comes on the
+/// second poll: the first wakes the task and returns `Pending`, as a call
+/// waiting on I/O that is ready at once does. A timeout around it starts
+/// its timer.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WaitsOnce;
+
+impl Service<u64> for WaitsOnce {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Waited;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, request: u64) -> Waited {
+        Waited {
+            value: request,
+            waited: false,
+        }
+    }
+}
+
+/// The answer of [`WaitsOnce`].
+#[derive(Debug)]
+pub(crate) struct Waited {
+    value: u64,
+    waited: bool,
+}
+
+impl Future for Waited {
+    type Output = Result<u64, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.waited {
+            Poll::Ready(Ok(self.value))
+        } else {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
         }
     }
 }
@@ -203,6 +263,26 @@ pub(crate) enum Expect {
     Err,
 }
 
+/// A benched service's answer: whether the service served it, rather than
+/// a fallback standing in for a rejection (the stacks' fallbacks turn any
+/// rejection into an `Ok`, which a happy-path bench must not count).
+pub(crate) trait Served {
+    /// Served by the service.
+    fn served(&self) -> bool;
+}
+
+impl Served for u64 {
+    fn served(&self) -> bool {
+        *self != FALLBACK
+    }
+}
+
+impl<B> Served for Response<B> {
+    fn served(&self) -> bool {
+        self.status() == StatusCode::OK
+    }
+}
+
 /// Times `iters` sequential `ready().await` + `call().await` on a clone
 /// of `svc` (cloned before timing starts), and checks afterwards that the
 /// calls succeeded or failed as `expect` says.
@@ -215,6 +295,7 @@ pub(crate) fn drive<S, R>(
 ) -> Duration
 where
     S: Service<R> + Clone,
+    S::Response: Served,
     S::Error: fmt::Debug,
 {
     drive_mut(rt, &mut svc.clone(), iters, request, expect)
@@ -230,6 +311,7 @@ pub(crate) fn drive_mut<S, R>(
 ) -> Duration
 where
     S: Service<R>,
+    S::Response: Served,
     S::Error: fmt::Debug,
 {
     let (elapsed, failed) = rt.block_on(async {
@@ -241,7 +323,7 @@ where
                 .await
                 .expect("the benched services are always ready");
             let result = ready.call(black_box(request(n))).await;
-            failed += u64::from(result.is_err());
+            failed += u64::from(result.as_ref().is_ok_and(Served::served).not());
             black_box(result.ok());
         }
         (start.elapsed(), failed)
@@ -268,6 +350,7 @@ pub(crate) fn contend<S, R>(
 ) -> Duration
 where
     S: Service<R> + Clone + Send + 'static,
+    S::Response: Served,
     S::Future: Send,
     S::Error: fmt::Debug + Send,
     R: Send + 'static,
@@ -282,8 +365,15 @@ where
                 start_line.wait().await;
                 for n in 0..per_task {
                     let ready = svc.ready().await.expect("ready");
-                    let ok = ready.call(black_box(request(n))).await.is_ok();
-                    assert!(ok, "a happy-path request failed");
+                    let served = ready
+                        .call(black_box(request(n)))
+                        .await
+                        .as_ref()
+                        .is_ok_and(Served::served);
+                    assert!(
+                        served,
+                        "a happy-path request failed or was answered by a fallback"
+                    );
                     // The services answer at once, so a task would never
                     // give its worker back: yield now and then, as a task
                     // waiting on I/O would, so that the tasks interleave
@@ -307,9 +397,11 @@ where
     elapsed.mul_f64(iters as f64 / (per_task * tasks as u64) as f64)
 }
 
-/// One `poll_ready` + `call` + poll of the response future, by hand with
-/// a no-op waker, on the current thread. Panics if the service or its
-/// answer is not ready at once (every happy path benched here is).
+/// One `poll_ready` + `call` + polls of the response future, by hand with
+/// a no-op waker, on the current thread. Panics if the service is not
+/// ready at once or its answer within two polls (every happy path benched
+/// here answers on the first, or on the second after [`WaitsOnce`]'s
+/// wait).
 pub(crate) fn call_now<S: Service<R>, R>(svc: &mut S, request: R) -> Result<S::Response, S::Error> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match svc.poll_ready(&mut cx) {
@@ -318,10 +410,12 @@ pub(crate) fn call_now<S: Service<R>, R>(svc: &mut S, request: R) -> Result<S::R
         Poll::Pending => panic!("the service is not ready at once"),
     }
     let mut future = std::pin::pin!(svc.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(result) => result,
-        Poll::Pending => panic!("the answer is not ready at once"),
+    for _ in 0..2 {
+        if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            return result;
+        }
     }
+    panic!("the answer is not ready within two polls")
 }
 
 /// Runs a few calls through `svc` and checks that none of them was
@@ -376,6 +470,17 @@ pub(crate) fn palisade_rate_limit() -> palisade::ratelimit::RateLimitLayer {
 pub(crate) fn palisade_breaker() -> palisade::breaker::CircuitBreakerLayer {
     CircuitBreakerLayer::builder().build().expect("valid")
 }
+
+/// A service that fails every call at once, to trip a breaker the way a
+/// failing dependency does.
+pub(crate) fn failing()
+-> impl Service<u64, Response = u64, Error = std::io::Error, Future: Send> + Clone {
+    tower::service_fn(|_: u64| ready(Err(std::io::Error::other("the dependency is down"))))
+}
+
+/// How many failed calls trip a breaker at its defaults: palisade's opens
+/// after 20 (its minimum), tower-resilience's within a window of 100.
+pub(crate) const TRIPPING_FAILURES: u64 = 200;
 
 /// palisade's timeout.
 pub(crate) fn palisade_timeout() -> palisade::timeout::TimeoutLayer {
