@@ -279,13 +279,7 @@ fn reject(c: &mut Criterion) {
     // Tripped by failures, as in service (not forced open, which skips
     // the clock read of an open breaker's check for its wait's end).
     let layer = support::palisade_breaker();
-    support::drive(
-        &rt,
-        &layer.layer(support::failing()),
-        support::TRIPPING_FAILURES,
-        u64_request,
-        Expect::Err,
-    );
+    support::trip(&rt, &layer);
     assert_eq!(
         layer.handle().state(),
         palisade::core::CircuitState::Open,
@@ -307,13 +301,7 @@ fn reject(c: &mut Criterion) {
         Expect::Ok,
     );
     let (layer, _handle) = support::peer_breaker();
-    support::drive(
-        &rt,
-        &layer.layer(support::failing()),
-        support::TRIPPING_FAILURES,
-        u64_request,
-        Expect::Err,
-    );
+    support::trip(&rt, &layer);
     bench_u64(
         &mut group,
         &rt,

@@ -471,16 +471,36 @@ pub(crate) fn palisade_breaker() -> palisade::breaker::CircuitBreakerLayer {
     CircuitBreakerLayer::builder().build().expect("valid")
 }
 
-/// A service that fails every call at once, to trip a breaker the way a
-/// failing dependency does.
-pub(crate) fn failing()
--> impl Service<u64, Response = u64, Error = std::io::Error, Future: Send> + Clone {
-    tower::service_fn(|_: u64| ready(Err(std::io::Error::other("the dependency is down"))))
+/// A service that fails every call at once: a dependency that is down.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Failing;
+
+impl Service<u64> for Failing {
+    type Response = u64;
+    type Error = std::io::Error;
+    type Future = Ready<Result<u64, std::io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: u64) -> Self::Future {
+        ready(Err(std::io::Error::other("the dependency is down")))
+    }
 }
 
-/// How many failed calls trip a breaker at its defaults: palisade's opens
-/// after 20 (its minimum), tower-resilience's within a window of 100.
-pub(crate) const TRIPPING_FAILURES: u64 = 200;
+/// Trips the breaker of `layer` open the way a failing dependency does:
+/// 200 failed calls, enough for palisade's at its defaults (it opens after
+/// 20, its minimum) and for tower-resilience's (within a window of 100).
+pub(crate) fn trip<L>(rt: &Runtime, layer: &L)
+where
+    L: Layer<Failing>,
+    L::Service: Service<u64> + Clone,
+    <L::Service as Service<u64>>::Response: Served,
+    <L::Service as Service<u64>>::Error: fmt::Debug,
+{
+    drive(rt, &layer.layer(Failing), 200, u64_request, Expect::Err);
+}
 
 /// palisade's timeout.
 pub(crate) fn palisade_timeout() -> palisade::timeout::TimeoutLayer {
