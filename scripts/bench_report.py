@@ -439,10 +439,11 @@ MISSED_BECAUSE["layer:catch_panic"] = (
 )
 MISSED_BECAUSE["layer:catch_panic_http"] = (
     "Besides what both layers do (wrap `call` and every poll in `catch_unwind`; tower-http's boxes "
-    "the response body, palisade's clones an `Arc` for its response future), the HTTP flavour looks "
-    "up the request's `content-type`, to answer a gRPC call's panic with `grpc-status` rather than a "
-    "500, and copies the path (up to 96 bytes) and the method to log a panic with: a header lookup in "
-    "a map that is not empty, which tower-http does not make."
+    "the response body, palisade's clones an `Arc` for its response future), the HTTP flavour keeps "
+    "what it needs to answer and log a panic after the request has gone to the service: the path (up "
+    "to 96 bytes) and the method, copied into its response future, which every layer above then "
+    "moves, and whether the call is gRPC, from the request's `content-type` (a lookup that costs "
+    "about 3 ns here, measured by skipping it for requests that are not POSTs)."
 )
 
 
