@@ -48,9 +48,10 @@ pub struct ChaosStats {
     /// never delayed).
     pub delayed: u64,
     /// The time actually waited on tokio's clock, added when a wait ends:
-    /// the whole wait when it runs out (at or after the delay drawn, since
-    /// tokio's timer ends waits on whole milliseconds), the part served
-    /// when the response future is dropped during it.
+    /// the whole wait when it runs out (at or after the delay drawn: tokio's
+    /// timer ends waits on whole milliseconds, and the task is polled again
+    /// after that), the part served when the response future is dropped
+    /// during it.
     pub total_delay: Duration,
 }
 

@@ -275,7 +275,8 @@ pub fn install_hook() {
 /// that is taken for one raised while the first still unwinds, and both
 /// go to stderr. A panic that unwinds out of the outermost scope goes to
 /// stderr as the scope ends, as it would without palisade, since nothing
-/// of palisade's is left to report it.
+/// of palisade's is left to report it; its record stays for
+/// [`take_captured`].
 #[derive(Debug)]
 pub struct CaptureScope {
     previous: Option<CaptureOptions>,
@@ -366,14 +367,16 @@ impl CaptureScope {
             swallowed();
         } else if self.previous.is_none() {
             // The panic unwinds out of the outermost scope: nothing of
-            // palisade's will read its record, and whatever catches it
-            // (a task's harness, the thread's end) expects the hook to
-            // have printed it. Printed now, unless the hook did.
+            // palisade's will report it, and whatever catches it (a task's
+            // harness, the thread's end) expects the hook to have printed
+            // it. Printed now, unless the hook did; the record stays for
+            // code that catches the panic and reads it with
+            // `take_captured`.
             let shown = STATE.try_with(|state| state.get().shown).unwrap_or(true);
             if !shown {
                 show_unreported();
+                set_unclaimed(true, true);
             }
-            let _ = take_captured();
         }
     }
 }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_core::panic::{CaptureOptions, CaptureScope, catch, install_hook};
+use palisade_core::panic::{CaptureOptions, CaptureScope, catch, install_hook, take_captured};
 
 const CHILD: &str = "PALISADE_PANIC_ABORT_CHILD";
 
@@ -89,6 +89,14 @@ fn a_panic_unwinding_out_of_a_scope_reaches_stderr() {
             panic!("escaped the scope: user 42 not found");
         });
         assert!(thread.join().is_err(), "the thread panicked");
+        // Caught past the scope, the panic's record is still there to read.
+        let caught = std::panic::catch_unwind(|| {
+            let _scope = CaptureScope::enter(CaptureOptions::default());
+            panic!("caught past the scope");
+        });
+        assert!(caught.is_err());
+        let captured = take_captured().expect("the record stays");
+        assert_eq!(&*captured.message, "caught past the scope");
         return;
     }
     let (status, stderr) = run_child("a_panic_unwinding_out_of_a_scope_reaches_stderr");
