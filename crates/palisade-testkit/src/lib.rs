@@ -62,32 +62,60 @@ impl tracing::field::Visit for Visitor<'_> {
     }
 }
 
-impl tracing::Subscriber for CaptureSubscriber {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
+/// Implements `tracing::Subscriber` for a type that only looks at events:
+/// it wants every event, gives every span the same id, and hands each
+/// event to the body, with the subscriber bound to the first name.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// #[derive(Default)]
+/// struct Counts(AtomicUsize);
+///
+/// palisade_testkit::subscriber_on_event!(Counts, |this, _event| {
+///     this.0.fetch_add(1, Ordering::Relaxed);
+/// });
+///
+/// let counts = std::sync::Arc::new(Counts::default());
+/// tracing::subscriber::with_default(counts.clone(), || tracing::info!("seen"));
+/// assert_eq!(counts.0.load(Ordering::Relaxed), 1);
+/// ```
+#[macro_export]
+macro_rules! subscriber_on_event {
+    ($subscriber:ty, |$this:ident, $event:ident| $body:block) => {
+        impl ::tracing::Subscriber for $subscriber {
+            fn enabled(&self, _: &::tracing::Metadata<'_>) -> bool {
+                true
+            }
 
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
+            fn new_span(&self, _: &::tracing::span::Attributes<'_>) -> ::tracing::span::Id {
+                ::tracing::span::Id::from_u64(1)
+            }
 
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record(&self, _: &::tracing::span::Id, _: &::tracing::span::Record<'_>) {}
 
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn record_follows_from(&self, _: &::tracing::span::Id, _: &::tracing::span::Id) {}
 
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = BTreeMap::new();
-        event.record(&mut Visitor(&mut fields));
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Logged {
-                level: *event.metadata().level(),
-                fields,
-            });
-    }
+            fn event(&self, $event: &::tracing::Event<'_>) {
+                let $this = self;
+                $body
+            }
 
-    fn enter(&self, _: &tracing::span::Id) {}
+            fn enter(&self, _: &::tracing::span::Id) {}
 
-    fn exit(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &::tracing::span::Id) {}
+        }
+    };
 }
+
+subscriber_on_event!(CaptureSubscriber, |this, event| {
+    let mut fields = BTreeMap::new();
+    event.record(&mut Visitor(&mut fields));
+    this.0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Logged {
+            level: *event.metadata().level(),
+            fields,
+        });
+});

@@ -122,21 +122,9 @@ impl tracing::field::Visit for Discard {
 }
 
 #[cfg(feature = "tracing")]
-impl tracing::Subscriber for ReadsEverything {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        event.record(&mut Discard);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+palisade_testkit::subscriber_on_event!(ReadsEverything, |_this, event| {
+    event.record(&mut Discard);
+});
 
 #[cfg(feature = "tracing")]
 #[test]

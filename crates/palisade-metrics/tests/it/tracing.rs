@@ -8,9 +8,8 @@ use palisade_core::{
     TransitionReason,
 };
 use palisade_metrics::TracingSink;
+use tracing::Level;
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Level, Metadata, Subscriber};
 
 use crate::common::every_event;
 
@@ -44,27 +43,15 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Vec::new();
-        event.record(&mut Fields(&mut fields));
-        self.0.lock().unwrap().push(Captured {
-            level: *event.metadata().level(),
-            target: event.metadata().target().to_owned(),
-            fields,
-        });
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+palisade_testkit::subscriber_on_event!(Capture, |this, event| {
+    let mut fields = Vec::new();
+    event.record(&mut Fields(&mut fields));
+    this.0.lock().unwrap().push(Captured {
+        level: *event.metadata().level(),
+        target: event.metadata().target().to_owned(),
+        fields,
+    });
+});
 
 fn capture(events: &[Event<'_>]) -> Vec<Captured> {
     let _serial = crate::common::tracing_serial();

@@ -109,31 +109,13 @@ impl PanickingSubscriber {
     }
 }
 
-impl tracing::Subscriber for PanickingSubscriber {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
+palisade_testkit::subscriber_on_event!(PanickingSubscriber, |this, event| {
+    if *event.metadata().level() <= tracing::Level::WARN {
+        this.panics
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("the log backend failed");
     }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        if *event.metadata().level() <= tracing::Level::WARN {
-            self.panics
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            panic!("the log backend failed");
-        }
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+});
 
 /// A value whose destructor panics when it is an original, not a clone (a
 /// drop check left in a user's type); clones drop quietly.
