@@ -360,14 +360,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            // The inner call's claimed outcome, or the readiness error,
+            // for the source to answer.
+            let cause = match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
                     if *this.finished {
                         return Poll::Ready(Err(polled_after_completion()));
                     }
                     let result = ready!(future.poll(cx));
                     *this.finished = true;
-                    let cause = match result {
+                    match result {
                         Ok(res) => {
                             if !claims_response(this.shared, &res) {
                                 return Poll::Ready(Ok(res));
@@ -381,13 +383,7 @@ where
                             }
                             Cause::from_error(err)
                         }
-                    };
-                    // Nothing kept: keeping it panicked, so no answer.
-                    let Some(kept) = this.kept.take() else {
-                        return Poll::Ready(unanswered(cause));
-                    };
-                    let next = answer(this.shared, kept, cause);
-                    this.state.set(next);
+                    }
                 }
                 StateProj::Answer {
                     mut future,
@@ -413,18 +409,17 @@ where
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(polled_after_completion)));
                 }
-                StateProj::Unready { error } => {
-                    let Some(error) = error.take() else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    let cause = Cause::from_error(error);
-                    let Some(kept) = this.kept.take() else {
-                        return Poll::Ready(unanswered(cause));
-                    };
-                    let next = answer(this.shared, kept, cause);
-                    this.state.set(next);
-                }
-            }
+                StateProj::Unready { error } => match error.take() {
+                    Some(error) => Cause::from_error(error),
+                    None => return Poll::Ready(Err(polled_after_completion())),
+                },
+            };
+            // Nothing kept: keeping it panicked, so no answer.
+            let Some(kept) = this.kept.take() else {
+                return Poll::Ready(unanswered(cause));
+            };
+            let next = answer(this.shared, kept, cause);
+            this.state.set(next);
         }
     }
 }
