@@ -504,12 +504,7 @@ impl Breaker {
 
     #[inline]
     fn emit_admitted(&self) {
-        // Tested before the event is built, which would otherwise read the
-        // policy name on every admission.
-        if !self.cfg.metrics.is_enabled() {
-            return;
-        }
-        self.emit(&Event::Admitted {
+        self.cfg.metrics.emit_with(|| Event::Admitted {
             policy: self.cfg.policy.as_str(),
             layer: LayerKind::CircuitBreaker,
         });

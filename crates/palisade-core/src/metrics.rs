@@ -217,6 +217,26 @@ impl Metrics {
             sink.record(event);
         }
     }
+
+    /// Reports the event `event` builds, building it only when a sink
+    /// listens: for events on a layer's fast path, whose fields (a policy
+    /// name behind a pointer) would otherwise be read on every request.
+    ///
+    /// ```
+    /// use palisade_core::{Event, LayerKind, Metrics};
+    ///
+    /// Metrics::noop().emit_with(|| unreachable!("built for nobody"));
+    /// Metrics::noop().emit_with(|| Event::Admitted {
+    ///     policy: "api",
+    ///     layer: LayerKind::RateLimit,
+    /// });
+    /// ```
+    #[inline]
+    pub fn emit_with<'a>(&self, event: impl FnOnce() -> Event<'a>) {
+        if let Some(sink) = &self.sink {
+            sink.record(&event());
+        }
+    }
 }
 
 impl Default for Metrics {

@@ -575,13 +575,7 @@ impl Limiter {
 
     #[inline]
     pub(crate) fn emit_admitted(&self) {
-        // Tested before the event is built: otherwise the compiler reads
-        // the policy name for it first, right behind the bucket's
-        // compare-and-swap, for events nobody receives.
-        if !self.metrics.is_enabled() {
-            return;
-        }
-        self.metrics.emit(&Event::Admitted {
+        self.metrics.emit_with(|| Event::Admitted {
             policy: self.policy.as_str(),
             layer: LayerKind::RateLimit,
         });

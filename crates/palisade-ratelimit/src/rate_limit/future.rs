@@ -131,8 +131,8 @@ where
     S: Service<Req>,
     H: ResponseHeaders<S::Response>,
 {
-    #[inline]
     /// An admitted call (with the headers of its admission, if any).
+    #[inline]
     pub(crate) fn called(future: S::Future, pending: Option<H::Pending>) -> Self {
         Self {
             state: State::Called { future, pending },
