@@ -1,7 +1,6 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The name of one policy: a layer instance, or a stack of layers sharing it.
@@ -29,7 +28,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// assert_eq!(name, PolicyName::new(String::from("payments")));
 /// assert_eq!(PolicyName::default().as_str(), "default");
 /// ```
-#[derive(Clone)]
+// Compared, ordered and hashed as the string it holds (as `&str` is).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyName(&'static str);
 
 /// Every distinct name made so far.
@@ -38,8 +38,8 @@ static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 impl PolicyName {
     /// Creates a policy name: the interned copy of `name`, stored the
     /// first time it is seen and never freed.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self::intern(&name.into())
+    pub fn new(name: impl AsRef<str>) -> Self {
+        Self::intern(name.as_ref())
     }
 
     /// A policy name from a string the program holds for good, stored as
@@ -79,32 +79,6 @@ impl Default for PolicyName {
     /// The name `"default"`.
     fn default() -> Self {
         Self::from_static("default")
-    }
-}
-
-impl PartialEq for PolicyName {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for PolicyName {}
-
-impl Hash for PolicyName {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl PartialOrd for PolicyName {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PolicyName {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(other.0)
     }
 }
 
