@@ -30,11 +30,8 @@ use support::{Echo, Expect, drive, http_request, u64_request};
 fn stack_u64(c: &mut Criterion) {
     let rt = support::current_thread();
     let palisade = support::palisade_stack_u64();
-    support::assert_unrejected_u64(&rt, &palisade);
     let leaked = support::palisade_stack_u64_leaked();
-    support::assert_unrejected_u64(&rt, &leaked);
     let peer = support::peer_stack_u64();
-    support::assert_unrejected_u64(&rt, &peer);
 
     let mut group = c.benchmark_group("stack_u64");
     group.bench_function("bare", |b| {
@@ -55,13 +52,9 @@ fn stack_u64(c: &mut Criterion) {
 fn stack_http(c: &mut Criterion) {
     let rt = support::current_thread();
     let palisade = support::palisade_stack_http();
-    support::assert_unrejected_http(&rt, &palisade);
     let leaked = support::palisade_stack_http_leaked();
-    support::assert_unrejected_http(&rt, &leaked);
     let extension = support::palisade_stack_http_extension();
-    support::assert_unrejected_http(&rt, &extension);
     let peer = support::peer_stack_http();
-    support::assert_unrejected_http(&rt, &peer);
 
     let mut group = c.benchmark_group("stack_http");
     group.bench_function("bare", |b| {

@@ -418,43 +418,6 @@ pub(crate) fn call_now<S: Service<R>, R>(svc: &mut S, request: R) -> Result<S::R
     panic!("the answer is not ready within two polls")
 }
 
-/// Runs a few calls through `svc` and checks that none of them was
-/// answered by a fallback: on the happy path, nothing below may reject.
-pub(crate) fn assert_unrejected_u64<S>(rt: &Runtime, svc: &S)
-where
-    S: Service<u64, Response = u64> + Clone,
-    S::Error: fmt::Debug,
-{
-    rt.block_on(async {
-        for n in 0..1000 {
-            let answer = svc.clone().oneshot(n).await.expect("happy path");
-            assert_eq!(answer, n, "a layer below the fallback rejected");
-        }
-    });
-}
-
-/// Same as [`assert_unrejected_u64`] for HTTP: every answer is a 200.
-pub(crate) fn assert_unrejected_http<S, B>(rt: &Runtime, svc: &S)
-where
-    S: Service<Request<()>, Response = Response<B>> + Clone,
-    S::Error: fmt::Debug,
-{
-    rt.block_on(async {
-        for n in 0..1000 {
-            let answer = svc
-                .clone()
-                .oneshot(http_request(n))
-                .await
-                .expect("happy path");
-            assert_eq!(
-                answer.status(),
-                StatusCode::OK,
-                "a layer below the fallback rejected"
-            );
-        }
-    });
-}
-
 // ---------------------------------------------------------------------------
 // palisade, one layer at a time
 
