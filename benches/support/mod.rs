@@ -13,7 +13,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
-use std::ops::Not as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -323,7 +322,7 @@ where
                 .await
                 .expect("the benched services are always ready");
             let result = ready.call(black_box(request(n))).await;
-            failed += u64::from(result.as_ref().is_ok_and(Served::served).not());
+            failed += u64::from(!result.as_ref().is_ok_and(Served::served));
             black_box(result.ok());
         }
         (start.elapsed(), failed)
