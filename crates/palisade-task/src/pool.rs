@@ -3,8 +3,8 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -69,6 +69,11 @@ struct PoolInner {
 struct WorkerShared {
     /// Taken out by the shutdown that drains it last.
     receiver: Mutex<Option<mpsc::Receiver<Job>>>,
+    /// The closed queue, once that shutdown has drained it: a job sent
+    /// into a slot reserved before the close is drained by its sender.
+    late: std::sync::Mutex<Option<mpsc::Receiver<Job>>>,
+    /// Set when `late` holds the queue.
+    drained: AtomicBool,
     closed: AtomicBool,
     submitted: AtomicU64,
     rejected: AtomicU64,
@@ -197,6 +202,8 @@ impl WorkerPoolBuilder {
         let (sender, receiver) = mpsc::channel(self.capacity);
         let shared = Arc::new(WorkerShared {
             receiver: Mutex::new(Some(receiver)),
+            late: std::sync::Mutex::new(None),
+            drained: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             submitted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -337,14 +344,44 @@ impl WorkerPool {
     /// Queues `job` in the slot reserved for it. Counted before it is
     /// sent: a drain that counts it as dropped never sees more jobs than
     /// were submitted.
+    ///
+    /// A slot reserved before the queue closed can still be sent into after
+    /// the shutdown drained it. The sender then drains the job itself, so
+    /// that once this returns the job is counted: run, or dropped.
     fn queue<F>(&self, slot: mpsc::Permit<'_, Job>, job: F) -> Result<(), SubmitError>
     where
         F: Future + Send + 'static,
         F::Output: TaskOutput,
     {
-        self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.inner.shared;
+        shared.submitted.fetch_add(1, Ordering::Relaxed);
         slot.send(self.boxed(job));
+        // Pairs with the fence in `shut_down`: either the shutdown's drain
+        // sees this job, or this sees that the drain is over.
+        atomic::fence(Ordering::SeqCst);
+        if shared.drained.load(Ordering::Relaxed) {
+            self.drain_late();
+        }
         Ok(())
+    }
+
+    /// Drops whatever the closed queue still holds, counting it.
+    fn drain_late(&self) {
+        let mut late = self
+            .inner
+            .shared
+            .late
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(receiver) = late.as_mut() else {
+            return;
+        };
+        let mut dropped = 0;
+        while let Ok(job) = receiver.try_recv() {
+            dropped += 1;
+            self.discard(job);
+        }
+        self.count_dropped(dropped);
     }
 
     /// Drops a job that will not run. Its future is the user's: a
@@ -456,9 +493,11 @@ impl WorkerPool {
     /// stops the wait, not the shutdown, which still aborts the workers at
     /// the deadline and counts every job left. It does not wait for a
     /// [`submit`](Self::submit) still waiting for room: polled again, that
-    /// submit is refused with [`SubmitError::Closed`] (or, if it was
-    /// sending its job as the queue closed, the job is counted as dropped
-    /// when it arrives). A second shutdown, or one racing the first,
+    /// submit is refused with [`SubmitError::Closed`]. A submit that
+    /// reserved its slot before the queue closed and sends into it after
+    /// the drain counts its job as dropped before it returns, so once
+    /// every submit has returned, each job it accepted is accounted for.
+    /// A second shutdown, or one racing the first,
     /// returns once the workers are done, without waiting for the first
     /// one's drain: read the stats after the first returns.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
@@ -482,33 +521,21 @@ impl WorkerPool {
             return report;
         };
         receiver.close();
-        let mut dropped = 0;
-        let slots_out = loop {
-            match receiver.try_recv() {
-                Ok(job) => {
-                    dropped += 1;
-                    self.discard(job);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break true,
-                Err(mpsc::error::TryRecvError::Disconnected) => break false,
-            }
-        };
-        self.count_dropped(dropped);
-        if slots_out {
-            // A submit holds a slot it has not sent its job into yet: one
-            // racing the close, or one that was handed the slot while
-            // waiting and is not being polled (the `select!` loop that
-            // called it may be this very shutdown's caller). The shutdown
-            // does not wait for it; a task counts the job when it is sent,
-            // and ends once every slot is back.
-            let this = self.clone();
-            tokio::spawn(async move {
-                while let Some(job) = receiver.recv().await {
-                    this.discard(job);
-                    this.count_dropped(1);
-                }
-            });
-        }
+        // A submit may hold a slot it has not sent its job into yet: one
+        // racing the close, or one that was handed the slot while waiting
+        // and is not being polled (the `select!` loop that called it may be
+        // this very shutdown's caller). The shutdown does not wait for it;
+        // the queue is left where that submit drains its own job.
+        *self
+            .inner
+            .shared
+            .late
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(receiver);
+        self.inner.shared.drained.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `queue`.
+        atomic::fence(Ordering::SeqCst);
+        self.drain_late();
         report
     }
 
