@@ -2,6 +2,7 @@
 //! tonic clients: every rejection reaches the client as its gRPC code.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::breaker::CircuitBreakerLayer;
@@ -14,22 +15,25 @@ use palisade::timeout::TimeoutLayer;
 use palisade::{Stack, StackLayer};
 use palisade_workspace::grpc::{InventoryClient, InventoryServer, LookupReply, LookupRequest};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Status};
 use tower::Layer;
 
-/// Answers by SKU: `slow` sleeps 30 s, `panic` panics, `hold` waits for the
-/// test to let it go, anything else answers at once.
+/// Answers by SKU: `slow` sleeps 30 s, `panic` panics, `hold` tells the
+/// test it has started and waits for the test to let it go, anything else
+/// answers at once.
 async fn lookup(
     request: LookupRequest,
     hold: tokio::sync::watch::Receiver<bool>,
+    holding: Arc<Notify>,
 ) -> Result<LookupReply, Status> {
     match request.sku.as_str() {
         "slow" => tokio::time::sleep(Duration::from_secs(30)).await,
         "panic" => panic!("secret internal detail"),
         "hold" => {
+            holding.notify_one();
             let mut hold = hold;
             let _ = hold.wait_for(|released| *released).await;
         }
@@ -44,6 +48,8 @@ async fn lookup(
 struct Running {
     client: InventoryClient<Channel>,
     release: tokio::sync::watch::Sender<bool>,
+    /// Notified when a `hold` call has reached the service.
+    holding: Arc<Notify>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -64,7 +70,10 @@ where
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let (release, hold) = tokio::sync::watch::channel(false);
-    let service = InventoryServer::new(move |request| lookup(request, hold.clone()));
+    let holding = Arc::new(Notify::new());
+    let signal = holding.clone();
+    let service =
+        InventoryServer::new(move |request| lookup(request, hold.clone(), signal.clone()));
     tokio::spawn(async move {
         Server::builder()
             .layer(policy)
@@ -83,6 +92,7 @@ where
     Running {
         client: InventoryClient::new(channel),
         release,
+        holding,
         _stop: stop,
     }
 }
@@ -159,17 +169,11 @@ async fn a_full_bulkhead_is_unavailable() {
     let mut running = start(policy).await;
     let mut holder = running.client.clone();
     let held = tokio::spawn(async move { call(&mut holder, "hold").await });
-    let mut refused = None;
-    for _ in 0..1000 {
-        match call(&mut running.client, "quick").await {
-            Ok(_) => tokio::task::yield_now().await,
-            Err(status) => {
-                refused = Some(status);
-                break;
-            }
-        }
-    }
-    let status = refused.expect("a call is refused while the only slot is held");
+    // Once the held call has reached the service, its slot is taken.
+    tokio::time::timeout(Duration::from_secs(10), running.holding.notified())
+        .await
+        .expect("the held call reaches the service");
+    let status = call(&mut running.client, "quick").await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     running.release.send(true).unwrap();
     assert_eq!(held.await.unwrap().unwrap(), 7);
@@ -249,7 +253,9 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (release, hold) = tokio::sync::watch::channel(false);
-    let service = InventoryServer::new(move |request| lookup(request, hold.clone()));
+    let holding = Arc::new(Notify::new());
+    let service =
+        InventoryServer::new(move |request| lookup(request, hold.clone(), holding.clone()));
     let router = tonic::service::Routes::new(service).into_axum_router();
     let app = policy.layer(router);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -284,7 +290,7 @@ async fn the_clients_grpc_timeout_shortens_the_servers_deadline() {
     // 100 ms, where the server's own deadline is a minute: DEADLINE_EXCEEDED.
     assert_eq!(lookup_with_grpc_timeout(addr, "slow", "100m").await, "4");
     // Well below the 10 s after which the call gives up on its own.
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(8));
     // A malformed header is ignored: the call is served.
     assert_eq!(lookup_with_grpc_timeout(addr, "fast", "soon").await, "0");
 }
