@@ -508,6 +508,9 @@ fn pushes_racing_a_shutdown_are_all_accounted_for() {
                 .max_attempts(1)
                 .seed(round)
                 .drain_deadline(Duration::from_millis(1))
+                // A starved worker thread must not end the wait for the
+                // aborted workers before they are gone.
+                .abort_grace(Duration::from_secs(30))
                 .build()
                 .unwrap()
         };
