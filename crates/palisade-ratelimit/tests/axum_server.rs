@@ -84,14 +84,15 @@ async fn a_real_server_limits_by_peer_and_answers_429() {
         assert!(third.starts_with("http/1.1 429"), "{third}");
         // The bucket refills one request every 30 s, counted from the first
         // request: the wait is a little under 30 s by now (real time has
-        // passed) and rounds up to whole seconds.
+        // passed, seconds of it on a loaded machine) and rounds up to whole
+        // seconds.
         let retry_after: u64 = third
             .split("retry-after: ")
             .nth(1)
             .and_then(|rest| rest.split("\r\n").next())
             .and_then(|value| value.parse().ok())
             .expect("a Retry-After header");
-        assert!((25..=30).contains(&retry_after), "{third}");
+        assert!((15..=30).contains(&retry_after), "{third}");
     };
     tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
