@@ -680,18 +680,27 @@ fn a_snapshot_racing_transitions_pairs_each_with_its_own_time() {
     // Closed to open, open to half-open, half-open to closed.
     let kinds: [(CircuitState, CircuitState, TransitionReason); 3] =
         crate::common::transition_tour()[..3].try_into().unwrap();
-    // Bounded both ways: the writer stops after `TRANSITIONS` or once the
-    // reader has checked `SNAPSHOTS` snapshots taken while it ran.
+    // Bounded both ways: the writer stops after `TRANSITIONS` (or, if the
+    // reader has not checked one snapshot by then, once it has or 30 s
+    // have passed) or once the reader has checked `SNAPSHOTS` snapshots
+    // taken while it ran.
     const TRANSITIONS: u64 = 5_000_000;
     const SNAPSHOTS: u64 = 20_000;
     let clock = ManualClock::new();
     let sink = std::sync::Arc::new(sink(&clock, 10));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (sink, clock, done) = (sink.clone(), clock.clone(), done.clone());
+        let (sink, clock, done, seen) = (sink.clone(), clock.clone(), done.clone(), seen.clone());
         std::thread::spawn(move || {
+            let began = std::time::Instant::now();
+            let more = |i: u64| {
+                i < TRANSITIONS
+                    || (!seen.load(std::sync::atomic::Ordering::Acquire)
+                        && began.elapsed() < Duration::from_secs(30))
+            };
             let mut i = 0;
-            while i < TRANSITIONS && !done.load(std::sync::atomic::Ordering::Acquire) {
+            while more(i) && !done.load(std::sync::atomic::Ordering::Acquire) {
                 i += 1;
                 clock.advance(Duration::from_millis(1));
                 let (from, to, reason) = kinds[(i % 3) as usize];
@@ -730,6 +739,7 @@ fn a_snapshot_racing_transitions_pairs_each_with_its_own_time() {
             "transition at {at_ms} ms: {last}"
         );
         checked += 1;
+        seen.store(true, std::sync::atomic::Ordering::Release);
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     writer.join().unwrap();
