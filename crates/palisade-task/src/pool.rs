@@ -103,7 +103,9 @@ pub struct PoolStats {
     pub panicked: u64,
     /// Jobs stopped half-way when shutdown aborted their worker.
     pub abandoned: u64,
-    /// Jobs still queued when shutdown ended, dropped unrun.
+    /// Jobs still queued when shutdown ended, or sent into a slot reserved
+    /// before the close once the shutdown had drained the queue; dropped
+    /// unrun.
     pub dropped_at_shutdown: u64,
     /// Jobs running now.
     pub running: usize,
