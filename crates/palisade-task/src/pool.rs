@@ -69,11 +69,12 @@ struct PoolInner {
 struct WorkerShared {
     /// Taken out by the shutdown that drains it last.
     receiver: Mutex<Option<mpsc::Receiver<Job>>>,
-    /// The closed queue, once that shutdown has drained it: a job sent
-    /// into a slot reserved before the close is drained by its sender.
+    /// The closed queue, handed over by that shutdown once its workers are
+    /// done: the shutdown drains it, and so does a submit that sends into a
+    /// slot it reserved before the close, for its own job.
     late: std::sync::Mutex<Option<mpsc::Receiver<Job>>>,
-    /// Set when `late` holds the queue.
-    drained: AtomicBool,
+    /// Set once `late` holds the queue.
+    handed_over: AtomicBool,
     closed: AtomicBool,
     submitted: AtomicU64,
     rejected: AtomicU64,
@@ -104,8 +105,7 @@ pub struct PoolStats {
     /// Jobs stopped half-way when shutdown aborted their worker.
     pub abandoned: u64,
     /// Jobs still queued when shutdown ended, or sent into a slot reserved
-    /// before the close once the shutdown had drained the queue; dropped
-    /// unrun.
+    /// before the close after the workers were done; dropped unrun.
     pub dropped_at_shutdown: u64,
     /// Jobs running now.
     pub running: usize,
@@ -205,7 +205,7 @@ impl WorkerPoolBuilder {
         let shared = Arc::new(WorkerShared {
             receiver: Mutex::new(Some(receiver)),
             late: std::sync::Mutex::new(None),
-            drained: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             submitted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -347,9 +347,9 @@ impl WorkerPool {
     /// sent: a drain that counts it as dropped never sees more jobs than
     /// were submitted.
     ///
-    /// A slot reserved before the queue closed can still be sent into after
-    /// the shutdown drained it. The sender then drains the job itself, so
-    /// that once this returns the job is counted: run, or dropped.
+    /// A slot reserved before the queue closed can be sent into after the
+    /// shutdown took the queue from its workers. The sender then drains the
+    /// job itself, so that it is counted as dropped before this returns.
     fn queue<F>(&self, slot: mpsc::Permit<'_, Job>, job: F) -> Result<(), SubmitError>
     where
         F: Future + Send + 'static,
@@ -359,31 +359,52 @@ impl WorkerPool {
         shared.submitted.fetch_add(1, Ordering::Relaxed);
         slot.send(self.boxed(job));
         // Pairs with the fence in `shut_down`: either the shutdown's drain
-        // sees this job, or this sees that the drain is over.
+        // sees this job, or this sees that the queue was handed over.
         atomic::fence(Ordering::SeqCst);
-        if shared.drained.load(Ordering::Relaxed) {
-            self.drain_late();
+        if shared.handed_over.load(Ordering::Relaxed) {
+            self.drain_late(Late::Submit);
         }
         Ok(())
     }
 
     /// Drops whatever the closed queue still holds, counting it.
-    fn drain_late(&self) {
-        let mut late = self
-            .inner
-            .shared
-            .late
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(receiver) = late.as_mut() else {
-            return;
+    ///
+    /// Counted under the lock, so that a sender that finds its job already
+    /// taken returns only once it is counted; dropped after it, so that a
+    /// job's destructor that takes a lock of the caller's cannot deadlock
+    /// against a sender waiting here while holding it.
+    fn drain_late(&self, by: Late) {
+        let shared = &self.inner.shared;
+        let jobs: Vec<Job> = {
+            let mut late = shared.late.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(receiver) = late.as_mut() else {
+                return;
+            };
+            let jobs: Vec<Job> = std::iter::from_fn(|| receiver.try_recv().ok()).collect();
+            shared
+                .dropped_at_shutdown
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            jobs
         };
-        let mut dropped = 0;
-        while let Ok(job) = receiver.try_recv() {
-            dropped += 1;
+        if jobs.is_empty() {
+            return;
+        }
+        let dropped = jobs.len();
+        for job in jobs {
             self.discard(job);
         }
-        self.count_dropped(dropped);
+        contained(|| match by {
+            Late::Shutdown => tracing::warn!(
+                pool = self.inner.name.as_str(),
+                dropped,
+                "jobs still queued at the shutdown deadline were dropped"
+            ),
+            Late::Submit => tracing::warn!(
+                pool = self.inner.name.as_str(),
+                dropped,
+                "jobs submitted as the pool shut down were dropped unrun"
+            ),
+        });
     }
 
     /// Drops a job that will not run. Its future is the user's: a
@@ -400,6 +421,11 @@ impl WorkerPool {
     ///
     /// [`SubmitError::Full`] when the queue is full, [`SubmitError::Closed`]
     /// after shutdown. The job is dropped unrun and counted as rejected.
+    ///
+    /// A job accepted while a [`shutdown`](Self::shutdown) closes the queue
+    /// can reach it after the workers are done: it is then dropped unrun
+    /// and counted in [`PoolStats::dropped_at_shutdown`], before this
+    /// returns `Ok`.
     pub fn try_submit<F>(&self, job: F) -> Result<(), SubmitError>
     where
         F: Future + Send + 'static,
@@ -420,7 +446,8 @@ impl WorkerPool {
     /// # Errors
     ///
     /// [`SubmitError::Closed`] after shutdown; the job is dropped unrun and
-    /// counted as rejected.
+    /// counted as rejected. A job accepted as a shutdown closes the queue
+    /// may be dropped as [`try_submit`](Self::try_submit) says.
     pub async fn submit<F>(&self, job: F) -> Result<(), SubmitError>
     where
         F: Future + Send + 'static,
@@ -497,8 +524,9 @@ impl WorkerPool {
     /// [`submit`](Self::submit) still waiting for room: polled again, that
     /// submit is refused with [`SubmitError::Closed`]. A submit that
     /// reserved its slot before the queue closed and sends into it after
-    /// the drain counts its job as dropped before it returns, so once
-    /// every submit has returned, each job it accepted is accounted for.
+    /// the workers are done counts its job as dropped before it returns,
+    /// so once every submit and the first shutdown have returned, each job
+    /// accepted is accounted for.
     /// A second shutdown, or one racing the first,
     /// returns once the workers are done, without waiting for the first
     /// one's drain: read the stats after the first returns.
@@ -517,8 +545,7 @@ impl WorkerPool {
         // another.
         let report = self.inner.group.shut_down(deadline).await;
         // Taken out of the pool: a later or concurrent shutdown finds it
-        // gone and has nothing to drain, and the task below owns it
-        // without holding the lock.
+        // gone and has nothing to drain.
         let Some(mut receiver) = self.inner.shared.receiver.lock().await.take() else {
             return report;
         };
@@ -527,35 +554,27 @@ impl WorkerPool {
         // racing the close, or one that was handed the slot while waiting
         // and is not being polled (the `select!` loop that called it may be
         // this very shutdown's caller). The shutdown does not wait for it;
-        // the queue is left where that submit drains its own job.
+        // it hands the queue over to where that submit drains its own job.
         *self
             .inner
             .shared
             .late
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(receiver);
-        self.inner.shared.drained.store(true, Ordering::Relaxed);
+        self.inner.shared.handed_over.store(true, Ordering::Relaxed);
         // Pairs with the fence in `queue`.
         atomic::fence(Ordering::SeqCst);
-        self.drain_late();
+        self.drain_late(Late::Shutdown);
         report
     }
+}
 
-    fn count_dropped(&self, dropped: u64) {
-        if dropped > 0 {
-            self.inner
-                .shared
-                .dropped_at_shutdown
-                .fetch_add(dropped, Ordering::Relaxed);
-            contained(|| {
-                tracing::warn!(
-                    pool = self.inner.name.as_str(),
-                    dropped,
-                    "jobs still queued at the shutdown deadline were dropped"
-                );
-            });
-        }
-    }
+/// Who drains the closed queue: the shutdown, or a submit that sent into
+/// it after the hand-over.
+#[derive(Clone, Copy)]
+enum Late {
+    Shutdown,
+    Submit,
 }
 
 impl fmt::Debug for WorkerPool {
