@@ -526,10 +526,9 @@ impl WorkerPool {
     /// reserved its slot before the queue closed and sends into it after
     /// the workers are done counts its job as dropped before it returns,
     /// so once every submit and the first shutdown have returned, each job
-    /// accepted is accounted for.
-    /// A second shutdown, or one racing the first,
-    /// returns once the workers are done, without waiting for the first
-    /// one's drain: read the stats after the first returns.
+    /// accepted is accounted for. A second shutdown, or one racing the
+    /// first, returns once the workers are done, without waiting for the
+    /// first one's drain: read the stats after the first returns.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let this = self.clone();
         let name = self.inner.name.clone();
