@@ -313,6 +313,14 @@ impl CaptureScope {
     /// that entered this scope) is not this scope's, and stays for it.
     #[inline]
     fn leave(mut self) -> bool {
+        self.close()
+    }
+
+    /// Restores the previous scope and tells whether a record this scope
+    /// made is unclaimed: [`leave`](Self::leave), and the end of a scope
+    /// dropped without it.
+    #[inline]
+    fn close(&mut self) -> bool {
         self.left = true;
         restore(self.previous)
             && RECORDS
@@ -355,12 +363,7 @@ impl CaptureScope {
     #[cold]
     #[inline(never)]
     fn end(&mut self) {
-        self.left = true;
-        let unclaimed = restore(self.previous)
-            && RECORDS
-                .try_with(Cell::get)
-                .is_ok_and(|records| records != self.records);
-        if !unclaimed {
+        if !self.close() {
             return;
         }
         if !std::thread::panicking() {
