@@ -21,7 +21,10 @@
 //! event (message, location, backtrace), so it is never silent.
 //!
 //! The capture cost is paid only when a panic happens. Entering a scope is a
-//! thread-local write.
+//! thread-local write, and leaving it another. The one on the way out also
+//! keeps the compiler from building a value produced inside the scope
+//! where the caller of [`catch`] stores it, so a large value is copied
+//! once more.
 //!
 //! If a program replaces the panic hook after palisade installed its own,
 //! panics are still caught, but without location or backtrace.
