@@ -18,6 +18,9 @@ use crate::layer::{Core, Permit};
 use crate::limiter::WaitNode;
 use crate::sync::Arc as NodeArc;
 
+/// The largest output the response future returns in registers.
+const IN_REGISTERS: usize = 16;
+
 pin_project! {
     /// The response future of [`Bulkhead`](crate::Bulkhead).
     ///
@@ -156,9 +159,20 @@ where
                 StateProj::Running { future, permit } => {
                     let polled = FailOnUnwind::run(permit, || future.poll(cx));
                     let result = ready!(polled).map_err(Into::into);
-                    let output = this.classify.classify(result, permit.recorder());
+                    let recorder = permit.recorder();
                     // Free the slot now, not when the caller drops this
                     // future: it may be slow to take the response.
+                    if size_of::<Self::Output>() > IN_REGISTERS {
+                        // Before the response is classified: classified
+                        // first, a large response would be built in a
+                        // temporary, kept there while the state (which may
+                        // unwind) is dropped, and then copied out.
+                        this.state.set(State::Done);
+                        return Poll::Ready(this.classify.classify(result, recorder));
+                    }
+                    // A small response is returned in registers: classified
+                    // first, it is not held in memory across the drop.
+                    let output = this.classify.classify(result, recorder);
                     this.state.set(State::Done);
                     return Poll::Ready(output);
                 }
