@@ -391,11 +391,11 @@ MISSED_BECAUSE = {
     "stack": (
         "The stack pays one clock read (the rate limiter's), about fourteen atomic read-modify-writes "
         "and the moves of its 128-byte (`u64`) or 344-byte (HTTP) response future through every "
-        "layer's `call`: for HTTP, fourteen `memcpy` calls per request of the stack's own (the "
+        "layer's `call`: for HTTP, thirteen `memcpy` calls per request of the stack's own (the "
         "224-byte request at five layer boundaries, the growing future five times, the response "
-        "four times; the bench's loop adds six more), which with the loop's took about half of the "
-        "HTTP bench's time in a `perf` profile of this build; see *The full stack* in the notes "
-        "below."
+        "three times; the bench's loop adds six more). With one copy more of the stack's, they and "
+        "the loop's took about half of the HTTP bench's time in a `perf` profile; see *The full "
+        "stack* in the notes below."
     ),
     "stack_leaked": (
         "Leaked, the stack writes no reference counts, but it still pays the clock read, the locked "
