@@ -21,10 +21,11 @@
 //! event (message, location, backtrace), so it is never silent.
 //!
 //! The capture cost is paid only when a panic happens. Entering a scope is a
-//! thread-local write, and leaving it another. The one on the way out also
-//! keeps the compiler from building a value produced inside the scope
-//! where the caller of [`catch`] stores it, so a large value is copied
-//! once more.
+//! thread-local write, and leaving it another, with a check for a record
+//! the closure's own code left. [`catch`] builds its result before it
+//! reports such a record, with a call that cannot unwind, so that the
+//! compiler builds a large value (a service's future, a response) where
+//! the caller stores it: the scope adds no copy of it.
 //!
 //! If a program replaces the panic hook after palisade installed its own,
 //! panics are still caught, but without location or backtrace.
@@ -409,25 +410,30 @@ pub fn take_captured() -> Option<Captured> {
 #[inline]
 pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
     let scope = CaptureScope::enter(options);
-    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
-    if scope.leave() {
-        left_a_record(result.is_ok());
-    }
-    result
-}
-
-/// What [`catch`] does when its scope left a record: a panic its closure
-/// caught itself is reported; one `catch` caught is over: its record stays
-/// for `panicked` (or for an enclosing scope to report, if nobody reads
-/// it), but it is no longer one unwinding, which the next panic would
-/// otherwise take for a pile-up and print with itself.
-#[cold]
-#[inline(never)]
-fn left_a_record(returned: bool) {
-    if returned {
-        swallowed();
-    } else {
-        mark_caught();
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => {
+            let unclaimed = scope.leave();
+            // The result is built before a panic the closure caught itself
+            // is reported, and the report cannot unwind: the compiler then
+            // builds a large value (a service's future, a response) where
+            // the caller stores it, instead of keeping it in a temporary
+            // across the report's call and copying it out.
+            let returned = Ok(value);
+            if unclaimed {
+                swallowed();
+            }
+            returned
+        }
+        Err(payload) => {
+            // The panic caught here is over: its record stays for
+            // `panicked` (or for an enclosing scope to report, if nobody
+            // reads it), but is no longer one unwinding, which the next
+            // panic would take for a pile-up and print with itself.
+            if scope.leave() {
+                mark_caught();
+            }
+            Err(payload)
+        }
     }
 }
 
@@ -435,9 +441,15 @@ fn left_a_record(returned: bool) {
 /// caught itself: logs it, unless the hook printed it already. What the
 /// hook did is read from its record, not from this scope's options: a
 /// nested scope with other options may have been the one in force.
+///
+/// `extern "C"`, so that the compiler knows a call of it cannot unwind and
+/// keeps no copy of a value built before it for a landing pad to drop:
+/// [`catch`] builds its result and only then calls this. Nothing in it
+/// panics (the subscriber runs [`contained`]); if something did, the
+/// process would abort.
 #[cold]
 #[inline(never)]
-fn swallowed() {
+extern "C" fn swallowed() {
     let shown = STATE.try_with(|state| state.get().shown).unwrap_or(false);
     let Some(captured) = take_captured() else {
         return;

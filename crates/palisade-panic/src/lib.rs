@@ -30,11 +30,8 @@
 //! layer only, records the location and a backtrace for the layer to pick
 //! up. The cost is paid when a panic happens; on the happy path the layer
 //! writes a thread-local flag around `call` and each poll and allocates
-//! nothing. Writing the flag back as `call` or a poll ends keeps the
-//! compiler from building the inner future, or the response, where the
-//! layer returns it: a large one is copied once more (about 20 ns per
-//! request in the catch-panic bench of `BENCHMARKS.md`, whose inner
-//! future is 208 bytes).
+//! nothing, and the inner future and the response are built where the
+//! layer returns them, with no copy of its own.
 //! [`CatchPanicBuilder::backtrace`] turns backtrace capture off, and
 //! [`CatchPanicBuilder::print`] chooses whether the previous hook (the
 //! standard library's stderr print) still runs.
