@@ -1459,6 +1459,49 @@ async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
     assert_eq!(handle.state(), Closed);
 }
 
+/// A sink that, once armed, panics on the first completion it hears of.
+#[derive(Clone, Default)]
+struct PanicsOnCompletion {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl palisade_core::metrics::MetricsSink for PanicsOnCompletion {
+    fn record(&self, event: &palisade_core::metrics::Event<'_>) {
+        if let palisade_core::metrics::Event::Completed { .. } = event
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            panic!("a sink with a bug");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_reporting_a_completion_leaves_the_answer_alone() {
+    let sink = PanicsOnCompletion::default();
+    let layer = CircuitBreakerLayer::builder()
+        .name("dep")
+        .count_window(2)
+        .minimum_calls(2)
+        .metrics(palisade_core::Metrics::new(sink.clone()))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(dependency));
+    let handle = layer.handle();
+    sink.armed.store(true, Ordering::SeqCst);
+    // The sink's panic stays in its report: the call's answer reaches the
+    // caller as the service gave it.
+    let answered = tokio::spawn(svc.clone().oneshot(OK));
+    answered
+        .await
+        .expect("no panic reaches the caller")
+        .expect("the service's answer");
+    assert!(!sink.armed.load(Ordering::SeqCst), "the sink panicked");
+    for _ in 0..2 {
+        let _ = svc.clone().oneshot(FAIL).await;
+    }
+    assert_eq!(handle.state(), Open, "later outcomes are still counted");
+}
+
 /// A scrape's `refresh()` does what a call arriving then would do: past
 /// the half-open maximum wait, with a slow probe still running, both
 /// re-open the breaker, where a probe left alone would have closed it.
