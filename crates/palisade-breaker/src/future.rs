@@ -247,10 +247,15 @@ where
                 let polled = future.poll(cx);
                 guard.polling = false;
                 let result = ready!(polled).map_err(Into::into);
-                match guard.recorder.take() {
-                    Some(recorder) => Poll::Ready(classifier.classify(result, recorder)),
-                    None => Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
-                }
+                // The result is dropped before the error is made: live
+                // across that allocation, which may unwind, it would be
+                // kept in a temporary and copied out on the path that
+                // classifies it too.
+                let Some(recorder) = guard.recorder.take() else {
+                    drop(result);
+                    return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+                };
+                Poll::Ready(classifier.classify(result, recorder))
             }
             StateProj::Refused { error } => Poll::Ready(Err(match error.take() {
                 Some(error) => error.into(),
