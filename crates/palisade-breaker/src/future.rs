@@ -101,9 +101,10 @@ where
 }
 
 /// Records `outcome` so that no panic leaves: a metrics sink that panics as
-/// the breaker reports the call is contained, as palisade contains all
-/// reporting code (the panic goes to the hook, which prints it or records
-/// it for an enclosing catch-panic layer to log).
+/// the breaker reports the call is contained, as it already was when the
+/// call was a probe (the panic goes to the hook, which prints it or records
+/// it for an enclosing catch-panic layer to log), and the caller gets the
+/// service's answer.
 ///
 /// `extern "C"` only so that the compiler knows a call of it cannot unwind:
 /// a response classified around it is then built where the caller keeps
