@@ -1390,16 +1390,24 @@ impl palisade_core::metrics::MetricsSink for PanicsOnFreshRates {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
-    let sink = PanicsOnFreshRates::default();
-    let layer = CircuitBreakerLayer::builder()
+/// A breaker that opens after two failures in a window of two calls,
+/// reporting to `sink`.
+fn opens_after_two_failures(
+    sink: impl palisade_core::metrics::MetricsSink + 'static,
+) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
         .name("dep")
         .count_window(2)
         .minimum_calls(2)
-        .metrics(palisade_core::Metrics::new(sink.clone()))
+        .metrics(palisade_core::Metrics::new(sink))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
+    let sink = PanicsOnFreshRates::default();
+    let layer = opens_after_two_failures(sink.clone());
     let svc = layer.layer(service_fn(dependency));
     let handle = layer.handle();
     // The reset's report of its fresh window panics; the panic stays in
@@ -1413,17 +1421,46 @@ async fn a_sink_that_panics_during_a_transition_leaves_the_breaker_working() {
     assert_eq!(handle.state(), Open, "failures are still counted");
 }
 
-/// A sink that, once armed, panics on the first admission it hears of.
-#[derive(Clone, Default)]
-struct PanicsOnAdmission {
+/// A sink that, once armed, panics on the first event of one kind (by its
+/// [`name`](palisade_core::metrics::Event::name)).
+#[derive(Clone)]
+struct PanicsOnce {
     armed: Arc<std::sync::atomic::AtomicBool>,
+    kind: &'static str,
 }
 
-impl palisade_core::metrics::MetricsSink for PanicsOnAdmission {
+impl PanicsOnce {
+    fn on(kind: &'static str) -> Self {
+        Self {
+            armed: Arc::default(),
+            kind,
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs `call` as its own task, arming the sink first, and checks
+    /// that the sink panicked while the call's answer still reached the
+    /// caller: the panic stayed in its report.
+    async fn answered_despite_it(
+        &self,
+        call: impl Future<Output = Result<(), BoxError>> + Send + 'static,
+        what: &str,
+    ) {
+        self.arm();
+        tokio::spawn(call)
+            .await
+            .expect("no panic reaches the caller")
+            .unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert!(!self.armed.load(Ordering::SeqCst), "the sink panicked");
+    }
+}
+
+impl palisade_core::metrics::MetricsSink for PanicsOnce {
     fn record(&self, event: &palisade_core::metrics::Event<'_>) {
-        if let palisade_core::metrics::Event::Admitted { .. } = event
-            && self.armed.swap(false, Ordering::SeqCst)
-        {
+        if event.name() == self.kind && self.armed.swap(false, Ordering::SeqCst) {
             panic!("a sink with a bug");
         }
     }
@@ -1431,7 +1468,7 @@ impl palisade_core::metrics::MetricsSink for PanicsOnAdmission {
 
 #[tokio::test(start_paused = true)]
 async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
-    let sink = PanicsOnAdmission::default();
+    let sink = PanicsOnce::on("palisade.request.admitted");
     let layer = CircuitBreakerLayer::builder()
         .name("dep")
         .count_window(1)
@@ -1447,55 +1484,21 @@ async fn a_sink_that_panics_admitting_a_probe_does_not_hold_its_slot() {
     let _ = svc.clone().oneshot(FAIL).await;
     assert_eq!(handle.state(), Open);
     advance(1).await;
-    sink.armed.store(true, Ordering::SeqCst);
-    // The sink's panic stays in its report: the probe runs, and its
-    // success closes the breaker.
-    let probe = tokio::spawn(svc.clone().oneshot(OK));
-    probe
-        .await
-        .expect("no panic reaches the caller")
-        .expect("admitted as the probe");
-    assert!(!sink.armed.load(Ordering::SeqCst), "the sink panicked");
+    // The probe runs, and its success closes the breaker.
+    sink.answered_despite_it(svc.clone().oneshot(OK), "admitted as the probe")
+        .await;
     assert_eq!(handle.state(), Closed);
-}
-
-/// A sink that, once armed, panics on the first completion it hears of.
-#[derive(Clone, Default)]
-struct PanicsOnCompletion {
-    armed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl palisade_core::metrics::MetricsSink for PanicsOnCompletion {
-    fn record(&self, event: &palisade_core::metrics::Event<'_>) {
-        if let palisade_core::metrics::Event::Completed { .. } = event
-            && self.armed.swap(false, Ordering::SeqCst)
-        {
-            panic!("a sink with a bug");
-        }
-    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_sink_that_panics_reporting_a_completion_leaves_the_answer_alone() {
-    let sink = PanicsOnCompletion::default();
-    let layer = CircuitBreakerLayer::builder()
-        .name("dep")
-        .count_window(2)
-        .minimum_calls(2)
-        .metrics(palisade_core::Metrics::new(sink.clone()))
-        .build()
-        .unwrap();
+    let sink = PanicsOnce::on("palisade.request.completed");
+    let layer = opens_after_two_failures(sink.clone());
     let svc = layer.layer(service_fn(dependency));
     let handle = layer.handle();
-    sink.armed.store(true, Ordering::SeqCst);
-    // The sink's panic stays in its report: the call's answer reaches the
-    // caller as the service gave it.
-    let answered = tokio::spawn(svc.clone().oneshot(OK));
-    answered
-        .await
-        .expect("no panic reaches the caller")
-        .expect("the service's answer");
-    assert!(!sink.armed.load(Ordering::SeqCst), "the sink panicked");
+    // The call's answer reaches the caller as the service gave it.
+    sink.answered_despite_it(svc.clone().oneshot(OK), "the service's answer")
+        .await;
     for _ in 0..2 {
         let _ = svc.clone().oneshot(FAIL).await;
     }
