@@ -96,32 +96,12 @@ where
         } else {
             outcome
         };
-        record_contained(self, outcome);
+        // A metrics sink that panics as the breaker reports the call is
+        // contained, as it already was when the call was a probe, and the
+        // caller gets the service's answer. `contained` cannot unwind, so
+        // a response classified around this call is built in place.
+        palisade_core::panic::contained(move || self.finish(outcome));
     }
-}
-
-/// Records `outcome` so that no panic leaves: a metrics sink that panics as
-/// the breaker reports the call is contained, as it already was when the
-/// call was a probe (the panic goes to the hook, which prints it or records
-/// it for an enclosing catch-panic layer to log), and the caller gets the
-/// service's answer.
-///
-/// `extern "C"` only so that the compiler knows a call of it cannot unwind:
-/// a response classified around it is then built where the caller keeps
-/// it, instead of in a temporary that a landing pad could drop, copied out
-/// afterwards (one copy of the response per request in the HTTP stack).
-/// Nothing can unwind out of it; if something did, the process would
-/// abort.
-// `allow`, not `expect`: whether the lint fires on a generic signature
-// depends on its types (it does not for a bare `T`), and an expectation
-// it stopped meeting would fail the build.
-#[allow(
-    improper_ctypes_definitions,
-    reason = "never called from C: the ABI only tells the compiler that a call cannot unwind"
-)]
-#[inline]
-extern "C" fn record_contained<M: Sharing>(recorder: OutcomeRecorder<M>, outcome: Outcome) {
-    palisade_core::panic::contained(move || recorder.finish(outcome));
 }
 
 impl<M: Sharing> Drop for OutcomeRecorder<M> {

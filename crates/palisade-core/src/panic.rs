@@ -442,11 +442,12 @@ pub fn catch<T>(options: CaptureOptions, f: impl FnOnce() -> T) -> Result<T, Box
 /// hook did is read from its record, not from this scope's options: a
 /// nested scope with other options may have been the one in force.
 ///
-/// `extern "C"`, so that the compiler knows a call of it cannot unwind and
-/// keeps no copy of a value built before it for a landing pad to drop:
-/// [`catch`] builds its result and only then calls this. Nothing in it
-/// panics (the subscriber runs [`contained`]); if something did, the
-/// process would abort.
+/// `extern "C"`, like [`contained`]'s body, so that the compiler knows a
+/// call of it cannot unwind: [`catch`] builds its result and only then
+/// calls this, and the result is built where the caller keeps it. Nothing
+/// in it panics (the subscriber runs [`contained`]); if something did, the
+/// process would abort. Called through [`contained`] instead, `catch`
+/// measured 2 to 4 ns slower per request in the `u64` stack bench.
 #[cold]
 #[inline(never)]
 extern "C" fn swallowed() {
@@ -487,7 +488,20 @@ extern "C" fn swallowed() {
 /// palisade_core::panic::contained(|| reported = true);
 /// assert!(reported);
 /// ```
+#[inline]
 pub fn contained(report: impl FnOnce()) {
+    never_unwinds(report);
+}
+
+/// [`contained`]'s body, `extern "C"` so that the compiler knows a call of
+/// it cannot unwind (it catches every panic): a value its caller built
+/// before the call is then left where the caller keeps it, instead of
+/// being moved to a temporary a landing pad could drop and copied out
+/// afterwards. That is one copy per request of a service's future or
+/// response, where a layer reports something between building and
+/// returning one (a breaker's outcome).
+#[inline]
+extern "C" fn never_unwinds<F: FnOnce()>(report: F) {
     let _ = contained_value(report);
 }
 
