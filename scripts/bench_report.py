@@ -433,7 +433,7 @@ REJECTION_COSTS = (
     "the bulkhead's whole admission adds. Only a zero-sized error would avoid it, and it could not "
     "say which policy refused."
 )
-SCOPE_COPIES = (
+SCOPE_COST = (
     "palisade's layer enters a capture scope around `call` and every poll (a thread-local write "
     "on the way in and one on the way out, with a check for a panic the service caught itself), "
     "so that the panic hook records a caught panic's location and backtrace and keeps the default "
@@ -442,9 +442,9 @@ SCOPE_COPIES = (
     "nanoseconds, near this machine's run-to-run noise."
 )
 SEE_SCOPE = " See *Measured and not kept* in the notes below."
-MISSED_BECAUSE["layer:catch_panic"] = SCOPE_COPIES + SEE_SCOPE
+MISSED_BECAUSE["layer:catch_panic"] = SCOPE_COST + SEE_SCOPE
 MISSED_BECAUSE["layer:catch_panic_http"] = (
-    SCOPE_COPIES
+    SCOPE_COST
     + " The HTTP flavour also keeps the path (up to 96 bytes) and the method, to log a panic "
     "after the request has gone to the service, and looks up the request's `content-type` to "
     "answer a gRPC call as gRPC, which tower-http's layer does not do; its future carries them."
