@@ -1505,6 +1505,31 @@ async fn a_sink_that_panics_reporting_a_completion_leaves_the_answer_alone() {
     assert_eq!(handle.state(), Open, "later outcomes are still counted");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_reporting_a_panicked_call_aborts_nothing() {
+    let sink = PanicsOnce::on("palisade.request.completed");
+    let layer = opens_after_two_failures(sink.clone());
+    // `resume_unwind` skips the panic hook: no noise in the output.
+    let svc = layer.layer(service_fn(|(): ()| async {
+        std::panic::resume_unwind(Box::new("the service failed"));
+        #[allow(unreachable_code)]
+        Ok::<(), BoxError>(())
+    }));
+    let handle = layer.handle();
+    for _ in 0..2 {
+        // The breaker reports the failure as the service's panic unwinds
+        // through it: the sink's panic there stays in the report (escaping
+        // the destructor, it would abort the process), and the service's
+        // reaches the caller.
+        sink.arm();
+        let joined = tokio::spawn(svc.clone().oneshot(())).await;
+        let payload = joined.unwrap_err().into_panic();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"the service failed"));
+        assert!(!sink.armed.load(Ordering::SeqCst), "the sink panicked");
+    }
+    assert_eq!(handle.state(), Open, "both panics counted as failures");
+}
+
 /// A scrape's `refresh()` does what a call arriving then would do: past
 /// the half-open maximum wait, with a slow probe still running, both
 /// re-open the breaker, where a probe left alone would have closed it.

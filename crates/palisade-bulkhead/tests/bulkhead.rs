@@ -555,6 +555,38 @@ async fn a_sink_that_panics_loses_no_slot() {
     assert_eq!(ready(poll(&mut next)).unwrap(), 4);
 }
 
+/// Panics on every change of the slot count.
+struct PanicsOnEveryChange;
+
+impl MetricsSink for PanicsOnEveryChange {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::InFlightChanged { change, .. } = event {
+            panic!("the metrics sink failed on {change:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_panics_on_every_slot_change_aborts_nothing() {
+    let backend = Backend::default();
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .metrics(Metrics::new(PanicsOnEveryChange))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+
+    // The slot's event panics on admission, and the slot given back as
+    // that panic unwinds reports too: contained there (escaping, it would
+    // abort the process), with the slot freed.
+    for id in 1..=3 {
+        let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| start(&mut svc, id)));
+        assert!(unwound.is_err());
+        assert_eq!(layer.in_flight(), 0);
+    }
+    assert!(backend.started().is_empty(), "no call reached the service");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_queued_request_holds_no_capacity_of_the_inner_service() {
     // The inner service admits two calls at once (tower's

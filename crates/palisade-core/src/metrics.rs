@@ -58,9 +58,14 @@ use crate::error::PanicLocation;
 /// a [`Metrics`] handle. Calls are synchronous and happen on the request
 /// path: implementations must be cheap and must not block.
 ///
-/// They must not panic either: layers emit some events from `Drop` (a
-/// released slot, a cancelled call), and a panic there while the thread
-/// is already unwinding aborts the process.
+/// They should not panic either. Layers contain a sink's panic where the
+/// report must not change what it reports on (a caught panic, a task's
+/// exit, a call's outcome); elsewhere it reaches the code that emitted the
+/// event, as a panic of the request's own code would. While the thread is
+/// already unwinding, [`Metrics`] always contains it (see
+/// [`crate::panic::contained`]): layers emit some events from `Drop` (a
+/// released slot, a call cut off by a panic), and a second panic escaping
+/// a destructor would abort the process.
 ///
 /// `palisade-metrics` provides adapters for the `metrics` facade,
 /// `prometheus-client` and `tracing`. [`NoopSink`] ignores everything, and
@@ -214,7 +219,7 @@ impl Metrics {
     #[inline]
     pub fn emit(&self, event: &Event<'_>) {
         if let Some(sink) = &self.sink {
-            sink.record(event);
+            record(&**sink, event);
         }
     }
 
@@ -234,9 +239,30 @@ impl Metrics {
     #[inline]
     pub fn emit_with<'a>(&self, event: impl FnOnce() -> Event<'a>) {
         if let Some(sink) = &self.sink {
-            sink.record(&event());
+            record(&**sink, &event());
         }
     }
+}
+
+/// Hands `event` to `sink`. While the thread unwinds (an event sent from a
+/// destructor run by a panic), a panic of the sink is contained: escaping
+/// the destructor, it would abort the process. Otherwise it reaches the
+/// caller, as any panic of the code a request runs does.
+#[inline]
+fn record(sink: &dyn MetricsSink, event: &Event<'_>) {
+    if std::thread::panicking() {
+        record_unwinding(sink, event);
+    } else {
+        sink.record(event);
+    }
+}
+
+/// [`record`] while the thread unwinds: out of line, so that every layer's
+/// inlined emit stays a load, a branch and the call.
+#[cold]
+#[inline(never)]
+fn record_unwinding(sink: &dyn MetricsSink, event: &Event<'_>) {
+    crate::panic::contained(|| sink.record(event));
 }
 
 impl Default for Metrics {
@@ -1175,5 +1201,63 @@ mod tests {
         );
         assert_eq!(InFlightChange::Acquired.delta(), 1);
         assert_eq!(InFlightChange::Released.delta(), -1);
+    }
+
+    /// A sink with a bug: it panics on every event, and counts them.
+    #[derive(Default)]
+    struct AlwaysPanics(AtomicUsize);
+
+    impl MetricsSink for AlwaysPanics {
+        fn record(&self, event: &Event<'_>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            panic!("a sink with a bug: {}", event.name());
+        }
+    }
+
+    /// Emits one event when dropped, as a layer's slot guard does.
+    struct EmitsOnDrop(Metrics);
+
+    impl Drop for EmitsOnDrop {
+        fn drop(&mut self) {
+            self.0.emit(&Event::Admitted {
+                policy: "p",
+                layer: LayerKind::Bulkhead,
+            });
+            self.0.emit_with(|| Event::Admitted {
+                policy: "p",
+                layer: LayerKind::Bulkhead,
+            });
+        }
+    }
+
+    #[test]
+    fn a_sink_that_panics_while_the_thread_unwinds_is_contained() {
+        let sink = Arc::new(AlwaysPanics::default());
+        let metrics = Metrics::from_arc(sink.clone());
+
+        // Unwinding: both events reach the sink, whose panics stay inside
+        // the destructor (escaping it, one would abort this test binary).
+        let guard = EmitsOnDrop(metrics.clone());
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("the first panic");
+        }))
+        .unwrap_err();
+        assert_eq!(
+            &*crate::panic::payload_message(&*payload),
+            "the first panic"
+        );
+        assert_eq!(sink.0.load(Ordering::Relaxed), 2);
+
+        // Not unwinding: the sink's panic reaches the caller.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(EmitsOnDrop(metrics));
+        }))
+        .unwrap_err();
+        assert_eq!(
+            &*crate::panic::payload_message(&*caught),
+            "a sink with a bug: palisade.request.admitted"
+        );
+        assert_eq!(sink.0.load(Ordering::Relaxed), 3);
     }
 }
