@@ -16,10 +16,11 @@ use crate::backoff::{Backoff, rng, seed_of};
 /// - At most `max_restarts` failures within any sliding `window` are
 ///   restarted; the next failure within it makes the supervisor give up
 ///   and report ([`SupervisedExit::gave_up`](crate::SupervisedExit::gave_up)).
-///   The window counts failures when they happen, not restarts after
-///   their waits: a backoff that grows past the window still gives up
-///   after `max_restarts` quick failures, and with jitter two restarts can
-///   land a little closer together than the failures that caused them.
+///   The window slides over the time the task has run, not over the waits
+///   between runs: a task that fails as soon as it starts gives up after
+///   `max_restarts` restarts, however long the backoff has grown, and a
+///   task that runs a while before each failure has failures drop out of
+///   the window as its runs add up.
 /// - A run that stayed healthy for `reset_after` before failing resets
 ///   both: the next wait is the initial one and the window starts empty.
 ///
@@ -80,7 +81,7 @@ impl RestartPolicy {
         self.max_restarts
     }
 
-    /// The sliding window failures are counted in.
+    /// The sliding window, in running time, that failures are counted in.
     pub fn window(&self) -> Duration {
         self.window
     }
@@ -98,6 +99,7 @@ impl RestartPolicy {
             policy: self.clone(),
             rng: rng(self.seed.map(|seed| seed_of(seed, id))),
             step: 0,
+            ran: Duration::ZERO,
             recent: VecDeque::with_capacity(self.max_restarts.min(64) as usize),
         }
     }
@@ -124,7 +126,8 @@ impl RestartPolicyBuilder {
         self
     }
 
-    /// The sliding window failures are counted in. Default: 60 s. `x > 0`.
+    /// The sliding window, in running time, that failures are counted in (the
+    /// waits between runs do not count). Default: 60 s. `x > 0`.
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.policy.window = window;
@@ -172,7 +175,11 @@ pub(crate) struct RestartState {
     policy: RestartPolicy,
     rng: fastrand::Rng,
     step: u32,
-    recent: VecDeque<Instant>,
+    /// How long the task has run since the window was last emptied: the
+    /// window's clock, which stands still while a restart waits.
+    ran: Duration,
+    /// When, on that clock, the failures within the window happened.
+    recent: VecDeque<Duration>,
 }
 
 impl RestartState {
@@ -189,14 +196,20 @@ impl RestartState {
         run_started: Instant,
         now: Instant,
     ) -> Option<(u32, Duration)> {
-        if now.saturating_duration_since(run_started) >= self.policy.reset_after {
+        let run = now.saturating_duration_since(run_started);
+        if run >= self.policy.reset_after {
             self.step = 0;
+            self.ran = Duration::ZERO;
             self.recent.clear();
         }
+        // Waits do not move the window: were they counted, a backoff grown
+        // past the window would age every failure out before the next one,
+        // and a task failing at once would be restarted forever.
+        self.ran = self.ran.saturating_add(run);
         while self
             .recent
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= self.policy.window)
+            .is_some_and(|t| self.ran.saturating_sub(*t) >= self.policy.window)
         {
             self.recent.pop_front();
         }
@@ -205,7 +218,7 @@ impl RestartState {
         }
         let wait = self.policy.backoff.delay(self.step, &mut self.rng);
         self.step = self.step.saturating_add(1);
-        self.recent.push_back(now);
+        self.recent.push_back(self.ran);
         Some((self.recent.len() as u32, wait))
     }
 }

@@ -271,10 +271,10 @@ async fn healthy_running_resets_the_backoff_and_the_window() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn restarts_older_than_the_window_do_not_count() {
+async fn failures_older_than_the_window_do_not_count() {
     let (group, _) = group();
     let policy = RestartPolicy::builder()
-        .backoff(Backoff::new(Duration::from_secs(20), Duration::from_secs(20)).jitter(0.0))
+        .backoff(Backoff::new(ms(100), ms(100)).jitter(0.0))
         .max_restarts(2)
         .window(Duration::from_secs(30))
         .reset_after(Duration::from_secs(3600))
@@ -287,6 +287,9 @@ async fn restarts_older_than_the_window_do_not_count() {
             let run = counter.next();
             async move {
                 if run < 6 {
+                    // Runs a while, then fails: 20 s of running between
+                    // failures, so never more than 2 of them within 30 s.
+                    tokio::time::sleep(Duration::from_secs(20)).await;
                     Err(format!("run {run}"))
                 } else {
                     Ok("recovered")
@@ -294,10 +297,65 @@ async fn restarts_older_than_the_window_do_not_count() {
             }
         })
         .await;
-    // Failures 20 s apart: never more than 2 restarts within 30 s.
     assert!(!exit.gave_up);
     assert_eq!(exit.restarts, 5);
     assert!(matches!(exit.exit, TaskExit::Completed("recovered")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn quick_failures_give_up_however_long_the_backoff_has_grown() {
+    let (group, recorder) = group();
+    // Each wait outlasts the window: the window counts running time, so
+    // the waits do not age the failures out of it.
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::new(Duration::from_secs(2), Duration::from_secs(2)).jitter(0.0))
+        .max_restarts(3)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let origin = Instant::now();
+    let exit = group
+        .spawn_supervised("fails-fast", policy, move |_| {
+            log.lock().unwrap().push(Instant::now());
+            async { Err::<(), _>("dependency refused") }
+        })
+        .await;
+    assert!(exit.gave_up);
+    assert_eq!(exit.restarts, 3);
+    let secs = Duration::from_secs;
+    assert_eq!(
+        offsets(&starts, origin),
+        [secs(0), secs(2), secs(4), secs(6)]
+    );
+    assert_eq!(
+        recorder.count(|e| *e == Seen::GaveUp("fails-fast".into(), 3)),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_backoff_gives_up_on_a_task_that_always_fails_at_once() {
+    let (group, _) = group();
+    // The default backoff reaches its 30 s ceiling by the tenth wait, and
+    // 20 restarts take longer than the 60 s window.
+    let policy = RestartPolicy::builder()
+        .backoff(Backoff::default().jitter(0.0))
+        .max_restarts(20)
+        .build()
+        .unwrap();
+    let runs = Runs::default();
+    let counter = runs.clone();
+    let exit = group
+        .spawn_supervised("crash-loop", policy, move |_| {
+            counter.next();
+            async { Err::<(), _>("refused") }
+        })
+        .await;
+    assert!(exit.gave_up);
+    assert_eq!(exit.restarts, 20);
+    assert_eq!(runs.count(), 21);
 }
 
 #[tokio::test(start_paused = true)]
