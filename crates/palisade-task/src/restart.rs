@@ -126,8 +126,8 @@ impl RestartPolicyBuilder {
         self
     }
 
-    /// The sliding window, in running time, that failures are counted in (the
-    /// waits between runs do not count). Default: 60 s. `x > 0`.
+    /// The sliding window, in running time, that failures are counted in
+    /// (the waits between runs do not count). Default: 60 s. `x > 0`.
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.policy.window = window;
