@@ -10,13 +10,16 @@
 //! - [`HeaderStyle::Legacy`], the widespread `X-RateLimit-Limit: 100`,
 //!   `X-RateLimit-Remaining: 42` and `X-RateLimit-Reset: 15`.
 //!
-//! The values describe the GCRA bucket honestly: `q` and `Limit` are the
-//! bucket's capacity (the burst), `w` is the time in whole seconds that an
-//! empty bucket takes to fill again, `r` and `Remaining` are the requests
+//! The values describe the GCRA bucket honestly. `q` per `w` is the
+//! quota's rate: `w` is the time an empty bucket takes to fill again, in
+//! whole seconds (rounded up, at least 1), and `q` the requests the quota
+//! allows in `w` seconds (rounded down), which is the bucket's capacity
+//! (the burst) when the fill time is whole seconds. With the default
+//! burst, that is the configured quota ("100 per 60 s"); a quota of 100
+//! per 1.5 s says `q=133;w=2`, and 100 per second with a burst of 1 says
+//! `q=100;w=1`. `Limit` is the burst, `r` and `Remaining` are the requests
 //! admitted right now, and `t` and `Reset` are the seconds (rounded up)
-//! until the bucket is full again. With the default burst, `q` and `w` are
-//! the configured quota ("100 per 60 s"), the period rounded up to whole
-//! seconds and at least 1 (a quota per 1.5 s says `w=2`).
+//! until the bucket is full again.
 //!
 //! Rejections are answered by the HTTP mapping (`palisade-http`): status
 //! 429 with `Retry-After` from [`retry_after_seconds`](crate::retry_after_seconds).
@@ -39,6 +42,38 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::limiter::{Admission, Limiter};
+
+/// The largest integer a structured header field may carry (RFC 9651).
+const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// What `RateLimit-Policy` states: `quota` requests per `window` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Policy {
+    pub(crate) quota: u64,
+    pub(crate) window: u64,
+}
+
+impl Policy {
+    /// The policy of `requests` per `period` whose bucket of `burst` fills
+    /// in `fill`: the fill time in whole seconds, rounded up, and what the
+    /// rate allows in them, rounded down, so that rounding the window up
+    /// does not state a slower rate. It is the burst when `fill` is whole
+    /// seconds.
+    pub(crate) fn new(requests: u32, period: Duration, burst: u32, fill: Duration) -> Self {
+        let window = ceil_seconds(fill).max(1);
+        let quota = if fill.subsec_nanos() == 0 {
+            u64::from(burst)
+        } else {
+            let allowed = u128::from(window) * 1_000_000_000 * u128::from(requests)
+                / period.as_nanos().max(1);
+            u64::try_from(allowed).map_or(u64::MAX, |allowed| allowed.max(u64::from(burst)))
+        };
+        Self {
+            quota: quota.min(SF_INTEGER_MAX),
+            window: window.min(SF_INTEGER_MAX),
+        }
+    }
+}
 
 fn ceil_seconds(duration: Duration) -> u64 {
     let whole = duration.as_secs();
@@ -111,10 +146,10 @@ pub struct RateLimitHeaders {
 }
 
 impl RateLimitHeaders {
-    pub(crate) fn new(style: HeaderStyle, limiter: &Limiter, limit: u32, window: Duration) -> Self {
+    pub(crate) fn new(style: HeaderStyle, limiter: &Limiter, limit: u32, policy: Policy) -> Self {
         let item = sf_string(limiter.policy().as_str());
         let fixed = match style {
-            HeaderStyle::Draft => format!("{item};q={limit};w={}", ceil_seconds(window).max(1)),
+            HeaderStyle::Draft => format!("{item};q={};w={}", policy.quota, policy.window),
             HeaderStyle::Legacy => limit.to_string(),
         };
         Self {
@@ -257,6 +292,27 @@ impl fmt::Write for ValueBuf {
 mod tests {
     use super::*;
     use crate::retry_after_seconds;
+
+    #[test]
+    fn the_policy_never_states_more_than_a_header_integer() {
+        let policy = |q, w| Policy {
+            quota: q,
+            window: w,
+        };
+        // The largest rate over the longest fill: within the field's range.
+        let huge = Policy::new(u32::MAX, Duration::from_nanos(1), 1, Duration::MAX);
+        assert_eq!(huge, policy(SF_INTEGER_MAX, SF_INTEGER_MAX));
+        let fast = Policy::new(
+            u32::MAX,
+            Duration::from_nanos(1),
+            1,
+            Duration::from_nanos(1),
+        );
+        assert_eq!(fast, policy(SF_INTEGER_MAX, 1));
+        // A whole fill time states the burst as it is.
+        let whole = Policy::new(7, Duration::from_secs(3), 7, Duration::from_secs(3));
+        assert_eq!(whole, policy(7, 3));
+    }
 
     #[test]
     fn retry_after_rounds_up_to_at_least_one_second() {

@@ -559,11 +559,13 @@ fn draft(
         .layer(echo())
 }
 
-/// `w` is the quota's period, rounded up, with the default burst, even
-/// where the interval per request is cut to whole nanoseconds; with
-/// another burst it is the time that burst takes at the quota's rate.
+/// `q` per `w` is the quota's rate. With the default burst, `w` is the
+/// quota's period, even where the interval per request is cut to whole
+/// nanoseconds, and `q` its requests; with another burst, `w` is the time
+/// that burst takes at the quota's rate. When `w` had to be rounded up to
+/// whole seconds, `q` is what the rate allows in it, rounded down.
 #[tokio::test(start_paused = true)]
-async fn the_policy_window_follows_the_quota_as_given() {
+async fn the_policy_states_the_quotas_rate() {
     let policy = |requests, period, burst: Option<u32>| {
         let builder = RateLimitLayer::builder()
             .name("api")
@@ -579,24 +581,35 @@ async fn the_policy_window_follows_the_quota_as_given() {
             response.headers()["ratelimit-policy"].clone()
         }
     };
-    let just_over = Duration::from_nanos(1_000_000_001);
-    assert_eq!(policy(2, just_over, None).await, "\"api\";q=2;w=2");
     assert_eq!(
         policy(3, Duration::from_secs(10), None).await,
         "\"api\";q=3;w=10"
-    );
-    assert_eq!(
-        policy(100, Duration::from_millis(1500), None).await,
-        "\"api\";q=100;w=2"
     );
     // 10 a minute with room for 5: 30 s to fill.
     assert_eq!(
         policy(10, Duration::from_secs(60), Some(5)).await,
         "\"api\";q=5;w=30"
     );
+    // Rounded up: 2 per 1.000000001 s allow 3.999999996 in 2 s.
+    let just_over = Duration::from_nanos(1_000_000_001);
+    assert_eq!(policy(2, just_over, None).await, "\"api\";q=3;w=2");
+    assert_eq!(
+        policy(100, Duration::from_millis(1500), None).await,
+        "\"api\";q=133;w=2"
+    );
+    // 10 a second with room for 5 fills in 0.5 s; 100 a second with no
+    // burst, in 10 ms: each states its rate per second, not its burst.
+    assert_eq!(
+        policy(10, Duration::from_secs(1), Some(5)).await,
+        "\"api\";q=10;w=1"
+    );
     assert_eq!(
         policy(1, Duration::from_millis(10), None).await,
-        "\"api\";q=1;w=1"
+        "\"api\";q=100;w=1"
+    );
+    assert_eq!(
+        policy(100, Duration::from_secs(1), Some(1)).await,
+        "\"api\";q=100;w=1"
     );
 }
 

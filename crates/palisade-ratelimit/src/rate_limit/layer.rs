@@ -9,7 +9,7 @@ use palisade_core::{Clock, ConfigError, LayerKind, Metrics, PolicyName};
 use tower_layer::Layer;
 
 use super::service::{RateLimit, Shared};
-use crate::headers::{HeaderStyle, NoHeaders, RateLimitHeaders};
+use crate::headers::{HeaderStyle, NoHeaders, Policy, RateLimitHeaders};
 use crate::key::{Global, KeyExtractor};
 use crate::limiter::{Limiter, LimiterConfig};
 use crate::table;
@@ -234,8 +234,8 @@ impl<K: KeyExtractor> RateLimitBuilder<K, RateLimitHeaders> {
     /// Validates the configuration and builds the layer with its limiter.
     pub fn build(self) -> Result<RateLimitLayer<K, RateLimitHeaders>, ConfigError> {
         let style = self.header_style.unwrap_or(HeaderStyle::Draft);
-        self.build_with(|limiter, limit, window| {
-            RateLimitHeaders::new(style, limiter, limit, window)
+        self.build_with(|limiter, limit, policy| {
+            RateLimitHeaders::new(style, limiter, limit, policy)
         })
     }
 }
@@ -256,7 +256,7 @@ const MIN_INEXACT_INTERVAL: Duration = Duration::from_nanos(100);
 impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
     fn build_with(
         self,
-        headers: impl FnOnce(&Limiter, u32, Duration) -> H,
+        headers: impl FnOnce(&Limiter, u32, Policy) -> H,
     ) -> Result<RateLimitLayer<K, H>, ConfigError> {
         let check = Validate::new(LayerKind::RateLimit, &self.name);
         check.label("name", self.name.as_str())?;
@@ -349,7 +349,11 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
         // from the quota as given, not from the interval cut to whole
         // nanoseconds, so that with the default burst it is the period.
         let window = fill_time(period, requests, burst);
-        let headers = headers(&limiter, burst, window);
+        let headers = headers(
+            &limiter,
+            burst,
+            Policy::new(requests, period, burst, window),
+        );
         Ok(RateLimitLayer {
             shared: SharedState::new(Shared {
                 limiter,
