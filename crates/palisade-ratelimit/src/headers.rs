@@ -207,7 +207,10 @@ pub struct PendingHeaders {
 
 impl PendingHeaders {
     /// Adds the headers to `headers`. Draft fields are appended (several
-    /// policies form one list); legacy fields replace any present.
+    /// policies form one list). Legacy fields say one limit only: the one
+    /// with the fewest requests remaining, so that a client pacing itself
+    /// by them meets the tightest limit, whichever layer (or the service
+    /// itself) set it; on a tie the fields already present stay.
     pub fn apply_to(self, headers: &mut http::HeaderMap) {
         match self.style {
             HeaderStyle::Draft => {
@@ -215,6 +218,11 @@ impl PendingHeaders {
                 headers.append(RATELIMIT.clone(), self.first);
             }
             HeaderStyle::Legacy => {
+                let count = |value: &HeaderValue| value.to_str().ok()?.parse::<u64>().ok();
+                let present = headers.get(&X_RATELIMIT_REMAINING).and_then(count);
+                if present.is_some_and(|present| Some(present) <= count(&self.first)) {
+                    return;
+                }
                 headers.insert(X_RATELIMIT_LIMIT.clone(), self.fixed);
                 headers.insert(X_RATELIMIT_REMAINING.clone(), self.first);
                 if let Some(reset) = self.second {

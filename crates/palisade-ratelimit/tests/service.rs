@@ -664,6 +664,64 @@ async fn legacy_headers_on_admitted_responses() {
     assert!(response.headers().get("ratelimit").is_none());
 }
 
+/// Two limits in a row: draft fields list both policies, legacy fields
+/// say the one with the fewest requests left, whichever layer it is.
+#[tokio::test(start_paused = true)]
+async fn two_limits_in_a_row_report_both_or_the_tightest() {
+    let limit = |name: &str, requests: u32, style: HeaderStyle| {
+        RateLimitLayer::builder()
+            .name(name)
+            .quota(requests, Duration::from_secs(60))
+            .headers(style)
+            .build()
+            .unwrap()
+    };
+    let both = limit("outer", 100, HeaderStyle::Draft)
+        .layer(limit("inner", 10, HeaderStyle::Draft).layer(echo()));
+    let response = send(&both, Request::new(())).await.unwrap();
+    let all = |name: &str| -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        all("ratelimit-policy"),
+        ["\"inner\";q=10;w=60", "\"outer\";q=100;w=60"]
+    );
+    assert_eq!(
+        all("ratelimit"),
+        ["\"inner\";r=9;t=6", "\"outer\";r=99;t=1"]
+    );
+
+    for (outer, inner) in [(100, 10), (10, 100)] {
+        let legacy = limit_pair(outer, inner);
+        let response = send(&legacy, Request::new(())).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers.get_all("x-ratelimit-limit").iter().count(), 1);
+        assert_eq!(headers["x-ratelimit-limit"], "10", "the tightest limit");
+        assert_eq!(headers["x-ratelimit-remaining"], "9");
+        assert_eq!(headers["x-ratelimit-reset"], "6");
+    }
+
+    fn limit_pair(
+        outer: u32,
+        inner: u32,
+    ) -> impl Service<Request<()>, Response = Response<()>, Error = BoxError, Future = impl Send> + Clone
+    {
+        let legacy = |requests| {
+            RateLimitLayer::builder()
+                .quota(requests, Duration::from_secs(60))
+                .headers(HeaderStyle::Legacy)
+                .build()
+                .unwrap()
+        };
+        legacy(outer).layer(legacy(inner).layer(echo()))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn inner_errors_and_responses_pass_through() {
     let layer = RateLimitLayer::builder().build().unwrap();
