@@ -151,7 +151,7 @@ where
 #[cold]
 #[inline(never)]
 pub(crate) fn polled_after_completion() -> ! {
-    panic!("catch-panic response future polled after it completed with a caught panic")
+    panic!("catch-panic response future polled after it completed")
 }
 
 impl<F, M: Sharing> std::fmt::Debug for ResponseFuture<F, M> {
