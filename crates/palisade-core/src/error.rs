@@ -501,20 +501,22 @@ pub enum Rejection<'a> {
 }
 
 impl<'a> Rejection<'a> {
-    /// The rejection `err` itself is, without looking at its sources.
+    /// The rejection `err` itself is, without looking at its sources: one
+    /// of palisade's rejection types, or one in a `Box` or an `Arc` of its
+    /// own (whose `source()` would skip it).
     pub fn of(err: &'a (dyn Error + 'static)) -> Option<Self> {
-        if let Some(e) = err.downcast_ref::<RateLimited>() {
+        if let Some(e) = held::<RateLimited>(err) {
             Some(Rejection::RateLimited(e))
-        } else if let Some(e) = err.downcast_ref::<CircuitOpen>() {
+        } else if let Some(e) = held::<CircuitOpen>(err) {
             Some(Rejection::CircuitOpen(e))
-        } else if let Some(e) = err.downcast_ref::<Overloaded>() {
+        } else if let Some(e) = held::<Overloaded>(err) {
             Some(Rejection::Overloaded(e))
-        } else if let Some(e) = err.downcast_ref::<Elapsed>() {
+        } else if let Some(e) = held::<Elapsed>(err) {
             Some(Rejection::Elapsed(e))
-        } else if let Some(e) = err.downcast_ref::<Panicked>() {
+        } else if let Some(e) = held::<Panicked>(err) {
             Some(Rejection::Panicked(e))
         } else {
-            err.downcast_ref::<MissingKey>().map(Rejection::MissingKey)
+            held::<MissingKey>(err).map(Rejection::MissingKey)
         }
     }
 
@@ -651,6 +653,13 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
     rounded.max(1)
 }
 
+/// `err` as a `T`, or as the `T` a `Box<T>` or an `Arc<T>` holds.
+fn held<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a T> {
+    err.downcast_ref::<T>()
+        .or_else(|| err.downcast_ref::<Box<T>>().map(|boxed| &**boxed))
+        .or_else(|| err.downcast_ref::<Arc<T>>().map(|shared| &**shared))
+}
+
 /// Finds the first palisade rejection in `err` or anywhere in its
 /// `source()` chain.
 ///
@@ -707,21 +716,28 @@ pub fn chain<'a>(
         .take(MAX_CHAIN)
 }
 
-/// The error after `err` in its chain: its `source()`, except for a
-/// `std::io::Error` wrapping a custom error, whose `source()` skips that
-/// error and gives the wrapped error's own source; there it is the wrapped
-/// error itself, so a rejection carried through an I/O adapter
-/// (`io::Error::other(rejection)`) is still found.
+/// The error after `err` in its chain: its `source()`, except where that
+/// skips the error `err` carries and gives the carried error's own source.
+/// A `std::io::Error` wrapping a custom error, and an `Arc` of a
+/// `dyn Error` (how errors are shared, and kept cloneable), do that; there
+/// the next error is the carried one itself, so a rejection carried
+/// through an I/O adapter (`io::Error::other(rejection)`) or an
+/// `Arc<dyn Error + Send + Sync>` is still found.
 ///
 /// ```
+/// use std::sync::Arc;
 /// use std::time::Duration;
 /// use palisade_core::error::next_in_chain;
 /// use palisade_core::{find_rejection, KeyKind, PolicyName, RateLimited};
 ///
-/// let limited = RateLimited::new(PolicyName::new("api"), Duration::from_secs(1), KeyKind::Global);
-/// let io = std::io::Error::other(limited);
+/// let limited = || RateLimited::new(PolicyName::new("api"), Duration::from_secs(1), KeyKind::Global);
+/// let io = std::io::Error::other(limited());
 /// assert!(next_in_chain(&io).unwrap().is::<RateLimited>());
 /// assert!(find_rejection(&io).is_some());
+///
+/// let shared: Arc<dyn std::error::Error + Send + Sync> = Arc::new(limited());
+/// assert!(next_in_chain(&shared).unwrap().is::<RateLimited>());
+/// assert!(find_rejection(&shared).is_some());
 /// ```
 pub fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'static)> {
     if let Some(wrapped) = err
@@ -729,6 +745,12 @@ pub fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Erro
         .and_then(std::io::Error::get_ref)
     {
         return Some(wrapped);
+    }
+    if let Some(shared) = err.downcast_ref::<Arc<dyn Error + Send + Sync>>() {
+        return Some(&**shared);
+    }
+    if let Some(shared) = err.downcast_ref::<Arc<dyn Error>>() {
+        return Some(&**shared);
     }
     err.source()
 }
@@ -823,6 +845,53 @@ mod tests {
         assert!(find_rejection(&wrapped).is_some());
         let plain = std::io::Error::other("plain");
         assert!(find_rejection(&plain).is_none());
+    }
+
+    /// Shares its cause, as errors that must be cloneable do.
+    #[derive(Debug, Clone)]
+    struct SharedCause(Arc<dyn Error + Send + Sync>);
+
+    impl fmt::Display for SharedCause {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("call failed")
+        }
+    }
+
+    impl Error for SharedCause {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_rejection_in_a_box_or_an_arc_is_found() {
+        let limited = || RateLimited::new(policy(), Duration::from_secs(1), KeyKind::Global);
+        let reason = |err: &(dyn Error + 'static)| find_rejection(err).map(|r| r.reason());
+        let shared: Arc<dyn Error + Send + Sync> = Arc::new(limited());
+        assert_eq!(reason(&shared), Some(RejectReason::RateLimited));
+        let local: Arc<dyn Error> = Arc::new(Overloaded::new(policy(), 1, OverloadKind::Full));
+        assert_eq!(reason(&local), Some(RejectReason::ConcurrencyFull));
+        // The usual way to share a cause: a wrapper whose source is the `Arc`.
+        assert_eq!(
+            reason(&SharedCause(Arc::new(limited()))),
+            Some(RejectReason::RateLimited)
+        );
+        assert_eq!(
+            reason(&Box::new(limited())),
+            Some(RejectReason::RateLimited)
+        );
+        assert_eq!(
+            reason(&Arc::new(MissingKey::new(policy(), KeyKind::Header))),
+            Some(RejectReason::MissingKey)
+        );
+        // A rejection further down a shared cause's chain.
+        let deeper: Arc<dyn Error + Send + Sync> = Arc::new(Wrapper(Box::new(limited())));
+        assert_eq!(
+            reason(&SharedCause(deeper)),
+            Some(RejectReason::RateLimited)
+        );
+        let plain: Arc<dyn Error + Send + Sync> = Arc::new(std::io::Error::other("plain"));
+        assert_eq!(reason(&SharedCause(plain)), None);
     }
 
     #[test]
