@@ -1024,8 +1024,10 @@ fn check_grpc_status(input: &[u8]) -> Result<(), TestCaseError> {
         move |outcome: Outcome| seen.lock().unwrap().push(outcome)
     };
 
+    let grpc = HeaderValue::from_static("application/grpc");
     // Trailers-only: the status is in the response headers.
     let mut res = Response::new(Empty::<Bytes>::new());
+    res.headers_mut().insert("content-type", grpc.clone());
     res.headers_mut().insert("grpc-status", value.clone());
     res.headers_mut().insert("grpc-message", value.clone());
     let out = Classify::<_, Infallible>::classify(&classifier, Ok(res), record(&seen));
@@ -1043,7 +1045,8 @@ fn check_grpc_status(input: &[u8]) -> Result<(), TestCaseError> {
     trailers.insert("grpc-status", value.clone());
     trailers.insert("grpc-message", value.clone());
     let body = Empty::<Bytes>::new().with_trailers(async move { Some(Ok(trailers)) });
-    let res = Response::new(body);
+    let mut res = Response::new(body);
+    res.headers_mut().insert("content-type", grpc);
     let out = Classify::<_, Infallible>::classify(&classifier, Ok(res), record(&seen));
     let Ok(res) = out;
     prop_assert!(

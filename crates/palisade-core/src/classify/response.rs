@@ -196,6 +196,13 @@ where
             recorder.record(self.outcome(code));
             return Ok(res.map(ClassifiedBody::done));
         }
+        if !grpc && grpc_status.is_none() {
+            // A 200 of a plain route or gRPC-Web: a success, known now.
+            // Waiting for its end would leave an endless stream (server-sent
+            // events) unjudged, and one dropped early counted as cancelled.
+            recorder.record(Outcome::Success);
+            return Ok(res.map(ClassifiedBody::done));
+        }
         if let Some(value) = grpc_status
             && !is_grpc_code(value.as_bytes())
         {

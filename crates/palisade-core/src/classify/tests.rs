@@ -262,6 +262,26 @@ async fn a_plain_http_answer_without_a_grpc_status_is_judged_by_its_status() {
 }
 
 #[test]
+fn a_plain_200_is_a_success_before_its_body_ends() {
+    // An endless stream (server-sent events) or gRPC-Web, whose status
+    // travels in the body: judged by its headers, never left waiting.
+    for content_type in ["text/event-stream", "application/grpc-web"] {
+        let seen = Seen::default();
+        let res = Response::builder()
+            .header("content-type", content_type)
+            .body(Frames(
+                vec![Frame::data(Bytes::from_static(b"data: 1"))].into(),
+            ))
+            .unwrap();
+        let out = GrpcErrorsAsFailures::new()
+            .classify(Ok::<_, Infallible>(res), seen.recorder())
+            .unwrap();
+        assert!(!out.body().is_pending(), "{content_type}");
+        assert_eq!(seen.get(), Some(Outcome::Success), "{content_type}");
+    }
+}
+
+#[test]
 fn a_non_200_answer_without_a_grpc_status_is_read_as_a_client_reads_it() {
     for (status, outcome) in [
         (503, Outcome::Failure),
@@ -288,7 +308,10 @@ fn a_non_200_answer_without_a_grpc_status_is_read_as_a_client_reads_it() {
 #[tokio::test]
 async fn grpc_body_error_is_a_failure() {
     let seen = Seen::default();
-    let res = Response::new(Failing(false));
+    let res = Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Failing(false))
+        .unwrap();
     let out = GrpcErrorsAsFailures::new()
         .classify(Ok::<_, Infallible>(res), seen.recorder())
         .unwrap();
