@@ -25,8 +25,11 @@
 //! the answer, so it is kept, unless its code is `OK`: a failed call is
 //! never answered as a success, so that one counts as any other error.
 //!
-//! The message is the [`Problem::detail`](crate::Problem::detail)
-//! sentence: it names the policy and the reason, never the error's text.
+//! Otherwise the message is the [`Problem::detail`](crate::Problem::detail)
+//! sentence: it names the policy and the reason, never the error's text. A
+//! kept status keeps its own message, which a client then reads: a status
+//! made from a transport error (as a client stack's
+//! [`ClientErrorToStatusLayer`] makes one) carries that error's text.
 //! When the layer knows how long to wait, the status carries two metadata
 //! entries: `retry-after` (whole seconds, rounded up, at least 1, as HTTP's
 //! header) and `grpc-retry-pushback-ms` (milliseconds, rounded up, at
@@ -144,9 +147,11 @@ fn read_chain<'a>(err: &'a (dyn Error + 'static)) -> (Option<&'a Status>, Proble
     )
 }
 
-/// The [`Status`] for `err`, safe to send to a client: the code from the
-/// [module](self) table, the problem's detail as message, retry metadata
-/// when known, never the error's text.
+/// The [`Status`] for `err`, to send to a client: the code from the
+/// [module](self) table, the problem's detail as message and retry
+/// metadata when known, never the error's text; or, when the chain holds
+/// a [`Status`] other than `OK` before any rejection, that status as it
+/// is, message included.
 pub fn to_grpc_status(err: &(dyn Error + 'static)) -> Status {
     let (chosen, problem) = read_chain(err);
     status_for(&problem, chosen)
@@ -340,7 +345,9 @@ impl Leak for ErrorToStatusLayer {
 
 impl ErrorToStatusLayer {
     /// The layer for a server: every error becomes the [module](self)
-    /// table's status, whose message never carries the error's text.
+    /// table's status. Its message never carries the error's text, except
+    /// where the error's chain holds a [`tonic::Status`], which is answered
+    /// as it is, message included.
     pub const fn new() -> Self {
         Self { _private: () }
     }

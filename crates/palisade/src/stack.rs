@@ -429,8 +429,14 @@ impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
 impl<F, R, B, T, C, P, M> Stack<F, R, B, T, C, P, M> {
     /// Wraps the stack in palisade's gRPC error mapping: rejections and
     /// errors become trailers-only responses carrying the matching
-    /// `grpc-status`, for a tonic server. The message never carries an
-    /// error's text.
+    /// `grpc-status`, for a tonic server. A rejection's message names the
+    /// policy and the reason, and any other error's says nothing of it,
+    /// except a `tonic::Status` found in the error's chain, which is
+    /// answered as it is, message included (see
+    /// [`palisade_http::grpc`]). A service behind this stack that passes on
+    /// a downstream call's status (a client stack with
+    /// [`grpc_client_errors`](Self::grpc_client_errors), whose statuses
+    /// keep a transport error's text) passes that text to the caller too.
     pub fn grpc_errors(self) -> Stack<F, R, B, T, C, P, palisade_http::grpc::ErrorToStatusLayer> {
         self.map_errors(palisade_http::grpc::ErrorToStatusLayer::new())
     }
