@@ -274,9 +274,23 @@ where
     (addr, stop)
 }
 
+/// Counts the malformed headers the stack reports, by header name.
+#[derive(Default)]
+struct Malformed(std::sync::Mutex<Vec<&'static str>>);
+
+impl palisade::core::MetricsSink for Malformed {
+    fn record(&self, event: &palisade::core::Event<'_>) {
+        if let palisade::core::Event::MalformedHeader { header, .. } = event {
+            self.0.lock().unwrap().push(header);
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_clients_grpc_timeout_shortens_the_servers_deadline() {
+    let malformed = Arc::new(Malformed::default());
     let policy = Stack::new("inventory")
+        .metrics(palisade::core::Metrics::from_arc(malformed.clone()))
         .timeout(
             TimeoutLayer::builder()
                 .timeout(Duration::from_secs(60))
@@ -291,8 +305,10 @@ async fn the_clients_grpc_timeout_shortens_the_servers_deadline() {
     assert_eq!(lookup_with_grpc_timeout(addr, "slow", "100m").await, "4");
     // Well below the 10 s after which the call gives up on its own.
     assert!(started.elapsed() < Duration::from_secs(8));
-    // A malformed header is ignored: the call is served.
+    assert!(malformed.0.lock().unwrap().is_empty());
+    // A malformed header is ignored, and reported: the call is served.
     assert_eq!(lookup_with_grpc_timeout(addr, "fast", "soon").await, "0");
+    assert_eq!(*malformed.0.lock().unwrap(), ["grpc-timeout"]);
 }
 
 #[tokio::test]
