@@ -660,8 +660,8 @@ fn held<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a T>
         .or_else(|| err.downcast_ref::<Arc<T>>().map(|shared| &**shared))
 }
 
-/// Finds the first palisade rejection in `err` or anywhere in its
-/// `source()` chain.
+/// Finds the first palisade rejection in `err` or in its `source()` chain,
+/// as [`chain`] walks it (at most [`MAX_CHAIN`] errors deep).
 ///
 /// Accepts a `&BoxError` dereferenced once (`&*err`), or any
 /// `&(dyn Error + 'static)`.

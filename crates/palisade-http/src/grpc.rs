@@ -282,17 +282,19 @@ pub(crate) fn grpc_response<B: Default>(err: BoxError, protocol: Protocol) -> ht
 /// The error a client stack's layer passes on for `err`: its
 /// [`client_grpc_status`], logged.
 pub(crate) fn client_error(err: BoxError) -> BoxError {
-    Box::new(client_status(err, |problem, err| match problem.reason() {
-        Some(reason) => tracing::debug!(
-            policy = problem.policy().unwrap_or_default(),
-            reason = reason.as_str(),
-            "client rejection passed on as a gRPC status"
-        ),
-        // The caller gets the error's text in the status: a debug line is
-        // enough here. Its `Display` is the service's code: contained.
-        None => palisade_core::panic::contained(|| {
-            tracing::debug!(error = %err, "client error passed on as a gRPC status");
-        }),
+    // Contained: the log backend and the error's `Display` are the user's
+    // code, and a panic of theirs must not take the status with it.
+    Box::new(client_status(err, |problem, err| {
+        palisade_core::panic::contained(|| match problem.reason() {
+            Some(reason) => tracing::debug!(
+                policy = problem.policy().unwrap_or_default(),
+                reason = reason.as_str(),
+                "client rejection passed on as a gRPC status"
+            ),
+            // The caller gets the error's text in the status: a debug line
+            // is enough here.
+            None => tracing::debug!(error = %err, "client error passed on as a gRPC status"),
+        });
     }))
 }
 

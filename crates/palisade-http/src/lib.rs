@@ -16,7 +16,10 @@
 //! | `MissingKey` | 400 | `INVALID_ARGUMENT` |
 //! | anything else | 500 | `UNKNOWN` |
 //!
-//! The rejection is looked for through the whole `source()` chain. The HTTP
+//! The rejection is looked for down the `source()` chain, through I/O
+//! errors and `Arc`s that carry one, to a depth of
+//! [`MAX_CHAIN`](palisade_core::error::MAX_CHAIN) errors (which ends a
+//! chain that leads back into itself). The HTTP
 //! body is [RFC 9457](https://www.rfc-editor.org/rfc/rfc9457) problem
 //! details ([`ProblemJson`]) naming the policy and the reason, and can be
 //! replaced ([`HttpMapping::body`]). Neither form ever carries the error's

@@ -136,12 +136,15 @@ fn hook_panicked(
 ) -> ErrorBody {
     let policy = PolicyName::new(problem.policy().unwrap_or("error body"));
     let panicked = palisade_core::panic::panicked(policy.clone(), &*payload);
-    tracing::error!(
-        panic.message = panicked.message(),
-        panic.location = panicked.location().map(tracing::field::display),
-        status = problem.status().as_u16(),
-        "the error-body hook panicked; the response has the default problem-details body"
-    );
+    // The log backend is the user's code too: contained.
+    palisade_core::panic::contained(|| {
+        tracing::error!(
+            panic.message = panicked.message(),
+            panic.location = panicked.location().map(tracing::field::display),
+            status = problem.status().as_u16(),
+            "the error-body hook panicked; the response has the default problem-details body"
+        );
+    });
     palisade_core::panic::contain_drop(&policy, options, move || drop(payload));
     ProblemJson::default().make_body(problem)
 }
@@ -185,22 +188,23 @@ pub fn to_status_code(err: &(dyn Error + 'static)) -> StatusCode {
 
 /// Logs an error that is about to be answered: rejections at debug (their
 /// layer reported them already), anything else at error level with its
-/// text, since the client will not see it.
+/// text, since the client will not see it. Contained: the log backend and
+/// the error's `Display` are the user's code, and a panic of theirs must
+/// not take the answer with it.
 pub(crate) fn log_mapped(
     problem: &Problem<'_>,
     err: &(dyn Error + 'static),
     status: &dyn fmt::Display,
 ) {
-    match problem.reason() {
+    palisade_core::panic::contained(|| match problem.reason() {
         Some(reason) => tracing::debug!(
             policy = problem.policy().unwrap_or_default(),
             reason = reason.as_str(),
             status = %status,
             "rejection mapped to a response"
         ),
-        // The error's `Display` is the service's code: contained.
-        None => palisade_core::panic::contained(|| {
+        None => {
             tracing::error!(error = %err, status = %status, "service error mapped to a response");
-        }),
-    }
+        }
+    });
 }
