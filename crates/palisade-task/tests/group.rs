@@ -338,10 +338,17 @@ async fn a_parent_token_cancels_the_group() {
 }
 
 #[test]
-fn builders_refuse_bad_names() {
+fn builders_refuse_bad_names_and_no_abort_grace() {
     let err = TaskGroup::new("").unwrap_err();
     assert_eq!(err.field(), "name");
     assert_eq!(err.layer(), palisade_core::LayerKind::Task);
+    // With no grace, every task just aborted would be reported still
+    // running: it stops only on the runtime's next turn.
+    let err = TaskGroup::builder()
+        .abort_grace(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "abort_grace");
 }
 
 #[test]

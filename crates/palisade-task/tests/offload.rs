@@ -441,6 +441,11 @@ fn the_builder_checks_its_values() {
         .build::<u32>()
         .unwrap_err();
     assert_eq!(err.field(), "drain_deadline");
+    let err = Offload::builder(service)
+        .abort_grace(Duration::ZERO)
+        .build::<u32>()
+        .unwrap_err();
+    assert_eq!(err.field(), "abort_grace");
     let err = Offload::builder(service).build::<u32>().unwrap_err();
     assert_eq!(err.field(), "runtime");
 }

@@ -169,8 +169,10 @@ impl TaskGroupBuilder {
     }
 
     /// How long [`TaskGroup::shutdown`] waits, after aborting, for aborted
-    /// tasks to unwind before it reports. Default: 1 s. An aborted task
-    /// stops at its next `.await`; one blocking a thread cannot be stopped.
+    /// tasks to unwind before it reports. Default: 1 s. `x > 0`: an aborted
+    /// task stops at its next `.await`, which takes a turn of the runtime,
+    /// so with no wait at all the report would call every aborted task
+    /// still running. One blocking a thread cannot be stopped.
     #[must_use]
     pub fn abort_grace(mut self, grace: Duration) -> Self {
         self.abort_grace = grace;
@@ -181,9 +183,12 @@ impl TaskGroupBuilder {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] when the name is not a valid label.
+    /// A [`ConfigError`] when the name is not a valid label, or
+    /// `abort_grace` is zero.
     pub fn build(self) -> Result<TaskGroup, ConfigError> {
-        Validate::new(LayerKind::Task, &self.name).label("name", self.name.as_str())?;
+        let check = Validate::new(LayerKind::Task, &self.name);
+        check.label("name", self.name.as_str())?;
+        check.positive_duration("abort_grace", self.abort_grace)?;
         Ok(TaskGroup::from_builder(self))
     }
 }

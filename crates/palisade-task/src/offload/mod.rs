@@ -335,8 +335,10 @@ impl<S> OffloadBuilder<S> {
 
     /// How long [`Offload::shutdown`], once the drain deadline has passed
     /// and it has stopped the workers, waits for them to end before it
-    /// returns. Default: 1 s. A worker stops at its next `.await`; one whose
-    /// service blocks its thread (synchronous I/O in `poll_ready` or
+    /// returns. Default: 1 s. `x > 0`: a worker stops at its next
+    /// `.await`, which takes a turn of the runtime, so with no wait at all
+    /// the returned counts would miss what the stopped workers held. One
+    /// whose service blocks its thread (synchronous I/O in `poll_ready` or
     /// `call`) cannot be stopped, and is logged and left behind.
     #[must_use]
     pub fn abort_grace(mut self, grace: Duration) -> Self {
@@ -372,6 +374,7 @@ impl<S> OffloadBuilder<S> {
         check.in_range("max_attempts", self.max_attempts, 1, 100)?;
         self.backoff.validate(&check)?;
         check.positive_duration("drain_deadline", self.drain_deadline)?;
+        check.positive_duration("abort_grace", self.abort_grace)?;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(check.error("runtime", "none", "called inside a tokio runtime"));
         };
