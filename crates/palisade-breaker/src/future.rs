@@ -8,12 +8,13 @@
 //! gRPC response body dropped before its trailers) reports
 //! [`Outcome::Cancelled`], and a half-open probe slot it held is given back.
 //!
-//! A panic that is not caught below the breaker counts as a
-//! [`Outcome::Failure`]: a panic out of the inner future while the breaker
-//! polls it, and a recorder dropped while its thread unwinds (a panic in
-//! the inner service's `call`, or in code that holds the future or the
-//! response body). So a dependency that panics on every call trips the
-//! breaker, with or without a panic-catch layer below it.
+//! A panic of the service that is not caught below the breaker counts as
+//! a [`Outcome::Failure`]: a panic in the inner service's `call`, out of
+//! the inner future while the breaker polls it, or out of a body the
+//! classifier waits on (a gRPC stream). So a dependency that panics on
+//! every call trips the breaker, with or without a panic-catch layer below
+//! it. A call dropped by any other panic (in code that holds the future,
+//! or another branch of its caller) is cancelled, as any dropped call.
 //!
 //! # Example
 //!
@@ -115,18 +116,16 @@ impl<M: Sharing> Drop for OutcomeRecorder<M> {
 }
 
 impl<M: Sharing> OutcomeRecorder<M> {
-    /// Dropped without an outcome: cancelled, or failed if an unwinding
-    /// panic drops it.
+    /// Dropped without an outcome: cancelled, also while the thread
+    /// unwinds. A panic of the service itself (in `call`, a poll of its
+    /// future or of a classified body) was recorded as a failure where it
+    /// was raised; any other panic that drops the call (code holding it, a
+    /// sibling branch of the caller) says nothing of the dependency.
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
-        let outcome = if std::thread::panicking() {
-            Outcome::Failure
-        } else {
-            Outcome::Cancelled
-        };
         let permit = self.take_permit();
-        self.breaker.complete(&permit, outcome);
+        self.breaker.complete(&permit, Outcome::Cancelled);
     }
 }
 

@@ -1225,6 +1225,65 @@ fn a_dependency_that_always_panics_trips_the_breaker() {
     );
 }
 
+/// Holds `call` in code that panics: the caller's own bug, or another
+/// branch of its `join!`. The call is dropped as that panic unwinds.
+fn dropped_by_a_panic<F>(call: F) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    catch_unwind(AssertUnwindSafe(move || {
+        let _held = call;
+        // `resume_unwind` skips the panic hook: no noise in the output.
+        std::panic::resume_unwind(Box::new("the caller's bug"));
+    }))
+    .unwrap_err();
+}
+
+/// A call dropped by a panic that is not the service's is cancelled: it
+/// says nothing of the dependency, and a probe dropped so gives its slot
+/// back.
+#[test]
+fn a_call_dropped_by_someone_elses_panic_is_cancelled() {
+    let events = Events::default();
+    let clock = palisade_core::ManualClock::new();
+    let layer = CircuitBreakerLayer::builder()
+        .clock(clock.clock())
+        .count_window(2)
+        .minimum_calls(2)
+        .open_wait(Duration::from_secs(1))
+        .half_open_probes(1)
+        .metrics(events.metrics())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    let handle = layer.handle();
+    for _ in 0..2 {
+        dropped_by_a_panic(svc.call(false));
+    }
+    assert_eq!(handle.counts().calls, 0, "neither success nor failure");
+    assert_eq!(
+        events.count(|e| matches!(e, Seen::Completed(palisade_core::Outcome::Cancelled, _))),
+        2
+    );
+
+    // A probe dropped so is not a failed probe: its slot comes back.
+    for _ in 0..2 {
+        assert!(common::now(svc.call(true)).is_err());
+    }
+    assert_eq!(handle.state(), Open);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(handle.refresh(), HalfOpen);
+    dropped_by_a_panic(svc.call(false));
+    assert_eq!(handle.state(), HalfOpen, "the dropped probe failed nothing");
+    assert!(common::now(svc.call(false)).is_ok());
+    assert_eq!(handle.state(), Closed);
+}
+
 #[test]
 fn polling_a_finished_future_again_is_an_error_not_a_panic() {
     let layer = CircuitBreakerLayer::builder().build().unwrap();

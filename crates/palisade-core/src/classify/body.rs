@@ -17,7 +17,8 @@ pin_project! {
     ///
     /// - when the trailers arrive, from their `grpc-status`;
     /// - when the body ends without trailers, or reports that it has ended;
-    /// - as a failure when the body yields an error.
+    /// - as a failure when the body yields an error, or panics while it is
+    ///   polled (recorded as that panic unwinds, whoever catches it).
     ///
     /// If the body is dropped first, the recorder is dropped unrecorded and
     /// the layer reports the call as cancelled. Once the outcome is known
@@ -175,7 +176,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let frame = if this.pending.is_some() {
+            // A body that panics is the service failing, whoever catches
+            // the panic: recorded as the panic unwinds, where a drop of the
+            // recorder alone would say cancelled.
+            let guard = FailOnUnwind(this.pending);
+            let polled = this.inner.as_mut().poll_frame(cx);
+            let _ = std::mem::ManuallyDrop::new(guard);
+            ready!(polled)
+        } else {
+            ready!(this.inner.as_mut().poll_frame(cx))
+        };
         if this.pending.is_some() {
             match &frame {
                 Some(Ok(frame)) => {
@@ -202,6 +213,19 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Records a failure for the pending outcome if the body's poll unwinds;
+/// defused (never dropped) when the poll returns.
+struct FailOnUnwind<'a, Eos, R: RecordOutcome>(&'a mut Option<(Eos, R)>);
+
+impl<Eos, R: RecordOutcome> Drop for FailOnUnwind<'_, Eos, R> {
+    #[cold]
+    fn drop(&mut self) {
+        if let Some((_, recorder)) = self.0.take() {
+            recorder.record(Outcome::Failure);
+        }
     }
 }
 

@@ -54,6 +54,22 @@ impl Body for Failing {
     }
 }
 
+/// A body whose first poll panics: a streaming handler with a bug.
+struct Panics;
+
+impl Body for Panics {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // `resume_unwind` skips the panic hook: no noise in the output.
+        std::panic::resume_unwind(Box::new("a streaming handler's bug"))
+    }
+}
+
 /// A recorder that stores what it was told; `None` until recorded.
 #[derive(Clone, Default)]
 struct Seen(Arc<Mutex<Option<Outcome>>>);
@@ -331,6 +347,29 @@ fn grpc_body_dropped_early_records_nothing() {
         .unwrap();
     drop(out);
     assert_eq!(seen.get(), None, "a dropped body is a cancellation");
+}
+
+#[test]
+fn a_grpc_body_that_panics_is_a_failure() {
+    let seen = Seen::default();
+    let res = Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Panics)
+        .unwrap();
+    let out = GrpcErrorsAsFailures::new()
+        .classify(Ok::<_, Infallible>(res), seen.recorder())
+        .unwrap();
+    let mut body = std::pin::pin!(out.into_body());
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        body.as_mut().poll_frame(&mut cx)
+    }));
+    assert!(polled.is_err());
+    assert_eq!(
+        seen.get(),
+        Some(Outcome::Failure),
+        "recorded as the panic unwound, not left to a drop"
+    );
 }
 
 #[test]
