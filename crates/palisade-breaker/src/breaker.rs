@@ -197,7 +197,9 @@ pub(crate) struct Permit {
 
 impl Permit {
     const KIND_SHIFT: u32 = 62;
-    const START: u64 = (1 << Self::KIND_SHIFT) - 1;
+    /// Set while the service's `call` runs (see [`Permit::calling`]).
+    const CALLING: u64 = 1 << 61;
+    const START: u64 = Self::CALLING - 1;
 
     /// The state word at admission.
     #[inline]
@@ -223,6 +225,26 @@ impl Permit {
     #[inline]
     pub(crate) fn is_recorded(&self) -> bool {
         self.tagged >> Self::KIND_SHIFT == PermitKind::Recorded as u64
+    }
+
+    /// Marks the permit as held while the service's `call` runs: a
+    /// recorder dropped then is dropped by that call's panic.
+    #[inline]
+    pub(crate) fn calling(mut self) -> Self {
+        self.tagged |= Self::CALLING;
+        self
+    }
+
+    /// The service's `call` returned.
+    #[inline]
+    pub(crate) fn called(&mut self) {
+        self.tagged &= !Self::CALLING;
+    }
+
+    /// Whether the service's `call` is running (or unwinding).
+    #[inline]
+    pub(crate) fn is_calling(&self) -> bool {
+        self.tagged & Self::CALLING != 0
     }
 
     /// Marks the outcome as recorded.
@@ -453,7 +475,7 @@ impl Breaker {
 
     #[inline]
     fn permit(&self, word: Word, kind: PermitKind, start: Option<Instant>) -> Permit {
-        // A start more than 146 years after the origin is held there.
+        // A start more than 73 years after the origin is held there.
         let start = start.map_or(0, |start| {
             self.since_origin(start)
                 .saturating_add(1)

@@ -63,8 +63,14 @@ pub struct OutcomeRecorder<M: Sharing = Counted> {
 }
 
 impl<M: Sharing> OutcomeRecorder<M> {
-    pub(crate) fn new(breaker: SharedState<Breaker, M>, permit: Permit) -> Self {
-        Self { breaker, permit }
+    /// The recorder of a call whose service's `call` is about to run; the
+    /// response future takes it once `call` returned.
+    #[inline]
+    pub(crate) fn calling(breaker: SharedState<Breaker, M>, permit: Permit) -> Self {
+        Self {
+            breaker,
+            permit: permit.calling(),
+        }
     }
 
     /// The permit, once: later calls get a permit with nothing to record.
@@ -116,16 +122,22 @@ impl<M: Sharing> Drop for OutcomeRecorder<M> {
 }
 
 impl<M: Sharing> OutcomeRecorder<M> {
-    /// Dropped without an outcome: cancelled, also while the thread
-    /// unwinds. A panic of the service itself (in `call`, a poll of its
-    /// future or of a classified body) was recorded as a failure where it
-    /// was raised; any other panic that drops the call (code holding it, a
-    /// sibling branch of the caller) says nothing of the dependency.
+    /// Dropped without an outcome: failed if the service's `call` is
+    /// unwinding, cancelled otherwise, also while the thread unwinds. A
+    /// panic of the service in a poll of its future or of a classified
+    /// body was recorded as a failure where it was raised; any other panic
+    /// that drops the call (code holding it, a sibling branch of the
+    /// caller) says nothing of the dependency.
     #[cold]
     #[inline(never)]
     fn unrecorded(&mut self) {
+        let outcome = if self.permit.is_calling() {
+            Outcome::Failure
+        } else {
+            Outcome::Cancelled
+        };
         let permit = self.take_permit();
-        self.breaker.complete(&permit, Outcome::Cancelled);
+        self.breaker.complete(&permit, outcome);
     }
 }
 
@@ -183,7 +195,11 @@ pin_project! {
 }
 
 impl<F, C, M: Sharing> ResponseFuture<F, C, M> {
-    pub(crate) fn admitted(future: F, recorder: OutcomeRecorder<M>, classifier: C) -> Self {
+    /// The future of a call the service's `call` returned: `recorder`,
+    /// made [`calling`](OutcomeRecorder::calling), is no longer.
+    #[inline]
+    pub(crate) fn admitted(future: F, mut recorder: OutcomeRecorder<M>, classifier: C) -> Self {
+        recorder.permit.called();
         Self {
             state: State::Called {
                 future,

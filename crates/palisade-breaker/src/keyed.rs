@@ -537,7 +537,8 @@ where
         let breaker = self.breakers.breaker_for(&(self.key)(&req));
         match breaker.admit() {
             Ok(permit) => {
-                let recorder = OutcomeRecorder::new(breaker, permit);
+                // See `CircuitBreaker::call`.
+                let recorder = OutcomeRecorder::calling(breaker, permit);
                 ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
             Err(refusal) => ResponseFuture::refused(breaker.refusal_error(refusal)),

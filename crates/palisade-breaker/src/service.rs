@@ -3,10 +3,10 @@ use std::task::{Context, Poll};
 
 use palisade_core::RecordOutcome;
 use palisade_core::shared::{Counted, SharedState, Sharing};
-use palisade_core::{BoxError, Classify, Outcome};
+use palisade_core::{BoxError, Classify};
 use tower_service::Service;
 
-use crate::breaker::{Breaker, Permit};
+use crate::breaker::Breaker;
 use crate::future::{OutcomeRecorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
 
@@ -100,41 +100,13 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match self.breaker.admit() {
             Ok(permit) => {
-                // The service panicking in `call` is its failure: the
-                // guard records it as the panic unwinds.
-                let guard = FailIfCallUnwinds {
-                    breaker: &self.breaker,
-                    permit,
-                };
-                let future = self.inner.call(req);
-                let recorder = OutcomeRecorder::new(self.breaker.clone(), guard.defuse());
-                ResponseFuture::admitted(future, recorder, self.classifier.clone())
+                // Marked as calling until the future holds it: dropped
+                // while the service's `call` unwinds, the recorder reports
+                // the service's panic as its failure.
+                let recorder = OutcomeRecorder::calling(self.breaker.clone(), permit);
+                ResponseFuture::admitted(self.inner.call(req), recorder, self.classifier.clone())
             }
             Err(refusal) => ResponseFuture::refused(self.breaker.refusal_error(refusal)),
         }
-    }
-}
-
-/// Holds an admitted call's permit while the service's `call` runs, and
-/// records a failure if that unwinds; [`defuse`](Self::defuse) hands the
-/// permit on once `call` has returned.
-struct FailIfCallUnwinds<'a, M: Sharing> {
-    breaker: &'a SharedState<Breaker, M>,
-    permit: Permit,
-}
-
-impl<M: Sharing> FailIfCallUnwinds<'_, M> {
-    #[inline]
-    fn defuse(self) -> Permit {
-        std::mem::ManuallyDrop::new(self).permit
-    }
-}
-
-impl<M: Sharing> Drop for FailIfCallUnwinds<'_, M> {
-    /// Reached only when the service's `call` unwinds. A sink that panics
-    /// reporting it is contained (the thread is unwinding already).
-    #[cold]
-    fn drop(&mut self) {
-        self.breaker.complete(&self.permit, Outcome::Failure);
     }
 }
