@@ -105,6 +105,46 @@ async fn each_key_has_its_own_breaker() {
     assert!(hit(&other, 1, false).await.unwrap_err().is::<CircuitOpen>());
 }
 
+/// As for one breaker: a panic in the service's `call` is the key's
+/// failure, and a call dropped by some other panic is cancelled.
+#[test]
+fn a_keys_service_panicking_in_call_fails_and_a_call_dropped_by_a_panic_does_not() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tower::Service;
+
+    let clock = ManualClock::new();
+    let layer = layer(8, &clock);
+    let mut svc = layer.layer(service_fn(|r: Req| {
+        // `resume_unwind` skips the panic hook: no noise in the output.
+        if r.fail {
+            std::panic::resume_unwind(Box::new("the service's bug in call"));
+        }
+        async { Ok::<(), BoxError>(()) }
+    }));
+    let handle = layer.handle();
+    // Host 1: the call is dropped by the caller's own panic.
+    let call = svc.call(Req {
+        host: 1,
+        fail: false,
+    });
+    catch_unwind(AssertUnwindSafe(move || {
+        let _held = call;
+        std::panic::resume_unwind(Box::new("the caller's bug"));
+    }))
+    .unwrap_err();
+    assert_eq!(handle.get(&1).unwrap().counts().calls, 0, "cancelled");
+    assert_eq!(handle.get(&1).unwrap().state(), CircuitState::Closed);
+    // Host 2: the service panics in `call`.
+    catch_unwind(AssertUnwindSafe(|| {
+        svc.call(Req {
+            host: 2,
+            fail: true,
+        })
+    }))
+    .unwrap_err();
+    assert_eq!(handle.get(&2).unwrap().state(), CircuitState::Open);
+}
+
 #[tokio::test]
 async fn evicting_a_breaker_that_is_not_closed_reports_its_key_closed() {
     // Every key reports under the policy: a state gauge follows the latest
