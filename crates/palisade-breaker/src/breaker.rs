@@ -258,6 +258,26 @@ impl Permit {
     fn start(&self) -> u64 {
         self.tagged & Self::START
     }
+
+    /// Whether the call is timed (the breaker read a start for it).
+    #[inline]
+    pub(crate) fn is_timed(&self) -> bool {
+        self.start() != 0
+    }
+
+    /// Moves a timed call's start later by `waited`: time the call spent
+    /// queued for local capacity below the breaker, which is not the
+    /// service's (see `palisade_core::queue`).
+    #[cold]
+    pub(crate) fn delay_start(&mut self, waited: Duration) {
+        let start = self.start();
+        if start == 0 {
+            return;
+        }
+        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        let later = start.saturating_add(waited).min(Self::START);
+        self.tagged = (self.tagged & !Self::START) | later;
+    }
 }
 
 /// The result of trying to take a probe slot.

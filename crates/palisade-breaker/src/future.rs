@@ -239,11 +239,24 @@ where
                 if recorder.is_none() {
                     return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
                 }
+                let timed = recorder.as_ref().is_some_and(|r| r.permit.is_timed());
                 let mut guard = FailOnPanic {
                     recorder,
                     polling: true,
                 };
-                let polled = future.poll(cx);
+                let polled = if timed {
+                    // Time the call spent queued at a bulkhead below is
+                    // local overload, not the service's latency.
+                    let (polled, waited) = palisade_core::queue::measure(|| future.poll(cx));
+                    if !waited.is_zero()
+                        && let Some(recorder) = guard.recorder.as_mut()
+                    {
+                        recorder.permit.delay_start(waited);
+                    }
+                    polled
+                } else {
+                    future.poll(cx)
+                };
                 guard.polling = false;
                 let result = ready!(polled).map_err(Into::into);
                 // The result is dropped before the error is made: live

@@ -68,6 +68,8 @@ pin_project! {
         ticket: Ticket<M>,
         // The slot, once granted: what remains is the service's readiness.
         permit: Option<Permit<M>>,
+        // When the request was queued, on the layer's clock.
+        since: Option<Instant>,
         #[pin]
         sleep: Sleep,
     }
@@ -114,11 +116,13 @@ impl<S, Req, M: Sharing> Queued<S, Req, M> {
         // the timeout polls its inner future first: the wait ends at the
         // deadline's own instant, not a duration from a later reading.
         let sleep = tokio::time::sleep_until(palisade_core::deadline::wait_deadline(max_wait));
+        let since = ticket.core.as_ref().map(|core| core.clock.now());
         Self(Box::pin(Wait {
             service: Some(service),
             request: Some(request),
             ticket,
             permit: None,
+            since,
             sleep,
         }))
     }
@@ -211,6 +215,13 @@ where
                         // else runs, so a panic in a metrics sink, in
                         // `poll_ready` or in `call` still frees it.
                         *wait.permit = Some(Permit::new(core.clone(), in_flight));
+                        // The wait is local overload: a breaker above that
+                        // times the call leaves it out of the latency.
+                        if let Some(since) = *wait.since {
+                            palisade_core::queue::report(
+                                core.clock.now().saturating_duration_since(since),
+                            );
+                        }
                         core.admitted();
                     }
                     let ready = match wait.service.as_mut() {

@@ -18,6 +18,9 @@
 //!   virtual time in tests.
 //! - [`ConfigError`]: the typed error every builder returns for an invalid
 //!   value, and [`config::Validate`], the checks builders share.
+//! - [`queue`]: how a bulkhead tells the layers above it how long a call
+//!   waited in its queue, so that a breaker does not time the wait as the
+//!   service's.
 //! - [`shared`]: the state a layer shares with its services and calls,
 //!   reached by counted references or, once the layer is leaked, by plain
 //!   ones.
@@ -66,6 +69,7 @@ pub mod metrics;
 pub mod panic;
 mod policy;
 pub mod protocol;
+pub mod queue;
 pub mod shared;
 
 pub use self::classify::{Classify, Outcome, RecordOutcome};

@@ -54,3 +54,60 @@ async fn requests_that_time_out_in_the_bulkheads_queue_do_not_open_the_circuit()
     assert_eq!(breaker.state(), CircuitState::Closed);
     assert_eq!(breaker.counts().failures, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_queued_at_the_bulkhead_does_not_make_a_fast_service_slow() {
+    // A healthy service that answers in 200 ms, one call at a time, and
+    // calls slow from 500 ms: of 6 concurrent calls, all but the first
+    // three wait in the queue long enough that, timed from the breaker's
+    // admission, they would count as slow and open the circuit.
+    let policy = Stack::new("api")
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .count_window(6)
+                .minimum_calls(6)
+                .slow_call_duration(Duration::from_millis(500))
+                .slow_call_rate_threshold(0.5),
+        )
+        .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(10)))
+        .concurrency_limit(
+            BulkheadLayer::builder()
+                .max_concurrent(1)
+                .max_wait(Duration::from_secs(10))
+                .queue(10),
+        )
+        .build()
+        .unwrap();
+    let svc = policy.layer(service_fn(|(): ()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let started = tokio::time::Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(svc.clone().oneshot(())))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // The calls did queue: one after the other.
+    assert_eq!(started.elapsed(), Duration::from_millis(1200));
+    let breaker = policy.circuit_breaker().handle();
+    assert_eq!(breaker.counts().calls, 6);
+    assert_eq!(
+        breaker.counts().slow,
+        0,
+        "the queue's wait counted as latency"
+    );
+    assert_eq!(breaker.state(), CircuitState::Closed);
+
+    // A service that is slow itself still counts as slow.
+    let slow = policy.layer(service_fn(|(): ()| async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Ok::<_, BoxError>(())
+    }));
+    for _ in 0..3 {
+        slow.clone().oneshot(()).await.unwrap();
+    }
+    // Three of the six calls in the window slow: the rate reaches 0.5.
+    assert_eq!(breaker.state(), CircuitState::Open);
+}

@@ -1,0 +1,85 @@
+//! Time a call spent queued for local capacity, passed from the layer that
+//! queued it to the layers above it that time the call.
+//!
+//! A bulkhead with a queue holds a call back until a slot frees up. That
+//! wait is local overload, not the time the service took: a circuit
+//! breaker above it that counted the wait as latency would take a healthy
+//! service for a slow one, and open. So the bulkhead [`report`]s the wait
+//! when it lets a queued call through, during the poll of the call's
+//! future, and a layer above it that times the call runs that poll inside
+//! [`measure`], which hands back what was reported within it.
+//!
+//! Both run on the thread that polls the call, inside one poll: nothing is
+//! shared between threads, and a call admitted at once reports nothing
+//! and costs nothing. A wait reported where nobody measures is dropped
+//! the next time somebody does.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_core::queue;
+//!
+//! // A breaker's poll of the call below it, in which a bulkhead lets the
+//! // call through after 40 ms in its queue.
+//! let (answer, waited) = queue::measure(|| {
+//!     queue::report(Duration::from_millis(40));
+//!     "the call's answer"
+//! });
+//! assert_eq!(answer, "the call's answer");
+//! assert_eq!(waited, Duration::from_millis(40));
+//! ```
+
+use std::cell::Cell;
+use std::time::Duration;
+
+thread_local! {
+    /// Nanoseconds of local waits reported since the innermost
+    /// [`measure`] on this thread began.
+    static WAITED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Reports that the call being polled on this thread waited `waited` for
+/// local capacity (a slot of a bulkhead's) before it could start.
+#[inline]
+pub fn report(waited: Duration) {
+    let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+    WAITED.set(WAITED.get().saturating_add(nanos));
+}
+
+/// Runs `poll` (a poll of the call below) and returns its output with the
+/// local waits [`report`]ed inside it. Measures nest: what an inner
+/// `measure` took is not seen by the outer one, and what was reported
+/// before this one began is kept for the measure around it.
+#[inline]
+pub fn measure<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
+    let outer = WAITED.replace(0);
+    let output = poll();
+    let waited = WAITED.replace(outer);
+    (output, Duration::from_nanos(waited))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_nest_and_reports_outside_them_are_dropped() {
+        report(Duration::from_secs(9));
+        let ((), outer) = measure(|| {
+            report(Duration::from_millis(1));
+            let ((), inner) = measure(|| report(Duration::from_millis(20)));
+            assert_eq!(inner, Duration::from_millis(20));
+            report(Duration::from_millis(2));
+        });
+        assert_eq!(outer, Duration::from_millis(3), "the inner wait was taken");
+        let ((), none) = measure(|| ());
+        assert_eq!(
+            none,
+            Duration::ZERO,
+            "a report with nobody measuring is dropped"
+        );
+        report(Duration::MAX);
+        report(Duration::MAX);
+        let ((), saturated) = measure(|| report(Duration::MAX));
+        assert_eq!(saturated, Duration::from_nanos(u64::MAX));
+    }
+}
