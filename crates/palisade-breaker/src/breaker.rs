@@ -259,12 +259,6 @@ impl Permit {
         self.tagged & Self::START
     }
 
-    /// Whether the call is timed (the breaker read a start for it).
-    #[inline]
-    pub(crate) fn is_timed(&self) -> bool {
-        self.start() != 0
-    }
-
     /// Moves a timed call's start later by `waited`: time the call spent
     /// queued for local capacity below the breaker, which is not the
     /// service's (see `palisade_core::queue`).

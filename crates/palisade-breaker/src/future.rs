@@ -41,7 +41,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use palisade_core::queue::Measuring;
 use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, RecordOutcome};
 use pin_project_lite::pin_project;
@@ -159,6 +161,16 @@ impl<M: Sharing> Drop for FailOnPanic<'_, M> {
     }
 }
 
+/// Moves a timed call's start later by `waited`, the time it spent
+/// queued at a bulkhead below during the poll just made.
+#[cold]
+#[inline(never)]
+fn queued_for<M: Sharing>(waited: Duration, recorder: &mut Option<OutcomeRecorder<M>>) {
+    if let Some(recorder) = recorder.as_mut() {
+        recorder.permit.delay_start(waited);
+    }
+}
+
 const POLLED_AFTER_COMPLETION: &str = "circuit breaker future polled after completion";
 
 impl<M: Sharing> fmt::Debug for OutcomeRecorder<M> {
@@ -239,24 +251,18 @@ where
                 if recorder.is_none() {
                     return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
                 }
-                let timed = recorder.as_ref().is_some_and(|r| r.permit.is_timed());
                 let mut guard = FailOnPanic {
                     recorder,
                     polling: true,
                 };
-                let polled = if timed {
-                    // Time the call spent queued at a bulkhead below is
-                    // local overload, not the service's latency.
-                    let (polled, waited) = palisade_core::queue::measure(|| future.poll(cx));
-                    if !waited.is_zero()
-                        && let Some(recorder) = guard.recorder.as_mut()
-                    {
-                        recorder.permit.delay_start(waited);
-                    }
-                    polled
-                } else {
-                    future.poll(cx)
-                };
+                // Time the call spends queued at a bulkhead below is local
+                // overload, not the service's latency.
+                let measuring = Measuring::begin();
+                let polled = future.poll(cx);
+                let waited = measuring.end();
+                if !waited.is_zero() {
+                    queued_for(waited, guard.recorder);
+                }
                 guard.polling = false;
                 let result = ready!(polled).map_err(Into::into);
                 // The result is dropped before the error is made: live

@@ -29,6 +29,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 thread_local! {
@@ -51,10 +52,46 @@ pub fn report(waited: Duration) {
 /// before this one began is kept for the measure around it.
 #[inline]
 pub fn measure<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
-    let outer = WAITED.replace(0);
+    let measuring = Measuring::begin();
     let output = poll();
-    let waited = WAITED.replace(outer);
-    (output, Duration::from_nanos(waited))
+    (output, measuring.end())
+}
+
+/// A [`measure`] in two steps, for a layer that decides per call whether
+/// to measure and polls the call below at one place either way:
+/// [`begin`](Self::begin) before the poll, [`end`](Self::end) after it, on
+/// the same thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::queue::{self, Measuring};
+///
+/// let measuring = Measuring::begin();
+/// queue::report(Duration::from_millis(5));
+/// assert_eq!(measuring.end(), Duration::from_millis(5));
+/// ```
+#[derive(Debug)]
+#[must_use = "`end` gives the waits reported and restores the measure around this one"]
+pub struct Measuring {
+    outer: u64,
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl Measuring {
+    /// Starts measuring the waits reported on this thread.
+    #[inline]
+    pub fn begin() -> Self {
+        Self {
+            outer: WAITED.replace(0),
+            _this_thread: PhantomData,
+        }
+    }
+
+    /// The waits reported since [`begin`](Self::begin).
+    #[inline]
+    pub fn end(self) -> Duration {
+        Duration::from_nanos(WAITED.replace(self.outer))
+    }
 }
 
 #[cfg(test)]
