@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::{Metrics, TaskEnd};
-use palisade_task::{Backoff, RestartPolicy, TaskExit, TaskGroup};
+use palisade_task::{Backoff, RestartPolicy, SupervisedExit, TaskExit, TaskGroup};
 use support::{Faulty, Recorder, Seen};
 use tokio::time::Instant;
 
@@ -53,6 +53,27 @@ fn offsets(starts: &Mutex<Vec<Instant>>, origin: Instant) -> Vec<Duration> {
     starts.lock().unwrap().iter().map(|t| *t - origin).collect()
 }
 
+/// Supervises, under `policy`, a task named `name` whose every run fails
+/// at once with `error`; returns how the supervision ended and when each
+/// run started, from the spawn.
+async fn always_failing(
+    group: &TaskGroup,
+    name: &str,
+    policy: RestartPolicy,
+    error: &'static str,
+) -> (SupervisedExit<(), &'static str>, Vec<Duration>) {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let origin = Instant::now();
+    let exit = group
+        .spawn_supervised(name, policy, move |_| {
+            log.lock().unwrap().push(Instant::now());
+            async move { Err::<(), _>(error) }
+        })
+        .await;
+    (exit, offsets(&starts, origin))
+}
+
 #[tokio::test(start_paused = true)]
 async fn restarts_back_off_exponentially_then_give_up() {
     let (group, recorder) = group();
@@ -62,23 +83,12 @@ async fn restarts_back_off_exponentially_then_give_up() {
         .window(Duration::from_secs(60))
         .build()
         .unwrap();
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let log = starts.clone();
-    let origin = Instant::now();
-    let handle = group.spawn_supervised("fails-fast", policy, move |_token| {
-        log.lock().unwrap().push(Instant::now());
-        async { Err::<(), _>("dependency refused") }
-    });
-
-    let exit = handle.await;
+    let (exit, starts) = always_failing(&group, "fails-fast", policy, "dependency refused").await;
     assert!(exit.gave_up);
     assert_eq!(exit.restarts, 4);
     assert!(matches!(exit.exit, TaskExit::Failed("dependency refused")));
     // 100, 200, 400, 800 ms apart.
-    assert_eq!(
-        offsets(&starts, origin),
-        [ms(0), ms(100), ms(300), ms(700), ms(1_500)]
-    );
+    assert_eq!(starts, [ms(0), ms(100), ms(300), ms(700), ms(1_500)]);
 
     let restarts: Vec<_> = recorder
         .events()
@@ -119,21 +129,10 @@ async fn the_backoff_is_capped() {
         .max_restarts(4)
         .build()
         .unwrap();
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let log = starts.clone();
-    let origin = Instant::now();
-    let exit = group
-        .spawn_supervised("capped", policy, move |_| {
-            log.lock().unwrap().push(Instant::now());
-            async { Err::<(), _>("no") }
-        })
-        .await;
+    let (exit, starts) = always_failing(&group, "capped", policy, "no").await;
     assert!(exit.gave_up);
     // 100, then 300 capped to 250, then 250, 250.
-    assert_eq!(
-        offsets(&starts, origin),
-        [ms(0), ms(100), ms(350), ms(600), ms(850)]
-    );
+    assert_eq!(starts, [ms(0), ms(100), ms(350), ms(600), ms(850)]);
 }
 
 async fn jittered_starts(seed: u64) -> Vec<Duration> {
@@ -144,17 +143,9 @@ async fn jittered_starts(seed: u64) -> Vec<Duration> {
         .seed(seed)
         .build()
         .unwrap();
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let log = starts.clone();
-    let origin = Instant::now();
-    let exit = group
-        .spawn_supervised("jittered", policy, move |_| {
-            log.lock().unwrap().push(Instant::now());
-            async { Err::<(), _>("no") }
-        })
-        .await;
+    let (exit, starts) = always_failing(&group, "jittered", policy, "no").await;
     assert!(exit.gave_up);
-    offsets(&starts, origin)
+    starts
 }
 
 #[tokio::test(start_paused = true)]
@@ -313,22 +304,11 @@ async fn quick_failures_give_up_however_long_the_backoff_has_grown() {
         .window(Duration::from_secs(1))
         .build()
         .unwrap();
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let log = starts.clone();
-    let origin = Instant::now();
-    let exit = group
-        .spawn_supervised("fails-fast", policy, move |_| {
-            log.lock().unwrap().push(Instant::now());
-            async { Err::<(), _>("dependency refused") }
-        })
-        .await;
+    let (exit, starts) = always_failing(&group, "fails-fast", policy, "dependency refused").await;
     assert!(exit.gave_up);
     assert_eq!(exit.restarts, 3);
     let secs = Duration::from_secs;
-    assert_eq!(
-        offsets(&starts, origin),
-        [secs(0), secs(2), secs(4), secs(6)]
-    );
+    assert_eq!(starts, [secs(0), secs(2), secs(4), secs(6)]);
     assert_eq!(
         recorder.count(|e| *e == Seen::GaveUp("fails-fast".into(), 3)),
         1
@@ -345,17 +325,10 @@ async fn the_default_backoff_gives_up_on_a_task_that_always_fails_at_once() {
         .max_restarts(20)
         .build()
         .unwrap();
-    let runs = Runs::default();
-    let counter = runs.clone();
-    let exit = group
-        .spawn_supervised("crash-loop", policy, move |_| {
-            counter.next();
-            async { Err::<(), _>("refused") }
-        })
-        .await;
+    let (exit, starts) = always_failing(&group, "crash-loop", policy, "refused").await;
     assert!(exit.gave_up);
     assert_eq!(exit.restarts, 20);
-    assert_eq!(runs.count(), 21);
+    assert_eq!(starts.len(), 21);
 }
 
 #[tokio::test(start_paused = true)]
