@@ -388,8 +388,11 @@ impl TaskGroup {
     /// runtime.
     ///
     /// The handle resolves to [`TaskExit::Aborted`] without running the
-    /// future when the group is already shut down or when there is no
-    /// runtime (both logged at error level).
+    /// future once [`shutdown`](Self::shutdown) has begun (see
+    /// [`is_closed`](Self::is_closed); a task that spawns a child on
+    /// cancellation is refused too) or when there is no runtime (both
+    /// logged at error level). A refused task is in no
+    /// [`ShutdownReport`].
     pub fn spawn<F>(
         &self,
         name: impl Into<Arc<str>>,
@@ -416,7 +419,8 @@ impl TaskGroup {
     ///
     /// Fires [`Event::TaskStarted`] and [`Event::TaskEnded`] once for the
     /// whole supervised life, and [`Event::TaskRestarted`] for every
-    /// restart.
+    /// restart. Refused, as [`spawn`](Self::spawn) is, once shutdown has
+    /// begun.
     pub fn spawn_supervised<M, F>(
         &self,
         name: impl Into<Arc<str>>,
