@@ -151,8 +151,8 @@ impl<C> CircuitBreakerBuilder<C> {
     /// is slow, whether it succeeded or failed. The breaker then reads the
     /// clock when a call is admitted and when it completes. Time the call
     /// spends queued at a palisade bulkhead below the breaker (the stack's
-    /// own) is local overload, and is left out of its latency (see
-    /// `palisade_core::queue`).
+    /// own, or one the service calls through) is local overload, and is
+    /// left out of its latency (see `palisade_core::queue`).
     #[must_use]
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
         self.slow_call_duration = Some(duration);

@@ -333,7 +333,9 @@ pub enum Event<'a> {
         layer: LayerKind,
         /// Success, failure, ignored or cancelled.
         outcome: Outcome,
-        /// How long the call took, when measured.
+        /// How long the call took, when measured. A circuit breaker leaves
+        /// out the time the call waited in a palisade bulkhead's queue
+        /// below it (see [`queue`](crate::queue)).
         latency: Option<Duration>,
     },
 

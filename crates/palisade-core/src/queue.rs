@@ -10,9 +10,12 @@
 //! [`measure`], which hands back what was reported within it.
 //!
 //! Both run on the thread that polls the call, inside one poll: nothing is
-//! shared between threads, and a call admitted at once reports nothing
-//! and costs nothing. A wait reported where nobody measures is dropped
-//! the next time somebody does.
+//! shared between threads, and a call admitted at once reports nothing.
+//! Measures nest, and each sees every wait reported inside it, inner
+//! measures' included: two breakers above one bulkhead (a global one over
+//! a keyed one) both leave its queue out. A wait reported where nobody
+//! measures is never counted against a call: each measure starts from
+//! zero, and puts back what was there before it, plus what it saw.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,9 +50,8 @@ pub fn report(waited: Duration) {
 }
 
 /// Runs `poll` (a poll of the call below) and returns its output with the
-/// local waits [`report`]ed inside it. Measures nest: what an inner
-/// `measure` took is not seen by the outer one, and what was reported
-/// before this one began is kept for the measure around it.
+/// local waits [`report`]ed inside it, inner measures' included; the
+/// measure around this one sees them too.
 #[inline]
 pub fn measure<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
     let measuring = Measuring::begin();
@@ -71,7 +73,7 @@ pub fn measure<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
 /// assert_eq!(measuring.end(), Duration::from_millis(5));
 /// ```
 #[derive(Debug)]
-#[must_use = "`end` gives the waits reported and restores the measure around this one"]
+#[must_use = "`end` gives the waits reported and passes them to the measure around this one"]
 pub struct Measuring {
     outer: u64,
     _this_thread: PhantomData<*const ()>,
@@ -87,10 +89,13 @@ impl Measuring {
         }
     }
 
-    /// The waits reported since [`begin`](Self::begin).
+    /// The waits reported since [`begin`](Self::begin), which the measure
+    /// around this one sees too.
     #[inline]
     pub fn end(self) -> Duration {
-        Duration::from_nanos(WAITED.replace(self.outer))
+        let waited = WAITED.get();
+        WAITED.set(self.outer.saturating_add(waited));
+        Duration::from_nanos(waited)
     }
 }
 
@@ -99,7 +104,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn measures_nest_and_reports_outside_them_are_dropped() {
+    fn measures_nest_and_see_only_what_is_reported_inside_them() {
         report(Duration::from_secs(9));
         let ((), outer) = measure(|| {
             report(Duration::from_millis(1));
@@ -107,13 +112,9 @@ mod tests {
             assert_eq!(inner, Duration::from_millis(20));
             report(Duration::from_millis(2));
         });
-        assert_eq!(outer, Duration::from_millis(3), "the inner wait was taken");
+        assert_eq!(outer, Duration::from_millis(23), "the inner wait too");
         let ((), none) = measure(|| ());
-        assert_eq!(
-            none,
-            Duration::ZERO,
-            "a report with nobody measuring is dropped"
-        );
+        assert_eq!(none, Duration::ZERO, "nothing from before the measure");
         report(Duration::MAX);
         report(Duration::MAX);
         let ((), saturated) = measure(|| report(Duration::MAX));

@@ -111,3 +111,42 @@ async fn time_queued_at_the_bulkhead_does_not_make_a_fast_service_slow() {
     // Three of the six calls in the window slow: the rate reaches 0.5.
     assert_eq!(breaker.state(), CircuitState::Open);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_in_between_does_not_hide_the_queue_from_the_one_above() {
+    // A global breaker that times calls, over a default one (a keyed
+    // per-host breaker, say), over one queued slot: both leave the
+    // queue's wait out.
+    let outer = CircuitBreakerLayer::builder()
+        .count_window(6)
+        .minimum_calls(6)
+        .slow_call_duration(Duration::from_millis(500))
+        .slow_call_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    let inner = CircuitBreakerLayer::builder().build().unwrap();
+    let bulkhead = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_wait(Duration::from_secs(10))
+        .queue(10)
+        .build()
+        .unwrap();
+    let svc = outer.layer(inner.layer(bulkhead.layer(service_fn(|(): ()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, BoxError>(())
+    }))));
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(svc.clone().oneshot(())))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let handle = outer.handle();
+    assert_eq!(handle.counts().calls, 6);
+    assert_eq!(
+        handle.counts().slow,
+        0,
+        "the queue's wait counted as latency"
+    );
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
