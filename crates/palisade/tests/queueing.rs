@@ -10,7 +10,48 @@ use palisade::bulkhead::BulkheadLayer;
 use palisade::timeout::TimeoutLayer;
 use palisade::{BoxError, Overloaded, Stack};
 use palisade_core::CircuitState;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// A healthy service that answers in `millis`.
+fn answers_in(
+    millis: u64,
+) -> impl Service<(), Response = (), Error = BoxError, Future = impl Send> + Clone {
+    service_fn(move |(): ()| async move {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok::<_, BoxError>(())
+    })
+}
+
+/// Sends `n` calls at once through `svc` and checks each is answered.
+async fn all_answered<S>(svc: &S, n: usize)
+where
+    S: Service<(), Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let calls: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(svc.clone().oneshot(())))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+}
+
+/// One slot, and a queue that holds calls for up to 10 s.
+fn one_queued_slot() -> palisade::bulkhead::BulkheadLayerBuilder {
+    BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_wait(Duration::from_secs(10))
+        .queue(10)
+}
+
+/// Six calls in the window, slow from 500 ms, open at half of them slow.
+fn slow_from_half_a_second() -> palisade::breaker::CircuitBreakerBuilder {
+    CircuitBreakerLayer::builder()
+        .count_window(6)
+        .minimum_calls(6)
+        .slow_call_duration(Duration::from_millis(500))
+        .slow_call_rate_threshold(0.5)
+}
 
 #[tokio::test(start_paused = true)]
 async fn requests_that_time_out_in_the_bulkheads_queue_do_not_open_the_circuit() {
@@ -62,33 +103,13 @@ async fn time_queued_at_the_bulkhead_does_not_make_a_fast_service_slow() {
     // three wait in the queue long enough that, timed from the breaker's
     // admission, they would count as slow and open the circuit.
     let policy = Stack::new("api")
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .count_window(6)
-                .minimum_calls(6)
-                .slow_call_duration(Duration::from_millis(500))
-                .slow_call_rate_threshold(0.5),
-        )
+        .circuit_breaker(slow_from_half_a_second())
         .timeout(TimeoutLayer::builder().timeout(Duration::from_secs(10)))
-        .concurrency_limit(
-            BulkheadLayer::builder()
-                .max_concurrent(1)
-                .max_wait(Duration::from_secs(10))
-                .queue(10),
-        )
+        .concurrency_limit(one_queued_slot())
         .build()
         .unwrap();
-    let svc = policy.layer(service_fn(|(): ()| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok::<_, BoxError>(())
-    }));
     let started = tokio::time::Instant::now();
-    let calls: Vec<_> = (0..6)
-        .map(|_| tokio::spawn(svc.clone().oneshot(())))
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    all_answered(&policy.layer(answers_in(200)), 6).await;
     // The calls did queue: one after the other.
     assert_eq!(started.elapsed(), Duration::from_millis(1200));
     let breaker = policy.circuit_breaker().handle();
@@ -101,10 +122,7 @@ async fn time_queued_at_the_bulkhead_does_not_make_a_fast_service_slow() {
     assert_eq!(breaker.state(), CircuitState::Closed);
 
     // A service that is slow itself still counts as slow.
-    let slow = policy.layer(service_fn(|(): ()| async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        Ok::<_, BoxError>(())
-    }));
+    let slow = policy.layer(answers_in(600));
     for _ in 0..3 {
         slow.clone().oneshot(()).await.unwrap();
     }
@@ -117,30 +135,14 @@ async fn a_breaker_in_between_does_not_hide_the_queue_from_the_one_above() {
     // A global breaker that times calls, over a default one (a keyed
     // per-host breaker, say), over one queued slot: both leave the
     // queue's wait out.
-    let outer = CircuitBreakerLayer::builder()
-        .count_window(6)
-        .minimum_calls(6)
-        .slow_call_duration(Duration::from_millis(500))
-        .slow_call_rate_threshold(0.5)
-        .build()
-        .unwrap();
+    let outer = slow_from_half_a_second().build().unwrap();
     let inner = CircuitBreakerLayer::builder().build().unwrap();
-    let bulkhead = BulkheadLayer::builder()
-        .max_concurrent(1)
-        .max_wait(Duration::from_secs(10))
-        .queue(10)
-        .build()
-        .unwrap();
-    let svc = outer.layer(inner.layer(bulkhead.layer(service_fn(|(): ()| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok::<_, BoxError>(())
-    }))));
-    let calls: Vec<_> = (0..6)
-        .map(|_| tokio::spawn(svc.clone().oneshot(())))
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    let bulkhead = one_queued_slot().build().unwrap();
+    all_answered(
+        &outer.layer(inner.layer(bulkhead.layer(answers_in(200)))),
+        6,
+    )
+    .await;
     let handle = outer.handle();
     assert_eq!(handle.counts().calls, 6);
     assert_eq!(
