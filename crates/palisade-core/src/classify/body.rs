@@ -176,17 +176,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = if this.pending.is_some() {
-            // A body that panics is the service failing, whoever catches
-            // the panic: recorded as the panic unwinds, where a drop of the
-            // recorder alone would say cancelled.
-            let guard = FailOnUnwind(this.pending);
-            let polled = this.inner.as_mut().poll_frame(cx);
-            let _ = std::mem::ManuallyDrop::new(guard);
-            ready!(polled)
-        } else {
-            ready!(this.inner.as_mut().poll_frame(cx))
-        };
+        // A body that panics is the service failing, whoever catches the
+        // panic: recorded as the panic unwinds, where a drop of the
+        // recorder alone would say cancelled. Once the outcome is in, the
+        // guard holds nothing to record.
+        let guard = FailOnUnwind(this.pending);
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let _ = std::mem::ManuallyDrop::new(guard);
+        let frame = ready!(polled);
         if this.pending.is_some() {
             match &frame {
                 Some(Ok(frame)) => {
