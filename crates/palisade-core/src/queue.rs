@@ -6,8 +6,8 @@
 //! breaker above it that counted the wait as latency would take a healthy
 //! service for a slow one, and open. So the bulkhead [`report`]s the wait
 //! when it lets a queued call through, during the poll of the call's
-//! future, and a layer above it that times the call runs that poll inside
-//! [`measure`], which hands back what was reported within it.
+//! future, and a layer above it that times the call wraps that poll in a
+//! [`Measuring`], which hands back what was reported within it.
 //!
 //! Both run on the thread that polls the call, inside one poll: nothing is
 //! shared between threads, and a call admitted at once reports nothing.
@@ -19,16 +19,13 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade_core::queue;
+//! use palisade_core::queue::{self, Measuring};
 //!
 //! // A breaker's poll of the call below it, in which a bulkhead lets the
 //! // call through after 40 ms in its queue.
-//! let (answer, waited) = queue::measure(|| {
-//!     queue::report(Duration::from_millis(40));
-//!     "the call's answer"
-//! });
-//! assert_eq!(answer, "the call's answer");
-//! assert_eq!(waited, Duration::from_millis(40));
+//! let measuring = Measuring::begin();
+//! queue::report(Duration::from_millis(40));
+//! assert_eq!(measuring.end(), Duration::from_millis(40));
 //! ```
 
 use std::cell::Cell;
@@ -37,7 +34,7 @@ use std::time::Duration;
 
 thread_local! {
     /// Nanoseconds of local waits reported since the innermost
-    /// [`measure`] on this thread began.
+    /// [`Measuring`] on this thread began.
     static WAITED: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -49,29 +46,11 @@ pub fn report(waited: Duration) {
     WAITED.set(WAITED.get().saturating_add(nanos));
 }
 
-/// Runs `poll` (a poll of the call below) and returns its output with the
-/// local waits [`report`]ed inside it, inner measures' included; the
-/// measure around this one sees them too.
-#[inline]
-pub fn measure<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
-    let measuring = Measuring::begin();
-    let output = poll();
-    (output, measuring.end())
-}
-
-/// A [`measure`] in two steps, for a layer that decides per call whether
-/// to measure and polls the call below at one place either way:
-/// [`begin`](Self::begin) before the poll, [`end`](Self::end) after it, on
-/// the same thread.
-///
-/// ```
-/// use std::time::Duration;
-/// use palisade_core::queue::{self, Measuring};
-///
-/// let measuring = Measuring::begin();
-/// queue::report(Duration::from_millis(5));
-/// assert_eq!(measuring.end(), Duration::from_millis(5));
-/// ```
+/// Measures the local waits [`report`]ed on this thread between
+/// [`begin`](Self::begin), before a poll of the call below, and
+/// [`end`](Self::end), after it: inner measures' included, and the
+/// measure around this one sees them too. Two steps rather than a closure
+/// around the poll, so that the layer's poll stays one inlined call.
 #[derive(Debug)]
 #[must_use = "`end` gives the waits reported and passes them to the measure around this one"]
 pub struct Measuring {
@@ -102,6 +81,13 @@ impl Measuring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `poll` between a [`Measuring`]'s two steps.
+    fn measure(poll: impl FnOnce()) -> ((), Duration) {
+        let measuring = Measuring::begin();
+        poll();
+        ((), measuring.end())
+    }
 
     #[test]
     fn measures_nest_and_see_only_what_is_reported_inside_them() {
