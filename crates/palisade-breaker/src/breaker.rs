@@ -268,8 +268,7 @@ impl Permit {
         if start == 0 {
             return;
         }
-        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        let later = start.saturating_add(waited).min(Self::START);
+        let later = start.saturating_add(nanos(waited)).min(Self::START);
         self.tagged = (self.tagged & !Self::START) | later;
     }
 }
