@@ -69,7 +69,7 @@ pin_project! {
         // The slot, once granted: what remains is the service's readiness.
         permit: Option<Permit<M>>,
         // When the request was queued, on the layer's clock.
-        since: Option<Instant>,
+        since: Instant,
         #[pin]
         sleep: Sleep,
     }
@@ -107,8 +107,15 @@ pub(crate) struct Queued<S, Req, M: Sharing>(Pin<Box<Wait<S, Req, M>>>);
 impl<S, Req, M: Sharing> Queued<S, Req, M> {
     /// `ticket` owns the request's place from the moment it was queued, so
     /// that a panic while the rest is made (a service whose clone panics,
-    /// a runtime without a timer) gives the place back.
-    pub(crate) fn new(service: S, request: Req, ticket: Ticket<M>, max_wait: Duration) -> Self {
+    /// a runtime without a timer) gives the place back. `since` is when it
+    /// was queued, on the layer's clock.
+    pub(crate) fn new(
+        service: S,
+        request: Req,
+        ticket: Ticket<M>,
+        max_wait: Duration,
+        since: Instant,
+    ) -> Self {
         // Never past the deadline of an enclosing timeout: a request still
         // queued then is turned away as overloaded (which a breaker does
         // not count as a failure of the service) instead of timing out in
@@ -116,7 +123,6 @@ impl<S, Req, M: Sharing> Queued<S, Req, M> {
         // the timeout polls its inner future first: the wait ends at the
         // deadline's own instant, not a duration from a later reading.
         let sleep = tokio::time::sleep_until(palisade_core::deadline::wait_deadline(max_wait));
-        let since = ticket.core.as_ref().map(|core| core.clock.now());
         Self(Box::pin(Wait {
             service: Some(service),
             request: Some(request),
@@ -217,11 +223,9 @@ where
                         *wait.permit = Some(Permit::new(core.clone(), in_flight));
                         // The wait is local overload: a breaker above that
                         // times the call leaves it out of the latency.
-                        if let Some(since) = *wait.since {
-                            palisade_core::queue::report(
-                                core.clock.now().saturating_duration_since(since),
-                            );
-                        }
+                        palisade_core::queue::report(
+                            core.clock.now().saturating_duration_since(*wait.since),
+                        );
                         core.admitted();
                     }
                     let ready = match wait.service.as_mut() {

@@ -185,7 +185,14 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
         // ready service stays here, with whatever capacity its readiness
         // holds, for the next call.
         let ticket = Ticket::new(node, self.core.clone());
-        Queued::new(self.inner.clone(), request, ticket, self.core.max_wait)
+        let since = self.core.clock.now();
+        Queued::new(
+            self.inner.clone(),
+            request,
+            ticket,
+            self.core.max_wait,
+            since,
+        )
     }
 
     /// Runs an admitted request whose slot is already taken (`in_flight`
