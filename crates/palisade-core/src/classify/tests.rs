@@ -99,11 +99,16 @@ fn message_then_status(code: &'static str) -> Response<Frames> {
     ])
 }
 
-fn grpc_response(frames: Vec<Frame<Bytes>>) -> Response<Frames> {
+/// A 200 answer of `content_type` with `body`.
+fn typed<B>(content_type: &'static str, body: B) -> Response<B> {
     Response::builder()
-        .header("content-type", "application/grpc")
-        .body(Frames(frames.into()))
+        .header("content-type", content_type)
+        .body(body)
         .unwrap()
+}
+
+fn grpc_response(frames: Vec<Frame<Bytes>>) -> Response<Frames> {
+    typed("application/grpc", Frames(frames.into()))
 }
 
 fn plain<C: Classify<u32, &'static str>>(c: &C, r: Result<u32, &'static str>) -> Outcome {
@@ -283,12 +288,10 @@ fn a_plain_200_is_a_success_before_its_body_ends() {
     // travels in the body: judged by its headers, never left waiting.
     for content_type in ["text/event-stream", "application/grpc-web"] {
         let seen = Seen::default();
-        let res = Response::builder()
-            .header("content-type", content_type)
-            .body(Frames(
-                vec![Frame::data(Bytes::from_static(b"data: 1"))].into(),
-            ))
-            .unwrap();
+        let res = typed(
+            content_type,
+            Frames(vec![Frame::data(Bytes::from_static(b"data: 1"))].into()),
+        );
         let out = GrpcErrorsAsFailures::new()
             .classify(Ok::<_, Infallible>(res), seen.recorder())
             .unwrap();
@@ -324,10 +327,7 @@ fn a_non_200_answer_without_a_grpc_status_is_read_as_a_client_reads_it() {
 #[tokio::test]
 async fn grpc_body_error_is_a_failure() {
     let seen = Seen::default();
-    let res = Response::builder()
-        .header("content-type", "application/grpc")
-        .body(Failing(false))
-        .unwrap();
+    let res = typed("application/grpc", Failing(false));
     let out = GrpcErrorsAsFailures::new()
         .classify(Ok::<_, Infallible>(res), seen.recorder())
         .unwrap();
@@ -352,10 +352,7 @@ fn grpc_body_dropped_early_records_nothing() {
 #[test]
 fn a_grpc_body_that_panics_is_a_failure() {
     let seen = Seen::default();
-    let res = Response::builder()
-        .header("content-type", "application/grpc")
-        .body(Panics)
-        .unwrap();
+    let res = typed("application/grpc", Panics);
     let out = GrpcErrorsAsFailures::new()
         .classify(Ok::<_, Infallible>(res), seen.recorder())
         .unwrap();
