@@ -37,24 +37,16 @@ pin_project! {
 #[derive(Clone, Debug)]
 pub struct GrpcEos {
     codes: GrpcEosErrorsAsFailures,
-    /// Whether a stream that ends with no `grpc-status` fails (gRPC
-    /// proper, where a client reads it as `UNKNOWN`).
+    /// Whether `UNKNOWN` fails: what a client reads for a stream that ends
+    /// with no `grpc-status`, or with one that is no code.
     unknown_fails: bool,
-    /// Whether a `grpc-status` that is no code fails: a client reads it as
-    /// `UNKNOWN` too.
-    no_code_fails: bool,
 }
 
 impl GrpcEos {
-    pub(crate) fn new(
-        codes: GrpcEosErrorsAsFailures,
-        unknown_fails: bool,
-        no_code_fails: bool,
-    ) -> Self {
+    pub(crate) fn new(codes: GrpcEosErrorsAsFailures, unknown_fails: bool) -> Self {
         Self {
             codes,
             unknown_fails,
-            no_code_fails,
         }
     }
 }
@@ -69,7 +61,7 @@ impl ClassifyEos for GrpcEos {
             if super::response::is_grpc_code(value.as_bytes()) {
                 return self.codes.classify_eos(trailers);
             }
-            return if self.no_code_fails {
+            return if self.unknown_fails {
                 Err(GrpcFailureClass::Error(
                     "the grpc-status is no code; a client reads it as UNKNOWN".to_owned(),
                 ))

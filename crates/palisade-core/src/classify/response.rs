@@ -219,12 +219,10 @@ where
                 });
                 Ok(res.map(ClassifiedBody::done))
             }
+            // Only a gRPC answer's status may still come, in its trailers:
+            // any other is judged above.
             ClassifiedResponse::RequiresEos(eos) => {
-                let eos = GrpcEos::new(
-                    eos,
-                    grpc && self.is_failure(GrpcCode::Unknown),
-                    self.is_failure(GrpcCode::Unknown),
-                );
+                let eos = GrpcEos::new(eos, self.is_failure(GrpcCode::Unknown));
                 Ok(res.map(|body| ClassifiedBody::pending(body, eos, recorder)))
             }
         }
