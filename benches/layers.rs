@@ -145,12 +145,13 @@ fn rate_limit(c: &mut Criterion) {
 
 /// The least a limit shared by every clone of a service does per request,
 /// and no more: one read of tokio's clock and one compare-and-swap of a
-/// shared word, then the inner call with its future as it is. Not a
+/// shared word (the reading counted in nanoseconds as palisade counts it),
+/// then the inner call with its future as it is. Not a
 /// limiter: the floor under any rate limiter whose clones share a bucket.
 #[derive(Clone)]
 struct SharedClockFloor<S> {
     inner: S,
-    origin: tokio::time::Instant,
+    origin: palisade::core::clock::Origin,
     word: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -158,7 +159,7 @@ impl<S> SharedClockFloor<S> {
     fn new(inner: S) -> Self {
         Self {
             inner,
-            origin: tokio::time::Instant::now(),
+            origin: palisade::core::clock::Origin::new(tokio::time::Instant::now().into_std()),
             word: std::sync::Arc::default(),
         }
     }
@@ -180,8 +181,7 @@ impl<S: Service<u64>> Service<u64> for SharedClockFloor<S> {
     #[inline]
     fn call(&mut self, request: u64) -> S::Future {
         use std::sync::atomic::Ordering;
-        let now = tokio::time::Instant::now().duration_since(self.origin);
-        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let now = self.origin.nanos(tokio::time::Instant::now().into_std());
         let seen = self.word.load(Ordering::Acquire);
         let _ = self.word.compare_exchange(
             seen,

@@ -30,6 +30,7 @@
 
 use std::time::{Duration, Instant};
 
+use palisade_core::clock::Origin;
 use palisade_core::{
     CircuitOpen, CircuitState, Clock, Event, LayerKind, Metrics, Outcome, PolicyName, RejectReason,
     TransitionReason,
@@ -387,7 +388,7 @@ pub(crate) struct Breaker {
     /// Nanoseconds since `origin` at which the half-open state began.
     half_open_since: AtomicU64,
     transitions: Mutex<Transitions>,
-    origin: Instant,
+    origin: Origin,
     needs_start: bool,
     needs_end: bool,
     /// For a full count window of `full_calls` calls: the fewest failures
@@ -463,7 +464,7 @@ impl Breaker {
                 last_wait: Duration::ZERO,
                 evicted: false,
             }),
-            origin,
+            origin: Origin::new(origin),
             needs_start,
             needs_end,
             full_calls,
@@ -478,12 +479,13 @@ impl Breaker {
         Word::unpack(self.state.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn since_origin(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.origin))
+        self.origin.nanos(now)
     }
 
     fn at(&self, nanos: u64) -> Instant {
-        self.origin + Duration::from_nanos(nanos)
+        self.origin.instant() + Duration::from_nanos(nanos)
     }
 
     #[inline]
@@ -501,7 +503,7 @@ impl Breaker {
     }
 
     /// When the call admitted with `permit` started, if it was timed.
-    #[inline]
+    #[cfg(test)]
     fn start_of(&self, permit: &Permit) -> Option<Instant> {
         permit.start().checked_sub(1).map(|nanos| self.at(nanos))
     }
@@ -744,8 +746,10 @@ impl Breaker {
         } else {
             None
         };
-        let latency = match (self.start_of(permit), end) {
-            (Some(start), Some(end)) => Some(end.saturating_duration_since(start)),
+        let latency = match (permit.start().checked_sub(1), end) {
+            (Some(start), Some(end)) => Some(Duration::from_nanos(
+                self.since_origin(end).saturating_sub(start),
+            )),
             _ => None,
         };
         let completed = Event::Completed {

@@ -100,11 +100,12 @@ use std::hash::Hash;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use palisade_core::clock::Origin;
 use palisade_core::{BoxError, Classify, Clock, SharedState};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::{Breaker, Config, Eviction, nanos};
+use crate::breaker::{Breaker, Config, Eviction};
 use crate::builder::DefaultClassifier;
 use crate::future::{OutcomeRecorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
@@ -289,7 +290,7 @@ struct Breakers<K> {
     /// Until when that holds without such a move, in nanoseconds since
     /// `origin`.
     full_until: AtomicU64,
-    origin: Instant,
+    origin: Origin,
     #[cfg(test)]
     searches: std::sync::atomic::AtomicUsize,
 }
@@ -301,7 +302,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
         config.changes = Some(changes.clone());
         Self {
             overflow,
-            origin: config.clock.now(),
+            origin: Origin::new(config.clock.now()),
             config,
             max_keys,
             table: RwLock::new(Table {
@@ -337,7 +338,7 @@ impl<K: Hash + Eq + Clone> Breakers<K> {
     }
 
     fn nanos(&self, at: Instant) -> u64 {
-        nanos(at.saturating_duration_since(self.origin))
+        self.origin.nanos(at)
     }
 
     /// Whether the map is known to hold no breaker a new key may replace

@@ -18,6 +18,8 @@
 
 use std::time::Instant;
 
+use palisade_core::clock::Origin;
+
 use crate::sync::{AtomicU32, AtomicU64, CachePadded, Ordering};
 
 /// The most calls a count window may hold.
@@ -299,7 +301,7 @@ impl CountWindow {
 /// The calls of the last `buckets` buckets of `bucket_nanos` each.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
-    origin: Instant,
+    origin: Origin,
     bucket_nanos: u64,
     /// epoch << 48 | tick offset. A reset moves the offset a whole window
     /// ahead, so every bucket written before it falls out of the window.
@@ -325,7 +327,7 @@ const OFFSET_MASK: u64 = (1 << 48) - 1;
 impl TimeWindow {
     pub(crate) fn new(origin: Instant, bucket_nanos: u64, buckets: usize, epoch: u16) -> Self {
         Self {
-            origin,
+            origin: Origin::new(origin),
             bucket_nanos: bucket_nanos.max(1),
             base: CachePadded(AtomicU64::new(u64::from(epoch) << 48)),
             head: CachePadded(AtomicU64::new(0)),
@@ -353,8 +355,11 @@ impl TimeWindow {
     }
 
     fn elapsed_ticks(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX >> 16)
+        match self.origin.nanos(now) {
+            // More than 584 years after the origin.
+            u64::MAX => u64::MAX >> 16,
+            nanos => nanos / self.bucket_nanos,
+        }
     }
 
     /// The tick of `now`, or `None` when the window no longer belongs to

@@ -155,6 +155,176 @@ impl Default for ManualClock {
     }
 }
 
+/// An instant that a layer counts time from, so that it can keep times in
+/// one atomic word as nanoseconds since it.
+///
+/// [`nanos`](Origin::nanos) is the conversion every clock-reading layer
+/// makes on its request path. Where the platform's `Instant` is seconds
+/// and nanoseconds (Linux, macOS, Windows), it reads them through
+/// `Instant`'s `Hash` and subtracts, a few instructions; std's
+/// subtraction (`saturating_duration_since`) is a call that costs several
+/// times the clock read's own arithmetic. The reading is checked against
+/// std's subtraction when the origin is made, and any other form of
+/// `Instant` falls back to std's.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use palisade_core::clock::Origin;
+///
+/// let start = Instant::now();
+/// let origin = Origin::new(start);
+/// assert_eq!(origin.nanos(start + Duration::from_millis(1500)), 1_500_000_000);
+/// // An instant before the origin reads as the origin.
+/// assert_eq!(origin.nanos(start.checked_sub(Duration::from_secs(1)).unwrap_or(start)), 0);
+/// assert_eq!(origin.instant(), start);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    instant: Instant,
+    /// The origin's seconds and nanoseconds, when `Instant` reads as such.
+    parts: Option<Parts>,
+}
+
+/// An `Instant` as the platform keeps it: seconds and nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Parts {
+    secs: i64,
+    nanos: u32,
+}
+
+/// The most seconds [`Origin::nanos`] converts itself; further instants
+/// (only a manual clock moved that far reaches them) go through std.
+const MAX_FAST_SECS: i64 = 9_000_000_000;
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+impl Parts {
+    /// Reads `instant`'s fields through its `Hash`: `None` unless it hashes
+    /// as exactly one 64-bit count of seconds and then a count of
+    /// nanoseconds below one second.
+    #[inline]
+    fn of(instant: &Instant) -> Option<Self> {
+        let mut reader = FieldReader::default();
+        std::hash::Hash::hash(instant, &mut reader);
+        match reader {
+            FieldReader {
+                secs: Some(secs),
+                nanos: Some(nanos),
+                other: false,
+            } if i64::from(nanos) < NANOS_PER_SEC => Some(Self { secs, nanos }),
+            _ => None,
+        }
+    }
+
+    /// Nanoseconds from `self` to `later`, when both are in the range this
+    /// converts; negative when `later` is earlier.
+    #[inline]
+    fn nanos_until(self, later: Self) -> Option<i64> {
+        let secs = later.secs.checked_sub(self.secs)?;
+        if !(-MAX_FAST_SECS..=MAX_FAST_SECS).contains(&secs) {
+            return None;
+        }
+        Some(secs * NANOS_PER_SEC + (i64::from(later.nanos) - i64::from(self.nanos)))
+    }
+}
+
+/// A `Hasher` that keeps the integers an `Instant` hashes.
+#[derive(Default)]
+struct FieldReader {
+    secs: Option<i64>,
+    nanos: Option<u32>,
+    /// Anything but one seconds field followed by one nanoseconds field.
+    other: bool,
+}
+
+impl FieldReader {
+    #[inline]
+    fn seconds(&mut self, secs: Option<i64>) {
+        match (self.secs, self.nanos, secs) {
+            (None, None, Some(secs)) => self.secs = Some(secs),
+            _ => self.other = true,
+        }
+    }
+}
+
+impl std::hash::Hasher for FieldReader {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, _bytes: &[u8]) {
+        self.other = true;
+    }
+
+    #[inline]
+    fn write_i64(&mut self, value: i64) {
+        self.seconds(Some(value));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.seconds(i64::try_from(value).ok());
+    }
+
+    #[inline]
+    fn write_u32(&mut self, value: u32) {
+        match (self.secs, self.nanos) {
+            (Some(_), None) => self.nanos = Some(value),
+            _ => self.other = true,
+        }
+    }
+}
+
+impl Origin {
+    /// Counts from `instant`.
+    pub fn new(instant: Instant) -> Self {
+        let parts = Parts::of(&instant).filter(|&origin| {
+            // The fields read agree with std's subtraction, across a carry
+            // of the nanoseconds too.
+            [
+                Duration::ZERO,
+                Duration::from_nanos(1),
+                Duration::new(1, 999_999_999),
+                Duration::from_millis(2_500),
+                Duration::from_secs(86_400 * 365),
+            ]
+            .into_iter()
+            .all(|offset| {
+                instant.checked_add(offset).is_some_and(|later| {
+                    Parts::of(&later)
+                        .and_then(|later| origin.nanos_until(later))
+                        .and_then(|nanos| u128::try_from(nanos).ok())
+                        == Some(offset.as_nanos())
+                })
+            })
+        });
+        Self { instant, parts }
+    }
+
+    /// The instant counted from.
+    pub fn instant(&self) -> Instant {
+        self.instant
+    }
+
+    /// Nanoseconds from the origin to `at`: zero for an instant before the
+    /// origin, and `u64::MAX` for one more than about 584 years after it.
+    #[inline]
+    pub fn nanos(&self, at: Instant) -> u64 {
+        if let Some(origin) = self.parts
+            && let Some(nanos) = Parts::of(&at).and_then(|at| origin.nanos_until(at))
+        {
+            return u64::try_from(nanos).unwrap_or(0);
+        }
+        self.nanos_by_std(at)
+    }
+
+    /// [`nanos`](Self::nanos) through std's subtraction.
+    #[cold]
+    fn nanos_by_std(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.instant).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +335,50 @@ mod tests {
         let start = clock.now();
         tokio::time::advance(Duration::from_secs(90)).await;
         assert_eq!(clock.now() - start, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn origin_reads_instants_itself_on_this_platform() {
+        let origin = Origin::new(Instant::now());
+        assert!(origin.parts.is_some(), "falls back to std's subtraction");
+    }
+
+    #[test]
+    fn origin_counts_like_std_subtraction() {
+        let start = Instant::now();
+        let origin = Origin::new(start);
+        let by_std = |at: Instant| origin.nanos_by_std(at);
+        let mut offset = 1_u64;
+        // Offsets from a nanosecond to 584 years, each also one
+        // nanosecond either side, so every carry of the nanoseconds and
+        // the far end (through std) are met.
+        while offset < u64::MAX / 3 {
+            for nanos in [offset - 1, offset, offset + 1] {
+                if let Some(at) = start.checked_add(Duration::from_nanos(nanos)) {
+                    assert_eq!(origin.nanos(at), by_std(at), "{nanos} ns later");
+                    assert_eq!(origin.nanos(at), nanos, "{nanos} ns later");
+                }
+                if let Some(at) = start.checked_sub(Duration::from_nanos(nanos)) {
+                    assert_eq!(origin.nanos(at), 0, "{nanos} ns earlier");
+                }
+            }
+            offset = offset * 3 + 7;
+        }
+        assert_eq!(origin.nanos(start), 0);
+        assert_eq!(origin.instant(), start);
+    }
+
+    #[test]
+    fn origin_saturates_far_in_the_future() {
+        let manual = ManualClock::new();
+        let origin = Origin::new(manual.now());
+        manual.advance(Duration::from_secs(300 * 365 * 86_400));
+        assert_eq!(
+            origin.nanos(manual.now()),
+            300 * 365 * 86_400 * 1_000_000_000
+        );
+        manual.advance(Duration::MAX);
+        assert_eq!(origin.nanos(manual.now()), u64::MAX);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub mod queue;
 pub mod shared;
 
 pub use self::classify::{Classify, Outcome, RecordOutcome};
-pub use self::clock::{Clock, ManualClock};
+pub use self::clock::{Clock, ManualClock, Origin};
 pub use self::config::ConfigError;
 pub use self::error::{
     BoxError, CircuitOpen, Elapsed, MissingKey, OverloadKind, Overloaded, PanicLocation, Panicked,

@@ -13,9 +13,9 @@
 //! an eviction decision and header values without a second clock read.
 
 use std::cell::Cell;
-use std::time::Instant;
 
 use governor::nanos::Nanos;
+use palisade_core::clock::Origin;
 
 thread_local! {
     static LAST_READING: Cell<u64> = const { Cell::new(0) };
@@ -31,9 +31,8 @@ pub(crate) const MAX_READING: u64 = u64::MAX / 2;
 /// it stops at [`MAX_READING`], which only a manual clock moved that far
 /// reaches).
 #[inline]
-pub(crate) fn nanos_since(clock: &palisade_core::Clock, origin: Instant) -> u64 {
-    let elapsed = clock.now().saturating_duration_since(origin);
-    u64::try_from(elapsed.as_nanos()).map_or(MAX_READING, |nanos| nanos.min(MAX_READING))
+pub(crate) fn nanos_since(clock: &palisade_core::Clock, origin: &Origin) -> u64 {
+    origin.nanos(clock.now()).min(MAX_READING)
 }
 
 /// Governor's clock: nanoseconds since `base`, read through palisade's
@@ -41,18 +40,18 @@ pub(crate) fn nanos_since(clock: &palisade_core::Clock, origin: Instant) -> u64 
 #[derive(Clone, Debug)]
 pub(crate) struct GovernorClock {
     clock: palisade_core::Clock,
-    base: Instant,
+    base: Origin,
 }
 
 impl GovernorClock {
     pub(crate) fn new(clock: palisade_core::Clock) -> Self {
-        let base = clock.now();
+        let base = Origin::new(clock.now());
         Self { clock, base }
     }
 
     /// The instant this clock counts from.
-    pub(crate) fn base(&self) -> Instant {
-        self.base
+    pub(crate) fn base(&self) -> std::time::Instant {
+        self.base.instant()
     }
 }
 
@@ -61,7 +60,7 @@ impl governor::clock::Clock for GovernorClock {
 
     #[inline]
     fn now(&self) -> Nanos {
-        let nanos = nanos_since(&self.clock, self.base);
+        let nanos = nanos_since(&self.clock, &self.base);
         LAST_READING.set(nanos);
         Nanos::new(nanos)
     }

@@ -28,12 +28,13 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
+use palisade_core::clock::Origin;
 use palisade_core::{
     Clock, Event, KeyKind, LayerKind, Metrics, PolicyName, RateLimited, RejectReason,
 };
@@ -387,7 +388,7 @@ pub struct Limiter {
     gcra: Gcra,
     clock: Clock,
     /// The instant the shared bucket's times count from.
-    origin: Instant,
+    origin: Origin,
     keyed: Option<Keyed>,
     policy: PolicyName,
     metrics: Metrics,
@@ -425,6 +426,7 @@ impl Limiter {
             }
             None => (None, config.clock.now()),
         };
+        let origin = Origin::new(origin);
         Self {
             bucket: SharedBucket::new(),
             gcra,
@@ -506,7 +508,7 @@ impl Limiter {
     /// The shared bucket: one clock read, one load, one compare-and-swap.
     #[inline]
     fn decide_shared(&self) -> Decision {
-        let now = clock::nanos_since(&self.clock, self.origin);
+        let now = clock::nanos_since(&self.clock, &self.origin);
         match self.bucket.check(self.gcra, now) {
             Ok(tat) => Decision::Admitted(self.admission(now, tat)),
             Err(earliest) => {
