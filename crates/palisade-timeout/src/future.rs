@@ -27,17 +27,33 @@ pin_project! {
     /// has freed a few timers.
     pub struct ResponseFuture<F, M: Sharing = Counted> {
         #[pin]
-        inner: Option<F>,
+        state: State<F>,
         timer: Timer,
         budget: Budget,
         shared: SharedState<Shared, M>,
     }
 }
 
+pin_project! {
+    /// Where a call is: running, or ended, by its deadline or by itself.
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] inner: F },
+        /// The deadline passed and the inner future was dropped.
+        Expired,
+        /// The inner future finished and was dropped.
+        Finished,
+    }
+}
+
+/// The answer to a poll after the call finished: the inner future is not
+/// polled again (an `async` block panics when resumed after completion).
+const POLLED_AFTER_COMPLETION: &str = "timeout response future polled after completion";
+
 impl<F, M: Sharing> ResponseFuture<F, M> {
     pub(crate) fn new(inner: F, budget: Budget, shared: SharedState<Shared, M>) -> Self {
         Self {
-            inner: Some(inner),
+            state: State::Running { inner },
             timer: Timer::idle(),
             budget,
             shared,
@@ -68,7 +84,7 @@ impl<F, M: Sharing> fmt::Debug for ResponseFuture<F, M> {
             .field("timeout", &self.budget.timeout())
             .field("caller_deadline", &self.budget.is_caller())
             .field("timer_started", &self.timer.is_started())
-            .field("expired", &self.inner.is_none())
+            .field("expired", &matches!(self.state, State::Expired))
             .finish()
     }
 }
@@ -84,9 +100,11 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+        let inner = match this.state.as_mut().project() {
+            StateProj::Running { inner } => inner,
             // Polled again after expiring: answer the same way, never panic.
-            return Poll::Ready(Err(elapsed(this.shared, *this.budget)));
+            StateProj::Expired => return Poll::Ready(Err(elapsed(this.shared, *this.budget))),
+            StateProj::Finished => return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
         };
         let had_budget = tokio::task::coop::has_budget_remaining();
         let polled = {
@@ -98,6 +116,7 @@ where
             inner.poll(cx)
         };
         if let Poll::Ready(result) = polled {
+            this.state.set(State::Finished);
             return Poll::Ready(result.map_err(Into::into));
         }
         let timeout = this.budget.timeout();
@@ -114,9 +133,9 @@ where
         // layers below can tell a call that ran out of time from one its
         // caller gave up on.
         if this.budget.is_caller() {
-            this.inner.set(None);
+            this.state.set(State::Expired);
         } else {
-            palisade_core::classify::cut_off(timeout, || this.inner.set(None));
+            palisade_core::classify::cut_off(timeout, || this.state.set(State::Expired));
         }
         this.shared.metrics.emit(&Event::TimedOut {
             policy: this.shared.policy.as_str(),

@@ -422,6 +422,34 @@ async fn on_expiry_the_inner_future_is_dropped_before_the_error_is_returned() {
 }
 
 #[test]
+fn a_finished_call_polled_again_answers_an_error_without_polling_the_service() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut svc = plain_layer(Duration::from_secs(1)).layer(service_fn(move |x: u64| {
+        let guard = DropFlag(flag.clone());
+        async move {
+            let _guard = guard;
+            Ok::<_, Infallible>(x + 1)
+        }
+    }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut fut = pin!(svc.call(41));
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(42))));
+    // The finished call is dropped at once, not when the future is.
+    assert!(dropped.load(Ordering::SeqCst));
+    // An `async` block resumed after completion panics: the layer answers
+    // instead of polling it.
+    let Poll::Ready(Err(again)) = fut.as_mut().poll(&mut cx) else {
+        panic!("a second poll did not answer an error");
+    };
+    assert_eq!(
+        again.to_string(),
+        "timeout response future polled after completion"
+    );
+}
+
+#[test]
 fn a_call_ready_on_its_first_poll_needs_no_timer_and_no_runtime() {
     // No tokio runtime here: creating a timer would panic. The call
     // completes because the timer is never created.
