@@ -5,7 +5,7 @@ use palisade_core::shared::{Counted, SharedState, Sharing};
 use palisade_core::{BoxError, Event, LayerKind};
 use tower_service::Service;
 
-use crate::deadline::{Deadline, DeadlineSource, NoOverride};
+use crate::deadline::{Deadline, DeadlineSource, MalformedInput, NoOverride};
 use crate::future::{Budget, ResponseFuture};
 use crate::layer::Shared;
 
@@ -72,17 +72,7 @@ where
     fn call(&mut self, mut request: Req) -> Self::Future {
         let requested = self.source.requested(&request);
         if let Some(malformed) = requested.malformed() {
-            self.shared.metrics.emit(&Event::MalformedHeader {
-                policy: self.shared.policy.as_str(),
-                layer: LayerKind::Timeout,
-                header: malformed.header,
-            });
-            tracing::debug!(
-                policy = self.shared.policy.as_str(),
-                header = malformed.header,
-                reason = malformed.reason,
-                "ignored a malformed deadline header"
-            );
+            report_malformed(&self.shared, malformed);
         }
         let (timeout, caller) = match requested.timeout() {
             Some(asked) if asked < self.shared.timeout => (asked, requested.is_from_caller()),
@@ -97,4 +87,24 @@ where
         };
         ResponseFuture::new(future, budget, self.shared.clone())
     }
+}
+
+/// Reports a malformed deadline header a client sent. The log line is
+/// contained: a log backend that panics must not fail the request of a
+/// client that sent a bad header.
+#[cold]
+fn report_malformed(shared: &Shared, malformed: MalformedInput) {
+    shared.metrics.emit(&Event::MalformedHeader {
+        policy: shared.policy.as_str(),
+        layer: LayerKind::Timeout,
+        header: malformed.header,
+    });
+    palisade_core::panic::contained(|| {
+        tracing::debug!(
+            policy = shared.policy.as_str(),
+            header = malformed.header,
+            reason = malformed.reason,
+            "ignored a malformed deadline header"
+        );
+    });
 }
