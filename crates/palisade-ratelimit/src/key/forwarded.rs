@@ -251,7 +251,8 @@ enum ForParameter<'a> {
     Value(&'a [u8]),
     /// The element has none.
     Missing,
-    /// The element's quotes do not balance, or it names `for` twice.
+    /// The element's quotes do not balance, it names `for` twice, or one
+    /// of its pairs is not `name=value` (as a bare address is).
     Malformed,
 }
 
@@ -262,10 +263,19 @@ fn for_parameter(element: &[u8]) -> ForParameter<'_> {
     }
     let mut found = None;
     for pair in split_unquoted(element, b';') {
-        let Some(eq) = pair.iter().position(|byte| *byte == b'=') else {
+        if trim(pair).is_empty() {
+            // An empty pair (`;;`, a trailing `;`, an empty element).
             continue;
+        }
+        let Some(eq) = pair.iter().position(|byte| *byte == b'=') else {
+            // RFC 7239 allows only `name=value` pairs: an address alone
+            // is another header's syntax written into this one.
+            return ForParameter::Malformed;
         };
         let (name, value) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
+        if name.is_empty() {
+            return ForParameter::Malformed;
+        }
         if name.eq_ignore_ascii_case(b"for") {
             if found.is_some() {
                 return ForParameter::Malformed;
@@ -462,6 +472,30 @@ mod tests {
                 &["for=192.0.2.1;for=198.51.100.1", "for=10.0.0.1;x=\\\""]
             ),
             vec![Hop::Malformed, Hop::Malformed]
+        );
+    }
+
+    #[test]
+    fn elements_that_are_not_name_value_pairs_are_malformed() {
+        // A proxy writing `X-Forwarded-For` syntax into `Forwarded`, a bare
+        // word, a pair without a name, and a stray word after a good `for`.
+        assert_eq!(
+            hops(
+                ForwardedHeader::Forwarded,
+                &[
+                    "203.0.113.7, garbage, for",
+                    "=192.0.2.1, for=192.0.2.2;junk"
+                ]
+            ),
+            vec![Hop::Malformed; 5]
+        );
+        // Empty pairs and elements are list syntax, not errors.
+        assert_eq!(
+            hops(
+                ForwardedHeader::Forwarded,
+                &["for=192.0.2.1;;proto=http;, , for=192.0.2.2"]
+            ),
+            vec![addr("192.0.2.2"), addr("192.0.2.1")]
         );
     }
 

@@ -210,7 +210,8 @@ impl<B> ExtractKey<http::Request<B>> for PeerIp {
 /// key is the last trusted hop read (the peer itself when the first entry
 /// is unusable), never an address the client wrote. The rate limiter
 /// reports a malformed one it reached (not `unknown`, not an obfuscated
-/// identifier, not an element without `for`) as
+/// identifier, not a well-formed element without `for`; an element that is
+/// not `name=value` pairs, such as a bare address, is malformed) as
 /// [`Event::MalformedHeader`](palisade_core::Event::MalformedHeader) for
 /// the forwarding header. When every hop is
 /// trusted, the left-most one is the key; the walk reads at most 32 hops,
