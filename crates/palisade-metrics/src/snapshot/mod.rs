@@ -29,10 +29,11 @@
 //! every breaker starts in).
 //!
 //! Recording is cheap: a lock-free name lookup, then relaxed atomic updates
-//! in cells allocated when the name was first seen. Only the events off the
-//! happy path (rejections, panics, timeouts, fallbacks) read the clock; the
-//! first of them that a policy counts in its recent window allocates that
-//! window. A header's first malformed value under a policy allocates its
+//! in cells allocated when the name was first seen. Only events off the
+//! happy path read the clock: those counted in the recent window
+//! (rejections, panics, timeouts on the policy's own deadline, fallbacks
+//! for the service's errors and responses), the first of which allocates
+//! a policy's window, and breaker transitions, for their time. A header's first malformed value under a policy allocates its
 //! counter; no other event allocates.
 //!
 //! # Example

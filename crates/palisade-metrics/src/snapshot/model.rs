@@ -86,7 +86,8 @@ pub struct PolicySnapshot {
     pub breaker: Option<BreakerSnapshot>,
     /// The bulkhead, once it reported its in-flight count or limit.
     pub bulkhead: Option<BulkheadSnapshot>,
-    /// The keyed rate limiter, once it reported its keys.
+    /// The keyed rate limiter, once it reported its keys, evicted one, or
+    /// charged a request to its overflow bucket.
     pub rate_limit: Option<RateLimitSnapshot>,
     /// Finished calls by outcome, per layer that classified them.
     pub requests: Vec<LayerRequests>,
