@@ -223,7 +223,7 @@ fn rate_limit_plan() -> impl Strategy<Value = RateLimitPlan> {
         1_u32..=1_000_000,
         (0_u32..40).prop_flat_map(|bits| 1_u64..=(1_u64 << bits).min(1_000_000_000_000)),
         prop::option::of(any::<u32>()),
-        prop::option::of(duration(1, u64::MAX)),
+        prop::option::of(duration(1_000_000, u64::MAX)),
         key,
         1_usize..=1024,
     )
@@ -291,7 +291,8 @@ static RATE_LIMIT_CORRUPTIONS: [Corruption<RateLimitPlan>; 10] = [
     },
     Corruption {
         field: "max_delay",
-        apply: |p, _| p.wait = Some(Duration::ZERO),
+        // Shorter than a tick of tokio's timer, zero included.
+        apply: |p, b| p.wait = Some(Duration::from_nanos(b % 1_000_000)),
     },
     Corruption {
         field: "max_keys",

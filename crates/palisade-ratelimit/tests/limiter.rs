@@ -402,6 +402,14 @@ fn invalid_settings_are_typed_errors() {
                 .build()
                 .unwrap_err(),
         ),
+        // No wait is shorter than a tick of tokio's timer.
+        (
+            "max_delay",
+            RateLimitLayer::builder()
+                .wait_up_to(Duration::from_micros(999))
+                .build()
+                .unwrap_err(),
+        ),
         // Waiting requests wake once a millisecond: a bucket smaller than
         // a millisecond of the quota would cap the rate they get.
         (
@@ -448,6 +456,15 @@ fn invalid_settings_are_typed_errors() {
             "rate limiter \"default\": max_keys = {}, expected 1 <= x <= 16777216",
             usize::MAX
         )
+    );
+    let err = RateLimitLayer::builder()
+        .wait_up_to(Duration::from_micros(100))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rate limiter \"default\": max_delay = 100µs, expected x >= 1ms \
+         (tokio's timer wakes once a millisecond)"
     );
     // A global layer ignores the key cap.
     assert!(RateLimitLayer::builder().max_keys(0).build().is_ok());

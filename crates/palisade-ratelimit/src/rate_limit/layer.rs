@@ -46,8 +46,13 @@ pub enum Mode {
     /// advance, a waiting request is checked again after each wait, still
     /// limited, and rejected as soon as its next wait would end past
     /// `max_delay` (of tokio time) from its arrival.
+    /// tokio's timer ends a wait on the millisecond tick after the instant
+    /// asked for, so a request admitted at the end of its wait may have
+    /// waited up to a millisecond past `max_delay`; `build` refuses a
+    /// `max_delay` under a millisecond, shorter than any wait.
     Wait {
-        /// The longest a request waits.
+        /// The longest a request waits for its bucket, to the millisecond
+        /// of tokio's timer; at least one millisecond.
         max_delay: Duration,
     },
 }
@@ -306,7 +311,14 @@ impl<K: KeyExtractor, H> RateLimitBuilder<K, H> {
             ));
         }
         if let Mode::Wait { max_delay } = self.mode {
-            check.positive_duration("max_delay", max_delay)?;
+            // No wait is shorter than one tick of tokio's timer.
+            if max_delay < TIMER_TICK {
+                return Err(check.error(
+                    "max_delay",
+                    max_delay,
+                    format!("x >= {TIMER_TICK:?} (tokio's timer wakes once a millisecond)"),
+                ));
+            }
             // tokio's timer wakes waiting requests once a millisecond at
             // most, and a bucket keeps no more than its burst: a bucket
             // smaller than one millisecond of the quota would let waiting
