@@ -116,13 +116,16 @@ impl<S, Req, M: Sharing> Queued<S, Req, M> {
         max_wait: Duration,
         since: Instant,
     ) -> Self {
-        // Never past the deadline of an enclosing timeout: a request still
-        // queued then is turned away as overloaded (which a breaker does
-        // not count as a failure of the service) instead of timing out in
-        // the queue. Ready at the same instant, this inner wait wins, as
-        // the timeout polls its inner future first: the wait ends at the
-        // deadline's own instant, not a duration from a later reading.
-        let sleep = tokio::time::sleep_until(palisade_core::deadline::wait_deadline(max_wait));
+        // The wait ends when the node's does (see `Bulkhead::contend`).
+        // Ready at the same instant as an enclosing timeout, this inner
+        // wait wins, as the timeout polls its inner future first: the wait
+        // ends at the deadline's own instant, not a duration from a later
+        // reading.
+        let deadline = ticket
+            .node
+            .deadline()
+            .unwrap_or_else(|| palisade_core::deadline::wait_deadline(max_wait));
+        let sleep = tokio::time::sleep_until(deadline);
         Self(Box::pin(Wait {
             service: Some(service),
             request: Some(request),

@@ -70,6 +70,9 @@ pub(crate) struct Limiter {
 pub(crate) struct WaitNode {
     granted: AtomicBool,
     waker: Mutex<Option<Waker>>,
+    /// When the wait ends, on tokio's clock: a slot freed from then on
+    /// passes it over.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// What a request that could not take a free slot at once gets.
@@ -172,7 +175,14 @@ impl Limiter {
 
     /// The slow path: takes a slot if nobody is queued and one is free,
     /// otherwise joins the queue if it has room.
-    pub(crate) fn acquire_or_enqueue(&self, report: &impl Report) -> Admission {
+    ///
+    /// A request queued until `deadline` (on tokio's clock) is passed over
+    /// by a slot freed from then on, and left to turn itself away.
+    pub(crate) fn acquire_or_enqueue(
+        &self,
+        report: &impl Report,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Admission {
         let mut waiters = lock(&self.waiters);
         // Serve anyone a raised limit left waiting before judging (rare: a
         // raised limit grants at once), woken and reported before this
@@ -184,12 +194,16 @@ impl Limiter {
             granted.wake_and_report(report);
             waiters = lock(&self.waiters);
         }
-        self.admit_or_queue(&mut waiters)
+        self.admit_or_queue(&mut waiters, deadline)
     }
 
     /// [`acquire_or_enqueue`](Self::acquire_or_enqueue)'s decision, with
     /// the queue locked.
-    fn admit_or_queue(&self, waiters: &mut VecDeque<Arc<WaitNode>>) -> Admission {
+    fn admit_or_queue(
+        &self,
+        waiters: &mut VecDeque<Arc<WaitNode>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Admission {
         let limit = self.limit();
         let mut current = self.load();
         loop {
@@ -210,6 +224,7 @@ impl Limiter {
         let node = Arc::new(WaitNode {
             granted: AtomicBool::new(false),
             waker: Mutex::new(None),
+            deadline,
         });
         waiters.push_back(node.clone());
         Admission::Queued(node)
@@ -272,7 +287,8 @@ impl Limiter {
     pub(crate) fn cancel(&self, node: &Arc<WaitNode>) -> bool {
         let mut waiters = lock(&self.waiters);
         let Some(position) = waiters.iter().position(|n| Arc::ptr_eq(n, node)) else {
-            // Only granting takes a node out of the queue, under this lock.
+            // Only granting, or passing over a node whose wait ran out,
+            // takes it out of the queue, under this lock.
             return node.is_granted();
         };
         waiters.remove(position);
@@ -297,7 +313,24 @@ impl Limiter {
             limit,
             nodes: Vec::new(),
         };
+        let mut now = None;
         while current.queued() > 0 && current.in_flight() < limit {
+            // A waiter whose wait has run out (its task not polled since,
+            // on a busy executor) is passed over: it turns itself away when
+            // it next runs, and the slot goes to one still within its wait.
+            if let Some(deadline) = waiters.front().and_then(|node| node.deadline)
+                && *now.get_or_insert_with(tokio::time::Instant::now) >= deadline
+            {
+                let next = State::with(current.in_flight(), current.queued() - 1);
+                match self.swap_state(current, next) {
+                    Ok(()) => {
+                        waiters.pop_front();
+                        current = next;
+                    }
+                    Err(actual) => current = actual,
+                }
+                continue;
+            }
             let next = State::with(current.in_flight() + 1, current.queued() - 1);
             match self.swap_state(current, next) {
                 Ok(()) => {
@@ -368,6 +401,11 @@ impl WaitNode {
         lock(&self.waker).take()
     }
 
+    /// When the wait ends, if the node was given a deadline.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
     pub(crate) fn is_granted(&self) -> bool {
         self.granted.load(Ordering::Acquire)
     }
@@ -433,14 +471,14 @@ mod tests {
         let gauge = Gauge::default();
         let limiter = Limiter::new(1, 2);
         assert_eq!(take(&limiter, &gauge), Some(1));
-        let Admission::Queued(first) = limiter.acquire_or_enqueue(&gauge) else {
+        let Admission::Queued(first) = limiter.acquire_or_enqueue(&gauge, None) else {
             panic!("expected to queue")
         };
-        let Admission::Queued(second) = limiter.acquire_or_enqueue(&gauge) else {
+        let Admission::Queued(second) = limiter.acquire_or_enqueue(&gauge, None) else {
             panic!("expected to queue")
         };
         assert!(matches!(
-            limiter.acquire_or_enqueue(&gauge),
+            limiter.acquire_or_enqueue(&gauge, None),
             Admission::QueueFull
         ));
         // A newcomer does not overtake the queue even when a slot frees.
@@ -460,12 +498,12 @@ mod tests {
         let gauge = Gauge::default();
         let limiter = Limiter::new(1, 4);
         assert_eq!(take(&limiter, &gauge), Some(1));
-        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge) else {
+        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, None) else {
             panic!("expected to queue")
         };
         assert!(!limiter.cancel(&node));
         assert_eq!(limiter.queued(), 0);
-        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge) else {
+        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, None) else {
             panic!("expected to queue")
         };
         limiter.release(&gauge);
@@ -475,12 +513,41 @@ mod tests {
     }
 
     #[test]
+    fn a_freed_slot_passes_over_waiters_whose_wait_ran_out() {
+        let gauge = Gauge::default();
+        let limiter = Limiter::new(1, 4);
+        assert_eq!(take(&limiter, &gauge), Some(1));
+        let now = tokio::time::Instant::now();
+        let queue = |deadline| match limiter.acquire_or_enqueue(&gauge, deadline) {
+            Admission::Queued(node) => node,
+            _ => panic!("expected to queue"),
+        };
+        let (over, also_over) = (queue(Some(now)), queue(Some(now)));
+        let (within, after) = (
+            queue(Some(now + std::time::Duration::from_secs(3600))),
+            queue(None),
+        );
+        limiter.release(&gauge);
+        // Both passed over and out of the queue, neither holding a slot.
+        assert!(within.is_granted());
+        assert!(!over.is_granted() && !also_over.is_granted() && !after.is_granted());
+        assert_eq!((limiter.in_flight(), limiter.queued()), (1, 1));
+        assert!(!limiter.cancel(&over) && !limiter.cancel(&also_over));
+        assert_eq!(limiter.queued(), 1);
+        // A node without a deadline waits as long as it takes.
+        limiter.release(&gauge);
+        assert!(after.is_granted());
+        limiter.release(&gauge);
+        assert_eq!((limiter.in_flight(), limiter.queued()), (0, 0));
+    }
+
+    #[test]
     fn a_lower_limit_frees_instead_of_handing_off_and_a_higher_one_admits() {
         let gauge = Gauge::default();
         let limiter = Limiter::new(2, 4);
         take(&limiter, &gauge).unwrap();
         take(&limiter, &gauge).unwrap();
-        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge) else {
+        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, None) else {
             panic!("expected to queue")
         };
         limiter.set_limit(1, &gauge);
@@ -524,7 +591,7 @@ mod tests {
         let waker = Waker::from(seen.clone());
         let mut cx = Context::from_waker(&waker);
         assert_eq!(limiter.try_acquire(), Some(1));
-        let queue = || match limiter.acquire_or_enqueue(&seen) {
+        let queue = || match limiter.acquire_or_enqueue(&seen, None) {
             Admission::Queued(node) => node,
             _ => panic!("expected to queue"),
         };
@@ -556,7 +623,7 @@ mod tests {
     fn a_panicking_sink_leaves_no_waiter_queued_beside_a_free_slot() {
         let limiter = Limiter::new(1, 4);
         assert_eq!(limiter.try_acquire(), Some(1));
-        let queue = |limiter: &Limiter| match limiter.acquire_or_enqueue(&PanicOnGrant) {
+        let queue = |limiter: &Limiter| match limiter.acquire_or_enqueue(&PanicOnGrant, None) {
             Admission::Queued(node) => node,
             _ => panic!("expected to queue"),
         };
@@ -630,7 +697,7 @@ mod loom_tests {
             if self.fast() {
                 return true;
             }
-            match self.limiter.acquire_or_enqueue(self) {
+            match self.limiter.acquire_or_enqueue(self, None) {
                 Admission::Acquired(in_flight) => {
                     self.change(InFlightChange::Acquired, in_flight, 0);
                 }
@@ -651,7 +718,7 @@ mod loom_tests {
         /// Takes the one slot, then queues a second request behind it.
         fn queue_behind_a_holder(&self) -> Arc<WaitNode> {
             assert!(self.fast());
-            match self.limiter.acquire_or_enqueue(self) {
+            match self.limiter.acquire_or_enqueue(self, None) {
                 Admission::Queued(node) => node,
                 _ => panic!("expected to queue"),
             }

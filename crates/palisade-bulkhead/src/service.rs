@@ -167,7 +167,15 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
     #[inline(never)]
     fn contend(&self) -> Contended {
         let core = &self.core;
-        match core.limiter.acquire_or_enqueue(&core.events()) {
+        // Never past the deadline of an enclosing timeout: a request still
+        // queued then is turned away as overloaded (which a breaker does
+        // not count as a failure of the service) instead of timing out in
+        // the queue.
+        let deadline = palisade_core::deadline::wait_deadline(core.max_wait);
+        match core
+            .limiter
+            .acquire_or_enqueue(&core.events(), Some(deadline))
+        {
             Admission::Acquired(in_flight) => Contended::Acquired(in_flight),
             Admission::Queued(node) => Contended::Queued(node),
             Admission::QueueFull => Contended::Rejected(core.reject(OverloadKind::QueueFull)),

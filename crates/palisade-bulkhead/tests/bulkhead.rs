@@ -342,6 +342,44 @@ async fn a_waiter_is_rejected_when_its_wait_runs_out_and_not_before() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_slot_freed_after_a_waiters_wait_ran_out_goes_to_the_next_one() {
+    let recorder = Arc::new(Recorder::default());
+    let backend = Backend::default();
+    let layer = layer(1, Duration::from_millis(100), Some(4), &recorder);
+    let mut svc = layer.layer(backend.clone());
+
+    let mut holder = start(&mut svc, 1);
+    assert!(poll(&mut holder).is_pending());
+    let mut late = start(&mut svc, 2);
+    assert!(poll(&mut late).is_pending());
+    tokio::time::advance(Duration::from_millis(50)).await;
+    let mut next = start(&mut svc, 3);
+    assert!(poll(&mut next).is_pending());
+
+    // The first waiter's wait ends at 100 ms, but its task is not polled
+    // again (a busy executor) before the holder finishes, at 120 ms.
+    tokio::time::advance(Duration::from_millis(70)).await;
+    backend.order(1, Command::Complete);
+    assert!(matches!(poll(&mut holder), Poll::Ready(Ok(1))));
+    assert_eq!(layer.waiting(), 0);
+    assert_eq!(layer.in_flight(), 1, "the slot went to the next waiter");
+
+    // 120 ms into a 100 ms wait: turned away, without having run.
+    let result = ready(poll(&mut late));
+    assert_eq!(overload_kind(&result), Some(OverloadKind::WaitTimedOut));
+    // The next one, 70 ms into its wait, runs.
+    assert!(poll(&mut next).is_pending());
+    backend.order(3, Command::Complete);
+    assert!(matches!(poll(&mut next), Poll::Ready(Ok(3))));
+    assert_eq!(backend.started(), vec![1, 3]);
+    assert_eq!(layer.in_flight(), 0);
+    assert_eq!(
+        *recorder.rejected.lock().unwrap(),
+        vec![RejectReason::WaitTimedOut]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_queue_rejects_at_once() {
     let recorder = Arc::new(Recorder::default());
     let layer = layer(1, Duration::from_secs(1), Some(1), &recorder);
