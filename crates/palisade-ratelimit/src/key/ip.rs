@@ -230,7 +230,9 @@ impl<B> ExtractKey<http::Request<B>> for PeerIp {
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are IPv4 addresses here,
 /// in requests and in trusted networks alike: trusting
-/// `::ffff:10.0.0.0/104` trusts `10.0.0.0/8`.
+/// `::ffff:10.0.0.0/104` trusts `10.0.0.0/8`. An IPv6 network wider than
+/// the mapped range (a prefix under 96 bits, such as `::/0`) stays IPv6
+/// and trusts no IPv4 peer: list IPv4 proxies by their IPv4 networks.
 #[derive(Clone, Debug)]
 pub struct ClientIp {
     trusted: Arc<[IpNet]>,
