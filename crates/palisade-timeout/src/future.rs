@@ -26,23 +26,13 @@ pin_project! {
     /// it, and a call that waits still allocates nothing once its thread
     /// has freed a few timers.
     pub struct ResponseFuture<F, M: Sharing = Counted> {
+        // `None` once the deadline passed.
         #[pin]
-        state: State<F>,
+        inner: Option<F>,
         timer: Timer,
+        // Also says whether the inner future finished.
         budget: Budget,
         shared: SharedState<Shared, M>,
-    }
-}
-
-pin_project! {
-    /// Where a call is: running, or ended, by its deadline or by itself.
-    #[project = StateProj]
-    enum State<F> {
-        Running { #[pin] inner: F },
-        /// The deadline passed and the inner future was dropped.
-        Expired,
-        /// The inner future finished and was dropped.
-        Finished,
     }
 }
 
@@ -53,7 +43,7 @@ const POLLED_AFTER_COMPLETION: &str = "timeout response future polled after comp
 impl<F, M: Sharing> ResponseFuture<F, M> {
     pub(crate) fn new(inner: F, budget: Budget, shared: SharedState<Shared, M>) -> Self {
         Self {
-            state: State::Running { inner },
+            inner: Some(inner),
             timer: Timer::idle(),
             budget,
             shared,
@@ -84,7 +74,7 @@ impl<F, M: Sharing> fmt::Debug for ResponseFuture<F, M> {
             .field("timeout", &self.budget.timeout())
             .field("caller_deadline", &self.budget.is_caller())
             .field("timer_started", &self.timer.is_started())
-            .field("expired", &matches!(self.state, State::Expired))
+            .field("expired", &self.inner.is_none())
             .finish()
     }
 }
@@ -100,11 +90,12 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let inner = match this.state.as_mut().project() {
-            StateProj::Running { inner } => inner,
+        if this.budget.is_finished() {
+            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+        }
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             // Polled again after expiring: answer the same way, never panic.
-            StateProj::Expired => return Poll::Ready(Err(elapsed(this.shared, *this.budget))),
-            StateProj::Finished => return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
+            return Poll::Ready(Err(elapsed(this.shared, *this.budget)));
         };
         let had_budget = tokio::task::coop::has_budget_remaining();
         let polled = {
@@ -116,7 +107,9 @@ where
             inner.poll(cx)
         };
         if let Poll::Ready(result) = polled {
-            this.state.set(State::Finished);
+            // Marked, not dropped: dropping a finished future costs every
+            // call, and its caller drops this one soon.
+            this.budget.finish();
             return Poll::Ready(result.map_err(Into::into));
         }
         let timeout = this.budget.timeout();
@@ -133,9 +126,9 @@ where
         // layers below can tell a call that ran out of time from one its
         // caller gave up on.
         if this.budget.is_caller() {
-            this.state.set(State::Expired);
+            this.inner.set(None);
         } else {
-            palisade_core::classify::cut_off(timeout, || this.state.set(State::Expired));
+            palisade_core::classify::cut_off(timeout, || this.inner.set(None));
         }
         this.shared.metrics.emit(&Event::TimedOut {
             policy: this.shared.policy.as_str(),
@@ -155,23 +148,26 @@ fn elapsed(shared: &Shared, budget: Budget) -> BoxError {
     }
 }
 
-/// A call's deadline and whose it is, in one word: the top bit says it is
-/// the remote caller's, the rest is the duration in nanoseconds. Eight
-/// bytes instead of a `Duration` and a flag (twenty-four with padding), in
-/// a future that every outer layer moves.
+/// A call's deadline, whose it is and whether the call finished, in one
+/// word: the top bit says the deadline is the remote caller's, the next
+/// one that the inner future finished, the rest is the duration in
+/// nanoseconds. Eight bytes instead of a `Duration` and two flags
+/// (twenty-four with padding), in a future that every outer layer moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Budget(u64);
 
 impl Budget {
     const CALLER: u64 = 1 << 63;
+    const FINISHED: u64 = 1 << 62;
 
-    /// `timeout` is kept to the nanosecond up to 2^63 - 1 ns (about 292
+    /// `timeout` is kept to the nanosecond up to 2^62 - 1 ns (about 146
     /// years), and held at that beyond. The timer itself never waits more
     /// than tokio's longest sleep (about 30 years; see the builder).
+    #[inline]
     pub(crate) fn new(timeout: Duration, caller: bool) -> Self {
         let nanos = u64::try_from(timeout.as_nanos())
             .unwrap_or(u64::MAX)
-            .min(Self::CALLER - 1);
+            .min(Self::FINISHED - 1);
         Self(nanos | if caller { Self::CALLER } else { 0 })
     }
 
@@ -180,12 +176,24 @@ impl Budget {
     }
 
     /// The duration in nanoseconds.
+    #[inline]
     pub(crate) fn nanos(self) -> u64 {
-        self.0 & !Self::CALLER
+        self.0 & (Self::FINISHED - 1)
     }
 
+    #[inline]
     pub(crate) fn is_caller(self) -> bool {
         self.0 & Self::CALLER != 0
+    }
+
+    #[inline]
+    fn is_finished(self) -> bool {
+        self.0 & Self::FINISHED != 0
+    }
+
+    #[inline]
+    fn finish(&mut self) {
+        self.0 |= Self::FINISHED;
     }
 }
 
@@ -200,12 +208,16 @@ mod tests {
             (Duration::from_nanos(1), true),
             (Duration::from_millis(250), true),
             (Duration::from_secs(30), false),
-            (Duration::from_nanos(u64::MAX >> 1), true),
+            (Duration::from_nanos(u64::MAX >> 2), true),
         ] {
-            let budget = Budget::new(timeout, caller);
+            let mut budget = Budget::new(timeout, caller);
             assert_eq!((budget.timeout(), budget.is_caller()), (timeout, caller));
+            assert!(!budget.is_finished());
+            budget.finish();
+            assert_eq!((budget.timeout(), budget.is_caller()), (timeout, caller));
+            assert!(budget.is_finished());
         }
-        let longest = Duration::from_nanos(u64::MAX >> 1);
+        let longest = Duration::from_nanos(u64::MAX >> 2);
         for huge in [Duration::from_nanos(u64::MAX), Duration::MAX] {
             assert_eq!(Budget::new(huge, false).timeout(), longest);
             assert!(Budget::new(huge, true).is_caller());

@@ -121,7 +121,7 @@ impl<O> TimeoutLayerBuilder<O> {
     /// tokio's timer waits at most about 30 years, so a longer timeout
     /// (`Duration::MAX` included) fires after about 30 years. The
     /// [`Elapsed`](crate::error::Elapsed) error still speaks of the
-    /// configured duration (held at about 292 years beyond that), and so
+    /// configured duration (held at about 146 years beyond that), and so
     /// does [`Deadline::current`](crate::Deadline::current) until the call
     /// first waits; from then on it counts down what is left of the
     /// timer's 30 years, the moment the call is actually cut off.

@@ -259,7 +259,7 @@ async fn on_a_client_side_stack_the_grpc_timeout_is_the_stacks_own_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_timeout_beyond_thirty_years_fires_then_and_counts_down_from_then() {
     const THIRTY_YEARS: Duration = Duration::from_secs(86_400 * 365 * 30);
-    let held = Duration::from_nanos(u64::MAX >> 1);
+    let held = Duration::from_nanos(u64::MAX >> 2);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let svc = plain_layer(Duration::MAX).layer(service_fn({
         let seen = seen.clone();
@@ -281,10 +281,10 @@ async fn a_timeout_beyond_thirty_years_fires_then_and_counts_down_from_then() {
     let err = svc.oneshot(()).await.unwrap_err();
     assert_eq!(start.elapsed(), THIRTY_YEARS);
     assert_eq!(err.downcast_ref::<Elapsed>().unwrap().timeout(), held);
-    // About 292 years before the first wait; the timer's 30 years, less
+    // About 146 years before the first wait; the timer's 30 years, less
     // the second waited, after it.
     let seen = seen.lock().unwrap();
-    assert!(seen[0] > THIRTY_YEARS * 9, "{:?}", seen[0]);
+    assert!(seen[0] > THIRTY_YEARS * 4, "{:?}", seen[0]);
     assert_eq!(seen[1..], [THIRTY_YEARS - Duration::from_secs(1)]);
 }
 
@@ -423,30 +423,24 @@ async fn on_expiry_the_inner_future_is_dropped_before_the_error_is_returned() {
 
 #[test]
 fn a_finished_call_polled_again_answers_an_error_without_polling_the_service() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = dropped.clone();
-    let mut svc = plain_layer(Duration::from_secs(1)).layer(service_fn(move |x: u64| {
-        let guard = DropFlag(flag.clone());
-        async move {
-            let _guard = guard;
-            Ok::<_, Infallible>(x + 1)
-        }
+    let mut svc = plain_layer(Duration::from_secs(1)).layer(service_fn(|x: u64| async move {
+        Ok::<_, Infallible>(x + 1)
     }));
     let mut cx = Context::from_waker(Waker::noop());
     assert!(svc.poll_ready(&mut cx).is_ready());
     let mut fut = pin!(svc.call(41));
     assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(42))));
-    // The finished call is dropped at once, not when the future is.
-    assert!(dropped.load(Ordering::SeqCst));
     // An `async` block resumed after completion panics: the layer answers
-    // instead of polling it.
-    let Poll::Ready(Err(again)) = fut.as_mut().poll(&mut cx) else {
-        panic!("a second poll did not answer an error");
-    };
-    assert_eq!(
-        again.to_string(),
-        "timeout response future polled after completion"
-    );
+    // instead of polling it, every time.
+    for _ in 0..2 {
+        let Poll::Ready(Err(again)) = fut.as_mut().poll(&mut cx) else {
+            panic!("a poll after completion did not answer an error");
+        };
+        assert_eq!(
+            again.to_string(),
+            "timeout response future polled after completion"
+        );
+    }
 }
 
 #[test]
