@@ -718,10 +718,11 @@ pub fn chain<'a>(
 
 /// The error after `err` in its chain: its `source()`, except where that
 /// skips the error `err` carries and gives the carried error's own source.
-/// A `std::io::Error` wrapping a custom error, and an `Arc` of a
-/// `dyn Error` (how errors are shared, and kept cloneable), do that; there
-/// the next error is the carried one itself, so a rejection carried
-/// through an I/O adapter (`io::Error::other(rejection)`) or an
+/// A `std::io::Error` wrapping a custom error, an `Arc` of a `dyn Error`
+/// (how errors are shared, and kept cloneable), and an `Arc` or a `Box` of
+/// an `io::Error` (which is not `Clone`) do that; there the next error is
+/// the carried one itself, so a rejection carried through an I/O adapter
+/// (`io::Error::other(rejection)`), shared or not, or an
 /// `Arc<dyn Error + Send + Sync>` is still found.
 ///
 /// ```
@@ -738,6 +739,10 @@ pub fn chain<'a>(
 /// let shared: Arc<dyn std::error::Error + Send + Sync> = Arc::new(limited());
 /// assert!(next_in_chain(&shared).unwrap().is::<RateLimited>());
 /// assert!(find_rejection(&shared).is_some());
+///
+/// let shared_io = Arc::new(std::io::Error::other(limited()));
+/// assert!(next_in_chain(&shared_io).unwrap().is::<std::io::Error>());
+/// assert!(find_rejection(&shared_io).is_some());
 /// ```
 pub fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'static)> {
     if let Some(wrapped) = err
@@ -751,6 +756,12 @@ pub fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Erro
     }
     if let Some(shared) = err.downcast_ref::<Arc<dyn Error>>() {
         return Some(&**shared);
+    }
+    if let Some(io) = err.downcast_ref::<Arc<std::io::Error>>() {
+        return Some(&**io);
+    }
+    if let Some(io) = err.downcast_ref::<Box<std::io::Error>>() {
+        return Some(&**io);
     }
     err.source()
 }
@@ -892,6 +903,33 @@ mod tests {
         );
         let plain: Arc<dyn Error + Send + Sync> = Arc::new(std::io::Error::other("plain"));
         assert_eq!(reason(&SharedCause(plain)), None);
+        // An `io::Error` is not `Clone`: shared in an `Arc` of its own, or
+        // boxed, it still gives up what it carries.
+        let io = || std::io::Error::other(limited());
+        assert_eq!(reason(&Arc::new(io())), Some(RejectReason::RateLimited));
+        assert_eq!(reason(&Box::new(io())), Some(RejectReason::RateLimited));
+        let cause = SharedIo(Arc::new(io()));
+        assert_eq!(reason(&cause), Some(RejectReason::RateLimited));
+        assert_eq!(
+            reason(&SharedIo(Arc::new(std::io::Error::other("plain")))),
+            None
+        );
+    }
+
+    /// Shares a transport's `io::Error`, as a cloneable client error does.
+    #[derive(Debug, Clone)]
+    struct SharedIo(Arc<std::io::Error>);
+
+    impl fmt::Display for SharedIo {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("call failed")
+        }
+    }
+
+    impl Error for SharedIo {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
     }
 
     #[test]
