@@ -101,6 +101,10 @@ impl<S, P, F, M: Sharing> Layer<S> for FallbackLayer<P, F, M> {
     type Service = Fallback<S, P, F, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // Built during an unwind, the layer could not install the hook
+        // that records where a panic of the degraded path happened: the
+        // first service made outside one does.
+        palisade_core::panic::install_hook();
         Fallback::new(inner, self.shared.clone())
     }
 }

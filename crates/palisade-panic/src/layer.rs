@@ -83,6 +83,10 @@ impl<S, M: Sharing> Layer<S> for CatchPanicLayer<M> {
     type Service = CatchPanic<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // Built during an unwind, the layer could not install the hook
+        // that records where a panic happened: the first service made
+        // outside one does (a check of a flag once it is in place).
+        palisade_core::panic::install_hook();
         CatchPanic::from_shared(inner, self.shared.clone())
     }
 }

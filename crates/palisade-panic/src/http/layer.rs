@@ -123,6 +123,8 @@ impl<S, H, M: Sharing> Layer<S> for CatchPanicHttpLayer<H, M> {
     type Service = CatchPanicHttp<S, H, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // See `CatchPanicLayer::layer`.
+        palisade_core::panic::install_hook();
         CatchPanicHttp::from_shared(inner, self.shared.clone())
     }
 }
