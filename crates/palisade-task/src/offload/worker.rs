@@ -45,6 +45,10 @@ pub(super) async fn work<S, Req>(
     S::Error: Into<BoxError>,
     Req: Clone,
 {
+    // A queue built during an unwind could not install the hook that
+    // records where its service's panics happen; its workers run outside
+    // one.
+    palisade_core::panic::install_hook();
     while let Some(item) = next_item(&shared).await {
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut flight = InFlight {
