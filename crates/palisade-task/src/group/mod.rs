@@ -529,6 +529,9 @@ impl TaskGroup {
     ///
     /// A second call waits again and reports the tasks still running then.
     ///
+    /// A zero `deadline` aborts every task still running, even one that
+    /// would end as soon as it sees the token: it gets no turn to see it.
+    ///
     /// A task of the group that shuts its own group down waits for itself:
     /// it is aborted at `deadline` and never sees the report. Shut a group
     /// down from outside it (its owner, or a task of a parent group).

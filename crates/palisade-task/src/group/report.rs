@@ -10,8 +10,9 @@ pub struct TaskReport {
     /// The task's name.
     pub name: Arc<str>,
     /// How it ended. [`TaskEnd::Aborted`] for the tasks that had to be
-    /// aborted at the deadline, or [`TaskEnd::Panicked`] for one of them
-    /// whose future panicked in a destructor as it was dropped.
+    /// aborted at the deadline (or that their owner aborted through their
+    /// handle meanwhile), or [`TaskEnd::Panicked`] for one of them whose
+    /// future panicked in a destructor as it was dropped.
     pub end: TaskEnd,
     /// Whether the task was aborted but had not stopped when the abort
     /// grace ran out: it blocks its thread, out of reach of an abort. It
@@ -48,7 +49,8 @@ impl ShutdownReport {
     }
 
     /// The names of the tasks that ignored cancellation and had to be
-    /// aborted at the deadline.
+    /// aborted at the deadline, and of any its owner aborted through its
+    /// handle while the group shut down.
     pub fn aborted(&self) -> impl Iterator<Item = &str> {
         self.with_end(TaskEnd::Aborted)
     }
@@ -70,7 +72,8 @@ impl ShutdownReport {
             .map(|t| &*t.name)
     }
 
-    /// Whether every task ended by itself before the deadline.
+    /// Whether every task ended by itself before the deadline (a task
+    /// aborted through its handle did not).
     pub fn is_clean(&self) -> bool {
         !self.deadline_passed && self.tasks.iter().all(|t| t.end != TaskEnd::Aborted)
     }
