@@ -262,14 +262,20 @@ impl Permit {
 
     /// Moves a timed call's start later by `waited`: time the call spent
     /// queued for local capacity below the breaker, which is not the
-    /// service's (see `palisade_core::queue`).
+    /// service's (see `palisade_core::queue`). Never past `now` (a start
+    /// as [`Breaker::start_mark`] makes it), where that wait ended: waits
+    /// that overlapped (sub-calls queued side by side) leave their common
+    /// time out once, not once each.
     #[cold]
-    pub(crate) fn delay_start(&mut self, waited: Duration) {
+    pub(crate) fn delay_start(&mut self, waited: Duration, now: u64) {
         let start = self.start();
         if start == 0 {
             return;
         }
-        let later = start.saturating_add(nanos(waited)).min(Self::START);
+        let later = start
+            .saturating_add(nanos(waited))
+            .min(now)
+            .clamp(start, Self::START);
         self.tagged = (self.tagged & !Self::START) | later;
     }
 }
@@ -488,14 +494,22 @@ impl Breaker {
         self.origin.instant() + Duration::from_nanos(nanos)
     }
 
+    /// `at` as a permit's start field: nanoseconds since the origin plus
+    /// one, held at about 73 years after the origin.
+    #[inline]
+    pub(crate) fn start_mark(&self, at: Instant) -> u64 {
+        self.since_origin(at).saturating_add(1).min(Permit::START)
+    }
+
+    /// The breaker's clock.
+    pub(crate) fn now(&self) -> Instant {
+        self.cfg.clock.now()
+    }
+
     #[inline]
     fn permit(&self, word: Word, kind: PermitKind, start: Option<Instant>) -> Permit {
         // A start more than 73 years after the origin is held there.
-        let start = start.map_or(0, |start| {
-            self.since_origin(start)
-                .saturating_add(1)
-                .min(Permit::START)
-        });
+        let start = start.map_or(0, |start| self.start_mark(start));
         Permit {
             raw: word.pack(),
             tagged: (kind as u64) << Permit::KIND_SHIFT | start,

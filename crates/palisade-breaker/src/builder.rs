@@ -152,7 +152,8 @@ impl<C> CircuitBreakerBuilder<C> {
     /// clock when a call is admitted and when it completes. Time the call
     /// spends queued at a palisade bulkhead below the breaker (the stack's
     /// own, or one the service calls through) is local overload, and is
-    /// left out of its latency (see `palisade_core::queue`).
+    /// left out of its latency (see `palisade_core::queue`); time in which
+    /// several of its sub-calls were queued side by side is left out once.
     #[must_use]
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
         self.slow_call_duration = Some(duration);

@@ -167,7 +167,8 @@ impl<M: Sharing> Drop for FailOnPanic<'_, M> {
 #[inline(never)]
 fn queued_for<M: Sharing>(waited: Duration, recorder: &mut Option<OutcomeRecorder<M>>) {
     if let Some(recorder) = recorder.as_mut() {
-        recorder.permit.delay_start(waited);
+        let now = recorder.breaker.start_mark(recorder.breaker.now());
+        recorder.permit.delay_start(waited, now);
     }
 }
 
