@@ -174,11 +174,12 @@
 //! [`CircuitBreakerHandle`].
 //!
 //! While closed, admitting a call is one atomic load. Recording it in a
-//! count window reads the window's aggregate word and, when the outcome
-//! changes the window, takes a slot (one increment), writes it (one
-//! compare-and-swap, skipped if the slot holds that outcome already) and
-//! updates the aggregate (one more); in the steady state of a healthy
-//! service, a success into a window full of successes, it writes nothing.
+//! count window reads the window's aggregate word and, unless the outcome
+//! is a success into a window full of successes, takes a slot (one
+//! increment), writes it (one compare-and-swap, skipped if the slot holds
+//! that outcome already) and updates the aggregate (one more, skipped if
+//! the counts do not change); in the steady state of a healthy service it
+//! writes nothing.
 //! No lock, no allocation either way.
 //! The clock is read only when slow calls, latency or a time window need
 //! it, at most once when the call starts and once when it ends.
