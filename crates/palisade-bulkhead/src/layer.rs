@@ -359,7 +359,11 @@ impl<C> BulkheadLayerBuilder<C> {
 
     /// How long a request may wait for a slot (default zero: a request
     /// that finds every slot taken is rejected at once). Waiting requests
-    /// queue in FIFO order; the wait is timed with tokio's timer.
+    /// queue in FIFO order; the wait is timed with tokio's timer, so with a
+    /// `max_wait` the service must be called inside a tokio runtime with
+    /// the timer enabled (as every axum and tonic server is): tokio panics
+    /// when the first request that has to wait arms its timer elsewhere.
+    /// A slot freed once a waiter's wait has run out passes it over.
     ///
     /// Inside a palisade timeout (as in the default `Stack`), the wait
     /// also ends when the timeout's deadline would pass: the request is
