@@ -858,17 +858,21 @@ mod tests {
         assert!(find_rejection(&plain).is_none());
     }
 
-    /// Shares its cause, as errors that must be cloneable do.
+    /// Shares its cause, as errors that must be cloneable do: a
+    /// `dyn Error`, or a transport's `io::Error`, which is not `Clone`.
     #[derive(Debug, Clone)]
-    struct SharedCause(Arc<dyn Error + Send + Sync>);
+    struct SharedCause<E: ?Sized = dyn Error + Send + Sync>(Arc<E>);
 
-    impl fmt::Display for SharedCause {
+    impl<E: ?Sized> fmt::Display for SharedCause<E> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("call failed")
         }
     }
 
-    impl Error for SharedCause {
+    impl<E: fmt::Debug + ?Sized> Error for SharedCause<E>
+    where
+        Arc<E>: Error + 'static,
+    {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
             Some(&self.0)
         }
@@ -884,7 +888,7 @@ mod tests {
         assert_eq!(reason(&local), Some(RejectReason::ConcurrencyFull));
         // The usual way to share a cause: a wrapper whose source is the `Arc`.
         assert_eq!(
-            reason(&SharedCause(Arc::new(limited()))),
+            reason(&SharedCause::<dyn Error + Send + Sync>(Arc::new(limited()))),
             Some(RejectReason::RateLimited)
         );
         assert_eq!(
@@ -908,28 +912,10 @@ mod tests {
         let io = || std::io::Error::other(limited());
         assert_eq!(reason(&Arc::new(io())), Some(RejectReason::RateLimited));
         assert_eq!(reason(&Box::new(io())), Some(RejectReason::RateLimited));
-        let cause = SharedIo(Arc::new(io()));
+        let cause = SharedCause(Arc::new(io()));
         assert_eq!(reason(&cause), Some(RejectReason::RateLimited));
-        assert_eq!(
-            reason(&SharedIo(Arc::new(std::io::Error::other("plain")))),
-            None
-        );
-    }
-
-    /// Shares a transport's `io::Error`, as a cloneable client error does.
-    #[derive(Debug, Clone)]
-    struct SharedIo(Arc<std::io::Error>);
-
-    impl fmt::Display for SharedIo {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("call failed")
-        }
-    }
-
-    impl Error for SharedIo {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
+        let plain = SharedCause(Arc::new(std::io::Error::other("plain")));
+        assert_eq!(reason(&plain), None);
     }
 
     #[test]
