@@ -190,9 +190,10 @@ pub(crate) enum PermitKind {
 pub(crate) struct Permit {
     /// The state word at admission, packed.
     raw: u64,
-    /// The [`PermitKind`] in the top two bits; below them, when the call
-    /// started, in nanoseconds since the breaker's origin plus one, or `0`
-    /// when the breaker needs no start.
+    /// The [`PermitKind`] in the top two bits, then the calling and
+    /// answered flags; below them, when the call started, in nanoseconds
+    /// since the breaker's origin plus one, or `0` when the breaker needs
+    /// no start. Once answered, the call's latency plus one instead.
     tagged: u64,
 }
 
@@ -200,7 +201,10 @@ impl Permit {
     const KIND_SHIFT: u32 = 62;
     /// Set while the service's `call` runs (see [`Permit::calling`]).
     const CALLING: u64 = 1 << 61;
-    const START: u64 = Self::CALLING - 1;
+    /// Set once the call answered while its outcome waits for the end of
+    /// its stream (see [`Permit::answer`]).
+    const ANSWERED: u64 = 1 << 60;
+    const START: u64 = Self::ANSWERED - 1;
 
     /// The state word at admission.
     #[inline]
@@ -269,7 +273,7 @@ impl Permit {
     #[cold]
     pub(crate) fn delay_start(&mut self, waited: Duration, now: u64) {
         let start = self.start();
-        if start == 0 {
+        if start == 0 || self.is_answered() {
             return;
         }
         let later = start
@@ -277,6 +281,25 @@ impl Permit {
             .min(now)
             .clamp(start, Self::START);
         self.tagged = (self.tagged & !Self::START) | later;
+    }
+
+    /// The call answered at `now` (a start as [`Breaker::start_mark`]
+    /// makes it) while its outcome waits for the end of its stream: its
+    /// latency ends here, not when the stream does.
+    #[cold]
+    pub(crate) fn answer(&mut self, now: u64) {
+        let start = self.start();
+        if start == 0 || self.is_answered() {
+            return;
+        }
+        let latency = now.saturating_sub(start).saturating_add(1).min(Self::START);
+        self.tagged = (self.tagged & !Self::START) | Self::ANSWERED | latency;
+    }
+
+    /// Whether the start field holds the latency (see [`Permit::answer`]).
+    #[inline]
+    fn is_answered(&self) -> bool {
+        self.tagged & Self::ANSWERED != 0
     }
 }
 
@@ -495,7 +518,7 @@ impl Breaker {
     }
 
     /// `at` as a permit's start field: nanoseconds since the origin plus
-    /// one, held at about 73 years after the origin.
+    /// one, held at about 36 years after the origin.
     #[inline]
     pub(crate) fn start_mark(&self, at: Instant) -> u64 {
         self.since_origin(at).saturating_add(1).min(Permit::START)
@@ -506,9 +529,14 @@ impl Breaker {
         self.cfg.clock.now()
     }
 
+    /// Whether calls are timed (slow-call detection or latency events).
+    pub(crate) fn needs_start(&self) -> bool {
+        self.needs_start
+    }
+
     #[inline]
     fn permit(&self, word: Word, kind: PermitKind, start: Option<Instant>) -> Permit {
-        // A start more than 73 years after the origin is held there.
+        // A start more than 36 years after the origin is held there.
         let start = start.map_or(0, |start| self.start_mark(start));
         Permit {
             raw: word.pack(),
@@ -760,11 +788,13 @@ impl Breaker {
         } else {
             None
         };
-        let latency = match (permit.start().checked_sub(1), end) {
-            (Some(start), Some(end)) => Some(Duration::from_nanos(
-                self.since_origin(end).saturating_sub(start),
-            )),
-            _ => None,
+        let latency = match permit.start().checked_sub(1) {
+            // Answered before its stream ended: the latency was kept then.
+            Some(latency) if permit.is_answered() => Some(Duration::from_nanos(latency)),
+            Some(start) => {
+                end.map(|end| Duration::from_nanos(self.since_origin(end).saturating_sub(start)))
+            }
+            None => None,
         };
         let completed = Event::Completed {
             policy: self.cfg.policy.as_str(),

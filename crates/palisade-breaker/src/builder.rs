@@ -154,6 +154,9 @@ impl<C> CircuitBreakerBuilder<C> {
     /// own, or one the service calls through) is local overload, and is
     /// left out of its latency (see `palisade_core::queue`); time in which
     /// several of its sub-calls were queued side by side is left out once.
+    /// A gRPC call whose status comes in its trailers is timed to its
+    /// answer (its response head), not to the end of its stream: a long
+    /// healthy server stream is not a slow call.
     #[must_use]
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
         self.slow_call_duration = Some(duration);

@@ -111,6 +111,16 @@ where
         // a response classified around this call is built in place.
         palisade_core::panic::contained(move || self.finish(outcome));
     }
+
+    /// A gRPC answer whose status comes in its trailers: the call's
+    /// latency, which slow-call detection judges, ends with its head, not
+    /// with a stream that may run for minutes.
+    fn answered(&mut self) {
+        if self.breaker.needs_start() {
+            let now = self.breaker.start_mark(self.breaker.now());
+            self.permit.answer(now);
+        }
+    }
 }
 
 impl<M: Sharing> Drop for OutcomeRecorder<M> {

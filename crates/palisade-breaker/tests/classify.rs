@@ -234,3 +234,39 @@ async fn a_classifier_answering_cancelled_is_ignored_even_when_cancellations_fai
     assert_eq!(layer.handle().state(), CircuitState::Closed);
     assert_eq!(layer.handle().counts().calls, 0);
 }
+
+#[tokio::test]
+async fn a_grpc_stream_is_timed_to_its_answer_not_to_its_end() {
+    // A watch-style call: the answer comes in 100 ms, its stream runs for
+    // a minute and ends OK. It is not a slow call.
+    let clock = palisade_core::ManualClock::new();
+    let events = common::Events::default();
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(GrpcErrorsAsFailures::new())
+        .clock(clock.clock())
+        .metrics(events.metrics())
+        .count_window(1)
+        .minimum_calls(1)
+        .slow_call_duration(std::time::Duration::from_secs(1))
+        .slow_call_rate_threshold(1.0)
+        .build()
+        .unwrap();
+    let answering = clock.clone();
+    let svc = layer.layer(service_fn(move |status: &'static str| {
+        answering.advance(std::time::Duration::from_millis(100));
+        async move { Ok::<_, BoxError>(grpc(status)) }
+    }));
+    let res = svc.oneshot("0").await.unwrap();
+    clock.advance(std::time::Duration::from_secs(60));
+    res.into_body().collect().await.unwrap();
+    let latencies: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            common::Seen::Completed(Outcome::Success, latency) => latency,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(latencies, [std::time::Duration::from_millis(100)]);
+    assert_eq!(layer.handle().state(), CircuitState::Closed);
+}

@@ -368,6 +368,9 @@ struct SampleStart<M: Sharing> {
     core: SharedState<Core, M>,
     start: Instant,
     in_flight: usize,
+    /// When the call answered, if its outcome waits for the end of its
+    /// stream ([`RecordOutcome::answered`]): its latency ends there.
+    answered: Option<Instant>,
 }
 
 impl<M: Sharing> OutcomeRecorder<M> {
@@ -378,6 +381,7 @@ impl<M: Sharing> OutcomeRecorder<M> {
                 core,
                 start,
                 in_flight,
+                answered: None,
             }),
         }
     }
@@ -399,6 +403,17 @@ where
             self.finish(outcome);
         }
     }
+
+    /// A gRPC answer whose status comes in its trailers: the latency
+    /// sample ends with its head, not with a stream that may run for
+    /// minutes.
+    fn answered(&mut self) {
+        if let Some(sample) = &mut self.sample
+            && sample.answered.is_none()
+        {
+            sample.answered = Some(sample.core.clock.now());
+        }
+    }
 }
 
 impl<M: Sharing> OutcomeRecorder<M> {
@@ -406,7 +421,12 @@ impl<M: Sharing> OutcomeRecorder<M> {
     #[inline(never)]
     fn finish(&mut self, outcome: Outcome) {
         if let Some(sample) = self.sample.take() {
-            sample.core.sample(outcome, sample.start, sample.in_flight);
+            let end = sample.answered.unwrap_or_else(|| sample.core.clock.now());
+            sample.core.sample(
+                outcome,
+                end.saturating_duration_since(sample.start),
+                sample.in_flight,
+            );
         }
     }
 

@@ -68,17 +68,17 @@ impl Core {
         self.adaptive.as_ref().map(|_| self.clock.now())
     }
 
-    /// Feeds one finished call to the adaptive limit, if any.
+    /// Feeds one finished call, of `latency`, to the adaptive limit, if
+    /// any.
     pub(crate) fn sample(
         &self,
         outcome: palisade_core::Outcome,
-        start: Instant,
+        latency: Duration,
         in_flight_at_start: usize,
     ) {
         let Some(adaptive) = &self.adaptive else {
             return;
         };
-        let latency = self.clock.now().saturating_duration_since(start);
         self.metrics.emit(&Event::Completed {
             policy: self.policy.as_str(),
             layer: LayerKind::Bulkhead,
@@ -206,8 +206,9 @@ impl<M: Sharing> Drop for Calling<'_, M> {
     fn drop(&mut self) {
         self.core.limiter.release(&self.core.events());
         if let Some(start) = self.start.take() {
+            let latency = self.core.clock.now().saturating_duration_since(start);
             self.core
-                .sample(palisade_core::Outcome::Failure, start, self.in_flight);
+                .sample(palisade_core::Outcome::Failure, latency, self.in_flight);
         }
     }
 }

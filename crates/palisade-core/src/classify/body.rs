@@ -128,8 +128,10 @@ where
     R: RecordOutcome,
     Eos: ClassifyEos,
 {
-    /// A body whose outcome will be decided by `eos` at its end.
-    pub fn pending(inner: B, eos: Eos, recorder: R) -> Self {
+    /// A body whose outcome will be decided by `eos` at its end. The call
+    /// has answered: `recorder` is told so ([`RecordOutcome::answered`]).
+    pub fn pending(inner: B, eos: Eos, mut recorder: R) -> Self {
+        recorder.answered();
         let mut body = Self {
             inner,
             pending: Some((eos, recorder)),

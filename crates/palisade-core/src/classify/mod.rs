@@ -120,6 +120,14 @@ pub fn being_cut_off() -> Option<Duration> {
 pub trait RecordOutcome: Send + 'static {
     /// Records the outcome.
     fn record(self, outcome: Outcome);
+
+    /// Told that the call has answered (its response head is in) while
+    /// its outcome waits for the end of the response's stream, as a gRPC
+    /// status in trailers does ([`ClassifiedBody::pending`] tells it). A
+    /// layer that times calls ends the call's latency here, so that a
+    /// long healthy stream is not a slow call. The default does nothing.
+    #[inline]
+    fn answered(&mut self) {}
 }
 
 impl RecordOutcome for () {
