@@ -119,10 +119,18 @@ impl<B> FaultSource<http::Request<B>> for HttpFaults {
         if !self.header {
             return Ok(None);
         }
-        match req.headers().get(CHAOS_HEADER) {
-            None => Ok(None),
-            Some(value) => parse_header(value.as_bytes()).map(Some).ok_or(CHAOS_HEADER),
+        // Several lines of the header are one list, as HTTP reads them.
+        let mut lines = req.headers().get_all(CHAOS_HEADER).iter().peekable();
+        if lines.peek().is_none() {
+            return Ok(None);
         }
+        let mut fault = Fault::NONE;
+        for line in lines {
+            if !parse_into(&mut fault, line.as_bytes()) {
+                return Err(CHAOS_HEADER);
+            }
+        }
+        Ok(Some(fault))
     }
 }
 
@@ -133,8 +141,9 @@ const MAX_HEADER_DELAY: Duration = Duration::from_secs(60);
 ///
 /// A comma-separated list of `none`, `error`, `panic` and `delay=<n><unit>`
 /// (unit `ms` or `s`, at most 9 digits, at most 60 s), case-insensitive,
-/// spaces allowed around items. Anything else makes the whole value
-/// malformed: `None`.
+/// spaces and tabs allowed around items. Anything else makes the whole
+/// value malformed: `None`. [`HttpFaults`] reads several lines of the
+/// header as one list, and refuses them all if one is malformed.
 ///
 /// ```
 /// use std::time::Duration;
@@ -150,24 +159,32 @@ const MAX_HEADER_DELAY: Duration = Duration::from_secs(60);
 /// assert_eq!(parse_header(b"delay=99999s"), None);
 /// ```
 pub fn parse_header(value: &[u8]) -> Option<Fault> {
-    let text = std::str::from_utf8(value).ok()?;
     let mut fault = Fault::NONE;
-    let mut any = false;
+    parse_into(&mut fault, value).then_some(fault)
+}
+
+/// Adds the items of one header line to `fault`: `false` when the line is
+/// malformed (then `fault` may hold part of it).
+fn parse_into(fault: &mut Fault, value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
     for item in text.split(',') {
-        let item = item.trim();
+        // HTTP's optional whitespace only: any other space is a malformed
+        // item, not padding.
+        let item = item.trim_matches([' ', '\t']);
         if item.eq_ignore_ascii_case("none") {
         } else if item.eq_ignore_ascii_case("error") {
             fault.error = true;
         } else if item.eq_ignore_ascii_case("panic") {
             fault.panic = true;
-        } else if let Some(rest) = strip_prefix_ignore_case(item, "delay=") {
-            fault.delay = parse_delay(rest)?;
+        } else if let Some(delay) = strip_prefix_ignore_case(item, "delay=").and_then(parse_delay) {
+            fault.delay = delay;
         } else {
-            return None;
+            return false;
         }
-        any = true;
     }
-    any.then_some(fault)
+    true
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -263,6 +280,10 @@ mod tests {
             b"\xff\xfe",
             b"error;panic",
             b"d\xc3\xa9lay=5ms",
+            // Only spaces and tabs pad an item.
+            "\u{a0}error".as_bytes(),
+            "error\u{3000}".as_bytes(),
+            "\u{85}delay=5ms".as_bytes(),
         ] {
             assert_eq!(
                 parse_header(bad),

@@ -340,6 +340,31 @@ async fn overrides_force_faults_even_when_disabled() {
     assert!(events[0].contains("MalformedHeader"), "{events:?}");
     assert!(events[0].contains("x-palisade-chaos"), "{events:?}");
     assert_eq!(layer.stats().errors, 2);
+
+    // Two lines of the header are one list, as HTTP reads them.
+    let two_lines = |first: &'static str, second: &'static str| {
+        let mut req = request(Some(first));
+        req.headers_mut()
+            .append("x-palisade-chaos", http::HeaderValue::from_static(second));
+        req
+    };
+    let err = with_header
+        .clone()
+        .oneshot(two_lines("none", "error"))
+        .await
+        .unwrap_err();
+    assert!(err.is::<InjectedFault>());
+    assert_eq!(layer.stats().errors, 3);
+    // A malformed second line makes the whole header malformed.
+    assert!(
+        with_header
+            .clone()
+            .oneshot(two_lines("error", "explode"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(sink.0.lock().unwrap().len(), 2);
+    assert_eq!(layer.stats().errors, 3);
 }
 
 #[tokio::test]
