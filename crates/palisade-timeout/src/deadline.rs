@@ -569,6 +569,7 @@ impl<B> DeadlineSource<http::Request<B>> for HttpDeadline {
         requested
     }
 
+    #[inline]
     fn expose(&self, request: &mut http::Request<B>, deadline: Deadline) {
         if self.expose {
             request.extensions_mut().insert(deadline);
