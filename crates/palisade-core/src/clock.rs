@@ -159,13 +159,12 @@ impl Default for ManualClock {
 /// one atomic word as nanoseconds since it.
 ///
 /// [`nanos`](Origin::nanos) is the conversion every clock-reading layer
-/// makes on its request path. Where the platform's `Instant` is seconds
-/// and nanoseconds (Linux, macOS, Windows), it reads them through
-/// `Instant`'s `Hash` and subtracts, a few instructions; std's
-/// subtraction (`saturating_duration_since`) is a call that costs several
-/// times the clock read's own arithmetic. The reading is checked against
-/// std's subtraction when the origin is made, and any other form of
-/// `Instant` falls back to std's.
+/// makes on its request path. Where an `Instant` hashes as a count of
+/// seconds and one of nanoseconds (as std's does on Linux), it reads them
+/// through that `Hash` and subtracts, a few instructions; std's own
+/// subtraction (`saturating_duration_since`) is an out-of-line call of
+/// about fifty. The reading is checked against std's subtraction when the
+/// origin is made, and any other form of `Instant` falls back to std's.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
