@@ -803,6 +803,31 @@ mod loom_tests {
     }
 
     #[test]
+    fn loom_a_waiter_past_its_wait_is_passed_over_never_granted() {
+        // The front waiter's wait has run out and it leaves as the holder
+        // releases; the one behind it, still within its wait, gets the
+        // slot whichever comes first, and the first never does.
+        model(|| {
+            let state = Model::new(1, 2, 1);
+            assert!(state.fast());
+            let queue = |deadline| match state.limiter.acquire_or_enqueue(&*state, deadline) {
+                Admission::Queued(node) => node,
+                _ => panic!("expected to queue"),
+            };
+            let expired = queue(Some(tokio::time::Instant::now()));
+            let waiter = queue(None);
+            let holder = state.clone();
+            let t = loom::thread::spawn(move || holder.release());
+            assert!(!state.limiter.cancel(&expired), "granted past its wait");
+            loom::future::block_on(poll_fn(|cx| waiter.poll_granted(cx)));
+            state.hold();
+            state.release();
+            t.join().unwrap();
+            state.assert_empty();
+        });
+    }
+
+    #[test]
     fn loom_a_cancelled_waiter_never_leaks_a_slot() {
         // A holder releases while the waiter gives up: whichever wins, the
         // slot ends up free.
