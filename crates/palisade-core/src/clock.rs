@@ -367,6 +367,29 @@ mod tests {
         assert_eq!(origin.instant(), start);
     }
 
+    proptest::proptest! {
+        /// Whatever the origin's nanoseconds (so every carry is met), a
+        /// reading agrees with std's subtraction, before and after it.
+        #[test]
+        fn origin_reads_as_std_subtracts(
+            shift in 0_u64..2_000_000_000,
+            later in 0_u64..(1 << 62),
+            earlier in 0_u64..2_000_000_000_000,
+        ) {
+            let now = Instant::now();
+            let start = now.checked_add(Duration::from_nanos(shift)).unwrap_or(now);
+            let origin = Origin::new(start);
+            proptest::prop_assert!(origin.parts.is_some());
+            if let Some(at) = start.checked_add(Duration::from_nanos(later)) {
+                proptest::prop_assert_eq!(origin.nanos(at), origin.nanos_by_std(at));
+                proptest::prop_assert_eq!(origin.nanos(at), later);
+            }
+            if let Some(at) = start.checked_sub(Duration::from_nanos(earlier)) {
+                proptest::prop_assert_eq!(origin.nanos(at), 0);
+            }
+        }
+    }
+
     #[test]
     fn origin_saturates_far_in_the_future() {
         let manual = ManualClock::new();
