@@ -353,13 +353,17 @@ const XFF_GARBAGE: [&str; 7] = [
     "192.0.2.1:http",
 ];
 
-const FORWARDED_GARBAGE: [&str; 6] = [
+const FORWARDED_GARBAGE: [&str; 8] = [
     "for=unknown",
     "for=_hidden",
     "proto=https",
     "by=192.0.2.9",
     "for=\"[2001:db8::1\"",
     "for=",
+    // X-Forwarded-For syntax in the wrong header, and a bare word: not
+    // `name=value` pairs.
+    "192.0.2.7",
+    "garbage",
 ];
 
 /// Entries that name no address but are well formed (RFC 7239's
