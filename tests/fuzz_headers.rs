@@ -782,7 +782,9 @@ fn chaos_items() -> impl Strategy<Value = (Vec<ChaosItem>, String)> {
     ];
     (
         prop::collection::vec((item, any::<bool>(), 0_usize..3), 0..5),
-        prop::collection::vec(prop::sample::select(vec!["", " ", "  "]), 2),
+        // HTTP's whitespace pads an item; a NO-BREAK SPACE makes the list
+        // malformed (see `chaos_header_follows_the_grammar`).
+        prop::collection::vec(prop::sample::select(vec!["", " ", "  ", "\t", "\u{a0}"]), 2),
     )
         .prop_map(|(items, pads)| {
             let text: Vec<String> = items
@@ -903,12 +905,13 @@ fn chaos_header_corpus_answers() {
 fn chaos_header_follows_the_grammar() {
     TestRunner::new(config(1024))
         .run(&chaos_items(), |(items, text)| {
-            prop_assert_eq!(
-                parse_header(text.as_bytes()),
-                chaos_model(&items),
-                "{:?}",
-                text
-            );
+            // Only spaces and tabs pad an item.
+            let expected = if text.contains('\u{a0}') {
+                None
+            } else {
+                chaos_model(&items)
+            };
+            prop_assert_eq!(parse_header(text.as_bytes()), expected, "{:?}", text);
             check_chaos_header(text.as_bytes())
         })
         .unwrap();
