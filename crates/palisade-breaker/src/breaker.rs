@@ -188,12 +188,14 @@ pub(crate) enum PermitKind {
 /// moves the future that holds it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Permit {
-    /// The state word at admission, packed.
+    /// The state word at admission, packed, and in the top bit (which a
+    /// generation count never reaches) whether the call answered while its
+    /// outcome waits for the end of its stream (see [`Permit::answer`]).
     raw: u64,
-    /// The [`PermitKind`] in the top two bits, then the calling and
-    /// answered flags; below them, when the call started, in nanoseconds
-    /// since the breaker's origin plus one, or `0` when the breaker needs
-    /// no start. Once answered, the call's latency plus one instead.
+    /// The [`PermitKind`] in the top two bits, then the calling flag;
+    /// below them, when the call started, in nanoseconds since the
+    /// breaker's origin plus one, or `0` when the breaker needs no start.
+    /// Once answered, the call's latency plus one instead.
     tagged: u64,
 }
 
@@ -201,15 +203,15 @@ impl Permit {
     const KIND_SHIFT: u32 = 62;
     /// Set while the service's `call` runs (see [`Permit::calling`]).
     const CALLING: u64 = 1 << 61;
-    /// Set once the call answered while its outcome waits for the end of
-    /// its stream (see [`Permit::answer`]).
-    const ANSWERED: u64 = 1 << 60;
-    const START: u64 = Self::ANSWERED - 1;
+    const START: u64 = Self::CALLING - 1;
+    /// In `raw`: set once the call answered while its outcome waits for
+    /// the end of its stream (see [`Permit::answer`]).
+    const ANSWERED: u64 = 1 << 63;
 
     /// The state word at admission.
     #[inline]
     pub(crate) fn word(&self) -> Word {
-        Word::unpack(self.raw)
+        Word::unpack(self.raw & !Self::ANSWERED)
     }
 
     /// What the permit admitted.
@@ -293,13 +295,14 @@ impl Permit {
             return;
         }
         let latency = now.saturating_sub(start).saturating_add(1).min(Self::START);
-        self.tagged = (self.tagged & !Self::START) | Self::ANSWERED | latency;
+        self.tagged = (self.tagged & !Self::START) | latency;
+        self.raw |= Self::ANSWERED;
     }
 
     /// Whether the start field holds the latency (see [`Permit::answer`]).
     #[inline]
     fn is_answered(&self) -> bool {
-        self.tagged & Self::ANSWERED != 0
+        self.raw & Self::ANSWERED != 0
     }
 }
 
@@ -518,7 +521,7 @@ impl Breaker {
     }
 
     /// `at` as a permit's start field: nanoseconds since the origin plus
-    /// one, held at about 36 years after the origin.
+    /// one, held at about 73 years after the origin.
     #[inline]
     pub(crate) fn start_mark(&self, at: Instant) -> u64 {
         self.since_origin(at).saturating_add(1).min(Permit::START)
@@ -536,7 +539,7 @@ impl Breaker {
 
     #[inline]
     fn permit(&self, word: Word, kind: PermitKind, start: Option<Instant>) -> Permit {
-        // A start more than 36 years after the origin is held there.
+        // A start more than 73 years after the origin is held there.
         let start = start.map_or(0, |start| self.start_mark(start));
         Permit {
             raw: word.pack(),
@@ -783,18 +786,22 @@ impl Breaker {
         if word.mode == Mode::Disabled {
             return;
         }
-        let end = if self.needs_end {
+        // An answered call's latency is in; only a time window still needs
+        // the end, for its bucket.
+        let end = if self.needs_end && (!permit.is_answered() || self.window.is_time()) {
             Some(self.cfg.clock.now())
         } else {
             None
         };
-        let latency = match permit.start().checked_sub(1) {
+        let latency = match permit.start() {
+            0 => None,
             // Answered before its stream ended: the latency was kept then.
-            Some(latency) if permit.is_answered() => Some(Duration::from_nanos(latency)),
-            Some(start) => {
-                end.map(|end| Duration::from_nanos(self.since_origin(end).saturating_sub(start)))
+            latency if permit.is_answered() => Some(Duration::from_nanos(latency - 1)),
+            // The end held where a start is, so that past the longest start
+            // a call reads as instant, not as the time since it.
+            start => {
+                end.map(|end| Duration::from_nanos(self.start_mark(end).saturating_sub(start)))
             }
-            None => None,
         };
         let completed = Event::Completed {
             policy: self.cfg.policy.as_str(),

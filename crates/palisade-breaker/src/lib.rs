@@ -182,7 +182,9 @@
 //! writes nothing.
 //! No lock, no allocation either way.
 //! The clock is read only when slow calls, latency or a time window need
-//! it, at most once when the call starts and once when it ends.
+//! it, at most once when the call starts and once when it ends; a timed
+//! gRPC call whose status comes in its trailers is read at its answer
+//! instead, and again at its end only for a time window's bucket.
 //!
 //! [`KeyedCircuitBreakerLayer`] keeps one breaker per key (per upstream
 //! host, say), bounded in number, never evicting a breaker within its open

@@ -270,3 +270,27 @@ async fn a_grpc_stream_is_timed_to_its_answer_not_to_its_end() {
     assert_eq!(latencies, [std::time::Duration::from_millis(100)]);
     assert_eq!(layer.handle().state(), CircuitState::Closed);
 }
+
+#[tokio::test]
+async fn a_grpc_call_reads_the_clock_once_at_its_start_and_once_at_its_answer() {
+    // The breaker's docs promise two reads per timed call; a gRPC call
+    // whose status is in its trailers reads at its answer, not again when
+    // the trailers come (a count window needs no end of its own).
+    let clock = palisade_core::ManualClock::new();
+    let layer = CircuitBreakerLayer::builder()
+        .classifier(GrpcErrorsAsFailures::new())
+        .clock(clock.clock())
+        .slow_call_duration(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|status: &'static str| async move {
+        Ok::<_, BoxError>(grpc(status))
+    }));
+    let res = svc.clone().oneshot("0").await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let before = clock.reads();
+    let res = svc.oneshot("0").await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert_eq!(layer.handle().counts().calls, 2);
+    assert_eq!(clock.reads() - before, 2, "reads for one gRPC call");
+}

@@ -336,6 +336,9 @@ mod tests {
         assert_eq!(clock.now() - start, Duration::from_secs(90));
     }
 
+    /// std's `Instant` is seconds and nanoseconds on Linux, where CI runs;
+    /// elsewhere the fallback keeps the reading right.
+    #[cfg(target_os = "linux")]
     #[test]
     fn origin_reads_instants_itself_on_this_platform() {
         let origin = Origin::new(Instant::now());
@@ -348,9 +351,9 @@ mod tests {
         let origin = Origin::new(start);
         let by_std = |at: Instant| origin.nanos_by_std(at);
         let mut offset = 1_u64;
-        // Offsets from a nanosecond to 584 years, each also one
-        // nanosecond either side, so every carry of the nanoseconds and
-        // the far end (through std) are met.
+        // Offsets from a nanosecond to about 194 years, each also one
+        // nanosecond either side, so every carry of the nanoseconds is
+        // met (the far end, through std, is the next test's).
         while offset < u64::MAX / 3 {
             for nanos in [offset - 1, offset, offset + 1] {
                 if let Some(at) = start.checked_add(Duration::from_nanos(nanos)) {
@@ -379,7 +382,6 @@ mod tests {
             let now = Instant::now();
             let start = now.checked_add(Duration::from_nanos(shift)).unwrap_or(now);
             let origin = Origin::new(start);
-            proptest::prop_assert!(origin.parts.is_some());
             if let Some(at) = start.checked_add(Duration::from_nanos(later)) {
                 proptest::prop_assert_eq!(origin.nanos(at), origin.nanos_by_std(at));
                 proptest::prop_assert_eq!(origin.nanos(at), later);

@@ -335,7 +335,10 @@ pub enum Event<'a> {
         outcome: Outcome,
         /// How long the call took, when measured. A circuit breaker leaves
         /// out the time the call waited in a palisade bulkhead's queue
-        /// below it (see [`queue`](crate::queue)).
+        /// below it (see [`queue`](crate::queue)). A call whose outcome
+        /// waited for the end of its stream (a gRPC status in trailers) is
+        /// timed to its answer (see
+        /// [`RecordOutcome::answered`](crate::classify::RecordOutcome::answered)).
         latency: Option<Duration>,
     },
 

@@ -1,7 +1,8 @@
-//! Time a call spends queued for local capacity below the breaker (see
-//! `palisade_core::queue`) is left out of its latency once, however many
-//! waits overlap. The waits are reported as a bulkhead reports them: in
-//! the poll that lets each queued call through.
+//! The latency a breaker judges: time a call spends queued for local
+//! capacity below the breaker (see `palisade_core::queue`) is left out
+//! once, however many waits overlap (reported as a bulkhead reports them,
+//! in the poll that lets each queued call through), and a clock far from
+//! the breaker's start does not inflate it.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use common::{Events, Seen};
 use palisade_breaker::CircuitBreakerLayer;
-use palisade_core::{BoxError, Outcome};
+use palisade_core::{BoxError, CircuitState, ManualClock, Outcome};
 use tower::{Layer, ServiceExt, service_fn};
 
 /// The latency the breaker reported for the one call `run` makes.
@@ -89,4 +90,34 @@ async fn waits_apart_are_each_left_out() {
     })
     .await;
     assert_eq!(latency, Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_call_decades_after_the_breaker_started_is_timed_right() {
+    let clock = ManualClock::new();
+    let events = Events::default();
+    let layer = CircuitBreakerLayer::builder()
+        .clock(clock.clock())
+        .metrics(events.metrics())
+        .count_window(1)
+        .minimum_calls(1)
+        .slow_call_duration(Duration::from_secs(1))
+        .slow_call_rate_threshold(1.0)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    for years in [40, 80] {
+        clock.advance(Duration::from_secs(years * 365 * 86_400));
+        svc.clone().oneshot(()).await.unwrap();
+    }
+    let latencies: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Seen::Completed(Outcome::Success, latency) => latency,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(latencies, [Duration::ZERO, Duration::ZERO]);
+    assert_eq!(layer.handle().state(), CircuitState::Closed);
 }
