@@ -110,6 +110,16 @@ where
             // Marked, not dropped: dropping a finished future costs every
             // call, and its caller drops this one soon.
             this.budget.finish();
+            // An answer that comes as the caller's deadline fires (a
+            // handler answering 504 for a downstream call that followed
+            // that deadline) is too late for the caller, who has given up:
+            // it is answered as the caller's timeout, which a breaker above
+            // does not count, rather than as the service's answer. An error
+            // (a bulkhead turning the call away at the deadline) stays.
+            if result.is_ok() && this.budget.is_caller() && this.timer.has_fired() {
+                drop(result);
+                return Poll::Ready(Err(timed_out(this.shared, *this.budget)));
+            }
             return Poll::Ready(result.map_err(Into::into));
         }
         let timeout = this.budget.timeout();
@@ -130,13 +140,19 @@ where
         } else {
             palisade_core::classify::cut_off(timeout, || this.inner.set(None));
         }
-        this.shared.metrics.emit(&Event::TimedOut {
-            policy: this.shared.policy.as_str(),
-            timeout,
-            caller: this.budget.is_caller(),
-        });
-        Poll::Ready(Err(elapsed(this.shared, *this.budget)))
+        Poll::Ready(Err(timed_out(this.shared, *this.budget)))
     }
+}
+
+/// Reports a call timed out and gives its error.
+#[cold]
+fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
+    shared.metrics.emit(&Event::TimedOut {
+        policy: shared.policy.as_str(),
+        timeout: budget.timeout(),
+        caller: budget.is_caller(),
+    });
+    elapsed(shared, budget)
 }
 
 fn elapsed(shared: &Shared, budget: Budget) -> BoxError {

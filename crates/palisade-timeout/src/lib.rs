@@ -26,9 +26,13 @@
 //! says so: the client was in a hurry, the service did not fail, and a
 //! circuit breaker above does not count it. That holds downstream too: a
 //! client stack that follows the caller's deadline with [`FollowDeadline`]
-//! marks its own expiry the same way. On a client stack whose application
-//! writes the header itself, [`HttpDeadline::client_side`] makes its
-//! deadline the stack's own, which the breaker counts.
+//! marks its own expiry the same way. An answer the service gives as the
+//! client's deadline fires (a handler answering 504 for a downstream call
+//! that followed that deadline) is too late for the client, and is
+//! answered as that expiry too; an error it gives then is passed on. On a
+//! client stack whose application writes the header itself,
+//! [`HttpDeadline::client_side`] makes its deadline the stack's own, which
+//! the breaker counts.
 //!
 //! # Example
 //!

@@ -61,6 +61,15 @@ impl Timer {
             .and_then(|slot| slot.as_ref().get_ref().as_ref().map(Sleep::deadline))
     }
 
+    /// Whether the timer was started and has fired (read from the timer's
+    /// state: no clock read, no registration).
+    pub(crate) fn has_fired(&self) -> bool {
+        self.slot
+            .as_ref()
+            .and_then(|slot| slot.as_ref().get_ref().as_ref())
+            .is_some_and(Sleep::is_elapsed)
+    }
+
     /// Polls the timer, starting it on the first poll to elapse `after`
     /// from now on tokio's clock: ready once it has elapsed. `exempt` polls
     /// it outside tokio's cooperative budget.
