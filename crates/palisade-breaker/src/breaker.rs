@@ -189,8 +189,9 @@ pub(crate) enum PermitKind {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Permit {
     /// The state word at admission, packed, and in the top bit (which a
-    /// generation count never reaches) whether the call answered while its
-    /// outcome waits for the end of its stream (see [`Permit::answer`]).
+    /// generation, 58 bits wide, leaves free) whether the call answered
+    /// while its outcome waits for the end of its stream (see
+    /// [`Permit::answer`]).
     raw: u64,
     /// The [`PermitKind`] in the top two bits, then the calling flag;
     /// below them, when the call started, in nanoseconds since the
@@ -358,9 +359,11 @@ const fn pack_half(epoch: u16) -> u64 {
     (epoch as u64) << 48
 }
 
-/// The generation a transition from `from` publishes.
+/// The generation a transition from `from` publishes: 58 bits, wrapping,
+/// so that the packed word's top bit stays free for a permit's flag (see
+/// [`Permit`]).
 const fn next_generation(from: Word) -> u64 {
-    from.generation.wrapping_add(1) & (u64::MAX >> 5)
+    from.generation.wrapping_add(1) & (u64::MAX >> 6)
 }
 
 /// A small seeded generator (SplitMix64) for the open-wait jitter.
@@ -1408,6 +1411,33 @@ mod tests {
             measure_latency: true,
             ..test_config(clock, 1)
         })
+    }
+
+    #[test]
+    fn the_highest_generation_leaves_a_permits_flag_bit_free() {
+        let clock = ManualClock::new();
+        let breaker = breaker(&clock);
+        let word = |generation| Word {
+            generation,
+            mode: Mode::Normal,
+            machine: Machine::Closed,
+        };
+        assert_eq!(next_generation(word((1 << 58) - 1)), 0, "58 bits, wrapping");
+        // A generation of the window's epoch (its low 16 bits), with every
+        // higher bit a generation can have set.
+        let high = word((1 << 58) - (1 << 16));
+        assert_eq!(high.pack() & Permit::ANSWERED, 0);
+        breaker.state.store(high.pack(), Ordering::Release);
+        clock.advance(Duration::from_secs(5));
+        let permit = breaker.admit().unwrap();
+        assert!(!permit.is_answered());
+        assert_eq!(permit.word(), breaker.word());
+        breaker.complete(&permit, Outcome::Failure);
+        assert_eq!(
+            breaker.word().machine,
+            Machine::Open,
+            "the failure trips it"
+        );
     }
 
     #[test]

@@ -357,7 +357,9 @@ pub enum Event<'a> {
         location: Option<&'a PanicLocation>,
     },
 
-    /// A call ran past its deadline and was cancelled.
+    /// A call ran past its deadline and was cancelled, or, on a caller's
+    /// deadline, its answer reached the timeout only once that deadline
+    /// had fired, too late for the caller, and was dropped.
     ///
     /// Backend: increment `palisade_timeouts_total{policy,deadline}`, with
     /// `deadline` `caller` or `policy` (see `caller`), so that an alert on

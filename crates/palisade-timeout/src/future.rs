@@ -110,12 +110,13 @@ where
             // Marked, not dropped: dropping a finished future costs every
             // call, and its caller drops this one soon.
             this.budget.finish();
-            // An answer that comes as the caller's deadline fires (a
-            // handler answering 504 for a downstream call that followed
-            // that deadline) is too late for the caller, who has given up:
-            // it is answered as the caller's timeout, which a breaker above
-            // does not count, rather than as the service's answer. An error
-            // (a bulkhead turning the call away at the deadline) stays.
+            // An answer seen once the caller's deadline has fired (a handler
+            // answering 504 for a downstream call that followed that
+            // deadline, in the same instant) is too late for the caller, who
+            // has given up: it is answered as the caller's timeout, which a
+            // breaker above does not count, rather than as the service's
+            // answer. An error seen then (a bulkhead turning the call away
+            // at the deadline) stays.
             if result.is_ok() && this.budget.is_caller() && this.timer.has_fired() {
                 drop(result);
                 return Poll::Ready(Err(timed_out(this.shared, *this.budget)));

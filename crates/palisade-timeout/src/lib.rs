@@ -26,10 +26,11 @@
 //! says so: the client was in a hurry, the service did not fail, and a
 //! circuit breaker above does not count it. That holds downstream too: a
 //! client stack that follows the caller's deadline with [`FollowDeadline`]
-//! marks its own expiry the same way. An answer the service gives as the
-//! client's deadline fires (a handler answering 504 for a downstream call
-//! that followed that deadline) is too late for the client, and is
-//! answered as that expiry too; an error it gives then is passed on. On a
+//! marks its own expiry the same way. An answer of the service's that the
+//! layer sees only once the client's deadline has fired (a handler
+//! answering 504 for a downstream call that followed that deadline, in the
+//! same instant) is too late for the client, and is answered as that
+//! expiry too; an error seen then is passed on. On a
 //! client stack whose application writes the header itself,
 //! [`HttpDeadline::client_side`] makes its deadline the stack's own, which
 //! the breaker counts.
