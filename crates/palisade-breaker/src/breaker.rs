@@ -551,7 +551,7 @@ impl Breaker {
     }
 
     /// When the call admitted with `permit` started, if it was timed.
-    #[cfg(test)]
+    #[cfg(all(test, not(palisade_loom)))]
     fn start_of(&self, permit: &Permit) -> Option<Instant> {
         permit.start().checked_sub(1).map(|nanos| self.at(nanos))
     }

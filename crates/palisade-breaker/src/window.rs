@@ -525,7 +525,7 @@ impl Window {
     /// Writes one slot of a count window directly, as a writer that has
     /// swapped its outcome in but not yet added it to the aggregate would
     /// leave it.
-    #[cfg(test)]
+    #[cfg(all(test, not(palisade_loom)))]
     pub(crate) fn put_slot(&self, index: usize, epoch: u16, code: u32) {
         if let Window::Count(w) = self {
             w.slots[index].store(u32::from(epoch) << 16 | code, Ordering::Release);
