@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use palisade_core::classify::{Classify, RecordOutcome};
 use palisade_core::shared::{Counted, SharedState, Sharing};
@@ -109,23 +109,13 @@ impl<S, Req, M: Sharing> Queued<S, Req, M> {
     /// that a panic while the rest is made (a service whose clone panics,
     /// a runtime without a timer) gives the place back. `since` is when it
     /// was queued, on the layer's clock.
-    pub(crate) fn new(
-        service: S,
-        request: Req,
-        ticket: Ticket<M>,
-        max_wait: Duration,
-        since: Instant,
-    ) -> Self {
+    pub(crate) fn new(service: S, request: Req, ticket: Ticket<M>, since: Instant) -> Self {
         // The wait ends when the node's does (see `Bulkhead::contend`).
         // Ready at the same instant as an enclosing timeout, this inner
         // wait wins, as the timeout polls its inner future first: the wait
         // ends at the deadline's own instant, not a duration from a later
         // reading.
-        let deadline = ticket
-            .node
-            .deadline()
-            .unwrap_or_else(|| palisade_core::deadline::wait_deadline(max_wait));
-        let sleep = tokio::time::sleep_until(deadline);
+        let sleep = tokio::time::sleep_until(ticket.node.deadline());
         Self(Box::pin(Wait {
             service: Some(service),
             request: Some(request),

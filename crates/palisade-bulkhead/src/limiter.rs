@@ -72,7 +72,7 @@ pub(crate) struct WaitNode {
     waker: Mutex<Option<Waker>>,
     /// When the wait ends, on tokio's clock: a slot freed from then on
     /// passes it over.
-    deadline: Option<tokio::time::Instant>,
+    deadline: tokio::time::Instant,
 }
 
 /// What a request that could not take a free slot at once gets.
@@ -176,12 +176,13 @@ impl Limiter {
     /// The slow path: takes a slot if nobody is queued and one is free,
     /// otherwise joins the queue if it has room.
     ///
-    /// A request queued until `deadline` (on tokio's clock) is passed over
-    /// by a slot freed from then on, and left to turn itself away.
+    /// A request that queues waits until `deadline()` (on tokio's clock,
+    /// read only when it queues): a slot freed from then on passes it over,
+    /// and leaves it to turn itself away.
     pub(crate) fn acquire_or_enqueue(
         &self,
         report: &impl Report,
-        deadline: Option<tokio::time::Instant>,
+        deadline: impl FnOnce() -> tokio::time::Instant,
     ) -> Admission {
         let mut waiters = lock(&self.waiters);
         // Serve anyone a raised limit left waiting before judging (rare: a
@@ -202,7 +203,7 @@ impl Limiter {
     fn admit_or_queue(
         &self,
         waiters: &mut VecDeque<Arc<WaitNode>>,
-        deadline: Option<tokio::time::Instant>,
+        deadline: impl FnOnce() -> tokio::time::Instant,
     ) -> Admission {
         let limit = self.limit();
         let mut current = self.load();
@@ -224,7 +225,7 @@ impl Limiter {
         let node = Arc::new(WaitNode {
             granted: AtomicBool::new(false),
             waker: Mutex::new(None),
-            deadline,
+            deadline: deadline(),
         });
         waiters.push_back(node.clone());
         Admission::Queued(node)
@@ -318,8 +319,8 @@ impl Limiter {
             // A waiter whose wait has run out (its task not polled since,
             // on a busy executor) is passed over: it turns itself away when
             // it next runs, and the slot goes to one still within its wait.
-            if let Some(deadline) = waiters.front().and_then(|node| node.deadline)
-                && *now.get_or_insert_with(tokio::time::Instant::now) >= deadline
+            if let Some(front) = waiters.front()
+                && *now.get_or_insert_with(tokio::time::Instant::now) >= front.deadline
             {
                 let next = State::with(current.in_flight(), current.queued() - 1);
                 match self.swap_state(current, next) {
@@ -401,8 +402,8 @@ impl WaitNode {
         lock(&self.waker).take()
     }
 
-    /// When the wait ends, if the node was given a deadline.
-    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+    /// When the wait ends.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
         self.deadline
     }
 
@@ -440,6 +441,12 @@ impl fmt::Debug for WaitNode {
     }
 }
 
+/// A deadline no test reaches: a waiter that waits as long as it takes.
+#[cfg(test)]
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
+}
+
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use std::sync::Mutex as StdMutex;
@@ -471,14 +478,14 @@ mod tests {
         let gauge = Gauge::default();
         let limiter = Limiter::new(1, 2);
         assert_eq!(take(&limiter, &gauge), Some(1));
-        let Admission::Queued(first) = limiter.acquire_or_enqueue(&gauge, None) else {
+        let Admission::Queued(first) = limiter.acquire_or_enqueue(&gauge, far) else {
             panic!("expected to queue")
         };
-        let Admission::Queued(second) = limiter.acquire_or_enqueue(&gauge, None) else {
+        let Admission::Queued(second) = limiter.acquire_or_enqueue(&gauge, far) else {
             panic!("expected to queue")
         };
         assert!(matches!(
-            limiter.acquire_or_enqueue(&gauge, None),
+            limiter.acquire_or_enqueue(&gauge, far),
             Admission::QueueFull
         ));
         // A newcomer does not overtake the queue even when a slot frees.
@@ -498,12 +505,12 @@ mod tests {
         let gauge = Gauge::default();
         let limiter = Limiter::new(1, 4);
         assert_eq!(take(&limiter, &gauge), Some(1));
-        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, None) else {
+        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, far) else {
             panic!("expected to queue")
         };
         assert!(!limiter.cancel(&node));
         assert_eq!(limiter.queued(), 0);
-        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, None) else {
+        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, far) else {
             panic!("expected to queue")
         };
         limiter.release(&gauge);
@@ -518,15 +525,12 @@ mod tests {
         let limiter = Limiter::new(1, 4);
         assert_eq!(take(&limiter, &gauge), Some(1));
         let now = tokio::time::Instant::now();
-        let queue = |deadline| match limiter.acquire_or_enqueue(&gauge, deadline) {
+        let queue = |deadline| match limiter.acquire_or_enqueue(&gauge, || deadline) {
             Admission::Queued(node) => node,
             _ => panic!("expected to queue"),
         };
-        let (over, also_over) = (queue(Some(now)), queue(Some(now)));
-        let (within, after) = (
-            queue(Some(now + std::time::Duration::from_secs(3600))),
-            queue(None),
-        );
+        let (over, also_over) = (queue(now), queue(now));
+        let (within, after) = (queue(far()), queue(far()));
         limiter.release(&gauge);
         // Both passed over and out of the queue, neither holding a slot.
         assert!(within.is_granted());
@@ -534,7 +538,7 @@ mod tests {
         assert_eq!((limiter.in_flight(), limiter.queued()), (1, 1));
         assert!(!limiter.cancel(&over) && !limiter.cancel(&also_over));
         assert_eq!(limiter.queued(), 1);
-        // A node without a deadline waits as long as it takes.
+        // A node whose wait is far off is served in its turn.
         limiter.release(&gauge);
         assert!(after.is_granted());
         limiter.release(&gauge);
@@ -547,7 +551,7 @@ mod tests {
         let limiter = Limiter::new(2, 4);
         take(&limiter, &gauge).unwrap();
         take(&limiter, &gauge).unwrap();
-        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, None) else {
+        let Admission::Queued(node) = limiter.acquire_or_enqueue(&gauge, far) else {
             panic!("expected to queue")
         };
         limiter.set_limit(1, &gauge);
@@ -591,7 +595,7 @@ mod tests {
         let waker = Waker::from(seen.clone());
         let mut cx = Context::from_waker(&waker);
         assert_eq!(limiter.try_acquire(), Some(1));
-        let queue = || match limiter.acquire_or_enqueue(&seen, None) {
+        let queue = || match limiter.acquire_or_enqueue(&seen, far) {
             Admission::Queued(node) => node,
             _ => panic!("expected to queue"),
         };
@@ -623,7 +627,7 @@ mod tests {
     fn a_panicking_sink_leaves_no_waiter_queued_beside_a_free_slot() {
         let limiter = Limiter::new(1, 4);
         assert_eq!(limiter.try_acquire(), Some(1));
-        let queue = |limiter: &Limiter| match limiter.acquire_or_enqueue(&PanicOnGrant, None) {
+        let queue = |limiter: &Limiter| match limiter.acquire_or_enqueue(&PanicOnGrant, far) {
             Admission::Queued(node) => node,
             _ => panic!("expected to queue"),
         };
@@ -697,7 +701,7 @@ mod loom_tests {
             if self.fast() {
                 return true;
             }
-            match self.limiter.acquire_or_enqueue(self, None) {
+            match self.limiter.acquire_or_enqueue(self, far) {
                 Admission::Acquired(in_flight) => {
                     self.change(InFlightChange::Acquired, in_flight, 0);
                 }
@@ -718,7 +722,7 @@ mod loom_tests {
         /// Takes the one slot, then queues a second request behind it.
         fn queue_behind_a_holder(&self) -> Arc<WaitNode> {
             assert!(self.fast());
-            match self.limiter.acquire_or_enqueue(self, None) {
+            match self.limiter.acquire_or_enqueue(self, far) {
                 Admission::Queued(node) => node,
                 _ => panic!("expected to queue"),
             }
@@ -810,12 +814,12 @@ mod loom_tests {
         model(|| {
             let state = Model::new(1, 2, 1);
             assert!(state.fast());
-            let queue = |deadline| match state.limiter.acquire_or_enqueue(&*state, deadline) {
+            let queue = |deadline| match state.limiter.acquire_or_enqueue(&*state, || deadline) {
                 Admission::Queued(node) => node,
                 _ => panic!("expected to queue"),
             };
-            let expired = queue(Some(tokio::time::Instant::now()));
-            let waiter = queue(None);
+            let expired = queue(tokio::time::Instant::now());
+            let waiter = queue(far());
             let holder = state.clone();
             let t = loom::thread::spawn(move || holder.release());
             assert!(!state.limiter.cancel(&expired), "granted past its wait");

@@ -171,11 +171,8 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
         // queued then is turned away as overloaded (which a breaker does
         // not count as a failure of the service) instead of timing out in
         // the queue.
-        let deadline = palisade_core::deadline::wait_deadline(core.max_wait);
-        match core
-            .limiter
-            .acquire_or_enqueue(&core.events(), Some(deadline))
-        {
+        let deadline = || palisade_core::deadline::wait_deadline(core.max_wait);
+        match core.limiter.acquire_or_enqueue(&core.events(), deadline) {
             Admission::Acquired(in_flight) => Contended::Acquired(in_flight),
             Admission::Queued(node) => Contended::Queued(node),
             Admission::QueueFull => Contended::Rejected(core.reject(OverloadKind::QueueFull)),
@@ -194,13 +191,7 @@ impl<S, C, M: Sharing> Bulkhead<S, C, M> {
         // holds, for the next call.
         let ticket = Ticket::new(node, self.core.clone());
         let since = self.core.clock.now();
-        Queued::new(
-            self.inner.clone(),
-            request,
-            ticket,
-            self.core.max_wait,
-            since,
-        )
+        Queued::new(self.inner.clone(), request, ticket, since)
     }
 
     /// Runs an admitted request whose slot is already taken (`in_flight`
