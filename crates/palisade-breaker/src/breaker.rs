@@ -530,9 +530,9 @@ impl Breaker {
         self.since_origin(at).saturating_add(1).min(Permit::START)
     }
 
-    /// The breaker's clock.
-    pub(crate) fn now(&self) -> Instant {
-        self.cfg.clock.now()
+    /// The breaker's clock now, as a permit's start field.
+    pub(crate) fn now_mark(&self) -> u64 {
+        self.start_mark(self.cfg.clock.now())
     }
 
     /// Whether calls are timed (slow-call detection or latency events).

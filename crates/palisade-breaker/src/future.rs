@@ -117,8 +117,7 @@ where
     /// with a stream that may run for minutes.
     fn answered(&mut self) {
         if self.breaker.needs_start() {
-            let now = self.breaker.start_mark(self.breaker.now());
-            self.permit.answer(now);
+            self.permit.answer(self.breaker.now_mark());
         }
     }
 }
@@ -177,8 +176,9 @@ impl<M: Sharing> Drop for FailOnPanic<'_, M> {
 #[inline(never)]
 fn queued_for<M: Sharing>(waited: Duration, recorder: &mut Option<OutcomeRecorder<M>>) {
     if let Some(recorder) = recorder.as_mut() {
-        let now = recorder.breaker.start_mark(recorder.breaker.now());
-        recorder.permit.delay_start(waited, now);
+        recorder
+            .permit
+            .delay_start(waited, recorder.breaker.now_mark());
     }
 }
 
